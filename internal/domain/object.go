@@ -1,0 +1,214 @@
+package domain
+
+import (
+	"crypto/rand"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ID prefixes, one per object type.
+const (
+	PrefixProject   = "proj-"
+	PrefixToken     = "tok-"
+	PrefixVPC       = "vpc-"
+	PrefixPeering   = "pcx-"
+	PrefixService   = "svc-"
+	PrefixNode      = "node-"
+	PrefixOperation = "op-"
+)
+
+// NewID returns a fresh random ID with prefix: the prefix and 16 characters
+// of lower-case base32 (80 random bits). The alphabet includes letters past
+// f, so an ID is never mistaken for an AWS hex ID such as vpc-0a1b2c3d.
+func NewID(prefix string) string {
+	return prefix + strings.ToLower(rand.Text()[:16])
+}
+
+var idBody = regexp.MustCompile(`^[a-z2-7]{16}$`)
+
+// ValidID reports whether s is an ID of the given prefix as NewID makes them.
+func ValidID(prefix, s string) bool {
+	body, ok := strings.CutPrefix(s, prefix)
+	return ok && idBody.MatchString(body)
+}
+
+// Meta holds what every stored object has. Revision is maintained by the
+// store: it is 0 for an object never stored and grows on every write.
+type Meta struct {
+	ID        string    `json:"id"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	State     string    `json:"state"`
+	StateInfo *Info     `json:"state_info,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Revision  int64     `json:"-"`
+}
+
+// Base returns m itself; every object type embeds Meta and so has Base.
+func (m *Meta) Base() *Meta { return m }
+
+// Info explains a state (a failure's code and message).
+type Info struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Object is what the store persists. Kind names the table of objects it
+// belongs to; Parent is the ID the store indexes it under besides its
+// project (a peering's VPC, a service's VPC, a node's service, an
+// operation's target), or "".
+type Object interface {
+	Base() *Meta
+	Kind() string
+	Parent() string
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// ValidateName checks a human name: 1 to 63 characters of lower-case
+// letters, digits and hyphens, starting with a letter.
+func ValidateName(field, name string) error {
+	if name == "" {
+		return Invalidf(CodeRequired, field, "give a name such as my-db", "a name is required")
+	}
+	if !nameRE.MatchString(name) || strings.HasSuffix(name, "-") {
+		return Invalidf(CodeInvalidName, field,
+			"use 1 to 63 lower-case letters, digits and hyphens, starting with a letter and not ending with a hyphen",
+			"%q is not a valid name", name)
+	}
+	return nil
+}
+
+// Project is the tenant boundary.
+type Project struct {
+	Meta
+	// VPCQuota is the number of live VPCs the project may hold.
+	VPCQuota int `json:"vpc_quota"`
+}
+
+// DefaultVPCQuota is a new project's VPC quota.
+const DefaultVPCQuota = 3
+
+// MaxVPCQuota bounds what an operator may set, to catch typos.
+const MaxVPCQuota = 1000
+
+func (*Project) Kind() string   { return "project" }
+func (*Project) Parent() string { return "" }
+
+// Role is an API token's role within its project.
+type Role string
+
+const (
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+	RoleViewer Role = "viewer"
+	// RoleOperator is the platform operator: all projects, quotas, audit.
+	RoleOperator Role = "operator"
+)
+
+// ParseRole validates a project role (operator tokens are not created
+// through the API).
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleAdmin, RoleMember, RoleViewer:
+		return r, nil
+	}
+	return "", Invalidf(CodeInvalidRole, "role", "use admin, member or viewer", "%q is not a role", s)
+}
+
+// CanWrite reports whether the role may mutate project objects.
+func (r Role) CanWrite() bool { return r == RoleAdmin || r == RoleMember || r == RoleOperator }
+
+// CanAdmin reports whether the role may manage tokens and secrets.
+func (r Role) CanAdmin() bool { return r == RoleAdmin || r == RoleOperator }
+
+// Token is an API credential. The secret is never stored: Hash is its
+// SHA-256. ProjectID is empty for operator tokens.
+type Token struct {
+	Meta
+	Role Role   `json:"role"`
+	Hash string `json:"hash"`
+}
+
+func (*Token) Kind() string   { return "token" }
+func (*Token) Parent() string { return "" }
+
+// VPC is a provider-side private network.
+type VPC struct {
+	Meta
+	Region     string `json:"region"`
+	CIDR       string `json:"cidr"`
+	CloudVPCID string `json:"cloud_vpc_id,omitempty"`
+}
+
+func (*VPC) Kind() string   { return "vpc" }
+func (*VPC) Parent() string { return "" }
+
+// Peering is a peering connection from a VPC to a peer network.
+type Peering struct {
+	Meta
+	VPCID          string    `json:"vpc_id"`
+	PeerAccountID  string    `json:"peer_account_id"`
+	PeerVPCID      string    `json:"peer_vpc_id"`
+	PeerRegion     string    `json:"peer_region"`
+	PeerCIDRs      []string  `json:"peer_cidrs"`
+	CloudPeeringID string    `json:"cloud_peering_id,omitempty"`
+	ExpiresAt      time.Time `json:"expires_at"`
+}
+
+func (*Peering) Kind() string     { return "peering" }
+func (p *Peering) Parent() string { return p.VPCID }
+
+// PeeringAcceptWindow is how long a peering request waits for acceptance.
+const PeeringAcceptWindow = 7 * 24 * time.Hour
+
+// Service is a PostgreSQL database service.
+type Service struct {
+	Meta
+	Region     string       `json:"region"`
+	NodeCount  int          `json:"node_count"`
+	VPCID      string       `json:"vpc_id,omitempty"`
+	AllowedIPs []AllowEntry `json:"allowed_ips"`
+	// AllowlistRevision grows on every allowlist change; it is the
+	// allowlist's ETag.
+	AllowlistRevision int64 `json:"allowlist_revision"`
+	// AppliedAllowlistRevision is the revision every node enforces.
+	AppliedAllowlistRevision int64 `json:"applied_allowlist_revision"`
+	// OperationID is the running attach/detach operation, if any.
+	OperationID string `json:"operation_id,omitempty"`
+}
+
+func (*Service) Kind() string     { return "service" }
+func (s *Service) Parent() string { return s.VPCID }
+
+// Node is one dedicated machine of a service.
+type Node struct {
+	Meta
+	ServiceID string `json:"service_id"`
+	Index     int    `json:"index"`
+	AZ        string `json:"az"`
+}
+
+func (*Node) Kind() string     { return "node" }
+func (n *Node) Parent() string { return n.ServiceID }
+
+// Operation kinds.
+const (
+	OpServiceAttach = "service.attach"
+	OpServiceDetach = "service.detach"
+)
+
+// Operation is an asynchronous job on a target object.
+type Operation struct {
+	Meta
+	Type     string `json:"type"`
+	TargetID string `json:"target_id"`
+	// VPCID is the destination VPC of an attach.
+	VPCID string `json:"vpc_id,omitempty"`
+	Error *Info  `json:"error,omitempty"`
+}
+
+func (*Operation) Kind() string     { return "operation" }
+func (o *Operation) Parent() string { return o.TargetID }
