@@ -44,6 +44,8 @@ type Meta struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Revision  int64     `json:"-"`
+	// Seq is the store's creation order (the pagination cursor).
+	Seq int64 `json:"-"`
 }
 
 // Base returns m itself; every object type embeds Meta and so has Base.

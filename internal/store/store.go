@@ -179,5 +179,6 @@ func decode[T any, P Ptr[T]](rec Record) (P, error) {
 		return nil, fmt.Errorf("decode %s %s: %w", rec.Kind, rec.ID, err)
 	}
 	p.Base().Revision = rec.Revision
+	p.Base().Seq = rec.Seq
 	return p, nil
 }
