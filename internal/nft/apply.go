@@ -1,0 +1,466 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is returned by Current when the namespace has no Moat table.
+var ErrNotFound = errors.New("firewall table not found")
+
+// ErrMismatch is returned (wrapped) when the sets read back after a
+// transaction differ from the ones written. The table is then locked down
+// (see Apply).
+var ErrMismatch = errors.New("firewall sets read back differ from the policy")
+
+// maxElemBytes bounds the encoded elements of one set-element message.
+// google/nftables v0.3.0 encodes all the elements of one call in a single
+// netlink attribute whose length is a uint16 and silently truncates it past
+// 64 KiB; elements are therefore written in several messages of the same
+// batch, each well under that limit.
+const maxElemBytes = 60_000
+
+// Encoded size of one interval element: the list item header, the
+// interval-end flags attribute and the nested key.
+const (
+	elemBytes4 = 4 + 8 + 4 + 4 + 4
+	elemBytes6 = 4 + 8 + 4 + 4 + 16
+)
+
+// Apply replaces the Moat table in the network namespace ns with the
+// ruleset for p, in one netlink transaction: the kernel switches from the
+// old ruleset to the new one at commit, with no moment in between, and
+// keeps the old one whole if the transaction fails. It then reads the sets
+// back; if they differ from p, it replaces the table with a locked-down one
+// (empty sets: nothing but loopback, neighbour discovery and the node's own
+// connections) and returns an error wrapping ErrMismatch, so that a failed
+// apply never leaves a policy wider than intended.
+func Apply(ns netns.NsHandle, p Policy) error {
+	c, err := compile(p)
+	if err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	if err := replace(ns, &c); err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	return nil
+}
+
+// Firewall applies successive policies to one namespace. When the table
+// still holds the policy it applied last with the same port, it sends only
+// the set elements that changed, in one transaction; otherwise it replaces
+// the whole table as Apply does. It is safe for concurrent use.
+type Firewall struct {
+	ns netns.NsHandle
+
+	mu   sync.Mutex
+	last *compiled // verified in the kernel by the last Apply, or nil
+}
+
+// New returns a Firewall for the network namespace ns. The caller keeps
+// ownership of ns and must keep it open while the Firewall is used.
+func New(ns netns.NsHandle) *Firewall {
+	return &Firewall{ns: ns}
+}
+
+// Apply makes the namespace's table enforce p. Like the package-level
+// Apply, it is one transaction, verified by reading the sets back.
+func (f *Firewall) Apply(p Policy) error {
+	c, err := compile(p)
+	if err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last != nil && f.last.port == c.port {
+		err := update(f.ns, f.last, &c)
+		if err == nil {
+			f.last = &c
+			return nil
+		}
+		if errors.Is(err, ErrMismatch) {
+			f.last = nil
+			return fmt.Errorf("apply firewall: %w", err)
+		}
+		// The table is not what we left (or the kernel refused the
+		// delta): nothing was committed, so rewrite it whole.
+	}
+	f.last = nil
+	if err := replace(f.ns, &c); err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	f.last = &c
+	return nil
+}
+
+// Current reads the policy enforced by the Moat table in ns, with merged
+// prefixes. It returns an error wrapping ErrNotFound when there is no table.
+func Current(ns netns.NsHandle) (Policy, error) {
+	conn, err := dial(ns, 0)
+	if err != nil {
+		return Policy{}, fmt.Errorf("read firewall: %w", err)
+	}
+	c, err := read(conn)
+	if err != nil {
+		return Policy{}, fmt.Errorf("read firewall: %w", err)
+	}
+	return c.policy(), nil
+}
+
+// Delete removes the Moat table from ns; it is not an error if there is
+// none.
+func Delete(ns netns.NsHandle) error {
+	conn, err := dial(ns, 0)
+	if err != nil {
+		return fmt.Errorf("delete firewall: %w", err)
+	}
+	t := table()
+	conn.AddTable(t) // so that the delete cannot fail for a missing table
+	conn.DelTable(t)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("delete firewall: %w", err)
+	}
+	return nil
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+func newSet(t *nftables.Table, name string, v4 bool) *nftables.Set {
+	kt := nftables.TypeIP6Addr
+	if v4 {
+		kt = nftables.TypeIPAddr
+	}
+	return &nftables.Set{Table: t, Name: name, Interval: true, KeyType: kt}
+}
+
+// dial opens a conn to ns whose socket buffers hold a batch of batchBytes.
+// A batch is sent in one sendmsg, so the send buffer must hold all of it;
+// the limits are raised past net.core.wmem_max with SO_SNDBUFFORCE, as nft
+// does.
+func dial(ns netns.NsHandle, batchBytes int) (*nftables.Conn, error) {
+	snd := max(batchBytes+batchBytes/4+(1<<20), 4<<20)
+	rcv := 8 << 20
+	return nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		return setBuffers(c, snd, rcv)
+	}))
+}
+
+func setBuffers(c *netlink.Conn, snd, rcv int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, snd); e != nil {
+			serr = fmt.Errorf("set netlink send buffer: %w", e)
+			return
+		}
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv); e != nil {
+			serr = fmt.Errorf("set netlink receive buffer: %w", e)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// elements returns the interval-set elements for spans: a start key and,
+// unless the range runs to the family's last address, an interval-end key
+// one past its end.
+func elements(spans []span) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*len(spans))
+	for _, s := range spans {
+		out = append(out, nftables.SetElement{Key: s.from.AsSlice()})
+		if end := s.to.Next(); end.IsValid() {
+			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+func elemBytes(v4 bool) int {
+	if v4 {
+		return elemBytes4
+	}
+	return elemBytes6
+}
+
+// addElements queues elems for set in messages under maxElemBytes each.
+// del queues deletions instead.
+func addElements(conn *nftables.Conn, set *nftables.Set, v4 bool, elems []nftables.SetElement, del bool) error {
+	for chunk := range slices.Chunk(elems, maxElemBytes/elemBytes(v4)) {
+		var err error
+		if del {
+			err = conn.SetDeleteElements(set, chunk)
+		} else {
+			err = conn.SetAddElements(set, chunk)
+		}
+		if err != nil {
+			return fmt.Errorf("set %s: %w", set.Name, err)
+		}
+	}
+	return nil
+}
+
+func batchBytes(sets []namedSet) int {
+	n := 64 << 10 // table, chain, rules, headers
+	for _, s := range sets {
+		chunks := 2*len(s.spans)*elemBytes(s.v4)/maxElemBytes + 1
+		n += 2*len(s.spans)*elemBytes(s.v4) + chunks*128
+	}
+	return n
+}
+
+// replace writes the whole table for c in one transaction and verifies it.
+func replace(ns netns.NsHandle, c *compiled) error {
+	if err := write(ns, c); err != nil {
+		return err
+	}
+	return verify(ns, c)
+}
+
+func write(ns netns.NsHandle, c *compiled) error {
+	named := c.sets()
+	conn, err := dial(ns, batchBytes(named))
+	if err != nil {
+		return err
+	}
+	t := table()
+	// Create, delete and recreate the table: the delete cannot fail for a
+	// missing table, and the new table starts empty.
+	conn.AddTable(t)
+	conn.DelTable(t)
+	conn.AddTable(t)
+	sets := make(map[string]*nftables.Set, len(named))
+	for _, s := range named {
+		set := newSet(t, s.name, s.v4)
+		if err := conn.AddSet(set, nil); err != nil {
+			return fmt.Errorf("add set %s: %w", s.name, err)
+		}
+		if err := addElements(conn, set, s.v4, elements(s.spans), false); err != nil {
+			return err
+		}
+		sets[s.name] = set
+	}
+	policy := nftables.ChainPolicyDrop
+	ch := conn.AddChain(&nftables.Chain{
+		Name:     "input",
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  nftables.ChainHookInput,
+		Priority: nftables.ChainPriorityFilter,
+		Policy:   &policy,
+	})
+	for _, r := range c.rules() {
+		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets)})
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// update changes the sets from old to c in one transaction, sending only
+// the ranges that differ, and verifies the result.
+func update(ns netns.NsHandle, old, c *compiled) error {
+	t := table()
+	type delta struct {
+		set      *nftables.Set
+		v4       bool
+		del, add []nftables.SetElement
+	}
+	var deltas []delta
+	size := 0
+	oldSets := old.sets()
+	for i, s := range c.sets() {
+		del, add := diff(oldSets[i].spans, s.spans)
+		if len(del)+len(add) == 0 {
+			continue
+		}
+		d := delta{newSet(t, s.name, s.v4), s.v4, elements(del), elements(add)}
+		size += (len(d.del) + len(d.add)) * elemBytes(s.v4)
+		deltas = append(deltas, d)
+	}
+	if len(deltas) == 0 {
+		return verify(ns, c)
+	}
+	conn, err := dial(ns, size+64<<10)
+	if err != nil {
+		return err
+	}
+	// Deletions first: a range that grows or shrinks is deleted and added
+	// again, and its start key may be the same.
+	for _, d := range deltas {
+		if err := addElements(conn, d.set, d.v4, d.del, true); err != nil {
+			return err
+		}
+	}
+	for _, d := range deltas {
+		if err := addElements(conn, d.set, d.v4, d.add, false); err != nil {
+			return err
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return verify(ns, c)
+}
+
+// diff returns the ranges of old not in new and of new not in old.
+func diff(old, new []span) (del, add []span) {
+	in := make(map[span]bool, len(old))
+	for _, s := range old {
+		in[s] = true
+	}
+	for _, s := range new {
+		if in[s] {
+			delete(in, s)
+		} else {
+			add = append(add, s)
+		}
+	}
+	for _, s := range old {
+		if in[s] {
+			del = append(del, s)
+		}
+	}
+	return del, add
+}
+
+// verify reads the table back and, if its sets are not c's, locks the
+// table down and returns an error wrapping ErrMismatch.
+func verify(ns netns.NsHandle, c *compiled) error {
+	conn, err := dial(ns, 0)
+	if err != nil {
+		return err
+	}
+	got, err := read(conn)
+	if err == nil && got.port == c.port && equalSets(got, c) {
+		return nil
+	}
+	cause := err
+	if cause == nil {
+		cause = errors.New("content differs")
+	}
+	lock := &compiled{port: c.port}
+	if lerr := write(ns, lock); lerr != nil {
+		return fmt.Errorf("%w: %w; lock down: %w", ErrMismatch, cause, lerr)
+	}
+	return fmt.Errorf("%w: %w (table locked down)", ErrMismatch, cause)
+}
+
+func equalSets(a, b *compiled) bool {
+	as, bs := a.sets(), b.sets()
+	for i := range as {
+		if !slices.Equal(as[i].spans, bs[i].spans) {
+			return false
+		}
+	}
+	return true
+}
+
+// read returns what the Moat table enforces.
+func read(conn *nftables.Conn) (*compiled, error) {
+	t, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("list table: %w", err)
+	}
+	c := &compiled{}
+	dst := map[string]*[]span{setAllow4: &c.allow4, setAllow6: &c.allow6, setPeer4: &c.peer4, setPeer6: &c.peer6}
+	for _, s := range c.sets() {
+		set, err := conn.GetSetByName(t, s.name)
+		if err != nil {
+			return nil, fmt.Errorf("get set %s: %w", s.name, err)
+		}
+		elems, err := conn.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("get set %s elements: %w", s.name, err)
+		}
+		spans, err := spansOf(elems, s.v4)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w", s.name, err)
+		}
+		*dst[s.name] = spans
+	}
+	ch, err := conn.ListChain(t, "input")
+	if err != nil {
+		return nil, fmt.Errorf("list chain: %w", err)
+	}
+	rules, err := conn.GetRules(t, ch)
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	c.port = portOf(rules)
+	return c, nil
+}
+
+// spansOf converts interval-set elements back to ranges.
+func spansOf(elems []nftables.SetElement, v4 bool) ([]span, error) {
+	type el struct {
+		key netip.Addr
+		end bool
+	}
+	els := make([]el, 0, len(elems))
+	for _, e := range elems {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if !ok || a.Is4() != v4 {
+			return nil, fmt.Errorf("bad element key %x", e.Key)
+		}
+		els = append(els, el{a, e.IntervalEnd})
+	}
+	slices.SortFunc(els, func(a, b el) int { return a.key.Compare(b.key) })
+	var out []span
+	for i := 0; i < len(els); i++ {
+		if els[i].end {
+			return nil, fmt.Errorf("interval end %v without a start", els[i].key)
+		}
+		from := els[i].key
+		if i+1 == len(els) {
+			last := netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff,
+				8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
+			if v4 {
+				last = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+			}
+			out = append(out, span{from, last})
+			break
+		}
+		if !els[i+1].end {
+			return nil, fmt.Errorf("start %v followed by start %v", from, els[i+1].key)
+		}
+		i++
+		out = append(out, span{from, els[i].key.Prev()})
+	}
+	return out, nil
+}
+
+// portOf finds the port of the first "tcp dport" match in rules.
+func portOf(rules []*nftables.Rule) uint16 {
+	for _, r := range rules {
+		for i, e := range r.Exprs {
+			p, ok := e.(*expr.Payload)
+			if !ok || p.Base != expr.PayloadBaseTransportHeader || p.Offset != 2 || p.Len != 2 || i+1 == len(r.Exprs) {
+				continue
+			}
+			if c, ok := r.Exprs[i+1].(*expr.Cmp); ok && len(c.Data) == 2 {
+				return uint16(c.Data[0])<<8 | uint16(c.Data[1])
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,116 @@
+package nft
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+)
+
+// span is an inclusive address range [from, to] of one family.
+type span struct {
+	from, to netip.Addr
+}
+
+// spanOf returns the inclusive range a prefix covers.
+func spanOf(p netip.Prefix) span {
+	p = p.Masked()
+	from := p.Addr()
+	b := from.AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		// Set every host bit.
+		hostBits := min(max(8*(i+1)-bits, 0), 8)
+		b[i] |= byte(1<<hostBits - 1)
+	}
+	to, _ := netip.AddrFromSlice(b)
+	return span{from: from, to: to}
+}
+
+// mergeSpans returns the union of the valid prefixes in ps as sorted,
+// non-overlapping, non-adjacent ranges: IPv4 first, then IPv6.
+func mergeSpans(ps []netip.Prefix) []span {
+	spans := make([]span, 0, len(ps))
+	for _, p := range ps {
+		if !p.IsValid() {
+			continue
+		}
+		spans = append(spans, spanOf(p))
+	}
+	slices.SortFunc(spans, func(a, b span) int {
+		if c := a.from.Compare(b.from); c != 0 {
+			return c
+		}
+		return b.to.Compare(a.to) // wider first
+	})
+	out := spans[:0]
+	for _, s := range spans {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if last.from.Is4() == s.from.Is4() {
+				next := last.to.Next() // invalid when last.to is the family's last address
+				if !next.IsValid() || s.from.Compare(next) <= 0 {
+					if s.to.Compare(last.to) > 0 {
+						last.to = s.to
+					}
+					continue
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// prefixes returns the minimal list of prefixes covering exactly s.
+func (s span) prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	from := s.from
+	total := from.BitLen()
+	for {
+		// The widest prefix starting at from that stays inside s.
+		bits := total
+		for bits > 0 {
+			p := netip.PrefixFrom(from, bits-1)
+			if p.Masked().Addr() != from || spanOf(p).to.Compare(s.to) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(from, bits)
+		out = append(out, p)
+		end := spanOf(p).to
+		if end == s.to {
+			return out
+		}
+		from = end.Next()
+	}
+}
+
+// prefix returns s as a single prefix when it is exactly one.
+func (s span) prefix() (netip.Prefix, bool) {
+	ps := s.prefixes()
+	if len(ps) != 1 {
+		return netip.Prefix{}, false
+	}
+	return ps[0], true
+}
+
+// Merge returns the union of the valid prefixes in ps as a sorted list of
+// non-overlapping prefixes (IPv4 first, then IPv6), with overlapping and
+// adjacent prefixes merged. Invalid prefixes are ignored. Addresses are not
+// unmapped: an IPv4-mapped IPv6 prefix stays an IPv6 prefix.
+func Merge(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range mergeSpans(ps) {
+		out = append(out, s.prefixes()...)
+	}
+	return out
+}
+
+// comparePrefix orders prefixes by address, then by length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}

@@ -1,0 +1,134 @@
+// Package nft renders and atomically applies a node's firewall.
+//
+// A node's firewall is one nftables table, "inet moat", in the node's network
+// namespace. Its input chain drops everything except loopback, replies to
+// connections the node itself opened (by conntrack direction, never by a
+// blanket "established" rule), neighbour discovery, and TCP to the
+// PostgreSQL port from the sources in the policy, held in interval sets.
+// Because inbound packets of client connections are checked against the sets
+// whatever their connection state, revoking a source also cuts its
+// established connections.
+//
+// [Apply] replaces the table in one netlink transaction; [Firewall.Apply]
+// does the same but sends only the changed set elements when the table
+// already holds the previous policy it applied. [Render] returns the same
+// ruleset as nft(8) text, for golden tests and for comparison with nft -f.
+//
+// It is imported by the agent (and by tests and benchmarks); it holds no
+// policy logic: what is allowed is decided by internal/domain.
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// TableName is the name of the inet table Moat owns in a node's namespace.
+const TableName = "moat"
+
+// Names of the interval sets in the table.
+const (
+	setAllow4 = "allow4"
+	setAllow6 = "allow6"
+	setPeer4  = "peer4"
+	setPeer6  = "peer6"
+)
+
+// Policy is what a node's firewall admits besides loopback, neighbour
+// discovery and replies to the node's own connections.
+type Policy struct {
+	// Port is the TCP port clients and peers may reach (PostgreSQL, 5432).
+	Port uint16
+	// AllowV4 and AllowV6 are the client sources allowed to reach Port.
+	AllowV4 []netip.Prefix
+	AllowV6 []netip.Prefix
+	// Peers are the service's other nodes (either family), allowed to reach
+	// Port for replication.
+	Peers []netip.Prefix
+}
+
+// ErrInvalidPolicy is returned (wrapped) for a policy that cannot be
+// compiled: no port, an invalid prefix, or a prefix in the wrong list.
+var ErrInvalidPolicy = errors.New("invalid firewall policy")
+
+// Validate reports whether p can be compiled.
+func (p Policy) Validate() error {
+	if p.Port == 0 {
+		return fmt.Errorf("%w: port 0", ErrInvalidPolicy)
+	}
+	check := func(field string, ps []netip.Prefix, want4, want6 bool) error {
+		for _, q := range ps {
+			switch {
+			case !q.IsValid():
+				return fmt.Errorf("%w: %s: invalid prefix %v", ErrInvalidPolicy, field, q)
+			case q.Addr().Is4() && !want4, !q.Addr().Is4() && !want6:
+				return fmt.Errorf("%w: %s: prefix %v of the wrong family", ErrInvalidPolicy, field, q)
+			}
+		}
+		return nil
+	}
+	if err := check("allow_v4", p.AllowV4, true, false); err != nil {
+		return err
+	}
+	if err := check("allow_v6", p.AllowV6, false, true); err != nil {
+		return err
+	}
+	return check("peers", p.Peers, true, true)
+}
+
+// compiled is a validated policy with its sets' merged ranges.
+type compiled struct {
+	port           uint16
+	allow4, allow6 []span
+	peer4, peer6   []span
+}
+
+func compile(p Policy) (compiled, error) {
+	if err := p.Validate(); err != nil {
+		return compiled{}, err
+	}
+	var c compiled
+	c.port = p.Port
+	c.allow4 = mergeSpans(p.AllowV4)
+	c.allow6 = mergeSpans(p.AllowV6)
+	for _, s := range mergeSpans(p.Peers) {
+		if s.from.Is4() {
+			c.peer4 = append(c.peer4, s)
+		} else {
+			c.peer6 = append(c.peer6, s)
+		}
+	}
+	return c, nil
+}
+
+// sets returns the compiled sets in table order.
+func (c *compiled) sets() []namedSet {
+	return []namedSet{
+		{setAllow4, true, c.allow4},
+		{setAllow6, false, c.allow6},
+		{setPeer4, true, c.peer4},
+		{setPeer6, false, c.peer6},
+	}
+}
+
+type namedSet struct {
+	name  string
+	v4    bool
+	spans []span
+}
+
+// policy converts c back to a Policy with merged prefixes.
+func (c *compiled) policy() Policy {
+	p := Policy{Port: c.port}
+	for _, s := range c.allow4 {
+		p.AllowV4 = append(p.AllowV4, s.prefixes()...)
+	}
+	for _, s := range c.allow6 {
+		p.AllowV6 = append(p.AllowV6, s.prefixes()...)
+	}
+	for _, s := range append(append([]span(nil), c.peer4...), c.peer6...) {
+		p.Peers = append(p.Peers, s.prefixes()...)
+	}
+	return p
+}
