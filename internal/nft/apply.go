@@ -82,7 +82,7 @@ func (f *Firewall) Apply(p Policy) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.last != nil && f.last.port == c.port {
-		err := update(f.ns, f.last, &c)
+		err := applyDelta(f.ns, f.last, &c)
 		if err == nil {
 			f.last = &c
 			return nil
@@ -273,9 +273,9 @@ func write(ns netns.NsHandle, c *compiled) error {
 	return nil
 }
 
-// update changes the sets from old to c in one transaction, sending only
+// applyDelta changes the sets from old to c in one transaction, sending only
 // the ranges that differ, and verifies the result.
-func update(ns netns.NsHandle, old, c *compiled) error {
+func applyDelta(ns netns.NsHandle, old, c *compiled) error {
 	t := table()
 	type delta struct {
 		set      *nftables.Set
