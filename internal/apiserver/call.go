@@ -1,0 +1,379 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Access is who may call a route.
+type Access int
+
+const (
+	// Public routes need no token.
+	Public Access = iota
+	// Authenticated routes need any valid token.
+	Authenticated
+	// Operator routes need the operator token.
+	Operator
+	// ProjectRead routes need a token of the path's project (or operator).
+	ProjectRead
+	// ProjectWrite routes also need role member or admin.
+	ProjectWrite
+	// ProjectAdmin routes need role admin.
+	ProjectAdmin
+)
+
+// Route is one entry of the route table.
+type Route struct {
+	Method  string
+	Pattern string // Go 1.22 ServeMux pattern, under /v1
+	// Action names the route in the audit log (e.g. "vpc.create"); every
+	// route that is not a GET is audited.
+	Action  string
+	Access  Access
+	Summary string
+	// Request and Response are zero values of the wire types, for OpenAPI.
+	Request  any
+	Response any
+	// Status is the success status (200 when zero).
+	Status  int
+	Handler func(*call) error
+}
+
+// principal is an authenticated caller.
+type principal struct {
+	TokenID   string
+	Role      domain.Role
+	ProjectID string
+}
+
+func (p principal) actor() string {
+	if p.TokenID == "" {
+		return "anonymous"
+	}
+	return string(p.Role) + ":" + p.TokenID
+}
+
+// call is one request in flight.
+type call struct {
+	s       *Server
+	w       http.ResponseWriter
+	r       *http.Request
+	ctx     context.Context
+	rt      *Route
+	who     principal
+	project string // the {p} path value, once authorised
+	reqID   string
+	source  string
+	target  string
+	detail  string
+	audited bool // a success entry was written with the mutation
+	body    []byte
+}
+
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{s: s, w: w, r: r, ctx: r.Context(), rt: &rt, reqID: requestID(r), source: sourceAddr(r)}
+		w.Header().Set("X-Request-Id", c.reqID)
+		err := c.authorize()
+		if err == nil {
+			err = rt.Handler(c)
+		}
+		if err == nil {
+			return
+		}
+		ae := toAPIError(err)
+		if ae.status >= 500 {
+			s.log.Error("request failed", "request_id", c.reqID, "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		if rt.Method != http.MethodGet && !c.audited {
+			outcome := domain.OutcomeInvalid
+			switch {
+			case ae.status == 401 || ae.status == 403 || (ae.status == 404 && c.project == ""):
+				outcome = domain.OutcomeDenied
+			case ae.status >= 500:
+				outcome = domain.OutcomeError
+			}
+			c.detail = ae.code
+			if aerr := s.cfg.Store.Update(context.WithoutCancel(c.ctx), func(tx store.Tx) error {
+				return c.appendAudit(tx, outcome)
+			}); aerr != nil {
+				s.log.Error("audit refused request", "request_id", c.reqID, "err", aerr)
+			}
+		}
+		s.writeProblem(w, r, ae)
+	})
+}
+
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && isPrintableASCII(id) {
+		return id
+	}
+	return "req-" + strings.ToLower(rand.Text()[:16])
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// authorize authenticates the token and checks the route's access rule and
+// project scope. A project the caller may not see answers 404, exactly as a
+// missing one.
+func (c *call) authorize() error {
+	if c.rt.Access == Public {
+		return nil
+	}
+	who, err := c.s.authenticate(c.ctx, c.r.Header.Get("Authorization"))
+	if err != nil {
+		return err
+	}
+	c.who = who
+	switch c.rt.Access {
+	case Authenticated:
+		return nil
+	case Operator:
+		if who.Role != domain.RoleOperator {
+			return errForbidden("this route is for platform operators", "use the operator token (admin.token in the server's data directory)")
+		}
+		if p := c.r.PathValue("p"); p != "" {
+			c.project = p
+			return c.projectExists()
+		}
+		return nil
+	}
+	p := c.r.PathValue("p")
+	if who.Role != domain.RoleOperator && who.ProjectID != p {
+		return errNotFound("project", p)
+	}
+	c.project = p
+	if who.Role == domain.RoleOperator {
+		if err := c.projectExists(); err != nil {
+			return err
+		}
+	}
+	switch c.rt.Access {
+	case ProjectWrite:
+		if !who.Role.CanWrite() {
+			return errForbidden("role "+string(who.Role)+" may not change objects", "use a token with role member or admin")
+		}
+	case ProjectAdmin:
+		if !who.Role.CanAdmin() {
+			return errForbidden("role "+string(who.Role)+" may not do this", "use a token with role admin")
+		}
+	}
+	return nil
+}
+
+func (c *call) projectExists() error {
+	return c.s.cfg.Store.View(c.ctx, func(tx store.Tx) error {
+		p, err := store.Get[domain.Project](c.ctx, tx, c.project)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && domain.Gone(p.State)) {
+			return errNotFound("project", c.project)
+		}
+		return err
+	})
+}
+
+// TokenPrefix starts every API token: moat_<token-id>_<secret>.
+const TokenPrefix = "moat_"
+
+// FormatToken returns the bearer string of a token.
+func FormatToken(id, secret string) string { return TokenPrefix + id + "_" + secret }
+
+// HashSecret returns the stored hash of a token secret.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// NewSecret returns a fresh random token secret.
+func NewSecret() string { return rand.Text() + rand.Text() }
+
+func (s *Server) authenticate(ctx context.Context, header string) (principal, error) {
+	unauth := func(msg string) error {
+		return &apiError{status: http.StatusUnauthorized, code: "unauthenticated", msg: msg,
+			hint: "send Authorization: Bearer moat_<id>_<secret> (MOAT_TOKEN for the CLI)"}
+	}
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || raw == "" {
+		return principal{}, unauth("no API token was given")
+	}
+	rest, ok := strings.CutPrefix(raw, TokenPrefix)
+	id, secret, ok2 := strings.Cut(rest, "_")
+	if !ok || !ok2 || !domain.ValidID(domain.PrefixToken, id) {
+		return principal{}, unauth("the API token is malformed")
+	}
+	var tok *domain.Token
+	err := s.cfg.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		tok, err = store.Get[domain.Token](ctx, tx, id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return principal{}, unauth("the API token is not valid")
+	}
+	if err != nil {
+		return principal{}, fmt.Errorf("look up token: %w", err)
+	}
+	if domain.Gone(tok.State) || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(HashSecret(secret))) != 1 {
+		return principal{}, unauth("the API token is not valid")
+	}
+	return principal{TokenID: tok.ID, Role: tok.Role, ProjectID: tok.ProjectID}, nil
+}
+
+// appendAudit appends the call's audit entry in tx.
+func (c *call) appendAudit(tx store.Tx, outcome string) error {
+	e, err := audit.Append(c.ctx, tx, domain.AuditEntry{
+		Time:      c.s.now(),
+		Actor:     c.who.actor(),
+		ProjectID: c.auditProject(),
+		Action:    c.rt.Action,
+		Target:    c.target,
+		RequestID: c.reqID,
+		Source:    c.source,
+		Outcome:   outcome,
+		Detail:    c.detail,
+	})
+	if err != nil {
+		return fmt.Errorf("append audit entry: %w", err)
+	}
+	if c.s.cfg.AfterAudit != nil {
+		seq := e.Seq
+		defer c.s.cfg.AfterAudit(seq)
+	}
+	return nil
+}
+
+func (c *call) auditProject() string {
+	if c.project != "" {
+		return c.project
+	}
+	return c.who.ProjectID
+}
+
+// mutate runs fn in a read-write transaction that also appends the call's
+// success audit entry, so a mutation and its record commit together.
+func (c *call) mutate(fn func(tx store.Tx) error) error {
+	err := c.s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return c.appendAudit(tx, domain.OutcomeSuccess)
+	})
+	if err == nil {
+		c.audited = true
+	}
+	return err
+}
+
+// view runs fn in a read-only transaction.
+func (c *call) view(fn func(tx store.Tx) error) error { return c.s.cfg.Store.View(c.ctx, fn) }
+
+// maxBody bounds request bodies: 8,000 allowlist entries fit with room.
+const maxBody = 8 << 20
+
+// decode reads a JSON body strictly into v.
+func (c *call) decode(v any) error {
+	body, err := io.ReadAll(io.LimitReader(c.r.Body, maxBody+1))
+	if err != nil {
+		return &apiError{status: 400, code: "invalid_body", msg: "the request body could not be read"}
+	}
+	if len(body) > maxBody {
+		return &apiError{status: 413, code: "body_too_large", msg: fmt.Sprintf("the request body is larger than %d bytes", maxBody)}
+	}
+	c.body = body
+	return decodeJSON(body, v)
+}
+
+func decodeJSON(body []byte, v any) error {
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return &apiError{status: 400, code: "invalid_json", msg: "the request body is empty", hint: "send a JSON object"}
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ute *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &ute):
+			return &apiError{status: 400, code: "invalid_json", field: ute.Field,
+				msg: fmt.Sprintf("%s must be a JSON %s, not %s", ute.Field, ute.Type.Kind(), ute.Value), hint: "see /v1/openapi.json"}
+		case errors.As(err, &se):
+			return &apiError{status: 400, code: "invalid_json", msg: fmt.Sprintf("the body is not valid JSON (offset %d)", se.Offset), hint: "send a JSON object"}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return &apiError{status: 400, code: "unknown_field", field: f, msg: fmt.Sprintf("unknown field %q", f), hint: "remove it; see /v1/openapi.json for the fields"}
+		}
+		return &apiError{status: 400, code: "invalid_json", msg: "the body is not valid JSON", hint: "send a JSON object"}
+	}
+	if dec.More() {
+		return &apiError{status: 400, code: "invalid_json", msg: "the body holds more than one JSON value", hint: "send a single JSON object"}
+	}
+	return nil
+}
+
+// ifMatch returns the revision in If-Match, or 0 when absent.
+func (c *call) ifMatch() (int64, error) {
+	h := c.r.Header.Get("If-Match")
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, &apiError{status: 400, code: "invalid_if_match", field: "If-Match", msg: fmt.Sprintf("%q is not an ETag of this API", h), hint: `send the ETag from the last GET, e.g. If-Match: "12"`}
+	}
+	return n, nil
+}
+
+func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
+
+// reply writes v as JSON with status (the route's default when 0).
+func (c *call) reply(status int, v any) error {
+	if status == 0 {
+		status = c.rt.Status
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	writeJSON(c.w, status, body)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+	w.Write([]byte("\n"))
+}

@@ -1,0 +1,318 @@
+package apiserver
+
+import (
+	"fmt"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+func (s *Server) allowOpts(confirmEmpty bool) domain.AllowlistOptions {
+	return domain.AllowlistOptions{Max: s.cfg.MaxAllowEntries, ConfirmEmpty: confirmEmpty}
+}
+
+func (s *Server) createService(c *call) error {
+	var in apitype.ServiceCreate
+	if err := c.decode(&in); err != nil {
+		return err
+	}
+	if in.Nodes == 0 {
+		in.Nodes = 1
+	}
+	return c.create(func(tx store.Tx) (any, error) {
+		if _, err := getIn[domain.Project](c, tx, "project", c.project); err != nil {
+			return nil, err
+		}
+		others, err := store.List[domain.Service](c.ctx, tx, store.Query{ProjectID: c.project})
+		if err != nil {
+			return nil, err
+		}
+		svc, err := domain.NewService(s.cfg.Catalog, c.project, in.Name, in.Region, in.Nodes, allowIn(in.AllowedIPs), s.allowOpts(in.ConfirmEmpty), others)
+		if err != nil {
+			return nil, err
+		}
+		now := s.now()
+		svc.ID, svc.CreatedAt, svc.UpdatedAt = domain.NewID(domain.PrefixService), now, now
+		c.target = svc.ID
+		if err := store.Put(c.ctx, tx, svc); err != nil {
+			return nil, err
+		}
+		region, _ := s.cfg.Catalog.Lookup("region", svc.Region)
+		var nodes []*domain.Node
+		for i, az := range domain.SpreadAZs(region, svc.NodeCount) {
+			n := &domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: c.project, State: domain.NodeMachine.Initial, CreatedAt: now, UpdatedAt: now},
+				ServiceID: svc.ID, Index: i, AZ: az}
+			if err := store.Put(c.ctx, tx, n); err != nil {
+				return nil, err
+			}
+			nodes = append(nodes, n)
+		}
+		if _, err := tx.BumpRevision(c.ctx); err != nil {
+			return nil, err
+		}
+		return s.serviceOut(svc, nodes), nil
+	})
+}
+
+func (s *Server) listServices(c *call) error {
+	svcs, next, err := listIn[domain.Service](c, "")
+	if err != nil {
+		return err
+	}
+	return c.reply(0, apitype.List[apitype.Service]{Items: mapList(svcs, func(v *domain.Service) apitype.Service { return s.serviceOut(v, nil) }), NextPageToken: next})
+}
+
+func (s *Server) getService(c *call) error {
+	var svc *domain.Service
+	var nodes []*domain.Node
+	if err := c.view(func(tx store.Tx) (err error) {
+		if svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id")); err != nil {
+			return err
+		}
+		nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{ProjectID: c.project, Parent: svc.ID, IncludeDeleted: true})
+		return err
+	}); err != nil {
+		return err
+	}
+	c.w.Header().Set("ETag", etag(svc.Revision))
+	return c.reply(0, s.serviceOut(svc, nodes))
+}
+
+func (s *Server) deleteService(c *call) error {
+	id := c.r.PathValue("id")
+	c.target = id
+	var svc *domain.Service
+	var nodes []*domain.Node
+	err := c.mutate(func(tx store.Tx) (err error) {
+		if svc, err = getIn[domain.Service](c, tx, "service", id); err != nil {
+			return err
+		}
+		if err := c.checkIfMatch(svc.Revision); err != nil {
+			return err
+		}
+		if svc.State == domain.StateDeleting || svc.State == domain.StateDeleted {
+			return nil
+		}
+		if err := domain.ServiceMachine.Move(svc.State, domain.StateDeleting); err != nil {
+			return err
+		}
+		now := s.now()
+		svc.State, svc.UpdatedAt = domain.StateDeleting, now
+		if err := store.Put(c.ctx, tx, svc); err != nil {
+			return err
+		}
+		if nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{ProjectID: c.project, Parent: id}); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.State == domain.StateDeleting {
+				continue
+			}
+			n.State, n.UpdatedAt = domain.StateDeleting, now
+			if err := store.Put(c.ctx, tx, n); err != nil {
+				return err
+			}
+		}
+		_, err = tx.BumpRevision(c.ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.reply(0, s.serviceOut(svc, nodes))
+}
+
+func (s *Server) getAllowlist(c *call) error {
+	var svc *domain.Service
+	if err := c.view(func(tx store.Tx) (err error) {
+		svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id"))
+		return err
+	}); err != nil {
+		return err
+	}
+	c.w.Header().Set("ETag", etag(svc.AllowlistRevision))
+	return c.reply(0, allowlistOut(svc))
+}
+
+func (s *Server) putAllowlist(c *call) error {
+	id := c.r.PathValue("id")
+	c.target = id
+	var in apitype.AllowlistUpdate
+	if err := c.decode(&in); err != nil {
+		return err
+	}
+	if in.AllowedIPs == nil && !in.ConfirmEmpty {
+		return domain.Invalidf(domain.CodeRequired, "allowed_ips", "send the full list; an empty list also needs confirm_empty=true", "allowed_ips is required")
+	}
+	entries, err := domain.NormalizeAllowlist(allowIn(in.AllowedIPs), s.allowOpts(in.ConfirmEmpty))
+	if err != nil {
+		return err
+	}
+	var svc *domain.Service
+	err = c.mutate(func(tx store.Tx) (err error) {
+		if svc, err = getIn[domain.Service](c, tx, "service", id); err != nil {
+			return err
+		}
+		if err := c.checkIfMatch(svc.AllowlistRevision); err != nil {
+			return err
+		}
+		if svc.State == domain.StateDeleting || svc.State == domain.StateDeleted {
+			return domain.Conflictf(domain.CodeInvalidState, "", "the service is being deleted", "service %s is %s", id, svc.State)
+		}
+		svc.AllowedIPs = entries
+		svc.AllowlistRevision++
+		svc.UpdatedAt = s.now()
+		c.detail = fmt.Sprintf("entries=%d revision=%d", len(entries), svc.AllowlistRevision)
+		if err := store.Put(c.ctx, tx, svc); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(c.ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.w.Header().Set("ETag", etag(svc.AllowlistRevision))
+	return c.reply(0, allowlistOut(svc))
+}
+
+// startOperation records an attach or detach of svc as a pending operation
+// and marks the service migrating.
+func (s *Server) startOperation(c *call, tx store.Tx, svc *domain.Service, typ, vpcID string) (*domain.Operation, error) {
+	if err := domain.ServiceMachine.Move(svc.State, domain.StateMigrating); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
+		Type: typ, TargetID: svc.ID, VPCID: vpcID}
+	if err := store.Put(c.ctx, tx, op); err != nil {
+		return nil, err
+	}
+	svc.State, svc.OperationID, svc.UpdatedAt = domain.StateMigrating, op.ID, now
+	if err := store.Put(c.ctx, tx, svc); err != nil {
+		return nil, err
+	}
+	c.detail = "operation=" + op.ID
+	_, err := tx.BumpRevision(c.ctx)
+	return op, err
+}
+
+func (s *Server) attachService(c *call) error {
+	id := c.r.PathValue("id")
+	c.target = id
+	var in apitype.AttachRequest
+	if err := c.decode(&in); err != nil {
+		return err
+	}
+	if in.VPCID == "" {
+		return domain.Invalidf(domain.CodeRequired, "vpc_id", "give the ID of a VPC of this project in the service's region", "vpc_id is required")
+	}
+	var op *domain.Operation
+	err := c.mutate(func(tx store.Tx) (err error) {
+		svc, err := getIn[domain.Service](c, tx, "service", id)
+		if err != nil {
+			return err
+		}
+		if err := c.checkIfMatch(svc.Revision); err != nil {
+			return err
+		}
+		vpc, err := getIn[domain.VPC](c, tx, "VPC", in.VPCID)
+		if err != nil {
+			return err
+		}
+		if err := domain.CheckAttach(svc, vpc); err != nil {
+			return err
+		}
+		op, err = s.startOperation(c, tx, svc, domain.OpServiceAttach, vpc.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
+	return c.reply(0, operationOut(op))
+}
+
+func (s *Server) detachService(c *call) error {
+	id := c.r.PathValue("id")
+	c.target = id
+	var op *domain.Operation
+	err := c.mutate(func(tx store.Tx) (err error) {
+		svc, err := getIn[domain.Service](c, tx, "service", id)
+		if err != nil {
+			return err
+		}
+		if err := c.checkIfMatch(svc.Revision); err != nil {
+			return err
+		}
+		if err := domain.CheckDetach(svc); err != nil {
+			return err
+		}
+		op, err = s.startOperation(c, tx, svc, domain.OpServiceDetach, "")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
+	return c.reply(0, operationOut(op))
+}
+
+// ---- operations ----
+
+func (s *Server) listOperations(c *call) error {
+	ops, next, err := listIn[domain.Operation](c, c.r.URL.Query().Get("target_id"))
+	if err != nil {
+		return err
+	}
+	return c.reply(0, apitype.List[apitype.Operation]{Items: mapList(ops, operationOut), NextPageToken: next})
+}
+
+func (s *Server) getOperation(c *call) error {
+	var op *domain.Operation
+	if err := c.view(func(tx store.Tx) (err error) {
+		op, err = getIn[domain.Operation](c, tx, "operation", c.r.PathValue("id"))
+		return err
+	}); err != nil {
+		return err
+	}
+	return c.reply(0, operationOut(op))
+}
+
+// ---- audit ----
+
+func (s *Server) listProjectAudit(c *call) error { return s.auditPage(c, c.project) }
+
+func (s *Server) listAudit(c *call) error { return s.auditPage(c, c.r.URL.Query().Get("project_id")) }
+
+func (s *Server) auditPage(c *call, project string) error {
+	pg, err := c.page()
+	if err != nil {
+		return err
+	}
+	var es []domain.AuditEntry
+	if err := c.view(func(tx store.Tx) (err error) {
+		es, err = tx.ListAudit(c.ctx, store.AuditQuery{ProjectID: project, After: pg.after, Limit: pg.limit})
+		return err
+	}); err != nil {
+		return err
+	}
+	out := apitype.List[apitype.AuditEntry]{Items: mapList(es, auditOut)}
+	if len(es) > 0 {
+		out.NextPageToken = pg.next(len(es), es[len(es)-1].Seq)
+	}
+	return c.reply(0, out)
+}
+
+func (s *Server) verifyAudit(c *call) error {
+	var rep audit.Report
+	if err := c.view(func(tx store.Tx) (err error) {
+		rep, err = audit.Verify(c.ctx, tx, s.cfg.AuditKey)
+		return err
+	}); err != nil {
+		return err
+	}
+	return c.reply(0, apitype.AuditVerify{OK: rep.OK, Entries: rep.Entries, Checkpoints: rep.Checkpoints, FirstBad: rep.FirstBad, Problem: rep.Problem})
+}

@@ -1,0 +1,55 @@
+package apiserver
+
+import (
+	"net/http"
+
+	"github.com/moatdb/moat/internal/apitype"
+)
+
+// routeTable is every route of the API. Anything not listed answers 404
+// route_not_found; the OpenAPI document is generated from this table.
+func (s *Server) routeTable() []Route {
+	type (
+		L = apitype.List[apitype.Project]
+	)
+	return []Route{
+		{Method: "GET", Pattern: "/v1/health", Access: Public, Summary: "Liveness and the desired-state revision", Response: apitype.Health{}, Handler: s.health},
+		{Method: "GET", Pattern: "/v1/openapi.json", Access: Public, Summary: "This API's OpenAPI 3 document", Handler: s.openapi},
+		{Method: "GET", Pattern: "/v1/regions", Access: Authenticated, Summary: "List supported regions", Response: apitype.List[apitype.Region]{}, Handler: s.listRegions},
+
+		{Method: "POST", Pattern: "/v1/projects", Action: "project.create", Access: Operator, Summary: "Create a project (operator)", Request: apitype.ProjectCreate{}, Response: apitype.Project{}, Status: http.StatusCreated, Handler: s.createProject},
+		{Method: "GET", Pattern: "/v1/projects", Access: Authenticated, Summary: "List the projects the token may see", Response: L{}, Handler: s.listProjects},
+		{Method: "GET", Pattern: "/v1/projects/{p}", Access: ProjectRead, Summary: "Get a project", Response: apitype.Project{}, Handler: s.getProject},
+		{Method: "PUT", Pattern: "/v1/projects/{p}/quota", Action: "project.quota.set", Access: Operator, Summary: "Set a project's quotas (operator)", Request: apitype.QuotaUpdate{}, Response: apitype.Project{}, Handler: s.setQuota},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/tokens", Action: "token.create", Access: ProjectAdmin, Summary: "Create an API token (the secret is shown once)", Request: apitype.TokenCreate{}, Response: apitype.Token{}, Status: http.StatusCreated, Handler: s.createToken},
+		{Method: "GET", Pattern: "/v1/projects/{p}/tokens", Access: ProjectAdmin, Summary: "List API tokens", Response: apitype.List[apitype.Token]{}, Handler: s.listTokens},
+		{Method: "DELETE", Pattern: "/v1/projects/{p}/tokens/{id}", Action: "token.delete", Access: ProjectAdmin, Summary: "Revoke an API token", Response: apitype.Token{}, Handler: s.deleteToken},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/vpcs", Action: "vpc.create", Access: ProjectWrite, Summary: "Create a VPC", Request: apitype.VPCCreate{}, Response: apitype.VPC{}, Status: http.StatusCreated, Handler: s.createVPC},
+		{Method: "GET", Pattern: "/v1/projects/{p}/vpcs", Access: ProjectRead, Summary: "List VPCs", Response: apitype.List[apitype.VPC]{}, Handler: s.listVPCs},
+		{Method: "GET", Pattern: "/v1/projects/{p}/vpcs/{id}", Access: ProjectRead, Summary: "Get a VPC", Response: apitype.VPC{}, Handler: s.getVPC},
+		{Method: "DELETE", Pattern: "/v1/projects/{p}/vpcs/{id}", Action: "vpc.delete", Access: ProjectWrite, Summary: "Delete a VPC", Response: apitype.VPC{}, Status: http.StatusAccepted, Handler: s.deleteVPC},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/peerings", Action: "peering.create", Access: ProjectWrite, Summary: "Create a peering connection", Request: apitype.PeeringCreate{}, Response: apitype.Peering{}, Status: http.StatusCreated, Handler: s.createPeering},
+		{Method: "GET", Pattern: "/v1/projects/{p}/peerings", Access: ProjectRead, Summary: "List peering connections (?vpc_id= filters)", Response: apitype.List[apitype.Peering]{}, Handler: s.listPeerings},
+		{Method: "GET", Pattern: "/v1/projects/{p}/peerings/{id}", Access: ProjectRead, Summary: "Get a peering connection", Response: apitype.Peering{}, Handler: s.getPeering},
+		{Method: "DELETE", Pattern: "/v1/projects/{p}/peerings/{id}", Action: "peering.delete", Access: ProjectWrite, Summary: "Delete a peering connection", Response: apitype.Peering{}, Status: http.StatusAccepted, Handler: s.deletePeering},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/services", Action: "service.create", Access: ProjectWrite, Summary: "Create a service", Request: apitype.ServiceCreate{}, Response: apitype.Service{}, Status: http.StatusCreated, Handler: s.createService},
+		{Method: "GET", Pattern: "/v1/projects/{p}/services", Access: ProjectRead, Summary: "List services", Response: apitype.List[apitype.Service]{}, Handler: s.listServices},
+		{Method: "GET", Pattern: "/v1/projects/{p}/services/{id}", Access: ProjectRead, Summary: "Get a service", Response: apitype.Service{}, Handler: s.getService},
+		{Method: "DELETE", Pattern: "/v1/projects/{p}/services/{id}", Action: "service.delete", Access: ProjectWrite, Summary: "Delete a service and wipe its nodes", Response: apitype.Service{}, Status: http.StatusAccepted, Handler: s.deleteService},
+		{Method: "GET", Pattern: "/v1/projects/{p}/services/{id}/allowlist", Access: ProjectRead, Summary: "Get a service's allowlist (ETag)", Response: apitype.Allowlist{}, Handler: s.getAllowlist},
+		{Method: "PUT", Pattern: "/v1/projects/{p}/services/{id}/allowlist", Action: "service.allowlist.set", Access: ProjectWrite, Summary: "Replace a service's allowlist (If-Match)", Request: apitype.AllowlistUpdate{}, Response: apitype.Allowlist{}, Handler: s.putAllowlist},
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/attach", Action: "service.attach", Access: ProjectWrite, Summary: "Attach a service to a VPC, or move it to another (asynchronous)", Request: apitype.AttachRequest{}, Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.attachService},
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/detach", Action: "service.detach", Access: ProjectWrite, Summary: "Detach a service from its VPC (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.detachService},
+
+		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
+		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},
+
+		{Method: "GET", Pattern: "/v1/projects/{p}/audit", Access: ProjectRead, Summary: "List the project's audit entries", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listProjectAudit},
+		{Method: "GET", Pattern: "/v1/audit", Access: Operator, Summary: "List all audit entries (operator)", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listAudit},
+		{Method: "GET", Pattern: "/v1/audit/verify", Access: Operator, Summary: "Verify the audit hash chain and checkpoints (operator)", Response: apitype.AuditVerify{}, Handler: s.verifyAudit},
+	}
+}

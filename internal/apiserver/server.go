@@ -1,0 +1,86 @@
+// Package apiserver is Moat's HTTP API (/v1): one route table, handlers that
+// return errors rendered as RFC 9457 problem details, token authentication
+// and project scoping, ETags, pagination, idempotent creates, and an audit
+// entry for every mutation and every refused one. It serves an http.Handler;
+// the listener, TLS and bootstrap belong to package controlplane.
+package apiserver
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Config wires a Server.
+type Config struct {
+	Store   store.Store
+	Logger  *slog.Logger
+	Catalog domain.Catalog
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxAllowEntries caps a service's allowlist (0: domain default, 8,000).
+	MaxAllowEntries int
+	// MaxPeeringsPerVPC caps live peerings per VPC (0: no cap).
+	MaxPeeringsPerVPC int
+	// Domain is the DNS domain services are published under.
+	Domain string
+	// AfterAudit, if set, is called after every committed audit entry
+	// (the control plane uses it to sign checkpoints).
+	AfterAudit func(seq int64)
+	// AuditKey verifies the audit log's checkpoint signatures.
+	AuditKey ed25519.PublicKey
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []Route
+
+	docOnce sync.Once
+	doc     map[string]any
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("apiserver: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.Catalog.Regions) == 0 {
+		cfg.Catalog = domain.DefaultCatalog()
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "moat.test"
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeProblem(w, r, &apiError{status: http.StatusNotFound, code: "route_not_found",
+			msg: "no such route: " + r.Method + " " + r.URL.Path, hint: "see /v1/openapi.json for the routes"})
+	})
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Routes returns the route table (for the OpenAPI test).
+func (s *Server) Routes() []Route { return s.routes }
+
+func (s *Server) now() time.Time { return s.cfg.Now().UTC() }

@@ -1,0 +1,234 @@
+// Package apitype holds the JSON wire types of Moat's HTTP API (/v1), shared
+// by the API server, the Go client, the CLI and the console. It has no
+// behaviour; validation lives in package domain.
+package apitype
+
+import "time"
+
+// Problem is an RFC 9457 problem details body (application/problem+json).
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Code      string `json:"code"`
+	Field     string `json:"field,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// List is one page of a collection. NextPageToken is empty on the last page.
+type List[T any] struct {
+	Items         []T    `json:"items"`
+	NextPageToken string `json:"next_page_token,omitempty"`
+}
+
+// StateInfo explains a state.
+type StateInfo struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Region is a supported region.
+type Region struct {
+	Code string   `json:"code"`
+	AZs  []string `json:"azs"`
+}
+
+// Project is a tenant.
+type Project struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	VPCQuota  int       `json:"vpc_quota"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ProjectCreate creates a project (operator only).
+type ProjectCreate struct {
+	Name string `json:"name"`
+}
+
+// QuotaUpdate sets a project's quotas (operator only).
+type QuotaUpdate struct {
+	VPCs *int `json:"vpcs"`
+}
+
+// Token is an API token; Secret is set only in the response that creates it.
+type Token struct {
+	ID        string    `json:"id"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	Secret    string    `json:"secret,omitempty"`
+}
+
+// TokenCreate creates a project token.
+type TokenCreate struct {
+	Role string `json:"role"`
+	Name string `json:"name,omitempty"`
+}
+
+// VPC is a provider-side private network.
+type VPC struct {
+	ID         string     `json:"id"`
+	ProjectID  string     `json:"project_id"`
+	Name       string     `json:"name"`
+	Region     string     `json:"region"`
+	CIDR       string     `json:"cidr"`
+	CloudVPCID string     `json:"cloud_vpc_id,omitempty"`
+	State      string     `json:"state"`
+	StateInfo  *StateInfo `json:"state_info,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+}
+
+// VPCCreate creates a VPC.
+type VPCCreate struct {
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	CIDR   string `json:"cidr"`
+}
+
+// Peering is a peering connection from a VPC to a peer network.
+type Peering struct {
+	ID             string     `json:"id"`
+	ProjectID      string     `json:"project_id"`
+	VPCID          string     `json:"vpc_id"`
+	PeerAccountID  string     `json:"peer_account_id"`
+	PeerVPCID      string     `json:"peer_vpc_id"`
+	PeerRegion     string     `json:"peer_region"`
+	PeerCIDRs      []string   `json:"peer_cidrs"`
+	CloudPeeringID string     `json:"cloud_peering_id,omitempty"`
+	State          string     `json:"state"`
+	StateInfo      *StateInfo `json:"state_info,omitempty"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	CreatedAt      time.Time  `json:"created_at"`
+}
+
+// PeeringCreate creates a peering connection.
+type PeeringCreate struct {
+	VPCID         string   `json:"vpc_id"`
+	PeerAccountID string   `json:"peer_account_id"`
+	PeerVPCID     string   `json:"peer_vpc_id"`
+	PeerRegion    string   `json:"peer_region"`
+	PeerCIDRs     []string `json:"peer_cidrs"`
+}
+
+// AllowEntry is one allowed source range.
+type AllowEntry struct {
+	CIDR        string `json:"cidr"`
+	Description string `json:"description"`
+}
+
+// Service is a PostgreSQL service.
+type Service struct {
+	ID          string       `json:"id"`
+	ProjectID   string       `json:"project_id"`
+	Name        string       `json:"name"`
+	Region      string       `json:"region"`
+	Nodes       int          `json:"nodes"`
+	VPCID       string       `json:"vpc_id,omitempty"`
+	Public      bool         `json:"public"`
+	AllowedIPs  []AllowEntry `json:"allowed_ips"`
+	WideOpen    bool         `json:"wide_open"`
+	State       string       `json:"state"`
+	StateInfo   *StateInfo   `json:"state_info,omitempty"`
+	OperationID string       `json:"operation_id,omitempty"`
+	Connection  *Connection  `json:"connection,omitempty"`
+	NodeList    []Node       `json:"node_list,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// Connection tells a client how to reach a service.
+type Connection struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Database string `json:"database"`
+	User     string `json:"user"`
+	SSLMode  string `json:"sslmode"`
+}
+
+// Node is one machine of a service.
+type Node struct {
+	ID    string `json:"id"`
+	Index int    `json:"index"`
+	AZ    string `json:"az"`
+	State string `json:"state"`
+}
+
+// ServiceCreate creates a service. AllowedIPs nil means the default
+// (open to the internet).
+type ServiceCreate struct {
+	Name         string       `json:"name"`
+	Region       string       `json:"region"`
+	Nodes        int          `json:"nodes,omitempty"`
+	AllowedIPs   []AllowEntry `json:"allowed_ips,omitempty"`
+	ConfirmEmpty bool         `json:"confirm_empty,omitempty"`
+}
+
+// Allowlist is a service's allowlist. Revision is also the ETag; Applied is
+// true once every node enforces this revision.
+type Allowlist struct {
+	ServiceID       string       `json:"service_id"`
+	AllowedIPs      []AllowEntry `json:"allowed_ips"`
+	Revision        int64        `json:"revision"`
+	AppliedRevision int64        `json:"applied_revision"`
+	Applied         bool         `json:"applied"`
+	WideOpen        bool         `json:"wide_open"`
+}
+
+// AllowlistUpdate replaces a service's allowlist. An empty list needs
+// ConfirmEmpty.
+type AllowlistUpdate struct {
+	AllowedIPs   []AllowEntry `json:"allowed_ips"`
+	ConfirmEmpty bool         `json:"confirm_empty,omitempty"`
+}
+
+// AttachRequest attaches a service to a VPC (or moves it to another).
+type AttachRequest struct {
+	VPCID string `json:"vpc_id"`
+}
+
+// Operation is an asynchronous job.
+type Operation struct {
+	ID        string     `json:"id"`
+	ProjectID string     `json:"project_id"`
+	Type      string     `json:"type"`
+	TargetID  string     `json:"target_id"`
+	VPCID     string     `json:"vpc_id,omitempty"`
+	State     string     `json:"state"`
+	Error     *StateInfo `json:"error,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+// AuditEntry is one audit log row.
+type AuditEntry struct {
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Actor     string    `json:"actor"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	Outcome   string    `json:"outcome"`
+	Detail    string    `json:"detail,omitempty"`
+	Hash      string    `json:"hash"`
+}
+
+// AuditVerify is the result of verifying the audit chain.
+type AuditVerify struct {
+	OK          bool   `json:"ok"`
+	Entries     int64  `json:"entries"`
+	Checkpoints int64  `json:"checkpoints"`
+	FirstBad    int64  `json:"first_bad,omitempty"`
+	Problem     string `json:"problem,omitempty"`
+}
+
+// Health is the server's liveness answer.
+type Health struct {
+	Status   string `json:"status"`
+	Revision int64  `json:"revision"`
+}
