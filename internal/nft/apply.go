@@ -410,7 +410,11 @@ func read(conn *nftables.Conn) (*compiled, error) {
 	return c, nil
 }
 
-// spansOf converts interval-set elements back to ranges.
+// spansOf converts interval-set elements back to the ranges they admit,
+// with the kernel's lookup semantics: the element with the greatest key not
+// above an address decides, a start admitting and an interval end not. An
+// interval end with no range open admits nothing (nft writes one at the
+// family's zero address), so it is skipped.
 func spansOf(elems []nftables.SetElement, v4 bool) ([]span, error) {
 	type el struct {
 		key netip.Addr
@@ -424,27 +428,45 @@ func spansOf(elems []nftables.SetElement, v4 bool) ([]span, error) {
 		}
 		els = append(els, el{a, e.IntervalEnd})
 	}
-	slices.SortFunc(els, func(a, b el) int { return a.key.Compare(b.key) })
+	slices.SortFunc(els, func(a, b el) int {
+		if c := a.key.Compare(b.key); c != 0 {
+			return c
+		}
+		if a.end == b.end {
+			return 0
+		}
+		if a.end {
+			return -1 // a start at the same key decides
+		}
+		return 1
+	})
 	var out []span
-	for i := 0; i < len(els); i++ {
-		if els[i].end {
-			return nil, fmt.Errorf("interval end %v without a start", els[i].key)
+	add := func(s span) {
+		if n := len(out); n > 0 && out[n-1].to.Next() == s.from {
+			out[n-1].to = s.to
+			return
 		}
-		from := els[i].key
-		if i+1 == len(els) {
-			last := netip.AddrFrom16([16]byte{0: 0xff, 1: 0xff, 2: 0xff, 3: 0xff, 4: 0xff, 5: 0xff, 6: 0xff, 7: 0xff,
-				8: 0xff, 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
-			if v4 {
-				last = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		out = append(out, s)
+	}
+	var from netip.Addr // start of the open range, if valid
+	for _, e := range els {
+		switch {
+		case !e.end && !from.IsValid():
+			from = e.key
+		case e.end && from.IsValid():
+			if e.key != from {
+				add(span{from, e.key.Prev()})
 			}
-			out = append(out, span{from, last})
-			break
+			from = netip.Addr{}
 		}
-		if !els[i+1].end {
-			return nil, fmt.Errorf("start %v followed by start %v", from, els[i+1].key)
+	}
+	if from.IsValid() {
+		last := netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		if v4 {
+			last = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 		}
-		i++
-		out = append(out, span{from, els[i].key.Prev()})
+		add(span{from, last})
 	}
 	return out, nil
 }
