@@ -1,0 +1,363 @@
+// Package controlplane runs the Moat control plane (`moat server`): it
+// prepares the data directory on first start (master key, API CA, operator
+// token), opens the store, serves the API over HTTPS only, and signs audit
+// checkpoints. Later issues add the reconcilers here. Wired by internal/cli.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/pki"
+	"github.com/moatdb/moat/internal/secret"
+	"github.com/moatdb/moat/internal/store"
+	"github.com/moatdb/moat/internal/store/pgstore"
+	"github.com/moatdb/moat/internal/store/sqlitestore"
+)
+
+// Files in the data directory.
+const (
+	MasterKeyFile  = "master.key"
+	APICAFile      = "api-ca.pem"
+	AdminTokenFile = "admin.token"
+	AuditKeyFile   = "audit.pub"
+	SQLiteFile     = "moat.db"
+)
+
+// Config configures a control plane.
+type Config struct {
+	// DataDir holds the master key, the API CA, the operator token and,
+	// with the embedded store, the SQLite database.
+	DataDir string
+	// Listen is the API's HOST:PORT (HTTPS).
+	Listen string
+	// StoreDSN selects PostgreSQL (postgres://...); empty means SQLite in
+	// DataDir.
+	StoreDSN string
+	// Hostnames are extra names for the API certificate.
+	Hostnames []string
+	Logger    *slog.Logger
+	Catalog   domain.Catalog
+	Domain    string
+	// MaxAllowEntries caps allowlists (0: 8,000).
+	MaxAllowEntries int
+	// MaxPeeringsPerVPC caps peerings per VPC (0: no cap).
+	MaxPeeringsPerVPC int
+	// CheckpointEvery signs an audit checkpoint after this many entries
+	// (and at least every CheckpointInterval when entries were added).
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+}
+
+// ControlPlane is a running control plane's parts.
+type ControlPlane struct {
+	cfg    Config
+	log    *slog.Logger
+	Store  store.Store
+	Keys   *secret.Keyring
+	API    *apiserver.Server
+	signer *audit.Signer
+	tlsCfg *tls.Config
+	// URL is the API's base URL once Run listens.
+	url      atomic.Value
+	pending  atomic.Int64
+	kick     chan struct{}
+	listener net.Listener
+}
+
+// New prepares the data directory and opens the store. Everything it opens
+// is closed again if a later step fails.
+func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("controlplane: DataDir is required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = 64
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = 5 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	cp = &ControlPlane{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	if cp.Keys, err = secret.LoadOrCreateKey(filepath.Join(cfg.DataDir, MasterKeyFile)); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	if cfg.StoreDSN != "" {
+		cp.Store, err = pgstore.Open(ctx, cfg.StoreDSN)
+	} else {
+		cp.Store, err = sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			cp.Store.Close()
+		}
+	}()
+	if cp.signer, err = audit.LoadOrCreateSigner(ctx, cp.Store, cp.Keys); err != nil {
+		return nil, fmt.Errorf("audit signer: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(cfg.DataDir, AuditKeyFile), cp.signer.PublicKeyPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {
+		return nil, err
+	}
+	if err := cp.ensureOperatorToken(ctx); err != nil {
+		return nil, err
+	}
+	cp.API, err = apiserver.New(apiserver.Config{
+		Store: cp.Store, Logger: cfg.Logger, Catalog: cfg.Catalog, Domain: cfg.Domain,
+		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC,
+		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// URL returns the API's base URL (https://HOST:PORT) once Run listens.
+func (cp *ControlPlane) URL() string {
+	u, _ := cp.url.Load().(string)
+	return u
+}
+
+// Listen binds the API listener; Run calls it if it was not called before.
+func (cp *ControlPlane) Listen() error {
+	if cp.listener != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cp.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cp.cfg.Listen, err)
+	}
+	cp.listener = ln
+	cp.url.Store("https://" + hostPort(ln.Addr()))
+	return nil
+}
+
+// Run serves the API until ctx ends, then shuts down and closes the store.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	defer cp.Store.Close()
+	if err := cp.Listen(); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           cp.API,
+		TLSConfig:         cp.tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      120 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(cp.listener, "", "") }()
+	cpDone := make(chan struct{})
+	go func() { defer close(cpDone); cp.checkpointLoop(ctx) }()
+	cp.log.Info("api listening", "url", cp.URL())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutCtx)
+	<-cpDone
+	// A last checkpoint so a clean stop leaves the head signed.
+	cp.checkpoint(shutCtx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (cp *ControlPlane) afterAudit(int64) {
+	if cp.pending.Add(1) >= int64(cp.cfg.CheckpointEvery) {
+		select {
+		case cp.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (cp *ControlPlane) checkpointLoop(ctx context.Context) {
+	t := time.NewTicker(cp.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-cp.kick:
+		}
+		if cp.pending.Load() > 0 {
+			cp.checkpoint(ctx)
+		}
+	}
+}
+
+func (cp *ControlPlane) checkpoint(ctx context.Context) {
+	cp.pending.Store(0)
+	err := cp.Store.Update(ctx, func(tx store.Tx) error {
+		_, err := cp.signer.Checkpoint(ctx, tx, time.Now())
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		cp.log.Error("sign audit checkpoint", "err", err)
+	}
+}
+
+// apiTLS loads or creates the API CA (certificate in DataDir/api-ca.pem,
+// key sealed in the store) and issues the listener's certificate.
+func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
+	const metaKey = "api_ca_key"
+	caPath := filepath.Join(cp.cfg.DataDir, APICAFile)
+	now := time.Now()
+	var ca *pki.CA
+	err := cp.Store.Update(ctx, func(tx store.Tx) error {
+		sealed, err := tx.GetMeta(ctx, metaKey)
+		switch {
+		case err == nil:
+			certPEM, rerr := os.ReadFile(caPath)
+			if rerr != nil {
+				return fmt.Errorf("read %s (the store holds its key; restore the file or start with a new data directory): %w", caPath, rerr)
+			}
+			keyPEM, oerr := cp.Keys.Open(sealed, []byte(metaKey))
+			if oerr != nil {
+				return fmt.Errorf("unseal API CA key: %w", oerr)
+			}
+			ca, err = pki.ParseCA(certPEM, keyPEM)
+			return err
+		case errors.Is(err, store.ErrNotFound):
+			if ca, err = pki.NewCA("Moat API CA", 10*365*24*time.Hour, now); err != nil {
+				return err
+			}
+			keyPEM, err := ca.MarshalKeyPEM()
+			if err != nil {
+				return err
+			}
+			if err := tx.PutMeta(ctx, metaKey, cp.Keys.Seal(keyPEM, []byte(metaKey))); err != nil {
+				return err
+			}
+			return writeFileAtomic(caPath, ca.CertPEM, 0o644)
+		default:
+			return err
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api ca: %w", err)
+	}
+	names := append([]string{"localhost", "127.0.0.1", "::1"}, cp.cfg.Hostnames...)
+	if h, _, err := net.SplitHostPort(cp.cfg.Listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		names = append(names, h)
+	}
+	certPEM, keyPEM, err := ca.IssueServer(dedupe(names), 90*24*time.Hour, now)
+	if err != nil {
+		return nil, fmt.Errorf("issue api certificate: %w", err)
+	}
+	cfg, err := pki.ServerTLSConfig(certPEM, keyPEM, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MinVersion = tls.VersionTLS12
+	return cfg, nil
+}
+
+// ensureOperatorToken creates the operator token on first start and
+// writes it to DataDir/admin.token (mode 0600).
+func (cp *ControlPlane) ensureOperatorToken(ctx context.Context) error {
+	path := filepath.Join(cp.cfg.DataDir, AdminTokenFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	secretStr := apiserver.NewSecret()
+	now := time.Now().UTC()
+	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), Name: "operator", State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
+		Role: domain.RoleOperator, Hash: apiserver.HashSecret(secretStr)}
+	err := cp.Store.Update(ctx, func(tx store.Tx) error {
+		if err := store.Put(ctx, tx, tok); err != nil {
+			return err
+		}
+		_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: now, Actor: "system", Action: "token.create", Target: tok.ID, Outcome: domain.OutcomeSuccess, Detail: "role=operator (first start)"})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create operator token: %w", err)
+	}
+	return writeFileAtomic(path, []byte(apiserver.FormatToken(tok.ID, secretStr)+"\n"), 0o600)
+}
+
+func hostPort(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		s = strings.TrimSpace(s)
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// writeFileAtomic writes data to path through a synced temporary file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
