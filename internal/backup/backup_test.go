@@ -197,7 +197,7 @@ func TestInspect(t *testing.T) {
 	if got, err := Inspect(bytes.NewReader(encrypt(t, pt, WriterOptions{Compress: true}, 0))); err != nil || !got.Compressed {
 		t.Errorf("Inspect(compressed) = %+v, %v; want Compressed", got, err)
 	}
-	if _, err := Inspect(bytes.NewReader(enc[:len(h.raw)]));  !errors.Is(err, ErrTruncated) {
+	if _, err := Inspect(bytes.NewReader(enc[:len(h.raw)])); !errors.Is(err, ErrTruncated) {
 		t.Errorf("Inspect(header only) = %v, want ErrTruncated", err)
 	}
 	if _, err := Inspect(bytes.NewReader([]byte("hello world"))); !errors.Is(err, ErrFormat) {
