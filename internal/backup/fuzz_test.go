@@ -99,4 +99,3 @@ func FuzzDecode(f *testing.F) {
 		t.Fatalf("Decode yielded %d bytes that are no original's plaintext prefix (error: %v)", len(got), err)
 	})
 }
-
