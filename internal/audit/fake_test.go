@@ -29,10 +29,7 @@ func (f *fakeTx) sorted() []domain.AuditEntry {
 }
 
 func (f *fakeTx) AppendAudit(_ context.Context, e domain.AuditEntry) error {
-	var last int64
-	if es := f.sorted(); len(es) > 0 {
-		last = es[len(es)-1].Seq
-	}
+	last, _ := f.last()
 	if e.Seq != last+1 {
 		return fmt.Errorf("append seq %d after %d: %w", e.Seq, last, store.ErrConflict)
 	}
@@ -41,11 +38,21 @@ func (f *fakeTx) AppendAudit(_ context.Context, e domain.AuditEntry) error {
 }
 
 func (f *fakeTx) LastAudit(context.Context) (domain.AuditEntry, error) {
-	es := f.sorted()
-	if len(es) == 0 {
-		return domain.AuditEntry{}, store.ErrNotFound
+	if _, i := f.last(); i >= 0 {
+		return f.entries[i], nil
 	}
-	return es[len(es)-1], nil
+	return domain.AuditEntry{}, store.ErrNotFound
+}
+
+// last returns the highest seq and its index in f.entries (-1 if empty).
+func (f *fakeTx) last() (seq int64, index int) {
+	index = -1
+	for i, e := range f.entries {
+		if index < 0 || e.Seq > seq {
+			seq, index = e.Seq, i
+		}
+	}
+	return seq, index
 }
 
 func (f *fakeTx) ListAudit(_ context.Context, q store.AuditQuery) ([]domain.AuditEntry, error) {
