@@ -80,7 +80,7 @@ func writeFields(h hash.Hash, fields ...string) {
 // Append adds e to the log in tx, which must be a read-write transaction
 // (so appends are serialized), and returns the entry as stored. It assigns
 // Seq (one more than the last), PrevHash (the last entry's Hash, or
-// GenesisHash) and Hash; it keeps Time in UTC at TimePrecision; and it
+// GenesisHash) and Hash, ignoring any values e has for them; it keeps Time in UTC at TimePrecision; and it
 // replaces invalid UTF-8 and NUL bytes in text fields (which some stores
 // cannot hold) with U+FFFD, so that what is hashed is what is stored.
 //

@@ -149,7 +149,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // IssueServer issues a server certificate for names, each a DNS name
 // (a leading "*." is a wildcard) or an IP address, with a new P-256 key.
-// The first name is also the subject common name. Its validity starts a few
+// Names are lowercased; the first is also the subject common name. Its validity starts a few
 // minutes before now and ends after validity or when the CA expires,
 // whichever is sooner.
 func (ca *CA) IssueServer(names []string, validity time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
@@ -157,7 +157,7 @@ func (ca *CA) IssueServer(names []string, validity time.Duration, now time.Time)
 		return nil, nil, errors.New("issue server certificate: no names")
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: names[0]},
+		Subject:     pkix.Name{CommonName: strings.ToLower(names[0])},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
