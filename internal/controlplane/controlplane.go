@@ -116,10 +116,13 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 			cp.Store.Close()
 		}
 	}()
-	if cp.signer, err = audit.LoadOrCreateSigner(ctx, cp.Store, cp.Keys); err != nil {
+	if err = cp.Store.Update(ctx, func(tx store.Tx) (err error) {
+		cp.signer, err = audit.LoadOrCreateSigner(ctx, tx, cp.Keys)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(cfg.DataDir, AuditKeyFile), cp.signer.PublicKeyPEM(), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.DataDir, AuditKeyFile), audit.MarshalPublicKey(cp.signer.PublicKey()), 0o644); err != nil {
 		return nil, err
 	}
 	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {

@@ -1,0 +1,43 @@
+# Moat's make targets. `make help` lists them; `make test` is what the
+# README and CI run.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+GOTESTFLAGS ?=
+# -race only in CI: it doubles the suite's time on two cores.
+ifeq ($(CI),true)
+RACE := -race
+endif
+
+.PHONY: help deps build test test-short lint bench fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## check for (and as root install) Go, PostgreSQL 15, iproute2, nftables, openssl
+	@./scripts/deps.sh
+
+build: ## build bin/moat
+	$(GO) build -o bin/moat ./cmd/moat
+
+test: deps ## run every test, including real PostgreSQL and namespace tests (root)
+	$(GO) vet ./...
+	$(GO) test $(RACE) -timeout 20m $(GOTESTFLAGS) ./...
+
+test-short: ## unit tests only (no root, no PostgreSQL)
+	$(GO) test -short ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+bench: deps build ## run the benchmarks under bench/ and print their tables
+	@for d in bench/*/; do if [ -x "$$d/run.sh" ]; then echo "== $$d"; "$$d/run.sh"; fi; done
+
+fuzz: ## fuzz the security invariants for 30 s each
+	$(GO) test ./internal/domain -run '^$$' -fuzz FuzzParsePrefix -fuzztime 30s
+	$(GO) test ./internal/domain -run '^$$' -fuzz FuzzAllowlist -fuzztime 30s
+
+clean: ## remove build outputs
+	rm -rf bin

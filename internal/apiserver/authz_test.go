@@ -1,0 +1,127 @@
+package apiserver_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
+)
+
+// TestAuthorizationMatrix: every route × {no token, another project's admin,
+// a viewer on mutations} → 401 / 404 / 403.
+func TestAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, adminA := e.project("alpha")
+	_, adminB := e.project("beta")
+	viewerA := e.addToken(a, domain.RoleViewer)
+
+	// Real objects of project A so {id} names something that exists.
+	var vpc apitype.VPC
+	e.must(201, &vpc, "POST", "/v1/projects/"+a+"/vpcs", adminA, apitype.VPCCreate{Name: "net", Region: "us-east-1", CIDR: "10.0.0.0/17"})
+	var svc apitype.Service
+	e.must(201, &svc, "POST", "/v1/projects/"+a+"/services", adminA, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
+	ids := map[string]string{"vpcs": vpc.ID, "services": svc.ID, "peerings": "pcx-aaaaaaaaaaaaaaaa", "operations": "op-aaaaaaaaaaaaaaaa", "tokens": "tok-aaaaaaaaaaaaaaaa"}
+	fill := func(pattern string) string {
+		path := strings.ReplaceAll(pattern, "{p}", a)
+		for coll, id := range ids {
+			path = strings.ReplaceAll(path, coll+"/{id}", coll+"/"+id)
+		}
+		return path
+	}
+	for _, rt := range e.srv.Routes() {
+		if rt.Access == apiserver.Public {
+			continue
+		}
+		path := fill(rt.Pattern)
+		name := rt.Method + " " + rt.Pattern
+		if r := e.do(rt.Method, path, "", nil); r.Status != 401 || r.Problem.Code != "unauthenticated" {
+			t.Errorf("%s with no token = %d %s, want 401", name, r.Status, r.Problem.Code)
+		}
+		if r := e.do(rt.Method, path, "moat_tok-aaaaaaaaaaaaaaaa_forged", nil); r.Status != 401 {
+			t.Errorf("%s with a forged token = %d, want 401", name, r.Status)
+		}
+		switch rt.Access {
+		case apiserver.Operator:
+			if r := e.do(rt.Method, path, adminB, nil); r.Status != 403 {
+				t.Errorf("%s with a project admin token = %d, want 403", name, r.Status)
+			}
+		case apiserver.ProjectRead, apiserver.ProjectWrite, apiserver.ProjectAdmin:
+			if r := e.do(rt.Method, path, adminB, nil); r.Status != 404 || r.Problem.Code != "not_found" {
+				t.Errorf("%s with another project's admin token = %d %s, want 404 not_found", name, r.Status, r.Problem.Code)
+			}
+			if rt.Method != "GET" || rt.Access == apiserver.ProjectAdmin {
+				if r := e.do(rt.Method, path, viewerA, nil); r.Status != 403 || r.Problem.Code != "forbidden" {
+					t.Errorf("%s with a viewer token = %d %s, want 403 forbidden", name, r.Status, r.Problem.Code)
+				}
+			}
+		}
+	}
+}
+
+// TestForeignIDIsMissing: project B asking for A's objects under its own
+// project path gets exactly what a missing ID gets.
+func TestForeignIDIsMissing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, adminA := e.project("alpha")
+	b, adminB := e.project("beta")
+	var vpc apitype.VPC
+	e.must(201, &vpc, "POST", "/v1/projects/"+a+"/vpcs", adminA, apitype.VPCCreate{Name: "net", Region: "us-east-1", CIDR: "10.0.0.0/17"})
+	var svc apitype.Service
+	e.must(201, &svc, "POST", "/v1/projects/"+a+"/services", adminA, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
+	missing := map[string]string{vpc.ID: domain.NewID(domain.PrefixVPC), svc.ID: domain.NewID(domain.PrefixService)}
+	for _, tc := range []struct{ method, path, id string }{
+		{"GET", "/vpcs/", vpc.ID},
+		{"DELETE", "/vpcs/", vpc.ID},
+		{"GET", "/services/", svc.ID},
+		{"GET", "/services/%s/allowlist", svc.ID},
+		{"DELETE", "/services/", svc.ID},
+	} {
+		path := func(id string) string {
+			if strings.Contains(tc.path, "%s") {
+				return "/v1/projects/" + b + strings.Replace(tc.path, "%s", id, 1)
+			}
+			return "/v1/projects/" + b + tc.path + id
+		}
+		foreign := e.do(tc.method, path(tc.id), adminB, nil)
+		absent := e.do(tc.method, path(missing[tc.id]), adminB, nil)
+		norm := func(r resp, id string) apitype.Problem {
+			p := r.Problem
+			p.RequestID = ""
+			p.Detail = strings.ReplaceAll(p.Detail, id, "ID")
+			return p
+		}
+		if foreign.Status != 404 || norm(foreign, tc.id) != norm(absent, missing[tc.id]) {
+			t.Errorf("%s %s: foreign = %d %+v; missing = %d %+v", tc.method, tc.path, foreign.Status, norm(foreign, tc.id), absent.Status, norm(absent, missing[tc.id]))
+		}
+	}
+}
+
+// FuzzDecoders: no request body makes a create or update answer 5xx.
+func FuzzDecoders(f *testing.F) {
+	for _, s := range []string{`{}`, `{"name":"a","region":"us-east-1","cidr":"10.0.0.0/16"}`, `{"allowed_ips":[{"cidr":"::/0"}]}`, `[]`, `null`, `{"nodes":1e99}`, `{"peer_cidrs":[null]}`, "\x00"} {
+		f.Add(s)
+	}
+	e := newEnv(f)
+	proj, admin := e.project("fuzz")
+	var svc apitype.Service
+	e.must(201, &svc, "POST", "/v1/projects/"+proj+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
+	f.Fuzz(func(t *testing.T, body string) {
+		e.t = t
+		for _, path := range []string{"/vpcs", "/peerings", "/services", "/services/" + svc.ID + "/allowlist", "/services/" + svc.ID + "/attach", "/tokens"} {
+			method := "POST"
+			if strings.HasSuffix(path, "allowlist") {
+				method = "PUT"
+			}
+			if r := e.do(method, "/v1/projects/"+proj+path, admin, body); r.Status >= 500 {
+				t.Fatalf("%s %s with %q = %d %s", method, path, body, r.Status, r.Body)
+			}
+		}
+		if r := e.do("POST", "/v1/projects", e.operator, body); r.Status >= 500 {
+			t.Fatalf("POST /v1/projects with %q = %d", body, r.Status)
+		}
+	})
+}
