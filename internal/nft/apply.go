@@ -55,15 +55,18 @@ func Apply(ns netns.NsHandle, p Policy) error {
 	return nil
 }
 
-// Firewall applies successive policies to one namespace. When the table
-// still holds the policy it applied last with the same port, it sends only
-// the set elements that changed, in one transaction; otherwise it replaces
-// the whole table as Apply does. It is safe for concurrent use.
+// Firewall applies successive policies to one namespace. When nothing but
+// its own last transaction has changed the namespace's ruleset since it
+// verified it (the kernel's ruleset generation tells), it sends only the set
+// elements that changed, in one transaction, and checks each of them in
+// the kernel; otherwise it replaces and verifies the whole table as Apply
+// does. It is safe for concurrent use.
 type Firewall struct {
 	ns netns.NsHandle
 
 	mu   sync.Mutex
-	last *compiled // verified in the kernel by the last Apply, or nil
+	last *compiled // what the kernel held at generation gen, or nil
+	gen  uint32
 }
 
 // New returns a Firewall for the network namespace ns. The caller keeps
@@ -72,8 +75,12 @@ func New(ns netns.NsHandle) *Firewall {
 	return &Firewall{ns: ns}
 }
 
-// Apply makes the namespace's table enforce p. Like the package-level
-// Apply, it is one transaction, verified by reading the sets back.
+// maxSpotChecks is the largest change verified element by element; a
+// larger one is verified by reading the whole sets back.
+const maxSpotChecks = 4096
+
+// Apply makes the namespace's table enforce p, in one transaction, and
+// verifies the result; on a mismatch it locks the table down as Apply does.
 func (f *Firewall) Apply(p Policy) error {
 	c, err := compile(p)
 	if err != nil {
@@ -81,35 +88,50 @@ func (f *Firewall) Apply(p Policy) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	k, err := dialKernel(f.ns)
+	if err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	defer k.Close()
 	if f.last != nil && f.last.port == c.port {
-		err := applyDelta(f.ns, f.last, &c)
-		if err == nil {
-			f.last = &c
+		gen, err := applyDelta(f.ns, k, f.gen, f.last, &c)
+		switch {
+		case err == nil:
+			f.last, f.gen = &c, gen
 			return nil
-		}
-		if errors.Is(err, ErrMismatch) {
+		case errors.Is(err, errUncached):
+			f.last = nil
+			return nil
+		case errors.Is(err, ErrMismatch):
 			f.last = nil
 			return fmt.Errorf("apply firewall: %w", err)
 		}
-		// The table is not what we left (or the kernel refused the
-		// delta): nothing was committed, so rewrite it whole.
+		// The ruleset changed behind our back, or the kernel refused the
+		// delta (nothing committed): rewrite the table whole.
 	}
 	f.last = nil
-	if err := replace(f.ns, &c); err != nil {
+	if err := write(f.ns, &c); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
-	f.last = &c
+	gen, err := k.gen()
+	if err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	if err := verify(f.ns, &c); err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	// Cache only when no other transaction came between the write and
+	// the read back, so the verified content is generation gen's.
+	if again, err := k.gen(); err == nil && again == gen {
+		f.last, f.gen = &c, gen
+	}
 	return nil
 }
 
 // Current reads the policy enforced by the Moat table in ns, with merged
 // prefixes. It returns an error wrapping ErrNotFound when there is no table.
 func Current(ns netns.NsHandle) (Policy, error) {
-	conn, err := dial(ns, 0)
-	if err != nil {
-		return Policy{}, fmt.Errorf("read firewall: %w", err)
-	}
-	c, err := read(conn)
+	c, err := read(ns)
 	if err != nil {
 		return Policy{}, fmt.Errorf("read firewall: %w", err)
 	}
@@ -273,9 +295,22 @@ func write(ns netns.NsHandle, c *compiled) error {
 	return nil
 }
 
-// applyDelta changes the sets from old to c in one transaction, sending only
-// the ranges that differ, and verifies the result.
-func applyDelta(ns netns.NsHandle, old, c *compiled) error {
+// errUncached means the delta was applied and verified by reading the
+// whole table back, but is not known to be generation-exact.
+var errUncached = errors.New("applied; ruleset generation unknown")
+
+// errStale means the ruleset is not the one the Firewall last verified.
+var errStale = errors.New("ruleset changed since the last apply")
+
+// applyDelta changes the sets from old, held by the kernel at generation
+// gen, to c in one transaction, sending only the ranges that differ, and
+// verifies the result. It returns the new generation.
+func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uint32, error) {
+	if g, err := k.gen(); err != nil {
+		return 0, err
+	} else if g != gen {
+		return 0, errStale
+	}
 	t := table()
 	type delta struct {
 		set      *nftables.Set
@@ -283,7 +318,7 @@ func applyDelta(ns netns.NsHandle, old, c *compiled) error {
 		del, add []nftables.SetElement
 	}
 	var deltas []delta
-	size := 0
+	size, changed := 0, 0
 	oldSets := old.sets()
 	for i, s := range c.sets() {
 		del, add := diff(oldSets[i].spans, s.spans)
@@ -292,31 +327,76 @@ func applyDelta(ns netns.NsHandle, old, c *compiled) error {
 		}
 		d := delta{newSet(t, s.name, s.v4), s.v4, elements(del), elements(add)}
 		size += (len(d.del) + len(d.add)) * elemBytes(s.v4)
+		changed += len(d.del) + len(d.add)
 		deltas = append(deltas, d)
 	}
 	if len(deltas) == 0 {
-		return verify(ns, c)
+		return gen, nil
 	}
 	conn, err := dial(ns, size+64<<10)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// Deletions first: a range that grows or shrinks is deleted and added
 	// again, and its start key may be the same.
 	for _, d := range deltas {
 		if err := addElements(conn, d.set, d.v4, d.del, true); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	for _, d := range deltas {
 		if err := addElements(conn, d.set, d.v4, d.add, false); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return 0, fmt.Errorf("commit: %w", err)
 	}
-	return verify(ns, c)
+	after, err := k.gen()
+	if err != nil || after != gen+1 || changed > maxSpotChecks {
+		// Another transaction came in between, or the change is large:
+		// read everything back.
+		if err := verify(ns, c); err != nil {
+			return 0, err
+		}
+		return 0, errUncached
+	}
+	for _, d := range deltas {
+		added := make(map[string]bool, len(d.add))
+		for _, e := range d.add {
+			added[elemID(e)] = true
+		}
+		check := func(e nftables.SetElement, want bool) error {
+			got, err := k.hasElem(d.set.Name, e)
+			if err == nil && got == want {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("set %s: element %x (end %v) present=%v, want %v", d.set.Name, e.Key, e.IntervalEnd, got, want)
+			}
+			return lockDown(ns, c.port, err)
+		}
+		for _, e := range d.add {
+			if err := check(e, true); err != nil {
+				return 0, err
+			}
+		}
+		for _, e := range d.del {
+			if !added[elemID(e)] {
+				if err := check(e, false); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	return after, nil
+}
+
+func elemID(e nftables.SetElement) string {
+	if e.IntervalEnd {
+		return "e" + string(e.Key)
+	}
+	return "s" + string(e.Key)
 }
 
 // diff returns the ranges of old not in new and of new not in old.
@@ -343,21 +423,21 @@ func diff(old, new []span) (del, add []span) {
 // verify reads the table back and, if its sets are not c's, locks the
 // table down and returns an error wrapping ErrMismatch.
 func verify(ns netns.NsHandle, c *compiled) error {
-	conn, err := dial(ns, 0)
-	if err != nil {
-		return err
-	}
-	got, err := read(conn)
+	got, err := read(ns)
 	if err == nil && got.port == c.port && equalSets(got, c) {
 		return nil
 	}
-	cause := err
-	if cause == nil {
-		cause = errors.New("content differs")
+	if err == nil {
+		err = errors.New("content differs")
 	}
-	lock := &compiled{port: c.port}
-	if lerr := write(ns, lock); lerr != nil {
-		return fmt.Errorf("%w: %w; lock down: %w", ErrMismatch, cause, lerr)
+	return lockDown(ns, c.port, err)
+}
+
+// lockDown replaces the table with one whose sets are empty and returns an
+// error wrapping ErrMismatch and cause.
+func lockDown(ns netns.NsHandle, port uint16, cause error) error {
+	if err := write(ns, &compiled{port: port}); err != nil {
+		return fmt.Errorf("%w: %w; lock down: %w", ErrMismatch, cause, err)
 	}
 	return fmt.Errorf("%w: %w (table locked down)", ErrMismatch, cause)
 }
@@ -372,8 +452,17 @@ func equalSets(a, b *compiled) bool {
 	return true
 }
 
-// read returns what the Moat table enforces.
-func read(conn *nftables.Conn) (*compiled, error) {
+// read returns what the Moat table in ns enforces.
+func read(ns netns.NsHandle) (*compiled, error) {
+	conn, err := dial(ns, 0)
+	if err != nil {
+		return nil, err
+	}
+	k, err := dialKernel(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer k.Close()
 	t, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -384,13 +473,9 @@ func read(conn *nftables.Conn) (*compiled, error) {
 	c := &compiled{}
 	dst := map[string]*[]span{setAllow4: &c.allow4, setAllow6: &c.allow6, setPeer4: &c.peer4, setPeer6: &c.peer6}
 	for _, s := range c.sets() {
-		set, err := conn.GetSetByName(t, s.name)
+		elems, err := k.elems(unix.NFPROTO_INET, s.name)
 		if err != nil {
-			return nil, fmt.Errorf("get set %s: %w", s.name, err)
-		}
-		elems, err := conn.GetSetElements(set)
-		if err != nil {
-			return nil, fmt.Errorf("get set %s elements: %w", s.name, err)
+			return nil, err
 		}
 		spans, err := spansOf(elems, s.v4)
 		if err != nil {
