@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+)
+
+// print writes v in the chosen output format.
+func (a *app) print(v any) error { return render(a.stdout, a.output, v) }
+
+// render writes v as indented JSON (the API object as-is) or as a table of
+// aligned columns.
+func render(w io.Writer, format string, v any) error {
+	if format == "json" {
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode output: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var after []string
+	switch v := v.(type) {
+	case apitype.Project:
+		projectRows(tw, v)
+	case []apitype.Project:
+		projectRows(tw, v...)
+	case apitype.Token:
+		tokenRows(tw, v)
+		if v.Secret != "" {
+			after = append(after, "secret: "+v.Secret, "Store the secret now: it is not shown again.")
+		}
+	case []apitype.Token:
+		tokenRows(tw, v...)
+	case []apitype.Region:
+		row(tw, "CODE", "AZS")
+		for _, r := range v {
+			row(tw, r.Code, strings.Join(r.AZs, ","))
+		}
+	case apitype.VPC:
+		vpcRows(tw, v)
+	case []apitype.VPC:
+		vpcRows(tw, v...)
+	case apitype.Peering:
+		peeringRows(tw, v)
+	case []apitype.Peering:
+		peeringRows(tw, v...)
+	case apitype.Service:
+		serviceRows(tw, v)
+		after = serviceNotes(v)
+	case []apitype.Service:
+		serviceRows(tw, v...)
+	case apitype.Allowlist:
+		row(tw, "CIDR", "DESCRIPTION")
+		for _, e := range v.AllowedIPs {
+			row(tw, e.CIDR, e.Description)
+		}
+		state := "applied"
+		if !v.Applied {
+			state = "pending (applied revision " + strconv.FormatInt(v.AppliedRevision, 10) + ")"
+		}
+		after = append(after, fmt.Sprintf("revision %d, %s", v.Revision, state))
+		if len(v.AllowedIPs) == 0 {
+			after = append(after, "warning: the allowlist is empty: every connection is refused")
+		} else if v.WideOpen {
+			after = append(after, "warning: the service is open to the whole internet (0.0.0.0/0 or ::/0)")
+		}
+	case apitype.Operation:
+		operationRows(tw, v)
+	case []apitype.Operation:
+		operationRows(tw, v...)
+	case []apitype.AuditEntry:
+		row(tw, "SEQ", "TIME", "ACTOR", "PROJECT", "ACTION", "TARGET", "OUTCOME", "DETAIL")
+		for _, e := range v {
+			row(tw, strconv.FormatInt(e.Seq, 10), ts(e.Time), e.Actor, dash(e.ProjectID), e.Action, dash(e.Target), e.Outcome, e.Detail)
+		}
+	case apitype.AuditVerify:
+		if v.OK {
+			after = append(after, "ok")
+		} else {
+			after = append(after, fmt.Sprintf("broken at entry %d: %s", v.FirstBad, v.Problem))
+		}
+	default:
+		return fmt.Errorf("no table format for %T; use -o json", v)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range after {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func row(w io.Writer, cols ...string) {
+	fmt.Fprintln(w, strings.TrimRight(strings.Join(cols, "\t"), "\t"))
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func stateOf(state string, info *apitype.StateInfo) string {
+	if info != nil && info.Code != "" {
+		return state + " (" + info.Code + ")"
+	}
+	return state
+}
+
+func projectRows(w io.Writer, ps ...apitype.Project) {
+	row(w, "ID", "NAME", "STATE", "VPC_QUOTA", "CREATED")
+	for _, p := range ps {
+		row(w, p.ID, p.Name, p.State, strconv.Itoa(p.VPCQuota), ts(p.CreatedAt))
+	}
+}
+
+func tokenRows(w io.Writer, toks ...apitype.Token) {
+	row(w, "ID", "NAME", "ROLE", "CREATED")
+	for _, t := range toks {
+		row(w, t.ID, dash(t.Name), t.Role, ts(t.CreatedAt))
+	}
+}
+
+func vpcRows(w io.Writer, vs ...apitype.VPC) {
+	row(w, "ID", "NAME", "REGION", "CIDR", "STATE", "CLOUD_VPC_ID", "CREATED")
+	for _, v := range vs {
+		row(w, v.ID, v.Name, v.Region, v.CIDR, stateOf(v.State, v.StateInfo), dash(v.CloudVPCID), ts(v.CreatedAt))
+	}
+}
+
+func peeringRows(w io.Writer, ps ...apitype.Peering) {
+	row(w, "ID", "VPC", "PEER_ACCOUNT", "PEER_VPC", "PEER_REGION", "PEER_CIDRS", "STATE", "CLOUD_PEERING_ID")
+	for _, p := range ps {
+		row(w, p.ID, p.VPCID, p.PeerAccountID, p.PeerVPCID, p.PeerRegion, strings.Join(p.PeerCIDRs, ","), stateOf(p.State, p.StateInfo), dash(p.CloudPeeringID))
+	}
+}
+
+func serviceRows(w io.Writer, ss ...apitype.Service) {
+	row(w, "ID", "NAME", "REGION", "NODES", "ACCESS", "ALLOWED_IPS", "STATE", "CREATED")
+	for _, s := range ss {
+		access := "public"
+		if s.VPCID != "" {
+			access = s.VPCID
+		}
+		allowed := strconv.Itoa(len(s.AllowedIPs))
+		if s.WideOpen {
+			allowed += " (open)"
+		}
+		row(w, s.ID, s.Name, s.Region, strconv.Itoa(s.Nodes), access, allowed, stateOf(s.State, s.StateInfo), ts(s.CreatedAt))
+	}
+}
+
+// serviceNotes are the lines under a single service: how to connect, and
+// an in-flight operation.
+func serviceNotes(s apitype.Service) []string {
+	var out []string
+	if c := s.Connection; c != nil {
+		out = append(out, fmt.Sprintf("connect: host=%s port=%d dbname=%s user=%s sslmode=%s", c.Host, c.Port, c.Database, c.User, c.SSLMode))
+	}
+	if s.OperationID != "" {
+		out = append(out, "operation: "+s.OperationID)
+	}
+	return out
+}
+
+func operationRows(w io.Writer, ops ...apitype.Operation) {
+	row(w, "ID", "TYPE", "TARGET", "VPC", "STATE", "ERROR", "UPDATED")
+	for _, o := range ops {
+		errText := "-"
+		if o.Error != nil {
+			errText = o.Error.Code + ": " + o.Error.Message
+		}
+		row(w, o.ID, o.Type, o.TargetID, dash(o.VPCID), o.State, errText, ts(o.UpdatedAt))
+	}
+}

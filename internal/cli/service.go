@@ -1,0 +1,227 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
+)
+
+// defaultWait bounds --wait.
+const defaultWait = 10 * time.Minute
+
+// pollInterval is how often --wait asks the server.
+var pollInterval = time.Second
+
+// waitFlags are the --wait and --timeout flags of a command.
+type waitFlags struct {
+	wait    bool
+	timeout time.Duration
+}
+
+func (w *waitFlags) add(cmd *cobra.Command, what string) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, "wait until "+what)
+	cmd.Flags().DurationVar(&w.timeout, "timeout", defaultWait, "give up waiting after this long")
+}
+
+// run calls fn with a context bounded by the timeout; when it runs out the
+// error says what did not happen and how to check later.
+func (w *waitFlags) run(ctx context.Context, what, later string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	err := fn(ctx)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		return withHint(fmt.Errorf("timed out after %s waiting for %s", w.timeout, what), "it may still finish: check with "+later+", or wait longer with --timeout")
+	}
+	return err
+}
+
+func (a *app) serviceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "PostgreSQL services"}
+	cmd.AddCommand(
+		a.serviceCreateCmd(),
+		&cobra.Command{
+			Use:   "list",
+			Short: "List the project's services",
+			Args:  args(cobra.NoArgs),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				cl, p, err := a.projectClient()
+				if err != nil {
+					return err
+				}
+				ss, err := cl.ListServices(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				return a.print(ss)
+			},
+		},
+		&cobra.Command{
+			Use:   "get SVC",
+			Short: "Show a service",
+			Args:  args(cobra.ExactArgs(1)),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, p, err := a.projectClient()
+				if err != nil {
+					return err
+				}
+				s, err := cl.GetService(cmd.Context(), p, args[0])
+				if err != nil {
+					return err
+				}
+				return a.print(s)
+			},
+		},
+		&cobra.Command{
+			Use:   "delete SVC",
+			Short: "Delete a service; its nodes are destroyed and their volumes wiped",
+			Args:  args(cobra.ExactArgs(1)),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, p, err := a.projectClient()
+				if err != nil {
+					return err
+				}
+				s, err := cl.DeleteService(cmd.Context(), p, args[0])
+				if err != nil {
+					return err
+				}
+				return a.print(s)
+			},
+		},
+		a.allowlistCmd(),
+		a.attachCmd(),
+		a.detachCmd(),
+	)
+	return cmd
+}
+
+func (a *app) serviceCreateCmd() *cobra.Command {
+	var (
+		in    apitype.ServiceCreate
+		allow []string
+		w     waitFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "create --name N --region R [--nodes 1..3] [--allow CIDR[=desc]]... [--wait]",
+		Short: "Create a service (open to the internet unless --allow is given)",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(allow) > 0 {
+				entries, err := parseAllowArgs(allow)
+				if err != nil {
+					return err
+				}
+				in.AllowedIPs = entries
+			}
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			s, err := cl.CreateService(cmd.Context(), p, in)
+			if err != nil {
+				return err
+			}
+			if w.wait {
+				err = w.run(cmd.Context(), "service "+s.ID+" to be running", "moat service get "+s.ID, func(ctx context.Context) error {
+					var werr error
+					s, werr = cl.WaitService(ctx, p, s.ID, pollInterval)
+					return werr
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return a.print(s)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in.Name, "name", "", "service name")
+	f.StringVar(&in.Region, "region", "", "region (moat region list)")
+	f.IntVar(&in.Nodes, "nodes", 1, "number of nodes, 1 to 3 (node 0 is the primary)")
+	f.StringArrayVar(&allow, "allow", nil, "allowed source CIDR[=description] (repeatable; default: open to the internet)")
+	w.add(cmd, "the service is running")
+	cmd.MarkFlagRequired("name")
+	cmd.MarkFlagRequired("region")
+	return cmd
+}
+
+// printOperation prints op and, with --wait, follows it to its end; a
+// failed operation is an error.
+func (a *app) followOperation(ctx context.Context, cl *client.Client, p string, op apitype.Operation, w waitFlags) error {
+	if !w.wait {
+		return a.print(op)
+	}
+	if a.output == "table" {
+		fmt.Fprintf(a.stderr, "waiting for operation %s (%s)...\n", op.ID, op.Type)
+	}
+	err := w.run(ctx, "operation "+op.ID, "moat operation get "+op.ID, func(ctx context.Context) error {
+		var werr error
+		op, werr = cl.WaitOperation(ctx, p, op.ID, pollInterval)
+		return werr
+	})
+	var fe *client.OperationFailedError
+	if errors.As(err, &fe) {
+		if perr := a.print(fe.Op); perr != nil {
+			return perr
+		}
+		return withHint(err, "see moat operation get "+op.ID)
+	}
+	if err != nil {
+		return err
+	}
+	return a.print(op)
+}
+
+func (a *app) attachCmd() *cobra.Command {
+	var (
+		vpc string
+		w   waitFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "attach SVC --vpc V [--wait]",
+		Short: "Attach a service to a VPC, or move it to another (it loses public access)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.AttachService(cmd.Context(), p, args[0], apitype.AttachRequest{VPCID: vpc})
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	cmd.Flags().StringVar(&vpc, "vpc", "", "ID of a VPC of this project in the service's region")
+	cmd.MarkFlagRequired("vpc")
+	w.add(cmd, "the operation has finished")
+	return cmd
+}
+
+func (a *app) detachCmd() *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "detach SVC [--wait]",
+		Short: "Detach a service from its VPC (it becomes public, filtered by its allowlist)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.DetachService(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	w.add(cmd, "the operation has finished")
+	return cmd
+}
