@@ -249,9 +249,20 @@ func (w *segmentWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		if w.n == w.batch*SegmentSize {
 			// More data follows, so none of the buffered segments is final.
-			if err := w.flush(false); err != nil {
+			if err := w.flush(nil, false); err != nil {
 				return total, err
 			}
+		}
+		if full := w.batch * SegmentSize; w.n == 0 && len(p) > full {
+			// A whole batch, not the last: encrypt straight from p,
+			// saving a copy.
+			w.n = full
+			if err := w.flush(p[:full], false); err != nil {
+				return total, err
+			}
+			p = p[full:]
+			total += full
+			continue
 		}
 		seg, off := w.n/SegmentSize, w.n%SegmentSize
 		c := copy(w.buf[seg*(SegmentSize+tagSize)+off:seg*(SegmentSize+tagSize)+SegmentSize], p)
@@ -263,7 +274,8 @@ func (w *segmentWriter) Write(p []byte) (int, error) {
 }
 
 // flush seals and writes the buffered segments; the last is final if final.
-func (w *segmentWriter) flush(final bool) error {
+// The plaintext is in the buffer, or in src if it is not nil.
+func (w *segmentWriter) flush(src []byte, final bool) error {
 	segs := (w.n + SegmentSize - 1) / SegmentSize
 	if segs == 0 {
 		segs = 1 // the empty final segment of an empty file
@@ -277,8 +289,12 @@ func (w *segmentWriter) flush(final bool) error {
 		ptLen := min(w.n-i*SegmentSize, SegmentSize)
 		off := i * (SegmentSize + tagSize)
 		ct := w.buf[off : off+ptLen]
+		pt := ct
+		if src != nil {
+			pt = src[i*SegmentSize : i*SegmentSize+ptLen]
+		}
 		idx := w.index + uint64(i)
-		w.keys.crypt(idx, ct, ct)
+		w.keys.crypt(idx, ct, pt)
 		w.keys.tag(w.macs[worker], idx, final && i == segs-1, ct, ct[len(ct):len(ct)])
 		if i == segs-1 {
 			end = off + ptLen + tagSize
@@ -300,7 +316,7 @@ func (w *segmentWriter) Close() error {
 		}
 		return w.err
 	}
-	if err := w.flush(true); err != nil {
+	if err := w.flush(nil, true); err != nil {
 		return err
 	}
 	w.err = errClosed

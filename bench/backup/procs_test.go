@@ -1,0 +1,5 @@
+package backupbench
+
+import "runtime"
+
+func runtimeGOMAXPROCS(n int) int { return runtime.GOMAXPROCS(n) }
