@@ -243,6 +243,10 @@ func (c *Client) do(ctx context.Context, r request) (http.Header, error) {
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // the method and URL are said below
+			}
 			lastErr = err
 			if ctx.Err() != nil || !retryable {
 				break
