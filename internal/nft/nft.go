@@ -82,6 +82,18 @@ type compiled struct {
 	port           uint16
 	allow4, allow6 []span
 	peer4, peer6   []span
+	// gen tells the sets' generation in the kernel, "a" or "b": a full
+	// apply fills new sets of the other generation and deletes the old.
+	gen string
+}
+
+// setName returns the name in the kernel of the set base.
+func (c *compiled) setName(base string) string {
+	g := c.gen
+	if g == "" {
+		g = "a"
+	}
+	return base + "_" + g
 }
 
 func compile(p Policy) (compiled, error) {
@@ -105,10 +117,10 @@ func compile(p Policy) (compiled, error) {
 // sets returns the compiled sets in table order.
 func (c *compiled) sets() []namedSet {
 	return []namedSet{
-		{setAllow4, true, c.allow4},
-		{setAllow6, false, c.allow6},
-		{setPeer4, true, c.peer4},
-		{setPeer6, false, c.peer6},
+		{c.setName(setAllow4), true, c.allow4},
+		{c.setName(setAllow6), false, c.allow6},
+		{c.setName(setPeer4), true, c.peer4},
+		{c.setName(setPeer6), false, c.peer6},
 	}
 }
 

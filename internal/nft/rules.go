@@ -72,9 +72,9 @@ func (c *compiled) rules() []rule {
 		v4  bool
 	}{{setAllow4, true}, {setAllow6, false}, {setPeer4, true}, {setPeer6, false}} {
 		rules = append(rules, rule{
-			fmt.Sprintf("%s saddr @%s tcp dport %d accept", ipName(s.v4), s.set, c.port),
+			fmt.Sprintf("%s saddr @%s tcp dport %d accept", ipName(s.v4), c.setName(s.set), c.port),
 			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[s.set], s.v4)
+				e := saddrIn(sets[c.setName(s.set)], s.v4)
 				e = append(e, l4proto(unix.IPPROTO_TCP)...)
 				e = append(e, transport(2, port)...)
 				return append(e, accept())
@@ -83,16 +83,16 @@ func (c *compiled) rules() []rule {
 	}
 	// Echo requests from allowed clients, to help them debug reachability.
 	rules = append(rules,
-		rule{fmt.Sprintf("ip saddr @%s icmp type echo-request accept", setAllow4),
+		rule{fmt.Sprintf("ip saddr @%s icmp type echo-request accept", c.setName(setAllow4)),
 			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[setAllow4], true)
+				e := saddrIn(sets[c.setName(setAllow4)], true)
 				e = append(e, l4proto(unix.IPPROTO_ICMP)...)
 				e = append(e, transport(0, []byte{8})...)
 				return append(e, accept())
 			}},
-		rule{fmt.Sprintf("ip6 saddr @%s icmpv6 type echo-request accept", setAllow6),
+		rule{fmt.Sprintf("ip6 saddr @%s icmpv6 type echo-request accept", c.setName(setAllow6)),
 			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[setAllow6], false)
+				e := saddrIn(sets[c.setName(setAllow6)], false)
 				e = append(e, l4proto(unix.IPPROTO_ICMPV6)...)
 				e = append(e, transport(0, []byte{128})...)
 				return append(e, accept())
