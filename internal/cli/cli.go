@@ -100,7 +100,31 @@ them once with "moat login". Commands on a project's objects use --project
 		a.auditCmd(),
 	)
 	root.AddCommand(serverCommands()...)
+	for _, c := range root.Commands() {
+		groupArgs(c)
+	}
 	return root
+}
+
+// groupArgs makes every command that only groups others (moat vpc, ...)
+// refuse an unknown subcommand as a usage error instead of printing help
+// and exiting 0.
+func groupArgs(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() {
+		return
+	}
+	if cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return &usageError{err: fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath()), cmd: c.CommandPath()}
+			}
+			return nil
+		}
+		cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	}
+	for _, sub := range cmd.Commands() {
+		groupArgs(sub)
+	}
 }
 
 // usageError is a command line that cannot be run as written (exit 2).

@@ -3,9 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +179,8 @@ func TestErrors(t *testing.T) {
 			"moat: error: required flag(s) \"cidr\", \"region\" not set\nmoat: hint: see moat --help\n"},
 		{"unknown command", conn, []string{"bogus"}, 2,
 			"moat: error: unknown command \"bogus\" for \"moat\"\nmoat: hint: see moat --help\n"},
+		{"unknown subcommand", conn, []string{"vpc", "bogus"}, 2,
+			"moat: error: unknown command \"bogus\" for \"moat vpc\"\nmoat: hint: see moat vpc --help\n"},
 		{"bad allow arg", conn, []string{"service", "allowlist", "add", "svc-x", "=x"}, 2,
 			"moat: error: allowlist entry \"=x\" has no CIDR; write CIDR or CIDR=description\nmoat: hint: see moat --help\n"},
 	}
@@ -186,6 +192,36 @@ func TestErrors(t *testing.T) {
 				t.Errorf("moat %q = %d, stderr:\n%s\nwant %d, stderr:\n%s", tt.args, code, stderr, tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAuditVerifyBroken: a broken chain exits 1 naming the first bad entry,
+// in both output formats.
+func TestAuditVerifyBroken(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/audit/verify" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(apitype.AuditVerify{Entries: 9, FirstBad: 4, Problem: "entry 4's hash does not match its contents"})
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"MOAT_CONFIG": filepath.Join(dir, "c.json"), "MOAT_URL": srv.URL, "MOAT_TOKEN": "moat_tok-x_y", "MOAT_CA": ca}
+	wantErr := "moat: error: the audit log is not intact: first bad entry 4: entry 4's hash does not match its contents\n" +
+		"moat: hint: the database was changed behind the server's back; keep a copy and investigate from that entry on\n"
+	code, stdout, stderr := runCLI(t, env, "audit", "verify")
+	if code != 1 || stdout != "" || stderr != wantErr {
+		t.Errorf("moat audit verify = %d, stdout %q, stderr:\n%s\nwant 1, no stdout, stderr:\n%s", code, stdout, stderr, wantErr)
+	}
+	code, stdout, _ = runCLI(t, env, "audit", "verify", "-o", "json")
+	if code != 1 || !strings.Contains(stdout, `"first_bad": 4`) {
+		t.Errorf("moat audit verify -o json = %d, stdout %q, want 1 and the JSON report", code, stdout)
 	}
 }
 
