@@ -283,3 +283,22 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("resolve = %+v, want url from file, token from env, project from flag, CA from file", c)
 	}
 }
+
+// TestHelpGolden keeps the documented command lines of the CLI contract
+// stable.
+func TestHelpGolden(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"service", "--help"},
+		{"service", "create", "--help"},
+		{"service", "allowlist", "set", "--help"},
+		{"peering", "create", "--help"},
+		{"audit", "list", "--help"},
+	} {
+		code, stdout, stderr := runCLI(t, nil, args...)
+		if code != 0 || stderr != "" {
+			t.Errorf("moat %q = %d, stderr %q", args, code, stderr)
+		}
+		golden(t, filepath.Join("testdata", "help", strings.Join(args[:len(args)-1], "-")+".txt"), []byte(stdout))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,10 +16,16 @@ import (
 // print writes v in the chosen output format.
 func (a *app) print(v any) error { return render(a.stdout, a.output, v) }
 
-// render writes v as indented JSON (the API object as-is) or as a table of
+// render writes v as indented JSON (the API object as-is; a list, all of
+// whose pages were read, as the API's {"items": [...]}) or as a table of
 // aligned columns.
 func render(w io.Writer, format string, v any) error {
 	if format == "json" {
+		if reflect.ValueOf(v).Kind() == reflect.Slice {
+			v = struct {
+				Items any `json:"items"`
+			}{v}
+		}
 		data, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return fmt.Errorf("encode output: %w", err)
