@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.StoreDSN != "" {
 		cp.Store, err = pgstore.Open(ctx, cfg.StoreDSN)
 	} else {
-		cp.Store, err = sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile))
+		cp.Store, err = sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile), sqlitestore.Options{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
