@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/moatdb/moat/internal/pgtest"
 	"github.com/moatdb/moat/internal/store"
@@ -24,5 +25,14 @@ func TestConformance(t *testing.T) {
 	srv := pgtest.Shared(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, srv.NewDatabase(t))
+	})
+}
+
+// TestShared runs two Stores on one database, as two server replicas.
+func TestShared(t *testing.T) {
+	srv := pgtest.Shared(t)
+	storetest.RunShared(t, 300*time.Millisecond, func(t *testing.T) (store.Store, store.Store) {
+		dsn := srv.NewDatabase(t)
+		return open(t, dsn), open(t, dsn)
 	})
 }
