@@ -129,7 +129,7 @@ func TestCrashDuringWrites(t *testing.T) {
 		}()
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for ok.Load() < 40 && time.Now().Before(deadline) {
+	for ok.Load() < 200 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
