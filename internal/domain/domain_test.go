@@ -141,7 +141,12 @@ func TestNewPeering(t *testing.T) {
 	live := []*Peering{{Meta: Meta{ID: "pcx-live", State: StateActive}, PeerAccountID: "111111111111", PeerVPCID: "vpc-0a1b2c3d", PeerCIDRs: []string{"172.31.0.0/16"}}}
 	dead := []*Peering{{Meta: Meta{ID: "pcx-dead", State: StateRejected}, PeerAccountID: "111111111111", PeerVPCID: "vpc-0a1b2c3d", PeerCIDRs: []string{"172.31.0.0/16"}}}
 	ok := PeeringRequest{PeerAccountID: "123456789012", PeerVPCID: "vpc-0123456789abcdef0", PeerRegion: "ap-south-1", PeerCIDRs: []string{"172.20.0.0/16"}}
-	mod := func(f func(*PeeringRequest)) PeeringRequest { r := ok; r.PeerCIDRs = append([]string(nil), ok.PeerCIDRs...); f(&r); return r }
+	mod := func(f func(*PeeringRequest)) PeeringRequest {
+		r := ok
+		r.PeerCIDRs = append([]string(nil), ok.PeerCIDRs...)
+		f(&r)
+		return r
+	}
 	for _, tc := range []struct {
 		name   string
 		req    PeeringRequest
@@ -157,7 +162,10 @@ func TestNewPeering(t *testing.T) {
 		{"overlaps vpc", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"10.0.0.0/16"} }), nil, 0, &errSummary{CodeCIDROverlap, "peer_cidrs[0]", "peer ranges must not overlap the VPC's 10.0.0.0/17; renumber one side"}},
 		{"overlaps live peering", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"172.31.128.0/17"} }), live, 0, &errSummary{CodeCIDROverlap, "peer_cidrs[0]", "each peering of a VPC needs its own ranges; delete the other peering or use another range"}},
 		{"dead peering frees range", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"172.31.0.0/16"} }), dead, 0, nil},
-		{"duplicate", mod(func(r *PeeringRequest) { r.PeerAccountID, r.PeerVPCID = "111111111111", "vpc-0a1b2c3d"; r.PeerCIDRs = []string{"192.168.0.0/16"} }), live, 0, &errSummary{CodeDuplicatePeering, "peer_vpc_id", "use the existing peering, or delete it first"}},
+		{"duplicate", mod(func(r *PeeringRequest) {
+			r.PeerAccountID, r.PeerVPCID = "111111111111", "vpc-0a1b2c3d"
+			r.PeerCIDRs = []string{"192.168.0.0/16"}
+		}), live, 0, &errSummary{CodeDuplicatePeering, "peer_vpc_id", "use the existing peering, or delete it first"}},
 		{"self overlap", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"172.20.0.0/16", "172.20.1.0/24"} }), nil, 0, &errSummary{CodeCIDROverlap, "peer_cidrs[1]", "merge it with peer_cidrs[0] or drop one"}},
 		{"slash 29", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"172.20.0.0/29"} }), nil, 0, &errSummary{CodeCIDRPrefixLength, "peer_cidrs[0]", "use a prefix length from /16 to /28"}},
 		{"non-canonical", mod(func(r *PeeringRequest) { r.PeerCIDRs = []string{"172.20.0.1/16"} }), nil, 0, &errSummary{CodeNonCanonicalCIDR, "peer_cidrs[0]", "use 172.20.0.0/16"}},

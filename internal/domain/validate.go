@@ -205,11 +205,11 @@ func SpreadAZs(r Region, n int) []string {
 
 // CheckAttach validates attaching svc to vpc.
 func CheckAttach(svc *Service, vpc *VPC) error {
-	if svc.State != StateRunning && svc.State != StateCreating {
-		return Conflictf(CodeInvalidState, "", "wait until the service is running", "service %s is %s", svc.ID, svc.State)
-	}
 	if svc.OperationID != "" {
 		return Conflictf(CodeOperationInProgress, "", "wait for operation "+svc.OperationID+" to finish", "service %s has an operation in progress", svc.ID)
+	}
+	if svc.State != StateRunning {
+		return Conflictf(CodeInvalidState, "", "wait until the service is running", "service %s is %s", svc.ID, svc.State)
 	}
 	if vpc.State != StateActive {
 		return Conflictf(CodeInvalidState, "vpc_id", "attach to an active VPC", "VPC %s is %s", vpc.ID, vpc.State)
