@@ -13,7 +13,9 @@
 // tests that ask for a server skip with the reason, or fail when the
 // environment has CI=true. The binaries are found with `pg_config --bindir`
 // (Debian keeps them off PATH), or in $MOAT_PG_BINDIR. As root, initdb and
-// postgres run as the postgres user, as they refuse to run as root.
+// postgres run as the postgres user, as they refuse to run as root. The
+// data directory is in /dev/shm when there is room, else /tmp, or in
+// $MOAT_PGTEST_DIR.
 //
 // Only tests import pgtest.
 package pgtest
@@ -135,7 +137,7 @@ func (s *Server) NewDatabase(tb testing.TB) string {
 		tb.Fatalf("pgtest: connect: %v", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" STRATEGY FILE_COPY"); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		tb.Fatalf("pgtest: create database: %v", err)
 	}
 	return s.DSN(name)
