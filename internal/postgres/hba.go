@@ -1,0 +1,120 @@
+package postgres
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Policy is who may connect to a node over the network.
+type Policy struct {
+	// Allow are the client sources (IPv4 and IPv6) allowed to log in, with
+	// TLS and SCRAM, as any role but Superuser and the replication role.
+	Allow []netip.Prefix
+	// Replicas are the service's other nodes, allowed to replicate with a
+	// client certificate whose common name is ReplicationUser.
+	Replicas []netip.Prefix
+	// ReplicationUser is the replication role. Default ReplicationUser.
+	ReplicationUser string
+}
+
+// roleRE is what RenderHBA accepts as a role name: PostgreSQL's unquoted
+// identifiers, lowercase, at most 63 bytes. Names are quoted as well, so
+// keywords such as "all" or "replication" stay names.
+var roleRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+const roleRule = "use lowercase letters, digits and '_', starting with a letter or '_', at most 63 bytes"
+
+// RenderHBA renders pg_hba.conf for p. It is pure. In order:
+//
+//   - local connections: Superuser only, by peer identity through the map
+//     "moat" (the agent's management path);
+//   - Superuser and the replication role never log in over the network;
+//   - hostssl replication from each replica, certificate authentication;
+//   - hostssl from each allowed source, scram-sha-256;
+//   - a catch-all reject: plaintext and every other source are refused
+//     with SQLSTATE 28000.
+//
+// Prefixes are masked, IPv4-mapped IPv6 prefixes become IPv4, duplicates
+// are dropped and the lines sorted. An invalid or zoned prefix or an
+// invalid role name is an error: nothing in p can escape its line.
+func RenderHBA(p Policy) (string, error) {
+	repl := p.ReplicationUser
+	if repl == "" {
+		repl = ReplicationUser
+	}
+	if !roleRE.MatchString(repl) {
+		return "", fmt.Errorf("render pg_hba: replication user %q: %s", repl, roleRule)
+	}
+	allow, err := canonical(p.Allow)
+	if err != nil {
+		return "", fmt.Errorf("render pg_hba: allowed sources: %w", err)
+	}
+	replicas, err := canonical(p.Replicas)
+	if err != nil {
+		return "", fmt.Errorf("render pg_hba: replicas: %w", err)
+	}
+	var b strings.Builder
+	line := func(typ, db, user, addr, method string) {
+		fmt.Fprintf(&b, "%-7s %-11s %-18s %-43s %s\n", typ, db, user, addr, method)
+	}
+	su, ru := `"`+Superuser+`"`, `"`+repl+`"`
+	b.WriteString("# Written by Moat from the node's policy: do not edit.\n")
+	b.WriteString("# TYPE  DATABASE    USER               ADDRESS                                     METHOD\n")
+	b.WriteString("# Management: the Unix socket, the superuser only, by peer identity.\n")
+	line("local", "all", su, "", "peer map=moat")
+	line("local", "all", "all", "", "reject")
+	b.WriteString("# The superuser and the replication role never log in over the network.\n")
+	for _, r := range []string{su, ru} {
+		line("host", "all", r, "0.0.0.0/0", "reject")
+		line("host", "all", r, "::/0", "reject")
+	}
+	b.WriteString("# Replication: the service's other nodes, TLS and a client certificate.\n")
+	for _, r := range replicas {
+		line("hostssl", "replication", ru, r.String(), "cert")
+	}
+	b.WriteString("# Clients: the allowed sources, TLS and SCRAM.\n")
+	for _, a := range allow {
+		line("hostssl", "all", "all", a.String(), "scram-sha-256")
+	}
+	b.WriteString("# Everything else, plaintext included, is rejected (SQLSTATE 28000).\n")
+	for _, db := range []string{"all", "replication"} {
+		line("host", db, "all", "0.0.0.0/0", "reject")
+		line("host", db, "all", "::/0", "reject")
+	}
+	return b.String(), nil
+}
+
+// canonical checks, masks, sorts and deduplicates prefixes.
+func canonical(ps []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		q, ok := hostLine(p)
+		if !ok {
+			return nil, fmt.Errorf("prefix %q is not a valid, unzoned IP prefix", p)
+		}
+		out = append(out, q)
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out), nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// inside reports whether a is inside one of ps.
+func inside(a netip.Addr, ps []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if q, ok := hostLine(p); ok && q.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,265 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Init creates the cluster if the data directory holds none: initdb for a
+// primary, a base backup over verified TLS for a replica (Config.Primary).
+// The cluster is built in DataDir + ".new" and renamed into place, so a
+// crash never leaves a half-made data directory behind. It then writes
+// Moat's files (moat.conf, pg_ident.conf, the TLS files) and, for a new
+// cluster, a pg_hba.conf refusing every network connection until
+// WriteHBA is called.
+//
+// On an initialised data directory it only rewrites Moat's files (not
+// pg_hba.conf), so calling it on every agent start is safe. It refuses a
+// data directory whose role (primary or replica) differs from Config's.
+func (in *Instance) Init(ctx context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.initialized() {
+		standby := exists(filepath.Join(in.cfg.DataDir, "standby.signal"))
+		switch {
+		case standby && in.cfg.Primary == nil:
+			return fmt.Errorf("init %s: the data directory holds a replica but the config has no primary", in.cfg.DataDir)
+		case !standby && in.cfg.Primary != nil:
+			return fmt.Errorf("init %s: the data directory holds a primary but the config names a primary to replicate; wipe it first", in.cfg.DataDir)
+		}
+		if err := in.writeFiles(in.cfg.DataDir); err != nil {
+			return fmt.Errorf("init %s: %w", in.cfg.DataDir, err)
+		}
+		return nil
+	}
+	if err := in.create(ctx); err != nil {
+		return fmt.Errorf("init %s: %w", in.cfg.DataDir, err)
+	}
+	return nil
+}
+
+func (in *Instance) create(ctx context.Context) error {
+	t0 := time.Now()
+	// A data directory that exists but holds no cluster must be empty.
+	if err := os.Remove(in.cfg.DataDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data directory exists, holds no cluster and is not empty: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(in.cfg.DataDir), 0o755); err != nil {
+		return err
+	}
+	tmp := in.cfg.DataDir + ".new"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := in.ensureDir(tmp); err != nil {
+		return err
+	}
+	if err := in.writeTLS(); err != nil {
+		return err
+	}
+	if p := in.cfg.Primary; p == nil {
+		args := []string{"-D", tmp, "-U", Superuser, "-E", "UTF8", "--locale=C.UTF-8",
+			"--auth-local=peer", "--auth-host=reject", "--data-checksums", "--no-instructions"}
+		if in.cfg.NoSync {
+			args = append(args, "--no-sync")
+		}
+		if err := in.run(ctx, "initdb", args...); err != nil {
+			return err
+		}
+	} else {
+		args := []string{"-D", tmp, "-d", in.upstreamConninfo(), "-X", "stream", "-c", "fast", "-w"}
+		if in.cfg.NoSync {
+			args = append(args, "--no-sync")
+		}
+		if err := in.run(ctx, "pg_basebackup", args...); err != nil {
+			return fmt.Errorf("base backup from %s:%d: %w", p.Host, p.Port, err)
+		}
+		if err := in.writeFile(filepath.Join(tmp, "standby.signal"), nil, 0o600); err != nil {
+			return err
+		}
+	}
+	conf := filepath.Join(tmp, "postgresql.conf")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), includeLine) {
+		if err := in.writeFile(conf, append(b, "\n"+includeLine...), 0o600); err != nil {
+			return err
+		}
+	}
+	hba, err := RenderHBA(Policy{})
+	if err != nil {
+		return err
+	}
+	if err := in.writeFile(filepath.Join(tmp, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		return err
+	}
+	if err := in.writeFiles(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, in.cfg.DataDir); err != nil {
+		return err
+	}
+	in.log.Info("postgres initialised", "data_dir", in.cfg.DataDir, "replica", in.cfg.Primary != nil, "duration", time.Since(t0))
+	return nil
+}
+
+// initialized reports whether the data directory holds a cluster.
+func (in *Instance) initialized() bool {
+	return exists(filepath.Join(in.cfg.DataDir, "PG_VERSION"))
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// writeFiles writes the TLS files, moat.conf and pg_ident.conf for the
+// cluster in dir.
+func (in *Instance) writeFiles(dir string) error {
+	if err := in.writeTLS(); err != nil {
+		return err
+	}
+	conf, err := in.renderConf()
+	if err != nil {
+		return err
+	}
+	if err := in.writeFile(filepath.Join(dir, confFile), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	return in.writeFile(filepath.Join(dir, "pg_ident.conf"), []byte(renderIdent(in.osUser)), 0o600)
+}
+
+func (in *Instance) writeTLS() error {
+	c := in.cfg
+	if err := in.ensureDir(c.TLSDir); err != nil {
+		return err
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{serverCertFile, c.ServerCertPEM},
+		{serverKeyFile, c.ServerKeyPEM},
+		{clientCAFile, c.CAPEM},
+	}
+	if p := c.Primary; p != nil {
+		files = append(files, []struct {
+			name string
+			data []byte
+		}{
+			{upstreamCertFile, p.ClientCertPEM},
+			{upstreamKeyFile, p.ClientKeyPEM},
+			{upstreamCAFile, p.CAPEM},
+		}...)
+	}
+	for _, f := range files {
+		p := filepath.Join(c.TLSDir, f.name)
+		if len(f.data) == 0 {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			continue
+		}
+		if err := in.writeFile(p, f.data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UpdateTLS replaces the server certificate, its key and the client CA
+// (renewal); call Reload afterwards for the server to use them.
+func (in *Instance) UpdateTLS(serverCertPEM, serverKeyPEM, caPEM []byte) error {
+	if len(serverCertPEM) == 0 || len(serverKeyPEM) == 0 {
+		return errors.New("update tls: server certificate and key are required")
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.cfg.ServerCertPEM, in.cfg.ServerKeyPEM, in.cfg.CAPEM = serverCertPEM, serverKeyPEM, caPEM
+	if err := in.writeTLS(); err != nil {
+		return fmt.Errorf("update tls: %w", err)
+	}
+	if in.initialized() {
+		// ssl_ca_file appears or goes with the CA.
+		if err := in.writeFiles(in.cfg.DataDir); err != nil {
+			return fmt.Errorf("update tls: %w", err)
+		}
+	}
+	return nil
+}
+
+// WriteHBA renders p and replaces pg_hba.conf atomically; call Reload
+// afterwards for the server to use it.
+func (in *Instance) WriteHBA(p Policy) error {
+	hba, err := RenderHBA(p)
+	if err != nil {
+		return err
+	}
+	if !in.initialized() {
+		return fmt.Errorf("write pg_hba: %s: %w", in.cfg.DataDir, ErrNotInitialized)
+	}
+	if err := in.writeFile(filepath.Join(in.cfg.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		return fmt.Errorf("write pg_hba: %w", err)
+	}
+	return nil
+}
+
+// ensureDir makes dir (mode 0700) owned by the postgres user; its parents,
+// if missing, are made 0755 and owned by this process's user.
+func (in *Instance) ensureDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	return in.chown(dir)
+}
+
+// writeFile writes data to path atomically (a temporary file renamed over
+// it), with mode perm and owned by the postgres user.
+func (in *Instance) writeFile(path string, data []byte, perm os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if err := in.chown(f.Name()); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func (in *Instance) chown(p string) error {
+	if in.cred == nil {
+		return nil
+	}
+	return os.Chown(p, int(in.cred.Uid), int(in.cred.Gid))
+}
