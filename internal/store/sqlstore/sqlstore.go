@@ -153,7 +153,8 @@ func (s *Store) poll() {
 	}
 }
 
-// Update implements store.Store.
+// Update implements store.Store. It returns fn's error as it is. fn must
+// not call Update: it would wait for itself until ctx ends.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error) {
 	select {
 	case s.writeSem <- struct{}{}:
