@@ -88,6 +88,10 @@ type Project struct {
 	Meta
 	// VPCQuota is the number of live VPCs the project may hold.
 	VPCQuota int `json:"vpc_quota"`
+	// CACertPEM is the project CA that signs its services' server
+	// certificates; CAKeySealed is its key, sealed with the master key.
+	CACertPEM   string `json:"ca_cert_pem,omitempty"`
+	CAKeySealed []byte `json:"ca_key_sealed,omitempty"`
 }
 
 // DefaultVPCQuota is a new project's VPC quota.
@@ -108,6 +112,9 @@ const (
 	RoleViewer Role = "viewer"
 	// RoleOperator is the platform operator: all projects, quotas, audit.
 	RoleOperator Role = "operator"
+	// RoleAgent is a host agent: it reads its host's desired state and
+	// reports what it applied, nothing else.
+	RoleAgent Role = "agent"
 )
 
 // ParseRole validates a project role (operator tokens are not created
@@ -180,6 +187,9 @@ type Service struct {
 	AppliedAllowlistRevision int64 `json:"applied_allowlist_revision"`
 	// OperationID is the running attach/detach operation, if any.
 	OperationID string `json:"operation_id,omitempty"`
+	// AdminVerifier is the SCRAM-SHA-256 verifier of the admin user's
+	// password; the password itself is shown once and never stored.
+	AdminVerifier string `json:"admin_verifier,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }
@@ -191,6 +201,22 @@ type Node struct {
 	ServiceID string `json:"service_id"`
 	Index     int    `json:"index"`
 	AZ        string `json:"az"`
+	// Placement, set by the provider: the agent host that runs the node,
+	// its network namespace there, and its address.
+	Host      string `json:"host,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Address   string `json:"address,omitempty"`
+	// CertPEM is the node's server certificate (project CA); ReplCertPEM
+	// its replication client certificate (internal CA). Keys are sealed.
+	CertPEM        string    `json:"cert_pem,omitempty"`
+	KeySealed      []byte    `json:"key_sealed,omitempty"`
+	ReplCertPEM    string    `json:"repl_cert_pem,omitempty"`
+	ReplKeySealed  []byte    `json:"repl_key_sealed,omitempty"`
+	CertNotAfterAt time.Time `json:"cert_not_after,omitzero"`
+	// What the agent last reported applying.
+	AppliedRevision          int64     `json:"applied_revision,omitempty"`
+	AppliedAllowlistRevision int64     `json:"applied_allowlist_revision,omitempty"`
+	ReportedAt               time.Time `json:"reported_at,omitzero"`
 }
 
 func (*Node) Kind() string     { return "node" }
