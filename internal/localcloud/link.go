@@ -85,8 +85,11 @@ func (l *Link) read() (bool, error) {
 		if err != nil {
 			return nil
 		}
-		if ln.Attrs().Alias != linkAliasPrefix+l.Name {
-			return h.LinkDel(ln)
+		switch alias := ln.Attrs().Alias; {
+		case alias == "":
+			return h.LinkDel(ln) // left by an interrupted create
+		case alias != linkAliasPrefix+l.Name:
+			return fmt.Errorf("interface %s in %s belongs to %q: %w", l.IfName, l.A, alias, ErrExists)
 		}
 		addrs, err := h.AddrList(ln, netlink.FAMILY_V4)
 		if err != nil || len(addrs) == 0 {

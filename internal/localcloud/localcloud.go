@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -323,7 +324,10 @@ func (c *Cloud) Exec(ctx context.Context, ns string, argv []string, stdin io.Rea
 // SetResolver makes addr the DNS resolver of commands run in ns with Exec
 // (or `ip netns exec`): it writes /etc/netns/<ns>/resolv.conf. The file is
 // removed with the namespace.
-func (c *Cloud) SetResolver(ns string, addr string) error {
+func (c *Cloud) SetResolver(ns string, addr netip.Addr) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("set resolver of %s: invalid address", ns)
+	}
 	if !c.owns(ns) {
 		return fmt.Errorf("set resolver of %s: namespace is not this cloud's", ns)
 	}
@@ -334,7 +338,7 @@ func (c *Cloud) SetResolver(ns string, addr string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("set resolver of %s: %w", ns, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+addr+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+addr.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("set resolver of %s: %w", ns, err)
 	}
 	return nil

@@ -20,7 +20,7 @@ import (
 
 func newSim(t *testing.T) (*sim.Sim, *localcloud.Cloud, string) {
 	t.Helper()
-	netnstest.RequireRoot(t)
+	netnstest.New(t) // skips, with the reason, where namespaces cannot be made
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	c, err := localcloud.New(localcloud.Config{Prefix: "moat-sm" + hex.EncodeToString(b[:]) + "-", LockDir: t.TempDir()})
