@@ -480,3 +480,92 @@ func TestLinkAndRoutes(t *testing.T) {
 		t.Errorf("routes through a removed link: %v, want none", routes)
 	}
 }
+
+func TestConcurrentAddsAndLeftovers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCloud(t)
+	if err := c.EnsureInternet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two Clouds over one prefix (two processes, say) adding at once never
+	// hand out one address twice.
+	c2, err := localcloud.New(localcloud.Config{Prefix: c.Prefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, c2 = mustSameLock(t, c, c2)
+	const n = 8
+	errc := make(chan error, n)
+	for i := range n {
+		cl := c
+		if i%2 == 1 {
+			cl = c2
+		}
+		go func() {
+			_, err := cl.AddHost(ctx, "h"+string(rune('a'+i)), localcloud.Internet(localcloud.SimPool))
+			errc <- err
+		}()
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	hosts, err := c.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Addr]string{}
+	for _, h := range hosts {
+		a, _ := h.Addr(localcloud.NetRef{})
+		if prev, ok := seen[a]; ok {
+			t.Errorf("%s and %s share %v", prev, h.Name, a)
+		}
+		seen[a] = h.Name
+	}
+	if len(seen) != n {
+		t.Errorf("%d hosts with addresses, want %d", len(seen), n)
+	}
+
+	// A veth left half-made by a crash (no alias) is swept on the next
+	// attach.
+	h := hosts[0]
+	if _, err := c.Exec(ctx, h.NS, []string{"ip", "link", "add", "eth1", "type", "veth", "peer", "name", "junk"}, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureVPC(ctx, "v", netip.MustParsePrefix("10.2.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	ifc, err := c.AttachInterface(ctx, h.NS, localcloud.InVPC("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Host(ctx, h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Interfaces) != 2 || ifc.Name != "eth1" {
+		t.Errorf("after attach over a leftover: %+v (new %+v), want eth0 and a fresh eth1", got.Interfaces, ifc)
+	}
+	var out bytes.Buffer
+	if _, err := c.Exec(ctx, h.NS, []string{"ip", "-o", "link"}, nil, &out, nil); err != nil || strings.Contains(out.String(), "junk") {
+		t.Errorf("links inside: %s, %v; want the leftover gone", out.String(), err)
+	}
+}
+
+// mustSameLock returns a and b sharing one lock directory (b was made with
+// the default one).
+func mustSameLock(t *testing.T, a, b *localcloud.Cloud) (*localcloud.Cloud, *localcloud.Cloud) {
+	t.Helper()
+	dir := t.TempDir()
+	a2, err := localcloud.New(localcloud.Config{Prefix: a.Prefix(), LockDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := localcloud.New(localcloud.Config{Prefix: b.Prefix(), LockDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a2, b2
+}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -535,7 +536,8 @@ func (c *Cloud) interfaces(ns string, sweep bool) ([]Interface, error) {
 			r, ok := parseNetAlias(a.Alias)
 			if !ok {
 				if _, veth := l.(*netlink.Veth); sweep && veth && a.Alias == "" {
-					if err := h.LinkDel(l); err != nil {
+					// Both ends may be here: the first deletion takes both.
+					if err := h.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
 						return fmt.Errorf("delete unfinished %s: %w", a.Name, err)
 					}
 				}
