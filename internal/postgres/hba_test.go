@@ -1,0 +1,192 @@
+package postgres
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func prefixes(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func TestRenderHBAGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		p    Policy
+	}{
+		{"empty", Policy{}},
+		{"public", Policy{
+			Allow:    prefixes("203.0.113.0/24", "198.19.0.7/32", "2001:db8::/32"),
+			Replicas: prefixes("198.18.0.2/32", "198.18.0.3/32"),
+		}},
+		{"open", Policy{Allow: prefixes("0.0.0.0/0", "::/0")}},
+		// Non-canonical, IPv4-mapped and duplicate prefixes; a keyword as
+		// the replication role stays a name (it is quoted).
+		{"canonical", Policy{
+			Allow:           prefixes("10.1.2.3/8", "::ffff:192.0.2.1/128", "192.0.2.1/32", "10.0.0.0/8"),
+			Replicas:        prefixes("::ffff:198.18.0.0/112"),
+			ReplicationUser: "all",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := RenderHBA(tt.p)
+			if err != nil {
+				t.Fatalf("RenderHBA(%+v): %v", tt.p, err)
+			}
+			golden := filepath.Join("testdata", "hba", tt.name+".conf")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("RenderHBA(%s) differs from %s (-want +got):\n%s", tt.name, golden, diff)
+			}
+		})
+	}
+}
+
+func TestRenderHBARejects(t *testing.T) {
+	bad := []Policy{
+		{ReplicationUser: `x" all`},
+		{ReplicationUser: "Admin"},
+		{ReplicationUser: "a\nhost all all 0.0.0.0/0 trust"},
+		{ReplicationUser: strings.Repeat("a", 64)},
+		{Allow: []netip.Prefix{{}}},
+		{Replicas: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr("10.0.0.1"), 33)}},
+	}
+	for _, p := range bad {
+		if got, err := RenderHBA(p); err == nil {
+			t.Errorf("RenderHBA(%+v) = %q, want an error", p, got)
+		}
+	}
+}
+
+var (
+	hbaRule = regexp.MustCompile(`^(local|host|hostssl) +(all|replication) +(all|"[a-z_][a-z0-9_]*") +(?:(\S+) +)?(peer map=moat|reject|cert|scram-sha-256)$`)
+	hbaNote = regexp.MustCompile(`^# [^\n\r\x00]*$`)
+)
+
+// FuzzRenderHBA checks that no value escapes its line: whatever goes in,
+// RenderHBA either refuses it or renders exactly the expected rules, each
+// one line of the expected shape, naming only the policy's role and
+// admitting only the policy's sources.
+func FuzzRenderHBA(f *testing.F) {
+	f.Add("", []byte{10, 0, 0, 0, 8}, []byte{198, 18, 0, 2, 32})
+	f.Add("all", []byte("\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x20"), []byte{})
+	f.Add("x\"\n", []byte{}, []byte{255, 255, 255, 255, 0})
+	f.Fuzz(func(t *testing.T, repl string, allowRaw, replRaw []byte) {
+		p := Policy{ReplicationUser: repl, Allow: rawPrefixes(allowRaw), Replicas: rawPrefixes(replRaw)}
+		out, err := RenderHBA(p)
+		if err != nil {
+			return
+		}
+		if repl == "" {
+			repl = ReplicationUser
+		}
+		if !roleRE.MatchString(repl) {
+			t.Fatalf("RenderHBA accepted replication user %q", repl)
+		}
+		wantAllow, _ := canonical(p.Allow)
+		wantRepl, _ := canonical(p.Replicas)
+		var gotAllow, gotRepl []netip.Prefix
+		rules := 0
+		for _, line := range strings.SplitAfter(out, "\n") {
+			if line == "" {
+				continue
+			}
+			if !strings.HasSuffix(line, "\n") {
+				t.Fatalf("last line %q is not terminated", line)
+			}
+			line = strings.TrimSuffix(line, "\n")
+			if hbaNote.MatchString(line) {
+				continue
+			}
+			m := hbaRule.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("line %q has an unexpected shape", line)
+			}
+			rules++
+			typ, db, user, addr, method := m[1], m[2], m[3], m[4], m[5]
+			if user != "all" && user != `"`+Superuser+`"` && user != `"`+repl+`"` {
+				t.Fatalf("line %q names role %s, not in the policy", line, user)
+			}
+			if typ == "local" {
+				if addr != "" {
+					t.Fatalf("local line %q has an address", line)
+				}
+				continue
+			}
+			a, err := netip.ParsePrefix(addr)
+			if err != nil {
+				t.Fatalf("line %q: address: %v", line, err)
+			}
+			switch method {
+			case "scram-sha-256":
+				if typ != "hostssl" || db != "all" || user != "all" {
+					t.Fatalf("line %q admits more than TLS clients", line)
+				}
+				gotAllow = append(gotAllow, a)
+			case "cert":
+				if typ != "hostssl" || db != "replication" || user != `"`+repl+`"` {
+					t.Fatalf("line %q admits more than replication", line)
+				}
+				gotRepl = append(gotRepl, a)
+			case "reject":
+			default:
+				t.Fatalf("line %q: method %s over the network", line, method)
+			}
+		}
+		if want := 2 + 4 + len(wantRepl) + len(wantAllow) + 4; rules != want {
+			t.Fatalf("%d rules, want %d:\n%s", rules, want, out)
+		}
+		if !slices.Equal(gotAllow, wantAllow) || !slices.Equal(gotRepl, wantRepl) {
+			t.Fatalf("admits %v and replicas %v, want %v and %v", gotAllow, gotRepl, wantAllow, wantRepl)
+		}
+		last := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if !strings.HasSuffix(last[len(last)-1], "reject") {
+			t.Fatalf("the last rule is not a reject:\n%s", out)
+		}
+	})
+}
+
+// rawPrefixes turns fuzz bytes into prefixes: chunks of 5 (IPv4 address
+// and length) or, after a leading 0x06, 17 (IPv6 address and length). An
+// out-of-range length gives an invalid prefix.
+func rawPrefixes(b []byte) []netip.Prefix {
+	var out []netip.Prefix
+	for len(b) >= 5 {
+		if b[0] == 6 && len(b) >= 18 {
+			a := netip.AddrFrom16([16]byte(b[1:17]))
+			out = append(out, netip.PrefixFrom(a, int(b[17])))
+			b = b[18:]
+			continue
+		}
+		a := netip.AddrFrom4([4]byte(b[:4]))
+		out = append(out, netip.PrefixFrom(a, int(b[4])))
+		b = b[5:]
+	}
+	return out
+}
