@@ -115,7 +115,7 @@ func run(b *testing.B, st store.Store) []row {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	srv, err := apiserver.New(apiserver.Config{Store: st, AuditKey: signer.PublicKey()})
+	srv, err := apiserver.New(apiserver.Config{Store: st, Keys: keys, AuditKey: signer.PublicKey()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e.must(201, &svc, "POST", "/v1/projects/"+a+"/services", adminA, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
 	ids := map[string]string{"vpcs": vpc.ID, "services": svc.ID, "peerings": "pcx-aaaaaaaaaaaaaaaa", "operations": "op-aaaaaaaaaaaaaaaa", "tokens": "tok-aaaaaaaaaaaaaaaa"}
 	fill := func(pattern string) string {
-		path := strings.ReplaceAll(pattern, "{p}", a)
+		path := strings.ReplaceAll(strings.ReplaceAll(pattern, "{p}", a), "{host}", "local")
 		for coll, id := range ids {
 			path = strings.ReplaceAll(path, coll+"/{id}", coll+"/"+id)
 		}
@@ -44,6 +44,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			t.Errorf("%s with a forged token = %d, want 401", name, r.Status)
 		}
 		switch rt.Access {
+		case apiserver.Agent:
+			if r := e.do(rt.Method, path, adminB, nil); r.Status != 403 {
+				t.Errorf("%s with a project admin token = %d, want 403", name, r.Status)
+			}
 		case apiserver.Operator:
 			if r := e.do(rt.Method, path, adminB, nil); r.Status != 403 {
 				t.Errorf("%s with a project admin token = %d, want 403", name, r.Status)

@@ -36,6 +36,8 @@ const (
 	ProjectWrite
 	// ProjectAdmin routes need role admin.
 	ProjectAdmin
+	// Agent routes need an agent token (or the operator's).
+	Agent
 )
 
 // Route is one entry of the route table.
@@ -158,6 +160,11 @@ func (c *call) authorize() error {
 	c.who = who
 	switch c.rt.Access {
 	case Authenticated:
+		return nil
+	case Agent:
+		if who.Role != domain.RoleAgent && who.Role != domain.RoleOperator {
+			return errForbidden("this route is for host agents", "use the agent token (agent.token in the server's data directory)")
+		}
 		return nil
 	case Operator:
 		if who.Role != domain.RoleOperator {

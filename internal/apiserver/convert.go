@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 )
 
@@ -50,32 +51,20 @@ func allowIn(in []apitype.AllowEntry) []domain.AllowEntry {
 	return out
 }
 
-// ServiceHost returns a service's DNS name: public, or private under vpc.
-func ServiceHost(svc *domain.Service, zone string) string {
-	if svc.VPCID != "" {
-		return svc.ID + "." + svc.ProjectID + ".vpc." + zone
-	}
-	return svc.ID + "." + svc.ProjectID + "." + zone
-}
-
-// Connection defaults of every service.
-const (
-	ServicePort     = 5432
-	ServiceDatabase = "defaultdb"
-	ServiceUser     = "moatadmin"
-)
-
 func (s *Server) serviceOut(svc *domain.Service, nodes []*domain.Node) apitype.Service {
 	out := apitype.Service{ID: svc.ID, ProjectID: svc.ProjectID, Name: svc.Name, Region: svc.Region,
 		Nodes: svc.NodeCount, VPCID: svc.VPCID, Public: svc.VPCID == "", AllowedIPs: allowOut(svc.AllowedIPs),
 		WideOpen: domain.IsWideOpen(svc.AllowedIPs), State: svc.State, StateInfo: info(svc.StateInfo),
 		OperationID: svc.OperationID, CreatedAt: svc.CreatedAt}
 	if !domain.Gone(svc.State) {
-		out.Connection = &apitype.Connection{Host: ServiceHost(svc, s.cfg.Domain), Port: ServicePort,
-			Database: ServiceDatabase, User: ServiceUser, SSLMode: "verify-full"}
+		out.Connection = &apitype.Connection{Host: desired.ServiceName(svc, s.cfg.Domain), Port: desired.Port,
+			Database: desired.Database, User: desired.AdminUser, SSLMode: "verify-full"}
 	}
 	for _, n := range nodes {
-		out.NodeList = append(out.NodeList, apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State})
+		out.NodeList = append(out.NodeList, apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address})
+		if n.Index == 0 && out.Connection != nil {
+			out.Connection.Address = n.Address
+		}
 	}
 	return out
 }

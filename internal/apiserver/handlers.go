@@ -151,6 +151,9 @@ func (s *Server) createProject(c *call) error {
 		p := &domain.Project{Meta: domain.Meta{ID: domain.NewID(domain.PrefixProject), Name: in.Name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now}, VPCQuota: domain.DefaultVPCQuota}
 		p.ProjectID = p.ID
 		c.target, c.project = p.ID, p.ID
+		if err := s.newProjectCA(p); err != nil {
+			return nil, err
+		}
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/password"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -36,6 +37,10 @@ func (s *Server) createService(c *call) error {
 		now := s.now()
 		svc.ID, svc.CreatedAt, svc.UpdatedAt = domain.NewID(domain.PrefixService), now, now
 		c.target = svc.ID
+		pw := password.Generate()
+		if svc.AdminVerifier, err = password.Verifier(pw); err != nil {
+			return nil, err
+		}
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return nil, err
 		}
@@ -52,7 +57,9 @@ func (s *Server) createService(c *call) error {
 		if _, err := tx.BumpRevision(c.ctx); err != nil {
 			return nil, err
 		}
-		return s.serviceOut(svc, nodes), nil
+		out := s.serviceOut(svc, nodes)
+		out.AdminPassword = pw
+		return out, nil
 	})
 }
 

@@ -45,6 +45,12 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/attach", Action: "service.attach", Access: ProjectWrite, Summary: "Attach a service to a VPC, or move it to another (asynchronous)", Request: apitype.AttachRequest{}, Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.attachService},
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/detach", Action: "service.detach", Access: ProjectWrite, Summary: "Detach a service from its VPC (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.detachService},
 
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/password", Action: "service.password.reset", Access: ProjectAdmin, Summary: "Reset the service admin's password (shown once)", Response: apitype.PasswordReset{}, Handler: s.resetPassword},
+		{Method: "GET", Pattern: "/v1/projects/{p}/ca", Access: ProjectRead, Summary: "Get the project CA certificate (PEM) clients verify servers with", Response: apitype.CA{}, Handler: s.getProjectCA},
+
+		{Method: "GET", Pattern: "/v1/hosts/{host}/desired", Access: Agent, Summary: "Long-poll a host's desired state newer than ?after= (agents)", Response: apitype.HostDesired{}, Handler: s.hostDesired},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/report", Action: "host.report", Access: Agent, Summary: "Report what a host's agent applied (agents)", Request: apitype.HostReport{}, Status: 204, Handler: s.hostReport},
+
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},
 

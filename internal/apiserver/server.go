@@ -33,8 +33,19 @@ type Config struct {
 	// AfterAudit, if set, is called after every committed audit entry
 	// (the control plane uses it to sign checkpoints).
 	AfterAudit func(seq int64)
+	// Keys seals secrets at rest (project CA keys); required.
+	Keys Sealer
+	// InternalCAPEM is the CA nodes verify each other's client
+	// certificates with.
+	InternalCAPEM string
 	// AuditKey verifies the audit log's checkpoint signatures.
 	AuditKey ed25519.PublicKey
+}
+
+// Sealer seals and opens secrets at rest (a *secret.Keyring).
+type Sealer interface {
+	Seal(plaintext, associatedData []byte) []byte
+	Open(sealed, associatedData []byte) ([]byte, error)
 }
 
 // Server is the API's http.Handler.
@@ -52,6 +63,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("apiserver: Config.Store is required")
+	}
+	if cfg.Keys == nil {
+		return nil, errors.New("apiserver: Config.Keys is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

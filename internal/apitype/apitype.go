@@ -138,11 +138,15 @@ type Service struct {
 	Connection  *Connection  `json:"connection,omitempty"`
 	NodeList    []Node       `json:"node_list,omitempty"`
 	CreatedAt   time.Time    `json:"created_at"`
+	// AdminPassword is set only in the response that creates the service.
+	AdminPassword string `json:"admin_password,omitempty"`
 }
 
 // Connection tells a client how to reach a service.
 type Connection struct {
-	Host     string `json:"host"`
+	Host string `json:"host"`
+	// Address is the primary's IP address (the host name resolves to it).
+	Address  string `json:"address,omitempty"`
 	Port     int    `json:"port"`
 	Database string `json:"database"`
 	User     string `json:"user"`
@@ -151,10 +155,11 @@ type Connection struct {
 
 // Node is one machine of a service.
 type Node struct {
-	ID    string `json:"id"`
-	Index int    `json:"index"`
-	AZ    string `json:"az"`
-	State string `json:"state"`
+	ID      string `json:"id"`
+	Index   int    `json:"index"`
+	AZ      string `json:"az"`
+	State   string `json:"state"`
+	Address string `json:"address,omitempty"`
 }
 
 // ServiceCreate creates a service. AllowedIPs nil means the default

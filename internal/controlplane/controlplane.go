@@ -22,6 +22,8 @@ import (
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/pki"
+	"github.com/moatdb/moat/internal/provider"
+	"github.com/moatdb/moat/internal/reconcile"
 	"github.com/moatdb/moat/internal/secret"
 	"github.com/moatdb/moat/internal/store"
 	"github.com/moatdb/moat/internal/store/pgstore"
@@ -33,6 +35,7 @@ const (
 	MasterKeyFile  = "master.key"
 	APICAFile      = "api-ca.pem"
 	AdminTokenFile = "admin.token"
+	AgentTokenFile = "agent.token"
 	AuditKeyFile   = "audit.pub"
 	SQLiteFile     = "moat.db"
 )
@@ -56,6 +59,9 @@ type Config struct {
 	MaxAllowEntries int
 	// MaxPeeringsPerVPC caps peerings per VPC (0: no cap).
 	MaxPeeringsPerVPC int
+	// Provider realises nodes; nil runs the control plane without
+	// reconcilers (objects are stored but nothing is built).
+	Provider provider.Provider
 	// CheckpointEvery signs an audit checkpoint after this many entries
 	// (and at least every CheckpointInterval when entries were added).
 	CheckpointEvery    int
@@ -71,6 +77,9 @@ type ControlPlane struct {
 	API    *apiserver.Server
 	signer *audit.Signer
 	tlsCfg *tls.Config
+	// InternalCA signs node-to-node (replication) client certificates.
+	InternalCA *pki.CA
+	rec        *reconcile.Reconciler
 	// URL is the API's base URL once Run listens.
 	url      atomic.Value
 	pending  atomic.Int64
@@ -128,16 +137,33 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {
 		return nil, err
 	}
-	if err := cp.ensureOperatorToken(ctx); err != nil {
+	if err := cp.ensureToken(ctx, AdminTokenFile, domain.RoleOperator, "operator"); err != nil {
 		return nil, err
+	}
+	if err := cp.ensureToken(ctx, AgentTokenFile, domain.RoleAgent, "agent"); err != nil {
+		return nil, err
+	}
+	if cp.InternalCA, err = cp.loadOrCreateCA(ctx, "internal_ca", "Moat internal CA"); err != nil {
+		return nil, err
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "moat.test"
 	}
 	cp.API, err = apiserver.New(apiserver.Config{
 		Store: cp.Store, Logger: cfg.Logger, Catalog: cfg.Catalog, Domain: cfg.Domain,
 		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC,
+		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Provider != nil {
+		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile")})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return cp, nil
 }
@@ -182,6 +208,13 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	go func() { errc <- srv.ServeTLS(cp.listener, "", "") }()
 	cpDone := make(chan struct{})
 	go func() { defer close(cpDone); cp.checkpointLoop(ctx) }()
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		if cp.rec != nil {
+			cp.rec.Run(ctx)
+		}
+	}()
 	cp.log.Info("api listening", "url", cp.URL())
 	var err error
 	select {
@@ -192,6 +225,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	defer cancel()
 	srv.Shutdown(shutCtx)
 	<-cpDone
+	<-recDone
 	// A last checkpoint so a clean stop leaves the head signed.
 	cp.checkpoint(shutCtx)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -292,28 +326,68 @@ func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// ensureOperatorToken creates the operator token on first start and
-// writes it to DataDir/admin.token (mode 0600).
-func (cp *ControlPlane) ensureOperatorToken(ctx context.Context) error {
-	path := filepath.Join(cp.cfg.DataDir, AdminTokenFile)
+// ensureToken creates a token of role on first start and writes it to
+// DataDir/file (mode 0600). Deleting the file and restarting issues a new
+// one (the old one stays valid until revoked).
+func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domain.Role, name string) error {
+	path := filepath.Join(cp.cfg.DataDir, file)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
 	secretStr := apiserver.NewSecret()
 	now := time.Now().UTC()
-	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), Name: "operator", State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
-		Role: domain.RoleOperator, Hash: apiserver.HashSecret(secretStr)}
+	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), Name: name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
+		Role: role, Hash: apiserver.HashSecret(secretStr)}
 	err := cp.Store.Update(ctx, func(tx store.Tx) error {
 		if err := store.Put(ctx, tx, tok); err != nil {
 			return err
 		}
-		_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: now, Actor: "system", Action: "token.create", Target: tok.ID, Outcome: domain.OutcomeSuccess, Detail: "role=operator (first start)"})
+		_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: now, Actor: "system", Action: "token.create", Target: tok.ID, Outcome: domain.OutcomeSuccess, Detail: "role=" + string(role) + " (written to " + file + ")"})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("create operator token: %w", err)
+		return fmt.Errorf("create %s token: %w", role, err)
 	}
 	return writeFileAtomic(path, []byte(apiserver.FormatToken(tok.ID, secretStr)+"\n"), 0o600)
+}
+
+// loadOrCreateCA returns the CA kept in the store under name (certificate
+// plain, key sealed), creating it on first start.
+func (cp *ControlPlane) loadOrCreateCA(ctx context.Context, name, cn string) (*pki.CA, error) {
+	var ca *pki.CA
+	err := cp.Store.Update(ctx, func(tx store.Tx) error {
+		certPEM, err := tx.GetMeta(ctx, name+"_cert")
+		if err == nil {
+			sealed, err := tx.GetMeta(ctx, name+"_key")
+			if err != nil {
+				return err
+			}
+			key, err := cp.Keys.Open(sealed, []byte(name+"_key"))
+			if err != nil {
+				return fmt.Errorf("unseal %s key: %w", name, err)
+			}
+			ca, err = pki.ParseCA(certPEM, key)
+			return err
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if ca, err = pki.NewCA(cn, 10*365*24*time.Hour, time.Now()); err != nil {
+			return err
+		}
+		key, err := ca.MarshalKeyPEM()
+		if err != nil {
+			return err
+		}
+		if err := tx.PutMeta(ctx, name+"_cert", ca.CertPEM); err != nil {
+			return err
+		}
+		return tx.PutMeta(ctx, name+"_key", cp.Keys.Seal(key, []byte(name+"_key")))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return ca, nil
 }
 
 func hostPort(a net.Addr) string {

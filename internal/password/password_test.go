@@ -46,4 +46,3 @@ func mustB64(s string) []byte {
 	}
 	return b
 }
-

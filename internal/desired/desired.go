@@ -1,0 +1,205 @@
+// Package desired compiles the desired state of an agent host from the
+// control plane's objects: for every node placed on the host, its
+// PostgreSQL identity, certificates, and the access policy its firewall and
+// pg_hba enforce. Compile is a pure function of its Input; Load reads that
+// Input from a store transaction. Imported by the API server (the agents'
+// long poll) and the reconcilers (which seal the keys it opens).
+package desired
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Connection constants every node uses.
+const (
+	Port            = 5432
+	Database        = "defaultdb"
+	AdminUser       = "moatadmin"
+	ReplicationUser = "replicator"
+)
+
+// NodeKeyAD and ReplKeyAD are the associated data the node keys are sealed
+// with, binding each sealed key to its node.
+func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
+func ReplKeyAD(nodeID string) []byte { return []byte("node-repl-key:" + nodeID) }
+
+// ServiceName is a service's DNS name: public, or private when attached.
+func ServiceName(svc *domain.Service, zone string) string {
+	if svc.VPCID != "" {
+		return PrivateName(svc, zone)
+	}
+	return PublicName(svc, zone)
+}
+
+// PublicName is <svc>.<proj>.<zone>; PrivateName is <svc>.<proj>.vpc.<zone>.
+func PublicName(svc *domain.Service, zone string) string {
+	return svc.ID + "." + svc.ProjectID + "." + zone
+}
+func PrivateName(svc *domain.Service, zone string) string {
+	return svc.ID + "." + svc.ProjectID + ".vpc." + zone
+}
+
+// NodeName is a node's own DNS name, used between nodes.
+func NodeName(n *domain.Node, svc *domain.Service, zone string) string {
+	return n.ID + "." + svc.ID + "." + svc.ProjectID + "." + zone
+}
+
+// CertNames are the DNS names and addresses a node's server certificate
+// carries: the service's public and private names, the node's own, and
+// its address.
+func CertNames(n *domain.Node, svc *domain.Service, zone string) []string {
+	names := []string{PublicName(svc, zone), PrivateName(svc, zone), NodeName(n, svc, zone)}
+	if n.Address != "" {
+		names = append(names, n.Address)
+	}
+	return names
+}
+
+// Input is everything Compile reads.
+type Input struct {
+	Host     string
+	Revision int64
+	Zone     string
+	// Nodes are all live nodes of the services with a node on Host.
+	Nodes         []*domain.Node
+	Services      map[string]*domain.Service
+	Projects      map[string]*domain.Project
+	VPCs          map[string]*domain.VPC
+	Peerings      []*domain.Peering
+	InternalCAPEM string
+	// Open unseals a node key (deterministic; no I/O).
+	Open func(sealed, ad []byte) ([]byte, error)
+}
+
+// Compile returns Host's desired state.
+func Compile(in Input) (apitype.HostDesired, error) {
+	out := apitype.HostDesired{Host: in.Host, Revision: in.Revision, Nodes: []apitype.NodeDesired{}}
+	bySvc := map[string][]*domain.Node{}
+	for _, n := range in.Nodes {
+		bySvc[n.ServiceID] = append(bySvc[n.ServiceID], n)
+	}
+	for _, n := range in.Nodes {
+		if n.Host != in.Host || n.Address == "" || domain.Gone(n.State) {
+			continue
+		}
+		svc := in.Services[n.ServiceID]
+		proj := in.Projects[n.ProjectID]
+		if svc == nil || proj == nil {
+			return out, fmt.Errorf("node %s: service or project missing", n.ID)
+		}
+		key, err := in.Open(n.KeySealed, NodeKeyAD(n.ID))
+		if err != nil {
+			return out, fmt.Errorf("node %s: unseal key: %w", n.ID, err)
+		}
+		replKey, err := in.Open(n.ReplKeySealed, ReplKeyAD(n.ID))
+		if err != nil {
+			return out, fmt.Errorf("node %s: unseal replication key: %w", n.ID, err)
+		}
+		var peers []netip.Addr
+		var primary *domain.Node
+		for _, o := range bySvc[n.ServiceID] {
+			if o.Index == 0 {
+				primary = o
+			}
+			if o.ID == n.ID || o.Address == "" || domain.Gone(o.State) || o.State == domain.StateDeleting {
+				continue
+			}
+			if a, err := netip.ParseAddr(o.Address); err == nil {
+				peers = append(peers, a)
+			}
+		}
+		acc := domain.CompileAccess(svc, in.VPCs[svc.VPCID], in.Peerings, peers)
+		nd := apitype.NodeDesired{
+			NodeID: n.ID, ServiceID: svc.ID, ProjectID: svc.ProjectID, Index: n.Index,
+			Role: apitype.RolePrimary, State: n.State, Namespace: n.Namespace, Address: n.Address, Port: Port,
+			Database: Database, AdminUser: AdminUser, AdminVerifier: svc.AdminVerifier, ReplicationUser: ReplicationUser,
+			TLS: apitype.NodeTLS{CertPEM: n.CertPEM, KeyPEM: string(key), ProjectCAPEM: proj.CACertPEM,
+				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
+			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
+			AllowlistRevision: svc.AllowlistRevision,
+		}
+		if svc.State == domain.StateDeleting {
+			nd.State = domain.StateDeleting
+		}
+		if n.Index > 0 && primary != nil {
+			nd.Role = apitype.RoleReplica
+			nd.PrimaryAddress = primary.Address
+			nd.PrimaryName = NodeName(primary, svc, in.Zone)
+		}
+		out.Nodes = append(out.Nodes, nd)
+	}
+	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {
+		if a.NodeID < b.NodeID {
+			return -1
+		}
+		if a.NodeID > b.NodeID {
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+func strs(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// Load reads Compile's input for host from tx at the store's current
+// revision.
+func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
+	in := Input{Host: host, Zone: zone, Services: map[string]*domain.Service{}, Projects: map[string]*domain.Project{}, VPCs: map[string]*domain.VPC{}}
+	all, err := store.List[domain.Node](ctx, tx, store.Query{})
+	if err != nil {
+		return in, err
+	}
+	want := map[string]bool{}
+	for _, n := range all {
+		if n.Host == host {
+			want[n.ServiceID] = true
+		}
+	}
+	for _, n := range all {
+		if !want[n.ServiceID] {
+			continue
+		}
+		in.Nodes = append(in.Nodes, n)
+		if in.Services[n.ServiceID] == nil {
+			svc, err := store.Get[domain.Service](ctx, tx, n.ServiceID)
+			if err != nil {
+				return in, fmt.Errorf("node %s: %w", n.ID, err)
+			}
+			in.Services[svc.ID] = svc
+			if in.Projects[svc.ProjectID] == nil {
+				p, err := store.Get[domain.Project](ctx, tx, svc.ProjectID)
+				if err != nil {
+					return in, err
+				}
+				in.Projects[p.ID] = p
+			}
+			if svc.VPCID != "" && in.VPCs[svc.VPCID] == nil {
+				v, err := store.Get[domain.VPC](ctx, tx, svc.VPCID)
+				if err != nil {
+					return in, err
+				}
+				in.VPCs[v.ID] = v
+				ps, err := store.List[domain.Peering](ctx, tx, store.Query{ProjectID: v.ProjectID, Parent: v.ID})
+				if err != nil {
+					return in, err
+				}
+				in.Peerings = append(in.Peerings, ps...)
+			}
+		}
+	}
+	return in, nil
+}

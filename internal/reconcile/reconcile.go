@@ -1,0 +1,264 @@
+// Package reconcile holds the control plane's level-triggered controllers:
+// they drive nodes and services from their desired to their actual state
+// through a provider. Each pass reads the store, does the provider work
+// outside any transaction, and records the result with a compare-and-swap,
+// so killing the server at any moment and starting it again finishes every
+// step. Wired by internal/controlplane.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/desired"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/pki"
+	"github.com/moatdb/moat/internal/provider"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Config wires a Reconciler.
+type Config struct {
+	Store      store.Store
+	Provider   provider.Provider
+	Keys       apiserver.Sealer
+	InternalCA *pki.CA
+	Zone       string
+	Logger     *slog.Logger
+	// Resync is the period of a full pass without a store change (0: 2s).
+	Resync time.Duration
+	Now    func() time.Time
+}
+
+// Reconciler drives nodes and services.
+type Reconciler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// CertValidity is a node certificate's lifetime; RenewBefore is how long
+// before expiry it is replaced.
+const (
+	CertValidity = 90 * 24 * time.Hour
+	RenewBefore  = 30 * 24 * time.Hour
+)
+
+// New returns a Reconciler.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Store == nil || cfg.Provider == nil || cfg.Keys == nil || cfg.InternalCA == nil {
+		return nil, errors.New("reconcile: Store, Provider, Keys and InternalCA are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Run reconciles on every store change and every Resync until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	var rev int64
+	for {
+		if err := r.Once(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("reconcile pass", "err", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.Resync)
+		n, err := r.cfg.Store.WaitRevision(wctx, rev)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			rev = n
+		}
+	}
+}
+
+// Once makes one pass over every node and service that needs work. Work on
+// one object failing does not stop the others; the first error is returned.
+func (r *Reconciler) Once(ctx context.Context) error {
+	var nodes []*domain.Node
+	var svcs []*domain.Service
+	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		if nodes, err = store.List[domain.Node](ctx, tx, store.Query{}); err != nil {
+			return err
+		}
+		svcs, err = store.List[domain.Service](ctx, tx, store.Query{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, n := range nodes {
+		switch {
+		case n.State == domain.StateCreating && n.Address == "":
+			keep(r.place(ctx, n))
+		case n.State == domain.StateDeleting:
+			keep(r.remove(ctx, n))
+		case n.Address != "" && !domain.Gone(n.State) && pki.NeedsRenewal([]byte(n.CertPEM), r.cfg.Now(), RenewBefore):
+			keep(r.renew(ctx, n))
+		}
+	}
+	for _, s := range svcs {
+		if s.State == domain.StateDeleting {
+			keep(r.finishDelete(ctx, s))
+		}
+	}
+	return first
+}
+
+// place puts a new node on a machine and issues its certificates.
+func (r *Reconciler) place(ctx context.Context, n *domain.Node) error {
+	var svc *domain.Service
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		svc, err = store.Get[domain.Service](ctx, tx, n.ServiceID)
+		return err
+	}); err != nil {
+		return err
+	}
+	pl, err := r.cfg.Provider.PlaceNode(ctx, provider.NodeRequest{NodeID: n.ID, ServiceID: n.ServiceID, AZ: n.AZ, VPCID: svc.VPCID})
+	if err != nil {
+		return r.fail(ctx, n, "placement_failed", err)
+	}
+	return r.update(ctx, n.ID, func(tx store.Tx, cur *domain.Node) error {
+		if cur.State != domain.StateCreating || cur.Address != "" {
+			return errSkip
+		}
+		cur.Host, cur.Namespace, cur.Address = pl.Host, pl.Namespace, pl.Address.String()
+		return r.issue(ctx, tx, cur)
+	})
+}
+
+// issue gives n a server certificate from its project's CA with the
+// node's names and address, and a replication client certificate from the
+// internal CA.
+func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) error {
+	svc, err := store.Get[domain.Service](ctx, tx, n.ServiceID)
+	if err != nil {
+		return err
+	}
+	proj, err := store.Get[domain.Project](ctx, tx, n.ProjectID)
+	if err != nil {
+		return err
+	}
+	caKey, err := r.cfg.Keys.Open(proj.CAKeySealed, apiserver.ProjectCAKeyAD(proj.ID))
+	if err != nil {
+		return fmt.Errorf("unseal project CA key: %w", err)
+	}
+	ca, err := pki.ParseCA([]byte(proj.CACertPEM), caKey)
+	if err != nil {
+		return err
+	}
+	now := r.cfg.Now()
+	cert, key, err := ca.IssueServer(desired.CertNames(n, svc, r.cfg.Zone), CertValidity, now)
+	if err != nil {
+		return fmt.Errorf("issue node certificate: %w", err)
+	}
+	rcert, rkey, err := r.cfg.InternalCA.IssueClient(desired.ReplicationUser, CertValidity, now)
+	if err != nil {
+		return fmt.Errorf("issue replication certificate: %w", err)
+	}
+	n.CertPEM, n.KeySealed = string(cert), r.cfg.Keys.Seal(key, desired.NodeKeyAD(n.ID))
+	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, desired.ReplKeyAD(n.ID))
+	n.CertNotAfterAt = now.Add(CertValidity)
+	return nil
+}
+
+func (r *Reconciler) renew(ctx context.Context, n *domain.Node) error {
+	return r.update(ctx, n.ID, func(tx store.Tx, cur *domain.Node) error { return r.issue(ctx, tx, cur) })
+}
+
+// remove destroys a deleting node's machine once its agent wiped it (or at
+// once if it was never placed).
+func (r *Reconciler) remove(ctx context.Context, n *domain.Node) error {
+	if n.Address != "" && (n.StateInfo == nil || n.StateInfo.Code != "wiped") {
+		return nil // the agent has not wiped it yet
+	}
+	if n.Address != "" {
+		if err := r.cfg.Provider.RemoveNode(ctx, n.ID); err != nil {
+			return fmt.Errorf("remove node %s: %w", n.ID, err)
+		}
+	}
+	return r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+		if cur.State != domain.StateDeleting {
+			return errSkip
+		}
+		cur.State = domain.StateDeleted
+		cur.KeySealed, cur.ReplKeySealed = nil, nil
+		return nil
+	})
+}
+
+// finishDelete marks a deleting service deleted once all its nodes are.
+func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error {
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := store.Get[domain.Service](ctx, tx, s.ID)
+		if err != nil || cur.State != domain.StateDeleting {
+			return err
+		}
+		nodes, err := store.List[domain.Node](ctx, tx, store.Query{Parent: s.ID})
+		if err != nil {
+			return err
+		}
+		if len(nodes) > 0 {
+			return nil
+		}
+		cur.State, cur.UpdatedAt = domain.StateDeleted, r.cfg.Now().UTC()
+		cur.AdminVerifier = ""
+		if err := store.Put(ctx, tx, cur); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
+}
+
+func (r *Reconciler) fail(ctx context.Context, n *domain.Node, code string, cause error) error {
+	r.log.Error("node failed", "node_id", n.ID, "code", code, "err", cause)
+	r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+		cur.StateInfo = &domain.Info{Code: code, Message: "the provider could not create the node; it is retried"}
+		return nil
+	})
+	return cause
+}
+
+var errSkip = errors.New("skip")
+
+// update applies fn to the current node in a transaction and bumps the
+// desired-state revision; fn returning errSkip writes nothing.
+func (r *Reconciler) update(ctx context.Context, id string, fn func(store.Tx, *domain.Node) error) error {
+	err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := store.Get[domain.Node](ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, cur); err != nil {
+			return err
+		}
+		cur.UpdatedAt = r.cfg.Now().UTC()
+		if err := store.Put(ctx, tx, cur); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	return err
+}
