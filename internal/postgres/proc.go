@@ -57,7 +57,7 @@ func (in *Instance) command(name string, args ...string) (*exec.Cmd, error) {
 		attr.Credential = in.cred
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "TZ=UTC", "PGPASSFILE=/dev/null"}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "TZ=UTC"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = attr
 	return cmd, nil
