@@ -53,8 +53,8 @@ func requirePostgres(tb testing.TB) {
 // and an internal CA for replicas' client certificates.
 type pkiFixture struct {
 	project, internal, other *pki.CA
-	serverCert, serverKey   []byte
-	replCert, replKey       []byte
+	serverCert, serverKey    []byte
+	replCert, replKey        []byte
 }
 
 var (
