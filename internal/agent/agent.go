@@ -1,0 +1,387 @@
+// Package agent is the per-host agent: it follows its host's desired state
+// (a long poll on the control plane) and applies, per node, PostgreSQL
+// (initdb or a base backup, TLS-only configuration, start, reload), the TLS
+// files, pg_hba and the nftables firewall in the node's network namespace;
+// it reports what it applied.
+//
+// It is fail-static: when the control plane is unreachable it keeps what
+// it last applied (it never removes or opens a firewall), keeps
+// supervising PostgreSQL (restarting it if it dies), and it persists the
+// last desired state so that a restarted agent does the same without the
+// control plane.
+//
+// Every node is applied by its own goroutine, so nodes are independent,
+// and each step (firewall, instance files, pg_hba, password) is redone only
+// when its fingerprint changed: an allowlist change reaches the firewall
+// within milliseconds of the long poll returning, before pg_hba is
+// rewritten and revoked sessions are terminated.
+//
+// Files, under Config.DataDir:
+//
+//	agent-state.json          the last desired state (mode 0600: it holds keys)
+//	nodes/<node-id>/pgdata    the cluster
+//	nodes/<node-id>/tls       server certificate and key, CAs, replication client cert
+//	nodes/<node-id>/run       the Unix socket, the management path
+//	nodes/<node-id>/postgres.log
+//
+// It is imported by internal/cli (moat agent, moat up) and by tests.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+)
+
+// Source is where the agent gets its host's desired state and sends its
+// reports: the control plane's API (internal/client's Client satisfies
+// it), or a fake in tests.
+type Source interface {
+	// Desired long-polls host's desired state: it returns as soon as its
+	// revision is greater than after, or after a server-side timeout with
+	// the same revision.
+	Desired(ctx context.Context, host string, after int64) (apitype.HostDesired, error)
+	// Report sends what the agent applied.
+	Report(ctx context.Context, host string, r apitype.HostReport) error
+}
+
+// Config configures an Agent.
+type Config struct {
+	// Host is the name of the host whose nodes the agent runs.
+	Host string
+	// Source gives the desired state and takes reports.
+	Source Source
+	// DataDir holds the agent's state and the nodes' data. It must be
+	// absolute and every directory above it traversable by the postgres
+	// user (so not under /root); the agent creates it (mode 0711).
+	DataDir string
+	// PGBinDir holds initdb, postgres and pg_basebackup. Default:
+	// $MOAT_PG_BINDIR, else `pg_config --bindir`.
+	PGBinDir string
+	// PGUser is the operating-system user PostgreSQL runs as when the agent
+	// runs as root. Default "postgres".
+	PGUser string
+	// Logger receives the agent's events. Default: discard.
+	Logger *slog.Logger
+	// NoSync skips fsync (initdb, base backups, the state file, and the
+	// server's own fsync): for tests only.
+	NoSync bool
+}
+
+// Agent runs one host's nodes.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	nodesDir string
+
+	mu    sync.Mutex
+	nodes map[string]*node
+	wg    sync.WaitGroup
+
+	reportKick chan struct{}
+
+	// onFirewall, when set (tests), is called after a node's firewall
+	// enforces the desired state of revision rev.
+	onFirewall func(nodeID string, rev int64)
+}
+
+// stateFile is the last desired state, under DataDir.
+const stateFile = "agent-state.json"
+
+// Retry timing.
+const (
+	pollBackoffMin = 50 * time.Millisecond
+	pollBackoffMax = 2 * time.Second
+	superviseEvery = time.Second
+	// retryMax caps the wait before a failed node apply is retried.
+	retryMax = 10 * time.Second
+	// creatingGrace is how long the failures of a node still being
+	// created (a replica waiting for its primary, say) go unreported.
+	creatingGrace = time.Minute
+)
+
+// New checks cfg and prepares DataDir. It starts nothing.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Host == "" {
+		return nil, errors.New("agent config: no host name")
+	}
+	if cfg.Source == nil {
+		return nil, errors.New("agent config: no source of desired state")
+	}
+	if cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir) {
+		return nil, fmt.Errorf("agent config: data directory %q is not an absolute path", cfg.DataDir)
+	}
+	cfg.DataDir = filepath.Clean(cfg.DataDir)
+	if cfg.PGUser == "" {
+		cfg.PGUser = "postgres"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		nodesDir:   filepath.Join(cfg.DataDir, "nodes"),
+		nodes:      map[string]*node{},
+		reportKick: make(chan struct{}, 1),
+	}
+	if os.Geteuid() == 0 {
+		if err := checkTraversable(filepath.Dir(cfg.DataDir), cfg.PGUser); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+	}
+	for _, d := range []string{cfg.DataDir, a.nodesDir} {
+		if err := mkdir0711(d); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// mkdir0711 makes dir if missing and sets it to mode 0711: the postgres
+// user may traverse it, nobody else may list it.
+func mkdir0711(dir string) error {
+	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return os.Chmod(dir, 0o711)
+}
+
+// Run follows the desired state until ctx ends, then returns nil, leaving
+// every node as it is: PostgreSQL running, firewalls in force.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		a.wg.Wait()
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.reporter(ctx)
+	}()
+
+	var after int64
+	if d, err := a.loadState(); err != nil {
+		a.log.Error("agent state unreadable; waiting for the control plane", "path", filepath.Join(a.cfg.DataDir, stateFile), "err", err)
+	} else if d != nil {
+		a.log.Info("agent state loaded", "revision", d.Revision, "nodes", len(d.Nodes))
+		a.dispatch(ctx, *d)
+		// Ask for the current state anyway (after=0): it may be newer, or
+		// older after a control-plane restore.
+	}
+
+	backoff := pollBackoffMin
+	failing := false
+	var applied int64 = -1
+	for ctx.Err() == nil {
+		d, err := a.cfg.Source.Desired(ctx, a.cfg.Host, after)
+		if err == nil && d.Host != "" && d.Host != a.cfg.Host {
+			err = fmt.Errorf("desired state is for host %q, not %q", d.Host, a.cfg.Host)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if !failing {
+				a.log.Warn("control plane unreachable; keeping the applied state", "err", err)
+				failing = true
+			}
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, pollBackoffMax)
+			continue
+		}
+		if failing {
+			a.log.Info("control plane reachable again", "revision", d.Revision)
+			failing = false
+		}
+		backoff = pollBackoffMin
+		after = d.Revision
+		if d.Revision == applied {
+			continue // the server's wait ended with nothing new
+		}
+		applied = d.Revision
+		a.dispatch(ctx, d)
+		if err := a.saveState(d); err != nil {
+			a.log.Error("save agent state", "err", err)
+		}
+	}
+	return nil
+}
+
+// dispatch hands each node its part of d and starts a worker for new
+// nodes; nodes absent from d, and node directories nobody knows, are
+// stopped and wiped.
+func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := map[string]bool{}
+	for _, nd := range d.Nodes {
+		seen[nd.NodeID] = true
+		a.nodeLocked(ctx, nd.NodeID).set(nd, d.Revision, false)
+	}
+	for id, n := range a.nodes {
+		if !seen[id] {
+			n.set(apitype.NodeDesired{}, d.Revision, true)
+		}
+	}
+	entries, err := os.ReadDir(a.nodesDir)
+	if err != nil {
+		a.log.Error("list node directories", "err", err)
+		return
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || seen[id] || a.nodes[id] != nil || !nodeIDRE.MatchString(id) {
+			continue
+		}
+		a.nodeLocked(ctx, id).set(apitype.NodeDesired{}, d.Revision, true)
+	}
+}
+
+// nodeIDRE is what a node ID may be: it names a directory and a process
+// title.
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,62}$`)
+
+// nodeLocked returns the node id, starting its worker if it is new. a.mu
+// is held.
+func (a *Agent) nodeLocked(ctx context.Context, id string) *node {
+	if n := a.nodes[id]; n != nil {
+		return n
+	}
+	n := newNode(a, id)
+	a.nodes[id] = n
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		n.run(ctx)
+	}()
+	return n
+}
+
+// forget removes n once its worker is done with it, unless it was given a
+// new desired state meanwhile; it reports whether it did.
+func (a *Agent) forget(n *node) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.gone || a.nodes[n.id] != n {
+		return false
+	}
+	delete(a.nodes, n.id)
+	return true
+}
+
+// kickReport asks the reporter to send the nodes' reports.
+func (a *Agent) kickReport() {
+	select {
+	case a.reportKick <- struct{}{}:
+	default:
+	}
+}
+
+// reporter sends the reports of the nodes in the desired state whenever
+// one changes, retrying with backoff.
+func (a *Agent) reporter(ctx context.Context) {
+	backoff := pollBackoffMin
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reportKick:
+		case <-retry:
+		}
+		retry = nil
+		var r apitype.HostReport
+		a.mu.Lock()
+		for _, n := range a.nodes {
+			if rep, ok := n.currentReport(); ok {
+				r.Nodes = append(r.Nodes, rep)
+			}
+		}
+		a.mu.Unlock()
+		if len(r.Nodes) == 0 {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := a.cfg.Source.Report(rctx, a.cfg.Host, r)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if backoff == pollBackoffMin {
+				a.log.Warn("report to control plane", "err", err)
+			}
+			retry = time.After(backoff)
+			backoff = min(backoff*2, pollBackoffMax)
+			continue
+		}
+		backoff = pollBackoffMin
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// checkTraversable reports an error if an existing directory on the way
+// to dir (dir included) cannot be searched by the user named pgUser.
+func checkTraversable(dir, pgUser string) error {
+	u, err := user.Lookup(pgUser)
+	if err != nil {
+		return fmt.Errorf("postgres user: %w (running as root, PostgreSQL must run as %s)", err, pgUser)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("postgres user %s has uid %q gid %q", pgUser, u.Uid, u.Gid)
+	}
+	groups := map[uint32]bool{uint32(gid): true}
+	if gids, err := u.GroupIds(); err == nil {
+		for _, g := range gids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				groups[uint32(n)] = true
+			}
+		}
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d, &st); err == nil {
+			var bit uint32 = 0o001
+			switch {
+			case st.Uid == uint32(uid):
+				bit = 0o100
+			case groups[st.Gid]:
+				bit = 0o010
+			}
+			if st.Mode&bit == 0 {
+				return fmt.Errorf("%s (mode %#o, owner %d) is not traversable by the postgres user %s; put the data directory elsewhere (not under /root or another private directory) or run chmod o+x %s",
+					d, st.Mode&0o777, st.Uid, pgUser, d)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("stat %s: %w", d, err)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
+}

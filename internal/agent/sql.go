@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/moatdb/moat/internal/postgres"
+)
+
+// connect opens a management connection to the node's PostgreSQL over its
+// Unix socket, as the superuser (peer authentication).
+func (n *node) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host = n.socketDir()
+	cfg.Port = uint16(n.inst.Config().Port)
+	cfg.User = postgres.Superuser
+	cfg.Database = "postgres"
+	cfg.TLSConfig = nil
+	cfg.Fallbacks = nil
+	cfg.RuntimeParams = map[string]string{"application_name": "moat-agent"}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("management connection: %w", err)
+	}
+	return conn, nil
+}
+
+// roleRE is a role name the agent accepts (lowercase identifiers).
+var roleRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// bootstrap creates the admin user, the database and the replication role
+// repl (certificate authentication only) on a primary. Idempotent.
+func (n *node) bootstrap(ctx context.Context, repl string) error {
+	if err := n.inst.Bootstrap(ctx); err != nil {
+		return err
+	}
+	if repl == postgres.ReplicationUser {
+		return nil
+	}
+	if !roleRE.MatchString(repl) {
+		return fmt.Errorf("bootstrap: replication user %q is not a plain lowercase identifier", repl)
+	}
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var k int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", repl).Scan(&k); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	verb := "ALTER"
+	if k == 0 {
+		verb = "CREATE"
+	}
+	q := verb + " ROLE " + pgx.Identifier{repl}.Sanitize() + " LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD NULL"
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("bootstrap: replication role %s: %w", repl, err)
+	}
+	return nil
+}
+
+// verifierRE is a SCRAM-SHA-256 verifier as PostgreSQL stores it:
+// SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64.
+var verifierRE = regexp.MustCompile(`^SCRAM-SHA-256\$([0-9]{1,7}):[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$`)
+
+// setVerifier sets user's password from its precomputed SCRAM verifier:
+// the password itself never reaches the node. The verifier is checked
+// against verifierRE, so it cannot escape its SQL string literal.
+func (n *node) setVerifier(ctx context.Context, user, verifier string) error {
+	m := verifierRE.FindStringSubmatch(verifier)
+	if m == nil {
+		return fmt.Errorf("set password for %s: the verifier is not a SCRAM-SHA-256 verifier", user)
+	}
+	if it, _ := strconv.Atoi(m[1]); it < 4096 {
+		return fmt.Errorf("set password for %s: the verifier has %d iterations, fewer than 4096", user, it)
+	}
+	if !roleRE.MatchString(user) || user == postgres.Superuser {
+		return fmt.Errorf("set password: user %q cannot be given a password", user)
+	}
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("set password for %s: %w", user, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "ALTER ROLE "+pgx.Identifier{user}.Sanitize()+" PASSWORD '"+verifier+"'"); err != nil {
+		return fmt.Errorf("set password for %s: %w", user, err)
+	}
+	return nil
+}
