@@ -156,7 +156,7 @@ func newInstance(tb testing.TB, name string, edit func(*Config)) *Instance {
 		if err := in.Stop(ctx); err != nil {
 			tb.Errorf("stop %s: %v", name, err)
 		}
-		if tb.Failed() {
+		if tb.Failed() || os.Getenv("DUMPLOG") != "" {
 			b, _ := os.ReadFile(in.Config().LogFile)
 			tb.Logf("%s's log:\n%s", name, tail(b, 4000))
 		}
@@ -527,14 +527,40 @@ func TestLifecycle(t *testing.T) {
 	if err := in.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A broken pg_hba.conf is reported, not silently ignored.
+	hba := filepath.Join(in.Config().DataDir, "pg_hba.conf")
+	if err := in.writeFile(hba, []byte("hostssl all all 10.0.0.0/33 scram-sha-256\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Reload(ctx); err == nil || !strings.Contains(err.Error(), "pg_hba.conf has errors") {
+		t.Fatalf("Reload with a broken pg_hba.conf: %v, want an error", err)
+	}
+	if err := in.WriteHBA(Policy{}); err != nil {
+		t.Fatal(err)
+	}
 
-	// A new Instance (the agent restarted) finds and stops it.
-	again, err := New(in.Config())
+	// A new Instance (the agent restarted) finds it; a setting that needs
+	// a restart is reported, not refused, by Reload.
+	cfg := in.Config()
+	cfg.Settings = map[string]string{"max_connections": "31"}
+	again, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !again.Running() {
 		t.Fatal("a new Instance does not see the running postmaster")
+	}
+	if pending, err := again.PendingRestart(ctx); pending || err != nil {
+		t.Fatalf("PendingRestart before a change = %v, %v", pending, err)
+	}
+	if err := again.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Reload(ctx); err != nil {
+		t.Fatalf("Reload with a restart-only change: %v", err)
+	}
+	if pending, err := again.PendingRestart(ctx); !pending || err != nil {
+		t.Fatalf("PendingRestart after changing max_connections = %v, %v, want true", pending, err)
 	}
 	if err := again.Wipe(); err == nil {
 		t.Fatal("Wipe while running succeeded")

@@ -143,7 +143,7 @@ func scramVerifier(password string, salt []byte) (string, error) {
 // TLS files, moat.conf) and returns once it has: it first checks
 // pg_hba.conf, pg_ident.conf and the settings files for errors (PostgreSQL
 // would keep the old ones and only log it), then waits until a new
-// connection sees the new load time.
+// connection sees a load time later than the request.
 func (in *Instance) Reload(ctx context.Context) error {
 	conn, err := in.connect(ctx, "postgres")
 	if err != nil {
@@ -153,7 +153,10 @@ func (in *Instance) Reload(ctx context.Context) error {
 	checks := []struct{ what, q string }{
 		{"pg_hba.conf", "SELECT line_number || ': ' || error FROM pg_hba_file_rules WHERE error IS NOT NULL"},
 		{"pg_ident.conf", "SELECT line_number || ': ' || error FROM pg_ident_file_mappings WHERE error IS NOT NULL"},
-		{"settings", "SELECT coalesce(sourcefile, '') || ':' || coalesce(sourceline, 0) || ': ' || error FROM pg_file_settings WHERE error IS NOT NULL"},
+		// A setting that needs a restart is not an error here: see
+		// PendingRestart.
+		{"settings", `SELECT coalesce(sourcefile, '') || ':' || coalesce(sourceline, 0) || ': ' || error FROM pg_file_settings
+			WHERE error IS NOT NULL AND error <> 'setting could not be applied' AND error NOT LIKE '%cannot be changed without restarting the server'`},
 	}
 	for _, c := range checks {
 		rows, err := conn.Query(ctx, c.q)
@@ -168,8 +171,10 @@ func (in *Instance) Reload(ctx context.Context) error {
 			return fmt.Errorf("reload: %s has errors; the server keeps its old configuration: %s", c.what, strings.Join(errs, "; "))
 		}
 	}
+	// Any load that starts after this instant reads the files as they are
+	// now (the caller wrote them before calling Reload).
 	var before time.Time
-	if err := conn.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&before); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&before); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
 	var ok bool
@@ -199,6 +204,22 @@ func (in *Instance) Reload(ctx context.Context) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// PendingRestart reports whether settings written since the server started
+// take effect only after a restart (port, listen_addresses, shared_buffers,
+// ...). Reload applies the others.
+func (in *Instance) PendingRestart(ctx context.Context) (bool, error) {
+	conn, err := in.connect(ctx, "postgres")
+	if err != nil {
+		return false, fmt.Errorf("pending restart: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var pending bool
+	if err := conn.QueryRow(ctx, "SELECT count(*) > 0 FROM pg_settings WHERE pending_restart").Scan(&pending); err != nil {
+		return false, fmt.Errorf("pending restart: %w", err)
+	}
+	return pending, nil
 }
 
 // TerminateSessions ends the client sessions whose source address is in
