@@ -92,9 +92,15 @@ type Agent struct {
 	reportKick chan struct{}
 
 	// onFirewall, when set (tests), is called after a node's firewall
-	// enforces the desired state of revision rev.
-	onFirewall func(nodeID string, rev int64)
+	// enforces the desired state of revision rev; took is how long the
+	// firewall's transaction took.
+	onFirewall func(nodeID string, rev int64, took time.Duration)
 }
+
+// fwMu serialises the building of firewall transactions in this process:
+// github.com/google/nftables allocates set IDs from an unguarded global
+// counter. It can go once internal/nft guards it.
+var fwMu sync.Mutex
 
 // stateFile is the last desired state, under DataDir.
 const stateFile = "agent-state.json"

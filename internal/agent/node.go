@@ -182,8 +182,14 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	n.setReport(rev, want.AllowlistRevision, apitype.NodeReportRunning, "")
 }
 
-// supervise restarts PostgreSQL if it is not running.
+// supervise restarts PostgreSQL if it is not running, and applies the
+// node again if its namespace was recreated.
 func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int64) {
+	if n.nsChanged() {
+		n.appliedRev = -1 // until applied again; failures back off
+		n.applyAndReport(ctx, want, rev)
+		return
+	}
 	if n.inst == nil || n.inst.Running() {
 		return
 	}
@@ -288,26 +294,25 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	}
 
 	// 1. The firewall, in the node's namespace.
-	if n.nsName != want.Namespace {
-		n.closeNS()
-		h, err := netns.GetFromName(want.Namespace)
-		if err != nil {
-			return fmt.Errorf("open network namespace %s: %w", want.Namespace, err)
-		}
-		n.ns, n.nsName, n.fw, n.fwFP = h, want.Namespace, nft.New(h), ""
+	if err := n.openNS(want.Namespace); err != nil {
+		return err
 	}
 	pol := nft.Policy{Port: uint16(port), AllowV4: acc.v4, AllowV6: acc.v6, Peers: acc.peers}
 	if fp := fingerprint(pol); fp != n.fwFP {
 		t0 := time.Now()
-		if err := n.fw.Apply(pol); err != nil {
+		fwMu.Lock()
+		err := n.fw.Apply(pol)
+		fwMu.Unlock()
+		if err != nil {
 			n.fwFP = ""
 			return err
 		}
+		took := time.Since(t0)
 		n.fwFP = fp
 		n.a.log.Info("firewall applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision,
-			"v4", len(acc.v4), "v6", len(acc.v6), "peers", len(acc.peers), "duration", time.Since(t0))
+			"v4", len(acc.v4), "v6", len(acc.v6), "peers", len(acc.peers), "duration", took)
 		if f := n.a.onFirewall; f != nil {
-			f(n.id, rev)
+			f(n.id, rev, took)
 		}
 	}
 
@@ -316,8 +321,11 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	if !primary && want.Role != apitype.RoleReplica {
 		return fmt.Errorf("role %q is neither primary nor replica", want.Role)
 	}
-	instFP := fingerprint(want.Namespace, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS)
-	restartFP := fingerprint(want.Namespace, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser)
+	// The namespace's identity, not only its name: a namespace recreated
+	// under the same name needs PostgreSQL restarted inside it.
+	nsID := n.ns.UniqueId()
+	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS)
+	restartFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser)
 	reload := false
 	if instFP != n.instFP {
 		if err := n.ensureDirs(); err != nil {
@@ -526,6 +534,39 @@ func (n *node) bareInstance() (*postgres.Instance, error) {
 		User:          n.a.cfg.PGUser,
 		Logger:        n.a.log.With("node", n.id),
 	})
+}
+
+// openNS opens the node's namespace, or reopens it if it was recreated
+// under the same name since (the firewall is then written again).
+func (n *node) openNS(name string) error {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", name, err)
+	}
+	if n.nsName == name && n.ns.Equal(h) {
+		h.Close()
+		return nil
+	}
+	if n.nsName != "" {
+		n.a.log.Warn("network namespace changed; applying the node again", "node", n.id, "namespace", name)
+	}
+	n.closeNS()
+	n.ns, n.nsName, n.fw, n.fwFP = h, name, nft.New(h), ""
+	return nil
+}
+
+// nsChanged reports whether the node's namespace is no longer the one the
+// node was applied in (deleted, or recreated under the same name).
+func (n *node) nsChanged() bool {
+	if n.nsName == "" {
+		return false
+	}
+	h, err := netns.GetFromName(n.nsName)
+	if err != nil {
+		return true
+	}
+	defer h.Close()
+	return !n.ns.Equal(h)
 }
 
 func (n *node) closeNS() {
