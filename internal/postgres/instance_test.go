@@ -156,7 +156,7 @@ func newInstance(tb testing.TB, name string, edit func(*Config)) *Instance {
 		if err := in.Stop(ctx); err != nil {
 			tb.Errorf("stop %s: %v", name, err)
 		}
-		if tb.Failed() || os.Getenv("DUMPLOG") != "" {
+		if tb.Failed() {
 			b, _ := os.ReadFile(in.Config().LogFile)
 			tb.Logf("%s's log:\n%s", name, tail(b, 4000))
 		}

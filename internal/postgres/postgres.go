@@ -201,10 +201,12 @@ func New(cfg Config) (*Instance, error) {
 	if err := checkSettings(cfg.Settings); err != nil {
 		return nil, fmt.Errorf("postgres config: %w", err)
 	}
-	if p := cfg.Primary; p != nil {
+	if cfg.Primary != nil {
+		p := *cfg.Primary // defaults filled in a copy, not the caller's
 		if err := p.check(); err != nil {
 			return nil, fmt.Errorf("postgres config: primary: %w", err)
 		}
+		cfg.Primary = &p
 	}
 	if cfg.User == "" {
 		cfg.User = "postgres"
@@ -231,7 +233,7 @@ func New(cfg Config) (*Instance, error) {
 			return nil, err
 		}
 		in.cred = cred
-		for _, dir := range []string{cfg.DataDir, cfg.SocketDir} {
+		for _, dir := range []string{cfg.DataDir, cfg.SocketDir, cfg.TLSDir} {
 			if err := checkTraversable(filepath.Dir(dir), cred); err != nil {
 				return nil, fmt.Errorf("postgres config: %w", err)
 			}
