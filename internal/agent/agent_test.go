@@ -458,6 +458,11 @@ func TestNode(t *testing.T) {
 		t.Fatalf("the revoked source's open session still answers")
 	}
 	conn.Close(context.Background())
+	var left int
+	if err := mgmt(ctx, t, dir, nodeID, "postgres").QueryRow(ctx,
+		"SELECT count(*) FROM pg_stat_activity WHERE client_addr = $1::inet", allowed.String()).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("sessions from the revoked source still in pg_stat_activity: %d (err %v), want 0", left, err)
+	}
 	c2, err := dialPG(ctx, t, pair.Client, other, nodeAddr, name, "verify-full", rootCert)
 	if err != nil {
 		t.Fatalf("connect from newly allowed %v: %v", other, err)
@@ -617,6 +622,35 @@ func TestReplica(t *testing.T) {
 			t.Fatalf("row not replicated: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	rc.Close(ctx)
+
+	// A node that disappears from the desired state is stopped and wiped.
+	src.update(func(d *apitype.HostDesired) { d.Nodes = []apitype.NodeDesired{primary} })
+	for {
+		_, err := os.Stat(filepath.Join(dir, "nodes", "nod-r"))
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica's directory not wiped after it left the desired state: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDataDirNotTraversable checks that New refuses a data directory the
+// postgres user cannot reach.
+func TestDataDirNotTraversable(t *testing.T) {
+	t.Parallel()
+	netnstest.RequireRoot(t)
+	parent := t.TempDir()
+	if err := os.Chmod(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Config{Host: "h", Source: newFakeSource("h"), DataDir: filepath.Join(parent, "moat")})
+	if err == nil || !strings.Contains(err.Error(), "not traversable") {
+		t.Fatalf("New with a data directory under a 0700 directory: err = %v, want a traversal error", err)
 	}
 }
 
