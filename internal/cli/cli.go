@@ -54,6 +54,8 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// geteuid is os.Geteuid when nil (tests set it).
+	geteuid func() int
 
 	url, token, ca, project string
 	output                  string
@@ -98,6 +100,8 @@ them once with "moat login". Commands on a project's objects use --project
 		a.operationCmd(),
 		a.quotaCmd(),
 		a.auditCmd(),
+		a.caCmd(),
+		a.simCmd(),
 	)
 	root.AddCommand(serverCommands()...)
 	for _, c := range root.Commands() {

@@ -95,6 +95,10 @@ func render(w io.Writer, format string, v any) error {
 		} else {
 			after = append(after, fmt.Sprintf("broken at entry %d: %s", v.FirstBad, v.Problem))
 		}
+	case simHost:
+		simHostRows(tw, v)
+	case []simHost:
+		simHostRows(tw, v...)
 	default:
 		return fmt.Errorf("no table format for %T; use -o json", v)
 	}
@@ -198,5 +202,16 @@ func operationRows(w io.Writer, ops ...apitype.Operation) {
 			errText = o.Error.Code + ": " + o.Error.Message
 		}
 		row(w, o.ID, o.Type, o.TargetID, dash(o.VPCID), o.State, errText, ts(o.UpdatedAt))
+	}
+}
+
+func simHostRows(w io.Writer, hs ...simHost) {
+	row(w, "NAME", "NETWORK", "ADDRESS", "NAMESPACE", "CREATED")
+	for _, h := range hs {
+		addr := h.Address
+		if addr == "" {
+			addr = "- (namespace gone)"
+		}
+		row(w, h.Name, h.Network, addr, h.Namespace, ts(h.Created))
 	}
 }

@@ -93,6 +93,8 @@ func (a *app) serviceCmd() *cobra.Command {
 				return a.print(s)
 			},
 		},
+		a.servicePasswordCmd(),
+		a.servicePsqlCmd(),
 		a.allowlistCmd(),
 		a.attachCmd(),
 		a.detachCmd(),
@@ -109,7 +111,11 @@ func (a *app) serviceCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --name N --region R [--nodes 1..3] [--allow CIDR[=desc]]... [--wait]",
 		Short: "Create a service (open to the internet unless --allow is given)",
-		Args:  args(cobra.NoArgs),
+		Long: `Create a service (open to the internet unless --allow is given).
+
+The admin user's password is printed once and saved, readable by you only,
+in passwords.json next to the CLI config, where moat service psql finds it.`,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(allow) > 0 {
 				entries, err := parseAllowArgs(allow)
@@ -126,17 +132,41 @@ func (a *app) serviceCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The password is shown only in this response: save it before
+			// anything else can go wrong, show it whatever happens next.
+			var (
+				cred    = credential{Password: s.AdminPassword}
+				path    string
+				saveErr error
+			)
+			if s.Connection != nil {
+				cred.User = s.Connection.User
+			}
+			if cred.Password != "" {
+				path, saveErr = a.storePassword(s.ID, cred)
+			}
 			if w.wait {
+				created := s
 				err = w.run(cmd.Context(), "service "+s.ID+" to be running", "moat service get "+s.ID, func(ctx context.Context) error {
 					var werr error
 					s, werr = cl.WaitService(ctx, p, s.ID, pollInterval)
 					return werr
 				})
+				s.AdminPassword = created.AdminPassword
 				if err != nil {
+					if cred.Password != "" {
+						fmt.Fprintf(a.stderr, "service %s was created; its admin password: %s\n%s\n", created.ID, cred.Password, passwordNote(path, saveErr))
+					}
 					return err
 				}
 			}
-			return a.print(s)
+			if err := a.print(s); err != nil {
+				return err
+			}
+			if cred.Password == "" {
+				return nil
+			}
+			return a.showPassword(cred, path, saveErr)
 		},
 	}
 	f := cmd.Flags()

@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moatdb/moat/internal/localcloud"
+	"github.com/moatdb/moat/internal/sim"
+)
+
+// defaultLocalCloudPrefix names the namespaces of `moat up`'s local cloud.
+const defaultLocalCloudPrefix = "moat-"
+
+// openLocalCloud returns the local cloud of `moat up`: namespaces named
+// moat-*. The undocumented MOAT_LOCALCLOUD_PREFIX (read with getenv) names
+// another prefix, "moat-<tag>-", so that tests never touch moat-*. It
+// creates nothing.
+func openLocalCloud(getenv func(string) string) (*localcloud.Cloud, error) {
+	prefix := defaultLocalCloudPrefix
+	if p := getenv("MOAT_LOCALCLOUD_PREFIX"); p != "" {
+		prefix = p
+	}
+	c, err := localcloud.New(localcloud.Config{Prefix: prefix})
+	if err != nil {
+		return nil, withHint(err, "unset MOAT_LOCALCLOUD_PREFIX")
+	}
+	return c, nil
+}
+
+// simDir is where the simulator keeps its state in a data directory.
+func simDir(dataDir string) string { return filepath.Join(dataDir, "sim") }
+
+// openSim returns the simulated customer cloud of the `moat up` whose data
+// directory is dataDir, and the local cloud it stands on (see
+// openLocalCloud). It creates nothing in the kernel.
+func openSim(getenv func(string) string, dataDir string) (*sim.Sim, *localcloud.Cloud, error) {
+	cloud, err := openLocalCloud(getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	sm, err := sim.Open(sim.Config{Cloud: cloud, Dir: simDir(dataDir)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return sm, cloud, nil
+}
+
+// needRoot fails unless the process runs as root.
+func (a *app) needRoot(what string) error {
+	euid := os.Geteuid
+	if a.geteuid != nil {
+		euid = a.geteuid
+	}
+	if euid() != 0 {
+		return withHint(fmt.Errorf("%s needs root: the simulated cloud is network namespaces on this machine", what), "run it as root (sudo), on the machine of moat up")
+	}
+	return nil
+}
+
+// simHost is a simulated host as `moat sim` prints it.
+type simHost struct {
+	Name      string    `json:"name"`
+	Network   string    `json:"network"`
+	Address   string    `json:"address"`
+	Namespace string    `json:"namespace"`
+	Created   time.Time `json:"created"`
+}
+
+func simHostOut(h sim.Host) simHost {
+	out := simHost{Name: h.Name, Network: h.Network, Namespace: h.NS, Created: h.Created}
+	if h.Addr.IsValid() {
+		out.Address = h.Addr.String()
+	}
+	return out
+}
+
+// simCmd is `moat sim`: one subcommand group per kind of object of the
+// simulated customer cloud. Each group's commands open the simulator with
+// simRun, which checks for root and reads --data-dir.
+func (a *app) simCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "The simulated customer cloud of moat up: hosts on the internet (local, needs root)",
+		Long: `The simulated customer cloud of moat up, on this machine: hosts on the
+simulated internet, made of network namespaces, to connect to services from.
+These commands work on the local machine, not through the API, and need root.`,
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	// run wraps a subcommand's body: root check, then the simulator.
+	run := func(fn func(cmd *cobra.Command, sm *sim.Sim, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			if err := a.needRoot("moat sim"); err != nil {
+				return err
+			}
+			sm, _, err := openSim(a.getenv, dataDir)
+			if err != nil {
+				return err
+			}
+			return fn(cmd, sm, args)
+		}
+	}
+	cmd.AddCommand(
+		a.simHostCmd(run),
+		&cobra.Command{
+			Use:   "exec HOST -- CMD [ARGS...]",
+			Short: "Run a command on a simulated host; its streams and exit code are passed through",
+			Example: `  moat sim exec laptop -- ip -4 addr
+  moat sim exec laptop -- psql "host=... sslmode=verify-full ..."`,
+			Args: dashArgs("HOST", 1),
+			RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
+				return a.execOn(cmd.Context(), sm, args[0], args[1:])
+			}),
+		},
+	)
+	return cmd
+}
+
+// simRunFunc opens the simulator for a subcommand's body.
+type simRunFunc = func(func(cmd *cobra.Command, sm *sim.Sim, args []string) error) func(*cobra.Command, []string) error
+
+func (a *app) simHostCmd(run simRunFunc) *cobra.Command {
+	cmd := &cobra.Command{Use: "host", Short: "Simulated hosts"}
+	var internet bool
+	create := &cobra.Command{
+		Use:   "create NAME --internet",
+		Short: "Create a host on the simulated internet (an address from 198.19.0.0/16); an existing one is kept",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
+			if !internet {
+				return usageErrorf("say which network the host is on: --internet (the only one so far)")
+			}
+			h, err := sm.CreateInternetHost(cmd.Context(), args[0])
+			if errors.Is(err, sim.ErrExists) {
+				return withHint(err, "choose another name, or delete it first: moat sim host delete "+args[0])
+			}
+			if err != nil {
+				return err
+			}
+			return a.print(simHostOut(h))
+		}),
+	}
+	create.Flags().BoolVar(&internet, "internet", false, "put the host on the simulated internet")
+	cmd.AddCommand(
+		create,
+		&cobra.Command{
+			Use:   "list",
+			Short: "List the simulated hosts",
+			Args:  args(cobra.NoArgs),
+			RunE: run(func(cmd *cobra.Command, sm *sim.Sim, _ []string) error {
+				hs, err := sm.ListHosts(cmd.Context())
+				if err != nil {
+					return err
+				}
+				out := make([]simHost, len(hs))
+				for i, h := range hs {
+					out[i] = simHostOut(h)
+				}
+				return a.print(out)
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete a simulated host and its namespace",
+			Args:  args(cobra.ExactArgs(1)),
+			RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
+				h, err := sm.Host(cmd.Context(), args[0])
+				if err == nil {
+					err = sm.DeleteHost(cmd.Context(), args[0])
+				}
+				if errors.Is(err, sim.ErrNotFound) {
+					return withHint(err, "moat sim host list shows the hosts")
+				}
+				if err != nil {
+					return err
+				}
+				return a.print(simHostOut(h))
+			}),
+		},
+	)
+	return cmd
+}
