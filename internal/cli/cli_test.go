@@ -294,6 +294,13 @@ func TestHelpGolden(t *testing.T) {
 		{"service", "allowlist", "set", "--help"},
 		{"peering", "create", "--help"},
 		{"audit", "list", "--help"},
+		{"ca", "get", "--help"},
+		{"service", "password", "reset", "--help"},
+		{"service", "psql", "--help"},
+		{"sim", "--help"},
+		{"sim", "host", "--help"},
+		{"sim", "host", "create", "--help"},
+		{"sim", "exec", "--help"},
 	} {
 		code, stdout, stderr := runCLI(t, nil, args...)
 		if code != 0 || stderr != "" {

@@ -39,6 +39,9 @@ type credential struct {
 // String keeps the password out of anything that prints a credential.
 func (c credential) String() string { return c.User + ":REDACTED" }
 
+// GoString is String for %#v.
+func (c credential) GoString() string { return c.String() }
+
 // LogValue keeps the password out of logs.
 func (c credential) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("user", c.User), slog.String("password", "REDACTED"))

@@ -80,7 +80,7 @@ func (a *app) servicePsqlCmd() *cobra.Command {
 	var from, dataDir string
 	cmd := &cobra.Command{
 		Use:   "psql SVC [--from HOST] [-- PSQL ARGS...]",
-		Short: "Run psql on the service from a simulated internet host, with sslmode=verify-full (moat up; needs root)",
+		Short: "Run psql on a service from a simulated host, with sslmode=verify-full (moat up, as root)",
 		Long: `Run psql on the service from a simulated internet host of moat up ("laptop"
 unless --from says otherwise), as the service's admin user, verifying the
 server's certificate against the project CA (sslmode=verify-full).

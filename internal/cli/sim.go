@@ -37,8 +37,15 @@ func simDir(dataDir string) string { return filepath.Join(dataDir, "sim") }
 
 // openSim returns the simulated customer cloud of the `moat up` whose data
 // directory is dataDir, and the local cloud it stands on (see
-// openLocalCloud). It creates nothing in the kernel.
+// openLocalCloud). dataDir must exist; the simulator's state directory in
+// it is created if missing. It creates nothing in the kernel.
 func openSim(getenv func(string) string, dataDir string) (*sim.Sim, *localcloud.Cloud, error) {
+	if fi, err := os.Stat(dataDir); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return nil, nil, withHint(fmt.Errorf("data directory of moat up: %w", err), "start moat up first, or pass the --data-dir it uses")
+	}
 	cloud, err := openLocalCloud(getenv)
 	if err != nil {
 		return nil, nil, err
@@ -131,10 +138,13 @@ func (a *app) simHostCmd(run simRunFunc) *cobra.Command {
 		Use:   "create NAME --internet",
 		Short: "Create a host on the simulated internet (an address from 198.19.0.0/16); an existing one is kept",
 		Args:  args(cobra.ExactArgs(1)),
-		RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			if !internet {
-				return usageErrorf("say which network the host is on: --internet (the only one so far)")
+				return &usageError{err: errors.New("say which network the host is on: --internet (the only one so far)"), cmd: cmd.CommandPath()}
 			}
+			return nil
+		},
+		RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
 			h, err := sm.CreateInternetHost(cmd.Context(), args[0])
 			if errors.Is(err, sim.ErrExists) {
 				return withHint(err, "choose another name, or delete it first: moat sim host delete "+args[0])
