@@ -15,8 +15,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moatdb/moat/internal/agent"
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/localcloud"
+	"github.com/moatdb/moat/internal/provider/local"
+	"github.com/moatdb/moat/internal/sim"
 )
 
 // DefaultDataDir is where `moat up` and `moat server` keep their state.
@@ -25,9 +31,62 @@ const DefaultDataDir = "/var/lib/moat"
 // pidFile marks a running `moat up` in its data directory.
 const pidFile = "moat-up.pid"
 
-// serverCommands returns the daemon commands: server, up, down.
+// serverCommands returns the daemon commands: server, agent, up, down.
 func serverCommands() []*cobra.Command {
-	return []*cobra.Command{serverCmd(), upCmd(), downCmd()}
+	return []*cobra.Command{serverCmd(), agentCmd(), upCmd(), downCmd()}
+}
+
+// LocalHost is the agent host name of `moat up`'s single machine.
+const LocalHost = "local"
+
+// agentSource adapts the API client to the agent's Source.
+type agentSource struct{ c *client.Client }
+
+func (s agentSource) Desired(ctx context.Context, host string, after int64) (apitype.HostDesired, error) {
+	return s.c.HostDesired(ctx, host, after)
+}
+
+func (s agentSource) Report(ctx context.Context, host string, r apitype.HostReport) error {
+	return s.c.ReportHost(ctx, host, r)
+}
+
+func agentCmd() *cobra.Command {
+	var url, tokenFile, caFile, host, dataDir, logLevel string
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the host agent: PostgreSQL, pg_hba and firewall of this host's nodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return withHint(errors.New("moat agent needs root (network namespaces, nftables, PostgreSQL as the postgres user)"), "run it as root")
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return withHint(usageErrorf("--log-level %q is not a level", logLevel), "use debug, info, warn or error")
+			}
+			tok, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return withHint(fmt.Errorf("read agent token: %w", err), "pass --token-file (the server writes agent.token in its data directory)")
+			}
+			cl, err := client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: caFile})
+			if err != nil {
+				return err
+			}
+			ag, err := agent.New(agent.Config{Host: host, Source: agentSource{cl}, DataDir: dataDir,
+				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
+			if err != nil {
+				return err
+			}
+			return ag.Run(cmd.Context())
+		},
+	}
+	c.Flags().StringVar(&url, "url", "https://127.0.0.1:8443", "the control plane's API URL")
+	c.Flags().StringVar(&tokenFile, "token-file", filepath.Join(DefaultDataDir, controlplane.AgentTokenFile), "file holding the agent token")
+	c.Flags().StringVar(&caFile, "ca", filepath.Join(DefaultDataDir, controlplane.APICAFile), "the API's CA certificate")
+	c.Flags().StringVar(&host, "host", LocalHost, "this host's name (nodes are placed on hosts by name)")
+	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
 }
 
 type daemonFlags struct {
@@ -120,42 +179,97 @@ func upCmd() *cobra.Command {
 	var f daemonFlags
 	c := &cobra.Command{
 		Use:   "up",
-		Short: "Run everything on this machine: control plane on an embedded store",
-		Long: "moat up runs the control plane with its embedded SQLite store in --data-dir and\n" +
-			"prints how to point the CLI at it. It runs until interrupted; `moat down` stops it.",
+		Short: "Run everything on this machine: control plane, agent, local provider, simulator",
+		Long: "moat up runs the control plane on its embedded SQLite store in --data-dir, the\n" +
+			"host agent, the local provider (every node is a network namespace) and the\n" +
+			"simulated customer cloud with an internet host named laptop, and prints how to\n" +
+			"point the CLI at it. It needs root. It runs until interrupted; nodes keep running\n" +
+			"and are reattached by the next `moat up`; `moat down` removes everything.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return withHint(errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user"), "run it as root (sudo moat up)")
+			}
 			cfg, err := f.config(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-				return fmt.Errorf("create data directory: %w", err)
-			}
-			pidPath := filepath.Join(cfg.DataDir, pidFile)
-			if pid, alive := readPid(pidPath); alive {
-				return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
-			}
-			cp, err := controlplane.New(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			if err := cp.Listen(); err != nil {
-				return err
-			}
-			if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
-				return fmt.Errorf("write pid file: %w", err)
-			}
-			defer os.Remove(pidPath)
-			printUp(cmd.OutOrStdout(), cp.URL(), cfg.DataDir)
-			return cp.Run(cmd.Context())
+			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg)
 		},
 	}
 	f.register(c)
 	return c
 }
 
-func printUp(w io.Writer, url, dir string) {
+// runUp runs moat up's components until ctx ends.
+func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	// The postgres user must traverse the data directory to reach the
+	// nodes' data; the secrets in it are files of mode 0600.
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+		return err
+	}
+	pidPath := filepath.Join(cfg.DataDir, pidFile)
+	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
+		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
+	}
+	cloud, err := localCloud()
+	if err != nil {
+		return err
+	}
+	if err := cloud.EnsureInternet(ctx); err != nil {
+		return fmt.Errorf("create the simulated internet: %w", err)
+	}
+	cfg.Provider = local.New(cloud, LocalHost)
+	cp, err := controlplane.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := cp.Listen(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	defer os.Remove(pidPath)
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AgentTokenFile))
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(client.Config{URL: cp.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(cfg.DataDir, controlplane.APICAFile)})
+	if err != nil {
+		return err
+	}
+	ag, err := agent.New(agent.Config{Host: LocalHost, Source: agentSource{cl}, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger.With("component", "agent")})
+	if err != nil {
+		return err
+	}
+	sm, err := sim.Open(sim.Config{Cloud: cloud, Dir: filepath.Join(cfg.DataDir, "sim")})
+	if err != nil {
+		return err
+	}
+	laptop, err := sm.CreateInternetHost(ctx, "laptop")
+	if err != nil {
+		return fmt.Errorf("create the laptop host: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- cp.Run(ctx) }()
+	go func() { errc <- ag.Run(ctx) }()
+	printUp(stdout, cp.URL(), cfg.DataDir, laptop.Addr.String())
+	err = <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+func printUp(w io.Writer, url, dir, laptop string) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, `Moat is up.
@@ -166,10 +280,14 @@ func printUp(w io.Writer, url, dir string) {
 Point the CLI at it (in another shell):
   export MOAT_URL=%s MOAT_CA=%s MOAT_TOKEN=$(cat %s)
   moat project create demo
-  moat region list
+  export MOAT_PROJECT=proj-...           # the ID it printed
+  moat service create --name db --region us-east-1 --wait
+  moat service psql svc-... -- -c 'select version()'
 
-Stop it with Ctrl-C or: moat down --data-dir %s
-`, url, ca, tok, url, ca, tok, dir)
+The simulated internet host "laptop" (%s) runs psql; moat sim host list shows the others.
+Stop it with Ctrl-C (nodes keep running and are reattached), or remove everything:
+  moat down --data-dir %s
+`, url, ca, tok, url, ca, tok, laptop, dir)
 }
 
 func downCmd() *cobra.Command {
@@ -177,37 +295,93 @@ func downCmd() *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "down",
-		Short: "Stop what `moat up` started in a data directory",
+		Short: "Stop `moat up` and remove every namespace, process and firewall it created",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
 			pidPath := filepath.Join(dataDir, pidFile)
-			pid, alive := readPid(pidPath)
-			if !alive {
-				os.Remove(pidPath)
-				fmt.Fprintf(cmd.OutOrStdout(), "nothing running in %s\n", dataDir)
-				return nil
-			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-				return fmt.Errorf("stop pid %d: %w", pid, err)
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			for {
-				if syscall.Kill(pid, 0) != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "stopped moat up (pid %d)\n", pid)
-					return nil
+			if pid, alive := readPid(pidPath); alive {
+				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+					return fmt.Errorf("stop pid %d: %w", pid, err)
 				}
-				select {
-				case <-ctx.Done():
-					return withHint(fmt.Errorf("moat up (pid %d) did not stop within %s", pid, timeout), fmt.Sprintf("kill it with: kill -9 %d", pid))
-				case <-time.After(50 * time.Millisecond):
+				if err := waitGone(cmd.Context(), pid, timeout); err != nil {
+					return err
 				}
+				fmt.Fprintf(out, "stopped moat up (pid %d)\n", pid)
 			}
+			os.Remove(pidPath)
+			n, err := stopPostmasters(filepath.Join(dataDir, "agent"), timeout)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				fmt.Fprintf(out, "stopped %d PostgreSQL node(s)\n", n)
+			}
+			if os.Geteuid() != 0 {
+				return withHint(errors.New("removing network namespaces needs root"), "run moat down as root")
+			}
+			cloud, err := localCloud()
+			if err != nil {
+				return err
+			}
+			if err := cloud.Cleanup(cmd.Context()); err != nil {
+				return fmt.Errorf("remove namespaces: %w", err)
+			}
+			fmt.Fprintf(out, "removed the namespaces (and their firewalls) of %s*\n", cloud.Prefix())
+			return nil
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory `moat up` used")
-	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for it to stop")
+	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for processes to stop")
 	return c
+}
+
+// localCloud is the local cloud `moat up` and `moat down` share: namespaces
+// named moat-*, unless MOAT_LOCALCLOUD_PREFIX names another prefix (tests).
+func localCloud() (*localcloud.Cloud, error) {
+	prefix := os.Getenv("MOAT_LOCALCLOUD_PREFIX")
+	if prefix == "" {
+		prefix = "moat-"
+	}
+	return localcloud.New(localcloud.Config{Prefix: prefix})
+}
+
+// waitGone waits until process pid has exited.
+func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return withHint(fmt.Errorf("pid %d did not stop within %s", pid, timeout), fmt.Sprintf("kill it with: kill -9 %d", pid))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// stopPostmasters stops every node PostgreSQL under the agent's data
+// directory (found by their postmaster.pid files) with a fast shutdown.
+func stopPostmasters(agentDir string, timeout time.Duration) (int, error) {
+	pids, _ := filepath.Glob(filepath.Join(agentDir, "nodes", "*", "*", "postmaster.pid"))
+	n := 0
+	for _, f := range pids {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		pid, err := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+			continue
+		}
+		syscall.Kill(pid, syscall.SIGINT)
+		if err := waitGone(context.Background(), pid, timeout); err != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // readPid returns the pid in path and whether that process is alive.

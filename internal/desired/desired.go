@@ -22,7 +22,7 @@ const (
 	Port            = 5432
 	Database        = "defaultdb"
 	AdminUser       = "moatadmin"
-	ReplicationUser = "replicator"
+	ReplicationUser = "moat_replication"
 )
 
 // NodeKeyAD and ReplKeyAD are the associated data the node keys are sealed

@@ -455,6 +455,9 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 			if err == nil && got == want {
 				return nil
 			}
+			if errors.Is(err, errNoAnswer) {
+				return errFullVerify
+			}
 			if err == nil {
 				err = fmt.Errorf("set %s: element %x (end %v) present=%v, want %v", d.set.Name, e.Key, e.IntervalEnd, got, want)
 			}
@@ -462,13 +465,13 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 		}
 		for _, e := range d.add {
 			if err := check(e, true); err != nil {
-				return 0, err
+				return verifyAll(ns, c, err)
 			}
 		}
 		for _, e := range d.del {
 			if !added[elemID(e)] {
 				if err := check(e, false); err != nil {
-					return 0, err
+					return verifyAll(ns, c, err)
 				}
 			}
 		}
@@ -657,4 +660,19 @@ func portOf(rules []*nftables.Rule) uint16 {
 		}
 	}
 	return 0
+}
+
+// errFullVerify: a spot check could not be made; read everything back.
+var errFullVerify = errors.New("spot check unavailable")
+
+// verifyAll finishes a delta whose spot checks failed with err: when a
+// check could not be made it reads the whole sets back instead.
+func verifyAll(ns netns.NsHandle, c *compiled, err error) (uint32, error) {
+	if !errors.Is(err, errFullVerify) {
+		return 0, err
+	}
+	if err := verify(ns, c); err != nil {
+		return 0, err
+	}
+	return 0, errUncached
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -64,6 +66,12 @@ func (k *kernel) gen() (uint32, error) {
 	return 0, errors.New("get ruleset generation: no generation in reply")
 }
 
+// elemTimeout bounds one element lookup.
+const elemTimeout = 200 * time.Millisecond
+
+// errNoAnswer: the kernel did not answer an element lookup.
+var errNoAnswer = errors.New("no answer to the element lookup")
+
 // hasElem reports whether set holds exactly the element e (same key, same
 // interval-end flag).
 func (k *kernel) hasElem(set string, e nftables.SetElement) (bool, error) {
@@ -82,6 +90,14 @@ func (k *kernel) hasElem(set string, e nftables.SetElement) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Some lookups (an element at the very start of the address space,
+	// seen with 0.0.0.0/0 after a narrower set) get no reply from the
+	// kernel; a deadline turns that into errNoAnswer and the caller reads
+	// the whole set back instead.
+	if err := k.c.SetDeadline(time.Now().Add(elemTimeout)); err != nil {
+		return false, err
+	}
+	defer k.c.SetDeadline(time.Time{})
 	msgs, err := k.c.Execute(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
@@ -91,6 +107,10 @@ func (k *kernel) hasElem(set string, e nftables.SetElement) (bool, error) {
 	})
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false, errNoAnswer
 	}
 	if err != nil {
 		return false, fmt.Errorf("get element of set %s: %w", set, err)
