@@ -16,13 +16,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/agent"
-	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
-	"github.com/moatdb/moat/internal/localcloud"
-	"github.com/moatdb/moat/internal/provider/local"
-	"github.com/moatdb/moat/internal/sim"
+	"github.com/moatdb/moat/internal/up"
 )
 
 // DefaultDataDir is where `moat up` and `moat server` keep their state.
@@ -34,20 +31,6 @@ const pidFile = "moat-up.pid"
 // serverCommands returns the daemon commands: server, agent, up, down.
 func serverCommands() []*cobra.Command {
 	return []*cobra.Command{serverCmd(), agentCmd(), upCmd(), downCmd()}
-}
-
-// LocalHost is the agent host name of `moat up`'s single machine.
-const LocalHost = "local"
-
-// agentSource adapts the API client to the agent's Source.
-type agentSource struct{ c *client.Client }
-
-func (s agentSource) Desired(ctx context.Context, host string, after int64) (apitype.HostDesired, error) {
-	return s.c.HostDesired(ctx, host, after)
-}
-
-func (s agentSource) Report(ctx context.Context, host string, r apitype.HostReport) error {
-	return s.c.ReportHost(ctx, host, r)
 }
 
 func agentCmd() *cobra.Command {
@@ -72,7 +55,7 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ag, err := agent.New(agent.Config{Host: host, Source: agentSource{cl}, DataDir: dataDir,
+			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -83,7 +66,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&url, "url", "https://127.0.0.1:8443", "the control plane's API URL")
 	c.Flags().StringVar(&tokenFile, "token-file", filepath.Join(DefaultDataDir, controlplane.AgentTokenFile), "file holding the agent token")
 	c.Flags().StringVar(&caFile, "ca", filepath.Join(DefaultDataDir, controlplane.APICAFile), "the API's CA certificate")
-	c.Flags().StringVar(&host, "host", LocalHost, "this host's name (nodes are placed on hosts by name)")
+	c.Flags().StringVar(&host, "host", up.Host, "this host's name (nodes are placed on hosts by name)")
 	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
@@ -203,70 +186,20 @@ func upCmd() *cobra.Command {
 
 // runUp runs moat up's components until ctx ends.
 func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	// The postgres user must traverse the data directory to reach the
-	// nodes' data; the secrets in it are files of mode 0600.
-	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
-		return err
-	}
 	pidPath := filepath.Join(cfg.DataDir, pidFile)
 	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
 		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
 	}
-	cloud, err := localCloud()
+	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX")})
 	if err != nil {
-		return err
-	}
-	if err := cloud.EnsureInternet(ctx); err != nil {
-		return fmt.Errorf("create the simulated internet: %w", err)
-	}
-	cfg.Provider = local.New(cloud, LocalHost)
-	cp, err := controlplane.New(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := cp.Listen(); err != nil {
 		return err
 	}
 	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	defer os.Remove(pidPath)
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AgentTokenFile))
-	if err != nil {
-		return err
-	}
-	cl, err := client.New(client.Config{URL: cp.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(cfg.DataDir, controlplane.APICAFile)})
-	if err != nil {
-		return err
-	}
-	ag, err := agent.New(agent.Config{Host: LocalHost, Source: agentSource{cl}, DataDir: filepath.Join(cfg.DataDir, "agent"), Logger: cfg.Logger.With("component", "agent")})
-	if err != nil {
-		return err
-	}
-	sm, err := sim.Open(sim.Config{Cloud: cloud, Dir: filepath.Join(cfg.DataDir, "sim")})
-	if err != nil {
-		return err
-	}
-	laptop, err := sm.CreateInternetHost(ctx, "laptop")
-	if err != nil {
-		return fmt.Errorf("create the laptop host: %w", err)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 2)
-	go func() { errc <- cp.Run(ctx) }()
-	go func() { errc <- ag.Run(ctx) }()
-	printUp(stdout, cp.URL(), cfg.DataDir, laptop.Addr.String())
-	err = <-errc
-	cancel()
-	if err2 := <-errc; err == nil {
-		err = err2
-	}
-	return err
+	printUp(stdout, st.CP.URL(), cfg.DataDir, st.Laptop.Addr.String())
+	return st.Run(ctx)
 }
 
 func printUp(w io.Writer, url, dir, laptop string) {
@@ -304,29 +237,24 @@ func downCmd() *cobra.Command {
 				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 					return fmt.Errorf("stop pid %d: %w", pid, err)
 				}
-				if err := waitGone(cmd.Context(), pid, timeout); err != nil {
-					return err
+				if err := up.WaitGone(cmd.Context(), pid, timeout); err != nil {
+					return withHint(err, fmt.Sprintf("kill it with: kill -9 %d", pid))
 				}
 				fmt.Fprintf(out, "stopped moat up (pid %d)\n", pid)
 			}
 			os.Remove(pidPath)
-			n, err := stopPostmasters(filepath.Join(dataDir, "agent"), timeout)
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				fmt.Fprintf(out, "stopped %d PostgreSQL node(s)\n", n)
-			}
 			if os.Geteuid() != 0 {
 				return withHint(errors.New("removing network namespaces needs root"), "run moat down as root")
 			}
-			cloud, err := localCloud()
+			prefix := os.Getenv("MOAT_LOCALCLOUD_PREFIX")
+			n, err := up.Down(cmd.Context(), dataDir, prefix, timeout)
+			if n > 0 {
+				fmt.Fprintf(out, "stopped %d PostgreSQL node(s)\n", n)
+			}
 			if err != nil {
 				return err
 			}
-			if err := cloud.Cleanup(cmd.Context()); err != nil {
-				return fmt.Errorf("remove namespaces: %w", err)
-			}
+			cloud, _ := up.Cloud(prefix)
 			fmt.Fprintf(out, "removed the namespaces (and their firewalls) of %s*\n", cloud.Prefix())
 			return nil
 		},
@@ -334,54 +262,6 @@ func downCmd() *cobra.Command {
 	c.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory `moat up` used")
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for processes to stop")
 	return c
-}
-
-// localCloud is the local cloud `moat up` and `moat down` share: namespaces
-// named moat-*, unless MOAT_LOCALCLOUD_PREFIX names another prefix (tests).
-func localCloud() (*localcloud.Cloud, error) {
-	prefix := os.Getenv("MOAT_LOCALCLOUD_PREFIX")
-	if prefix == "" {
-		prefix = "moat-"
-	}
-	return localcloud.New(localcloud.Config{Prefix: prefix})
-}
-
-// waitGone waits until process pid has exited.
-func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for syscall.Kill(pid, 0) == nil {
-		select {
-		case <-ctx.Done():
-			return withHint(fmt.Errorf("pid %d did not stop within %s", pid, timeout), fmt.Sprintf("kill it with: kill -9 %d", pid))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// stopPostmasters stops every node PostgreSQL under the agent's data
-// directory (found by their postmaster.pid files) with a fast shutdown.
-func stopPostmasters(agentDir string, timeout time.Duration) (int, error) {
-	pids, _ := filepath.Glob(filepath.Join(agentDir, "nodes", "*", "*", "postmaster.pid"))
-	n := 0
-	for _, f := range pids {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		pid, err := strconv.Atoi(strings.TrimSpace(line))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
-			continue
-		}
-		syscall.Kill(pid, syscall.SIGINT)
-		if err := waitGone(context.Background(), pid, timeout); err != nil {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		n++
-	}
-	return n, nil
 }
 
 // readPid returns the pid in path and whether that process is alive.

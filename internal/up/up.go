@@ -1,0 +1,196 @@
+// Package up assembles everything `moat up` runs on one machine: the
+// control plane on its embedded store with the local provider, the host
+// agent, and the simulated customer cloud with its internet host "laptop".
+// internal/cli runs it for `moat up`; end-to-end tests run it in-process
+// with their own data directory and namespace prefix. Needs root.
+package up
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moatdb/moat/internal/agent"
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/localcloud"
+	"github.com/moatdb/moat/internal/provider/local"
+	"github.com/moatdb/moat/internal/sim"
+)
+
+// Host is the agent host name of the single machine.
+const Host = "local"
+
+// LaptopHost is the simulated internet host every `moat up` has.
+const LaptopHost = "laptop"
+
+// Config configures a stack.
+type Config struct {
+	// ControlPlane configures the control plane; its Provider is set here.
+	ControlPlane controlplane.Config
+	// CloudPrefix names the namespaces ("moat-" by default).
+	CloudPrefix string
+	// NoSync makes PostgreSQL skip fsync (tests).
+	NoSync bool
+}
+
+// Stack is a running machine's worth of Moat.
+type Stack struct {
+	cfg   Config
+	CP    *controlplane.ControlPlane
+	Agent *agent.Agent
+	Cloud *localcloud.Cloud
+	Sim   *sim.Sim
+	// Laptop is the internet host clients run on.
+	Laptop sim.Host
+}
+
+// Cloud returns the local cloud for prefix ("" means "moat-").
+func Cloud(prefix string) (*localcloud.Cloud, error) {
+	if prefix == "" {
+		prefix = "moat-"
+	}
+	return localcloud.New(localcloud.Config{Prefix: prefix})
+}
+
+// New prepares the data directory, the simulated internet, the control
+// plane, the agent and the laptop host. It starts nothing that runs.
+func New(ctx context.Context, cfg Config) (*Stack, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user")
+	}
+	dir := cfg.ControlPlane.DataDir
+	if dir == "" {
+		return nil, errors.New("up: no data directory")
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	// The postgres user must traverse the data directory to reach the
+	// nodes' data; the secrets in it are files of mode 0600.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	if cfg.ControlPlane.Logger == nil {
+		cfg.ControlPlane.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Stack{cfg: cfg}
+	var err error
+	if s.Cloud, err = Cloud(cfg.CloudPrefix); err != nil {
+		return nil, err
+	}
+	if err := s.Cloud.EnsureInternet(ctx); err != nil {
+		return nil, fmt.Errorf("create the simulated internet: %w", err)
+	}
+	cfg.ControlPlane.Provider = local.New(s.Cloud, Host)
+	if s.CP, err = controlplane.New(ctx, cfg.ControlPlane); err != nil {
+		return nil, err
+	}
+	if err := s.CP.Listen(); err != nil {
+		return nil, err
+	}
+	cl, err := s.Client(controlplane.AgentTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
+		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, err
+	}
+	if s.Sim, err = sim.Open(sim.Config{Cloud: s.Cloud, Dir: filepath.Join(dir, "sim")}); err != nil {
+		return nil, err
+	}
+	if s.Laptop, err = s.Sim.CreateInternetHost(ctx, LaptopHost); err != nil {
+		return nil, fmt.Errorf("create the laptop host: %w", err)
+	}
+	return s, nil
+}
+
+// Client returns an API client authenticated with the token in the data
+// directory's file (controlplane.AdminTokenFile or AgentTokenFile).
+func (s *Stack) Client(tokenFile string) (*client.Client, error) {
+	dir := s.cfg.ControlPlane.DataDir
+	tok, err := os.ReadFile(filepath.Join(dir, tokenFile))
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{URL: s.CP.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(dir, controlplane.APICAFile)})
+}
+
+// Run runs the control plane and the agent until ctx ends or one fails.
+// Nodes keep running after it returns; Down removes them.
+func (s *Stack) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- s.CP.Run(ctx) }()
+	go func() { errc <- s.Agent.Run(ctx) }()
+	err := <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+// PSQLArgs returns the argv that runs psql against a service with
+// sslmode=verify-full; caFile holds the project CA.
+func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string {
+	dsn := fmt.Sprintf("host=%s hostaddr=%s port=%d dbname=%s user=%s sslmode=verify-full sslrootcert=%s",
+		conn.Host, conn.Address, conn.Port, conn.Database, conn.User, caFile)
+	return append([]string{"psql", dsn}, extra...)
+}
+
+// Down stops every node PostgreSQL under dataDir's agent directory and
+// removes every namespace of the local cloud with prefix (and with them
+// their nftables tables). It reports what it stopped.
+func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
+	pids, _ := filepath.Glob(filepath.Join(dataDir, "agent", "nodes", "*", "pgdata", "postmaster.pid"))
+	for _, f := range pids {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		pid, err := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+			continue
+		}
+		syscall.Kill(pid, syscall.SIGINT)
+		if WaitGone(ctx, pid, timeout) != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		postmasters++
+	}
+	cloud, err := Cloud(prefix)
+	if err != nil {
+		return postmasters, err
+	}
+	if err := cloud.Cleanup(ctx); err != nil {
+		return postmasters, fmt.Errorf("remove namespaces: %w", err)
+	}
+	return postmasters, nil
+}
+
+// WaitGone waits until process pid has exited, at most timeout.
+func WaitGone(ctx context.Context, pid int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pid %d did not stop within %s", pid, timeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
