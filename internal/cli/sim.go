@@ -87,8 +87,10 @@ func simHostOut(h sim.Host) simHost {
 }
 
 // simCmd is `moat sim`: one subcommand group per kind of object of the
-// simulated customer cloud. Each group's commands open the simulator with
-// simRun, which checks for root and reads --data-dir.
+// simulated customer cloud (hosts now; accounts, VPCs, peering requests,
+// routes and security groups as internal/sim gains them), each built by a
+// func like simHostCmd that is given run, which wraps a command's body with
+// the root check and the simulator of --data-dir.
 func (a *app) simCmd() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,6 +34,8 @@ func TestSimCommands(t *testing.T) {
 		if err := cloud.Cleanup(context.Background()); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
+		// The cloud's lock file, which outlives it by design.
+		os.Remove(filepath.Join(localcloud.DefaultLockDir, "localcloud-"+prefix+"lock"))
 	})
 	dataDir := t.TempDir()
 	env := map[string]string{"MOAT_LOCALCLOUD_PREFIX": prefix}
