@@ -100,7 +100,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 			return
 		}
 		ae := toAPIError(err)
-		if ae.status >= 500 {
+		if ae.status >= 500 && r.Context().Err() == nil {
 			s.log.Error("request failed", "request_id", c.reqID, "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 		if rt.Method != http.MethodGet && !c.audited {

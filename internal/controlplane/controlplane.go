@@ -253,16 +253,28 @@ func (cp *ControlPlane) checkpointLoop(ctx context.Context) {
 		case <-t.C:
 		case <-cp.kick:
 		}
-		if cp.pending.Load() > 0 {
-			cp.checkpoint(ctx)
-		}
+		cp.checkpoint(ctx)
 	}
 }
 
 func (cp *ControlPlane) checkpoint(ctx context.Context) {
 	cp.pending.Store(0)
 	err := cp.Store.Update(ctx, func(tx store.Tx) error {
-		_, err := cp.signer.Checkpoint(ctx, tx, time.Now())
+		head, err := tx.LastAudit(ctx)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cps, err := tx.ListCheckpoints(ctx)
+		if err != nil {
+			return err
+		}
+		if len(cps) > 0 && cps[len(cps)-1].Seq == head.Seq {
+			return nil // the head is signed already
+		}
+		_, err = cp.signer.Checkpoint(ctx, tx, time.Now())
 		return err
 	})
 	if err != nil && ctx.Err() == nil {

@@ -40,7 +40,7 @@ func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 }
 
 // Bootstrap creates the roles and the database of a new primary: AdminUser
-// (LOGIN CREATEDB, no password until SetPassword), ReplicationUser (LOGIN
+// (LOGIN CREATEDB and pg_monitor, no password until SetPassword), ReplicationUser (LOGIN
 // REPLICATION, certificate authentication only) and Database, owned by
 // AdminUser. It is idempotent. The server must be running.
 func (in *Instance) Bootstrap(ctx context.Context) error {
@@ -65,6 +65,11 @@ func (in *Instance) Bootstrap(ctx context.Context) error {
 		if _, err := conn.Exec(ctx, verb+" ROLE "+pgx.Identifier{r.name}.Sanitize()+" "+r.attrs); err != nil {
 			return fmt.Errorf("bootstrap: %s role %s: %w", strings.ToLower(verb), r.name, err)
 		}
+	}
+	// The admin sees the whole server's activity and replication state
+	// (pg_stat_replication, pg_stat_ssl), read-only.
+	if _, err := conn.Exec(ctx, "GRANT pg_monitor TO "+pgx.Identifier{AdminUser}.Sanitize()); err != nil {
+		return fmt.Errorf("bootstrap: grant pg_monitor: %w", err)
 	}
 	var n int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", Database).Scan(&n); err != nil {

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/up"
+)
+
+// TestPublicService: from the laptop on the simulated internet a tenant
+// connects with verify-full; plaintext, TLS 1.1, a wrong CA and a source
+// outside the allowlist are refused with the errors a client sees; a
+// narrowed allowlist cuts the open session and a widened one lets it back.
+func TestPublicService(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("acme")
+	svc, pw := e.createService("orders", 1)
+	if svc.Connection == nil || svc.Connection.Address == "" || !strings.HasPrefix(svc.Connection.Address, "198.18.") {
+		t.Fatalf("service connection = %+v, want a public 198.18.x.x address", svc.Connection)
+	}
+	laptop := up.LaptopHost
+	ok := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "select ssl, version from pg_stat_ssl where pid = pg_backend_pid()")
+	if ok.code != 0 || !strings.HasPrefix(ok.stdout, "t|TLSv1.") {
+		t.Fatalf("verify-full from laptop: %v", ok)
+	}
+
+	addr := svc.Connection.Address
+	laptopIP := e.stack.Laptop.Addr.String()
+	for _, tc := range []struct {
+		name, conninfo, want string
+	}{
+		{"plaintext", strings.Replace(e.conninfo(svc, ""), "sslmode=verify-full", "sslmode=disable", 1),
+			fmt.Sprintf(`FATAL:  pg_hba.conf rejects connection for host "%s", user "moatadmin", database "defaultdb", no encryption`, laptopIP)},
+		{"tls 1.1", e.conninfo(svc, "", "ssl_min_protocol_version=TLSv1", "ssl_max_protocol_version=TLSv1.1"),
+			fmt.Sprintf(`connection to server at "%s", port 5432 failed: SSL error: tlsv1 alert protocol version`, addr)},
+		{"wrong CA", strings.Replace(e.conninfo(svc, ""), e.caFile, filepath.Join(e.dir, controlplane.APICAFile), 1),
+			fmt.Sprintf(`connection to server at "%s", port 5432 failed: SSL error: certificate verify failed`, addr)},
+		{"wrong name", strings.Replace(e.conninfo(svc, ""), "host="+svc.Connection.Host, "host=db.example.com", 1),
+			`does not match host name "db.example.com"`},
+		{"wrong password", e.conninfo(svc, "", "password=not-it"), `password authentication failed for user "moatadmin"`},
+	} {
+		pass := pw
+		if tc.name == "wrong password" {
+			pass = "not-it"
+		}
+		r := e.psql(laptop, pass, tc.conninfo, "-c", "select 1")
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.name, r, tc.want)
+		}
+	}
+
+	// An open session from the laptop, then narrow the allowlist to
+	// another address: the session is cut and new connections time out at
+	// the firewall.
+	var sessOut, sessErr syncBuffer
+	sess := make(chan int, 1)
+	go func() {
+		code, _ := e.stack.Sim.Exec(context.Background(), laptop,
+			[]string{"env", "PGPASSWORD=" + pw, "psql", "-X", "-At", e.conninfo(svc, ""), "-c", "select 'started'", "-c", "select pg_sleep(20)"},
+			nil, &sessOut, &sessErr)
+		sess <- code
+	}()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(sessOut.String(), "started") })
+	took := e.setAllowlist(svc.ID, "203.0.113.9/32")
+	t.Logf("narrowing applied on every node %v after the PUT", took)
+	select {
+	case code := <-sess:
+		if code == 0 {
+			t.Errorf("the open session survived the narrowing: %s", sessErr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the open session was not cut within 10s of the narrowing")
+	}
+	r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "select 1")
+	if r.code == 0 || !strings.Contains(r.stderr, fmt.Sprintf(`connection to server at "%s", port 5432 failed: timeout expired`, addr)) {
+		t.Errorf("laptop after narrowing: %v, want a timeout at the firewall", r)
+	}
+	e.setAllowlist(svc.ID, laptopIP+"/32")
+	if r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "select 'back'"); r.code != 0 || r.stdout != "back" {
+		t.Errorf("laptop after widening: %v", r)
+	}
+}
+
+// TestThreeNodeService: three nodes in three AZs; the replicas stream from
+// the primary over TLS with verified certificates and serve its rows.
+func TestThreeNodeService(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("acme")
+	svc, pw := e.createService("ha", 3)
+	azs := map[string]bool{}
+	var replicas []string
+	for _, n := range svc.NodeList {
+		azs[n.AZ] = true
+		if n.Index > 0 {
+			replicas = append(replicas, n.Address)
+		}
+	}
+	if len(svc.NodeList) != 3 || len(azs) != 3 {
+		t.Fatalf("nodes = %+v, want 3 in distinct AZs", svc.NodeList)
+	}
+	laptop := up.LaptopHost
+	var streaming string
+	waitFor(t, 30*time.Second, func() bool {
+		r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c",
+			"select count(*) from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl and r.state = 'streaming'")
+		streaming = r.stdout
+		return r.code == 0 && r.stdout == "2"
+	})
+	if streaming != "2" {
+		t.Fatalf("TLS streaming replicas = %q, want 2", streaming)
+	}
+	if r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "create table t (v text)", "-c", "insert into t values ('from-primary')"); r.code != 0 {
+		t.Fatalf("write on primary: %v", r)
+	}
+	for _, addr := range replicas {
+		var got result
+		waitFor(t, 10*time.Second, func() bool {
+			got = e.psql(laptop, pw, e.conninfo(svc, addr), "-c", "select v from t")
+			return got.code == 0 && got.stdout == "from-primary"
+		})
+		if got.stdout != "from-primary" {
+			t.Errorf("replica %s: %v", addr, got)
+		}
+		if r := e.psql(laptop, pw, e.conninfo(svc, addr), "-c", "insert into t values ('x')"); r.code == 0 || !strings.Contains(r.stderr, "read-only transaction") {
+			t.Errorf("write on replica %s: %v, want read-only", addr, r)
+		}
+	}
+}
+
+// TestRestartKeepsNodes: stopping the whole stack leaves the firewall and
+// PostgreSQL in force; a new stack on the same data directory reattaches
+// to the running node without losing data.
+func TestRestartKeepsNodes(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("acme")
+	svc, pw := e.createService("keep", 1)
+	laptop := up.LaptopHost
+	if r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "create table kept (v int)", "-c", "insert into kept values (42)"); r.code != 0 {
+		t.Fatalf("write: %v", r)
+	}
+	e.setAllowlist(svc.ID, "203.0.113.9/32")
+	e.stop()
+
+	// Control plane and agent are gone: the narrowed firewall still
+	// refuses the laptop; from the allowed range PostgreSQL still answers.
+	if r := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "select 1"); r.code == 0 || !strings.Contains(r.stderr, "timeout expired") {
+		t.Errorf("laptop with the stack stopped: %v, want a firewall timeout", r)
+	}
+	e2 := start(t, e.dir, e.prefix)
+	e2.project, e2.caFile = e.project, e.caFile
+	e2.setAllowlist(svc.ID, "0.0.0.0/0")
+	if r := e2.psql(laptop, pw, e2.conninfo(svc, ""), "-c", "select v from kept"); r.code != 0 || r.stdout != "42" {
+		t.Errorf("after restart: %v, want 42", r)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("condition not met within %v", d)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
