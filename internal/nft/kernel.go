@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 
@@ -20,7 +20,8 @@ import (
 
 // kernel is a netlink socket to nf_tables in one namespace.
 type kernel struct {
-	c *netlink.Conn
+	c   *netlink.Conn
+	buf []byte // receive buffer, dumpBuf bytes
 }
 
 func dialKernel(ns netns.NsHandle) (*kernel, error) {
@@ -28,7 +29,7 @@ func dialKernel(ns netns.NsHandle) (*kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial netfilter: %w", err)
 	}
-	return &kernel{c}, nil
+	return &kernel{c: c}, nil
 }
 
 func (k *kernel) Close() error { return k.c.Close() }
@@ -66,15 +67,54 @@ func (k *kernel) gen() (uint32, error) {
 	return 0, errors.New("get ruleset generation: no generation in reply")
 }
 
-// elemTimeout bounds one element lookup.
+// elemTimeout bounds one element lookup. The kernel answers in
+// microseconds; the deadline is a safety net, not a code path.
 const elemTimeout = 200 * time.Millisecond
 
-// errNoAnswer: the kernel did not answer an element lookup.
+// errNoAnswer: the kernel did not answer an element lookup in time.
 var errNoAnswer = errors.New("no answer to the element lookup")
 
 // hasElem reports whether set holds exactly the element e (same key, same
 // interval-end flag).
+//
+// The request carries NLM_F_ACK and the reply is read up to that ack. The
+// kernel's answer to a GETSETELEM is not always an element or an error:
+// since nft_set_rbtree's get command moved to a binary search over its
+// interval array (Linux 6.18, commit 2aa34191f06f), an interval-end lookup
+// of a key inside an open-ended range (one with no end element: 0.0.0.0/0,
+// or any range reaching the family's last address) matches that range and
+// the handler returns success without emitting an element. Netlink only
+// acknowledges a successful request when asked to, so without NLM_F_ACK
+// nothing at all came back and a blocking read waited forever. With the
+// ack, "no element before the ack" is the answer: the set has no such
+// element (an end element at that key would have closed the range there,
+// and the kernel would have returned it).
 func (k *kernel) hasElem(set string, e nftables.SetElement) (bool, error) {
+	found := false
+	err := k.roundTrip(getElemRequest(set, e), elemTimeout, func(m syscall.NetlinkMessage) error {
+		got, err := decodeElems(netlink.Message{Data: m.Data})
+		if err != nil {
+			return err
+		}
+		for _, g := range got {
+			if string(g.Key) == string(e.Key) && g.IntervalEnd == e.IntervalEnd {
+				found = true
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("get element of set %s: %w", set, err)
+	}
+	return found, nil
+}
+
+// getElemRequest is a GETSETELEM for the single element e of set, asking
+// for an ack.
+func getElemRequest(set string, e nftables.SetElement) netlink.Message {
 	key, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: e.Key}})
 	item := []netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: key}}
 	if e.IntervalEnd {
@@ -82,52 +122,82 @@ func (k *kernel) hasElem(set string, e nftables.SetElement) (bool, error) {
 	}
 	itemB, _ := netlink.MarshalAttributes(item)
 	list, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_LIST_ELEM | unix.NLA_F_NESTED, Data: itemB}})
-	data, err := netlink.MarshalAttributes([]netlink.Attribute{
+	data, _ := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(TableName + "\x00")},
 		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")},
 		{Type: unix.NFTA_SET_ELEM_LIST_ELEMENTS | unix.NLA_F_NESTED, Data: list},
 	})
-	if err != nil {
-		return false, err
-	}
-	// Some lookups (an element at the very start of the address space,
-	// seen with 0.0.0.0/0 after a narrower set) get no reply from the
-	// kernel; a deadline turns that into errNoAnswer and the caller reads
-	// the whole set back instead.
-	if err := k.c.SetDeadline(time.Now().Add(elemTimeout)); err != nil {
-		return false, err
-	}
-	defer k.c.SetDeadline(time.Time{})
-	msgs, err := k.c.Execute(netlink.Message{
+	return netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
-			Flags: netlink.Request,
+			Flags: netlink.Request | netlink.Acknowledge,
 		},
 		Data: append(nfgen(unix.NFPROTO_INET), data...),
-	})
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false, errNoAnswer
-	}
-	if err != nil {
-		return false, fmt.Errorf("get element of set %s: %w", set, err)
-	}
-	for _, m := range msgs {
-		m.Header.Type = netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
-		got, err := decodeElems(m)
-		if err != nil {
-			return false, err
+}
+
+// roundTrip sends req (which must ask for an ack or be a dump) and passes
+// every reply message for it to fn, until the ack, an error or the end of
+// the dump. A zero timeout waits as long as it takes.
+func (k *kernel) roundTrip(req netlink.Message, timeout time.Duration, fn func(syscall.NetlinkMessage) error) error {
+	if timeout > 0 {
+		if err := k.c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return err
 		}
-		for _, g := range got {
-			if string(g.Key) == string(e.Key) && g.IntervalEnd == e.IntervalEnd {
-				return true, nil
+		defer k.c.SetDeadline(time.Time{})
+	}
+	sent, err := k.c.Send(req)
+	if err != nil {
+		return err
+	}
+	rc, err := k.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if k.buf == nil {
+		k.buf = make([]byte, dumpBuf)
+	}
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), k.buf, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return errNoAnswer
+			}
+			return err
+		}
+		raw, err := syscall.ParseNetlinkMessage(k.buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, r := range raw {
+			if r.Header.Seq != sent.Header.Sequence {
+				continue // a late answer to an earlier request
+			}
+			switch r.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(r.Data) < 4 {
+					return errors.New("short netlink error message")
+				}
+				if errno := int32(binary.NativeEndian.Uint32(r.Data)); errno != 0 {
+					return unix.Errno(-errno)
+				}
+				return nil
+			}
+			if err := fn(r); err != nil {
+				return err
 			}
 		}
 	}
-	return false, nil
 }
 
 // decodeElems decodes the elements of a NEWSETELEM message.
@@ -194,59 +264,20 @@ func (k *kernel) elems(family byte, set string) ([]nftables.SetElement, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := k.c.Send(netlink.Message{
+	var out []nftables.SetElement
+	err = k.roundTrip(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
 			Flags: netlink.Request | netlink.Dump,
 		},
 		Data: append(nfgen(family), data...),
+	}, 0, func(m syscall.NetlinkMessage) error {
+		got, err := decodeElems(netlink.Message{Data: m.Data})
+		out = append(out, got...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dump set %s: %w", set, err)
 	}
-	rc, err := k.c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, dumpBuf)
-	var out []nftables.SetElement
-	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dump set %s: %w", set, err)
-		}
-		raw, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, fmt.Errorf("dump set %s: %w", set, err)
-		}
-		for _, r := range raw {
-			if r.Header.Seq != req.Header.Sequence {
-				continue
-			}
-			switch r.Header.Type {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(r.Data) >= 4 {
-					if errno := int32(binary.NativeEndian.Uint32(r.Data)); errno != 0 {
-						return nil, fmt.Errorf("dump set %s: %w", set, unix.Errno(-errno))
-					}
-				}
-				return out, nil
-			}
-			got, err := decodeElems(netlink.Message{Data: r.Data})
-			if err != nil {
-				return nil, fmt.Errorf("dump set %s: %w", set, err)
-			}
-			out = append(out, got...)
-		}
-	}
+	return out, nil
 }

@@ -33,6 +33,7 @@ func TestIncrementalEdgeRanges(t *testing.T) {
 		p(nil, nil),
 		p([]string{"0.0.0.0/0"}, []string{"::/0"}),
 	}
+	fallbacks := spotCheckFallbacks.Load()
 	for i, pol := range steps {
 		done := make(chan error, 1)
 		go func() { done <- fw.Apply(pol) }()
@@ -51,5 +52,10 @@ func TestIncrementalEdgeRanges(t *testing.T) {
 		if want := merged(pol); !equalPolicy(got, want) {
 			t.Fatalf("step %d: Current() = %v, want %v", i, got, want)
 		}
+	}
+	// Every lookup must be answered: the deadline and the full read-back
+	// are a safety net, not the path these changes take.
+	if n := spotCheckFallbacks.Load() - fallbacks; n != 0 {
+		t.Errorf("%d incremental applies fell back to a full read-back; want 0", n)
 	}
 }
