@@ -55,6 +55,11 @@ func (c *Cloud) Link(ctx context.Context, name string, a, b string) (*Link, erro
 		return nil, err
 	}
 	defer unlock()
+	return c.link(name, a, b)
+}
+
+// link is Link under the lock.
+func (c *Cloud) link(name, a, b string) (*Link, error) {
 	l := &Link{Name: name, A: a, B: b, IfName: linkIfName(name), c: c}
 	found, err := l.read()
 	if err != nil {
@@ -173,7 +178,20 @@ func (l *Link) create() error {
 				if err := end.h.LinkSetUp(ln); err != nil {
 					return fmt.Errorf("set %s up: %w", l.IfName, err)
 				}
-				if err := end.h.LinkSetAlias(ln, linkAliasPrefix+l.Name); err != nil {
+			}
+			// Both ends up: wait for the link watcher (see waitOperUp),
+			// then mark them, A last.
+			for _, h := range []*netlink.Handle{hb, ha} {
+				if err := waitOperUp(h, l.IfName); err != nil {
+					return err
+				}
+			}
+			for _, h := range []*netlink.Handle{hb, ha} {
+				ln, err := h.LinkByName(l.IfName)
+				if err != nil {
+					return err
+				}
+				if err := h.LinkSetAlias(ln, linkAliasPrefix+l.Name); err != nil {
 					return fmt.Errorf("mark %s: %w", l.IfName, err)
 				}
 			}
@@ -245,7 +263,12 @@ func (l *Link) Remove(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	err = l.c.withNetlink(l.A, func(h *netlink.Handle) error {
+	return l.remove()
+}
+
+// remove is Remove under the lock.
+func (l *Link) remove() error {
+	err := l.c.withNetlink(l.A, func(h *netlink.Handle) error {
 		ln, err := h.LinkByName(l.IfName)
 		if err != nil {
 			return nil

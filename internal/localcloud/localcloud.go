@@ -38,6 +38,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -73,14 +74,24 @@ type Config struct {
 	// LockDir is where the cross-process lock file lives; DefaultLockDir
 	// when empty.
 	LockDir string
+	// StateDir holds the cloud's registry ("localcloud-<prefix>state.json":
+	// peering requests, VPC owners, the clock's offset); LockDir when
+	// empty. Like the namespaces, it may live on tmpfs: a reboot loses
+	// both together.
+	StateDir string
+	// Now is the base of the cloud's clock; time.Now when nil. The clock
+	// is Now plus the offset AdvanceClock moves (see Cloud.Now).
+	Now func() time.Time
 }
 
 // Cloud is the local cloud rooted at one name prefix. Its methods are safe
 // for concurrent use, also by several Clouds with the same prefix in one or
 // several processes.
 type Cloud struct {
-	prefix   string
-	lockPath string
+	prefix    string
+	lockPath  string
+	statePath string
+	now       func() time.Time
 }
 
 var prefixRE = regexp.MustCompile(`^moat-(?:([a-z0-9]{1,12})-)?$`)
@@ -99,7 +110,20 @@ func New(cfg Config) (*Cloud, error) {
 	if dir == "" {
 		dir = DefaultLockDir
 	}
-	return &Cloud{prefix: cfg.Prefix, lockPath: filepath.Join(dir, "localcloud-"+cfg.Prefix+"lock")}, nil
+	sdir := cfg.StateDir
+	if sdir == "" {
+		sdir = dir
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Cloud{
+		prefix:    cfg.Prefix,
+		lockPath:  filepath.Join(dir, "localcloud-"+cfg.Prefix+"lock"),
+		statePath: filepath.Join(sdir, "localcloud-"+cfg.Prefix+"state.json"),
+		now:       now,
+	}, nil
 }
 
 // Prefix returns the Cloud's namespace name prefix.
@@ -344,8 +368,8 @@ func (c *Cloud) SetResolver(ns string, addr netip.Addr) error {
 	return nil
 }
 
-// Cleanup deletes every namespace c owns (and their resolver files), and
-// nothing else.
+// Cleanup deletes every namespace c owns (and their resolver files) and
+// its registry, and nothing else.
 func (c *Cloud) Cleanup(ctx context.Context) error {
 	unlock, err := c.lock(ctx)
 	if err != nil {
@@ -361,6 +385,9 @@ func (c *Cloud) Cleanup(ctx context.Context) error {
 		if err := c.deleteNS(ctx, ns); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := os.Remove(c.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cleanup %s*: %w", c.prefix, err)

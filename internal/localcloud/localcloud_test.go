@@ -37,10 +37,19 @@ func TestNewPrefix(t *testing.T) {
 // deleted when t ends.
 func newCloud(t *testing.T) *localcloud.Cloud {
 	t.Helper()
+	c, _ := newCloudDir(t)
+	return c
+}
+
+// newCloudDir is newCloud, also returning its lock (and registry)
+// directory.
+func newCloudDir(t *testing.T) (*localcloud.Cloud, string) {
+	t.Helper()
 	netnstest.New(t) // skips, with the reason, where namespaces cannot be made
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	c, err := localcloud.New(localcloud.Config{Prefix: "moat-lc" + hex.EncodeToString(b[:]) + "-", LockDir: t.TempDir()})
+	dir := t.TempDir()
+	c, err := localcloud.New(localcloud.Config{Prefix: "moat-lc" + hex.EncodeToString(b[:]) + "-", LockDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +61,7 @@ func newCloud(t *testing.T) *localcloud.Cloud {
 			t.Errorf("namespaces left after cleanup: %v", left)
 		}
 	})
-	return c
+	return c, dir
 }
 
 func namespacesWithPrefix(t *testing.T, prefix string) []string {

@@ -692,6 +692,18 @@ func (c *Cloud) attach(ns string, n network, pool netip.Prefix) (Interface, erro
 			if err := h.LinkSetUp(l); err != nil {
 				return fmt.Errorf("set %s up: %w", ifc.Name, err)
 			}
+			// Packets sent before the kernel's link watcher has run
+			// are dropped (no qdisc yet): wait for it at both ends and
+			// on the bridge, so the first packet is not lost.
+			if err := waitOperUp(h, ifc.Name); err != nil {
+				return err
+			}
+			if err := waitOperUp(bh, port); err != nil {
+				return err
+			}
+			if err := waitOperUp(bh, bridgeName); err != nil {
+				return err
+			}
 			if err := h.LinkSetAlias(l, netAliasPrefix+n.ref.String()); err != nil {
 				return fmt.Errorf("mark %s: %w", ifc.Name, err)
 			}
@@ -747,5 +759,26 @@ func sleepCtx(ctx context.Context) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// waitOperUp waits (up to 3 s) until the kernel reports interface name
+// operationally up: only then has the link watcher given it a queue, and
+// a packet sent earlier is dropped, costing the first connection a
+// retransmission (1 s for ARP, more for TCP).
+func waitOperUp(h *netlink.Handle, name string) error {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", name, err)
+		}
+		if st := l.Attrs().OperState; st == netlink.OperUp || st == netlink.OperUnknown {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for %s: still %v after 3s", name, l.Attrs().OperState)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
