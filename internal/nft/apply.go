@@ -487,24 +487,32 @@ func elemID(e nftables.SetElement) string {
 	return "s" + string(e.Key)
 }
 
-// diff returns the ranges of old not in new and of new not in old.
+// diff returns the ranges of old not in new and of new not in old. Both
+// are sorted and non-overlapping (mergeSpans), so one linear merge finds
+// them without allocating for the common ranges.
 func diff(old, new []span) (del, add []span) {
-	in := make(map[span]bool, len(old))
-	for _, s := range old {
-		in[s] = true
-	}
-	for _, s := range new {
-		if in[s] {
-			delete(in, s)
+	i, j := 0, 0
+	for i < len(old) && j < len(new) {
+		o, n := old[i], new[j]
+		if o == n {
+			i++
+			j++
+			continue
+		}
+		c := o.from.Compare(n.from)
+		if c == 0 {
+			c = o.to.Compare(n.to)
+		}
+		if c < 0 {
+			del = append(del, o)
+			i++
 		} else {
-			add = append(add, s)
+			add = append(add, n)
+			j++
 		}
 	}
-	for _, s := range old {
-		if in[s] {
-			del = append(del, s)
-		}
-	}
+	del = append(del, old[i:]...)
+	add = append(add, new[j:]...)
 	return del, add
 }
 
@@ -568,7 +576,7 @@ func read(ns netns.NsHandle) (*compiled, error) {
 		if err != nil {
 			return nil, err
 		}
-		spans, err := spansOf(elems, s.v4)
+		spans, err := spansOfElems(elems, s.v4)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", s.name, err)
 		}
@@ -592,30 +600,53 @@ func read(ns netns.NsHandle) (*compiled, error) {
 // interval end with no range open admits nothing (nft writes one at the
 // family's zero address), so it is skipped.
 func spansOf(elems []nftables.SetElement, v4 bool) ([]span, error) {
-	type el struct {
-		key netip.Addr
-		end bool
-	}
-	els := make([]el, 0, len(elems))
+	els := make([]elem, 0, len(elems))
 	for _, e := range elems {
 		a, ok := netip.AddrFromSlice(e.Key)
-		if !ok || a.Is4() != v4 {
+		if !ok {
 			return nil, fmt.Errorf("bad element key %x", e.Key)
 		}
-		els = append(els, el{a, e.IntervalEnd})
+		els = append(els, elem{a, e.IntervalEnd})
 	}
-	slices.SortFunc(els, func(a, b el) int {
-		if c := a.key.Compare(b.key); c != 0 {
-			return c
+	return spansOfElems(els, v4)
+}
+
+// elem is one interval-set element as read back from the kernel.
+type elem struct {
+	key netip.Addr
+	end bool
+}
+
+// compareElem orders elements by key; at the same key an interval end
+// comes first, since a start at that key decides.
+func compareElem(a, b elem) int {
+	if c := a.key.Compare(b.key); c != 0 {
+		return c
+	}
+	if a.end == b.end {
+		return 0
+	}
+	if a.end {
+		return -1
+	}
+	return 1
+}
+
+// spansOfElems is spansOf for decoded elements; it reorders els.
+func spansOfElems(els []elem, v4 bool) ([]span, error) {
+	for _, e := range els {
+		if e.key.Is4() != v4 {
+			return nil, fmt.Errorf("bad element key %v", e.key)
 		}
-		if a.end == b.end {
-			return 0
+	}
+	// The kernel dumps an rbtree set in descending order: reversing is
+	// enough then, and sorting is the fallback.
+	if !slices.IsSortedFunc(els, compareElem) {
+		slices.Reverse(els)
+		if !slices.IsSortedFunc(els, compareElem) {
+			slices.SortFunc(els, compareElem)
 		}
-		if a.end {
-			return -1 // a start at the same key decides
-		}
-		return 1
-	})
+	}
 	var out []span
 	add := func(s span) {
 		if n := len(out); n > 0 && out[n-1].to.Next() == s.from {

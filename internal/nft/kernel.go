@@ -255,8 +255,9 @@ func elemOf(a netip.Addr, end bool) nftables.SetElement {
 // page-sized reads of mdlayher/netlink.
 const dumpBuf = 64 << 10
 
-// elems returns all the elements of set.
-func (k *kernel) elems(family byte, set string) ([]nftables.SetElement, error) {
+// elems returns all the elements of set, decoded straight from the
+// receive buffer (a 100,000-prefix set is 200,000 elements).
+func (k *kernel) elems(family byte, set string) ([]elem, error) {
 	data, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(TableName + "\x00")},
 		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")},
@@ -264,7 +265,7 @@ func (k *kernel) elems(family byte, set string) ([]nftables.SetElement, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []nftables.SetElement
+	var out []elem
 	err = k.roundTrip(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
@@ -272,12 +273,70 @@ func (k *kernel) elems(family byte, set string) ([]nftables.SetElement, error) {
 		},
 		Data: append(nfgen(family), data...),
 	}, 0, func(m syscall.NetlinkMessage) error {
-		got, err := decodeElems(netlink.Message{Data: m.Data})
-		out = append(out, got...)
-		return err
+		if len(m.Data) < 4 {
+			return errors.New("short set element message")
+		}
+		return eachAttr(m.Data[4:], func(typ uint16, v []byte) error {
+			if typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				return nil
+			}
+			return eachAttr(v, func(_ uint16, item []byte) error {
+				var e elem
+				err := eachAttr(item, func(typ uint16, v []byte) error {
+					switch typ {
+					case unix.NFTA_SET_ELEM_KEY:
+						return eachAttr(v, func(typ uint16, v []byte) error {
+							if typ != unix.NFTA_DATA_VALUE {
+								return nil
+							}
+							a, ok := netip.AddrFromSlice(v)
+							if !ok {
+								return fmt.Errorf("bad element key %x", v)
+							}
+							e.key = a
+							return nil
+						})
+					case unix.NFTA_SET_ELEM_FLAGS:
+						if len(v) != 4 {
+							return errors.New("bad element flags")
+						}
+						e.end = binary.BigEndian.Uint32(v)&unix.NFT_SET_ELEM_INTERVAL_END != 0
+					}
+					return nil
+				})
+				if err == nil && !e.key.IsValid() {
+					err = errors.New("element without a key")
+				}
+				out = append(out, e)
+				return err
+			})
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dump set %s: %w", set, err)
 	}
 	return out, nil
+}
+
+// eachAttr calls fn with the type (without the nested and byte-order
+// flags) and the payload of every netlink attribute in b.
+func eachAttr(b []byte, fn func(typ uint16, v []byte) error) error {
+	for len(b) >= 4 {
+		n := int(binary.NativeEndian.Uint16(b))
+		if n < 4 || n > len(b) {
+			return errors.New("malformed netlink attribute")
+		}
+		if err := fn(binary.NativeEndian.Uint16(b[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[4:n]); err != nil {
+			return err
+		}
+		n = (n + 3) &^ 3
+		if n > len(b) {
+			n = len(b)
+		}
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return errors.New("trailing bytes after netlink attributes")
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"cmp"
+	"encoding/binary"
 	"net/netip"
 	"slices"
 )
@@ -11,18 +12,33 @@ type span struct {
 	from, to netip.Addr
 }
 
-// spanOf returns the inclusive range a prefix covers.
+// spanOf returns the inclusive range a prefix covers. It does not
+// allocate: it is called for every prefix of every policy.
 func spanOf(p netip.Prefix) span {
 	p = p.Masked()
 	from := p.Addr()
-	b := from.AsSlice()
+	b := from.As16()
 	bits := p.Bits()
-	for i := range b {
-		// Set every host bit.
-		hostBits := min(max(8*(i+1)-bits, 0), 8)
-		b[i] |= byte(1<<hostBits - 1)
+	if from.Is4() {
+		bits += 96
 	}
-	to, _ := netip.AddrFromSlice(b)
+	hi := binary.BigEndian.Uint64(b[:8])
+	lo := binary.BigEndian.Uint64(b[8:])
+	switch {
+	case bits <= 0:
+		hi, lo = ^uint64(0), ^uint64(0)
+	case bits < 64:
+		hi |= ^uint64(0) >> bits
+		lo = ^uint64(0)
+	case bits < 128:
+		lo |= ^uint64(0) >> (bits - 64)
+	}
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	to := netip.AddrFrom16(b)
+	if from.Is4() {
+		to = to.Unmap()
+	}
 	return span{from: from, to: to}
 }
 
