@@ -1,20 +1,26 @@
 // Package sim is the simulated customer cloud: a test and demo harness that
 // stands in for a tenant's AWS account on one machine, so the whole flow
-// (public services reached from the internet; later accounts, VPCs, the
-// peering inbox, route tables and security groups) can be exercised with
-// real packets. It stands on internal/localcloud, as the local provider
-// does; no product package imports it.
+// can be exercised with real packets: hosts on the public internet;
+// customer accounts with VPCs (a router namespace with a NAT uplink to the
+// internet), hosts inside them, the peering inbox (accept, reject), route
+// tables and security-group egress rules, and a clock tests can move. It
+// stands on internal/localcloud, as the local provider does; no product
+// package imports it, and it imports none but localcloud and domain (for
+// validation).
 //
 // What exists is split in two: the kernel holds the network (namespaces,
-// interfaces, addresses, read back through localcloud), and a small JSON
-// state file in the caller's directory holds the simulator's own metadata
-// (which hosts it made and on which network; later accounts, VPC IDs,
-// peering requests). The file is written atomically and guarded by a lock
-// file, so a `moat sim` command and `moat up` can share it.
+// interfaces, addresses, routes, nftables, read back through localcloud),
+// the localcloud registry holds what both sides of a peering see (requests,
+// their states, the clock), and a small JSON state file in the caller's
+// directory holds the simulator's own metadata (accounts, VPCs, hosts and
+// their networks, route tables, egress rules). The file is written
+// atomically and guarded by a lock file, so a `moat sim` command and
+// `moat up` can share it. See docs/design/0006-sim-customer-cloud.md.
 //
 // A sim host named N lives in the localcloud host "sim-N" (namespace
 // "<prefix>h-sim-N"); the local provider must not use host names starting
-// with "sim-".
+// with "sim-". A customer VPC's localcloud VPC ID is its AWS-style ID
+// ("vpc-" and 17 hex digits), which the provider's IDs never look like.
 package sim
 
 import (
@@ -59,8 +65,10 @@ type Config struct {
 	Cloud *localcloud.Cloud
 	// Dir holds the simulator's state file; it is created if missing.
 	Dir string
-	// Now is the simulator's clock; time.Now when nil. (Tests move it,
-	// for instance for the peering requests' expiry.)
+	// Now stamps the simulator's objects (Created); the cloud's clock
+	// (localcloud.Cloud.Now, moved by Advance) when nil. Peering expiry
+	// is always measured with the cloud's clock, which the provider sees
+	// too.
 	Now func() time.Time
 }
 
@@ -75,7 +83,7 @@ type Sim struct {
 // Host is a simulated host.
 type Host struct {
 	Name string
-	// Network is NetworkInternet or (later) a VPC's ID.
+	// Network is NetworkInternet or a customer VPC's ID.
 	Network string
 	// Addr is the host's address, read from the kernel; invalid when its
 	// namespace is gone (after a reboot, say: create it again).
@@ -88,13 +96,33 @@ type Host struct {
 
 // state is the state file's content. Unknown fields are rejected.
 type state struct {
-	Version int                  `json:"version"`
-	Hosts   map[string]hostState `json:"hosts"`
+	Version  int                     `json:"version"`
+	Hosts    map[string]hostState    `json:"hosts"`
+	Accounts map[string]accountState `json:"accounts,omitempty"`
+	VPCs     map[string]vpcState     `json:"vpcs,omitempty"`
 }
 
 type hostState struct {
-	Network string    `json:"network"`
+	Network string       `json:"network"`
+	Created time.Time    `json:"created"`
+	Egress  []EgressRule `json:"egress,omitempty"`
+}
+
+type accountState struct {
 	Created time.Time `json:"created"`
+}
+
+type vpcState struct {
+	Account string       `json:"account"`
+	Region  string       `json:"region"`
+	CIDR    netip.Prefix `json:"cidr"`
+	Created time.Time    `json:"created"`
+	Routes  []routeState `json:"routes,omitempty"`
+}
+
+type routeState struct {
+	Destination netip.Prefix `json:"destination"`
+	Target      string       `json:"target"`
 }
 
 // Open returns the Sim over cfg.Cloud with its state in cfg.Dir. It reads
@@ -107,9 +135,6 @@ func Open(cfg Config) (*Sim, error) {
 		return nil, fmt.Errorf("sim: state directory: %w", err)
 	}
 	s := &Sim{cloud: cfg.Cloud, dir: cfg.Dir, now: cfg.Now}
-	if s.now == nil {
-		s.now = time.Now
-	}
 	if _, err := s.load(); err != nil {
 		return nil, err
 	}
@@ -141,7 +166,7 @@ func (s *Sim) CreateInternetHost(ctx context.Context, name string) (Host, error)
 			return fmt.Errorf("host %s is in %s: %w", name, hs.Network, ErrExists)
 		}
 		if !ok {
-			hs = hostState{Network: NetworkInternet, Created: s.now().UTC()}
+			hs = hostState{Network: NetworkInternet, Created: s.stamp(ctx)}
 		}
 		if err := s.cloud.EnsureInternet(ctx); err != nil {
 			return err
@@ -243,6 +268,17 @@ func (s *Sim) Exec(ctx context.Context, name string, argv []string, stdin io.Rea
 	return s.cloud.Exec(ctx, h.NS, argv, stdin, stdout, stderr)
 }
 
+// stamp returns the time to stamp a new object with.
+func (s *Sim) stamp(ctx context.Context) time.Time {
+	if s.now != nil {
+		return s.now().UTC()
+	}
+	if t, err := s.cloud.Now(ctx); err == nil {
+		return t
+	}
+	return time.Now().UTC()
+}
+
 // load reads the state file; a missing file is an empty state.
 func (s *Sim) load() (*state, error) {
 	st := &state{Version: stateVersion, Hosts: map[string]hostState{}}
@@ -264,6 +300,12 @@ func (s *Sim) load() (*state, error) {
 	}
 	if st.Hosts == nil {
 		st.Hosts = map[string]hostState{}
+	}
+	if st.Accounts == nil {
+		st.Accounts = map[string]accountState{}
+	}
+	if st.VPCs == nil {
+		st.VPCs = map[string]vpcState{}
 	}
 	return st, nil
 }
