@@ -168,6 +168,19 @@ func newSet(t *nftables.Table, name string, v4 bool) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, Interval: true, KeyType: kt}
 }
 
+// setIDMu guards google/nftables v0.3.0's set-ID counter: AddSet
+// increments a package-level variable without a lock, a data race when two
+// namespaces are written at once. It is the only global state the library
+// has, so Apply and Firewall.Apply on different namespaces are safe to call
+// concurrently.
+var setIDMu sync.Mutex
+
+func addSet(conn *nftables.Conn, set *nftables.Set) error {
+	setIDMu.Lock()
+	defer setIDMu.Unlock()
+	return conn.AddSet(set, nil)
+}
+
 // dial opens a conn to ns whose socket buffers hold a batch of batchBytes.
 // A batch is sent in one sendmsg, so the send buffer must hold all of it;
 // the limits are raised past net.core.wmem_max with SO_SNDBUFFORCE, as nft
@@ -326,7 +339,7 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 	sets := make(map[string]*nftables.Set)
 	for _, s := range c.sets() {
 		set := newSet(t, s.name, s.v4)
-		if err := conn.AddSet(set, nil); err != nil {
+		if err := addSet(conn, set); err != nil {
 			return fmt.Errorf("add set %s: %w", s.name, err)
 		}
 		if err := addElements(conn, set, s.v4, elements(s.spans), false); err != nil {
