@@ -281,7 +281,7 @@ func (s *Sim) stamp(ctx context.Context) time.Time {
 
 // load reads the state file; a missing file is an empty state.
 func (s *Sim) load() (*state, error) {
-	st := &state{Version: stateVersion, Hosts: map[string]hostState{}}
+	st := &state{Version: stateVersion, Hosts: map[string]hostState{}, Accounts: map[string]accountState{}, VPCs: map[string]vpcState{}}
 	f, err := os.Open(filepath.Join(s.dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
