@@ -81,6 +81,7 @@ func respond(z *Zone, origin string, ttl uint32, req *miekg.Msg, tcp bool) *miek
 	q := req.Question[0]
 	owner, ok := normalName(q.Name)
 	if !ok {
+		m.Question = nil // it would not pack
 		return finish(miekg.RcodeFormatError)
 	}
 	m.Question[0].Name = owner
