@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,7 +93,7 @@ func BenchmarkAPI(b *testing.B) {
 		rows := run(b, st)
 		for _, r := range rows {
 			fmt.Fprintf(os.Stderr, "%-9s %-15s %9s %9s %12s %8.1fx\n", s.name, r.name, r.api.p50.Round(10*time.Microsecond), r.api.p99.Round(10*time.Microsecond), r.ref.p50.Round(10*time.Microsecond), float64(r.api.p50)/float64(r.ref.p50))
-			b.ReportMetric(float64(r.api.p99.Microseconds())/1000, s.name+"-"+r.name+"-p99-ms")
+			b.ReportMetric(float64(r.api.p99.Microseconds())/1000, s.name+"-"+strings.ReplaceAll(r.name, " ", "-")+"-p99-ms")
 		}
 	}
 }
