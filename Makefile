@@ -38,6 +38,12 @@ bench: deps build ## run the benchmarks under bench/ and print their tables
 fuzz: ## fuzz the security invariants for 30 s each
 	$(GO) test ./internal/domain -run '^$$' -fuzz FuzzParsePrefix -fuzztime 30s
 	$(GO) test ./internal/domain -run '^$$' -fuzz FuzzAllowlist -fuzztime 30s
+	$(GO) test ./internal/domain -run '^$$' -fuzz FuzzCompileAccess -fuzztime 30s
+	$(GO) test ./internal/nft -run '^$$' -fuzz FuzzPolicy -fuzztime 30s
+	$(GO) test ./internal/postgres -run '^$$' -fuzz FuzzRenderHBA -fuzztime 30s
+	$(GO) test ./internal/postgres -run '^$$' -fuzz FuzzQuoteConf -fuzztime 30s
+	$(GO) test ./internal/backup -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+	$(GO) test ./internal/apiserver -run '^$$' -fuzz FuzzDecoders -fuzztime 30s
 
 clean: ## remove build outputs
 	rm -rf bin
