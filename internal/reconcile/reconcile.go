@@ -64,16 +64,15 @@ func New(cfg Config) (*Reconciler, error) {
 	return &Reconciler{cfg: cfg, log: cfg.Logger}, nil
 }
 
-// Run reconciles on every store change and every Resync until ctx ends.
+// Run reconciles on every store change and every Resync until ctx ends;
+// between passes it polls freshly requested peerings (see wait).
 func (r *Reconciler) Run(ctx context.Context) error {
 	var rev int64
 	for {
 		if err := r.Once(ctx); err != nil && ctx.Err() == nil {
 			r.log.Error("reconcile pass", "err", err)
 		}
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.Resync)
-		n, err := r.cfg.Store.WaitRevision(wctx, rev)
-		cancel()
+		n, err := r.wait(ctx, rev)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -83,7 +82,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
-// Once makes one pass over every node and service that needs work. Work on
+// Once makes one pass over every VPC, peering, node and service that needs
+// work (VPCs and peerings first, so a VPC is active before its nodes are
+// placed). Work on
 // one object failing does not stop the others; the first error is returned.
 func (r *Reconciler) Once(ctx context.Context) error {
 	var nodes []*domain.Node
@@ -104,6 +105,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 			first = err
 		}
 	}
+	keep(r.networks(ctx))
 	for _, n := range nodes {
 		switch {
 		case n.State == domain.StateCreating && n.Address == "":

@@ -2,13 +2,18 @@
 // on this machine, with an address on the simulated internet (198.18.0.0/16)
 // or in its VPC, built on the local cloud substrate (internal/localcloud).
 // The agent on the same machine runs the node's PostgreSQL inside that
-// namespace. Wired by internal/cli; needs root.
+// namespace. A VPC is a localcloud VPC named by Moat's VPC ID (its router
+// namespace "<prefix>r-<vpc id>" is the cloud_vpc_id); a peering is a
+// localcloud peering request whose pcx- ID is the cloud_peering_id, seen by
+// the simulated customer cloud on the same substrate. Wired by
+// internal/cli; needs root.
 package local
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/moatdb/moat/internal/localcloud"
@@ -20,6 +25,8 @@ type Provider struct {
 	cloud *localcloud.Cloud
 	host  string
 }
+
+var _ provider.Provider = (*Provider)(nil)
 
 // New returns a provider on cloud whose nodes are run by the agent of host.
 func New(cloud *localcloud.Cloud, host string) *Provider { return &Provider{cloud: cloud, host: host} }
@@ -54,4 +61,129 @@ func (p *Provider) RemoveNode(ctx context.Context, nodeID string) error {
 		return nil
 	}
 	return err
+}
+
+// EnsureVPC creates (or finds) the VPC's router namespace and bridge. Its
+// cloud ID is the router namespace's name: unique on the machine, and where
+// an operator looks (ip netns exec <cloud_vpc_id> ip route).
+func (p *Provider) EnsureVPC(ctx context.Context, req provider.VPCRequest) (provider.VPCPlacement, error) {
+	v, err := p.cloud.EnsureVPC(ctx, req.ID, req.CIDR)
+	if errors.Is(err, localcloud.ErrExists) {
+		return provider.VPCPlacement{}, fmt.Errorf("%w: %w", provider.ErrRefused, err)
+	}
+	if err != nil {
+		return provider.VPCPlacement{}, err
+	}
+	return provider.VPCPlacement{CloudVPCID: v.NS}, nil
+}
+
+// RemoveVPC deletes the VPC's router namespace with its peering links.
+func (p *Provider) RemoveVPC(ctx context.Context, vpcID string) error {
+	return p.cloud.RemoveVPC(ctx, vpcID)
+}
+
+// NewPeeringID returns a fresh localcloud peering ID (pcx- and 17 hex).
+func (p *Provider) NewPeeringID() string { return localcloud.NewPeeringID() }
+
+// RequestPeering sends peering request req.CloudID to the peer account
+// through the local cloud's registry (idempotent by ID).
+func (p *Provider) RequestPeering(ctx context.Context, req provider.PeeringRequest) (provider.PeeringStatus, error) {
+	if req.CloudID == "" {
+		return provider.PeeringStatus{}, fmt.Errorf("request peering %s: no cloud ID reserved", req.ID)
+	}
+	pc, err := p.cloud.RequestPeering(ctx, localcloud.PeeringRequest{
+		ID:              req.CloudID,
+		RequesterVPC:    req.VPCID,
+		AccepterAccount: req.PeerAccountID,
+		AccepterVPC:     req.PeerVPCID,
+		AccepterRegion:  req.PeerRegion,
+		DeclaredCIDRs:   req.PeerCIDRs,
+	})
+	if errors.Is(err, localcloud.ErrExists) {
+		return provider.PeeringStatus{}, fmt.Errorf("%w: %w", provider.ErrRefused, err)
+	}
+	if err != nil {
+		return provider.PeeringStatus{}, err
+	}
+	return status(pc), nil
+}
+
+// PeeringStatus reads the request's state by the cloud's clock.
+func (p *Provider) PeeringStatus(ctx context.Context, cloudID string) (provider.PeeringStatus, error) {
+	pc, err := p.cloud.PeeringStatus(ctx, cloudID)
+	if errors.Is(err, localcloud.ErrNotFound) {
+		return provider.PeeringStatus{}, fmt.Errorf("%w: %w", provider.ErrNotFound, err)
+	}
+	if err != nil {
+		return provider.PeeringStatus{}, err
+	}
+	return status(pc), nil
+}
+
+// AddPeeringRoutes routes cidrs from the VPC's router via the accepter's
+// end of the peering link.
+func (p *Provider) AddPeeringRoutes(ctx context.Context, vpcID, cloudID string, cidrs []netip.Prefix) error {
+	pc, err := p.cloud.PeeringStatus(ctx, cloudID)
+	if err != nil {
+		return fmt.Errorf("add peering routes: %w", err)
+	}
+	if pc.RequesterVPC != vpcID {
+		return fmt.Errorf("add peering routes: %s belongs to %s, not %s", cloudID, pc.RequesterVPC, vpcID)
+	}
+	if pc.State != localcloud.PeeringActive || !pc.AccepterAddr.IsValid() {
+		return fmt.Errorf("add peering routes: %s is %s without a link", cloudID, pc.State)
+	}
+	for _, c := range cidrs {
+		if err := p.cloud.AddRoute(ctx, p.cloud.RouterNS(vpcID), c, pc.AccepterAddr); err != nil {
+			return fmt.Errorf("add peering routes: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeletePeering deletes the request; the kernel drops its link and the
+// routes through it in both routers at once.
+func (p *Provider) DeletePeering(ctx context.Context, cloudID string) error {
+	_, err := p.cloud.DeletePeering(ctx, cloudID)
+	if errors.Is(err, localcloud.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// status converts the local cloud's view of a peering, classifying its
+// reason into a stable code.
+func status(pc localcloud.Peering) provider.PeeringStatus {
+	st := provider.PeeringStatus{CloudID: pc.ID, State: string(pc.State), Reason: pc.Reason,
+		ExpiresAt: pc.ExpiresAt, AccepterAddr: pc.AccepterAddr}
+	switch pc.State {
+	case localcloud.PeeringRejected:
+		st.Code = "rejected"
+	case localcloud.PeeringExpired:
+		st.Code = "expired"
+	case localcloud.PeeringDeleted:
+		st.Code = "deleted_by_peer"
+		if st.Reason == "" {
+			st.Reason = "the peering connection was deleted"
+		}
+	case localcloud.PeeringFailed:
+		st.Code = failureCode(pc.Reason)
+	}
+	return st
+}
+
+// failureCode maps the local cloud's failure reasons (localcloud's
+// RequestPeering and AcceptPeering) to codes.
+func failureCode(reason string) string {
+	switch {
+	case strings.HasPrefix(reason, "overlapping CIDRs"):
+		return "overlapping_cidrs"
+	case strings.HasPrefix(reason, "declared peer CIDRs"):
+		return "peer_cidrs_mismatch"
+	case strings.Contains(reason, "does not exist in account"):
+		return "peer_vpc_not_found"
+	case strings.Contains(reason, " is in region "):
+		return "peer_region_mismatch"
+	}
+	return "peering_failed"
 }
