@@ -152,14 +152,23 @@ func (s *Server) rollupService(c *call, tx store.Tx, id string) error {
 	if applied >= 0 && applied != svc.AppliedAllowlistRevision {
 		svc.AppliedAllowlistRevision, changed = applied, true
 	}
-	if svc.State == domain.StateCreating && running == svc.NodeCount {
+	nowRunning := svc.State == domain.StateCreating && running == svc.NodeCount
+	if nowRunning {
 		svc.State, changed = domain.StateRunning, true
 	}
 	if !changed {
 		return nil
 	}
 	svc.UpdatedAt = s.now()
-	return store.Put(c.ctx, tx, svc)
+	if err := store.Put(c.ctx, tx, svc); err != nil {
+		return err
+	}
+	if nowRunning {
+		// A running service is published in DNS, which follows the
+		// revision.
+		_, err = tx.BumpRevision(c.ctx)
+	}
+	return err
 }
 
 // ---- project CA and passwords ----

@@ -160,6 +160,7 @@ func serverCmd() *cobra.Command {
 
 func upCmd() *cobra.Command {
 	var f daemonFlags
+	var dnsListen string
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run everything on this machine: control plane, agent, local provider, simulator",
@@ -177,20 +178,21 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg)
+			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg, dnsListen)
 		},
 	}
 	f.register(c)
+	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
 }
 
 // runUp runs moat up's components until ctx ends.
-func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config) error {
+func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsListen string) error {
 	pidPath := filepath.Join(cfg.DataDir, pidFile)
 	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
 		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX")})
+	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"), DNSListen: dnsListen})
 	if err != nil {
 		return err
 	}
@@ -198,11 +200,11 @@ func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config) error
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	defer os.Remove(pidPath)
-	printUp(stdout, st.CP.URL(), cfg.DataDir, st.Laptop.Addr.String())
+	printUp(stdout, st.CP.URL(), cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
 	return st.Run(ctx)
 }
 
-func printUp(w io.Writer, url, dir, laptop string) {
+func printUp(w io.Writer, url, dir, laptop, dnsAddr string) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, `Moat is up.
@@ -218,9 +220,10 @@ Point the CLI at it (in another shell):
   moat service psql svc-... -- -c 'select version()'
 
 The simulated internet host "laptop" (%s) runs psql; moat sim host list shows the others.
+Service names resolve through the platform DNS server (on this host: %s).
 Stop it with Ctrl-C (nodes keep running and are reattached), or remove everything:
   moat down --data-dir %s
-`, url, ca, tok, url, ca, tok, laptop, dir)
+`, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
 }
 
 func downCmd() *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,6 +30,13 @@ func TestPublicService(t *testing.T) {
 	ok := e.psql(laptop, pw, e.conninfo(svc, ""), "-c", "select ssl, version from pg_stat_ssl where pid = pg_backend_pid()")
 	if ok.code != 0 || !strings.HasPrefix(ok.stdout, "t|TLSv1.") {
 		t.Fatalf("verify-full from laptop: %v", ok)
+	}
+
+	// The laptop resolves the service's public name through the platform
+	// DNS server on the simulated internet: no hostaddr needed.
+	byName := strings.Replace(e.conninfo(svc, ""), "hostaddr="+svc.Connection.Address+" ", "", 1)
+	if r := e.psql(laptop, pw, byName, "-c", "select inet_server_addr()"); r.code != 0 || r.stdout != svc.Connection.Address {
+		t.Errorf("psql by DNS name from laptop: %v, want the server at %s", r, svc.Connection.Address)
 	}
 
 	addr := svc.Connection.Address
@@ -189,4 +197,39 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDeleteServiceWipesNodes: deleting a service stops its PostgreSQL,
+// wipes its data and removes the node's namespace.
+func TestDeleteServiceWipesNodes(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("acme")
+	svc, _ := e.createService("gone", 1)
+	node := svc.NodeList[0]
+	dataDir := filepath.Join(e.dir, "agent", "nodes", node.ID)
+	if _, err := os.Stat(dataDir); err != nil {
+		t.Fatalf("node data before delete: %v", err)
+	}
+	if _, err := e.op.DeleteService(e.ctx(), e.project, svc.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		got, err := e.op.GetService(e.ctx(), e.project, svc.ID)
+		return err == nil && got.State == "deleted"
+	})
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("node data after delete: %v, want it wiped", err)
+	}
+	hosts, err := e.stack.Cloud.Hosts(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if strings.Contains(h.NS, strings.TrimPrefix(node.ID, "node-")) {
+			t.Errorf("node namespace %s survived the delete", h.NS)
+		}
+	}
+	if r := e.psql(up.LaptopHost, "x", e.conninfo(svc, node.Address), "-c", "select 1"); r.code == 0 {
+		t.Errorf("deleted service still answers: %v", r)
+	}
 }

@@ -82,7 +82,7 @@ func start(t *testing.T, dir, prefix string) *env {
 	if os.Getenv("MOAT_E2E_LOG") != "" {
 		cpCfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true})
+	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0"})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

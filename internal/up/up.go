@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/dns"
 	"github.com/moatdb/moat/internal/localcloud"
 	"github.com/moatdb/moat/internal/provider/local"
 	"github.com/moatdb/moat/internal/sim"
@@ -40,6 +43,11 @@ type Config struct {
 	CloudPrefix string
 	// NoSync makes PostgreSQL skip fsync (tests).
 	NoSync bool
+	// DNSListen is the host loopback address of the platform DNS server
+	// (default 127.0.0.1:8053; "127.0.0.1:0" picks a port). It also
+	// answers inside the internet namespace on the bridge's address, port
+	// 53, and the sim hosts use it as their resolver.
+	DNSListen string
 }
 
 // Stack is a running machine's worth of Moat.
@@ -51,6 +59,17 @@ type Stack struct {
 	Sim   *sim.Sim
 	// Laptop is the internet host clients run on.
 	Laptop sim.Host
+	// DNS is the platform's authoritative server; DNSAddr its loopback
+	// address and InternetDNS its address on the simulated internet.
+	DNS         *dns.Server
+	DNSAddr     string
+	InternetDNS netip.AddrPort
+	dnsSockets  []dnsSocket
+}
+
+type dnsSocket struct {
+	pc net.PacketConn
+	ln net.Listener
 }
 
 // Cloud returns the local cloud for prefix ("" means "moat-").
@@ -112,7 +131,45 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if s.Laptop, err = s.Sim.CreateInternetHost(ctx, LaptopHost); err != nil {
 		return nil, fmt.Errorf("create the laptop host: %w", err)
 	}
+	if err := s.listenDNS(ctx, cfg); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// listenDNS opens the DNS server's sockets on loopback and inside the
+// internet namespace, and makes the laptop resolve through it.
+func (s *Stack) listenDNS(ctx context.Context, cfg Config) error {
+	zone := cfg.ControlPlane.Domain
+	if zone == "" {
+		zone = dns.DefaultDomain
+	}
+	var err error
+	if s.DNS, err = dns.New(dns.Config{Domain: zone, Logger: cfg.ControlPlane.Logger.With("component", "dns")}); err != nil {
+		return err
+	}
+	addr := cfg.DNSListen
+	if addr == "" {
+		addr = "127.0.0.1:8053"
+	}
+	pc, ln, err := dns.Listen(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("dns on %s: %w", addr, err)
+	}
+	s.DNSAddr = pc.LocalAddr().String()
+	s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
+	s.InternetDNS = netip.AddrPortFrom(localcloud.InternetGateway, 53)
+	err = s.Cloud.Do(s.Cloud.InternetNS(), func() error {
+		pc, ln, err := dns.Listen(ctx, s.InternetDNS.String())
+		if err == nil {
+			s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dns on the simulated internet: %w", err)
+	}
+	return s.Cloud.SetResolver(s.Laptop.NS, s.InternetDNS.Addr())
 }
 
 // Client returns an API client authenticated with the token in the data
@@ -131,13 +188,20 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	n := 3 + len(s.dnsSockets)
+	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
 	go func() { errc <- s.Agent.Run(ctx) }()
+	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
+	for _, d := range s.dnsSockets {
+		go func() { errc <- s.DNS.Serve(ctx, d.pc, d.ln) }()
+	}
 	err := <-errc
 	cancel()
-	if err2 := <-errc; err == nil {
-		err = err2
+	for range n - 1 {
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
 	}
 	return err
 }
