@@ -325,7 +325,7 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	// under the same name needs PostgreSQL restarted inside it.
 	nsID := n.ns.UniqueId()
 	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS)
-	restartFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser)
+	restartFP := fingerprint(want.Namespace, nsID, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser)
 	reload := false
 	if instFP != n.instFP {
 		if err := n.ensureDirs(); err != nil {
@@ -455,7 +455,10 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 		TLSDir:          n.tlsDir(),
 		SocketDir:       n.socketDir(),
 		LogFile:         n.logFile(),
-		ListenAddresses: []netip.Addr{addr},
+		// Every address of the node's own namespace: it holds only the
+		// node's interfaces, and an attach or detach then changes the
+		// node's address without restarting PostgreSQL.
+		ListenAddresses: []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()},
 		Port:            port,
 		ServerCertPEM:   []byte(t.CertPEM),
 		ServerKeyPEM:    []byte(t.KeyPEM),
