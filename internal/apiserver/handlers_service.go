@@ -193,7 +193,7 @@ func (s *Server) startOperation(c *call, tx store.Tx, svc *domain.Service, typ, 
 	}
 	now := s.now()
 	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
-		Type: typ, TargetID: svc.ID, VPCID: vpcID}
+		Type: typ, TargetID: svc.ID, VPCID: vpcID, FromVPCID: svc.VPCID}
 	if err := store.Put(c.ctx, tx, op); err != nil {
 		return nil, err
 	}

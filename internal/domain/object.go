@@ -206,6 +206,9 @@ type Node struct {
 	Host      string `json:"host,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	Address   string `json:"address,omitempty"`
+	// NextAddress is the node's address on the network an attach or
+	// detach is moving it to, until the switch.
+	NextAddress string `json:"next_address,omitempty"`
 	// CertPEM is the node's server certificate (project CA); ReplCertPEM
 	// its replication client certificate (internal CA). Keys are sealed.
 	CertPEM        string    `json:"cert_pem,omitempty"`
@@ -236,7 +239,21 @@ type Operation struct {
 	// VPCID is the destination VPC of an attach.
 	VPCID string `json:"vpc_id,omitempty"`
 	Error *Info  `json:"error,omitempty"`
+	// Progress of an attach or detach: the network the service leaves
+	// ("" for the internet), the step reached, and the desired-state
+	// revision of the switch that agents must apply before the old
+	// network is removed.
+	FromVPCID      string `json:"from_vpc_id,omitempty"`
+	Step           string `json:"step,omitempty"`
+	SwitchRevision int64  `json:"switch_revision,omitempty"`
 }
+
+// Steps of an attach or detach operation.
+const (
+	StepAddNetwork    = "add-network"
+	StepSwitch        = "switch"
+	StepRemoveNetwork = "remove-network"
+)
 
 func (*Operation) Kind() string     { return "operation" }
 func (o *Operation) Parent() string { return o.TargetID }

@@ -116,6 +116,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 			keep(r.renew(ctx, n))
 		}
 	}
+	keep(r.operations(ctx))
 	for _, s := range svcs {
 		if s.State == domain.StateDeleting {
 			keep(r.finishDelete(ctx, s))

@@ -1,0 +1,218 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/provider"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// operations advances every pending or running attach/detach operation.
+// An operation moves a service's nodes between networks in three steps so
+// the new path works before the old one goes:
+//
+//  1. add-network: each node gets an interface on the destination network
+//     (its address there is recorded as NextAddress) and its default route.
+//  2. switch: in one transaction the service's VPC and the nodes' addresses
+//     change and their certificates are reissued; the desired-state
+//     revision it commits is recorded. Agents apply it: firewalls admit the
+//     new sources only (an attached service admits nothing from the
+//     internet), DNS publishes the other name.
+//  3. remove-network: once every node reports that revision, the old
+//     interfaces are removed and the operation succeeds.
+func (r *Reconciler) operations(ctx context.Context) error {
+	var ops []*domain.Operation
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		ops, err = store.List[domain.Operation](ctx, tx, store.Query{})
+		return err
+	}); err != nil {
+		return err
+	}
+	var first error
+	for _, op := range ops {
+		if domain.OperationMachine.Terminal(op.State) {
+			continue
+		}
+		if err := r.advance(ctx, op); err != nil && first == nil {
+			first = fmt.Errorf("operation %s: %w", op.ID, err)
+		}
+	}
+	return first
+}
+
+func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
+	nw, ok := r.cfg.Provider.(provider.Networker)
+	if !ok {
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "unsupported", Message: "this provider cannot move nodes between networks"})
+	}
+	svc, nodes, err := r.serviceNodes(ctx, op.TargetID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case op.State == domain.StatePending:
+		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+			if err := domain.OperationMachine.Move(o.State, domain.StateRunning); err != nil {
+				return err
+			}
+			o.State, o.Step = domain.StateRunning, domain.StepAddNetwork
+			return nil
+		})
+
+	case op.Step == domain.StepAddNetwork:
+		for _, n := range nodes {
+			if n.Address == "" {
+				return nil // not placed yet; wait
+			}
+			if n.NextAddress != "" {
+				continue
+			}
+			addr, err := nw.AddNodeInterface(ctx, n.ID, op.VPCID)
+			if err != nil {
+				return r.finishOp(ctx, op.ID, &domain.Info{Code: "network_failed", Message: "the node could not join the destination network; the service keeps its current network"})
+			}
+			if err := nw.UseNetwork(ctx, n.ID, op.VPCID); err != nil {
+				return err
+			}
+			if err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+				cur.NextAddress = addr.String()
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+			o.Step = domain.StepSwitch
+			return nil
+		})
+
+	case op.Step == domain.StepSwitch:
+		return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+			o, err := store.Get[domain.Operation](ctx, tx, op.ID)
+			if err != nil || o.Step != domain.StepSwitch {
+				return err
+			}
+			s, err := store.Get[domain.Service](ctx, tx, svc.ID)
+			if err != nil {
+				return err
+			}
+			s.VPCID, s.UpdatedAt = o.VPCID, r.cfg.Now().UTC()
+			if err := store.Put(ctx, tx, s); err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				cur, err := store.Get[domain.Node](ctx, tx, n.ID)
+				if err != nil {
+					return err
+				}
+				if cur.NextAddress != "" {
+					cur.Address, cur.NextAddress = cur.NextAddress, ""
+				}
+				if err := r.issue(ctx, tx, cur); err != nil {
+					return err
+				}
+				cur.UpdatedAt = r.cfg.Now().UTC()
+				if err := store.Put(ctx, tx, cur); err != nil {
+					return err
+				}
+			}
+			rev, err := tx.BumpRevision(ctx)
+			if err != nil {
+				return err
+			}
+			o.Step, o.SwitchRevision, o.UpdatedAt = domain.StepRemoveNetwork, rev, r.cfg.Now().UTC()
+			return store.Put(ctx, tx, o)
+		})
+
+	case op.Step == domain.StepRemoveNetwork:
+		for _, n := range nodes {
+			if n.AppliedRevision < op.SwitchRevision {
+				return nil // an agent has not applied the switch yet
+			}
+		}
+		for _, n := range nodes {
+			if err := nw.RemoveNodeInterface(ctx, n.ID, op.FromVPCID); err != nil {
+				return err
+			}
+		}
+		return r.finishOp(ctx, op.ID, nil)
+	}
+	return fmt.Errorf("unknown step %q", op.Step)
+}
+
+// serviceNodes reads a service and its live nodes.
+func (r *Reconciler) serviceNodes(ctx context.Context, id string) (*domain.Service, []*domain.Node, error) {
+	var svc *domain.Service
+	var nodes []*domain.Node
+	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		if svc, err = store.Get[domain.Service](ctx, tx, id); err != nil {
+			return err
+		}
+		all, err := store.List[domain.Node](ctx, tx, store.Query{Parent: id})
+		for _, n := range all {
+			if n.State != domain.StateDeleting {
+				nodes = append(nodes, n)
+			}
+		}
+		return err
+	})
+	return svc, nodes, err
+}
+
+// finishOp ends an operation (failed with info, or succeeded when info is
+// nil) and gives the service back its running state.
+func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info) error {
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		o, err := store.Get[domain.Operation](ctx, tx, id)
+		if err != nil || domain.OperationMachine.Terminal(o.State) {
+			return err
+		}
+		o.State, o.Error, o.UpdatedAt = domain.StateSucceeded, info, r.cfg.Now().UTC()
+		if info != nil {
+			o.State = domain.StateFailed
+		}
+		if err := store.Put(ctx, tx, o); err != nil {
+			return err
+		}
+		s, err := store.Get[domain.Service](ctx, tx, o.TargetID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s.OperationID == o.ID {
+			s.OperationID = ""
+			if s.State == domain.StateMigrating {
+				s.State = domain.StateRunning
+			}
+			s.UpdatedAt = r.cfg.Now().UTC()
+			if err := store.Put(ctx, tx, s); err != nil {
+				return err
+			}
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
+}
+
+func (r *Reconciler) updateOp(ctx context.Context, id string, fn func(store.Tx, *domain.Operation) error) error {
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		o, err := store.Get[domain.Operation](ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, o); err != nil {
+			return err
+		}
+		o.UpdatedAt = r.cfg.Now().UTC()
+		if err := store.Put(ctx, tx, o); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
+}
