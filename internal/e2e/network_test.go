@@ -23,7 +23,8 @@ var pcxRE = regexp.MustCompile(`^pcx-[0-9a-f]{17}$`)
 // the quota, a request in the customer's inbox under the same pcx- ID,
 // acceptance with the provider-side route in the router, rejection, the
 // 7-day expiry by the cloud's clock, declared CIDRs that are not the
-// customer's, an unknown peer VPC, and deletion withdrawing the route.
+// customer's, an unknown peer VPC, deletion withdrawing the route, and the
+// VPC's deletion removing its router.
 func TestVPCAndPeerings(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("net")
@@ -159,6 +160,15 @@ func TestVPCAndPeerings(t *testing.T) {
 	}
 	if i := slices.IndexFunc(inbox, func(p localcloud.Peering) bool { return p.ID == p1.CloudPeeringID }); i < 0 || inbox[i].State != localcloud.PeeringDeleted {
 		t.Errorf("inbox after delete = %+v, want %s deleted", inbox, p1.CloudPeeringID)
+	}
+
+	// No live peering is left: the VPC can go, and its router with it.
+	if _, err := e.op.DeleteVPC(ctx, e.project, vpc.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitVPC(vpc.ID, "deleted")
+	if vs, err := e.stack.Cloud.VPCs(ctx); err != nil || slices.ContainsFunc(vs, func(v localcloud.VPC) bool { return v.ID == vpc.ID }) {
+		t.Errorf("local cloud VPCs after delete = %+v, %v; want no %s", vs, err, vpc.ID)
 	}
 }
 
