@@ -365,7 +365,7 @@ func (r *Reconciler) wait(ctx context.Context, rev int64) (int64, error) {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		n, err := r.cfg.Store.WaitRevision(wctx, rev)
 		cancel()
-		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) {
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || !time.Now().Before(deadline) {
 			return n, err
 		}
 		for _, p := range fresh {
