@@ -87,18 +87,21 @@ func simHostOut(h sim.Host) simHost {
 }
 
 // simCmd is `moat sim`: one subcommand group per kind of object of the
-// simulated customer cloud (hosts now; accounts, VPCs, peering requests,
-// routes and security groups as internal/sim gains them), each built by a
+// simulated customer cloud (hosts here; accounts, VPCs, the peering inbox,
+// routes, security groups and the clock in sim_cloud.go), each built by a
 // func like simHostCmd that is given run, which wraps a command's body with
 // the root check and the simulator of --data-dir.
 func (a *app) simCmd() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
 		Use:   "sim",
-		Short: "The simulated customer cloud of moat up: hosts on the internet (local, needs root)",
-		Long: `The simulated customer cloud of moat up, on this machine: hosts on the
-simulated internet, made of network namespaces, to connect to services from.
-These commands work on the local machine, not through the API, and need root.`,
+		Short: "The simulated customer cloud of moat up: accounts, VPCs, hosts, peering inbox (local, needs root)",
+		Long: `The simulated customer cloud of moat up, on this machine, made of network
+namespaces: hosts on the simulated internet, and customer (AWS) accounts
+with VPCs, hosts in them, a peering inbox, route tables and security-group
+egress rules, to connect to services from; and the clock peering requests
+expire by. These commands work on the local machine, not through the API,
+and need root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
 	// run wraps a subcommand's body: root check, then the simulator.
@@ -115,7 +118,13 @@ These commands work on the local machine, not through the API, and need root.`,
 		}
 	}
 	cmd.AddCommand(
+		a.simAccountCmd(run),
+		a.simVPCCmd(run),
 		a.simHostCmd(run),
+		a.simPeeringCmd(run),
+		a.simRouteCmd(run),
+		a.simSGCmd(run),
+		a.simClockCmd(run),
 		&cobra.Command{
 			Use:   "exec HOST -- CMD [ARGS...]",
 			Short: "Run a command on a simulated host; its streams and exit code are passed through",
@@ -136,28 +145,38 @@ type simRunFunc = func(func(cmd *cobra.Command, sm *sim.Sim, args []string) erro
 func (a *app) simHostCmd(run simRunFunc) *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Simulated hosts"}
 	var internet bool
+	var vpc string
 	create := &cobra.Command{
-		Use:   "create NAME --internet",
-		Short: "Create a host on the simulated internet (an address from 198.19.0.0/16); an existing one is kept",
-		Args:  args(cobra.ExactArgs(1)),
+		Use:   "create NAME (--internet | --vpc V)",
+		Short: "Create a host on the simulated internet (an address from 198.19.0.0/16) or in a customer VPC; an existing one is kept",
+		Example: `  moat sim host create laptop --internet
+  moat sim host create app --vpc vpc-0123456789abcdef0`,
+		Args: args(cobra.ExactArgs(1)),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
-			if !internet {
-				return &usageError{err: errors.New("say which network the host is on: --internet (the only one so far)"), cmd: cmd.CommandPath()}
+			if internet == (vpc != "") {
+				return &usageError{err: errors.New("say which network the host is on: --internet or --vpc V, exactly one"), cmd: cmd.CommandPath()}
 			}
 			return nil
 		},
 		RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
-			h, err := sm.CreateInternetHost(cmd.Context(), args[0])
-			if errors.Is(err, sim.ErrExists) {
-				return withHint(err, "choose another name, or delete it first: moat sim host delete "+args[0])
+			var h sim.Host
+			var err error
+			if internet {
+				h, err = sm.CreateInternetHost(cmd.Context(), args[0])
+			} else {
+				h, err = sm.CreateHost(cmd.Context(), args[0], vpc)
 			}
 			if err != nil {
-				return err
+				return simHints{
+					notFound: "check --vpc: " + hintVPCs,
+					exists:   "choose another name, or delete it first: moat sim host delete " + args[0],
+				}.wrap(err)
 			}
 			return a.print(simHostOut(h))
 		}),
 	}
 	create.Flags().BoolVar(&internet, "internet", false, "put the host on the simulated internet")
+	create.Flags().StringVar(&vpc, "vpc", "", "put the host in this customer VPC (vpc-…)")
 	cmd.AddCommand(
 		create,
 		&cobra.Command{
@@ -185,11 +204,8 @@ func (a *app) simHostCmd(run simRunFunc) *cobra.Command {
 				if err == nil {
 					err = sm.DeleteHost(cmd.Context(), args[0])
 				}
-				if errors.Is(err, sim.ErrNotFound) {
-					return withHint(err, "moat sim host list shows the hosts")
-				}
 				if err != nil {
-					return err
+					return simHints{notFound: hintHosts}.wrap(err)
 				}
 				return a.print(simHostOut(h))
 			}),
