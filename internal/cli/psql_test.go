@@ -205,7 +205,7 @@ func TestPsqlRefusals(t *testing.T) {
 		{"sim not root", 1000, []string{"sim", "host", "list"},
 			"moat: error: moat sim needs root: the simulated cloud is network namespaces on this machine\nmoat: hint: run it as root (sudo), on the machine of moat up\n"},
 		{"create without network", 0, []string{"sim", "host", "create", "x", "--data-dir", dir},
-			"moat: error: say which network the host is on: --internet (the only one so far)\nmoat: hint: see moat sim host create --help\n"},
+			"moat: error: say which network the host is on: --internet or --vpc V, exactly one\nmoat: hint: see moat sim host create --help\n"},
 		{"exec without command", 0, []string{"sim", "exec", "laptop", "--"},
 			"moat: error: no command after --\nmoat: hint: see moat sim exec --help\n"},
 	} {

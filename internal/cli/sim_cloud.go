@@ -90,6 +90,26 @@ func parseDays(s string) (time.Duration, error) {
 // maxDays bounds the days of parseDays, well within a time.Duration.
 const maxDays = 100_000
 
+// checkEgressFlags checks --protocol and --port of an egress rule, so
+// that a mistake names the flag (internal/sim checks the rule again).
+func checkEgressFlags(proto string, port int) error {
+	switch proto {
+	case "":
+		// Missing: cobra's check of required flags says so.
+	case "tcp", "udp":
+		if port < 1 || port > 65535 {
+			return fmt.Errorf("--port %d: protocol %s needs a port from 1 to 65535", port, proto)
+		}
+	case "all":
+		if port != 0 {
+			return fmt.Errorf("--port %d: protocol all covers every port; leave --port out", port)
+		}
+	default:
+		return fmt.Errorf("--protocol %q: use tcp, udp or all", proto)
+	}
+	return nil
+}
+
 // simAccount is a customer account as `moat sim` prints it.
 type simAccount struct {
 	ID      string    `json:"id"`
@@ -446,6 +466,12 @@ func (a *app) simSGCmd(run simRunFunc) *cobra.Command {
 		c.Flags().StringVar(&cidr, "cidr", "", "destination range, canonical IPv4, e.g. 10.0.0.0/17")
 		c.MarkFlagRequired("protocol")
 		c.MarkFlagRequired("cidr")
+		c.PreRunE = func(cmd *cobra.Command, _ []string) error {
+			if err := checkEgressFlags(proto, port); err != nil {
+				return &usageError{err: err, cmd: cmd.CommandPath()}
+			}
+			return nil
+		}
 	}
 	// hostOf fails with a hint naming --host unless host is a customer
 	// VPC host, so that a later not-found error is about the rule.
