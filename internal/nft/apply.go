@@ -96,6 +96,14 @@ func (f *Firewall) Apply(p Policy) error {
 	}
 	defer k.Close()
 	if f.last != nil && f.last.port == c.port {
+		// Keep the shards when the new ranges fit them, so that only
+		// the shards whose ranges changed are written.
+		if fits(c.allow4, f.last.cut4) {
+			c.cut4 = f.last.cut4
+		}
+		if fits(c.allow6, f.last.cut6) {
+			c.cut6 = f.last.cut6
+		}
 		gen, err := applyDelta(f.ns, k, f.gen, f.last, &c)
 		switch {
 		case err == nil:
@@ -133,11 +141,11 @@ func (f *Firewall) Apply(p Policy) error {
 // Current reads the policy enforced by the Moat table in ns, with merged
 // prefixes. It returns an error wrapping ErrNotFound when there is no table.
 func Current(ns netns.NsHandle) (Policy, error) {
-	c, err := read(ns)
+	st, err := read(ns)
 	if err != nil {
 		return Policy{}, fmt.Errorf("read firewall: %w", err)
 	}
-	return c.policy(), nil
+	return st.policy(), nil
 }
 
 // Delete removes the Moat table from ns; it is not an error if there is
@@ -302,7 +310,7 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		}
 		c.gen = "a"
 		for _, s := range oldSets {
-			if strings.HasSuffix(s.Name, "_a") {
+			if s.Name == setPeer4+"_a" {
 				c.gen = "b"
 			}
 		}
@@ -328,21 +336,35 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		Policy:   &policy,
 	})
 	if !recreate {
+		// Unbind the old sets and maps from every rule.
 		conn.FlushChain(ch)
 		for _, o := range oldChains {
 			if o.Name != ch.Name {
 				conn.FlushChain(o)
-				conn.DelChain(o)
 			}
 		}
 	}
+	fams := c.families()
+	chains := make(map[string]*nftables.Chain)
+	for _, f := range fams {
+		for _, sh := range f.shards {
+			chains[sh.name] = conn.AddChain(&nftables.Chain{Name: sh.name, Table: t})
+		}
+	}
 	sets := make(map[string]*nftables.Set)
-	for _, s := range c.sets() {
+	for _, s := range c.tableSets() {
 		set := newSet(t, s.name, s.v4)
+		if s.vmap {
+			set.IsMap, set.DataType = true, nftables.TypeVerdict
+		}
 		if err := addSet(conn, set); err != nil {
 			return fmt.Errorf("add set %s: %w", s.name, err)
 		}
-		if err := addElements(conn, set, s.v4, elements(s.spans), false); err != nil {
+		elems := elements(s.spans)
+		if s.vmap {
+			elems = jumpElements(s.jumps)
+		}
+		if err := addElements(conn, set, s.v4, elems, false); err != nil {
 			return err
 		}
 		sets[s.name] = set
@@ -350,8 +372,21 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 	for _, r := range c.rules() {
 		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets)})
 	}
+	for _, f := range fams {
+		for _, sh := range f.shards {
+			for _, r := range c.shardRules(f.v4, sh.name) {
+				conn.AddRule(&nftables.Rule{Table: t, Chain: chains[sh.name], Exprs: r.exprs(sets)})
+			}
+		}
+	}
+	// The old maps go before the old chains they jump to.
 	for _, o := range oldSets {
 		conn.DelSet(o)
+	}
+	for _, o := range oldChains {
+		if o.Name != ch.Name {
+			conn.DelChain(o)
+		}
 	}
 	if err := conn.Flush(); err != nil {
 		if !recreate {
@@ -360,6 +395,19 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// jumpElements returns the elements of a verdict map: each range's start
+// jumps to its chain.
+func jumpElements(jumps []jump) []nftables.SetElement {
+	var out []nftables.SetElement
+	for _, j := range jumps {
+		out = append(out, nftables.SetElement{Key: j.span.from.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: j.chain}})
+		if end := j.span.to.Next(); end.IsValid() {
+			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
 }
 
 // contents lists the sets and chains of the Moat table, nil if there is
@@ -399,11 +447,17 @@ var errUncached = errors.New("applied; ruleset generation unknown")
 // errStale means the ruleset is not the one the Firewall last verified.
 var errStale = errors.New("ruleset changed since the last apply")
 
+// errReshard means the new ranges do not fit the old shards.
+var errReshard = errors.New("shards change")
+
 // applyDelta changes the sets from old, held by the kernel at generation
 // gen, to c in one transaction, sending only the ranges that differ, and
 // verifies the result. It returns the new generation.
 func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uint32, error) {
 	c.gen = old.gen
+	if !slices.Equal(old.cut4, c.cut4) || !slices.Equal(old.cut6, c.cut6) {
+		return 0, errReshard
+	}
 	if g, err := k.gen(); err != nil {
 		return 0, err
 	} else if g != gen {
@@ -529,15 +583,15 @@ func diff(old, new []span) (del, add []span) {
 	return del, add
 }
 
-// verify reads the table back and, if its sets are not c's, locks the
-// table down and returns an error wrapping ErrMismatch.
+// verify reads the table back and, if its sets and maps are not c's,
+// locks the table down and returns an error wrapping ErrMismatch.
 func verify(ns netns.NsHandle, c *compiled) error {
 	got, err := read(ns)
-	if err == nil && got.port == c.port && equalSets(got, c) {
-		return nil
+	if err == nil {
+		err = got.differs(c)
 	}
 	if err == nil {
-		err = errors.New("content differs")
+		return nil
 	}
 	return lockDown(ns, c.port, err)
 }
@@ -551,27 +605,73 @@ func lockDown(ns netns.NsHandle, port uint16, cause error) error {
 	return fmt.Errorf("%w: %w (table locked down)", ErrMismatch, cause)
 }
 
-func equalSets(a, b *compiled) bool {
-	as, bs := a.sets(), b.sets()
-	for i := range as {
-		if !slices.Equal(as[i].spans, bs[i].spans) {
-			return false
-		}
-	}
-	return true
+// state is what the Moat table in a namespace holds.
+type state struct {
+	port uint16
+	sets map[string][]span    // every set's ranges, by name
+	maps map[string][]mapElem // every verdict map's elements, sorted
 }
 
-// read returns what the Moat table in ns enforces.
-func read(ns netns.NsHandle) (*compiled, error) {
+// differs returns an error saying how st differs from c, or nil.
+func (st *state) differs(c *compiled) error {
+	if st.port != c.port {
+		return fmt.Errorf("port %d, want %d", st.port, c.port)
+	}
+	want := c.sets()
+	if len(st.sets) != len(want) {
+		return fmt.Errorf("%d sets, want %d", len(st.sets), len(want))
+	}
+	for _, s := range want {
+		got, ok := st.sets[s.name]
+		if !ok {
+			return fmt.Errorf("set %s missing", s.name)
+		}
+		if !slices.Equal(got, s.spans) {
+			return fmt.Errorf("set %s: content differs", s.name)
+		}
+	}
+	fams := c.families()
+	if len(st.maps) != len(fams) {
+		return fmt.Errorf("%d maps, want %d", len(st.maps), len(fams))
+	}
+	for _, f := range fams {
+		want := f.mapElems()
+		sortMapElems(want)
+		if !slices.Equal(st.maps[f.vmap], want) {
+			return fmt.Errorf("map %s: content differs", f.vmap)
+		}
+	}
+	return nil
+}
+
+// policy returns what st admits: the union of its sets of each kind.
+func (st *state) policy() Policy {
+	var allow4, allow6, peers []span
+	for name, spans := range st.sets {
+		switch {
+		case strings.HasPrefix(name, setAllow4+"_"):
+			allow4 = append(allow4, spans...)
+		case strings.HasPrefix(name, setAllow6+"_"):
+			allow6 = append(allow6, spans...)
+		case strings.HasPrefix(name, setPeer4+"_"), strings.HasPrefix(name, setPeer6+"_"):
+			peers = append(peers, spans...)
+		}
+	}
+	c := compiled{port: st.port, allow4: normalize(allow4), allow6: normalize(allow6)}
+	c.peer4, c.peer6 = splitFamilies(normalize(peers))
+	return c.policy()
+}
+
+// readWorkers is how many sets are dumped at once, each on its own
+// socket.
+const readWorkers = 4
+
+// read returns what the Moat table in ns holds.
+func read(ns netns.NsHandle) (*state, error) {
 	conn, err := dial(ns, 0)
 	if err != nil {
 		return nil, err
 	}
-	k, err := dialKernel(ns)
-	if err != nil {
-		return nil, err
-	}
-	defer k.Close()
 	t, err := conn.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -579,21 +679,41 @@ func read(ns netns.NsHandle) (*compiled, error) {
 		}
 		return nil, fmt.Errorf("list table: %w", err)
 	}
-	c := &compiled{gen: "a"}
-	if _, err := conn.GetSetByName(t, c.setName(setAllow4)); err != nil {
-		c.gen = "b"
+	sets, err := conn.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
 	}
-	dst := map[string]*[]span{c.setName(setAllow4): &c.allow4, c.setName(setAllow6): &c.allow6, c.setName(setPeer4): &c.peer4, c.setName(setPeer6): &c.peer6}
-	for _, s := range c.sets() {
-		elems, err := k.elems(unix.NFPROTO_INET, s.name)
-		if err != nil {
-			return nil, err
-		}
-		spans, err := spansOfElems(elems, s.v4)
-		if err != nil {
-			return nil, fmt.Errorf("set %s: %w", s.name, err)
-		}
-		*dst[s.name] = spans
+	st := &state{sets: make(map[string][]span), maps: make(map[string][]mapElem)}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+		next atomic.Int64
+	)
+	for range min(readWorkers, len(sets)) {
+		wg.Go(func() {
+			k, err := dialKernel(ns)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			defer k.Close()
+			for i := int(next.Add(1)) - 1; i < len(sets); i = int(next.Add(1)) - 1 {
+				err := readSet(k, sets[i], st, &mu)
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	ch, err := conn.ListChain(t, "input")
 	if err != nil {
@@ -603,8 +723,41 @@ func read(ns netns.NsHandle) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
 	}
-	c.port = portOf(rules)
-	return c, nil
+	st.port = portOf(rules)
+	return st, nil
+}
+
+// readSet dumps the set or map s into st.
+func readSet(k *kernel, s *nftables.Set, st *state, mu *sync.Mutex) error {
+	v4 := strings.HasPrefix(s.Name, setAllow4) || strings.HasPrefix(s.Name, setPeer4)
+	if s.IsMap {
+		els, err := k.mapElems(unix.NFPROTO_INET, s.Name)
+		if err != nil {
+			return err
+		}
+		for _, e := range els {
+			if e.key.Is4() != v4 {
+				return fmt.Errorf("map %s: bad element key %v", s.Name, e.key)
+			}
+		}
+		sortMapElems(els)
+		mu.Lock()
+		st.maps[s.Name] = els
+		mu.Unlock()
+		return nil
+	}
+	els, err := k.elems(unix.NFPROTO_INET, s.Name)
+	if err != nil {
+		return err
+	}
+	spans, err := spansOfElems(els, v4)
+	if err != nil {
+		return fmt.Errorf("set %s: %w", s.Name, err)
+	}
+	mu.Lock()
+	st.sets[s.Name] = spans
+	mu.Unlock()
+	return nil
 }
 
 // spansOf converts interval-set elements back to the ranges they admit,

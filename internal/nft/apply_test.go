@@ -205,10 +205,18 @@ func TestRenderMatchesApply(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs the nft command (nftables)")
 	}
-	pol := Policy{Port: pgPort,
+	small := Policy{Port: pgPort,
 		AllowV4: prefixes("203.0.113.0/24 198.51.100.7/32 198.51.100.6/32 10.0.1.0/24 10.0.2.0/24 0.0.0.0/32"),
 		AllowV6: prefixes("2001:db8:1::/48 ffff::/16"),
 		Peers:   prefixes("198.18.5.2/32 2001:2::5/128 255.255.255.255/32")}
+	// Several shards per family, the last IPv4 one open-ended.
+	sharded := bigPolicy(3*shardElems/2, shardElems, 0, netip.MustParsePrefix("255.255.255.0/24"))
+	for _, pol := range []Policy{small, sharded} {
+		renderMatchesApply(t, pol)
+	}
+}
+
+func renderMatchesApply(t *testing.T, pol Policy) {
 	a, b := netnstest.New(t), netnstest.New(t)
 	if err := Apply(a.Handle, pol); err != nil {
 		t.Fatal(err)

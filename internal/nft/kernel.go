@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -258,14 +259,28 @@ const dumpBuf = 64 << 10
 // elems returns all the elements of set, decoded straight from the
 // receive buffer (a 100,000-prefix set is 200,000 elements).
 func (k *kernel) elems(family byte, set string) ([]elem, error) {
+	var out []elem
+	err := k.dumpElems(family, set, func(e elem, _ string) { out = append(out, e) })
+	return out, err
+}
+
+// mapElems returns all the elements of the verdict map set.
+func (k *kernel) mapElems(family byte, set string) ([]mapElem, error) {
+	var out []mapElem
+	err := k.dumpElems(family, set, func(e elem, chain string) { out = append(out, mapElem{e.key, e.end, chain}) })
+	return out, err
+}
+
+// dumpElems calls fn with every element of set, and the chain its
+// verdict jumps to if it has one.
+func (k *kernel) dumpElems(family byte, set string, fn func(e elem, chain string)) error {
 	data, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(TableName + "\x00")},
 		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(set + "\x00")},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []elem
 	err = k.roundTrip(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
@@ -282,6 +297,7 @@ func (k *kernel) elems(family byte, set string) ([]elem, error) {
 			}
 			return eachAttr(v, func(_ uint16, item []byte) error {
 				var e elem
+				var chain string
 				err := eachAttr(item, func(typ uint16, v []byte) error {
 					switch typ {
 					case unix.NFTA_SET_ELEM_KEY:
@@ -301,21 +317,33 @@ func (k *kernel) elems(family byte, set string) ([]elem, error) {
 							return errors.New("bad element flags")
 						}
 						e.end = binary.BigEndian.Uint32(v)&unix.NFT_SET_ELEM_INTERVAL_END != 0
+					case unix.NFTA_SET_ELEM_DATA:
+						return eachAttr(v, func(typ uint16, v []byte) error {
+							if typ != unix.NFTA_DATA_VERDICT {
+								return nil
+							}
+							return eachAttr(v, func(typ uint16, v []byte) error {
+								if typ == unix.NFTA_VERDICT_CHAIN {
+									chain = strings.TrimRight(string(v), "\x00")
+								}
+								return nil
+							})
+						})
 					}
 					return nil
 				})
 				if err == nil && !e.key.IsValid() {
 					err = errors.New("element without a key")
 				}
-				out = append(out, e)
+				fn(e, chain)
 				return err
 			})
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dump set %s: %w", set, err)
+		return fmt.Errorf("dump set %s: %w", set, err)
 	}
-	return out, nil
+	return nil
 }
 
 // eachAttr calls fn with the type (without the nested and byte-order

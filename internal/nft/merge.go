@@ -130,3 +130,17 @@ func comparePrefix(a, b netip.Prefix) int {
 	}
 	return cmp.Compare(a.Bits(), b.Bits())
 }
+
+// normalize sorts disjoint ranges and joins adjacent ones.
+func normalize(spans []span) []span {
+	slices.SortFunc(spans, func(a, b span) int { return a.from.Compare(b.from) })
+	var out []span
+	for _, s := range spans {
+		if n := len(out); n > 0 && out[n-1].to.Next() == s.from {
+			out[n-1].to = s.to
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}

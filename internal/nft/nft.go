@@ -82,13 +82,18 @@ type compiled struct {
 	port           uint16
 	allow4, allow6 []span
 	peer4, peer6   []span
+	// cut4 and cut6 split allow4 and allow6 into shards (see shard.go):
+	// shard k holds the ranges from cut[k-1] (the family's first address
+	// for k = 0) up to cut[k] excluded (the family's last address for the
+	// last shard). No range crosses a cut.
+	cut4, cut6 []netip.Addr
 	// gen tells the sets' generation in the kernel, "a" or "b": a full
 	// apply fills new sets of the other generation and deletes the old.
 	gen string
 }
 
-// setName returns the name in the kernel of the set base.
-func (c *compiled) setName(base string) string {
+// name returns the name in the kernel of the set, map or chain base.
+func (c *compiled) name(base string) string {
 	g := c.gen
 	if g == "" {
 		g = "a"
@@ -100,28 +105,33 @@ func compile(p Policy) (compiled, error) {
 	if err := p.Validate(); err != nil {
 		return compiled{}, err
 	}
-	var c compiled
-	c.port = p.Port
-	c.allow4 = mergeSpans(p.AllowV4)
-	c.allow6 = mergeSpans(p.AllowV6)
-	for _, s := range mergeSpans(p.Peers) {
-		if s.from.Is4() {
-			c.peer4 = append(c.peer4, s)
-		} else {
-			c.peer6 = append(c.peer6, s)
-		}
-	}
+	c := compiled{port: p.Port, allow4: mergeSpans(p.AllowV4), allow6: mergeSpans(p.AllowV6)}
+	c.peer4, c.peer6 = splitFamilies(mergeSpans(p.Peers))
+	c.cut4, c.cut6 = cutsOf(c.allow4), cutsOf(c.allow6)
 	return c, nil
 }
 
-// sets returns the compiled sets in table order.
-func (c *compiled) sets() []namedSet {
-	return []namedSet{
-		{c.setName(setAllow4), true, c.allow4},
-		{c.setName(setAllow6), false, c.allow6},
-		{c.setName(setPeer4), true, c.peer4},
-		{c.setName(setPeer6), false, c.peer6},
+// splitFamilies splits sorted spans into their IPv4 and IPv6 parts.
+func splitFamilies(spans []span) (v4, v6 []span) {
+	i := 0
+	for i < len(spans) && spans[i].from.Is4() {
+		i++
 	}
+	return spans[:i:i], spans[i:]
+}
+
+// sets returns the compiled plain sets in table order: the shards of
+// allow4, those of allow6, then peer4 and peer6.
+func (c *compiled) sets() []namedSet {
+	var out []namedSet
+	for _, f := range c.families() {
+		for _, sh := range f.shards {
+			out = append(out, namedSet{sh.name, f.v4, sh.spans})
+		}
+	}
+	return append(out,
+		namedSet{c.name(setPeer4), true, c.peer4},
+		namedSet{c.name(setPeer6), false, c.peer6})
 }
 
 type namedSet struct {

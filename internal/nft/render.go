@@ -23,22 +23,24 @@ func (c *compiled) render() string {
 	b.WriteString("# The firewall of one Moat node: one table, replaced atomically.\n")
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", TableName, TableName)
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
-	for _, s := range c.sets() {
-		typ := "ipv6_addr"
-		if s.v4 {
-			typ = "ipv4_addr"
+	for _, s := range c.tableSets() {
+		kind := "set"
+		if s.vmap {
+			kind = "map"
 		}
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", s.name, typ)
-		if len(s.spans) > 0 {
+		fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n\t\tflags interval\n", kind, s.name, typeName(s.v4, s.vmap))
+		var elems []string
+		for _, sp := range s.spans {
+			elems = append(elems, spanText(sp))
+		}
+		for i, m := range s.jumps {
+			elems = append(elems, spanText(m.span)+" : jump "+s.jumps[i].chain)
+		}
+		if len(elems) > 0 {
 			b.WriteString("\t\telements = {\n")
-			for i, sp := range s.spans {
-				b.WriteString("\t\t\t")
-				if p, ok := sp.prefix(); ok {
-					b.WriteString(p.String())
-				} else {
-					b.WriteString(sp.from.String() + "-" + sp.to.String())
-				}
-				if i < len(s.spans)-1 {
+			for i, e := range elems {
+				b.WriteString("\t\t\t" + e)
+				if i < len(elems)-1 {
 					b.WriteByte(',')
 				}
 				b.WriteByte('\n')
@@ -52,6 +54,36 @@ func (c *compiled) render() string {
 	for _, r := range c.rules() {
 		b.WriteString("\t\t" + r.text + "\n")
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	for _, f := range c.families() {
+		for _, sh := range f.shards {
+			fmt.Fprintf(&b, "\tchain %s {\n", sh.name)
+			for _, r := range c.shardRules(f.v4, sh.name) {
+				b.WriteString("\t\t" + r.text + "\n")
+			}
+			b.WriteString("\t}\n")
+		}
+	}
+	b.WriteString("}\n")
 	return b.String()
+}
+
+func typeName(v4, vmap bool) string {
+	t := "ipv6_addr"
+	if v4 {
+		t = "ipv4_addr"
+	}
+	if vmap {
+		t += " : verdict"
+	}
+	return t
+}
+
+// spanText writes a range as a prefix when it is exactly one, else as
+// "from-to".
+func spanText(sp span) string {
+	if p, ok := sp.prefix(); ok {
+		return p.String()
+	}
+	return sp.from.String() + "-" + sp.to.String()
 }

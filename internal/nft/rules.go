@@ -67,38 +67,65 @@ func (c *compiled) rules() []rule {
 			},
 		})
 	}
-	for _, s := range []struct {
+	// Clients: the source's shard is looked up in the family's verdict
+	// map, whose chain accepts the port (and echo requests) from the
+	// shard's set; a source in no set comes back here and is dropped.
+	for _, f := range []struct {
 		set string
 		v4  bool
-	}{{setAllow4, true}, {setAllow6, false}, {setPeer4, true}, {setPeer6, false}} {
+	}{{setAllow4, true}, {setAllow6, false}} {
 		rules = append(rules, rule{
-			fmt.Sprintf("%s saddr @%s tcp dport %d accept", ipName(s.v4), c.setName(s.set), c.port),
+			fmt.Sprintf("%s saddr vmap @%s", ipName(f.v4), c.name(f.set)),
 			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[c.setName(s.set)], s.v4)
-				e = append(e, l4proto(unix.IPPROTO_TCP)...)
-				e = append(e, transport(2, port)...)
-				return append(e, accept())
+				e := saddr(f.v4)
+				set := sets[c.name(f.set)]
+				return append(e, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: set.Name, SetID: set.ID})
 			},
 		})
 	}
-	// Echo requests from allowed clients, to help them debug reachability.
-	rules = append(rules,
-		rule{fmt.Sprintf("ip saddr @%s icmp type echo-request accept", c.setName(setAllow4)),
+	for _, s := range []struct {
+		set string
+		v4  bool
+	}{{setPeer4, true}, {setPeer6, false}} {
+		rules = append(rules, portRule(c.name(s.set), s.v4, port))
+	}
+	return rules
+}
+
+// shardRules are the rules of a shard's chain.
+func (c *compiled) shardRules(v4 bool, set string) []rule {
+	port := binary.BigEndian.AppendUint16(nil, c.port)
+	echo := rule{fmt.Sprintf("ip saddr @%s icmp type echo-request accept", set),
+		func(sets map[string]*nftables.Set) []expr.Any {
+			e := saddrIn(sets[set], true)
+			e = append(e, l4proto(unix.IPPROTO_ICMP)...)
+			e = append(e, transport(0, []byte{8})...)
+			return append(e, accept())
+		}}
+	if !v4 {
+		echo = rule{fmt.Sprintf("ip6 saddr @%s icmpv6 type echo-request accept", set),
 			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[c.setName(setAllow4)], true)
-				e = append(e, l4proto(unix.IPPROTO_ICMP)...)
-				e = append(e, transport(0, []byte{8})...)
-				return append(e, accept())
-			}},
-		rule{fmt.Sprintf("ip6 saddr @%s icmpv6 type echo-request accept", c.setName(setAllow6)),
-			func(sets map[string]*nftables.Set) []expr.Any {
-				e := saddrIn(sets[c.setName(setAllow6)], false)
+				e := saddrIn(sets[set], false)
 				e = append(e, l4proto(unix.IPPROTO_ICMPV6)...)
 				e = append(e, transport(0, []byte{128})...)
 				return append(e, accept())
-			}},
-	)
-	return rules
+			}}
+	}
+	// Echo requests from allowed clients, to help them debug reachability.
+	return []rule{portRule(set, v4, port), echo}
+}
+
+// portRule accepts TCP to port from the sources in set.
+func portRule(set string, v4 bool, port []byte) rule {
+	return rule{
+		fmt.Sprintf("%s saddr @%s tcp dport %d accept", ipName(v4), set, binary.BigEndian.Uint16(port)),
+		func(sets map[string]*nftables.Set) []expr.Any {
+			e := saddrIn(sets[set], v4)
+			e = append(e, l4proto(unix.IPPROTO_TCP)...)
+			e = append(e, transport(2, port)...)
+			return append(e, accept())
+		},
+	}
 }
 
 func ipName(v4 bool) string {
@@ -147,15 +174,17 @@ func ctRelated() []expr.Any {
 	}
 }
 
-func saddrIn(set *nftables.Set, v4 bool) []expr.Any {
+// saddr loads the source address into register 1.
+func saddr(v4 bool) []expr.Any {
 	e := nfproto(unix.NFPROTO_IPV6)
 	off, n := uint32(8), uint32(16)
 	if v4 {
 		e = nfproto(unix.NFPROTO_IPV4)
 		off, n = 12, 4
 	}
-	return append(e,
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
-	)
+	return append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+}
+
+func saddrIn(set *nftables.Set, v4 bool) []expr.Any {
+	return append(saddr(v4), &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
 }
