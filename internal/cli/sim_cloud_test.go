@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -210,7 +211,9 @@ func TestSimRenderGolden(t *testing.T) {
 // TestSimCloudCommands runs the customer-account commands of moat sim for
 // real: account create, vpc create (a non-canonical CIDR refused), host
 // create --vpc, route add to an unknown peering refused, sg egress
-// add/list/delete, the clock, and the deletes; in a local cloud of its own
+// add/list/delete, the peering inbox (requests made through localcloud, as
+// the local provider makes them: accepted and routed, rejected, expired by
+// moving the clock), and the deletes; in a local cloud of its own
 // (MOAT_LOCALCLOUD_PREFIX) and a data directory of its own. Needs root;
 // skips without it, fails under CI=true.
 func TestSimCloudCommands(t *testing.T) {
@@ -332,11 +335,76 @@ func TestSimCloudCommands(t *testing.T) {
 		t.Errorf("moat sim sg egress list after delete = %+v, want none", rules.Items)
 	}
 
+	// The inbox, with requests made as the local provider makes them:
+	// one accepted (and routed), one rejected, one left to expire.
+	ctx := context.Background()
+	prov, err := cloud.EnsureVPC(ctx, "vpc-prov", netip.MustParsePrefix("10.0.0.0/17"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func() string {
+		t.Helper()
+		p, err := cloud.RequestPeering(ctx, localcloud.PeeringRequest{
+			ID: localcloud.NewPeeringID(), RequesterVPC: prov.ID,
+			AccepterAccount: acc.ID, AccepterVPC: vpc.ID, AccepterRegion: vpc.Region,
+			DeclaredCIDRs: []netip.Prefix{netip.MustParsePrefix(vpc.CIDR)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.ID
+	}
+	accepted, rejected, expiring := request(), request(), request()
+	must(&inbox, "sim", "peering", "list", "--account", acc.ID)
+	if len(inbox.Items) != 3 {
+		t.Fatalf("moat sim peering list = %+v, want 3 requests", inbox.Items)
+	}
+	for _, p := range inbox.Items {
+		if p.State != "pending-acceptance" || p.RequesterVPC != prov.ID || p.AccepterVPC != vpc.ID || p.Expires.Sub(p.Created) != localcloud.PeeringExpiry {
+			t.Errorf("moat sim peering list: %+v, want pending-acceptance from %s to %s, expiring in 7 days", p, prov.ID, vpc.ID)
+		}
+	}
+	var route simRoute
+	must(&route, "sim", "route", "add", "--vpc", vpc.ID, "--destination", "10.0.0.0/17", "--target", accepted)
+	if route.State != "blackhole" || route.Target != accepted {
+		t.Errorf("moat sim route add via a pending peering = %+v, want a blackhole via %s", route, accepted)
+	}
+	var p simPeering
+	if must(&p, "sim", "peering", "accept", accepted); p.State != "active" {
+		t.Errorf("moat sim peering accept = %+v, want active", p)
+	}
+	if must(&routes, "sim", "route", "list", "--vpc", vpc.ID); len(routes.Items) != 1 || routes.Items[0].State != "active" {
+		t.Errorf("moat sim route list after accept = %+v, want one active route", routes.Items)
+	}
+	refused(`^moat: error: .*already exists\nmoat: hint: delete the route first`,
+		"sim", "route", "add", "--vpc", vpc.ID, "--destination", "10.0.0.0/17", "--target", accepted)
+	if must(&p, "sim", "peering", "reject", rejected); p.State != "rejected" {
+		t.Errorf("moat sim peering reject = %+v, want rejected", p)
+	}
+	refused(`^moat: error: .*wrong state\nmoat: hint: only a pending-acceptance request`, "sim", "peering", "accept", rejected)
+	refused(`^moat: error: .*in use\nmoat: hint: `, "sim", "vpc", "delete", vpc.ID)
+
 	var before, after simClock
 	must(&before, "sim", "clock", "show")
 	must(&after, "sim", "clock", "advance", "8d")
 	if d := after.Now.Sub(before.Now); d < 8*24*time.Hour || d > 8*24*time.Hour+time.Minute {
 		t.Errorf("moat sim clock advance 8d: %v → %v (%v), want 8 days later", before.Now, after.Now, d)
+	}
+	must(&inbox, "sim", "peering", "list", "--account", acc.ID)
+	states := map[string]string{}
+	for _, p := range inbox.Items {
+		states[p.ID] = p.State
+	}
+	if want := map[string]string{accepted: "active", rejected: "rejected", expiring: "expired"}; !maps.Equal(states, want) {
+		t.Errorf("moat sim peering list after 8 days = %v, want %v", states, want)
+	}
+
+	var deleted simRoute
+	if must(&deleted, "sim", "route", "delete", "--vpc", vpc.ID, "--destination", "10.0.0.0/17"); deleted.Destination != "10.0.0.0/17" || deleted.Target != accepted {
+		t.Errorf("moat sim route delete = %+v, want the route to 10.0.0.0/17", deleted)
+	}
+	if _, err := cloud.DeletePeering(ctx, accepted); err != nil {
+		t.Fatal(err)
 	}
 
 	if code, _, stderr := moat("sim", "host", "delete", "app"); code != 0 {
