@@ -45,20 +45,34 @@ func spanOf(p netip.Prefix) span {
 // mergeSpans returns the union of the valid prefixes in ps as sorted,
 // non-overlapping, non-adjacent ranges: IPv4 first, then IPv6.
 func mergeSpans(ps []netip.Prefix) []span {
+	return mergeSorted(sortedSpans(ps))
+}
+
+// sortedSpans returns the ranges of the valid prefixes in ps, sorted by
+// compareSpan.
+func sortedSpans(ps []netip.Prefix) []span {
 	spans := make([]span, 0, len(ps))
 	for _, p := range ps {
-		if !p.IsValid() {
-			continue
+		if p.IsValid() {
+			spans = append(spans, spanOf(p))
 		}
-		spans = append(spans, spanOf(p))
 	}
-	slices.SortFunc(spans, func(a, b span) int {
-		if c := a.from.Compare(b.from); c != 0 {
-			return c
-		}
-		return b.to.Compare(a.to) // wider first
-	})
-	out := spans[:0]
+	slices.SortFunc(spans, compareSpan)
+	return spans
+}
+
+// compareSpan orders ranges by start, the wider first.
+func compareSpan(a, b span) int {
+	if c := a.from.Compare(b.from); c != 0 {
+		return c
+	}
+	return b.to.Compare(a.to)
+}
+
+// mergeSorted returns the union of ranges sorted by compareSpan as
+// sorted, non-overlapping, non-adjacent ranges. It does not modify spans.
+func mergeSorted(spans []span) []span {
+	out := make([]span, 0, len(spans))
 	for _, s := range spans {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
@@ -75,6 +89,47 @@ func mergeSpans(ps []netip.Prefix) []span {
 		out = append(out, s)
 	}
 	return out
+}
+
+// maxInputDelta is the most prefixes an incremental compile takes out of
+// and puts into a list; a larger change is compiled from scratch.
+const maxInputDelta = 4096
+
+// patchSorted returns the sorted ranges of next, given those of prev
+// (sorted by sortedSpans). Callers change lists in place, append to them
+// or cut from them, so the prefixes of prev and next that differ are found
+// between their common head and common tail, in linear time and without
+// sorting; ok is false when that part is larger than maxInputDelta.
+func patchSorted(prev []netip.Prefix, sorted []span, next []netip.Prefix) (out []span, ok bool) {
+	i := 0
+	for i < len(prev) && i < len(next) && prev[i] == next[i] {
+		i++
+	}
+	j := 0
+	for j < len(prev)-i && j < len(next)-i && prev[len(prev)-1-j] == next[len(next)-1-j] {
+		j++
+	}
+	removed, added := prev[i:len(prev)-j], next[i:len(next)-j]
+	if len(removed)+len(added) > maxInputDelta {
+		return nil, false
+	}
+	rs, as := sortedSpans(removed), sortedSpans(added)
+	out = make([]span, 0, len(sorted)-len(rs)+len(as))
+	for _, s := range sorted {
+		for len(as) > 0 && compareSpan(as[0], s) < 0 {
+			out = append(out, as[0])
+			as = as[1:]
+		}
+		if len(rs) > 0 && rs[0] == s {
+			rs = rs[1:]
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(rs) > 0 {
+		return nil, false // prev and sorted disagree
+	}
+	return append(out, as...), true
 }
 
 // prefixes returns the minimal list of prefixes covering exactly s.

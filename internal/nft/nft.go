@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // TableName is the name of the inet table Moat owns in a node's namespace.
@@ -102,13 +103,47 @@ func (c *compiled) name(base string) string {
 }
 
 func compile(p Policy) (compiled, error) {
+	c, _, err := compileFrom(nil, p)
+	return c, err
+}
+
+// source is what an incremental compile starts from: the lists of the
+// last policy compiled (AllowV4, AllowV6, Peers), as the caller gave
+// them, and their ranges sorted before merging.
+type source struct {
+	lists  [3][]netip.Prefix
+	sorted [3][]span
+}
+
+// compileFrom compiles p; when prev is not nil it is the source of the
+// last policy, and the ranges of lists that changed little are patched
+// instead of sorted again. It returns the source of p when prev is not
+// nil.
+func compileFrom(prev *source, p Policy) (compiled, *source, error) {
 	if err := p.Validate(); err != nil {
-		return compiled{}, err
+		return compiled{}, nil, err
 	}
-	c := compiled{port: p.Port, allow4: mergeSpans(p.AllowV4), allow6: mergeSpans(p.AllowV6)}
-	c.peer4, c.peer6 = splitFamilies(mergeSpans(p.Peers))
+	lists := [3][]netip.Prefix{p.AllowV4, p.AllowV6, p.Peers}
+	var next source
+	for i, l := range lists {
+		ok := false
+		if prev != nil {
+			next.sorted[i], ok = patchSorted(prev.lists[i], prev.sorted[i], l)
+		}
+		if !ok {
+			next.sorted[i] = sortedSpans(l)
+		}
+	}
+	c := compiled{port: p.Port, allow4: mergeSorted(next.sorted[0]), allow6: mergeSorted(next.sorted[1])}
+	c.peer4, c.peer6 = splitFamilies(mergeSorted(next.sorted[2]))
 	c.cut4, c.cut6 = cutsOf(c.allow4), cutsOf(c.allow6)
-	return c, nil
+	if prev == nil {
+		return c, nil, nil
+	}
+	for i, l := range lists {
+		next.lists[i] = slices.Clone(l)
+	}
+	return c, &next, nil
 }
 
 // splitFamilies splits sorted spans into their IPv4 and IPv6 parts.
