@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -410,12 +409,7 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 			conn.DelChain(o)
 		}
 	}
-	tf := time.Now()
-	err = conn.Flush()
-	if debugPhases {
-		fmt.Println("flush", time.Since(tf))
-	}
-	if err != nil {
+	if err := conn.Flush(); err != nil {
 		if !recreate {
 			return fmt.Errorf("%w: commit: %w", errMalformed, err)
 		}
@@ -909,5 +903,3 @@ func verifyAll(ns netns.NsHandle, c *compiled, err error) (uint32, error) {
 	}
 	return 0, errUncached
 }
-
-var debugPhases = true
