@@ -71,6 +71,32 @@ func FuzzPolicy(f *testing.F) {
 				}
 			}
 		}
+		// Through the verdict map and the shard it jumps to, the table
+		// admits what the whole set does.
+		for _, f := range c.families() {
+			jumps := jumpElements(f.jumps())
+			for b := probeData; len(b) >= 4; b = b[4:] {
+				a := netip.AddrFrom4([4]byte(b[:4]))
+				whole := e4
+				if !f.v4 {
+					var a16 [16]byte
+					binary.BigEndian.PutUint32(a16[:], binary.BigEndian.Uint32(b[:4]))
+					a16[15] = b[3]
+					a, whole = netip.AddrFrom16(a16), e6
+				}
+				got := false
+				if chain := route(jumps, a); chain != "" {
+					for _, sh := range f.shards {
+						if sh.name == chain {
+							got = lookup(elements(sh.spans), a)
+						}
+					}
+				}
+				if want := lookup(whole, a); got != want {
+					t.Fatalf("through the shards %v is admitted = %v, want %v", a, got, want)
+				}
+			}
+		}
 		// Reading the elements back gives the compiled ranges.
 		for _, s := range c.sets() {
 			got, err := spansOf(elements(s.spans), s.v4)
@@ -91,4 +117,20 @@ func FuzzPolicy(f *testing.F) {
 			}
 		}
 	})
+}
+
+// route returns the chain the verdict map elements send a to, "" for none.
+func route(elems []nftables.SetElement, a netip.Addr) string {
+	best := -1
+	var bestKey netip.Addr
+	for i, e := range elems {
+		k, _ := netip.AddrFromSlice(e.Key)
+		if k.Compare(a) <= 0 && (best < 0 || k.Compare(bestKey) > 0 || k == bestKey && !e.IntervalEnd) {
+			best, bestKey = i, k
+		}
+	}
+	if best < 0 || elems[best].IntervalEnd {
+		return ""
+	}
+	return elems[best].VerdictData.Chain
 }

@@ -130,6 +130,15 @@ func (f family) mapElems() []mapElem {
 	return out
 }
 
+// jumps returns the ranges of f's verdict map and their chains.
+func (f family) jumps() []jump {
+	var out []jump
+	for _, sh := range f.shards {
+		out = append(out, jump{sh.span(f.v4), sh.name})
+	}
+	return out
+}
+
 // sortMapElems sorts map elements as the sets' elements are sorted.
 func sortMapElems(els []mapElem) {
 	slices.SortFunc(els, func(a, b mapElem) int {
@@ -157,11 +166,7 @@ type jump struct {
 func (c *compiled) tableSets() []tableSet {
 	var out []tableSet
 	for _, f := range c.families() {
-		m := tableSet{name: f.vmap, v4: f.v4, vmap: true}
-		for _, sh := range f.shards {
-			m.jumps = append(m.jumps, jump{sh.span(f.v4), sh.name})
-		}
-		out = append(out, m)
+		out = append(out, tableSet{name: f.vmap, v4: f.v4, vmap: true, jumps: f.jumps()})
 		for _, sh := range f.shards {
 			out = append(out, tableSet{name: sh.name, v4: f.v4, spans: sh.spans})
 		}
