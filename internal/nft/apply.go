@@ -247,10 +247,20 @@ func setBuffers(c *netlink.Conn, snd, rcv int) error {
 // one past its end.
 func elements(spans []span) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, 2*len(spans))
+	// One array holds every key: a 100,000-prefix set is 200,000 keys.
+	var keys []byte
+	if len(spans) > 0 {
+		keys = make([]byte, 0, 2*len(spans)*spans[0].from.BitLen()/8)
+	}
+	key := func(a netip.Addr) []byte {
+		n := len(keys)
+		keys, _ = a.AppendBinary(keys)
+		return keys[n:len(keys):len(keys)]
+	}
 	for _, s := range spans {
-		out = append(out, nftables.SetElement{Key: s.from.AsSlice()})
+		out = append(out, nftables.SetElement{Key: key(s.from)})
 		if end := s.to.Next(); end.IsValid() {
-			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+			out = append(out, nftables.SetElement{Key: key(end), IntervalEnd: true})
 		}
 	}
 	return out
@@ -836,7 +846,7 @@ func spansOfElems(els []elem, v4 bool) ([]span, error) {
 			slices.SortFunc(els, compareElem)
 		}
 	}
-	var out []span
+	out := make([]span, 0, len(els)/2+1)
 	add := func(s span) {
 		if n := len(out); n > 0 && out[n-1].to.Next() == s.from {
 			out[n-1].to = s.to
