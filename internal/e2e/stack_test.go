@@ -21,7 +21,7 @@ import (
 
 // require skips (or, under CI=true, fails) a test whose machine lacks
 // root, PostgreSQL or psql.
-func require(t *testing.T) {
+func require(t testing.TB) {
 	t.Helper()
 	var missing string
 	switch {
@@ -44,7 +44,7 @@ func require(t *testing.T) {
 
 // env is a running stack and an admin of one project on it.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	prefix  string
 	stack   *up.Stack
@@ -56,7 +56,7 @@ type env struct {
 
 // start runs a stack on dir (a new one when dir is "") with the namespace
 // prefix (a new one when "").
-func start(t *testing.T, dir, prefix string) *env {
+func start(t testing.TB, dir, prefix string) *env {
 	t.Helper()
 	require(t)
 	if dir == "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -196,6 +197,7 @@ func (e *env) finish(op apitype.Operation) apitype.Service {
 type writer struct {
 	mu    sync.Mutex
 	acked []int
+	times []time.Time
 	last  time.Time
 	gap   time.Duration
 	quit  chan struct{}
@@ -233,6 +235,7 @@ func (e *env) startWriter(host, pw string, names ...string) *writer {
 				now := time.Now()
 				w.mu.Lock()
 				w.acked = append(w.acked, i)
+				w.times = append(w.times, now)
 				w.gap = max(w.gap, now.Sub(w.last))
 				w.last = now
 				w.mu.Unlock()
@@ -247,6 +250,35 @@ func (w *writer) after(t time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.last.After(t)
+}
+
+// gapSince returns the longest time between consecutive commits from the
+// last commit before t on.
+func (w *writer) gapSince(t time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(w.times); i++ {
+		if w.times[i].After(t) {
+			gap = max(gap, w.times[i].Sub(w.times[i-1]))
+		}
+	}
+	return gap
+}
+
+// interval returns the median time between consecutive commits.
+func (w *writer) interval() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var d []time.Duration
+	for i := 1; i < len(w.times); i++ {
+		d = append(d, w.times[i].Sub(w.times[i-1]))
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 func (w *writer) stop() ([]int, time.Duration) {

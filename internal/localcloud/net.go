@@ -239,6 +239,15 @@ func (c *Cloud) ensureBridge(ctx context.Context, ns string, addr netip.Prefix) 
 				return fmt.Errorf("find bridge: %w", err)
 			}
 		}
+		// Pin the bridge's MAC address. Left alone, a Linux bridge takes
+		// the lowest MAC of its ports and changes it when a port joins or
+		// leaves, and every neighbour's ARP entry for the gateway goes
+		// stale until it is probed again: seconds without a gateway (seen
+		// as DNS lookups through a NAT failing when another VPC's uplink
+		// joined the internet bridge). A MAC set explicitly never changes.
+		if err := h.LinkSetHardwareAddr(br, br.Attrs().HardwareAddr); err != nil {
+			return fmt.Errorf("pin bridge address: %w", err)
+		}
 		addrs, err := h.AddrList(br, netlink.FAMILY_V4)
 		if err != nil {
 			return fmt.Errorf("list bridge addresses: %w", err)

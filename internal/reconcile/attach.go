@@ -15,14 +15,15 @@ import (
 // the new path works before the old one goes:
 //
 //  1. add-network: each node gets an interface on the destination network
-//     (its address there is recorded as NextAddress) and its default route.
+//     (its address there is recorded as NextAddress).
 //  2. switch: in one transaction the service's VPC and the nodes' addresses
 //     change and their certificates are reissued; the desired-state
 //     revision it commits is recorded. Agents apply it: firewalls admit the
 //     new sources only (an attached service admits nothing from the
 //     internet), DNS publishes the other name.
-//  3. remove-network: once every node reports that revision, the old
-//     interfaces are removed and the operation succeeds.
+//  3. remove-network: the nodes' default route moves to the new network;
+//     once every node reports the switch's revision, the old interfaces
+//     are removed and the operation succeeds.
 func (r *Reconciler) operations(ctx context.Context) error {
 	var ops []*domain.Operation
 	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
@@ -73,9 +74,6 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 			addr, err := nw.AddNodeInterface(ctx, n.ID, op.VPCID)
 			if err != nil {
 				return r.finishOp(ctx, op.ID, &domain.Info{Code: "network_failed", Message: "the node could not join the destination network; the service keeps its current network"})
-			}
-			if err := nw.UseNetwork(ctx, n.ID, op.VPCID); err != nil {
-				return err
 			}
 			if err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
 				cur.NextAddress = addr.String()
@@ -128,6 +126,15 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		})
 
 	case op.Step == domain.StepRemoveNetwork:
+		// Route through the new network only now: until the switch, the
+		// old path's clients (peers beyond the VPC router, say) need
+		// their replies to leave the old way. Idempotent, so a pass that
+		// waits for the agents repeats it harmlessly.
+		for _, n := range nodes {
+			if err := nw.UseNetwork(ctx, n.ID, op.VPCID); err != nil {
+				return err
+			}
+		}
 		for _, n := range nodes {
 			if n.AppliedRevision < op.SwitchRevision {
 				return nil // an agent has not applied the switch yet
