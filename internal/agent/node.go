@@ -449,12 +449,12 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 		return postgres.Config{}, errors.New("tls: no server certificate or key")
 	}
 	cfg := postgres.Config{
-		Name:            n.id,
-		BinDir:          n.a.cfg.PGBinDir,
-		DataDir:         n.dataDir(),
-		TLSDir:          n.tlsDir(),
-		SocketDir:       n.socketDir(),
-		LogFile:         n.logFile(),
+		Name:      n.id,
+		BinDir:    n.a.cfg.PGBinDir,
+		DataDir:   n.dataDir(),
+		TLSDir:    n.tlsDir(),
+		SocketDir: n.socketDir(),
+		LogFile:   n.logFile(),
 		// Every address of the node's own namespace: it holds only the
 		// node's interfaces, and an attach or detach then changes the
 		// node's address without restarting PostgreSQL.
