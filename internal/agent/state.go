@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/atomicfile"
 )
 
 // stateVersion is the version of agent-state.json's format.
@@ -54,51 +55,8 @@ func (a *Agent) saveState(d apitype.HostDesired) error {
 	if err != nil {
 		return fmt.Errorf("save agent state: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(a.cfg.DataDir, stateFile), b, 0o600, !a.cfg.NoSync); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(a.cfg.DataDir, stateFile), b, 0o600); err != nil {
 		return fmt.Errorf("save agent state: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, created with mode perm and renamed over path; with sync, the
-// file and the directory are synced.
-func writeFileAtomic(path string, data []byte, perm os.FileMode, sync bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if sync {
-		d, err := os.Open(dir)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
 	}
 	return nil
 }

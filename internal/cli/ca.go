@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moatdb/moat/internal/atomicfile"
 )
 
 func (a *app) caCmd() *cobra.Command {
@@ -28,7 +30,7 @@ func (a *app) caCmd() *cobra.Command {
 				pemText += "\n"
 			}
 			if out != "" {
-				if err := writeFileAtomic(out, []byte(pemText), 0o644); err != nil {
+				if err := atomicfile.WriteFile(out, []byte(pemText), 0o644); err != nil {
 					return fmt.Errorf("write the CA: %w", err)
 				}
 				return nil

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moatdb/moat/internal/atomicfile"
 )
 
 // passwordsVersion is the version of the password file this CLI writes
@@ -117,7 +119,10 @@ func savePassword(path, svc string, cred credential) error {
 	if err != nil {
 		return fmt.Errorf("encode passwords: %w", err)
 	}
-	if err := writeFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("save password: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save password: %w", err)
 	}
 	return nil

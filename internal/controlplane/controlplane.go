@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/pki"
@@ -131,7 +132,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(cfg.DataDir, AuditKeyFile), audit.MarshalPublicKey(cp.signer.PublicKey()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(cfg.DataDir, AuditKeyFile), audit.MarshalPublicKey(cp.signer.PublicKey()), 0o644); err != nil {
 		return nil, err
 	}
 	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {
@@ -314,7 +315,7 @@ func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
 			if err := tx.PutMeta(ctx, metaKey, cp.Keys.Seal(keyPEM, []byte(metaKey))); err != nil {
 				return err
 			}
-			return writeFileAtomic(caPath, ca.CertPEM, 0o644)
+			return atomicfile.WriteFile(caPath, ca.CertPEM, 0o644)
 		default:
 			return err
 		}
@@ -360,7 +361,7 @@ func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domai
 	if err != nil {
 		return fmt.Errorf("create %s token: %w", role, err)
 	}
-	return writeFileAtomic(path, []byte(apiserver.FormatToken(tok.ID, secretStr)+"\n"), 0o600)
+	return atomicfile.WriteFile(path, []byte(apiserver.FormatToken(tok.ID, secretStr)+"\n"), 0o600)
 }
 
 // loadOrCreateCA returns the CA kept in the store under name (certificate
@@ -421,32 +422,4 @@ func dedupe(in []string) []string {
 		}
 	}
 	return out
-}
-
-// writeFileAtomic writes data to path through a synced temporary file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

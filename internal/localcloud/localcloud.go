@@ -42,6 +42,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/moatdb/moat/internal/atomicfile"
 )
 
 // Errors callers branch on.
@@ -362,7 +364,7 @@ func (c *Cloud) SetResolver(ns string, addr netip.Addr) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("set resolver of %s: %w", ns, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+addr.String()+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+addr.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("set resolver of %s: %w", ns, err)
 	}
 	return nil
@@ -393,31 +395,4 @@ func (c *Cloud) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("cleanup %s*: %w", c.prefix, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file, fsync and
-// rename, so readers see the old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/moatdb/moat/internal/atomicfile"
 )
 
 // The peering registry: what the cloud itself knows about peering requests
@@ -171,7 +173,7 @@ func (c *Cloud) saveRegistry(r *registry) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(c.statePath, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(c.statePath, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save registry: %w", err)
 	}
 	return nil

@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/localcloud"
 )
 
@@ -343,38 +344,8 @@ func (s *Sim) update(ctx context.Context, f func(*state) error) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, stateFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, stateFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data through a synced temporary file
-// and a rename, then syncs the directory.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
