@@ -1,0 +1,407 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moatdb/moat/internal/backup"
+	"github.com/moatdb/moat/internal/objstore"
+)
+
+// Backup describes a stored base backup: the manifest stored beside it.
+type Backup struct {
+	// Label names the backup: its start time, UTC, as 20060102T150405Z.
+	Label string `json:"label"`
+	// Timeline is the timeline it was taken on.
+	Timeline uint32 `json:"timeline"`
+	// StartLSN and StartWAL are where recovery from it starts: the
+	// earliest WAL it needs.
+	StartLSN string `json:"start_lsn"`
+	StartWAL string `json:"start_wal"`
+	// EndLSN is where it is consistent: recovery must replay at least
+	// this far. Empty if pg_basebackup did not report it.
+	EndLSN string `json:"end_lsn,omitempty"`
+	// StartTime and EndTime bracket the backup. A point in time after
+	// EndTime can be recovered from it.
+	StartTime time.Time `json:"start_time"`
+	EndTime   time.Time `json:"end_time"`
+	// Size is the size of the tar; StoredSize of the encrypted object.
+	Size       int64 `json:"size"`
+	StoredSize int64 `json:"stored_size"`
+	// Object is the key of the encrypted tar in the store.
+	Object string `json:"object"`
+	// KeyFingerprint is the fingerprint of the public key it is
+	// encrypted to.
+	KeyFingerprint string `json:"key_fingerprint"`
+}
+
+// labelFormat is the layout of a backup's label.
+const labelFormat = "20060102T150405Z"
+
+// now is time.Now; tests replace it.
+var now = time.Now
+
+// BaseBackup takes a base backup of the server at connString (a libpq
+// connection string for a role with the REPLICATION attribute) with
+// `pg_basebackup -D - -Ft -X none --checkpoint=fast` and streams the tar,
+// encrypted (moat1, compressed), into the store; nothing is written
+// locally. The manifest is stored after the tar, so a backup that fails
+// part way is never listed; its partial object, if any, is not visible
+// (objstore.Put is atomic). The cluster must have a single tablespace, and
+// the backup is usable only with the WAL archived from its start on (-X
+// none).
+func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, error) {
+	pub, err := cfg.publicKey()
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	fp, err := backup.KeyFingerprint(pub)
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	st, err := cfg.store()
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	bin, err := pgBin(cfg, "pg_basebackup")
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	start := now().UTC()
+	b := Backup{Label: start.Format(labelFormat), StartTime: start, Timeline: cfg.Timeline, KeyFingerprint: fp.String()}
+	b.Object, err = objstore.Key(cfg.Region, cfg.Service, cfg.Timeline, objstore.KindBase, b.Label+".tar")
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	mkey := strings.TrimSuffix(b.Object, ".tar") + ".json"
+	if _, err := st.Stat(ctx, mkey); err == nil {
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, ErrExists)
+	}
+
+	cmd := exec.CommandContext(ctx, bin, "-d", connString, "-D", "-", "-Ft", "-X", "none",
+		"--checkpoint=fast", "-l", "moat "+b.Label, "-v")
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	var stderr tailBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return Backup{}, fmt.Errorf("base backup: start pg_basebackup: %w", err)
+	}
+	head := &headBuffer{max: 1 << 20}
+	wait := sync.OnceValue(func() error {
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("pg_basebackup: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return nil
+	})
+	src := &countReader{r: &exitReader{r: io.TeeReader(stdout, head), wait: wait}}
+	pr, pw := io.Pipe()
+	encrypted := make(chan struct{})
+	go func() {
+		defer close(encrypted)
+		pw.CloseWithError(Encrypt(pw, src, pub, EncryptOptions{Format: backup.FormatMoat1, Compress: true}))
+	}()
+	stored := &countReader{r: pr}
+	err = st.Put(ctx, b.Object, stored)
+	pr.CloseWithError(errors.New("upload ended"))
+	if err != nil {
+		cmd.Process.Kill() // an error if it has exited already
+		<-encrypted
+		wait()
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
+	}
+	<-encrypted
+	if err := wait(); err != nil { // already nil, or Put would have failed
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
+	}
+	b.EndTime = now().UTC()
+	b.Size, b.StoredSize = src.n, stored.n
+	if err := parseBackupLabel(head.Bytes(), &b); err != nil {
+		st.Delete(ctx, b.Object)
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
+	}
+	if m := endLSN.FindSubmatch(stderr.Bytes()); m != nil {
+		b.EndLSN = string(m[1])
+	}
+	mj, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
+	}
+	if err := st.Put(ctx, mkey, bytes.NewReader(append(mj, '\n'))); err != nil {
+		return Backup{}, fmt.Errorf("base backup %s: store manifest: %w", b.Label, err)
+	}
+	return b, nil
+}
+
+var (
+	endLSN     = regexp.MustCompile(`write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)`)
+	startWAL   = regexp.MustCompile(`(?m)^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)$`)
+	startTLine = regexp.MustCompile(`(?m)^START TIMELINE: ([0-9]+)$`)
+)
+
+// parseBackupLabel finds backup_label, the first member of pg_basebackup's
+// base.tar, in the head of the stream.
+func parseBackupLabel(head []byte, b *Backup) error {
+	tr := tar.NewReader(bytes.NewReader(head))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return fmt.Errorf("no backup_label at the start of pg_basebackup's tar: %w", err)
+		}
+		if h.Name != "backup_label" {
+			continue
+		}
+		lbl, err := io.ReadAll(tr)
+		if err != nil {
+			return fmt.Errorf("read backup_label: %w", err)
+		}
+		m := startWAL.FindSubmatch(lbl)
+		if m == nil {
+			return fmt.Errorf("backup_label has no START WAL LOCATION: %q", lbl)
+		}
+		b.StartLSN, b.StartWAL = string(m[1]), string(m[2])
+		if m := startTLine.FindSubmatch(lbl); m != nil {
+			if tl, err := strconv.ParseUint(string(m[1]), 10, 32); err == nil {
+				b.Timeline = uint32(tl)
+			}
+		}
+		return nil
+	}
+}
+
+// pgBin finds a PostgreSQL client program.
+func pgBin(cfg *Config, name string) (string, error) {
+	dir := cfg.PGBinDir
+	if dir == "" {
+		dir = os.Getenv("MOAT_PG_BINDIR")
+	}
+	if dir == "" {
+		if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+			dir = strings.TrimSpace(string(out))
+		}
+	}
+	if dir != "" {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w (set pg_bin_dir or MOAT_PG_BINDIR)", name, err)
+	}
+	return p, nil
+}
+
+// ListBackups returns the service's completed base backups, on every
+// timeline, oldest first.
+func ListBackups(ctx context.Context, cfg *Config) ([]Backup, error) {
+	st, err := cfg.store()
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	prefix, err := objstore.ServicePrefix(cfg.Region, cfg.Service)
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	var out []Backup
+	for _, o := range objs {
+		if !strings.Contains(o.Key, "/"+string(objstore.KindBase)+"/") || !strings.HasSuffix(o.Key, ".json") {
+			continue
+		}
+		raw, err := readSmall(ctx, st, o.Key)
+		if err != nil {
+			return nil, fmt.Errorf("list backups: %w", err)
+		}
+		var b Backup
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, fmt.Errorf("list backups: manifest %s: %w", o.Key, err)
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b Backup) int { return a.StartTime.Compare(b.StartTime) })
+	return out, nil
+}
+
+// FetchBaseBackup writes the plaintext tar of b to w. Only verified bytes
+// reach w, but a backup that fails part way leaves w with a prefix: a
+// restore must treat any error as a failed restore.
+func FetchBaseBackup(ctx context.Context, cfg *Config, b Backup, w io.Writer) error {
+	priv, err := cfg.privateKey()
+	if err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	st, err := cfg.store()
+	if err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	rc, err := st.Get(ctx, b.Object)
+	if err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	defer rc.Close()
+	if err := Decrypt(w, rc, priv); err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	return nil
+}
+
+// Prune applies retention: it deletes every base backup that is neither
+// among the keepCount newest nor younger than keepAge (keepAge 0: by count
+// alone), then every archived WAL file from before the start of the oldest
+// backup kept. Timeline history files are kept. keepCount must be at least
+// 1: Prune never deletes the newest backup. It returns the backups it
+// deleted.
+func Prune(ctx context.Context, cfg *Config, keepCount int, keepAge time.Duration) ([]Backup, error) {
+	if keepCount < 1 {
+		return nil, fmt.Errorf("prune: keep count %d: must be at least 1", keepCount)
+	}
+	if keepAge < 0 {
+		return nil, fmt.Errorf("prune: keep age %v: must not be negative", keepAge)
+	}
+	all, err := ListBackups(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	st, err := cfg.store()
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	cutoff := now().Add(-keepAge)
+	var deleted []Backup
+	kept := all
+	for i, b := range all[:max(len(all)-keepCount, 0)] {
+		if keepAge > 0 && !b.EndTime.Before(cutoff) {
+			break // this and every newer one are young enough
+		}
+		// The manifest first: a half-deleted backup is not listed.
+		if err := st.Delete(ctx, strings.TrimSuffix(b.Object, ".tar")+".json"); err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		if err := st.Delete(ctx, b.Object); err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		deleted = append(deleted, b)
+		kept = all[i+1:]
+	}
+	oldest := kept[0].StartWAL
+	if len(oldest) != 24 {
+		return deleted, nil
+	}
+	prefix, _ := objstore.ServicePrefix(cfg.Region, cfg.Service)
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return deleted, fmt.Errorf("prune wal: %w", err)
+	}
+	for _, o := range objs {
+		i := strings.Index(o.Key, "/"+string(objstore.KindWAL)+"/")
+		if i < 0 {
+			continue
+		}
+		name := o.Key[i+len(objstore.KindWAL)+2:]
+		if len(name) < 24 || !isHex(name[:24]) || strings.HasSuffix(name, ".history") || strings.HasSuffix(name, ".history"+digestSuffix) {
+			continue
+		}
+		// Positions compare as the last 16 hex digits (log and segment
+		// number), whatever the timeline: recovery from the oldest kept
+		// backup starts at its start position.
+		if name[8:24] < oldest[8:24] {
+			if err := st.Delete(ctx, o.Key); err != nil {
+				return deleted, fmt.Errorf("prune wal: %w", err)
+			}
+		}
+	}
+	return deleted, nil
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// exitReader returns wait's error at the end of r, so that a process that
+// fails is never taken for a complete stream.
+type exitReader struct {
+	r    io.Reader
+	wait func() error
+	err  error
+}
+
+func (e *exitReader) Read(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		if werr := e.wait(); werr != nil {
+			err = werr
+		}
+		e.err = err
+	}
+	return n, err
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// headBuffer keeps the first max bytes written to it.
+type headBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	if room := h.max - h.Len(); room > 0 {
+		h.Buffer.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// tailBuffer keeps the last 64 KiB written to it (pg_basebackup's stderr).
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 64<<10 {
+		t.b = t.b[len(t.b)-64<<10:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Bytes() []byte { return t.b }
