@@ -102,8 +102,10 @@ them once with "moat login". Commands on a project's objects use --project
 		a.auditCmd(),
 		a.caCmd(),
 		a.simCmd(),
+		a.backupCmd(),
 	)
 	root.AddCommand(serverCommands()...)
+	root.AddCommand(walCommands()...)
 	for _, c := range root.Commands() {
 		groupArgs(c)
 	}
