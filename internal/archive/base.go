@@ -105,13 +105,14 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		return Backup{}, fmt.Errorf("base backup: start pg_basebackup: %w", err)
 	}
 	head := &headBuffer{max: 1 << 20}
+	tail := &tailBuffer{}
 	wait := sync.OnceValue(func() error {
 		if err := cmd.Wait(); err != nil {
 			return fmt.Errorf("pg_basebackup: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 		}
 		return nil
 	})
-	src := &countReader{r: &exitReader{r: io.TeeReader(stdout, head), wait: wait}}
+	src := &countReader{r: &exitReader{r: io.TeeReader(stdout, io.MultiWriter(head, tail)), wait: wait}}
 	pr, pw := io.Pipe()
 	encrypted := make(chan struct{})
 	go func() {
@@ -137,8 +138,10 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		st.Delete(ctx, b.Object)
 		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
-	if m := endLSN.FindSubmatch(stderr.Bytes()); m != nil {
-		b.EndLSN = string(m[1])
+	// The backup manifest pg_basebackup appends to the tar holds the end
+	// of the WAL range the backup needs.
+	if m := endLSN.FindAllSubmatch(tail.Bytes(), -1); m != nil {
+		b.EndLSN = string(m[len(m)-1][1])
 	}
 	mj, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
@@ -151,7 +154,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 }
 
 var (
-	endLSN     = regexp.MustCompile(`write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)`)
+	endLSN     = regexp.MustCompile(`"End-LSN": "([0-9A-F]+/[0-9A-F]+)"`)
 	startWAL   = regexp.MustCompile(`(?m)^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)$`)
 	startTLine = regexp.MustCompile(`(?m)^START TIMELINE: ([0-9]+)$`)
 )
@@ -393,7 +396,7 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// tailBuffer keeps the last 64 KiB written to it (pg_basebackup's stderr).
+// tailBuffer keeps the last 64 KiB written to it.
 type tailBuffer struct{ b []byte }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
