@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,13 @@ import (
 // to the first commit after it. p50 over 10 attaches and 10 detaches. The
 // reference is the writer's own commit interval when nothing moves.
 // Run: ./bench/attach/run.sh
+// benchRounds is how many attaches (and detaches) are measured.
+var benchRounds = 10
+
 func BenchmarkAttachUnavailability(b *testing.B) {
+	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
+		benchRounds = n
+	}
 	e := start(b, "", "")
 	e.newProject("bench")
 	ctx := e.ctx()
@@ -51,7 +58,7 @@ func BenchmarkAttachUnavailability(b *testing.B) {
 	w := e.startWriter(cust.Name, pw, private, public)
 	time.Sleep(time.Second)
 	var attach, detach []time.Duration
-	for range 10 {
+	for range benchRounds {
 		for _, dir := range []string{"attach", "detach"} {
 			before := time.Now()
 			if dir == "attach" {

@@ -669,7 +669,11 @@ func (c *Cloud) attach(ns string, n network, pool netip.Prefix) (Interface, erro
 		}
 		return c.withNS(n.ns, func(bfd netns.NsHandle, bh *netlink.Handle) error {
 			veth := &netlink.Veth{
-				LinkAttrs:     netlink.LinkAttrs{Name: ifc.Name, TxQLen: -1},
+				// The MAC follows the address: an address given back to
+				// a host (detach, then attach again) keeps its MAC, so
+				// the neighbours' ARP entries stay right instead of
+				// blackholing it until they expire.
+				LinkAttrs:     netlink.LinkAttrs{Name: ifc.Name, TxQLen: -1, HardwareAddr: macFor(ifc.Addr.Addr())},
 				PeerName:      port,
 				PeerNamespace: netlink.NsFd(bfd),
 			}
@@ -790,4 +794,11 @@ func waitOperUp(h *netlink.Handle, name string) error {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// macFor is the locally administered unicast MAC of an IPv4 address:
+// 02:4d (for "Moat") and the address's four bytes.
+func macFor(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x4d, b[0], b[1], b[2], b[3]}
 }

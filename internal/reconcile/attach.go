@@ -88,7 +88,7 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		})
 
 	case op.Step == domain.StepSwitch:
-		return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 			o, err := store.Get[domain.Operation](ctx, tx, op.ID)
 			if err != nil || o.Step != domain.StepSwitch {
 				return err
@@ -124,6 +124,18 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 			o.Step, o.SwitchRevision, o.UpdatedAt = domain.StepRemoveNetwork, rev, r.cfg.Now().UTC()
 			return store.Put(ctx, tx, o)
 		})
+		if err != nil {
+			return err
+		}
+		// The new path's clients may connect as soon as DNS and the
+		// firewalls follow the switch: route their replies the new way
+		// now rather than a pass later.
+		for _, n := range nodes {
+			if err := nw.UseNetwork(ctx, n.ID, op.VPCID); err != nil {
+				return err
+			}
+		}
+		return nil
 
 	case op.Step == domain.StepRemoveNetwork:
 		// Route through the new network only now: until the switch, the
