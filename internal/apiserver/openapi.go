@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -100,7 +99,6 @@ func opID(rt Route) string {
 
 // schemaGen turns Go wire types into JSON Schema components.
 type schemaGen struct {
-	mu   sync.Mutex
 	defs map[string]any
 }
 

@@ -295,7 +295,7 @@ func (w *segmentWriter) flush(src []byte, final bool) error {
 		}
 		idx := w.index + uint64(i)
 		w.keys.crypt(idx, ct, pt)
-		w.keys.tag(w.macs[worker], idx, final && i == segs-1, ct, ct[len(ct):len(ct)])
+		w.keys.tag(w.macs[worker], idx, final && i == segs-1, ct, ct[len(ct):])
 		if i == segs-1 {
 			end = off + ptLen + tagSize
 		}

@@ -339,7 +339,11 @@ func TestCANeverPrintsKey(t *testing.T) {
 	t.Parallel()
 	ca := mustCA(t, "ca")
 	keyPEM, _ := ca.MarshalKeyPEM()
-	d := ca.key.D.String()
+	raw, err := ca.key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fmt.Sprintf("%x", raw)
 	var sb strings.Builder
 	slog.New(slog.NewTextHandler(&sb, nil)).Info("ca", "ca", ca)
 	for _, out := range []string{fmt.Sprintf("%+v", ca), fmt.Sprintf("%#v", ca), fmt.Sprintf("%v", *ca), sb.String()} {
