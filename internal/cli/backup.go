@@ -200,7 +200,7 @@ func backupError(err error, note string) error {
 	case errors.Is(err, backup.ErrWrongKey):
 		hint = "the file is encrypted to another key; moat backup inspect FILE shows its key fingerprint"
 	case errors.Is(err, backup.ErrAuth):
-		hint = "the file was modified or corrupted after it was written; do not trust any copy of its content"
+		hint = "the file was modified, corrupted or cut short after it was written; do not trust any copy of its content"
 	case errors.Is(err, backup.ErrTruncated):
 		hint = "the file is incomplete (cut short in transfer or storage); fetch it again"
 	case errors.Is(err, backup.ErrFormat):
