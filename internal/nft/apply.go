@@ -326,16 +326,15 @@ func write(ns netns.NsHandle, c *compiled) error {
 var errMalformed = errors.New("table is not Moat's")
 
 func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
-	conn, err := dial(ns, batchBytes(c.sets()))
-	if err != nil {
-		return err
-	}
-	defer closeLater(conn.CloseLasting)
-	t := table()
 	var oldSets []*nftables.Set
 	var oldChains []*nftables.Chain
 	if !recreate {
+		conn, err := dial(ns, 0)
+		if err != nil {
+			return err
+		}
 		oldSets, oldChains, err = contents(conn)
+		closeLater(conn.CloseLasting)
 		if err != nil {
 			return err
 		}
@@ -349,6 +348,16 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 			recreate = true // no table: nothing to keep
 		}
 	}
+	// The table, chains, sets, maps and rules are built by the library
+	// and recorded; the sets' elements are written into the batch
+	// directly (batch.go).
+	var msgs []netlink.Message
+	conn, err := recorder(&msgs)
+	if err != nil {
+		return err
+	}
+	b := newBatch(batchBytes(c.sets()))
+	t := table()
 	conn.AddTable(t)
 	if recreate {
 		// Create, delete and recreate: the delete cannot fail for a
@@ -383,7 +392,8 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		}
 	}
 	sets := make(map[string]*nftables.Set)
-	for _, s := range c.tableSets() {
+	tsets := c.tableSets()
+	for _, s := range tsets {
 		set := newSet(t, s.name, s.v4)
 		if s.vmap {
 			set.IsMap, set.DataType = true, nftables.TypeVerdict
@@ -391,14 +401,25 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		if err := addSet(conn, set); err != nil {
 			return fmt.Errorf("add set %s: %w", s.name, err)
 		}
-		elems := elements(s.spans)
 		if s.vmap {
-			elems = jumpElements(s.jumps)
-		}
-		if err := addElements(conn, set, s.v4, elems, false); err != nil {
-			return err
+			// A map has a few elements (one range per shard).
+			if err := addElements(conn, set, s.v4, jumpElements(s.jumps), false); err != nil {
+				return err
+			}
 		}
 		sets[s.name] = set
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("build batch: %w", err)
+	}
+	b.record(msgs)
+	msgs = msgs[:0]
+	for _, s := range tsets {
+		if !s.vmap {
+			if err := b.elems(s.name, sets[s.name].ID, s.v4, s.spans, false); err != nil {
+				return err
+			}
+		}
 	}
 	for _, r := range c.rules() {
 		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets)})
@@ -420,6 +441,10 @@ func writeTable(ns netns.NsHandle, c *compiled, recreate bool) error {
 		}
 	}
 	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("build batch: %w", err)
+	}
+	b.record(msgs)
+	if err := b.commit(ns); err != nil {
 		if !recreate {
 			return fmt.Errorf("%w: commit: %w", errMalformed, err)
 		}
@@ -494,11 +519,11 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 	} else if g != gen {
 		return 0, errStale
 	}
-	t := table()
 	type delta struct {
-		set      *nftables.Set
-		v4       bool
-		del, add []nftables.SetElement
+		set                string
+		del, add           []nftables.SetElement
+		delSpans, addSpans []span
+		v4                 bool
 	}
 	var deltas []delta
 	size, changed := 0, 0
@@ -508,7 +533,7 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 		if len(del)+len(add) == 0 {
 			continue
 		}
-		d := delta{newSet(t, s.name, s.v4), s.v4, elements(del), elements(add)}
+		d := delta{s.name, elements(del), elements(add), del, add, s.v4}
 		size += (len(d.del) + len(d.add)) * elemBytes(s.v4)
 		changed += len(d.del) + len(d.add)
 		deltas = append(deltas, d)
@@ -516,24 +541,20 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 	if len(deltas) == 0 {
 		return gen, nil
 	}
-	conn, err := dial(ns, size+64<<10)
-	if err != nil {
-		return 0, err
-	}
-	defer closeLater(conn.CloseLasting)
+	b := newBatch(size + 64<<10)
 	// Deletions first: a range that grows or shrinks is deleted and added
 	// again, and its start key may be the same.
 	for _, d := range deltas {
-		if err := addElements(conn, d.set, d.v4, d.del, true); err != nil {
+		if err := b.elems(d.set, 0, d.v4, d.delSpans, true); err != nil {
 			return 0, err
 		}
 	}
 	for _, d := range deltas {
-		if err := addElements(conn, d.set, d.v4, d.add, false); err != nil {
+		if err := b.elems(d.set, 0, d.v4, d.addSpans, false); err != nil {
 			return 0, err
 		}
 	}
-	if err := conn.Flush(); err != nil {
+	if err := b.commit(ns); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
 	after, err := k.gen()
@@ -551,7 +572,7 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 			added[elemID(e)] = true
 		}
 		check := func(e nftables.SetElement, want bool) error {
-			got, err := k.hasElem(d.set.Name, e)
+			got, err := k.hasElem(d.set, e)
 			if err != nil {
 				// No usable answer (the deadline, an unexpected
 				// errno): not evidence of a mismatch. Read the
@@ -559,7 +580,7 @@ func applyDelta(ns netns.NsHandle, k *kernel, gen uint32, old, c *compiled) (uin
 				return fmt.Errorf("%w: %w", errFullVerify, err)
 			}
 			if got != want {
-				return lockDown(ns, c.port, fmt.Errorf("set %s: element %x (end %v) present=%v, want %v", d.set.Name, e.Key, e.IntervalEnd, got, want))
+				return lockDown(ns, c.port, fmt.Errorf("set %s: element %x (end %v) present=%v, want %v", d.set, e.Key, e.IntervalEnd, got, want))
 			}
 			return nil
 		}
