@@ -28,11 +28,11 @@ type batch struct {
 }
 
 const (
-	nlmsgHdrLen  = unix.SizeofNlMsghdr
-	nfgenHdrLen  = 4
-	attrHdrLen   = unix.SizeofNlAttr
-	batchSubsys  = unix.NFNL_SUBSYS_NFTABLES
-	nftMsg       = unix.NFNL_SUBSYS_NFTABLES << 8
+	nlmsgHdrLen = unix.SizeofNlMsghdr
+	nfgenHdrLen = 4
+	attrHdrLen  = unix.SizeofNlAttr
+	batchSubsys = unix.NFNL_SUBSYS_NFTABLES
+	nftMsg      = unix.NFNL_SUBSYS_NFTABLES << 8
 )
 
 // newBatch starts a batch; size is a hint of its length in bytes.
@@ -57,7 +57,7 @@ func (b *batch) header(typ, flags uint16, family byte) int {
 	b.buf = binary.NativeEndian.AppendUint16(b.buf, typ)
 	b.buf = binary.NativeEndian.AppendUint16(b.buf, flags)
 	b.buf = binary.NativeEndian.AppendUint32(b.buf, uint32(b.n)+1) // sequence
-	b.buf = binary.NativeEndian.AppendUint32(b.buf, 0)              // port ID: the kernel's
+	b.buf = binary.NativeEndian.AppendUint32(b.buf, 0)             // port ID: the kernel's
 	b.buf = append(b.buf, family, unix.NFNETLINK_V0, 0, 0)
 	b.n++
 	return h
