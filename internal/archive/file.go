@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/moatdb/moat/internal/backup"
 )
@@ -53,7 +51,7 @@ func Encrypt(dst io.Writer, src io.Reader, pub *rsa.PublicKey, opts EncryptOptio
 // Decrypt decrypts src (moat1 or pghoa1, detected) with priv and writes
 // the plaintext to dst. Only verified plaintext reaches dst, but a moat1
 // file that fails part way leaves dst with the segments before the bad one:
-// use [WriteFileAtomic] for all-or-nothing output.
+// use [atomicfile.Write] for all-or-nothing output.
 func Decrypt(dst io.Writer, src io.Reader, priv *rsa.PrivateKey) error {
 	r, err := backup.Decode(src, priv)
 	if err != nil {
@@ -61,49 +59,6 @@ func Decrypt(dst io.Writer, src io.Reader, priv *rsa.PrivateKey) error {
 	}
 	if _, err := io.Copy(dst, r); err != nil {
 		return fmt.Errorf("decrypt: %w", err)
-	}
-	return nil
-}
-
-// WriteFileAtomic creates path with mode perm from what write writes: into
-// a temporary file in the same directory, synced and renamed over path
-// only if write returns nil, so that path holds the whole output or is
-// left as it was. (It is atomicfile.WriteFile for streams.)
-func WriteFileAtomic(path string, perm os.FileMode, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil // the file is in place; only its durability is unknown
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
 )
@@ -188,7 +189,7 @@ func Fetch(ctx context.Context, cfg *Config, walName, dest string) error {
 		return fmt.Errorf("fetch %s: %w", walName, err)
 	}
 	defer rc.Close()
-	err = WriteFileAtomic(dest, 0o600, func(w io.Writer) error {
+	err = atomicfile.Write(dest, 0o600, func(w io.Writer) error {
 		// moat1 releases verified segments as it goes; the temporary file
 		// is renamed only once the final segment verified.
 		return Decrypt(w, rc, priv)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/backup"
 )
 
@@ -114,7 +115,7 @@ error (and exit status 1).`,
 				}
 				return nil
 			}
-			err = archive.WriteFileAtomic(args[1], 0o600, func(w io.Writer) error { return archive.Decrypt(w, in, priv) })
+			err = atomicfile.Write(args[1], 0o600, func(w io.Writer) error { return archive.Decrypt(w, in, priv) })
 			if err != nil {
 				return backupError(err, args[1]+" was not written")
 			}
@@ -170,7 +171,7 @@ for stdin and OUT - for stdout.`,
 			if args[1] == "-" {
 				return archive.Encrypt(a.stdout, in, pub, opts)
 			}
-			return archive.WriteFileAtomic(args[1], 0o644, func(w io.Writer) error { return archive.Encrypt(w, in, pub, opts) })
+			return atomicfile.Write(args[1], 0o644, func(w io.Writer) error { return archive.Encrypt(w, in, pub, opts) })
 		},
 	}
 	c.Flags().StringVar(&keyFile, "key", "", "the service's RSA public key, PEM")
