@@ -2,12 +2,14 @@ package nft
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/moatdb/moat/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,5 +98,46 @@ func TestBatchElems(t *testing.T) {
 		if diff := cmp.Diff(elements(tc.spans), got); diff != "" {
 			t.Errorf("%s: elements differ (-want +got):\n%s", tc.name, diff)
 		}
+	}
+}
+
+// TestBatchCommitError checks that a batch the kernel refuses returns the
+// kernel's error and commits nothing, not even its valid messages.
+func TestBatchCommitError(t *testing.T) {
+	t.Parallel()
+	n := netnstest.New(t)
+	pol := Policy{Port: pgPort, AllowV4: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
+	if err := Apply(n.Handle, pol); err != nil {
+		t.Fatal(err)
+	}
+	b := newBatch(0)
+	more := []span{{netip.MustParseAddr("10.9.0.0"), netip.MustParseAddr("10.9.0.255")}}
+	if err := b.elems("allow4_a0", 0, true, more, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.elems("allow4_nosuch", 0, true, more, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.commit(n.Handle); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("commit = %v, want ENOENT", err)
+	}
+	got, err := Current(n.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalPolicy(got, pol) {
+		t.Errorf("after a refused batch, Current() = %v, want %v", got, pol)
+	}
+	// The valid part alone commits.
+	b = newBatch(0)
+	if err := b.elems("allow4_a0", 0, true, more, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.commit(n.Handle); err != nil {
+		t.Fatal(err)
+	}
+	pol.AllowV4 = append(pol.AllowV4, netip.MustParsePrefix("10.9.0.0/24"))
+	if got, err := Current(n.Handle); err != nil || !equalPolicy(got, pol) {
+		t.Errorf("Current() = %v, %v, want %v", got, err, pol)
 	}
 }
