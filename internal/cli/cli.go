@@ -103,6 +103,8 @@ them once with "moat login". Commands on a project's objects use --project
 		a.caCmd(),
 		a.simCmd(),
 		a.backupCmd(),
+		a.explainCmd(),
+		a.verifyCmd(),
 	)
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(walCommands()...)
