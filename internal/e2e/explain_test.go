@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/up"
+)
+
+// TestExplainVerify builds the seed's situation one step at a time and, at
+// each step, has moat verify's logic probe the service from every simulated
+// host for real: explain (the model) and the probes (the kernel) must
+// agree, and explain must name the expected reason for each host.
+func TestExplainVerify(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("why")
+	ctx := e.ctx()
+	laptop := up.LaptopHost
+
+	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "main", Region: "us-east-1", CIDR: "10.0.0.0/17"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitVPC(vpc.ID, "active")
+	svc, _ := e.createService("orders", 1)
+	acct, err := e.stack.Sim.CreateAccount(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
+	cust, err := e.stack.Sim.CreateHost(ctx, "cust", cvpc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Public: the laptop directly, the customer host through its NAT.
+	e.verify(svc.ID, "public", map[string]string{laptop: domain.ReasonAllowed, cust.Name: domain.ReasonAllowed})
+
+	// Attached: nothing from the internet; the customer is not peered yet.
+	svc = e.attach(svc.ID, vpc.ID)
+	e.verify(svc.ID, "attached", map[string]string{laptop: domain.ReasonPublicAccessDisabled, cust.Name: domain.ReasonNotPeered})
+
+	pcx, err := e.op.CreatePeering(ctx, e.project, apitype.PeeringCreate{VPCID: vpc.ID, PeerAccountID: acct.ID, PeerVPCID: cvpc.ID, PeerRegion: cvpc.Region, PeerCIDRs: []string{"172.31.0.0/16"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcx = e.waitPeering(pcx.ID, "pending-acceptance")
+	e.verify(svc.ID, "pending", map[string]string{laptop: domain.ReasonPublicAccessDisabled, cust.Name: domain.ReasonPeeringNotActive})
+
+	if _, err := e.stack.Sim.Accept(ctx, pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPeering(pcx.ID, "active")
+	e.verify(svc.ID, "accepted", map[string]string{cust.Name: domain.ReasonCustomerRouteMissing})
+
+	if _, err := e.stack.Sim.AddRoute(ctx, cvpc.ID, "10.0.0.0/17", pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	e.verify(svc.ID, "route", map[string]string{cust.Name: domain.ReasonSecurityGroup})
+
+	if _, err := e.stack.Sim.AddEgress(ctx, cust.Name, "tcp", 5432, "10.0.0.0/17"); err != nil {
+		t.Fatal(err)
+	}
+	e.verify(svc.ID, "route and egress", map[string]string{laptop: domain.ReasonPublicAccessDisabled, cust.Name: domain.ReasonAllowed})
+
+	// A second customer VPC, not peered, with an egress rule: refused. The
+	// peered customer's NAT address is on the internet: refused too.
+	acct2, err := e.stack.Sim.CreateAccount(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.stack.Sim.CreateHost(ctx, "other", e.customerVPC(acct2.ID, "172.30.0.0/16").ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.stack.Sim.AddEgress(ctx, other.Name, "tcp", 5432, "10.0.0.0/17"); err != nil {
+		t.Fatal(err)
+	}
+	e.verify(svc.ID, "unpeered VPC", map[string]string{laptop: domain.ReasonPublicAccessDisabled, cust.Name: domain.ReasonAllowed, other.Name: domain.ReasonNotPeered})
+	if v, err := cli.ExplainSource(ctx, e.op, e.project, svc.ID, cvpc.NATAddr, e.stack.Sim); err != nil || v.Reason != domain.ReasonPublicAccessDisabled {
+		t.Errorf("explain from the customer's NAT address %v = %+v, %v; want %s", cvpc.NATAddr, v, err, domain.ReasonPublicAccessDisabled)
+	}
+
+	// The allowlist narrowed to another range: refused by the node.
+	e.setAllowlist(svc.ID, "172.31.200.0/24")
+	e.verify(svc.ID, "allowlist", map[string]string{cust.Name: domain.ReasonAllowlist, other.Name: domain.ReasonNotPeered})
+}
+
+// verify runs moat verify's logic on svc until explain and every probe
+// agree (a change the API reports may take a moment to reach the kernel),
+// for at most 5 s, then checks the reason explain gives each host in want.
+func (e *env) verify(svc, step string, want map[string]string) {
+	e.t.Helper()
+	var rows []cli.VerifyRow
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var err error
+		rows, err = cli.Verify(e.ctx(), cli.VerifyConfig{Client: e.op, Project: e.project, Service: svc, Sim: e.stack.Sim, Cloud: e.stack.Cloud})
+		if err != nil {
+			e.t.Fatalf("%s: verify: %v", step, err)
+		}
+		if agree(rows) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.Host] = true
+		if !r.Agree {
+			e.t.Errorf("%s: %s (%s): explain %s (%s), probe reachable=%v (%s)", step, r.Host, r.Address, r.Explain.Reason, r.Explain.Detail, r.Reachable, r.ProbeError)
+		}
+		if w, ok := want[r.Host]; ok && r.Explain.Reason != w {
+			e.t.Errorf("%s: explain from %s = %s (%s), want %s", step, r.Host, r.Explain.Reason, r.Explain.Detail, w)
+		}
+	}
+	for h := range want {
+		if !seen[h] {
+			e.t.Errorf("%s: no verify row for host %s in %s", step, h, rowsString(rows))
+		}
+	}
+	e.t.Logf("%s: %s", step, rowsString(rows))
+}
+
+func agree(rows []cli.VerifyRow) bool {
+	for _, r := range rows {
+		if !r.Agree {
+			return false
+		}
+	}
+	return true
+}
+
+func rowsString(rows []cli.VerifyRow) string {
+	var s []string
+	for _, r := range rows {
+		s = append(s, fmt.Sprintf("%s=%s/reachable=%v", r.Host, r.Explain.Reason, r.Reachable))
+	}
+	return strings.Join(s, " ")
+}
