@@ -209,6 +209,11 @@ type Node struct {
 	// NextAddress is the node's address on the network an attach or
 	// detach is moving it to, until the switch.
 	NextAddress string `json:"next_address,omitempty"`
+	// OldAddress is the address the node left in its last move (on the
+	// internet, or in OldVPCID); the provider keeps it answering with an
+	// error that names the service's new host.
+	OldAddress string `json:"old_address,omitempty"`
+	OldVPCID   string `json:"old_vpc_id,omitempty"`
 	// CertPEM is the node's server certificate (project CA); ReplCertPEM
 	// its replication client certificate (internal CA). Keys are sealed.
 	CertPEM        string    `json:"cert_pem,omitempty"`

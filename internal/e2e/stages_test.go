@@ -57,8 +57,9 @@ func TestFourStages(t *testing.T) {
 	if !strings.Contains(privateName, ".vpc.") || !netip.MustParsePrefix("10.0.0.0/17").Contains(netip.MustParseAddr(privateAddr)) {
 		t.Fatalf("attached connection = %+v, want a .vpc. name on 10.0.0.0/17", svc.Connection)
 	}
-	if r := e.psql(laptop, pw, e.conninfo(svc, publicAddr), "-c", "select 1"); r.code == 0 {
-		t.Errorf("laptop to the old public address after attach: %v", r)
+	// The old public address answers, with an error naming the new host.
+	if r := e.psql(laptop, pw, e.conninfo(svc, publicAddr), "-c", "select 1"); r.code == 0 || !strings.Contains(r.stderr, "moved: connect to "+privateName) {
+		t.Errorf("laptop to the old public address after attach: %v, want an error naming %s", r, privateName)
 	}
 	if r := e.psql(laptop, pw, byName(e, publicName), "-c", "select 1"); r.code == 0 || !strings.Contains(r.stderr, "could not translate host name") {
 		t.Errorf("public name after attach: %v, want it not to resolve", r)

@@ -673,7 +673,7 @@ func (c *Cloud) attach(ns string, n network, pool netip.Prefix) (Interface, erro
 				// a host (detach, then attach again) keeps its MAC, so
 				// the neighbours' ARP entries stay right instead of
 				// blackholing it until they expire.
-				LinkAttrs:     netlink.LinkAttrs{Name: ifc.Name, TxQLen: -1, HardwareAddr: macFor(ifc.Addr.Addr())},
+				LinkAttrs:     netlink.LinkAttrs{Name: ifc.Name, TxQLen: -1, HardwareAddr: MACFor(ifc.Addr.Addr())},
 				PeerName:      port,
 				PeerNamespace: netlink.NsFd(bfd),
 			}
@@ -796,9 +796,10 @@ func waitOperUp(h *netlink.Handle, name string) error {
 	}
 }
 
-// macFor is the locally administered unicast MAC of an IPv4 address:
-// 02:4d (for "Moat") and the address's four bytes.
-func macFor(a netip.Addr) net.HardwareAddr {
+// MACFor is the locally administered unicast MAC of an IPv4 address:
+// 02:4d (for "Moat") and the address's four bytes. Interfaces get the MAC
+// of their address, so an address that moves keeps its MAC.
+func MACFor(a netip.Addr) net.HardwareAddr {
 	b := a.As4()
 	return net.HardwareAddr{0x02, 0x4d, b[0], b[1], b[2], b[3]}
 }

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/tls"
 	"net/netip"
 )
 
@@ -18,4 +19,12 @@ type Networker interface {
 	// RemoveNodeInterface removes the node's interface on vpcID ("" for
 	// the internet). Removing an absent interface is not an error.
 	RemoveNodeInterface(ctx context.Context, nodeID, vpcID string) error
+	// HoldAddress keeps an address a node left answering connection
+	// attempts with an error carrying message (where the service went).
+	// Idempotent; the reconciler calls it again after a restart.
+	// cert, when set, is presented to clients that ask for TLS so a
+	// verify-full client can trust the message.
+	HoldAddress(ctx context.Context, addr netip.Addr, vpcID, message string, cert *tls.Certificate) error
+	// ReleaseAddress frees a held address.
+	ReleaseAddress(ctx context.Context, addr netip.Addr) error
 }

@@ -2,9 +2,12 @@ package reconcile
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/store"
@@ -88,7 +91,9 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		})
 
 	case op.Step == domain.StepSwitch:
+		var release []string
 		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+			release = release[:0]
 			o, err := store.Get[domain.Operation](ctx, tx, op.ID)
 			if err != nil || o.Step != domain.StepSwitch {
 				return err
@@ -107,6 +112,10 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 					return err
 				}
 				if cur.NextAddress != "" {
+					if cur.OldAddress != "" {
+						release = append(release, cur.OldAddress)
+					}
+					cur.OldAddress, cur.OldVPCID = cur.Address, o.FromVPCID
 					cur.Address, cur.NextAddress = cur.NextAddress, ""
 				}
 				if err := r.issue(ctx, tx, cur); err != nil {
@@ -126,6 +135,13 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		})
 		if err != nil {
 			return err
+		}
+		for _, a := range release {
+			if addr, err := netip.ParseAddr(a); err == nil {
+				if err := nw.ReleaseAddress(ctx, addr); err != nil {
+					r.log.Error("release moved address", "address", a, "err", err)
+				}
+			}
 		}
 		// The new path's clients may connect as soon as DNS and the
 		// firewalls follow the switch: route their replies the new way
@@ -154,6 +170,9 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		}
 		for _, n := range nodes {
 			if err := nw.RemoveNodeInterface(ctx, n.ID, op.FromVPCID); err != nil {
+				return err
+			}
+			if err := r.holdOld(ctx, nw, svc, n); err != nil {
 				return err
 			}
 		}
@@ -234,4 +253,63 @@ func (r *Reconciler) updateOp(ctx context.Context, id string, fn func(store.Tx, 
 		_, err = tx.BumpRevision(ctx)
 		return err
 	})
+}
+
+// holdOld keeps the address node n left answering with an error that names
+// the service's new host (where the PostgreSQL protocol lets a server say
+// so before TLS: in answer to the client's SSLRequest).
+func (r *Reconciler) holdOld(ctx context.Context, nw provider.Networker, svc *domain.Service, n *domain.Node) error {
+	if n.OldAddress == "" {
+		return nil
+	}
+	addr, err := netip.ParseAddr(n.OldAddress)
+	if err != nil {
+		return nil
+	}
+	msg := fmt.Sprintf("service %s moved: connect to %s", svc.ID, desired.ServiceName(svc, r.cfg.Zone))
+	if svc.VPCID != "" {
+		msg += " (it is now reachable only from its VPC " + svc.VPCID + " and the VPC's peerings)"
+	}
+	var cert *tls.Certificate
+	if key, err := r.cfg.Keys.Open(n.KeySealed, desired.NodeKeyAD(n.ID)); err == nil {
+		if c, err := tls.X509KeyPair([]byte(n.CertPEM), key); err == nil {
+			cert = &c
+		}
+	}
+	return nw.HoldAddress(ctx, addr, n.OldVPCID, msg, cert)
+}
+
+// holdMoved makes sure every moved address of a live service is held (after
+// a restart of the control plane, the responders are started again), and
+// releases those of deleted nodes.
+func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error {
+	nw, ok := r.cfg.Provider.(provider.Networker)
+	if !ok {
+		return nil
+	}
+	var first error
+	for _, n := range nodes {
+		if n.OldAddress == "" || n.NextAddress != "" {
+			continue
+		}
+		if n.State == domain.StateDeleting || domain.Gone(n.State) {
+			if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
+				if err := nw.ReleaseAddress(ctx, addr); err != nil && first == nil {
+					first = err
+				}
+			}
+			continue
+		}
+		svc, _, err := r.serviceNodes(ctx, n.ServiceID)
+		if err != nil {
+			continue
+		}
+		if svc.OperationID != "" {
+			continue // the operation holds it when it finishes
+		}
+		if err := r.holdOld(ctx, nw, svc, n); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

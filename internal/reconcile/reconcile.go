@@ -117,6 +117,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 		}
 	}
 	keep(r.operations(ctx))
+	keep(r.holdMoved(ctx, nodes))
 	for _, s := range svcs {
 		if s.State == domain.StateDeleting {
 			keep(r.finishDelete(ctx, s))

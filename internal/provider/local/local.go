@@ -24,6 +24,7 @@ import (
 type Provider struct {
 	cloud *localcloud.Cloud
 	host  string
+	moved movedHosts
 }
 
 var _ provider.Provider = (*Provider)(nil)
