@@ -253,6 +253,9 @@ func (s *Sim) CreateHost(ctx context.Context, name, vpcID string) (Host, error) 
 		if err := s.nft(ctx, lh.NS, renderSG(vs.CIDR, hs.Egress)); err != nil {
 			return fmt.Errorf("security group: %w", err)
 		}
+		if err := s.cloud.SetResolver(lh.NS, PlatformDNS); err != nil {
+			return err
+		}
 		st.Hosts[name] = hs
 		out = s.host(name, hs, lh)
 		return nil
@@ -316,3 +319,8 @@ func randDigits(n int) string {
 	}
 	return string(b)
 }
+
+// PlatformDNS is the resolver every sim host uses: the platform's DNS
+// server on the simulated internet (moat up serves it at the internet
+// bridge's address; customer hosts reach it through their NAT).
+var PlatformDNS = localcloud.InternetGateway

@@ -179,6 +179,9 @@ func (s *Sim) CreateInternetHost(ctx context.Context, name string) (Host, error)
 		if err != nil {
 			return err
 		}
+		if err := s.cloud.SetResolver(lh.NS, PlatformDNS); err != nil {
+			return err
+		}
 		st.Hosts[name] = hs
 		out = s.host(name, hs, lh)
 		return nil
