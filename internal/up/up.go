@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,6 +90,9 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	dir := cfg.ControlPlane.DataDir
 	if dir == "" {
 		return nil, errors.New("up: no data directory")
+	}
+	if err := preflight(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -255,6 +259,30 @@ func WaitGone(ctx context.Context, pid int, timeout time.Duration) error {
 			return fmt.Errorf("pid %d did not stop within %s", pid, timeout)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	return nil
+}
+
+// preflight checks for the programs a machine running Moat needs, so a
+// missing one is named before anything is built.
+func preflight() error {
+	var missing []string
+	for _, prog := range []string{"ip", "nft", "setpriv", "psql"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			missing = append(missing, prog)
+		}
+	}
+	bindir := os.Getenv("MOAT_PG_BINDIR")
+	if bindir == "" {
+		if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+			bindir = strings.TrimSpace(string(out))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(bindir, "initdb")); bindir == "" || err != nil {
+		missing = append(missing, "PostgreSQL 15 server (initdb)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing on this machine: %s (install them with `make deps`, or apt-get install postgresql-15 iproute2 nftables util-linux)", strings.Join(missing, ", "))
 	}
 	return nil
 }
