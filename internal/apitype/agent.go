@@ -46,6 +46,10 @@ type NodeDesired struct {
 	AllowV6           []string `json:"allow_v6"`
 	Peers             []string `json:"peers"`
 	AllowlistRevision int64    `json:"allowlist_revision"`
+
+	// BackupPublicKeyPEM encrypts the node's backups (the private key
+	// never leaves the control plane).
+	BackupPublicKeyPEM string `json:"backup_public_key_pem,omitempty"`
 }
 
 // NodeTLS holds a node's certificates and keys (PEM).

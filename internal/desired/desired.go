@@ -25,6 +25,9 @@ const (
 	ReplicationUser = "moat_replication"
 )
 
+// BackupKeyAD binds a sealed backup private key to its service.
+func BackupKeyAD(serviceID string) []byte { return []byte("service-backup-key:" + serviceID) }
+
 // NodeKeyAD and ReplKeyAD are the associated data the node keys are sealed
 // with, binding each sealed key to its node.
 func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
@@ -123,7 +126,8 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			TLS: apitype.NodeTLS{CertPEM: n.CertPEM, KeyPEM: string(key), ProjectCAPEM: proj.CACertPEM,
 				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
 			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
-			AllowlistRevision: svc.AllowlistRevision,
+			AllowlistRevision:  svc.AllowlistRevision,
+			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
 		if svc.State == domain.StateDeleting {
 			nd.State = domain.StateDeleting

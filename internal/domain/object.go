@@ -190,6 +190,11 @@ type Service struct {
 	// AdminVerifier is the SCRAM-SHA-256 verifier of the admin user's
 	// password; the password itself is shown once and never stored.
 	AdminVerifier string `json:"admin_verifier,omitempty"`
+	// BackupPublicKeyPEM is the service's RSA-3072 backup key (PKIX PEM),
+	// the only part its nodes get; BackupKeySealed is the private key,
+	// sealed with the master key, opened only by a restore.
+	BackupPublicKeyPEM string `json:"backup_public_key_pem,omitempty"`
+	BackupKeySealed    []byte `json:"backup_key_sealed,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }

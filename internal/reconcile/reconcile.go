@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/pki"
@@ -119,8 +120,11 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	keep(r.operations(ctx))
 	keep(r.holdMoved(ctx, nodes))
 	for _, s := range svcs {
-		if s.State == domain.StateDeleting {
+		switch {
+		case s.State == domain.StateDeleting:
 			keep(r.finishDelete(ctx, s))
+		case !domain.Gone(s.State) && s.BackupPublicKeyPEM == "":
+			keep(r.backupKey(ctx, s.ID))
 		}
 	}
 	return first
@@ -265,4 +269,34 @@ func (r *Reconciler) update(ctx context.Context, id string, fn func(store.Tx, *d
 		return nil
 	}
 	return err
+}
+
+// backupKey creates a service's RSA-3072 backup key pair: the public key in
+// the clear (its nodes encrypt with it), the private key sealed.
+func (r *Reconciler) backupKey(ctx context.Context, id string) error {
+	key, err := backup.GenerateKey()
+	if err != nil {
+		return fmt.Errorf("backup key: %w", err)
+	}
+	pub, err := backup.MarshalPublicKeyPEM(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	priv, err := backup.MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		s, err := store.Get[domain.Service](ctx, tx, id)
+		if err != nil || s.BackupPublicKeyPEM != "" || domain.Gone(s.State) {
+			return err
+		}
+		s.BackupPublicKeyPEM, s.BackupKeySealed = string(pub), r.cfg.Keys.Seal(priv, desired.BackupKeyAD(id))
+		s.UpdatedAt = r.cfg.Now().UTC()
+		if err := store.Put(ctx, tx, s); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
 }
