@@ -300,6 +300,25 @@ func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error 
 			}
 			continue
 		}
+		if n.OldVPCID != "" && r.vpcGoing(ctx, n.OldVPCID) {
+			// The VPC the address was in is being deleted: stop holding
+			// it, or the VPC's router could never be removed.
+			if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
+				if err := nw.ReleaseAddress(ctx, addr); err != nil {
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+			}
+			if err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+				cur.OldAddress, cur.OldVPCID = "", ""
+				return nil
+			}); err != nil && first == nil {
+				first = err
+			}
+			continue
+		}
 		svc, _, err := r.serviceNodes(ctx, n.ServiceID)
 		if err != nil {
 			continue
@@ -312,4 +331,14 @@ func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error 
 		}
 	}
 	return first
+}
+
+// vpcGoing reports whether VPC id is being deleted or gone.
+func (r *Reconciler) vpcGoing(ctx context.Context, id string) bool {
+	var v *domain.VPC
+	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		v, err = store.Get[domain.VPC](ctx, tx, id)
+		return err
+	})
+	return errors.Is(err, store.ErrNotFound) || (err == nil && (v.State == domain.StateDeleting || domain.Gone(v.State)))
 }
