@@ -97,11 +97,6 @@ type Agent struct {
 	onFirewall func(nodeID string, rev int64, took time.Duration)
 }
 
-// fwMu serialises the building of firewall transactions in this process:
-// github.com/google/nftables allocates set IDs from an unguarded global
-// counter. It can go once internal/nft guards it.
-var fwMu sync.Mutex
-
 // stateFile is the last desired state, under DataDir.
 const stateFile = "agent-state.json"
 

@@ -300,9 +300,7 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	pol := nft.Policy{Port: uint16(port), AllowV4: acc.v4, AllowV6: acc.v6, Peers: acc.peers}
 	if fp := fingerprint(pol); fp != n.fwFP {
 		t0 := time.Now()
-		fwMu.Lock()
 		err := n.fw.Apply(pol)
-		fwMu.Unlock()
 		if err != nil {
 			n.fwFP = ""
 			return err

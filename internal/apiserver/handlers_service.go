@@ -216,37 +216,28 @@ func (s *Server) attachService(c *call) error {
 	if in.VPCID == "" {
 		return domain.Invalidf(domain.CodeRequired, "vpc_id", "give the ID of a VPC of this project in the service's region", "vpc_id is required")
 	}
-	var op *domain.Operation
-	err := c.mutate(func(tx store.Tx) (err error) {
-		svc, err := getIn[domain.Service](c, tx, "service", id)
-		if err != nil {
-			return err
-		}
-		if err := c.checkIfMatch(svc.Revision); err != nil {
-			return err
-		}
+	return s.move(c, id, domain.OpServiceAttach, func(tx store.Tx, svc *domain.Service) (string, error) {
 		vpc, err := getIn[domain.VPC](c, tx, "VPC", in.VPCID)
 		if err != nil {
-			return err
+			return "", err
 		}
-		if err := domain.CheckAttach(svc, vpc); err != nil {
-			return err
-		}
-		op, err = s.startOperation(c, tx, svc, domain.OpServiceAttach, vpc.ID)
-		return err
+		return vpc.ID, domain.CheckAttach(svc, vpc)
 	})
-	if err != nil {
-		return err
-	}
-	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
-	return c.reply(0, operationOut(op))
 }
 
 func (s *Server) detachService(c *call) error {
 	id := c.r.PathValue("id")
 	c.target = id
+	return s.move(c, id, domain.OpServiceDetach, func(_ store.Tx, svc *domain.Service) (string, error) {
+		return "", domain.CheckDetach(svc)
+	})
+}
+
+// move starts an attach or detach of service id: check validates it in the
+// transaction and names the destination VPC ("" for the internet).
+func (s *Server) move(c *call, id, typ string, check func(store.Tx, *domain.Service) (string, error)) error {
 	var op *domain.Operation
-	err := c.mutate(func(tx store.Tx) (err error) {
+	err := c.mutate(func(tx store.Tx) error {
 		svc, err := getIn[domain.Service](c, tx, "service", id)
 		if err != nil {
 			return err
@@ -254,10 +245,11 @@ func (s *Server) detachService(c *call) error {
 		if err := c.checkIfMatch(svc.Revision); err != nil {
 			return err
 		}
-		if err := domain.CheckDetach(svc); err != nil {
+		vpcID, err := check(tx, svc)
+		if err != nil {
 			return err
 		}
-		op, err = s.startOperation(c, tx, svc, domain.OpServiceDetach, "")
+		op, err = s.startOperation(c, tx, svc, typ, vpcID)
 		return err
 	})
 	if err != nil {

@@ -30,19 +30,8 @@ func BenchmarkAttachUnavailability(b *testing.B) {
 	e := start(b, "", "")
 	e.newProject("bench")
 	ctx := e.ctx()
-	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "main", Region: "us-east-1", CIDR: "10.0.0.0/17"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.waitVPC(vpc.ID, "active")
-	svc, pw := e.createService("moving", 1)
-	acct, _ := e.stack.Sim.CreateAccount(ctx)
-	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
-	cust, err := e.stack.Sim.CreateHost(ctx, "cust", cvpc.ID)
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.stack.Cloud.SetResolver(cust.NS, e.stack.InternetDNS.Addr())
+	sc := e.seed("moving")
+	vpc, svc, pw, acct, cvpc, cust := sc.vpc, sc.svc, sc.pw, sc.acct, sc.cvpc, sc.cust
 	pcx, err := e.op.CreatePeering(ctx, e.project, apitype.PeeringCreate{VPCID: vpc.ID, PeerAccountID: acct.ID, PeerVPCID: cvpc.ID, PeerRegion: cvpc.Region, PeerCIDRs: []string{"172.31.0.0/16"}})
 	if err != nil {
 		b.Fatal(err)

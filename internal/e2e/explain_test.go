@@ -26,21 +26,8 @@ func TestExplainVerify(t *testing.T) {
 	ctx := e.ctx()
 	laptop := up.LaptopHost
 
-	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "main", Region: "us-east-1", CIDR: "10.0.0.0/17"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.waitVPC(vpc.ID, "active")
-	svc, _ := e.createService("orders", 1)
-	acct, err := e.stack.Sim.CreateAccount(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
-	cust, err := e.stack.Sim.CreateHost(ctx, "cust", cvpc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := e.seed("orders")
+	vpc, svc, acct, cvpc, cust := sc.vpc, sc.svc, sc.acct, sc.cvpc, sc.cust
 
 	// Public: the laptop directly, the customer host through its NAT.
 	e.verify(svc.ID, "public", map[string]string{laptop: domain.ReasonAllowed, cust.Name: domain.ReasonAllowed})

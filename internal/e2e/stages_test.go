@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/sim"
 	"github.com/moatdb/moat/internal/up"
 )
 
@@ -26,29 +27,11 @@ func TestFourStages(t *testing.T) {
 	ctx := e.ctx()
 	laptop := up.LaptopHost
 
-	// Stage 1: a VPC 10.0.0.0/17; a service on the internet.
-	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "main", Region: "us-east-1", CIDR: "10.0.0.0/17"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.waitVPC(vpc.ID, "active")
-	svc, pw := e.createService("orders", 1)
+	// Stage 1: a VPC 10.0.0.0/17, a service on the internet, and the
+	// customer: a VPC 172.31.0.0/16 with a host.
+	sc := e.seed("orders")
+	vpc, svc, pw, acct, cvpc, cust := sc.vpc, sc.svc, sc.pw, sc.acct, sc.cvpc, sc.cust
 	publicName, publicAddr := svc.Connection.Host, svc.Connection.Address
-
-	// The customer: a VPC 172.31.0.0/16 with a host, resolving through the
-	// platform's DNS over its NAT.
-	acct, err := e.stack.Sim.CreateAccount(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
-	cust, err := e.stack.Sim.CreateHost(ctx, "cust", cvpc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.stack.Cloud.SetResolver(cust.NS, e.stack.InternetDNS.Addr()); err != nil {
-		t.Fatal(err)
-	}
 
 	// Stage 3 (first half): attach. The laptop is refused, the public name
 	// is gone, the private name resolves into the VPC.
@@ -152,6 +135,40 @@ func TestFourStages(t *testing.T) {
 	if r := e.psql(cust.Name, pw, e.conninfo(svc, privateAddr)+" connect_timeout=1", "-c", "select 1"); r.code == 0 {
 		t.Errorf("customer after the peering's deletion: %v", r)
 	}
+}
+
+// scene is the seed's starting point: a provider VPC, a public service and
+// a customer account with a VPC and a host in it.
+type scene struct {
+	vpc  apitype.VPC
+	svc  apitype.Service
+	pw   string
+	acct sim.Account
+	cvpc sim.VPC
+	cust sim.Host
+}
+
+// seed builds the scene: VPC 10.0.0.0/17 (active), a running 1-node
+// service named name, and customer VPC 172.31.0.0/16 with host "cust"
+// (which resolves through the platform's DNS over its NAT).
+func (e *env) seed(name string) scene {
+	e.t.Helper()
+	ctx := e.ctx()
+	var sc scene
+	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "main", Region: "us-east-1", CIDR: "10.0.0.0/17"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sc.vpc = e.waitVPC(vpc.ID, "active")
+	sc.svc, sc.pw = e.createService(name, 1)
+	if sc.acct, err = e.stack.Sim.CreateAccount(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	sc.cvpc = e.customerVPC(sc.acct.ID, "172.31.0.0/16")
+	if sc.cust, err = e.stack.Sim.CreateHost(ctx, "cust", sc.cvpc.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	return sc
 }
 
 // byName is a verify-full conninfo to name, resolved by the client's DNS.

@@ -245,10 +245,6 @@ func decodeElems(m netlink.Message) ([]nftables.SetElement, error) {
 	return out, ad.Err()
 }
 
-func elemOf(a netip.Addr, end bool) nftables.SetElement {
-	return nftables.SetElement{Key: a.AsSlice(), IntervalEnd: end}
-}
-
 // dumpBuf is the receive buffer for dumps. The kernel sizes each dump
 // message after the largest buffer the reader passed to recvmsg (up to
 // 32 KiB); a set dump walks the set from its start for every message, so

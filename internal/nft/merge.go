@@ -1,7 +1,6 @@
 package nft
 
 import (
-	"cmp"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -176,14 +175,6 @@ func Merge(ps []netip.Prefix) []netip.Prefix {
 		out = append(out, s.prefixes()...)
 	}
 	return out
-}
-
-// comparePrefix orders prefixes by address, then by length.
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Bits(), b.Bits())
 }
 
 // normalize sorts disjoint ranges and joins adjacent ones.

@@ -35,16 +35,16 @@ func (r *Reconciler) operations(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	var first error
+	var errs firstError
 	for _, op := range ops {
 		if domain.OperationMachine.Terminal(op.State) {
 			continue
 		}
-		if err := r.advance(ctx, op); err != nil && first == nil {
-			first = fmt.Errorf("operation %s: %w", op.ID, err)
+		if err := r.advance(ctx, op); err != nil {
+			errs.keep(fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 	}
-	return first
+	return errs.err
 }
 
 func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
@@ -287,50 +287,39 @@ func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error 
 	if !ok {
 		return nil
 	}
-	var first error
+	var errs firstError
 	for _, n := range nodes {
-		if n.OldAddress == "" || n.NextAddress != "" {
-			continue
-		}
-		if n.State == domain.StateDeleting || domain.Gone(n.State) {
-			if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
-				if err := nw.ReleaseAddress(ctx, addr); err != nil && first == nil {
-					first = err
-				}
-			}
-			continue
-		}
-		if n.OldVPCID != "" && r.vpcGoing(ctx, n.OldVPCID) {
-			// The VPC the address was in is being deleted: stop holding
-			// it, or the VPC's router could never be removed.
-			if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
-				if err := nw.ReleaseAddress(ctx, addr); err != nil {
-					if first == nil {
-						first = err
-					}
-					continue
-				}
-			}
-			if err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
-				cur.OldAddress, cur.OldVPCID = "", ""
-				return nil
-			}); err != nil && first == nil {
-				first = err
-			}
-			continue
-		}
-		svc, _, err := r.serviceNodes(ctx, n.ServiceID)
-		if err != nil {
-			continue
-		}
-		if svc.OperationID != "" {
-			continue // the operation holds it when it finishes
-		}
-		if err := r.holdOld(ctx, nw, svc, n); err != nil && first == nil {
-			first = err
+		if n.OldAddress != "" && n.NextAddress == "" {
+			errs.keep(r.holdOrRelease(ctx, nw, n))
 		}
 	}
-	return first
+	return errs.err
+}
+
+// holdOrRelease holds node n's old address, or releases it when the node
+// is going or the VPC the address is in is being deleted (a held address
+// would keep the VPC's router from being removed).
+func (r *Reconciler) holdOrRelease(ctx context.Context, nw provider.Networker, n *domain.Node) error {
+	nodeGoing := n.State == domain.StateDeleting || domain.Gone(n.State)
+	if nodeGoing || (n.OldVPCID != "" && r.vpcGoing(ctx, n.OldVPCID)) {
+		if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
+			if err := nw.ReleaseAddress(ctx, addr); err != nil {
+				return err
+			}
+		}
+		if nodeGoing {
+			return nil
+		}
+		return r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+			cur.OldAddress, cur.OldVPCID = "", ""
+			return nil
+		})
+	}
+	svc, _, err := r.serviceNodes(ctx, n.ServiceID)
+	if err != nil || svc.OperationID != "" {
+		return err // a running operation holds it when it finishes
+	}
+	return r.holdOld(ctx, nw, svc, n)
 }
 
 // vpcGoing reports whether VPC id is being deleted or gone.

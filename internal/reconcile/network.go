@@ -53,12 +53,8 @@ func (r *Reconciler) networks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var first error
-	keep := func(err error) {
-		if err != nil && first == nil {
-			first = err
-		}
-	}
+	var errs firstError
+	keep := errs.keep
 	byID := make(map[string]*domain.VPC, len(vpcs))
 	for _, v := range vpcs {
 		byID[v.ID] = v
@@ -72,7 +68,7 @@ func (r *Reconciler) networks(ctx context.Context) error {
 	for _, p := range pcxs {
 		keep(r.peering(ctx, p, byID[p.VPCID]))
 	}
-	return first
+	return errs.err
 }
 
 // createVPC builds a creating VPC's network and makes it active.

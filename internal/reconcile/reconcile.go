@@ -100,12 +100,8 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var first error
-	keep := func(err error) {
-		if err != nil && first == nil {
-			first = err
-		}
-	}
+	var errs firstError
+	keep := errs.keep
 	keep(r.networks(ctx))
 	for _, n := range nodes {
 		switch {
@@ -127,7 +123,17 @@ func (r *Reconciler) Once(ctx context.Context) error {
 			keep(r.backupKey(ctx, s.ID))
 		}
 	}
-	return first
+	return errs.err
+}
+
+// firstError keeps the first of the errors of a pass whose steps go on
+// after one fails.
+type firstError struct{ err error }
+
+func (f *firstError) keep(err error) {
+	if err != nil && f.err == nil {
+		f.err = err
+	}
 }
 
 // place puts a new node on a machine and issues its certificates.
