@@ -23,6 +23,8 @@
 //	nodes/<node-id>/tls       server certificate and key, CAs, replication client cert
 //	nodes/<node-id>/run       the Unix socket, the management path
 //	nodes/<node-id>/postgres.log
+//	nodes/<node-id>/archive.json, restore/   see backup.go
+//	bin/moat                  the moat binary PostgreSQL's archive_command runs
 //
 // It is imported by internal/cli (moat agent, moat up) and by tests.
 package agent
@@ -77,6 +79,10 @@ type Config struct {
 	// NoSync skips fsync (initdb, base backups, the state file, and the
 	// server's own fsync): for tests only.
 	NoSync bool
+	// MoatBinary is the moat binary PostgreSQL runs as archive_command
+	// and restore_command (copied under DataDir/bin for the postgres
+	// user). Default: this process's executable.
+	MoatBinary string
 }
 
 // Agent runs one host's nodes.
@@ -90,6 +96,9 @@ type Agent struct {
 	wg    sync.WaitGroup
 
 	reportKick chan struct{}
+
+	binMu   sync.Mutex
+	binPath string // the installed moat binary, once installed
 
 	// onFirewall, when set (tests), is called after a node's firewall
 	// enforces the desired state of revision rev; took is how long the

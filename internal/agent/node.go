@@ -61,6 +61,12 @@ type node struct {
 	bootFP     string
 	pwFP       string
 	wiped      bool
+
+	// tasks are the tasks of the desired state started, with their
+	// reports once finished (nil while running); under mu. taskMu runs
+	// them one at a time.
+	tasks  map[string]*apitype.TaskReport
+	taskMu sync.Mutex
 }
 
 func newNode(a *Agent, id string) *node {
@@ -88,7 +94,9 @@ func (n *node) set(nd apitype.NodeDesired, rev int64, gone bool) {
 func (n *node) currentReport() (apitype.NodeReport, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.rep, n.hasRep && !n.gone
+	rep := n.rep
+	rep.Tasks = n.taskReportsLocked()
+	return rep, n.hasRep && !n.gone
 }
 
 // setReport records the node's report and wakes the reporter if it
@@ -151,9 +159,12 @@ func (n *node) run(ctx context.Context) {
 				continue
 			}
 			n.applyAndReport(ctx, want, rev)
-			continue
+		} else {
+			n.supervise(ctx, want, rev)
 		}
-		n.supervise(ctx, want, rev)
+		if n.appliedRev == rev {
+			n.startTasks(ctx, want)
+		}
 	}
 }
 
@@ -322,8 +333,11 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	// The namespace's identity, not only its name: a namespace recreated
 	// under the same name needs PostgreSQL restarted inside it.
 	nsID := n.ns.UniqueId()
-	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS)
-	restartFP := fingerprint(want.Namespace, nsID, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser)
+	restore := n.restoring(want, primary)
+	archiving := want.Archive != nil
+	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
+		want.Archive, want.BackupPublicKeyPEM, restore)
+	restartFP := fingerprint(want.Namespace, nsID, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, archiving)
 	reload := false
 	if instFP != n.instFP {
 		if err := n.ensureDirs(); err != nil {
@@ -333,6 +347,17 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 		if err != nil {
 			return err
 		}
+		set, pr, err := n.backupSettings(want, restore)
+		if err != nil {
+			return err
+		}
+		for k, v := range set {
+			if cfg.Settings == nil {
+				cfg.Settings = map[string]string{}
+			}
+			cfg.Settings[k] = v
+		}
+		cfg.Restore = pr
 		inst, err := postgres.New(cfg)
 		if err != nil {
 			return err
@@ -397,7 +422,14 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 		}
 	}
 
-	// 5. Roles, database and password, on a primary.
+	// 5. Roles, database and password, on a primary (a restored one once
+	// it has replayed its archive and promoted itself).
+	if restore != nil {
+		if err := n.waitPromoted(ctx); err != nil {
+			return err
+		}
+		n.instFP = "" // rewrite moat.conf without the recovery settings
+	}
 	if primary {
 		if want.AdminUser != "" && want.AdminUser != postgres.AdminUser {
 			return fmt.Errorf("admin user %q: this agent creates %q", want.AdminUser, postgres.AdminUser)

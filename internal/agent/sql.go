@@ -14,12 +14,18 @@ import (
 // connect opens a management connection to the node's PostgreSQL over its
 // Unix socket, as the superuser (peer authentication).
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) {
+	return connectSocket(ctx, n.socketDir(), n.inst.Config().Port)
+}
+
+// connectSocket opens a management connection over the Unix socket in
+// socketDir.
+func connectSocket(ctx context.Context, socketDir string, port int) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host = n.socketDir()
-	cfg.Port = uint16(n.inst.Config().Port)
+	cfg.Host = socketDir
+	cfg.Port = uint16(port)
 	cfg.User = postgres.Superuser
 	cfg.Database = "postgres"
 	cfg.TLSConfig = nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/atomicfile"
@@ -50,6 +51,16 @@ func (a *Agent) loadState() (*apitype.HostDesired, error) {
 func (a *Agent) saveState(d apitype.HostDesired) error {
 	if d.Host == "" {
 		d.Host = a.cfg.Host
+	}
+	// A restore's private key is never written down here: a restarted
+	// agent gets it from the control plane again.
+	d.Nodes = slices.Clone(d.Nodes)
+	for i, nd := range d.Nodes {
+		if nd.Restore != nil && nd.Restore.PrivateKeyPEM != "" {
+			r := *nd.Restore
+			r.PrivateKeyPEM = ""
+			d.Nodes[i].Restore = &r
+		}
 	}
 	b, err := json.Marshal(state{Version: stateVersion, Desired: d})
 	if err != nil {

@@ -77,7 +77,7 @@ func allowlistOut(svc *domain.Service) apitype.Allowlist {
 
 func operationOut(o *domain.Operation) apitype.Operation {
 	return apitype.Operation{ID: o.ID, ProjectID: o.ProjectID, Type: o.Type, TargetID: o.TargetID, VPCID: o.VPCID,
-		State: o.State, Error: info(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: info(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 func auditOut(e domain.AuditEntry) apitype.AuditEntry {

@@ -50,7 +50,7 @@ func (s *Server) hostDesired(c *call) error {
 		if err != nil {
 			return err
 		}
-		in.Revision, in.InternalCAPEM, in.Open = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open
+		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir
 		out, err = desired.Compile(in)
 		return err
 	})
@@ -106,6 +106,12 @@ func (s *Server) hostReport(c *call) error {
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
 			}
+			for j, t := range r.Tasks {
+				if err := s.finishTask(c, tx, n, t, fmt.Sprintf("nodes[%d].tasks[%d]", i, j)); err != nil {
+					return err
+				}
+				notes = append(notes, fmt.Sprintf("task %s=%s", t.ID, t.State))
+			}
 			touched[n.ServiceID] = true
 			notes = append(notes, fmt.Sprintf("%s=%s@%d/allow%d", n.ID, r.State, r.Revision, r.AllowlistRevision))
 		}
@@ -122,6 +128,46 @@ func (s *Server) hostReport(c *call) error {
 	}
 	c.w.WriteHeader(204)
 	return nil
+}
+
+// finishTask records a node's finished task in its operation: a backup's
+// label and end time, or the failure.
+func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) error {
+	op, err := store.Get[domain.Operation](c.ctx, tx, t.ID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && op.TargetID != n.ServiceID) {
+		return domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
+	}
+	if err != nil || domain.OperationMachine.Terminal(op.State) {
+		return err
+	}
+	now := s.now()
+	switch t.State {
+	case apitype.TaskDone:
+		op.State, op.Error = domain.StateSucceeded, nil
+		if t.Backup != nil {
+			op.BackupLabel = t.Backup.Label
+			svc, err := store.Get[domain.Service](c.ctx, tx, n.ServiceID)
+			if err != nil {
+				return err
+			}
+			if t.Backup.EndTime.After(svc.LastBackupAt) {
+				svc.LastBackupAt, svc.UpdatedAt = t.Backup.EndTime.UTC(), now
+				if err := store.Put(c.ctx, tx, svc); err != nil {
+					return err
+				}
+			}
+		}
+	case apitype.TaskFailed:
+		op.State, op.Error = domain.StateFailed, &domain.Info{Code: "task_failed", Message: t.Message}
+	default:
+		return domain.Invalidf(domain.CodeInvalidState, field+".state", "use done or failed", "%q is not a task report state", t.State)
+	}
+	op.UpdatedAt = now
+	if err := store.Put(c.ctx, tx, op); err != nil {
+		return err
+	}
+	_, err = tx.BumpRevision(c.ctx) // the task leaves the desired state
+	return err
 }
 
 // rollupService derives a service's state and applied allowlist revision

@@ -19,6 +19,13 @@ func (s *Server) createService(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
+	var plan *restorePlan
+	if in.RestoreFrom != nil {
+		var err error
+		if plan, err = s.planRestore(c, &in); err != nil {
+			return err
+		}
+	}
 	if in.Nodes == 0 {
 		in.Nodes = 1
 	}
@@ -40,6 +47,11 @@ func (s *Server) createService(c *call) error {
 		pw := password.Generate()
 		if svc.AdminVerifier, err = password.Verifier(pw); err != nil {
 			return nil, err
+		}
+		if plan != nil {
+			if err := s.startRestore(c, tx, svc, plan); err != nil {
+				return nil, err
+			}
 		}
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return nil, err

@@ -45,6 +45,9 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/attach", Action: "service.attach", Access: ProjectWrite, Summary: "Attach a service to a VPC, or move it to another (asynchronous)", Request: apitype.AttachRequest{}, Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.attachService},
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/detach", Action: "service.detach", Access: ProjectWrite, Summary: "Detach a service from its VPC (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.detachService},
 
+		{Method: "GET", Pattern: "/v1/projects/{p}/services/{id}/backups", Access: ProjectRead, Summary: "List a service's base backups (it can be restored to any time after the end of one)", Response: apitype.List[apitype.Backup]{}, Handler: s.listBackups},
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/backups", Action: "service.backup.create", Access: ProjectWrite, Summary: "Take a base backup now (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.createBackup},
+
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/password", Action: "service.password.reset", Access: ProjectAdmin, Summary: "Reset the service admin's password (shown once)", Response: apitype.PasswordReset{}, Handler: s.resetPassword},
 		{Method: "GET", Pattern: "/v1/projects/{p}/ca", Access: ProjectRead, Summary: "Get the project CA certificate (PEM) clients verify servers with", Response: apitype.CA{}, Handler: s.getProjectCA},
 

@@ -8,6 +8,7 @@ package apiserver
 import (
 	"crypto/ed25519"
 	"errors"
+	"github.com/moatdb/moat/internal/objstore"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -40,6 +41,11 @@ type Config struct {
 	InternalCAPEM string
 	// AuditKey verifies the audit log's checkpoint signatures.
 	AuditKey ed25519.PublicKey
+	// Backups is the backup store (read: listing, restores); BackupDir
+	// its directory on the agents' hosts, sent to them. Nil and "": no
+	// backups.
+	Backups   objstore.Store
+	BackupDir string
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).

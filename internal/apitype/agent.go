@@ -50,6 +50,50 @@ type NodeDesired struct {
 	// BackupPublicKeyPEM encrypts the node's backups (the private key
 	// never leaves the control plane).
 	BackupPublicKeyPEM string `json:"backup_public_key_pem,omitempty"`
+	// Archive, when set, turns on WAL archiving: every WAL file the node
+	// completes is encrypted to BackupPublicKeyPEM and stored.
+	Archive *NodeArchive `json:"archive,omitempty"`
+	// Tasks are one-off jobs for a primary (base backups, WAL switches),
+	// each done once per ID; results come back in NodeReport.Tasks.
+	Tasks []NodeTask `json:"tasks,omitempty"`
+	// Restore, on the primary of a restored service until it is restored,
+	// is where its data comes from instead of initdb.
+	Restore *NodeRestore `json:"restore,omitempty"`
+}
+
+// NodeArchive is where a node's backups go: the region's object store
+// (a local directory on the agent's host) under the service's region.
+type NodeArchive struct {
+	Region   string `json:"region"`
+	StoreDir string `json:"store_dir"`
+}
+
+// Node task types.
+const (
+	// TaskBaseBackup takes an encrypted base backup into the archive.
+	TaskBaseBackup = "base_backup"
+	// TaskSwitchWAL closes the current WAL segment and waits until it is
+	// archived: everything committed before the task is then restorable.
+	TaskSwitchWAL = "switch_wal"
+)
+
+// NodeTask is a one-off job: its ID is the operation's.
+type NodeTask struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+}
+
+// NodeRestore is the base backup and WAL a restored primary starts from:
+// the source service's archive, to ToTime (nil: to its end).
+// PrivateKeyPEM, the source's backup private key, is empty while the
+// restore waits for its WAL switch, and is sent only until the node is
+// restored; the agent never writes it to its state file.
+type NodeRestore struct {
+	SourceServiceID    string     `json:"source_service_id"`
+	SourcePublicKeyPEM string     `json:"source_public_key_pem"`
+	PrivateKeyPEM      string     `json:"private_key_pem,omitempty"`
+	BackupLabel        string     `json:"backup_label"`
+	ToTime             *time.Time `json:"to_time,omitempty"`
 }
 
 // NodeTLS holds a node's certificates and keys (PEM).
@@ -83,6 +127,23 @@ type NodeReport struct {
 	State             string    `json:"state"`
 	Message           string    `json:"message,omitempty"`
 	AppliedAt         time.Time `json:"applied_at"`
+	// Tasks are the results of the node's finished tasks still in the
+	// desired state.
+	Tasks []TaskReport `json:"tasks,omitempty"`
+}
+
+// Task report states.
+const (
+	TaskDone   = "done"
+	TaskFailed = "failed"
+)
+
+// TaskReport is a finished task.
+type TaskReport struct {
+	ID      string  `json:"id"`
+	State   string  `json:"state"`
+	Message string  `json:"message,omitempty"`
+	Backup  *Backup `json:"backup,omitempty"`
 }
 
 // PasswordReset is the response to a password reset: shown once.

@@ -170,6 +170,33 @@ type ServiceCreate struct {
 	Nodes        int          `json:"nodes,omitempty"`
 	AllowedIPs   []AllowEntry `json:"allowed_ips,omitempty"`
 	ConfirmEmpty bool         `json:"confirm_empty,omitempty"`
+	// RestoreFrom, when set, creates the service from another service's
+	// backups (point-in-time recovery) instead of an empty database.
+	// Region and Nodes default to the source's.
+	RestoreFrom *RestoreFrom `json:"restore_from,omitempty"`
+}
+
+// RestoreFrom names the backups a new service starts from.
+type RestoreFrom struct {
+	// ServiceID is the source service, in the same project.
+	ServiceID string `json:"service_id"`
+	// ToTime is the point in time to recover to; nil: everything
+	// committed when the restore was requested.
+	ToTime *time.Time `json:"to_time,omitempty"`
+}
+
+// Backup is a stored base backup of a service. A service can be restored
+// to any time after the EndTime of one of its backups.
+type Backup struct {
+	Label          string    `json:"label"`
+	Timeline       uint32    `json:"timeline"`
+	StartLSN       string    `json:"start_lsn"`
+	EndLSN         string    `json:"end_lsn,omitempty"`
+	StartTime      time.Time `json:"start_time"`
+	EndTime        time.Time `json:"end_time"`
+	Size           int64     `json:"size"`
+	StoredSize     int64     `json:"stored_size"`
+	KeyFingerprint string    `json:"key_fingerprint"`
 }
 
 // Allowlist is a service's allowlist. Revision is also the ETag; Applied is
@@ -197,15 +224,20 @@ type AttachRequest struct {
 
 // Operation is an asynchronous job.
 type Operation struct {
-	ID        string     `json:"id"`
-	ProjectID string     `json:"project_id"`
-	Type      string     `json:"type"`
-	TargetID  string     `json:"target_id"`
-	VPCID     string     `json:"vpc_id,omitempty"`
-	State     string     `json:"state"`
-	Error     *StateInfo `json:"error,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	Type      string `json:"type"`
+	TargetID  string `json:"target_id"`
+	VPCID     string `json:"vpc_id,omitempty"`
+	// SourceID is a restore's source service.
+	SourceID string `json:"source_id,omitempty"`
+	// BackupLabel is the base backup a backup operation took, or a
+	// restore starts from.
+	BackupLabel string     `json:"backup_label,omitempty"`
+	State       string     `json:"state"`
+	Error       *StateInfo `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
 // AuditEntry is one audit log row.

@@ -170,6 +170,17 @@ func (c *Client) PutAllowlist(ctx context.Context, p, svc string, in apitype.All
 	return out, etagOf(h), err
 }
 
+// ListBackups lists service svc's base backups, oldest first.
+func (c *Client) ListBackups(ctx context.Context, p, svc string, opts ...CallOption) ([]apitype.Backup, error) {
+	return listAll[apitype.Backup](ctx, c, projObj(p, "services", svc)+"/backups", nil, opts)
+}
+
+// CreateBackup starts a base backup of service svc; the result is the
+// asynchronous operation (the one already under way, if any).
+func (c *Client) CreateBackup(ctx context.Context, p, svc string, opts ...CallOption) (apitype.Operation, error) {
+	return send[apitype.Operation](ctx, c, http.MethodPost, projObj(p, "services", svc)+"/backups", nil, opts)
+}
+
 // AttachService attaches service svc to a VPC, or moves it to another; the
 // result is the asynchronous operation.
 func (c *Client) AttachService(ctx context.Context, p, svc string, in apitype.AttachRequest, opts ...CallOption) (apitype.Operation, error) {

@@ -22,6 +22,7 @@ import (
 	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/reconcile"
@@ -39,6 +40,8 @@ const (
 	AgentTokenFile = "agent.token"
 	AuditKeyFile   = "audit.pub"
 	SQLiteFile     = "moat.db"
+	// BackupDirName is the default backup store under DataDir.
+	BackupDirName = "backups"
 )
 
 // Config configures a control plane.
@@ -67,6 +70,18 @@ type Config struct {
 	// (and at least every CheckpointInterval when entries were added).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
+	// BackupDir is the backup store, a directory on this machine and on
+	// the agents' hosts (default DataDir/backups; "-" turns backups off).
+	// The postgres user must be able to traverse to it.
+	BackupDir string
+	// BackupInterval starts a base backup of a running service whose
+	// newest is older (0: 24h; negative: only on request).
+	BackupInterval time.Duration
+	// BackupKeep and BackupKeepAge are the retention: the newest
+	// BackupKeep base backups (0: 7) and every one younger than
+	// BackupKeepAge are kept, with the WAL they need.
+	BackupKeep    int
+	BackupKeepAge time.Duration
 }
 
 // ControlPlane is a running control plane's parts.
@@ -105,6 +120,15 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = 5 * time.Second
+	}
+	if cfg.BackupDir == "" {
+		cfg.BackupDir = filepath.Join(cfg.DataDir, BackupDirName)
+	}
+	if cfg.BackupInterval == 0 {
+		cfg.BackupInterval = 24 * time.Hour
+	}
+	if cfg.BackupKeep == 0 {
+		cfg.BackupKeep = 7
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -150,7 +174,21 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
 	}
+	var backups objstore.Store
+	backupDir := ""
+	if cfg.BackupDir != "-" {
+		if backupDir, err = filepath.Abs(cfg.BackupDir); err != nil {
+			return nil, fmt.Errorf("backup directory: %w", err)
+		}
+		if err := os.MkdirAll(backupDir, 0o750); err != nil {
+			return nil, fmt.Errorf("backup directory: %w", err)
+		}
+		if backups, err = objstore.NewDir(backupDir); err != nil {
+			return nil, fmt.Errorf("backup directory: %w", err)
+		}
+	}
 	cp.API, err = apiserver.New(apiserver.Config{
+		Backups: backups, BackupDir: backupDir,
 		Store: cp.Store, Logger: cfg.Logger, Catalog: cfg.Catalog, Domain: cfg.Domain,
 		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC,
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
@@ -161,6 +199,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
+			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
 			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile")})
 		if err != nil {
 			return nil, err

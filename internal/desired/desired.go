@@ -79,6 +79,13 @@ type Input struct {
 	InternalCAPEM string
 	// Open unseals a node key (deterministic; no I/O).
 	Open func(sealed, ad []byte) ([]byte, error)
+	// ArchiveDir is the backup store on the agents' hosts; "" turns
+	// archiving off.
+	ArchiveDir string
+	// Ops are the unfinished operations targeting each service.
+	Ops map[string][]*domain.Operation
+	// Sources are the services restored services come from.
+	Sources map[string]*domain.Service
 }
 
 // Compile returns Host's desired state.
@@ -118,6 +125,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				peers = append(peers, a)
 			}
 		}
+		if in.ArchiveDir != "" && svc.BackupPublicKeyPEM == "" && n.State == domain.StateCreating {
+			continue // it starts archiving from the first WAL file: wait for its key
+		}
 		acc := domain.CompileAccess(svc, in.VPCs[svc.VPCID], in.Peerings, peers)
 		nd := apitype.NodeDesired{
 			NodeID: n.ID, ServiceID: svc.ID, ProjectID: svc.ProjectID, Index: n.Index,
@@ -137,6 +147,15 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			nd.PrimaryAddress = primary.Address
 			nd.PrimaryName = NodeName(primary, svc, in.Zone)
 		}
+		if in.ArchiveDir != "" {
+			nd.Archive = &apitype.NodeArchive{Region: svc.Region, StoreDir: in.ArchiveDir}
+		}
+		if n.Index == 0 && nd.State != domain.StateDeleting {
+			nd.Tasks = tasks(in.Ops[svc.ID])
+			if nd.Restore, err = restore(in, svc); err != nil {
+				return out, fmt.Errorf("node %s: %w", n.ID, err)
+			}
+		}
 		out.Nodes = append(out.Nodes, nd)
 	}
 	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {
@@ -151,6 +170,59 @@ func Compile(in Input) (apitype.HostDesired, error) {
 	return out, nil
 }
 
+// tasks are the node tasks of a service's running backup and WAL-switch
+// operations, for its primary.
+func tasks(ops []*domain.Operation) []apitype.NodeTask {
+	var out []apitype.NodeTask
+	for _, op := range ops {
+		if op.State != domain.StateRunning {
+			continue
+		}
+		switch op.Type {
+		case domain.OpServiceBackup:
+			out = append(out, apitype.NodeTask{ID: op.ID, Type: apitype.TaskBaseBackup})
+		case domain.OpServiceSwitchWAL:
+			out = append(out, apitype.NodeTask{ID: op.ID, Type: apitype.TaskSwitchWAL})
+		}
+	}
+	return out
+}
+
+// restore is what a restored service's primary starts from, while its
+// restore operation runs; the source's private key only once the
+// operation reached its restore step.
+func restore(in Input, svc *domain.Service) (*apitype.NodeRestore, error) {
+	if svc.RestoreFrom == "" || svc.OperationID == "" {
+		return nil, nil
+	}
+	var op *domain.Operation
+	for _, o := range in.Ops[svc.ID] {
+		if o.ID == svc.OperationID && o.Type == domain.OpServiceRestore {
+			op = o
+		}
+	}
+	if op == nil {
+		return nil, nil
+	}
+	src := in.Sources[svc.RestoreFrom]
+	if src == nil {
+		return nil, fmt.Errorf("restore source %s missing", svc.RestoreFrom)
+	}
+	r := &apitype.NodeRestore{SourceServiceID: src.ID, SourcePublicKeyPEM: src.BackupPublicKeyPEM, BackupLabel: svc.RestoreBackup}
+	if !svc.RestoreToTime.IsZero() {
+		t := svc.RestoreToTime
+		r.ToTime = &t
+	}
+	if op.Step == domain.StepRestore {
+		key, err := in.Open(src.BackupKeySealed, BackupKeyAD(src.ID))
+		if err != nil {
+			return nil, fmt.Errorf("unseal the backup key of %s: %w", src.ID, err)
+		}
+		r.PrivateKeyPEM = string(key)
+	}
+	return r, nil
+}
+
 func strs(ps []netip.Prefix) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
@@ -162,7 +234,8 @@ func strs(ps []netip.Prefix) []string {
 // Load reads Compile's input for host from tx at the store's current
 // revision.
 func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
-	in := Input{Host: host, Zone: zone, Services: map[string]*domain.Service{}, Projects: map[string]*domain.Project{}, VPCs: map[string]*domain.VPC{}}
+	in := Input{Host: host, Zone: zone, Services: map[string]*domain.Service{}, Projects: map[string]*domain.Project{}, VPCs: map[string]*domain.VPC{},
+		Ops: map[string][]*domain.Operation{}, Sources: map[string]*domain.Service{}}
 	all, err := store.List[domain.Node](ctx, tx, store.Query{})
 	if err != nil {
 		return in, err
@@ -184,6 +257,22 @@ func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 				return in, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 			in.Services[svc.ID] = svc
+			ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID})
+			if err != nil {
+				return in, err
+			}
+			for _, op := range ops {
+				if !domain.OperationMachine.Terminal(op.State) {
+					in.Ops[svc.ID] = append(in.Ops[svc.ID], op)
+				}
+			}
+			if svc.RestoreFrom != "" && svc.OperationID != "" {
+				src, err := store.Get[domain.Service](ctx, tx, svc.RestoreFrom)
+				if err != nil {
+					return in, fmt.Errorf("service %s: restore source: %w", svc.ID, err)
+				}
+				in.Sources[src.ID] = src
+			}
 			if in.Projects[svc.ProjectID] == nil {
 				p, err := store.Get[domain.Project](ctx, tx, svc.ProjectID)
 				if err != nil {

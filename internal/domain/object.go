@@ -195,6 +195,16 @@ type Service struct {
 	// sealed with the master key, opened only by a restore.
 	BackupPublicKeyPEM string `json:"backup_public_key_pem,omitempty"`
 	BackupKeySealed    []byte `json:"backup_key_sealed,omitempty"`
+	// LastBackupAt is when the newest base backup ended (scheduling);
+	// PrunedAt when retention last ran.
+	LastBackupAt time.Time `json:"last_backup_at,omitzero"`
+	PrunedAt     time.Time `json:"pruned_at,omitzero"`
+	// RestoreFrom is the service this one was restored from, if any, to
+	// RestoreToTime (zero: to the end of its archive) from the base
+	// backup RestoreBackup.
+	RestoreFrom   string    `json:"restore_from,omitempty"`
+	RestoreToTime time.Time `json:"restore_to_time,omitzero"`
+	RestoreBackup string    `json:"restore_backup,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }
@@ -239,6 +249,14 @@ func (n *Node) Parent() string { return n.ServiceID }
 const (
 	OpServiceAttach = "service.attach"
 	OpServiceDetach = "service.detach"
+	// OpServiceBackup takes a base backup of the target's primary.
+	OpServiceBackup = "service.backup"
+	// OpServiceSwitchWAL makes the target's primary archive its current
+	// WAL segment (the first step of a restore from it).
+	OpServiceSwitchWAL = "service.switch_wal"
+	// OpServiceRestore fills the target, a new service, from SourceID's
+	// backups.
+	OpServiceRestore = "service.restore"
 )
 
 // Operation is an asynchronous job on a target object.
@@ -256,6 +274,13 @@ type Operation struct {
 	FromVPCID      string `json:"from_vpc_id,omitempty"`
 	Step           string `json:"step,omitempty"`
 	SwitchRevision int64  `json:"switch_revision,omitempty"`
+	// SourceID is a restore's source service; WaitID the operation (a
+	// WAL switch of the source) it waits for before restoring.
+	SourceID string `json:"source_id,omitempty"`
+	WaitID   string `json:"wait_id,omitempty"`
+	// BackupLabel is the base backup a backup operation took, or a
+	// restore starts from.
+	BackupLabel string `json:"backup_label,omitempty"`
 }
 
 // Steps of an attach or detach operation.
@@ -263,6 +288,9 @@ const (
 	StepAddNetwork    = "add-network"
 	StepSwitch        = "switch"
 	StepRemoveNetwork = "remove-network"
+	// A restore waits for the source's WAL switch, then restores.
+	StepSwitchWAL = "switch-wal"
+	StepRestore   = "restore"
 )
 
 func (*Operation) Kind() string     { return "operation" }

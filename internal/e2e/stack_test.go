@@ -14,10 +14,30 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/cli"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/up"
 )
+
+// TestMain runs the test binary as moat when PostgreSQL calls it so: the
+// agent installs it as <data>/agent/bin/moat for archive_command and
+// restore_command.
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "moat" {
+		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// testBinary is this test binary, which runs as moat under that name.
+func testBinary(t testing.TB) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
 
 // require skips (or, under CI=true, fails) a test whose machine lacks
 // root, PostgreSQL or psql.
@@ -58,6 +78,13 @@ type env struct {
 // prefix (a new one when "").
 func start(t testing.TB, dir, prefix string) *env {
 	t.Helper()
+	return startWith(t, dir, prefix, nil)
+}
+
+// startWith is start with the control plane's configuration adjusted by
+// configure. Scheduled backups are off unless configure turns them on.
+func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Config)) *env {
+	t.Helper()
 	require(t)
 	if dir == "" {
 		// Not t.TempDir(): its parents are 0700 and the postgres user
@@ -78,11 +105,14 @@ func start(t testing.TB, dir, prefix string) *env {
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cpCfg := controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0"}
+	cpCfg := controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1}
+	if configure != nil {
+		configure(&cpCfg)
+	}
 	if os.Getenv("MOAT_E2E_LOG") != "" {
 		cpCfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0"})
+	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: testBinary(t)})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -15,6 +15,35 @@ import (
 // Dir is a [Store] in a local directory. A key is a path below the root.
 type Dir struct {
 	root string
+	// uid and gid own what Put creates, when set (see SetOwner).
+	uid, gid int
+	owned    bool
+}
+
+// SetOwner makes Put give the directories and files it creates to uid and
+// gid: a root process (the agent, taking a base backup) then writes into a
+// store the postgres user (archive_command) writes into too.
+func (d *Dir) SetOwner(uid, gid int) {
+	d.uid, d.gid, d.owned = uid, gid, true
+}
+
+// mkdirAll is os.MkdirAll giving every directory it creates to the owner.
+func (d *Dir) mkdirAll(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir && len(parent) >= len(d.root) {
+		if err := d.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if d.owned {
+		return os.Chown(dir, d.uid, d.gid)
+	}
+	return nil
 }
 
 var _ Store = (*Dir)(nil)
@@ -52,7 +81,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 		return fmt.Errorf("put: %w", err)
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := d.mkdirAll(dir); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	f, err := os.CreateTemp(dir, ".tmp-*")
@@ -70,6 +99,11 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	}
 	if err := f.Chmod(0o640); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if d.owned {
+		if err := f.Chown(d.uid, d.gid); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)

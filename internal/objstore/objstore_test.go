@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 
@@ -254,5 +255,38 @@ func TestKey(t *testing.T) {
 	}
 	if got, err := ServicePrefix("eu", "svc"); got != "eu/svc/" || err != nil {
 		t.Errorf("ServicePrefix(eu, svc) = %q, %v; want %q", got, err, "eu/svc/")
+	}
+}
+
+func TestDirOwner(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to chown (CI=true: failing instead of skipping)")
+		}
+		t.Skip("needs root to chown")
+	}
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 4242, 4343
+	d.SetOwner(uid, gid)
+	if err := d.Put(context.Background(), "r/s/00000001/wal/x", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"r", "r/s", "r/s/00000001", "r/s/00000001/wal", "r/s/00000001/wal/x"} {
+		fi, err := os.Stat(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s owned by %d:%d, want %d:%d", rel, st.Uid, st.Gid, uid, gid)
+		}
+	}
+	if fi, _ := os.Stat(root); fi.Sys().(*syscall.Stat_t).Uid == uid {
+		t.Errorf("the root itself was given away")
 	}
 }

@@ -30,7 +30,8 @@ const roleRule = "use lowercase letters, digits and '_', starting with a letter 
 // RenderHBA renders pg_hba.conf for p. It is pure. In order:
 //
 //   - local connections: Superuser only, by peer identity through the map
-//     "moat" (the agent's management path);
+//     "moat" (the agent's management path, and its base backups over the
+//     replication protocol);
 //   - Superuser and the replication role never log in over the network;
 //   - hostssl replication from each replica, certificate authentication;
 //   - hostssl from each allowed source, scram-sha-256;
@@ -65,7 +66,9 @@ func RenderHBA(p Policy) (string, error) {
 	b.WriteString("# TYPE  DATABASE    USER               ADDRESS                                     METHOD\n")
 	b.WriteString("# Management: the Unix socket, the superuser only, by peer identity.\n")
 	line("local", "all", su, "", "peer map=moat")
+	line("local", "replication", su, "", "peer map=moat")
 	line("local", "all", "all", "", "reject")
+	line("local", "replication", "all", "", "reject")
 	b.WriteString("# The superuser and the replication role never log in over the network.\n")
 	for _, r := range []string{su, ru} {
 		line("host", "all", r, "0.0.0.0/0", "reject")

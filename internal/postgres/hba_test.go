@@ -159,7 +159,7 @@ func FuzzRenderHBA(f *testing.F) {
 				t.Fatalf("line %q: method %s over the network", line, method)
 			}
 		}
-		if want := 2 + 4 + len(wantRepl) + len(wantAllow) + 4; rules != want {
+		if want := 4 + 4 + len(wantRepl) + len(wantAllow) + 4; rules != want {
 			t.Fatalf("%d rules, want %d:\n%s", rules, want, out)
 		}
 		if !slices.Equal(gotAllow, wantAllow) || !slices.Equal(gotRepl, wantRepl) {

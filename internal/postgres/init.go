@@ -1,9 +1,11 @@
 package postgres
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +13,8 @@ import (
 )
 
 // Init creates the cluster if the data directory holds none: initdb for a
-// primary, a base backup over verified TLS for a replica (Config.Primary).
+// primary, a base backup over verified TLS for a replica (Config.Primary),
+// a stored base backup for a restore (Config.Restore).
 // The cluster is built in DataDir + ".new" and renamed into place, so a
 // crash never leaves a half-made data directory behind. It then writes
 // Moat's files (moat.conf, pg_ident.conf, the TLS files) and, for a new
@@ -62,7 +65,14 @@ func (in *Instance) create(ctx context.Context) error {
 	if err := in.writeTLS(); err != nil {
 		return err
 	}
-	if p := in.cfg.Primary; p == nil {
+	if r := in.cfg.Restore; r != nil && in.cfg.Primary == nil {
+		if err := in.extract(ctx, tmp, r); err != nil {
+			return fmt.Errorf("restore base backup: %w", err)
+		}
+		if err := in.writeFile(filepath.Join(tmp, "recovery.signal"), nil, 0o600); err != nil {
+			return err
+		}
+	} else if p := in.cfg.Primary; p == nil {
 		args := []string{"-D", tmp, "-U", Superuser, "-E", "UTF8", "--locale=C.UTF-8",
 			"--auth-local=peer", "--auth-host=reject", "--data-checksums", "--no-instructions"}
 		if in.cfg.NoSync {
@@ -106,7 +116,7 @@ func (in *Instance) create(ctx context.Context) error {
 	if err := os.Rename(tmp, in.cfg.DataDir); err != nil {
 		return err
 	}
-	in.log.Info("postgres initialised", "data_dir", in.cfg.DataDir, "replica", in.cfg.Primary != nil, "duration", time.Since(t0))
+	in.log.Info("postgres initialised", "data_dir", in.cfg.DataDir, "replica", in.cfg.Primary != nil, "restored", in.cfg.Restore != nil, "duration", time.Since(t0))
 	return nil
 }
 
@@ -262,4 +272,87 @@ func (in *Instance) chown(p string) error {
 		return nil
 	}
 	return os.Chown(p, int(in.cred.Uid), int(in.cred.Gid))
+}
+
+// extract writes the base backup r streams into dir: directories and
+// regular files only, every name inside dir, owned by the postgres user.
+// A symbolic link (a tablespace), a hard link or a device is an error.
+func (in *Instance) extract(ctx context.Context, dir string, r *Restore) error {
+	if r.Tar == nil {
+		return errors.New("no base backup source")
+	}
+	pr, pw := io.Pipe()
+	fetched := make(chan error, 1)
+	go func() {
+		err := r.Tar(ctx, pw)
+		pw.CloseWithError(err)
+		fetched <- err
+	}()
+	err := in.untar(tar.NewReader(pr), dir)
+	pr.CloseWithError(errors.New("extraction ended"))
+	ferr := <-fetched
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+func (in *Instance) untar(tr *tar.Reader, dir string) error {
+	files := 0
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read tar: %w", err)
+		}
+		name := filepath.Clean(filepath.FromSlash(h.Name))
+		if !filepath.IsLocal(name) {
+			return fmt.Errorf("tar member %q is outside the data directory", h.Name)
+		}
+		p := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := in.ensureDir(p); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := in.ensureDir(filepath.Dir(p)); err != nil {
+				return err
+			}
+			if err := in.extractFile(p, tr); err != nil {
+				return fmt.Errorf("extract %s: %w", h.Name, err)
+			}
+			files++
+		default:
+			return fmt.Errorf("tar member %q is of type %q: only directories and regular files are restored (a tablespace is not supported)", h.Name, h.Typeflag)
+		}
+	}
+	if !exists(filepath.Join(dir, "PG_VERSION")) || !exists(filepath.Join(dir, "backup_label")) {
+		return fmt.Errorf("the tar (%d files) holds no PG_VERSION or backup_label: not a base backup", files)
+	}
+	return nil
+}
+
+func (in *Instance) extractFile(p string, r io.Reader) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	if err := in.chown(p); err != nil {
+		f.Close()
+		return err
+	}
+	if !in.cfg.NoSync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }

@@ -24,8 +24,10 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -98,6 +100,13 @@ type Config struct {
 	// primary: Init takes a base backup from it instead of running initdb.
 	Primary *Upstream
 
+	// Restore, when set (and Primary is not), makes Init build the cluster
+	// from a stored base backup instead of running initdb, and start it in
+	// archive recovery (recovery.signal). The recovery settings
+	// (restore_command, recovery_target_time, recovery_target_action) go
+	// in Settings.
+	Restore *Restore
+
 	// Exec is a command prefix every PostgreSQL program runs under, for
 	// example {"ip", "netns", "exec", "moat-node-x"}. When the process is
 	// root the programs drop to User with setpriv after the prefix; without
@@ -135,6 +144,14 @@ type Upstream struct {
 	// CAPEM holds the CA certificates the primary's server certificate is
 	// verified against.
 	CAPEM []byte
+}
+
+// Restore is the base backup a restored cluster starts from.
+type Restore struct {
+	// Tar writes the base backup's tar (pg_basebackup -Ft's base.tar,
+	// plaintext) to w. An error, even after part of the tar, fails Init
+	// and leaves no data directory.
+	Tar func(ctx context.Context, w io.Writer) error
 }
 
 // Instance is one node's PostgreSQL instance. Its methods may be called

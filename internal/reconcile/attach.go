@@ -40,10 +40,20 @@ func (r *Reconciler) operations(ctx context.Context) error {
 		if domain.OperationMachine.Terminal(op.State) {
 			continue
 		}
-		if err := r.advance(ctx, op); err != nil {
+		var err error
+		switch op.Type {
+		case domain.OpServiceAttach, domain.OpServiceDetach:
+			err = r.advance(ctx, op)
+		case domain.OpServiceBackup, domain.OpServiceSwitchWAL:
+			err = r.advanceTask(ctx, op)
+		case domain.OpServiceRestore:
+			err = r.advanceRestore(ctx, op)
+		}
+		if err != nil {
 			errs.keep(fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 	}
+	errs.keep(r.scheduleBackups(ctx, ops))
 	return errs.err
 }
 

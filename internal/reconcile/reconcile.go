@@ -17,6 +17,7 @@ import (
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/store"
@@ -33,6 +34,14 @@ type Config struct {
 	// Resync is the period of a full pass without a store change (0: 2s).
 	Resync time.Duration
 	Now    func() time.Time
+	// Backups is the backup store (retention); nil: no retention and no
+	// scheduled backups. BackupInterval is the age of a service's newest
+	// base backup that starts a new one (0: never on schedule);
+	// BackupKeep and BackupKeepAge are the retention (see archive.Prune).
+	Backups        objstore.Store
+	BackupInterval time.Duration
+	BackupKeep     int
+	BackupKeepAge  time.Duration
 }
 
 // Reconciler drives nodes and services.
@@ -121,6 +130,8 @@ func (r *Reconciler) Once(ctx context.Context) error {
 			keep(r.finishDelete(ctx, s))
 		case !domain.Gone(s.State) && s.BackupPublicKeyPEM == "":
 			keep(r.backupKey(ctx, s.ID))
+		case !domain.Gone(s.State) && s.LastBackupAt.After(s.PrunedAt):
+			keep(r.prune(ctx, s))
 		}
 	}
 	return errs.err

@@ -49,6 +49,9 @@ type Config struct {
 	// answers inside the internet namespace on the bridge's address, port
 	// 53, and the sim hosts use it as their resolver.
 	DNSListen string
+	// MoatBinary is the moat binary PostgreSQL runs to archive WAL
+	// (default: this executable; tests pass theirs, see agent.Config).
+	MoatBinary string
 }
 
 // Stack is a running machine's worth of Moat.
@@ -125,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
-		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync})
+		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary})
 	if err != nil {
 		return nil, err
 	}

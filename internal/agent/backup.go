@@ -1,0 +1,518 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/atomicfile"
+	"github.com/moatdb/moat/internal/objstore"
+	"github.com/moatdb/moat/internal/postgres"
+)
+
+// Backups on a node. A node whose desired state has an Archive archives
+// its WAL: PostgreSQL's archive_command runs `moat wal-push` as the
+// postgres user with the node's archive.json (the store, the service's
+// public key: nothing secret). Base backups and WAL switches are tasks the
+// agent runs itself. A restored primary starts from the source service's
+// base backup (fetched and decrypted by the agent) and replays its WAL
+// through `moat wal-fetch` with restore/restore.json and restore/key.pem,
+// the source's private key, which is deleted once the server is promoted.
+//
+// Files under the node's directory:
+//
+//	archive.json           the archive configuration (0644)
+//	restore/restore.json   the restore's archive configuration (0600, postgres)
+//	restore/key.pem        the source's private key, during the restore only
+const (
+	archiveConfigFile = "archive.json"
+	restoreDirName    = "restore"
+	restoreKeyFile    = "key.pem"
+	restoreConfigFile = "restore.json"
+	// archiveTimeout bounds how long a committed transaction waits in
+	// an unarchived WAL segment when the server is quiet.
+	archiveTimeout = "5min"
+	// switchWait bounds a WAL switch task's wait for the archiver.
+	switchWait = 2 * time.Minute
+)
+
+// moatBinary returns the path of the moat binary the postgres user runs
+// for archive_command and restore_command: a copy of Config.MoatBinary
+// under DataDir/bin, a directory that user can reach (the binary itself
+// may live under /root).
+func (a *Agent) moatBinary() (string, error) {
+	a.binMu.Lock()
+	defer a.binMu.Unlock()
+	if a.binPath != "" {
+		return a.binPath, nil
+	}
+	src := a.cfg.MoatBinary
+	if src == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("find the moat binary: %w", err)
+		}
+		if strings.HasSuffix(exe, ".test") {
+			// PostgreSQL would run a test binary as its archive_command.
+			return "", fmt.Errorf("the agent runs in the test binary %s: set Config.MoatBinary to a moat binary (or a test binary that runs as moat when called so)", exe)
+		}
+		src = exe
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", fmt.Errorf("read the moat binary: %w", err)
+	}
+	dir := filepath.Join(a.cfg.DataDir, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, "moat")
+	if old, err := os.ReadFile(dst); err != nil || sha256.Sum256(old) != sha256.Sum256(b) {
+		if err := atomicfile.WriteFile(dst, b, 0o755); err != nil {
+			return "", fmt.Errorf("install the moat binary for postgres: %w", err)
+		}
+	}
+	a.binPath = dst
+	return dst, nil
+}
+
+// pgOwner returns the uid and gid of the postgres user, or -1, -1 when
+// the agent is not root (files are then its own).
+func (a *Agent) pgOwner() (int, int, error) {
+	if os.Geteuid() != 0 {
+		return -1, -1, nil
+	}
+	u, err := user.Lookup(a.cfg.PGUser)
+	if err != nil {
+		return 0, 0, fmt.Errorf("postgres user: %w", err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("postgres user %s has uid %q gid %q", a.cfg.PGUser, u.Uid, u.Gid)
+	}
+	return uid, gid, nil
+}
+
+// writeOwned writes data to path atomically with mode perm, owned by the
+// postgres user.
+func (a *Agent) writeOwned(path string, data []byte, perm os.FileMode) error {
+	if err := atomicfile.WriteFile(path, data, perm); err != nil {
+		return err
+	}
+	uid, gid, err := a.pgOwner()
+	if err != nil || uid < 0 {
+		return err
+	}
+	return os.Chown(path, uid, gid)
+}
+
+// archiveConfig is the node's archive configuration, or nil when it does
+// not archive.
+func (n *node) archiveConfig(want apitype.NodeDesired) (*archive.Config, error) {
+	ar := want.Archive
+	if ar == nil {
+		return nil, nil
+	}
+	if want.BackupPublicKeyPEM == "" {
+		return nil, errors.New("archive: no backup public key")
+	}
+	if !filepath.IsAbs(ar.StoreDir) || strings.ContainsAny(ar.StoreDir, "%'\n") {
+		return nil, fmt.Errorf("archive: store directory %q: want an absolute path without %%, ' or newlines", ar.StoreDir)
+	}
+	c := &archive.Config{
+		Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: ar.StoreDir},
+		Region: ar.Region, Service: want.ServiceID, Timeline: 1,
+		PublicKey: want.BackupPublicKeyPEM, PGBinDir: n.a.cfg.PGBinDir,
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	return c, nil
+}
+
+// ensureStore makes the store directory, owned by the postgres user
+// (archive_command writes into it).
+func (a *Agent) ensureStore(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	uid, gid, err := a.pgOwner()
+	if err != nil || uid < 0 {
+		return err
+	}
+	if err := checkTraversable(filepath.Dir(dir), a.cfg.PGUser); err != nil {
+		return fmt.Errorf("backup store: %w", err)
+	}
+	return os.Chown(dir, uid, gid)
+}
+
+// openStore opens the store for the agent's own writes: what it creates
+// belongs to the postgres user, like what archive_command creates.
+func (a *Agent) openStore(dir string) (objstore.Store, error) {
+	d, err := objstore.NewDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	uid, gid, err := a.pgOwner()
+	if err != nil {
+		return nil, err
+	}
+	if uid >= 0 {
+		d.SetOwner(uid, gid)
+	}
+	return d, nil
+}
+
+// restoring returns want.Restore while the node is still to be restored:
+// a primary whose cluster does not exist yet or is still in archive
+// recovery.
+func (n *node) restoring(want apitype.NodeDesired, primary bool) *apitype.NodeRestore {
+	if want.Restore == nil || !primary {
+		return nil
+	}
+	if exists(filepath.Join(n.dataDir(), "PG_VERSION")) && !exists(filepath.Join(n.dataDir(), "recovery.signal")) {
+		return nil // restored and promoted
+	}
+	return want.Restore
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// backupSettings writes the node's archive (and restore) configuration
+// files and returns the server settings that use them.
+func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRestore) (map[string]string, *postgres.Restore, error) {
+	cfg, err := n.archiveConfig(want)
+	if err != nil || (cfg == nil && restore == nil) {
+		return nil, nil, err
+	}
+	bin, err := n.a.moatBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := n.ensureDirs(); err != nil {
+		return nil, nil, err
+	}
+	set := map[string]string{}
+	if cfg != nil {
+		if err := n.a.ensureStore(cfg.Store.Dir); err != nil {
+			return nil, nil, err
+		}
+		b, err := json.MarshalIndent(cfg, "", "  ")
+		if err != nil {
+			return nil, nil, err
+		}
+		p := filepath.Join(n.dir, archiveConfigFile)
+		if old, err := os.ReadFile(p); err != nil || !bytes.Equal(old, b) {
+			if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
+				return nil, nil, fmt.Errorf("archive config: %w", err)
+			}
+		}
+		set["archive_mode"] = "on"
+		set["archive_command"] = shellQuote(bin) + " wal-push --config " + shellQuote(p) + " %p"
+		set["archive_timeout"] = archiveTimeout
+	}
+	if restore == nil {
+		return set, nil, nil
+	}
+	rc, err := n.restoreConfig(want, restore)
+	if err != nil {
+		return nil, nil, err
+	}
+	rcPath := filepath.Join(n.dir, restoreDirName, restoreConfigFile)
+	set["restore_command"] = shellQuote(bin) + " wal-fetch --config " + shellQuote(rcPath) + " %f %p"
+	set["recovery_target_action"] = "promote"
+	if t := restore.ToTime; t != nil {
+		set["recovery_target_time"] = t.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+	}
+	pr := &postgres.Restore{Tar: func(ctx context.Context, w io.Writer) error {
+		bs, err := archive.ListBackups(ctx, rc)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(bs, func(b archive.Backup) bool { return b.Label == restore.BackupLabel })
+		if i < 0 {
+			return fmt.Errorf("base backup %s of service %s is not in the store", restore.BackupLabel, restore.SourceServiceID)
+		}
+		return archive.FetchBaseBackup(ctx, rc, bs[i], w)
+	}}
+	return set, pr, nil
+}
+
+// restoreConfig writes the restore's configuration and the source's
+// private key (when the desired state carries it) and returns the
+// configuration.
+func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (*archive.Config, error) {
+	if want.Archive == nil {
+		return nil, errors.New("restore: no archive store in the desired state")
+	}
+	dir := filepath.Join(n.dir, restoreDirName)
+	keyPath := filepath.Join(dir, restoreKeyFile)
+	rc := &archive.Config{
+		Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: want.Archive.StoreDir},
+		Region: want.Archive.Region, Service: r.SourceServiceID, Timeline: 1,
+		PublicKey: r.SourcePublicKeyPEM, PrivateKeyFile: keyPath, PGBinDir: n.a.cfg.PGBinDir,
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if r.PrivateKeyPEM == "" {
+		if !exists(keyPath) {
+			return nil, errors.New("restore: waiting for the control plane to release the source's backup key (after its WAL switch)")
+		}
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if uid, gid, err := n.a.pgOwner(); err != nil {
+			return nil, err
+		} else if uid >= 0 {
+			if err := os.Chown(dir, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+		if err := n.a.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
+			return nil, fmt.Errorf("restore key: %w", err)
+		}
+	}
+	b, err := json.MarshalIndent(rc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := n.a.writeOwned(filepath.Join(dir, restoreConfigFile), b, 0o600); err != nil {
+		return nil, fmt.Errorf("restore config: %w", err)
+	}
+	return rc, nil
+}
+
+// waitPromoted waits until the restored server has replayed the archive
+// to its target and promoted itself, then deletes the restore's key.
+func (n *node) waitPromoted(ctx context.Context) error {
+	for {
+		conn, err := n.connect(ctx)
+		if err == nil {
+			var rec bool
+			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+			conn.Close(context.Background())
+			if err == nil && !rec {
+				n.a.log.Info("restore finished: promoted", "node", n.id)
+				if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
+					return fmt.Errorf("remove the restore key: %w", err)
+				}
+				return nil
+			}
+		}
+		if !n.inst.Running() {
+			return fmt.Errorf("postgres exited during the restore's recovery: %s", n.logTail(1500))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// logTail returns the end of the node's postgres.log.
+func (n *node) logTail(max int) string {
+	b, err := os.ReadFile(n.logFile())
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// ---- tasks ----
+
+// startTasks starts the tasks of want not started yet and forgets those
+// no longer in it. Tasks of a node run one at a time, beside its worker.
+func (n *node) startTasks(ctx context.Context, want apitype.NodeDesired) {
+	n.mu.Lock()
+	if n.tasks == nil {
+		n.tasks = map[string]*apitype.TaskReport{}
+	}
+	keep := map[string]bool{}
+	var start []apitype.NodeTask
+	for _, t := range want.Tasks {
+		keep[t.ID] = true
+		if _, ok := n.tasks[t.ID]; !ok {
+			n.tasks[t.ID] = nil
+			start = append(start, t)
+		}
+	}
+	for id := range n.tasks {
+		if !keep[id] {
+			delete(n.tasks, id)
+		}
+	}
+	n.mu.Unlock()
+	for _, t := range start {
+		n.a.wg.Add(1)
+		go func() {
+			defer n.a.wg.Done()
+			n.taskMu.Lock()
+			defer n.taskMu.Unlock()
+			rep := n.runTask(ctx, want, t)
+			if ctx.Err() != nil {
+				return // not done: a restarted agent runs it again
+			}
+			n.mu.Lock()
+			if _, ok := n.tasks[t.ID]; ok {
+				n.tasks[t.ID] = &rep
+			}
+			n.mu.Unlock()
+			n.a.kickReport()
+		}()
+	}
+}
+
+// taskReports returns the finished tasks' reports. n.mu is held.
+func (n *node) taskReportsLocked() []apitype.TaskReport {
+	var out []apitype.TaskReport
+	for _, r := range n.tasks {
+		if r != nil {
+			out = append(out, *r)
+		}
+	}
+	slices.SortFunc(out, func(a, b apitype.TaskReport) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (n *node) runTask(ctx context.Context, want apitype.NodeDesired, t apitype.NodeTask) apitype.TaskReport {
+	rep := apitype.TaskReport{ID: t.ID, State: apitype.TaskDone}
+	t0 := time.Now()
+	var err error
+	switch t.Type {
+	case apitype.TaskBaseBackup:
+		rep.Backup, err = n.baseBackup(ctx, want)
+	case apitype.TaskSwitchWAL:
+		err = n.switchWAL(ctx, want)
+	default:
+		err = fmt.Errorf("unknown task type %q", t.Type)
+	}
+	if err != nil {
+		rep.State, rep.Message = apitype.TaskFailed, err.Error()
+		n.a.log.Error("task failed", "node", n.id, "task", t.ID, "type", t.Type, "err", err)
+	} else {
+		n.a.log.Info("task done", "node", n.id, "task", t.ID, "type", t.Type, "duration", time.Since(t0))
+	}
+	return rep
+}
+
+func taskPort(want apitype.NodeDesired) int {
+	if want.Port == 0 {
+		return 5432
+	}
+	return want.Port
+}
+
+// baseBackup streams an encrypted base backup of the node into the store.
+func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apitype.Backup, error) {
+	cfg, err := n.archiveConfig(want)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return nil, errors.New("base backup: the node has no archive")
+	}
+	if cfg.ObjectStore, err = n.a.openStore(cfg.Store.Dir); err != nil {
+		return nil, err
+	}
+	port := taskPort(want)
+	tl, err := currentTimeline(ctx, n.socketDir(), port)
+	if err != nil {
+		return nil, fmt.Errorf("base backup: %w", err)
+	}
+	cfg.Timeline = tl
+	conn := fmt.Sprintf("host='%s' port=%d user=%s sslmode=disable application_name=moat-base-backup", n.socketDir(), port, postgres.Superuser)
+	b, err := archive.BaseBackup(ctx, cfg, conn)
+	if err != nil {
+		return nil, err
+	}
+	return &apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
+		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}, nil
+}
+
+// currentTimeline is the timeline the server writes WAL on.
+func currentTimeline(ctx context.Context, socketDir string, port int) (uint32, error) {
+	conn, err := connectSocket(ctx, socketDir, port)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var name string
+	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&name); err != nil {
+		return 0, fmt.Errorf("current timeline: %w", err)
+	}
+	tl, err := strconv.ParseUint(name[:8], 16, 32)
+	if err != nil || tl == 0 {
+		return 0, fmt.Errorf("current timeline: WAL file name %q", name)
+	}
+	return uint32(tl), nil
+}
+
+// switchWAL closes the current WAL segment and waits until the archiver
+// stored it: every transaction committed before it is then restorable.
+func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
+	if want.Archive == nil {
+		return errors.New("switch wal: the node has no archive")
+	}
+	conn, err := connectSocket(ctx, n.socketDir(), taskPort(want))
+	if err != nil {
+		return fmt.Errorf("switch wal: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var seg string
+	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
+		return fmt.Errorf("switch wal: %w", err)
+	}
+	deadline := time.Now().Add(switchWait)
+	for {
+		var archived, failed string
+		err := conn.QueryRow(ctx, "SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver").Scan(&archived, &failed)
+		if err != nil {
+			return fmt.Errorf("switch wal: %w", err)
+		}
+		if len(archived) == 24 && archived >= seg {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("switch wal: %s not archived after %v (last archived %q, last failed %q; see the node's postgres.log)", seg, switchWait, archived, failed)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/moatdb/moat/internal/apiserver"
+	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Backups: the reconciler hands backup and WAL-switch operations to the
+// source's primary (by moving them to running: the desired state then
+// carries them as node tasks; the agent's report finishes them), walks a
+// restore through its steps, schedules base backups and applies
+// retention.
+
+// failedBackupPause is how long scheduling waits after a failed backup.
+const failedBackupPause = 5 * time.Minute
+
+// advanceTask starts a backup or WAL switch once the service's primary
+// runs, and fails it if the service goes away.
+func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) error {
+	svc, nodes, err := r.serviceNodes(ctx, op.TargetID)
+	if errors.Is(err, store.ErrNotFound) {
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_gone", Message: "the service no longer exists"})
+	}
+	if err != nil {
+		return err
+	}
+	if svc.State == domain.StateDeleting || domain.Gone(svc.State) {
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service is being deleted"})
+	}
+	if op.State != domain.StatePending {
+		return nil // running: the primary's agent reports it
+	}
+	for _, n := range nodes {
+		if n.Index == 0 && n.State == domain.StateRunning {
+			return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+				if o.State != domain.StatePending {
+					return errSkip
+				}
+				o.State = domain.StateRunning
+				return nil
+			})
+		}
+	}
+	return nil // wait for the primary
+}
+
+// advanceRestore walks a restore: the source's WAL switch, then the
+// restore itself (the desired state gives the new primary the source's
+// key only at that step), until the new service runs or its primary fails.
+func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) error {
+	switch {
+	case op.State == domain.StatePending:
+		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+			if o.State != domain.StatePending {
+				return errSkip
+			}
+			o.State, o.Step = domain.StateRunning, domain.StepRestore
+			if o.WaitID != "" {
+				o.Step = domain.StepSwitchWAL
+			}
+			return nil
+		})
+	case op.Step == domain.StepSwitchWAL:
+		var wait *domain.Operation
+		if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+			wait, err = store.Get[domain.Operation](ctx, tx, op.WaitID)
+			return err
+		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if wait != nil && !domain.OperationMachine.Terminal(wait.State) {
+			return nil
+		}
+		if wait != nil && wait.State == domain.StateFailed {
+			// The source could not archive its last WAL: restore what the
+			// archive holds.
+			r.log.Warn("restore: the source's WAL switch failed; restoring from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", wait.Error)
+		}
+		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+			if o.Step != domain.StepSwitchWAL {
+				return errSkip
+			}
+			o.Step = domain.StepRestore
+			return nil
+		})
+	}
+	svc, nodes, err := r.serviceNodes(ctx, op.TargetID)
+	if errors.Is(err, store.ErrNotFound) {
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_gone", Message: "the service no longer exists"})
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case svc.State == domain.StateRunning:
+		return r.finishOp(ctx, op.ID, nil)
+	case svc.State == domain.StateDeleting || domain.Gone(svc.State):
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service was deleted during its restore"})
+	}
+	for _, n := range nodes {
+		if n.Index == 0 && n.State == domain.StateFailed {
+			msg := "the restore failed"
+			if n.StateInfo != nil {
+				msg = n.StateInfo.Message
+			}
+			return r.failRestore(ctx, op.ID, msg)
+		}
+	}
+	return nil
+}
+
+// failRestore fails a restore and its service.
+func (r *Reconciler) failRestore(ctx context.Context, opID, msg string) error {
+	if err := r.finishOp(ctx, opID, &domain.Info{Code: "restore_failed", Message: msg}); err != nil {
+		return err
+	}
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		o, err := store.Get[domain.Operation](ctx, tx, opID)
+		if err != nil {
+			return err
+		}
+		s, err := store.Get[domain.Service](ctx, tx, o.TargetID)
+		if err != nil || s.State != domain.StateCreating {
+			return err
+		}
+		s.State, s.StateInfo, s.UpdatedAt = domain.StateFailed, &domain.Info{Code: "restore_failed", Message: msg}, r.cfg.Now().UTC()
+		if err := store.Put(ctx, tx, s); err != nil {
+			return err
+		}
+		_, err = tx.BumpRevision(ctx)
+		return err
+	})
+}
+
+// scheduleBackups starts a base backup of every running service whose
+// newest backup is older than the backup interval (a new service: at
+// once), unless one is under way or one failed within failedBackupPause.
+func (r *Reconciler) scheduleBackups(ctx context.Context, ops []*domain.Operation) error {
+	if r.cfg.BackupInterval <= 0 || r.cfg.Backups == nil {
+		return nil
+	}
+	now := r.cfg.Now().UTC()
+	busy := map[string]bool{}
+	for _, o := range ops {
+		if o.Type != domain.OpServiceBackup {
+			continue
+		}
+		if !domain.OperationMachine.Terminal(o.State) || (o.State == domain.StateFailed && now.Sub(o.UpdatedAt) < failedBackupPause) {
+			busy[o.TargetID] = true
+		}
+	}
+	var svcs []*domain.Service
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		svcs, err = store.List[domain.Service](ctx, tx, store.Query{})
+		return err
+	}); err != nil {
+		return err
+	}
+	var errs firstError
+	for _, s := range svcs {
+		if s.State != domain.StateRunning || busy[s.ID] || s.BackupPublicKeyPEM == "" || now.Sub(s.LastBackupAt) < r.cfg.BackupInterval {
+			continue
+		}
+		errs.keep(r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+			cur, err := store.Get[domain.Service](ctx, tx, s.ID)
+			if err != nil || cur.State != domain.StateRunning {
+				return err
+			}
+			op, err := apiserver.NewBackupOp(ctx, tx, cur, now)
+			if err != nil {
+				return err
+			}
+			r.log.Info("scheduled base backup", "service", s.ID, "operation", op.ID, "last_backup_at", s.LastBackupAt)
+			_, err = tx.BumpRevision(ctx)
+			return err
+		}))
+	}
+	return errs.err
+}
+
+// prune applies retention to a service after each new backup: it keeps
+// the BackupKeep newest base backups and those younger than
+// BackupKeepAge, and the WAL the oldest kept one needs.
+func (r *Reconciler) prune(ctx context.Context, s *domain.Service) error {
+	if r.cfg.Backups == nil || r.cfg.BackupKeep < 1 {
+		return nil
+	}
+	deleted, err := archive.Prune(ctx, &archive.Config{Region: s.Region, Service: s.ID, ObjectStore: r.cfg.Backups}, r.cfg.BackupKeep, r.cfg.BackupKeepAge)
+	if err != nil {
+		return fmt.Errorf("retention of %s: %w", s.ID, err)
+	}
+	for _, b := range deleted {
+		r.log.Info("base backup deleted by retention", "service", s.ID, "label", b.Label)
+	}
+	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := store.Get[domain.Service](ctx, tx, s.ID)
+		if err != nil {
+			return err
+		}
+		cur.PrunedAt = s.LastBackupAt
+		return store.Put(ctx, tx, cur)
+	})
+}
