@@ -15,8 +15,54 @@ import (
 )
 
 func (a *app) backupCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "backup", Short: "Backup files: inspect, decrypt and encrypt them offline"}
-	cmd.AddCommand(a.backupInspectCmd(), a.backupDecryptCmd(), a.backupEncryptCmd())
+	cmd := &cobra.Command{Use: "backup", Short: "A service's base backups; backup files offline (inspect, decrypt, encrypt)"}
+	cmd.AddCommand(a.backupListCmd(), a.backupCreateCmd(), a.backupInspectCmd(), a.backupDecryptCmd(), a.backupEncryptCmd())
+	return cmd
+}
+
+func (a *app) backupListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list SVC",
+		Short: "List a service's base backups, oldest first",
+		Long: `List a service's base backups, oldest first. With the WAL archived since, each
+makes every later time restorable: moat service restore --from SVC --to-time T
+works for any T after the end of the oldest one.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			bs, err := cl.ListBackups(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(bs)
+		},
+	}
+}
+
+func (a *app) backupCreateCmd() *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "create SVC [--wait]",
+		Short: "Take a base backup of a service now",
+		Long: `Take a base backup of a service now (besides the scheduled ones). It is an
+operation: with --wait the command follows it and prints the backup's label.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.CreateBackup(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	w.add(cmd, "the backup is stored")
 	return cmd
 }
 

@@ -210,6 +210,9 @@ func describe(err error) (msg, hint string, code int) {
 		if ue.cmd == "" {
 			hint = "see moat --help"
 		}
+		if errors.As(err, &he) {
+			hint = he.hint // a usage error with its own fix
+		}
 	case strings.HasPrefix(msg, "unknown command "), strings.HasPrefix(msg, "required flag(s) "):
 		code = exitUsage
 		hint = "see moat --help"

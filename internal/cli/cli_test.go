@@ -93,12 +93,14 @@ var (
 		"service": apitype.Service{ID: "svc-aaaa", ProjectID: "proj-aaaa", Name: "db", Region: "eu-west-1", Nodes: 3, Public: true,
 			AllowedIPs: []apitype.AllowEntry{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, WideOpen: true, State: "running", OperationID: "op-aaaa",
 			Connection: &apitype.Connection{Host: "svc-aaaa.proj-aaaa.moat.test", Port: 5432, Database: "defaultdb", User: "moat", SSLMode: "verify-full"}, CreatedAt: t0},
-		"allowlist":       apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{{CIDR: "10.0.0.0/8", Description: "corp"}, {CIDR: "2001:db8::/32"}}, Revision: 3, AppliedRevision: 2},
-		"allowlist-empty": apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{}, Revision: 4, AppliedRevision: 4, Applied: true},
-		"operation":       apitype.Operation{ID: "op-aaaa", ProjectID: "proj-aaaa", Type: "service.attach", TargetID: "svc-aaaa", VPCID: "vpc-aaaa", State: "failed", Error: &apitype.StateInfo{Code: "region_mismatch", Message: "wrong region"}, CreatedAt: t0, UpdatedAt: t0},
-		"audit":           []apitype.AuditEntry{{Seq: 1, Time: t0, Actor: "operator:tok-op", Action: "project.create", Target: "proj-aaaa", Outcome: "success", Hash: "ab"}},
-		"verify-ok":       apitype.AuditVerify{OK: true, Entries: 10, Checkpoints: 1},
-		"verify-bad":      apitype.AuditVerify{Entries: 10, FirstBad: 4, Problem: "hash mismatch"},
+		"allowlist":        apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{{CIDR: "10.0.0.0/8", Description: "corp"}, {CIDR: "2001:db8::/32"}}, Revision: 3, AppliedRevision: 2},
+		"allowlist-empty":  apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{}, Revision: 4, AppliedRevision: 4, Applied: true},
+		"operation":        apitype.Operation{ID: "op-aaaa", ProjectID: "proj-aaaa", Type: "service.attach", TargetID: "svc-aaaa", VPCID: "vpc-aaaa", State: "failed", Error: &apitype.StateInfo{Code: "region_mismatch", Message: "wrong region"}, CreatedAt: t0, UpdatedAt: t0},
+		"backups":          []apitype.Backup{{Label: "20250301T120000Z", Timeline: 1, StartLSN: "0/2000028", EndLSN: "0/2000100", StartTime: t0, EndTime: t0.Add(2 * time.Second), Size: 31457280, StoredSize: 4194304, KeyFingerprint: "SHA256:abcd"}},
+		"backup-operation": apitype.Operation{ID: "op-bbbb", ProjectID: "proj-aaaa", Type: "service.backup", TargetID: "svc-aaaa", State: "succeeded", BackupLabel: "20250301T120000Z", CreatedAt: t0, UpdatedAt: t0},
+		"audit":            []apitype.AuditEntry{{Seq: 1, Time: t0, Actor: "operator:tok-op", Action: "project.create", Target: "proj-aaaa", Outcome: "success", Hash: "ab"}},
+		"verify-ok":        apitype.AuditVerify{OK: true, Entries: 10, Checkpoints: 1},
+		"verify-bad":       apitype.AuditVerify{Entries: 10, FirstBad: 4, Problem: "hash mismatch"},
 	}
 )
 

@@ -85,6 +85,15 @@ func render(w io.Writer, format string, v any) error {
 		operationRows(tw, v)
 	case []apitype.Operation:
 		operationRows(tw, v...)
+	case []apitype.Backup:
+		row(tw, "LABEL", "TIMELINE", "START", "END", "SIZE", "STORED", "KEY")
+		for _, b := range v {
+			row(tw, b.Label, strconv.FormatUint(uint64(b.Timeline), 10), ts(b.StartTime), ts(b.EndTime),
+				strconv.FormatInt(b.Size, 10), strconv.FormatInt(b.StoredSize, 10), b.KeyFingerprint)
+		}
+		if len(v) > 0 {
+			after = append(after, "restorable to any time after "+v[0].EndTime.UTC().Format(time.RFC3339Nano)+" (moat service restore --from SVC --to-time T)")
+		}
 	case []apitype.AuditEntry:
 		row(tw, "SEQ", "TIME", "ACTOR", "PROJECT", "ACTION", "TARGET", "OUTCOME", "DETAIL")
 		for _, e := range v {
@@ -219,13 +228,13 @@ func serviceNotes(s apitype.Service) []string {
 }
 
 func operationRows(w io.Writer, ops ...apitype.Operation) {
-	row(w, "ID", "TYPE", "TARGET", "VPC", "STATE", "ERROR", "UPDATED")
+	row(w, "ID", "TYPE", "TARGET", "VPC", "STATE", "ERROR", "UPDATED", "BACKUP")
 	for _, o := range ops {
 		errText := "-"
 		if o.Error != nil {
 			errText = o.Error.Code + ": " + o.Error.Message
 		}
-		row(w, o.ID, o.Type, o.TargetID, dash(o.VPCID), o.State, errText, ts(o.UpdatedAt))
+		row(w, o.ID, o.Type, o.TargetID, dash(o.VPCID), o.State, errText, ts(o.UpdatedAt), dash(o.BackupLabel))
 	}
 }
 

@@ -80,6 +80,11 @@ type daemonFlags struct {
 	regions  string
 	maxAllow int
 	logLevel string
+
+	backupDir      string
+	backupInterval time.Duration
+	backupKeep     int
+	backupKeepAge  time.Duration
 }
 
 func (f *daemonFlags) register(c *cobra.Command) {
@@ -89,6 +94,10 @@ func (f *daemonFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.regions, "regions", "", "supported regions as CODE:AZ,AZ;CODE:AZ,... (default us-east-1 and eu-west-1 with AZs a, b, c)")
 	c.Flags().IntVar(&f.maxAllow, "max-allowlist", domain.DefaultMaxAllowEntries, "maximum entries in a service allowlist")
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.Flags().StringVar(&f.backupDir, "backup-dir", "", "the backup store, a directory the postgres user can reach (default DATA-DIR/backups; - turns backups off)")
+	c.Flags().DurationVar(&f.backupInterval, "backup-interval", 24*time.Hour, "take a base backup of a service when its newest is this old (0: only on request)")
+	c.Flags().IntVar(&f.backupKeep, "backup-keep", 7, "keep at least this many base backups per service")
+	c.Flags().DurationVar(&f.backupKeepAge, "backup-keep-age", 0, "also keep every base backup younger than this")
 }
 
 func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
@@ -104,6 +113,19 @@ func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
 	if err != nil {
 		return controlplane.Config{}, err
 	}
+	interval := f.backupInterval
+	switch {
+	case interval < 0:
+		return controlplane.Config{}, withHint(usageErrorf("--backup-interval %s is negative", interval), "give a duration such as 24h, or 0 for backups on request only")
+	case interval == 0:
+		interval = -1 // the control plane's "never on schedule"
+	}
+	if f.backupKeep < 1 {
+		return controlplane.Config{}, withHint(usageErrorf("--backup-keep %d: at least one base backup is kept", f.backupKeep), "give 1 or more")
+	}
+	if f.backupKeepAge < 0 {
+		return controlplane.Config{}, withHint(usageErrorf("--backup-keep-age %s is negative", f.backupKeepAge), "give a duration such as 168h, or 0")
+	}
 	return controlplane.Config{
 		DataDir:         dir,
 		Listen:          f.listen,
@@ -111,6 +133,10 @@ func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
 		Domain:          f.domain,
 		Catalog:         cat,
 		MaxAllowEntries: f.maxAllow,
+		BackupDir:       f.backupDir,
+		BackupInterval:  interval,
+		BackupKeep:      f.backupKeep,
+		BackupKeepAge:   f.backupKeepAge,
 		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}, nil
 }

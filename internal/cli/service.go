@@ -93,6 +93,7 @@ func (a *app) serviceCmd() *cobra.Command {
 				return a.print(s)
 			},
 		},
+		a.serviceRestoreCmd(),
 		a.servicePasswordCmd(),
 		a.servicePsqlCmd(),
 		a.allowlistCmd(),
@@ -117,56 +118,7 @@ The admin user's password is printed once and saved, readable by you only,
 in passwords.json next to the CLI config, where moat service psql finds it.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(allow) > 0 {
-				entries, err := parseAllowArgs(allow)
-				if err != nil {
-					return err
-				}
-				in.AllowedIPs = entries
-			}
-			cl, p, err := a.projectClient()
-			if err != nil {
-				return err
-			}
-			s, err := cl.CreateService(cmd.Context(), p, in)
-			if err != nil {
-				return err
-			}
-			// The password is shown only in this response: save it before
-			// anything else can go wrong, show it whatever happens next.
-			var (
-				cred    = credential{Password: s.AdminPassword}
-				path    string
-				saveErr error
-			)
-			if s.Connection != nil {
-				cred.User = s.Connection.User
-			}
-			if cred.Password != "" {
-				path, saveErr = a.storePassword(s.ID, cred)
-			}
-			if w.wait {
-				created := s
-				err = w.run(cmd.Context(), "service "+s.ID+" to be running", "moat service get "+s.ID, func(ctx context.Context) error {
-					var werr error
-					s, werr = cl.WaitService(ctx, p, s.ID, pollInterval)
-					return werr
-				})
-				s.AdminPassword = created.AdminPassword
-				if err != nil {
-					if cred.Password != "" {
-						fmt.Fprintf(a.stderr, "service %s was created; its admin password: %s\n%s\n", created.ID, cred.Password, passwordNote(path, saveErr))
-					}
-					return err
-				}
-			}
-			if err := a.print(s); err != nil {
-				return err
-			}
-			if cred.Password == "" {
-				return nil
-			}
-			return a.showPassword(cred, path, saveErr)
+			return a.createService(cmd.Context(), in, allow, w)
 		},
 	}
 	f := cmd.Flags()
@@ -177,6 +129,106 @@ in passwords.json next to the CLI config, where moat service psql finds it.`,
 	w.add(cmd, "the service is running")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("region")
+	return cmd
+}
+
+// createService creates the service in (with the --allow entries),
+// saves and shows its admin password, and with --wait waits until it runs.
+func (a *app) createService(ctx context.Context, in apitype.ServiceCreate, allow []string, w waitFlags) error {
+	if len(allow) > 0 {
+		entries, err := parseAllowArgs(allow)
+		if err != nil {
+			return err
+		}
+		in.AllowedIPs = entries
+	}
+	cl, p, err := a.projectClient()
+	if err != nil {
+		return err
+	}
+	s, err := cl.CreateService(ctx, p, in)
+	if err != nil {
+		return err
+	}
+	// The password is shown only in this response: save it before
+	// anything else can go wrong, show it whatever happens next.
+	var (
+		cred    = credential{Password: s.AdminPassword}
+		path    string
+		saveErr error
+	)
+	if s.Connection != nil {
+		cred.User = s.Connection.User
+	}
+	if cred.Password != "" {
+		path, saveErr = a.storePassword(s.ID, cred)
+	}
+	if w.wait {
+		created := s
+		err = w.run(ctx, "service "+s.ID+" to be running", "moat service get "+s.ID, func(ctx context.Context) error {
+			var werr error
+			s, werr = cl.WaitService(ctx, p, s.ID, pollInterval)
+			return werr
+		})
+		s.AdminPassword = created.AdminPassword
+		if err != nil {
+			if cred.Password != "" {
+				fmt.Fprintf(a.stderr, "service %s was created; its admin password: %s\n%s\n", created.ID, cred.Password, passwordNote(path, saveErr))
+			}
+			return err
+		}
+	}
+	if err := a.print(s); err != nil {
+		return err
+	}
+	if cred.Password == "" {
+		return nil
+	}
+	return a.showPassword(cred, path, saveErr)
+}
+
+func (a *app) serviceRestoreCmd() *cobra.Command {
+	var (
+		in     apitype.ServiceCreate
+		from   apitype.RestoreFrom
+		toTime string
+		allow  []string
+		w      waitFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "restore --from SVC [--to-time RFC3339] --name N [--wait]",
+		Short: "Create a new service from another service's backups (point-in-time recovery)",
+		Long: `Create a new service from another service's backups: the newest base backup
+that ended before --to-time, plus the archived WAL up to that time (point-in-time
+recovery). Without --to-time, everything the source committed until the
+request. The new service is in the source's region, has the source's number of
+nodes unless --nodes says otherwise, its own admin password (printed once) and
+its own backup key; the source keeps running.
+
+List the backups, and so the earliest time a restore can reach, with
+moat backup list SVC.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if toTime != "" {
+				t, err := time.Parse(time.RFC3339Nano, toTime)
+				if err != nil {
+					return withHint(usageErrorf("--to-time %q is not an RFC 3339 time", toTime), "write it like 2026-11-23T21:05:00Z or 2026-11-23T22:05:00.5+01:00")
+				}
+				from.ToTime = &t
+			}
+			in.RestoreFrom = &from
+			return a.createService(cmd.Context(), in, allow, w)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from.ServiceID, "from", "", "the service to restore from")
+	f.StringVar(&toTime, "to-time", "", "recover to this time (RFC 3339); default: everything committed so far")
+	f.StringVar(&in.Name, "name", "", "the new service's name")
+	f.IntVar(&in.Nodes, "nodes", 0, "number of nodes, 1 to 3 (default: the source's)")
+	f.StringArrayVar(&allow, "allow", nil, "allowed source CIDR[=description] (repeatable; default: open to the internet)")
+	w.add(cmd, "the restored service is running")
+	cmd.MarkFlagRequired("from")
+	cmd.MarkFlagRequired("name")
 	return cmd
 }
 
