@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -70,15 +71,18 @@ func TestBackupRestore(t *testing.T) {
 	}
 	write(5)
 	pgbench("-T", "1", "-c", "2")
-	op, err := e.op.CreateBackup(e.ctx(), e.project, src.ID)
-	if err != nil {
-		t.Fatal(err)
+	// On demand, through the CLI.
+	t.Setenv("MOAT_CONFIG", filepath.Join(e.dir, "cli-config.json"))
+	code, out, errOut := e.moatAPI("backup", "create", src.ID, "--wait", "-o", "json")
+	var op apitype.Operation
+	if code != 0 || json.Unmarshal([]byte(out), &op) != nil {
+		t.Fatalf("moat backup create --wait: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if op, err = e.op.WaitOperation(e.ctx(), e.project, op.ID, 20*time.Millisecond); err != nil {
-		t.Fatalf("backup operation: %v", err)
-	}
-	if op.Type != "service.backup" || op.BackupLabel == "" {
+	if op.Type != "service.backup" || op.State != "succeeded" || op.BackupLabel == "" {
 		t.Fatalf("backup operation = %+v", op)
+	}
+	if bs := e.waitBackups(src.ID, 2); bs[len(bs)-1].Label != op.BackupLabel {
+		t.Fatalf("newest backup %s, want %s", bs[len(bs)-1].Label, op.BackupLabel)
 	}
 	write(5)
 	pgbench("-T", "1", "-c", "2")
@@ -105,8 +109,13 @@ func TestBackupRestore(t *testing.T) {
 	if got := state(atTSvc, atTPw); got != atT {
 		t.Errorf("restore to %s: state %s, want %s (the source at T)", toTime.Format(time.RFC3339Nano), got, atT)
 	}
-	// Restore to the latest state: every committed row.
-	latest, latestPw := e.restore("ledger-latest", src.ID, nil)
+	// Restore to the latest state, through the CLI: every committed row.
+	code, out, errOut = e.moatAPI("service", "restore", "--from", src.ID, "--name", "ledger-latest", "--wait", "-o", "json")
+	var latest apitype.Service
+	if code != 0 || json.Unmarshal([]byte(out), &latest) != nil || latest.State != "running" || latest.AdminPassword == "" {
+		t.Fatalf("moat service restore --wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	latestPw := latest.AdminPassword
 	if got := state(latest, latestPw); got != final {
 		t.Errorf("restore to latest: state %s, want %s", got, final)
 	}
@@ -124,7 +133,7 @@ func TestBackupRestore(t *testing.T) {
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
 	root := filepath.Join(e.dir, controlplane.BackupDirName)
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

@@ -139,11 +139,18 @@ func (e *env) verify(svc, step string, want map[string]string) {
 func (e *env) moat(args ...string) (code int, stdout, stderr string) {
 	e.t.Helper()
 	e.t.Setenv("MOAT_LOCALCLOUD_PREFIX", e.prefix)
+	return e.moatAPI(append(args, "--data-dir", e.dir)...)
+}
+
+// moatAPI runs a moat command of the API as the operator in the test's
+// project.
+func (e *env) moatAPI(args ...string) (code int, stdout, stderr string) {
+	e.t.Helper()
 	tok, err := os.ReadFile(filepath.Join(e.dir, controlplane.AdminTokenFile))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	args = append(args, "--data-dir", e.dir, "--url", e.stack.CP.URL(), "--token", strings.TrimSpace(string(tok)),
+	args = append(args, "--url", e.stack.CP.URL(), "--token", strings.TrimSpace(string(tok)),
 		"--ca", filepath.Join(e.dir, controlplane.APICAFile), "--project", e.project)
 	var out, errb bytes.Buffer
 	code = cli.Main(e.ctx(), args, strings.NewReader(""), &out, &errb)
