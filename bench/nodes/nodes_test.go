@@ -25,10 +25,20 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/cli"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/up"
 )
+
+// TestMain runs the test binary as moat when PostgreSQL's archive_command
+// calls it so (the agent installs it as bin/moat).
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "moat" {
+		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
 
 type stack struct {
 	st   *up.Stack
@@ -48,7 +58,12 @@ func newStack(b *testing.B) *stack {
 	os.Chmod(dir, 0o711)
 	prefix := "moat-b" + strings.ToLower(rand.Text()[:6]) + "-"
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := up.New(ctx, up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0"}, CloudPrefix: prefix, NoSync: true})
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := up.New(ctx, up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
+		CloudPrefix: prefix, NoSync: true, MoatBinary: exe})
 	if err != nil {
 		b.Fatal(err)
 	}
