@@ -3,6 +3,7 @@ package desired
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -78,4 +79,101 @@ func TestCompile(t *testing.T) {
 		got.Nodes[0].PrimaryName != "node-p0.svc-pub.proj-a.moat.test" {
 		t.Errorf("replica desired = %+v", got.Nodes)
 	}
+}
+
+// TestCompileBackups: the archive goes to every node, tasks of running
+// backup and WAL-switch operations to the primary only, a node of a
+// service without its backup key waits, and a restored primary gets the
+// source's private key only at the restore step.
+func TestCompileBackups(t *testing.T) {
+	proj := &domain.Project{Meta: domain.Meta{ID: "proj-a"}, CACertPEM: "PROJECT-CA"}
+	src := &domain.Service{Meta: domain.Meta{ID: "svc-src", ProjectID: "proj-a", State: domain.StateRunning}, Region: "us-east-1",
+		BackupPublicKeyPEM: "SRC-PUB", BackupKeySealed: []byte("sealed")}
+	to := mustTime(t, "2026-11-23T10:00:00Z")
+	dst := &domain.Service{Meta: domain.Meta{ID: "svc-dst", ProjectID: "proj-a", State: domain.StateCreating}, Region: "us-east-1",
+		BackupPublicKeyPEM: "DST-PUB", RestoreFrom: "svc-src", RestoreToTime: to, RestoreBackup: "20261123T090000Z", OperationID: "op-restore"}
+	nokey := &domain.Service{Meta: domain.Meta{ID: "svc-nokey", ProjectID: "proj-a", State: domain.StateCreating}, Region: "us-east-1"}
+	node := func(id, svc string, idx int, state string) *domain.Node {
+		return &domain.Node{Meta: domain.Meta{ID: id, ProjectID: "proj-a", State: state}, ServiceID: svc, Index: idx,
+			Host: "h1", Namespace: "ns-" + id, Address: "198.18.1." + id[len(id)-1:], KeySealed: []byte("s"), ReplKeySealed: []byte("r")}
+	}
+	op := func(id, typ, target, state, step string) *domain.Operation {
+		return &domain.Operation{Meta: domain.Meta{ID: id, ProjectID: "proj-a", State: state}, Type: typ, TargetID: target, Step: step}
+	}
+	restoreOp := op("op-restore", domain.OpServiceRestore, "svc-dst", domain.StateRunning, domain.StepSwitchWAL)
+	in := Input{
+		Host: "h1", Zone: "moat.test", ArchiveDir: "/var/lib/moat/backups",
+		Nodes: []*domain.Node{
+			node("node-s0", "svc-src", 0, domain.StateRunning), node("node-s1", "svc-src", 1, domain.StateRunning),
+			node("node-d0", "svc-dst", 0, domain.StateCreating), node("node-n0", "svc-nokey", 0, domain.StateCreating),
+		},
+		Services: map[string]*domain.Service{"svc-src": src, "svc-dst": dst, "svc-nokey": nokey},
+		Projects: map[string]*domain.Project{"proj-a": proj},
+		Ops: map[string][]*domain.Operation{
+			"svc-src": {op("op-b", domain.OpServiceBackup, "svc-src", domain.StateRunning, ""), op("op-w", domain.OpServiceSwitchWAL, "svc-src", domain.StateRunning, ""),
+				op("op-pending", domain.OpServiceBackup, "svc-src", domain.StatePending, "")},
+			"svc-dst": {restoreOp},
+		},
+		Sources: map[string]*domain.Service{"svc-src": src},
+		Open:    open,
+	}
+	byID := func(d apitype.HostDesired) map[string]apitype.NodeDesired {
+		m := map[string]apitype.NodeDesired{}
+		for _, n := range d.Nodes {
+			m[n.NodeID] = n
+		}
+		return m
+	}
+	got, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := byID(got)
+	if _, ok := nodes["node-n0"]; ok {
+		t.Errorf("a node of a service without its backup key is in the desired state")
+	}
+	for _, id := range []string{"node-s0", "node-s1", "node-d0"} {
+		if a := nodes[id].Archive; a == nil || a.StoreDir != in.ArchiveDir || a.Region != "us-east-1" {
+			t.Errorf("%s archive = %+v", id, a)
+		}
+	}
+	wantTasks := []apitype.NodeTask{{ID: "op-b", Type: apitype.TaskBaseBackup}, {ID: "op-w", Type: apitype.TaskSwitchWAL}}
+	if diff := cmp.Diff(wantTasks, nodes["node-s0"].Tasks); diff != "" {
+		t.Errorf("primary tasks (-want +got):\n%s", diff)
+	}
+	if len(nodes["node-s1"].Tasks) != 0 || nodes["node-s1"].Restore != nil {
+		t.Errorf("replica got tasks %v or a restore", nodes["node-s1"].Tasks)
+	}
+	wantRestore := &apitype.NodeRestore{SourceServiceID: "svc-src", SourcePublicKeyPEM: "SRC-PUB", BackupLabel: "20261123T090000Z", ToTime: &to}
+	if diff := cmp.Diff(wantRestore, nodes["node-d0"].Restore); diff != "" {
+		t.Errorf("restore while the source switches WAL (-want +got):\n%s", diff)
+	}
+
+	restoreOp.Step = domain.StepRestore
+	got, err = Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRestore.PrivateKeyPEM = "key-of:service-backup-key:svc-src"
+	if diff := cmp.Diff(wantRestore, byID(got)["node-d0"].Restore); diff != "" {
+		t.Errorf("restore at its restore step (-want +got):\n%s", diff)
+	}
+
+	in.Ops["svc-dst"] = nil // the restore finished
+	got, err = Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := byID(got)["node-d0"].Restore; r != nil {
+		t.Errorf("restore after the operation ended = %+v", r)
+	}
+}
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -141,6 +141,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, resync time.Duration) *fixture {
 	t.Helper()
+	return newFixtureWith(t, func(c *reconcile.Config) { c.Resync = resync })
+}
+
+// newFixtureWith is newFixture with the reconciler's configuration
+// adjusted by configure.
+func newFixtureWith(t *testing.T, configure func(*reconcile.Config)) *fixture {
+	t.Helper()
 	ctx := t.Context()
 	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "moat.db"), sqlitestore.Options{NoSync: true})
 	if err != nil {
@@ -156,7 +163,9 @@ func newFixture(t *testing.T, resync time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, store: st, cloud: newFake()}
-	f.rec, err = reconcile.New(reconcile.Config{Store: st, Provider: f.cloud, Keys: keys, InternalCA: ca, Resync: resync})
+	cfg := reconcile.Config{Store: st, Provider: f.cloud, Keys: keys, InternalCA: ca}
+	configure(&cfg)
+	f.rec, err = reconcile.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
