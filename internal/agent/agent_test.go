@@ -679,6 +679,25 @@ func TestState(t *testing.T) {
 	if _, err := b.loadState(); err == nil {
 		t.Fatalf("loadState() of another host's state: no error")
 	}
+
+	// A restore's private key is never written down.
+	key := "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n"
+	withKey := apitype.HostDesired{Host: "h1", Revision: 8, Nodes: []apitype.NodeDesired{{NodeID: "n2",
+		Restore: &apitype.NodeRestore{SourceServiceID: "svc-a", PrivateKeyPEM: key, BackupLabel: "L"}}}}
+	if err := a.saveState(withKey); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, stateFile))
+	if strings.Contains(string(raw), "secret") || strings.Contains(string(raw), "PRIVATE KEY") {
+		t.Fatalf("the state file holds the restore's private key:\n%s", raw)
+	}
+	if withKey.Nodes[0].Restore.PrivateKeyPEM != key {
+		t.Fatalf("saveState changed its argument")
+	}
+	got, err = a.loadState()
+	if err != nil || got.Nodes[0].Restore == nil || got.Nodes[0].Restore.BackupLabel != "L" {
+		t.Fatalf("loadState() = %+v, %v", got, err)
+	}
 }
 
 func TestParseAccess(t *testing.T) {

@@ -129,6 +129,18 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("restored service's backup is under the source's key %s", own[0].KeyFingerprint)
 	}
 
+	// A restore of the restored service: its archive is on timeline 2
+	// (the restore promoted it), with its own base backup and history.
+	sql(latest, latestPw, fmt.Sprintf("INSERT INTO marks (id, note) VALUES (%d, '%s-after-restore')", next, marker))
+	afterRestore := state(latest, latestPw)
+	if own[0].Timeline != 2 {
+		t.Errorf("restored service's base backup on timeline %d, want 2", own[0].Timeline)
+	}
+	again, againPw := e.restore("ledger-again", latest.ID, nil)
+	if got := state(again, againPw); got != afterRestore {
+		t.Errorf("restore of the restored service: state %s, want %s", got, afterRestore)
+	}
+
 	// Nothing in the store is plaintext: no marker, no table name in the
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
