@@ -459,8 +459,8 @@ func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apity
 	if err != nil {
 		return nil, err
 	}
-	return &apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
-		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}, nil
+	out := b.API()
+	return &out, nil
 }
 
 // currentTimeline is the timeline the server writes WAL on.

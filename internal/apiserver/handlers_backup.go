@@ -23,11 +23,6 @@ func ListBackups(ctx context.Context, st objstore.Store, svc *domain.Service) ([
 	return archive.ListBackups(ctx, &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: st})
 }
 
-func backupOut(b archive.Backup) apitype.Backup {
-	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
-		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
-}
-
 func (s *Server) backupStore() (objstore.Store, error) {
 	if s.cfg.Backups == nil {
 		return nil, &apiError{status: http.StatusNotImplemented, code: "backups_unavailable",
@@ -54,7 +49,7 @@ func (s *Server) listBackups(c *call) error {
 	}
 	out := apitype.List[apitype.Backup]{Items: []apitype.Backup{}}
 	for _, b := range bs {
-		out.Items = append(out.Items, backupOut(b))
+		out.Items = append(out.Items, b.API())
 	}
 	return c.reply(0, out)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/backup"
 )
 
@@ -61,4 +62,11 @@ func Decrypt(dst io.Writer, src io.Reader, priv *rsa.PrivateKey) error {
 		return fmt.Errorf("decrypt: %w", err)
 	}
 	return nil
+}
+
+// API returns b as the API describes a backup (the object key and start
+// WAL file name stay internal).
+func (b Backup) API() apitype.Backup {
+	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
+		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }
