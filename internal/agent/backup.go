@@ -49,6 +49,13 @@ const (
 	switchWait = 2 * time.Minute
 )
 
+// errWaiting marks an apply that cannot go on until the control plane
+// sends more (a restore's key): retried every waitRetry, never reported
+// as a failure.
+var errWaiting = errors.New("waiting for the control plane")
+
+const waitRetry = 200 * time.Millisecond
+
 // moatBinary returns the path of the moat binary the postgres user runs
 // for archive_command and restore_command: a copy of Config.MoatBinary
 // under DataDir/bin, a directory that user can reach (the binary itself
@@ -280,7 +287,7 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 	}
 	if r.PrivateKeyPEM == "" {
 		if !exists(keyPath) {
-			return nil, errors.New("restore: waiting for the control plane to release the source's backup key (after its WAL switch)")
+			return nil, fmt.Errorf("restore: %w for the source's backup key (released after the source's WAL switch)", errWaiting)
 		}
 	} else {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -481,10 +488,14 @@ func currentTimeline(ctx context.Context, socketDir string, port int) (uint32, e
 	return uint32(tl), nil
 }
 
-// switchWAL closes the current WAL segment and waits until the archiver
-// stored it: every transaction committed before it is then restorable.
+// switchWAL closes the current WAL segment and waits until it is in the
+// archive: every transaction committed before it is then restorable.
 func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
-	if want.Archive == nil {
+	cfg, err := n.archiveConfig(want)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
 		return errors.New("switch wal: the node has no archive")
 	}
 	conn, err := connectSocket(ctx, n.socketDir(), taskPort(want))
@@ -492,22 +503,25 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 		return fmt.Errorf("switch wal: %w", err)
 	}
 	defer conn.Close(context.Background())
+	// The segment holding the switch record, closed by it (or, with no
+	// WAL written since the last switch, the one closed then).
 	var seg string
 	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
 		return fmt.Errorf("switch wal: %w", err)
 	}
 	deadline := time.Now().Add(switchWait)
 	for {
-		var archived, failed string
-		err := conn.QueryRow(ctx, "SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver").Scan(&archived, &failed)
+		ok, err := archive.Archived(ctx, cfg, seg)
 		if err != nil {
 			return fmt.Errorf("switch wal: %w", err)
 		}
-		if len(archived) == 24 && archived >= seg {
+		if ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("switch wal: %s not archived after %v (last archived %q, last failed %q; see the node's postgres.log)", seg, switchWait, archived, failed)
+			var failed string
+			conn.QueryRow(ctx, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").Scan(&failed)
+			return fmt.Errorf("switch wal: %s not archived after %v (last failed %q; see the node's postgres.log)", seg, switchWait, failed)
 		}
 		select {
 		case <-ctx.Done():

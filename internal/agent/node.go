@@ -25,6 +25,7 @@ import (
 const (
 	stateCreating = "creating"
 	stateRunning  = "running"
+	stateFailed   = "failed" // reported failed: applied and supervised like running
 	stateDeleting = "deleting"
 )
 
@@ -174,6 +175,12 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	if ctx.Err() != nil {
 		return
 	}
+	if errors.Is(err, errWaiting) {
+		// Not a failure: the node waits for the control plane.
+		n.a.log.Debug("node waits", "node", n.id, "revision", rev, "reason", err)
+		n.nextTry = time.Now().Add(waitRetry)
+		return
+	}
 	if err != nil {
 		if n.failures == 0 {
 			n.failedAt = t0
@@ -282,8 +289,8 @@ func fingerprint(v ...any) string {
 // fast, decisive step of an allowlist change, and PostgreSQL never starts
 // before it is in force.
 func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) error {
-	if want.State != stateCreating && want.State != stateRunning {
-		return fmt.Errorf("node state %q is neither creating, running nor deleting", want.State)
+	if want.State != stateCreating && want.State != stateRunning && want.State != stateFailed {
+		return fmt.Errorf("node state %q is neither creating, running, failed nor deleting", want.State)
 	}
 	if want.Namespace == "" {
 		return errors.New("no network namespace")

@@ -199,3 +199,24 @@ func Fetch(ctx context.Context, cfg *Config, walName, dest string) error {
 	}
 	return nil
 }
+
+// Archived reports whether the WAL file walName is in the archive, Push
+// completed (its digest, written last, is there).
+func Archived(ctx context.Context, cfg *Config, walName string) (bool, error) {
+	key, err := walKey(cfg, walName)
+	if err != nil {
+		return false, err
+	}
+	st, err := cfg.store()
+	if err != nil {
+		return false, err
+	}
+	_, err = st.Stat(ctx, key+digestSuffix)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, objstore.ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}

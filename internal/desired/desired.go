@@ -152,7 +152,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		}
 		if n.Index == 0 && nd.State != domain.StateDeleting {
 			nd.Tasks = tasks(in.Ops[svc.ID])
-			if nd.Restore, err = restore(in, svc); err != nil {
+			if nd.Restore, err = restore(in, svc, n); err != nil {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 		}
@@ -188,20 +188,12 @@ func tasks(ops []*domain.Operation) []apitype.NodeTask {
 	return out
 }
 
-// restore is what a restored service's primary starts from, while its
-// restore operation runs; the source's private key only once the
-// operation reached its restore step.
-func restore(in Input, svc *domain.Service) (*apitype.NodeRestore, error) {
-	if svc.RestoreFrom == "" || svc.OperationID == "" {
-		return nil, nil
-	}
-	var op *domain.Operation
-	for _, o := range in.Ops[svc.ID] {
-		if o.ID == svc.OperationID && o.Type == domain.OpServiceRestore {
-			op = o
-		}
-	}
-	if op == nil {
+// restore is what a restored service's primary n starts from, until it
+// has run: the source's private key only while the restore operation is at
+// its restore step. After a failed restore the node keeps waiting for a
+// key (it never starts an empty database in the restored service's name).
+func restore(in Input, svc *domain.Service, n *domain.Node) (*apitype.NodeRestore, error) {
+	if svc.RestoreFrom == "" || n.State == domain.StateRunning {
 		return nil, nil
 	}
 	src := in.Sources[svc.RestoreFrom]
@@ -213,12 +205,14 @@ func restore(in Input, svc *domain.Service) (*apitype.NodeRestore, error) {
 		t := svc.RestoreToTime
 		r.ToTime = &t
 	}
-	if op.Step == domain.StepRestore {
-		key, err := in.Open(src.BackupKeySealed, BackupKeyAD(src.ID))
-		if err != nil {
-			return nil, fmt.Errorf("unseal the backup key of %s: %w", src.ID, err)
+	for _, op := range in.Ops[svc.ID] {
+		if op.ID == svc.OperationID && op.Type == domain.OpServiceRestore && op.State == domain.StateRunning && op.Step == domain.StepRestore {
+			key, err := in.Open(src.BackupKeySealed, BackupKeyAD(src.ID))
+			if err != nil {
+				return nil, fmt.Errorf("unseal the backup key of %s: %w", src.ID, err)
+			}
+			r.PrivateKeyPEM = string(key)
 		}
-		r.PrivateKeyPEM = string(key)
 	}
 	return r, nil
 }
@@ -266,7 +260,7 @@ func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 					in.Ops[svc.ID] = append(in.Ops[svc.ID], op)
 				}
 			}
-			if svc.RestoreFrom != "" && svc.OperationID != "" {
+			if svc.RestoreFrom != "" {
 				src, err := store.Get[domain.Service](ctx, tx, svc.RestoreFrom)
 				if err != nil {
 					return in, fmt.Errorf("service %s: restore source: %w", svc.ID, err)

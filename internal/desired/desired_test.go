@@ -159,13 +159,23 @@ func TestCompileBackups(t *testing.T) {
 		t.Errorf("restore at its restore step (-want +got):\n%s", diff)
 	}
 
-	in.Ops["svc-dst"] = nil // the restore finished
+	restoreOp.State = domain.StateFailed // a failed restore: the node waits, keyless
+	got, err = Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRestore.PrivateKeyPEM = ""
+	if diff := cmp.Diff(wantRestore, byID(got)["node-d0"].Restore); diff != "" {
+		t.Errorf("restore after the operation failed (-want +got):\n%s", diff)
+	}
+
+	in.Nodes[2].State = domain.StateRunning // restored and running
 	got, err = Compile(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := byID(got)["node-d0"].Restore; r != nil {
-		t.Errorf("restore after the operation ended = %+v", r)
+		t.Errorf("restore of a running node = %+v", r)
 	}
 }
 

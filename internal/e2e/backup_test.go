@@ -141,6 +141,14 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("restore of the restored service: state %s, want %s", got, afterRestore)
 	}
 
+	// A restore right after a base backup, nothing written since: the
+	// source's WAL switch finds its segment archived at once.
+	e.waitBackups(again.ID, 1)
+	quiet, quietPw := e.restore("ledger-quiet", again.ID, nil)
+	if got := state(quiet, quietPw); got != afterRestore {
+		t.Errorf("restore of a quiet service: state %s, want %s", got, afterRestore)
+	}
+
 	// Nothing in the store is plaintext: no marker, no table name in the
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
