@@ -34,6 +34,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the server's configuration adjusted by
+// configure.
+func newEnvWith(t testing.TB, configure func(*apiserver.Config)) *env {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "moat.db"), sqlitestore.Options{NoSync: true})
 	if err != nil {
@@ -51,7 +58,11 @@ func newEnv(t testing.TB) *env {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = apiserver.New(apiserver.Config{Store: st, Keys: keys, AuditKey: e.signer.PublicKey()})
+	cfg := apiserver.Config{Store: st, Keys: keys, AuditKey: e.signer.PublicKey()}
+	if configure != nil {
+		configure(&cfg)
+	}
+	e.srv, err = apiserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
