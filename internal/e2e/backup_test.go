@@ -142,11 +142,21 @@ func TestBackupRestore(t *testing.T) {
 	}
 
 	// A restore right after a base backup, nothing written since: the
-	// source's WAL switch finds its segment archived at once.
+	// source's WAL switch finds its segment archived at once. Two nodes:
+	// the replica streams from the restored primary.
 	e.waitBackups(again.ID, 1)
-	quiet, quietPw := e.restore("ledger-quiet", again.ID, nil)
+	quiet, quietPw := e.restore("ledger-quiet", again.ID, nil, 2)
 	if got := state(quiet, quietPw); got != afterRestore {
 		t.Errorf("restore of a quiet service: state %s, want %s", got, afterRestore)
+	}
+	for _, n := range quiet.NodeList {
+		if n.Index == 0 {
+			continue
+		}
+		q := "SELECT (SELECT count(*) || '/' || max(id) FROM marks), (SELECT sum(abalance) FROM pgbench_accounts), (SELECT count(*) FROM pgbench_history), pg_is_in_recovery()"
+		if r := e.psql(laptop, quietPw, e.conninfo(quiet, n.Address), "-c", q); r.code != 0 || r.stdout != afterRestore+"|t" {
+			t.Errorf("replica %s of the restored service: %v, want %s|t", n.Address, r, afterRestore)
+		}
 	}
 
 	// Nothing in the store is plaintext: no marker, no table name in the
@@ -221,9 +231,13 @@ func (e *env) waitBackups(svc string, n int) []apitype.Backup {
 // restore restores service src to toTime (nil: latest) into a new
 // service named name, waits until it runs, and returns it with its admin
 // password.
-func (e *env) restore(name, src string, toTime *time.Time) (apitype.Service, string) {
+func (e *env) restore(name, src string, toTime *time.Time, nodes ...int) (apitype.Service, string) {
 	e.t.Helper()
-	svc, err := e.op.CreateService(e.ctx(), e.project, apitype.ServiceCreate{Name: name, RestoreFrom: &apitype.RestoreFrom{ServiceID: src, ToTime: toTime}})
+	in := apitype.ServiceCreate{Name: name, RestoreFrom: &apitype.RestoreFrom{ServiceID: src, ToTime: toTime}}
+	if len(nodes) > 0 {
+		in.Nodes = nodes[0]
+	}
+	svc, err := e.op.CreateService(e.ctx(), e.project, in)
 	if err != nil {
 		e.t.Fatalf("restore %s: %v", name, err)
 	}
