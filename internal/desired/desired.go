@@ -206,7 +206,8 @@ func restore(in Input, svc *domain.Service, n *domain.Node) (*apitype.NodeRestor
 		r.ToTime = &t
 	}
 	for _, op := range in.Ops[svc.ID] {
-		if op.ID == svc.OperationID && op.Type == domain.OpServiceRestore && op.State == domain.StateRunning && op.Step == domain.StepRestore {
+		if op.ID == svc.OperationID && op.Type == domain.OpServiceRestore && op.State == domain.StateRunning && op.Step == domain.StepRestore &&
+			len(src.BackupKeySealed) > 0 { // none: the source was deleted, its key destroyed
 			key, err := in.Open(src.BackupKeySealed, BackupKeyAD(src.ID))
 			if err != nil {
 				return nil, fmt.Errorf("unseal the backup key of %s: %w", src.ID, err)

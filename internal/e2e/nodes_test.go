@@ -200,12 +200,20 @@ func (s *syncBuffer) String() string {
 }
 
 // TestDeleteServiceWipesNodes: deleting a service stops its PostgreSQL,
-// wipes its data and removes the node's namespace.
+// wipes its data, removes the node's namespace and deletes its backups.
 func TestDeleteServiceWipesNodes(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, _ := e.createService("gone", 1)
 	node := svc.NodeList[0]
+	if _, err := e.op.CreateBackup(e.ctx(), e.project, svc.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBackups(svc.ID, 1)
+	backups := filepath.Join(e.dir, controlplane.BackupDirName, svc.Region, svc.ID)
+	if _, err := os.Stat(backups); err != nil {
+		t.Fatalf("backups before delete: %v", err)
+	}
 	dataDir := filepath.Join(e.dir, "agent", "nodes", node.ID)
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("node data before delete: %v", err)
@@ -231,5 +239,15 @@ func TestDeleteServiceWipesNodes(t *testing.T) {
 	}
 	if r := e.psql(up.LaptopHost, "x", e.conninfo(svc, node.Address), "-c", "select 1"); r.code == 0 {
 		t.Errorf("deleted service still answers: %v", r)
+	}
+	var left []string
+	filepath.WalkDir(backups, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Errorf("backups of the deleted service left in the store: %v", left)
 	}
 }

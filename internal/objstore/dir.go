@@ -81,12 +81,19 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 		return fmt.Errorf("put: %w", err)
 	}
 	dir := filepath.Dir(p)
-	if err := d.mkdirAll(dir); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+	var f *os.File
+	for try := 0; ; try++ {
+		if err := d.mkdirAll(dir); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		f, err = os.CreateTemp(dir, ".tmp-*")
+		if errors.Is(err, fs.ErrNotExist) && try < 3 {
+			continue // a Delete removed the directory as it emptied
+		}
+		if err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		break
 	}
 	defer func() {
 		if err != nil {
@@ -227,6 +234,13 @@ func (d *Dir) Delete(ctx context.Context, key string) error {
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	// Directories left empty go too (a key's directories are only its
+	// prefix, as in S3); one another Put just filled stays (ENOTEMPTY).
+	for dir := filepath.Dir(p); len(dir) > len(d.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
 	}
 	return nil
 }

@@ -290,3 +290,38 @@ func TestDirOwner(t *testing.T) {
 		t.Errorf("the root itself was given away")
 	}
 }
+
+// TestDirDeleteRemovesEmptyDirs: deleting a prefix's last object removes
+// the directories it leaves empty, not the root, not a directory in use.
+func TestDirDeleteRemovesEmptyDirs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"r/s/1/wal/a", "r/s/1/wal/b", "r/t/1/base/c"} {
+		if err := d.Put(ctx, k, strings.NewReader(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Delete(ctx, "r/s/1/wal/a")
+	if _, err := os.Stat(filepath.Join(root, "r/s/1/wal")); err != nil {
+		t.Errorf("a directory still holding b was removed: %v", err)
+	}
+	d.Delete(ctx, "r/s/1/wal/b")
+	if _, err := os.Stat(filepath.Join(root, "r/s")); !os.IsNotExist(err) {
+		t.Errorf("r/s left behind empty: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "r/t/1/base/c")); err != nil {
+		t.Errorf("another prefix lost: %v", err)
+	}
+	d.Delete(ctx, "r/t/1/base/c")
+	if _, err := os.Stat(root); err != nil {
+		t.Errorf("the root was removed: %v", err)
+	}
+	if err := d.Put(ctx, "r/s/1/wal/a", strings.NewReader("again")); err != nil {
+		t.Errorf("put after the directories went: %v", err)
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -103,6 +106,16 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 		return r.finishOp(ctx, op.ID, nil)
 	case svc.State == domain.StateDeleting || domain.Gone(svc.State):
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service was deleted during its restore"})
+	}
+	var src *domain.Service
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		src, err = store.Get[domain.Service](ctx, tx, op.SourceID)
+		return err
+	}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if src == nil || src.State == domain.StateDeleting || domain.Gone(src.State) {
+		return r.failRestore(ctx, op.ID, "the source service "+op.SourceID+" was deleted during the restore, and its backups with it")
 	}
 	for _, n := range nodes {
 		if n.Index == 0 && n.State == domain.StateFailed {
@@ -207,4 +220,43 @@ func (r *Reconciler) prune(ctx context.Context, s *domain.Service) error {
 		cur.PrunedAt = s.LastBackupAt
 		return store.Put(ctx, tx, cur)
 	})
+}
+
+// deleteBackups deletes every object of a deleted service from the backup
+// store: base backups, manifests, WAL and digests.
+func (r *Reconciler) deleteBackups(ctx context.Context, s *domain.Service) error {
+	if r.cfg.Backups == nil {
+		return nil
+	}
+	prefix, err := objstore.ServicePrefix(s.Region, s.ID)
+	if err != nil {
+		return err
+	}
+	objs, err := r.cfg.Backups.List(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("delete backups of %s: %w", s.ID, err)
+	}
+	// Manifests first: a half-deleted backup is never listed.
+	slices.SortStableFunc(objs, func(a, b objstore.ObjectInfo) int {
+		return cmpBool(strings.HasSuffix(b.Key, ".json"), strings.HasSuffix(a.Key, ".json"))
+	})
+	for _, o := range objs {
+		if err := r.cfg.Backups.Delete(ctx, o.Key); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+			return fmt.Errorf("delete backups of %s: %w", s.ID, err)
+		}
+	}
+	if len(objs) > 0 {
+		r.log.Info("backups of a deleted service deleted", "service", s.ID, "objects", len(objs))
+	}
+	return nil
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

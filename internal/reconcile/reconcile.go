@@ -229,8 +229,21 @@ func (r *Reconciler) remove(ctx context.Context, n *domain.Node) error {
 	})
 }
 
-// finishDelete marks a deleting service deleted once all its nodes are.
+// finishDelete marks a deleting service deleted once all its nodes are,
+// after deleting its backups from the store; its backup key is destroyed
+// with it, so a copy of the store made before holds nothing readable.
 func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error {
+	var live int
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) error {
+		nodes, err := store.List[domain.Node](ctx, tx, store.Query{Parent: s.ID})
+		live = len(nodes)
+		return err
+	}); err != nil || live > 0 {
+		return err
+	}
+	if err := r.deleteBackups(ctx, s); err != nil {
+		return err
+	}
 	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 		cur, err := store.Get[domain.Service](ctx, tx, s.ID)
 		if err != nil || cur.State != domain.StateDeleting {
@@ -244,7 +257,7 @@ func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error 
 			return nil
 		}
 		cur.State, cur.UpdatedAt = domain.StateDeleted, r.cfg.Now().UTC()
-		cur.AdminVerifier = ""
+		cur.AdminVerifier, cur.BackupKeySealed = "", nil
 		if err := store.Put(ctx, tx, cur); err != nil {
 			return err
 		}
