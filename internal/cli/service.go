@@ -79,7 +79,7 @@ func (a *app) serviceCmd() *cobra.Command {
 		},
 		&cobra.Command{
 			Use:   "delete SVC",
-			Short: "Delete a service; its nodes are destroyed and their volumes wiped",
+			Short: "Delete a service: its nodes are destroyed, their volumes wiped, its backups deleted",
 			Args:  args(cobra.ExactArgs(1)),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				cl, p, err := a.projectClient()
