@@ -24,6 +24,13 @@ import (
 // failedBackupPause is how long scheduling waits after a failed backup.
 const failedBackupPause = 5 * time.Minute
 
+// Task timeouts: a WAL switch (a restore waits for it) and a base backup
+// that no agent finished by then fail.
+const (
+	switchTimeout = 3 * time.Minute
+	backupTimeout = 24 * time.Hour
+)
+
 // advanceTask starts a backup or WAL switch once the service's primary
 // runs, and fails it if the service goes away.
 func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) error {
@@ -36,6 +43,14 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 	}
 	if svc.State == domain.StateDeleting || domain.Gone(svc.State) {
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service is being deleted"})
+	}
+	limit := backupTimeout
+	if op.Type == domain.OpServiceSwitchWAL {
+		limit = switchTimeout
+	}
+	if r.cfg.Now().Sub(op.CreatedAt) > limit {
+		return r.finishOp(ctx, op.ID, &domain.Info{Code: "timeout",
+			Message: fmt.Sprintf("the service's primary did not finish the task within %v (see its node's state and postgres.log)", limit)})
 	}
 	if op.State != domain.StatePending {
 		return nil // running: the primary's agent reports it

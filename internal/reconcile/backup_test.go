@@ -94,6 +94,19 @@ func TestScheduleBackups(t *testing.T) {
 	if got := f.ops(svc.ID); len(got) != 2 {
 		t.Errorf("a backup a minute old started another: %d operations", len(got))
 	}
+
+	// A WAL switch nobody finishes fails after its timeout.
+	sw := f.put(&domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: "proj-test", State: domain.StateRunning, CreatedAt: now},
+		Type: domain.OpServiceSwitchWAL, TargetID: svc.ID}).(*domain.Operation)
+	f.mustOnce()
+	if o := get[domain.Operation](f, sw.ID); o.State != domain.StateRunning {
+		t.Fatalf("fresh WAL switch = %s", o.State)
+	}
+	now = now.Add(4 * time.Minute)
+	f.mustOnce()
+	if o := get[domain.Operation](f, sw.ID); o.State != domain.StateFailed || o.Error == nil || o.Error.Code != "timeout" {
+		t.Errorf("WAL switch after 4 minutes = %s %+v, want failed: timeout", o.State, o.Error)
+	}
 }
 
 // TestRestoreSteps: a restore waits for the source's WAL switch, then
@@ -106,7 +119,7 @@ func TestRestoreSteps(t *testing.T) {
 	primary(f, src.ID, domain.StateRunning)
 	newRestore := func() (*domain.Service, *domain.Operation, *domain.Operation) {
 		dst := backupService(f, domain.StateCreating)
-		sw := f.put(&domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: "proj-test", State: domain.StatePending},
+		sw := f.put(&domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: "proj-test", State: domain.StatePending, CreatedAt: time.Now()},
 			Type: domain.OpServiceSwitchWAL, TargetID: src.ID}).(*domain.Operation)
 		op := f.put(&domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: "proj-test", State: domain.StatePending},
 			Type: domain.OpServiceRestore, TargetID: dst.ID, SourceID: src.ID, WaitID: sw.ID}).(*domain.Operation)
