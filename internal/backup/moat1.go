@@ -68,7 +68,8 @@ type WriterOptions struct {
 	// choice is recorded in the (authenticated) header.
 	Compress bool
 	// Concurrency is how many segments are sealed in parallel. Zero means
-	// runtime.GOMAXPROCS(0). Memory use is about 2×Concurrency segments.
+	// runtime.GOMAXPROCS(0). Memory use is about 4×Concurrency segments:
+	// two batches of 2×Concurrency, one written while the next is sealed.
 	Concurrency int
 }
 
@@ -133,15 +134,22 @@ func batchSegments(n int) int {
 // parallel runs f(i) for i in [0, n) on up to workers goroutines, worker w
 // handling a contiguous range. f gets the worker number.
 func parallel(workers, n int, f func(worker, i int)) {
+	parallelWith(workers, n, f, nil)
+}
+
+// parallelWith is parallel that also runs meanwhile, if not nil, on the
+// calling goroutine while the workers run; it returns when all are done.
+func parallelWith(workers, n int, f func(worker, i int), meanwhile func()) {
 	if workers > n {
 		workers = n
 	}
-	if workers <= 1 {
+	if workers <= 1 && meanwhile == nil {
 		for i := range n {
 			f(0, i)
 		}
 		return
 	}
+	workers = max(workers, 1)
 	var wg sync.WaitGroup
 	per := (n + workers - 1) / workers
 	for w := range workers {
@@ -149,11 +157,19 @@ func parallel(workers, n int, f func(worker, i int)) {
 		if lo >= hi {
 			break
 		}
-		wg.Go(func() {
+		run := func() {
 			for i := lo; i < hi; i++ {
 				f(w, i)
 			}
-		})
+		}
+		if meanwhile == nil && hi == n {
+			run() // the last range on this goroutine
+			break
+		}
+		wg.Go(run)
+	}
+	if meanwhile != nil {
+		meanwhile()
 	}
 	wg.Wait()
 }
@@ -215,13 +231,18 @@ func NewWriter(dst io.Writer, pub *rsa.PublicKey, opts WriterOptions) (io.WriteC
 		dst:   dst,
 		keys:  keys,
 		macs:  newMACs(keys.macKey, workers),
-		buf:   make([]byte, batch*(SegmentSize+tagSize)),
 		batch: batch,
 	}
+	w.bufs[0] = make([]byte, batch*(SegmentSize+tagSize))
 	if !opts.Compress {
 		return w, nil
 	}
-	enc, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	// With two or more workers the encoder runs in two stages, match
+	// finding and entropy coding, each on its own goroutine. More would
+	// need independent jobs of 4× the window (32 MiB each) in memory, for
+	// no gain on a base backup of 2 cores: pg_basebackup's stream is then
+	// the limit.
+	enc, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(min(workers, 2)), zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
 		return nil, fmt.Errorf("new moat1 writer: zstd: %w", err)
 	}
@@ -229,16 +250,21 @@ func NewWriter(dst io.Writer, pub *rsa.PublicKey, opts WriterOptions) (io.WriteC
 }
 
 // segmentWriter buffers up to batch segments of plaintext, laid out with
-// room for each segment's tag after it, and seals them in place.
+// room for each segment's tag after it, and seals them in place, in
+// parallel. It has two such buffers: a sealed batch is written to dst while
+// the next one is being sealed, during the next flush. Only Write and Close
+// touch dst, and no goroutine outlives a call.
 type segmentWriter struct {
-	dst   io.Writer
-	keys  *fileKeys
-	macs  []hash.Hash
-	buf   []byte // batch × (SegmentSize + tagSize)
-	batch int
-	n     int    // plaintext bytes buffered
-	index uint64 // index of the first buffered segment
-	err   error
+	dst     io.Writer
+	keys    *fileKeys
+	macs    []hash.Hash
+	bufs    [2][]byte // batch × (SegmentSize + tagSize) each; bufs[1] made when needed
+	cur     int       // bufs[cur] is the batch being filled
+	pending []byte    // sealed batch not yet written, in bufs[1-cur]
+	batch   int
+	n       int    // plaintext bytes buffered
+	index   uint64 // index of the first buffered segment
+	err     error
 }
 
 func (w *segmentWriter) Write(p []byte) (int, error) {
@@ -264,8 +290,9 @@ func (w *segmentWriter) Write(p []byte) (int, error) {
 			total += full
 			continue
 		}
+		buf := w.bufs[w.cur]
 		seg, off := w.n/SegmentSize, w.n%SegmentSize
-		c := copy(w.buf[seg*(SegmentSize+tagSize)+off:seg*(SegmentSize+tagSize)+SegmentSize], p)
+		c := copy(buf[seg*(SegmentSize+tagSize)+off:seg*(SegmentSize+tagSize)+SegmentSize], p)
 		w.n += c
 		p = p[c:]
 		total += c
@@ -273,8 +300,10 @@ func (w *segmentWriter) Write(p []byte) (int, error) {
 	return total, nil
 }
 
-// flush seals and writes the buffered segments; the last is final if final.
-// The plaintext is in the buffer, or in src if it is not nil.
+// flush seals the buffered segments, the last final if final, while it
+// writes the batch sealed by the previous flush. The final batch is
+// written before flush returns; any other is left pending. The plaintext
+// is in the buffer, or in src if it is not nil.
 func (w *segmentWriter) flush(src []byte, final bool) error {
 	segs := (w.n + SegmentSize - 1) / SegmentSize
 	if segs == 0 {
@@ -284,11 +313,16 @@ func (w *segmentWriter) flush(src []byte, final bool) error {
 		w.err = errors.New("moat1: too many segments")
 		return w.err
 	}
-	end := 0
-	parallel(len(w.macs), segs, func(worker, i int) {
+	buf, end := w.bufs[w.cur], 0
+	var writePending func()
+	var werr error
+	if pending := w.pending; len(pending) > 0 {
+		writePending = func() { _, werr = w.dst.Write(pending) }
+	}
+	parallelWith(len(w.macs), segs, func(worker, i int) {
 		ptLen := min(w.n-i*SegmentSize, SegmentSize)
 		off := i * (SegmentSize + tagSize)
-		ct := w.buf[off : off+ptLen]
+		ct := buf[off : off+ptLen]
 		pt := ct
 		if src != nil {
 			pt = src[i*SegmentSize : i*SegmentSize+ptLen]
@@ -299,12 +333,25 @@ func (w *segmentWriter) flush(src []byte, final bool) error {
 		if i == segs-1 {
 			end = off + ptLen + tagSize
 		}
-	})
+	}, writePending)
 	w.index += uint64(segs)
 	w.n = 0
-	if _, err := w.dst.Write(w.buf[:end]); err != nil {
-		w.err = fmt.Errorf("write moat1 segment: %w", err)
+	w.pending = nil
+	if werr != nil {
+		w.err = fmt.Errorf("write moat1 segment: %w", werr)
 		return w.err
+	}
+	if final {
+		if _, err := w.dst.Write(buf[:end]); err != nil {
+			w.err = fmt.Errorf("write moat1 segment: %w", err)
+			return w.err
+		}
+		return nil
+	}
+	w.pending = buf[:end]
+	w.cur = 1 - w.cur
+	if w.bufs[w.cur] == nil {
+		w.bufs[w.cur] = make([]byte, len(buf))
 	}
 	return nil
 }
@@ -325,30 +372,84 @@ func (w *segmentWriter) Close() error {
 
 var errClosed = errors.New("moat1: write to closed writer")
 
+// compressWriter compresses into a segmentWriter. With more than one
+// worker the encoder compresses a block in the background while the next
+// one fills, and a second goroutine entropy-codes and writes the block
+// before it to seg, one write at a time. seg is therefore touched only by
+// the encoder until enc.Close (or Reset) has waited for both.
 type compressWriter struct {
-	enc *zstd.Encoder
-	seg *segmentWriter
+	enc    *zstd.Encoder
+	seg    *segmentWriter
+	err    error // sticky: the first error, or errClosed
+	closed bool
 }
 
 func (w *compressWriter) Write(p []byte) (int, error) {
-	if w.seg.err != nil {
-		return 0, w.seg.err
+	if w.err != nil {
+		return 0, w.err
 	}
 	n, err := w.enc.Write(p)
 	if err != nil {
-		return n, fmt.Errorf("zstd: %w", err)
+		w.err = fmt.Errorf("zstd: %w", err)
 	}
-	return n, nil
+	return n, w.err
+}
+
+// ReadFrom reads r into the encoder's block buffer, saving io.Copy's copy.
+// An error from r is returned as it is.
+func (w *compressWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	src := &errReader{r: r}
+	n, err := w.enc.ReadFrom(src)
+	switch {
+	case err == nil:
+	case src.err != nil && errors.Is(err, src.err):
+		w.err = err
+	default:
+		w.err = fmt.Errorf("zstd: %w", err)
+	}
+	return n, w.err
 }
 
 func (w *compressWriter) Close() error {
-	if errors.Is(w.seg.err, errClosed) {
-		return nil
+	if w.closed {
+		if errors.Is(w.err, errClosed) {
+			return nil
+		}
+		return w.err
 	}
-	if err := w.enc.Close(); err != nil {
-		return fmt.Errorf("zstd: %w", err)
+	w.closed = true
+	if w.err == nil {
+		if err := w.enc.Close(); err != nil {
+			w.err = fmt.Errorf("zstd: %w", err)
+		}
 	}
-	return w.seg.Close()
+	if w.err != nil {
+		w.enc.Reset(nil) // waits for the encoder's goroutines
+		return w.err
+	}
+	if err := w.seg.Close(); err != nil {
+		w.err = err
+		return err
+	}
+	w.err = errClosed
+	return nil
+}
+
+// errReader remembers the error, other than io.EOF, that r returned.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 // moat1Header is a parsed (not yet authenticated) moat1 header.
