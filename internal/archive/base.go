@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
 )
@@ -104,6 +106,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	if err := cmd.Start(); err != nil {
 		return Backup{}, fmt.Errorf("base backup: start pg_basebackup: %w", err)
 	}
+	growPipe(stdout)
 	head := &headBuffer{max: 1 << 20}
 	tail := &tailBuffer{}
 	wait := sync.OnceValue(func() error {
@@ -350,6 +353,27 @@ func isHex(s string) bool {
 	return true
 }
 
+// pipeSize is the capacity BaseBackup asks for pg_basebackup's stdout: the
+// default 64 KiB pipe makes pg_basebackup stop whenever the encoder is busy
+// with a block (tens of thousands of context switches per second); 1 MiB,
+// the unprivileged maximum by default (fs.pipe-max-size), lets it run ahead
+// and cut the backup's wall time by about a quarter (bench/basebackup).
+const pipeSize = 1 << 20
+
+// growPipe sets the capacity of r, if it is a pipe, to pipeSize. It is an
+// optimisation only: failure (an older kernel, a lower fs.pipe-max-size) is
+// ignored.
+func growPipe(r io.Reader) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return
+	}
+	// SyscallConn, not Fd: Fd would put the pipe in blocking mode.
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+	}
+}
+
 // exitReader returns wait's error at the end of r, so that a process that
 // fails is never taken for a complete stream.
 type exitReader struct {
@@ -396,15 +420,30 @@ func (h *headBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// tailBuffer keeps the last 64 KiB written to it.
+// tailSize is how much of its input a tailBuffer keeps.
+const tailSize = 64 << 10
+
+// tailBuffer keeps the last tailSize bytes written to it. It sees every
+// byte of a base backup, so it writes into a fixed buffer of twice that
+// size and slides the tail back only when the buffer is full: each byte is
+// copied at most twice, and nothing is allocated after the first write.
 type tailBuffer struct{ b []byte }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 64<<10 {
-		t.b = t.b[len(t.b)-64<<10:]
+	n := len(p)
+	if len(p) > tailSize {
+		p = p[len(p)-tailSize:]
 	}
-	return len(p), nil
+	if t.b == nil {
+		t.b = make([]byte, 0, 2*tailSize)
+	}
+	if len(t.b)+len(p) > cap(t.b) {
+		keep := t.b[len(t.b)-(tailSize-len(p)):]
+		t.b = t.b[:copy(t.b[:cap(t.b)], keep)]
+	}
+	t.b = append(t.b, p...)
+	return n, nil
 }
 
-func (t *tailBuffer) Bytes() []byte { return t.b }
+// Bytes returns the last tailSize bytes written (all of them if fewer).
+func (t *tailBuffer) Bytes() []byte { return t.b[max(len(t.b)-tailSize, 0):] }
