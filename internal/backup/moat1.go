@@ -139,17 +139,21 @@ func parallel(workers, n int, f func(worker, i int)) {
 
 // parallelWith is parallel that also runs meanwhile, if not nil, on the
 // calling goroutine while the workers run; it returns when all are done.
+// With a single worker everything runs on the calling goroutine, meanwhile
+// first: one worker means no parallelism.
 func parallelWith(workers, n int, f func(worker, i int), meanwhile func()) {
 	if workers > n {
 		workers = n
 	}
-	if workers <= 1 && meanwhile == nil {
+	if workers <= 1 {
+		if meanwhile != nil {
+			meanwhile()
+		}
 		for i := range n {
 			f(0, i)
 		}
 		return
 	}
-	workers = max(workers, 1)
 	var wg sync.WaitGroup
 	per := (n + workers - 1) / workers
 	for w := range workers {
@@ -157,16 +161,11 @@ func parallelWith(workers, n int, f func(worker, i int), meanwhile func()) {
 		if lo >= hi {
 			break
 		}
-		run := func() {
+		wg.Go(func() {
 			for i := lo; i < hi; i++ {
 				f(w, i)
 			}
-		}
-		if meanwhile == nil && hi == n {
-			run() // the last range on this goroutine
-			break
-		}
-		wg.Go(run)
+		})
 	}
 	if meanwhile != nil {
 		meanwhile()
