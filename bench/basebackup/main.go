@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
@@ -370,6 +372,7 @@ func (e *env) moat(pubPEM, privFile string, compress bool) func(ctx context.Cont
 			if err := cmd.Start(); err != nil {
 				return r, err
 			}
+			growPipe(stdout)
 			pr, pw := io.Pipe()
 			go func() {
 				pw.CloseWithError(archive.Encrypt(pw, stdout, pub, archive.EncryptOptions{Format: backup.FormatMoat1}))
@@ -405,6 +408,16 @@ func (e *env) moat(pubPEM, privFile string, compress bool) func(ctx context.Cont
 		}
 		r.restore = time.Since(t)
 		return r, checkRestored(rdir)
+	}
+}
+
+// growPipe gives pg_basebackup's stdout the 1 MiB capacity that
+// archive.BaseBackup gives it.
+func growPipe(r io.Reader) {
+	if f, ok := r.(*os.File); ok {
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20) })
+		}
 	}
 }
 
