@@ -600,8 +600,17 @@ func TestReplica(t *testing.T) {
 	pc := mgmt(ctx, t, dir, "nod-p", postgres.Database)
 	var app, state, client string
 	var ssl bool
-	err := pc.QueryRow(ctx, `SELECT r.application_name, r.state, host(r.client_addr), s.ssl
-		FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)`).Scan(&app, &state, &client, &ssl)
+	// The replica runs once it is consistent; its WAL receiver connects
+	// right after.
+	var err error
+	for {
+		err = pc.QueryRow(ctx, `SELECT r.application_name, r.state, host(r.client_addr), s.ssl
+			FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)`).Scan(&app, &state, &client, &ssl)
+		if !errors.Is(err, pgx.ErrNoRows) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("pg_stat_replication on the primary: %v", err)
 	}

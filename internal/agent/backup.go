@@ -47,6 +47,9 @@ const (
 	archiveTimeout = "5min"
 	// switchWait bounds a WAL switch task's wait for the archiver.
 	switchWait = 2 * time.Minute
+	// baseBackupTimeout bounds a base backup (pg_basebackup -X none waits
+	// for its WAL to be archived, forever if archiving is broken).
+	baseBackupTimeout = 12 * time.Hour
 )
 
 // errWaiting marks an apply that cannot go on until the control plane
@@ -286,23 +289,22 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if r.PrivateKeyPEM == "" {
-		if !exists(keyPath) {
-			return nil, fmt.Errorf("restore: %w for the source's backup key (released after the source's WAL switch)", errWaiting)
-		}
-	} else {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("restore: %w for the source's backup key", errWaiting) // see abandonRestore
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	uid, gid, err := n.a.pgOwner()
+	if err != nil {
+		return nil, err
+	}
+	if uid >= 0 {
+		if err := os.Chown(dir, uid, gid); err != nil {
 			return nil, err
 		}
-		if uid, gid, err := n.a.pgOwner(); err != nil {
-			return nil, err
-		} else if uid >= 0 {
-			if err := os.Chown(dir, uid, gid); err != nil {
-				return nil, err
-			}
-		}
-		if err := n.a.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
-			return nil, fmt.Errorf("restore key: %w", err)
-		}
+	}
+	if err := n.a.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
+		return nil, fmt.Errorf("restore key: %w", err)
 	}
 	b, err := json.MarshalIndent(rc, "", "  ")
 	if err != nil {
@@ -314,32 +316,55 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 	return rc, nil
 }
 
-// waitPromoted waits until the restored server has replayed the archive
-// to its target and promoted itself, then deletes the restore's key.
-func (n *node) waitPromoted(ctx context.Context) error {
-	for {
-		conn, err := n.connect(ctx)
-		if err == nil {
-			var rec bool
-			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
-			conn.Close(context.Background())
-			if err == nil && !rec {
-				n.a.log.Info("restore finished: promoted", "node", n.id)
-				if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
-					return fmt.Errorf("remove the restore key: %w", err)
-				}
-				return nil
+// promoted returns nil once the restored server has replayed the archive
+// to its target and promoted itself (then it deletes the restore's key),
+// errWaiting while it replays (the node's worker stays free for firewall
+// changes), and an error if the server stopped.
+func (n *node) promoted(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := n.connect(cctx)
+	if err == nil {
+		var rec bool
+		err = conn.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+		conn.Close(context.Background())
+		if err == nil && !rec {
+			n.a.log.Info("restore finished: promoted", "node", n.id)
+			if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
+				return fmt.Errorf("remove the restore key: %w", err)
 			}
-		}
-		if !n.inst.Running() {
-			return fmt.Errorf("postgres exited during the restore's recovery: %s", n.logTail(1500))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			return nil
 		}
 	}
+	if !n.inst.Running() {
+		return fmt.Errorf("postgres exited during the restore's recovery: %s", n.logTail(1500))
+	}
+	return fmt.Errorf("restore: %w: the server is replaying the archive", errWaiting)
+}
+
+// abandonRestore is a restore without its key: not released yet, or taken
+// back (the restore failed, its source was deleted). No key of the source
+// stays on the node and no server replays with it; the node waits.
+func (n *node) abandonRestore(ctx context.Context) error {
+	if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
+		return fmt.Errorf("remove the restore key: %w", err)
+	}
+	if exists(filepath.Join(n.dataDir(), "PG_VERSION")) {
+		inst := n.inst
+		if inst == nil {
+			var err error
+			if inst, err = n.bareInstance(); err != nil {
+				return err
+			}
+		}
+		if inst.Running() {
+			n.a.log.Warn("restore withdrawn: stopping the server in recovery", "node", n.id)
+			if err := inst.Stop(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("restore: %w for the source's backup key (released after the source's WAL switch)", errWaiting)
 }
 
 // logTail returns the end of the node's postgres.log.
@@ -387,8 +412,12 @@ func (n *node) startTasks(ctx context.Context, want apitype.NodeDesired) {
 		n.a.wg.Add(1)
 		go func() {
 			defer n.a.wg.Done()
-			n.taskMu.Lock()
-			defer n.taskMu.Unlock()
+			if t.Type == apitype.TaskBaseBackup {
+				// One base backup at a time; a WAL switch (a restore
+				// waits for it) never queues behind one.
+				n.taskMu.Lock()
+				defer n.taskMu.Unlock()
+			}
 			rep := n.runTask(ctx, want, t)
 			if ctx.Err() != nil {
 				return // not done: a restarted agent runs it again
@@ -462,7 +491,9 @@ func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apity
 	}
 	cfg.Timeline = tl
 	conn := fmt.Sprintf("host='%s' port=%d user=%s sslmode=disable application_name=moat-base-backup", n.socketDir(), port, postgres.Superuser)
-	b, err := archive.BaseBackup(ctx, cfg, conn)
+	bctx, cancel := context.WithTimeout(ctx, baseBackupTimeout)
+	defer cancel()
+	b, err := archive.BaseBackup(bctx, cfg, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -503,8 +534,14 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 		return fmt.Errorf("switch wal: %w", err)
 	}
 	defer conn.Close(context.Background())
-	// The segment holding the switch record, closed by it (or, with no
-	// WAL written since the last switch, the one closed then).
+	// A commit after the request: a restore to a time before it then
+	// finds a commit past its target and stops there, even on a source
+	// that wrote nothing since (PostgreSQL refuses to end recovery short
+	// of recovery_target_time otherwise).
+	if _, err := conn.Exec(ctx, "BEGIN; SELECT pg_current_xact_id(); COMMIT"); err != nil {
+		return fmt.Errorf("switch wal: mark the request: %w", err)
+	}
+	// The segment holding the switch record, closed by it.
 	var seg string
 	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
 		return fmt.Errorf("switch wal: %w", err)

@@ -341,6 +341,14 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	// under the same name needs PostgreSQL restarted inside it.
 	nsID := n.ns.UniqueId()
 	restore := n.restoring(want, primary)
+	if restore == nil {
+		// Restored (or never a restore): no key of another service stays.
+		if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
+			return fmt.Errorf("remove the restore key: %w", err)
+		}
+	} else if restore.PrivateKeyPEM == "" {
+		return n.abandonRestore(ctx)
+	}
 	archiving := want.Archive != nil
 	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
 		want.Archive, want.BackupPublicKeyPEM, restore)
@@ -432,7 +440,7 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	// 5. Roles, database and password, on a primary (a restored one once
 	// it has replayed its archive and promoted itself).
 	if restore != nil {
-		if err := n.waitPromoted(ctx); err != nil {
+		if err := n.promoted(ctx); err != nil {
 			return err
 		}
 		n.instFP = "" // rewrite moat.conf without the recovery settings

@@ -124,6 +124,10 @@ func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*restorePlan, 
 		p.src, err = getIn[domain.Service](c, tx, "service", rf.ServiceID)
 		return err
 	}); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+			ae.field = "restore_from.service_id"
+		}
 		return nil, err
 	}
 	src := p.src
@@ -181,7 +185,8 @@ func (s *Server) startRestore(c *call, tx store.Tx, svc *domain.Service, p *rest
 		return domain.Conflictf(domain.CodeInvalidState, "restore_from.service_id", "restore from a live service", "service %s is %s", src.ID, src.State)
 	}
 	if src.BackupPublicKeyPEM != p.src.BackupPublicKeyPEM || src.BackupPublicKeyPEM == "" {
-		return errors.New("restore: the source's backup key changed; retry")
+		return domain.Conflictf(domain.CodeInvalidState, "restore_from.service_id", "retry the request",
+			"the backup key of service %s changed while the restore was planned", src.ID)
 	}
 	now := s.now()
 	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},

@@ -314,11 +314,11 @@ func (in *Instance) untar(tr *tar.Reader, dir string) error {
 		p := filepath.Join(dir, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := in.ensureDir(p); err != nil {
+			if err := in.ensureDirIn(dir, p); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			if err := in.ensureDir(filepath.Dir(p)); err != nil {
+			if err := in.ensureDirIn(dir, filepath.Dir(p)); err != nil {
 				return err
 			}
 			if err := in.extractFile(p, tr); err != nil {
@@ -355,4 +355,19 @@ func (in *Instance) extractFile(p string, r io.Reader) error {
 		}
 	}
 	return f.Close()
+}
+
+// ensureDirIn makes p and every missing directory between root and p
+// like ensureDir does p: mode 0700, owned by the postgres user.
+func (in *Instance) ensureDirIn(root, p string) error {
+	if p == root || len(p) < len(root) {
+		return nil
+	}
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		return nil
+	}
+	if err := in.ensureDirIn(root, filepath.Dir(p)); err != nil {
+		return err
+	}
+	return in.ensureDir(p)
 }

@@ -97,9 +97,28 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 			return nil
 		}
 		if wait != nil && wait.State == domain.StateFailed {
-			// The source could not archive its last WAL: restore what the
-			// archive holds.
-			r.log.Warn("restore: the source's WAL switch failed; restoring from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", wait.Error)
+			why := "the WAL switch failed"
+			if wait.Error != nil {
+				why = wait.Error.Message
+			}
+			var to time.Time
+			if err := r.cfg.Store.View(ctx, func(tx store.Tx) error {
+				s, err := store.Get[domain.Service](ctx, tx, op.TargetID)
+				if err == nil {
+					to = s.RestoreToTime
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+			if to.IsZero() {
+				// "Everything committed so far" cannot be kept: say so
+				// rather than restore less.
+				return r.failRestore(ctx, op.ID, "the source could not archive its latest WAL ("+why+"): restore to an earlier time with --to-time, or fix the source's archiving and retry")
+			}
+			// A past time may well be in the archive already; if it is
+			// not, PostgreSQL says so and the restore fails then.
+			r.log.Warn("restore: the source's WAL switch failed; restoring to the requested time from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", why)
 		}
 		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
 			if o.Step != domain.StepSwitchWAL {
@@ -220,6 +239,15 @@ func (r *Reconciler) prune(ctx context.Context, s *domain.Service) error {
 	if r.cfg.Backups == nil || r.cfg.BackupKeep < 1 {
 		return nil
 	}
+	restores, err := r.restoresFrom(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	for _, o := range restores {
+		if !domain.OperationMachine.Terminal(o.State) {
+			return nil // it may need what retention would delete: later
+		}
+	}
 	deleted, err := archive.Prune(ctx, &archive.Config{Region: s.Region, Service: s.ID, ObjectStore: r.cfg.Backups}, r.cfg.BackupKeep, r.cfg.BackupKeepAge)
 	if err != nil {
 		return fmt.Errorf("retention of %s: %w", s.ID, err)
@@ -274,4 +302,47 @@ func cmpBool(a, b bool) int {
 		return 1
 	}
 	return -1
+}
+
+// restoresFrom lists the restore operations whose source is service id.
+func (r *Reconciler) restoresFrom(ctx context.Context, id string) ([]*domain.Operation, error) {
+	var out []*domain.Operation
+	err := r.cfg.Store.View(ctx, func(tx store.Tx) error {
+		ops, err := store.List[domain.Operation](ctx, tx, store.Query{})
+		for _, o := range ops {
+			if o.Type == domain.OpServiceRestore && o.SourceID == id {
+				out = append(out, o)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// restoreGrace is how long a deleted source's backups outlive a restore
+// from it that was failed: its agent takes the key back and stops the
+// replay first.
+const restoreGrace = 30 * time.Second
+
+// restoresDone fails the unfinished restores from a service being deleted
+// and reports whether they are over (and their agents had restoreGrace to
+// stop replaying), so that its backups may go.
+func (r *Reconciler) restoresDone(ctx context.Context, s *domain.Service) (bool, error) {
+	restores, err := r.restoresFrom(ctx, s.ID)
+	if err != nil {
+		return false, err
+	}
+	done := true
+	for _, o := range restores {
+		switch {
+		case !domain.OperationMachine.Terminal(o.State):
+			if err := r.failRestore(ctx, o.ID, "the source service "+s.ID+" was deleted during the restore, and its backups with it"); err != nil {
+				return false, err
+			}
+			done = false
+		case o.State == domain.StateFailed && r.cfg.Now().Sub(o.UpdatedAt) < restoreGrace:
+			done = false
+		}
+	}
+	return done, nil
 }

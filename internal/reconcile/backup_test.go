@@ -162,7 +162,7 @@ func TestRestoreSteps(t *testing.T) {
 		n.StateInfo = &domain.Info{Code: "node_failed", Message: "recovery ended before configured recovery target was reached"}
 	})
 	swNow = get[domain.Operation](f, sw.ID)
-	f.edit(swNow, func() { swNow.State = domain.StateFailed })
+	f.edit(swNow, func() { swNow.State = domain.StateSucceeded })
 	for range 3 {
 		f.mustOnce()
 	}
@@ -173,6 +173,50 @@ func TestRestoreSteps(t *testing.T) {
 	if s := get[domain.Service](f, dst.ID); s.State != domain.StateFailed || s.StateInfo == nil || s.StateInfo.Code != "restore_failed" {
 		t.Errorf("service of a failed restore = %s %+v", s.State, s.StateInfo)
 	}
+
+	// A restore to the latest state whose source cannot archive its WAL
+	// fails (it would restore less than asked), naming the fix.
+	dst, op, sw = newRestore()
+	swNow = get[domain.Operation](f, sw.ID)
+	f.edit(swNow, func() { swNow.State, swNow.Error = domain.StateFailed, &domain.Info{Code: "timeout", Message: "not archived"} })
+	for range 3 {
+		f.mustOnce()
+	}
+	o = get[domain.Operation](f, op.ID)
+	if o.State != domain.StateFailed || o.Error == nil || !strings.Contains(o.Error.Message, "--to-time") {
+		t.Errorf("restore to latest after a failed WAL switch = %s %+v", o.State, o.Error)
+	}
+	_ = dst
+
+	// Deleting the source fails the restores from it first, and deletes
+	// its backups only after a grace.
+	dst, op, _ = newRestore()
+	f.mustOnce()
+	srcNow := get[domain.Service](f, src.ID)
+	f.edit(srcNow, func() { srcNow.State = domain.StateDeleting })
+	for _, n := range f.nodes(src.ID) {
+		f.edit(n, func() { n.State = domain.StateDeleted })
+	}
+	f.mustOnce()
+	if o := get[domain.Operation](f, op.ID); o.State != domain.StateFailed || !strings.Contains(o.Error.Message, "delet") {
+		t.Errorf("restore whose source is being deleted = %s %+v", o.State, o.Error)
+	}
+	if s := get[domain.Service](f, src.ID); s.State != domain.StateDeleting {
+		t.Errorf("source deleted (state %s) within the grace of a restore from it", s.State)
+	}
+	_ = dst
+}
+
+func (f *fixture) nodes(svc string) []*domain.Node {
+	f.t.Helper()
+	var out []*domain.Node
+	if err := f.store.View(f.t.Context(), func(tx store.Tx) (err error) {
+		out, err = store.List[domain.Node](f.t.Context(), tx, store.Query{Parent: svc})
+		return err
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
 }
 
 // TestPruneAfterBackup: a new backup triggers retention once: older base

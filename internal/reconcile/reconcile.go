@@ -241,6 +241,9 @@ func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error 
 	}); err != nil || live > 0 {
 		return err
 	}
+	if done, err := r.restoresDone(ctx, s); err != nil || !done {
+		return err
+	}
 	if err := r.deleteBackups(ctx, s); err != nil {
 		return err
 	}
