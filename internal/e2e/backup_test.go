@@ -159,6 +159,14 @@ func TestBackupRestore(t *testing.T) {
 		}
 	}
 
+	// A restore to a time after which the source wrote nothing: the
+	// restore's own WAL switch gives recovery a commit to stop at.
+	quietTime := time.Now().UTC()
+	atQuiet, atQuietPw := e.restore("ledger-quiet-at", again.ID, &quietTime)
+	if got := state(atQuiet, atQuietPw); got != afterRestore {
+		t.Errorf("restore of a quiet service to %s: state %s, want %s", quietTime.Format(time.RFC3339Nano), got, afterRestore)
+	}
+
 	// Nothing in the store is plaintext: no marker, no table name in the
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
