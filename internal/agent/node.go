@@ -51,6 +51,7 @@ type node struct {
 	failedAt   time.Time
 	failures   int
 	nextTry    time.Time
+	retry      <-chan time.Time // a waiting node's next try
 	nsName     string
 	ns         netns.NsHandle
 	fw         *nft.Firewall
@@ -131,6 +132,8 @@ func (n *node) run(ctx context.Context) {
 			return
 		case <-n.kick:
 			kicked = true
+		case <-n.retry:
+			n.retry, kicked = nil, true
 		case <-tick.C:
 		}
 		n.mu.Lock()
@@ -178,7 +181,7 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	if errors.Is(err, errWaiting) {
 		// Not a failure: the node waits for the control plane.
 		n.a.log.Debug("node waits", "node", n.id, "revision", rev, "reason", err)
-		n.nextTry = time.Now().Add(waitRetry)
+		n.nextTry, n.retry = time.Now().Add(waitRetry), time.After(waitRetry)
 		return
 	}
 	if err != nil {
