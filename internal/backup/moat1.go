@@ -67,6 +67,12 @@ type WriterOptions struct {
 	// Compress compresses the plaintext with zstd before encryption. The
 	// choice is recorded in the (authenticated) header.
 	Compress bool
+	// Compressed says that what is written is already zstd-compressed
+	// (zstd frames, RFC 8878, with a window of at most 64 MiB): the header
+	// records a compressed body, as with Compress, but the writer does not
+	// compress again. The caller answers for the stream; a reader of a
+	// stream that does not decompress fails. Compress must be false.
+	Compressed bool
 	// Concurrency is how many segments are sealed in parallel. Zero means
 	// runtime.GOMAXPROCS(0). Memory use is about 4×Concurrency segments:
 	// two batches of 2×Concurrency, one written while the next is sealed.
@@ -186,6 +192,9 @@ func newMACs(key []byte, n int) []hash.Hash {
 // before NewWriter returns. Close must be called to write the final
 // segment; it does not close dst.
 func NewWriter(dst io.Writer, pub *rsa.PublicKey, opts WriterOptions) (io.WriteCloser, error) {
+	if opts.Compress && opts.Compressed {
+		return nil, errors.New("new moat1 writer: Compress and Compressed are exclusive")
+	}
 	if err := checkPublicKey(pub); err != nil {
 		return nil, fmt.Errorf("new moat1 writer: %w", err)
 	}
@@ -207,7 +216,7 @@ func NewWriter(dst io.Writer, pub *rsa.PublicKey, opts WriterOptions) (io.WriteC
 		return nil, fmt.Errorf("new moat1 writer: wrap file key: %w", err)
 	}
 	var flags byte
-	if opts.Compress {
+	if opts.Compress || opts.Compressed {
 		flags |= flagZstd
 	}
 	hdr := make([]byte, 0, fixedHeaderSize+len(wrapped)+tagSize)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // failWriter accepts limit bytes, then fails every write. It counts the
@@ -142,5 +144,38 @@ func TestWriterCloseTwice(t *testing.T) {
 		if buf.Len() != n {
 			t.Errorf("zstd=%v: output grew from %d to %d bytes after Close", compress, n, buf.Len())
 		}
+	}
+}
+
+// TestWriterCompressed checks that a stream compressed elsewhere (here two
+// zstd frames from another encoder configuration) is stored as it is and
+// read back decompressed.
+func TestWriterCompressed(t *testing.T) {
+	t.Parallel()
+	pt := bytes.Repeat([]byte("pg_basebackup --compress=client-zstd "), 50000)
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(pt) / 2
+	z := enc.EncodeAll(pt[half:], enc.EncodeAll(pt[:half], nil))
+	in := encrypt(t, z, WriterOptions{Compressed: true, Concurrency: 2}, 10000)
+	h, err := readMoat1Header(bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.flags&flagZstd == 0 {
+		t.Errorf("header flags %#x: no zstd flag", h.flags)
+	}
+	segs := (len(z) + SegmentSize - 1) / SegmentSize
+	if want := len(h.raw) + len(z) + segs*tagSize; len(in) != want {
+		t.Errorf("len(encrypted) = %d, want %d (the compressed stream as it is)", len(in), want)
+	}
+	got, err := decodeAll(in, testKey(t))
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("Decode: %d bytes, %v; want %d bytes", len(got), err, len(pt))
+	}
+	if _, err := NewWriter(io.Discard, &testKey(t).PublicKey, WriterOptions{Compress: true, Compressed: true}); err == nil {
+		t.Errorf("NewWriter(Compress and Compressed) = nil error, want an error")
 	}
 }
