@@ -1,9 +1,10 @@
 // Command basebackup benchmarks a base backup and restore of a real
 // PostgreSQL database: Moat's archive.BaseBackup (pg_basebackup -Ft -X none
-// streamed through the moat1 encrypting writer into an objstore.Dir) and
-// FetchBaseBackup, against pg_basebackup -Ft to local disk and tar -x of its
-// output (the reference), and against pgBackRest full backups encrypted with
-// aes-256-cbc, all in the same run. See README.md.
+// --compress=client-zstd streamed through the moat1 encrypting writer into
+// an objstore.Dir) and FetchBaseBackup, against pg_basebackup -Ft to local
+// disk and tar -x of its output (the reference), and against pgBackRest
+// full backups encrypted with aes-256-cbc, all in the same run. See
+// README.md.
 //
 // It must run as root: PostgreSQL and pgBackRest run as the postgres user.
 // Everything lives in one directory under /tmp, removed on exit, failure or
@@ -181,7 +182,7 @@ func run(ctx context.Context) error {
 
 	cases := []*benchCase{
 		{name: "pg_basebackup -Ft -X none to local disk, no encryption (reference)", do: e.pgBaseBackup},
-		{name: "Moat archive.BaseBackup → objstore.Dir (moat1, zstd, encrypted)", do: e.moat(string(pubPEM), privFile, true)},
+		{name: "Moat archive.BaseBackup → objstore.Dir (moat1, zstd by pg_basebackup, encrypted)", do: e.moat(string(pubPEM), privFile, true)},
 		{name: "Moat pipeline uncompressed (same stages, Compress: false)", do: e.moat(string(pubPEM), privFile, false)},
 	}
 	if pgbrWhy == "" {
