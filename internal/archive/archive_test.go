@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +230,34 @@ func putManifest(t *testing.T, st objstore.Store, b Backup) {
 	}
 	if err := st.Put(context.Background(), b.Object, strings.NewReader("tar")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTailBuffer: the tail buffer keeps exactly the last tailSize bytes,
+// whatever the sizes of the writes, as a naive version does.
+func TestTailBuffer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var tb tailBuffer
+	var all []byte
+	for i := range 2000 {
+		n := rng.IntN(3 * tailSize / 2)
+		if i%3 == 0 {
+			n = rng.IntN(100)
+		}
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		if got, _ := tb.Write(p); got != n {
+			t.Fatalf("Write returned %d, want %d", got, n)
+		}
+		all = append(all, p...)
+		if len(all) > 4*tailSize {
+			all = all[len(all)-tailSize:]
+		}
+		want := all[max(len(all)-tailSize, 0):]
+		if !bytes.Equal(tb.Bytes(), want) {
+			t.Fatalf("after write %d (%d bytes): tail of %d bytes differs from the last %d written", i, n, len(tb.Bytes()), len(want))
+		}
 	}
 }

@@ -178,7 +178,9 @@ func TestRestoreSteps(t *testing.T) {
 	// fails (it would restore less than asked), naming the fix.
 	dst, op, sw = newRestore()
 	swNow = get[domain.Operation](f, sw.ID)
-	f.edit(swNow, func() { swNow.State, swNow.Error = domain.StateFailed, &domain.Info{Code: "timeout", Message: "not archived"} })
+	f.edit(swNow, func() {
+		swNow.State, swNow.Error = domain.StateFailed, &domain.Info{Code: "timeout", Message: "not archived"}
+	})
 	for range 3 {
 		f.mustOnce()
 	}
