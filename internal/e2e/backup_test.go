@@ -109,6 +109,21 @@ func TestBackupRestore(t *testing.T) {
 	if got := state(atTSvc, atTPw); got != atT {
 		t.Errorf("restore to %s: state %s, want %s (the source at T)", toTime.Format(time.RFC3339Nano), got, atT)
 	}
+	// The release of the source's key to the restore is in the audit log.
+	entries, err := e.op.ListAudit(e.ctx(), e.project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := 0
+	for _, a := range entries {
+		if a.Action == "backup.key.release" && a.Target == src.ID && strings.Contains(a.Detail, atTSvc.ID) {
+			released++
+		}
+	}
+	if released != 1 {
+		t.Errorf("%d audit entries backup.key.release of %s to %s, want 1", released, src.ID, atTSvc.ID)
+	}
+
 	// Restore to the latest state, through the CLI: every committed row.
 	code, out, errOut = e.moatAPI("service", "restore", "--from", src.ID, "--name", "ledger-latest", "--wait", "-o", "json")
 	var latest apitype.Service
@@ -171,7 +186,7 @@ func TestBackupRestore(t *testing.T) {
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
 	root := filepath.Join(e.dir, controlplane.BackupDirName)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -75,15 +76,16 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) error {
 	switch {
 	case op.State == domain.StatePending:
-		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+		return r.updateOp(ctx, op.ID, func(tx store.Tx, o *domain.Operation) error {
 			if o.State != domain.StatePending {
 				return errSkip
 			}
 			o.State, o.Step = domain.StateRunning, domain.StepRestore
 			if o.WaitID != "" {
 				o.Step = domain.StepSwitchWAL
+				return nil
 			}
-			return nil
+			return r.auditKeyRelease(ctx, tx, o)
 		})
 	case op.Step == domain.StepSwitchWAL:
 		var wait *domain.Operation
@@ -120,12 +122,12 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 			// not, PostgreSQL says so and the restore fails then.
 			r.log.Warn("restore: the source's WAL switch failed; restoring to the requested time from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", why)
 		}
-		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
+		return r.updateOp(ctx, op.ID, func(tx store.Tx, o *domain.Operation) error {
 			if o.Step != domain.StepSwitchWAL {
 				return errSkip
 			}
 			o.Step = domain.StepRestore
-			return nil
+			return r.auditKeyRelease(ctx, tx, o)
 		})
 	}
 	svc, nodes, err := r.serviceNodes(ctx, op.TargetID)
@@ -345,4 +347,13 @@ func (r *Reconciler) restoresDone(ctx context.Context, s *domain.Service) (bool,
 		}
 	}
 	return done, nil
+}
+
+// auditKeyRelease records, with the step that releases it, that a
+// service's backup private key goes to the primary of a restore.
+func (r *Reconciler) auditKeyRelease(ctx context.Context, tx store.Tx, o *domain.Operation) error {
+	_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: r.cfg.Now().UTC(), Actor: "system", ProjectID: o.ProjectID,
+		Action: "backup.key.release", Target: o.SourceID, Outcome: domain.OutcomeSuccess,
+		Detail: "to the primary of " + o.TargetID + " for restore " + o.ID + " from base backup " + o.BackupLabel})
+	return err
 }
