@@ -44,7 +44,8 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	p, admin := e.project("acme")
 	agent := e.addToken("", domain.RoleAgent)
 	var svc apitype.Service
-	e.must(201, &svc, "POST", "/v1/projects/"+p+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
+	office := []apitype.AllowEntry{{CIDR: "203.0.113.0/24", Description: "office"}}
+	e.must(201, &svc, "POST", "/v1/projects/"+p+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1", AllowedIPs: office})
 	path := "/v1/projects/" + p + "/services/" + svc.ID + "/backups"
 
 	r := e.do("POST", path, admin, nil)
@@ -123,6 +124,9 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	e.must(201, &restored, "POST", "/v1/projects/"+p+"/services", admin, apitype.ServiceCreate{Name: "r2", RestoreFrom: &apitype.RestoreFrom{ServiceID: svc.ID, ToTime: &later}})
 	if restored.Region != "us-east-1" || restored.AdminPassword == "" {
 		t.Errorf("restored service = %+v", restored)
+	}
+	if len(restored.AllowedIPs) != 1 || restored.AllowedIPs[0] != office[0] {
+		t.Errorf("restored service's allowlist = %+v, want the source's %+v", restored.AllowedIPs, office)
 	}
 	var ops apitype.List[apitype.Operation]
 	e.must(200, &ops, "GET", "/v1/projects/"+p+"/operations?target_id="+restored.ID, admin, nil)

@@ -143,6 +143,12 @@ func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*restorePlan, 
 	if in.Nodes == 0 {
 		in.Nodes = src.NodeCount
 	}
+	if len(in.AllowedIPs) == 0 && !in.ConfirmEmpty {
+		// The source's access policy, not the platform's default: a
+		// restore of a locked-down service is not opened to everyone.
+		in.AllowedIPs = allowOut(src.AllowedIPs)
+		in.ConfirmEmpty = len(src.AllowedIPs) == 0
+	}
 	now := s.now()
 	if rf.ToTime != nil {
 		p.toTime = rf.ToTime.UTC()

@@ -172,7 +172,8 @@ type ServiceCreate struct {
 	ConfirmEmpty bool         `json:"confirm_empty,omitempty"`
 	// RestoreFrom, when set, creates the service from another service's
 	// backups (point-in-time recovery) instead of an empty database.
-	// Region and Nodes default to the source's.
+	// Region, Nodes and AllowedIPs default to the source's; the new
+	// service is on the internet (attach it to a VPC afterwards).
 	RestoreFrom *RestoreFrom `json:"restore_from,omitempty"`
 }
 

@@ -202,8 +202,9 @@ func (a *app) serviceRestoreCmd() *cobra.Command {
 that ended before --to-time, plus the archived WAL up to that time (point-in-time
 recovery). Without --to-time, everything the source committed until the
 request. The new service is in the source's region, has the source's number of
-nodes unless --nodes says otherwise, its own admin password (printed once) and
-its own backup key; the source keeps running.
+nodes and allowlist unless --nodes and --allow say otherwise, its own admin
+password (printed once) and its own backup key; it is on the internet (attach
+it to a VPC afterwards); the source keeps running.
 
 List the backups, and so the earliest time a restore can reach, with
 moat backup list SVC.`,
@@ -225,7 +226,7 @@ moat backup list SVC.`,
 	f.StringVar(&toTime, "to-time", "", "recover to this time (RFC 3339); default: everything committed so far")
 	f.StringVar(&in.Name, "name", "", "the new service's name")
 	f.IntVar(&in.Nodes, "nodes", 0, "number of nodes, 1 to 3 (default: the source's)")
-	f.StringArrayVar(&allow, "allow", nil, "allowed source CIDR[=description] (repeatable; default: open to the internet)")
+	f.StringArrayVar(&allow, "allow", nil, "allowed source CIDR[=description] (repeatable; default: the source's allowlist)")
 	w.add(cmd, "the restored service is running")
 	cmd.MarkFlagRequired("from")
 	cmd.MarkFlagRequired("name")
