@@ -100,6 +100,10 @@ type Agent struct {
 	binMu   sync.Mutex
 	binPath string // the installed moat binary, once installed
 
+	// archiveEvery is how often a primary's archiving is read (tests
+	// shorten it).
+	archiveEvery time.Duration
+
 	// onFirewall, when set (tests), is called after a node's firewall
 	// enforces the desired state of revision rev; took is how long the
 	// firewall's transaction took.
@@ -143,8 +147,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		nodesDir:   filepath.Join(cfg.DataDir, "nodes"),
-		nodes:      map[string]*node{},
-		reportKick: make(chan struct{}, 1),
+		nodes:        map[string]*node{},
+		reportKick:   make(chan struct{}, 1),
+		archiveEvery: 10 * time.Second,
 	}
 	if os.Geteuid() == 0 {
 		if err := checkTraversable(filepath.Dir(cfg.DataDir), cfg.PGUser); err != nil {

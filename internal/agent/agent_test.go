@@ -219,11 +219,18 @@ func (w tWriter) Write(p []byte) (int, error) {
 // t ends).
 func startAgent(t *testing.T, cfg Config, onFirewall func(string, int64, time.Duration)) (stop func()) {
 	t.Helper()
+	return startAgentWith(t, cfg, func(a *Agent) { a.onFirewall = onFirewall })
+}
+
+// startAgentWith is startAgent with the Agent adjusted by edit before it
+// runs.
+func startAgentWith(t *testing.T, cfg Config, edit func(*Agent)) (stop func()) {
+	t.Helper()
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	a.onFirewall = onFirewall
+	edit(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -567,3 +567,57 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 		}
 	}
 }
+
+// checkArchive reads a primary's pg_stat_archiver every archiveEvery and
+// reports it when it changed: archiving that fails is visible on the
+// service (its WAL accumulates on the node, recent commits are not
+// restorable) instead of silent.
+func (n *node) checkArchive(ctx context.Context, want apitype.NodeDesired) {
+	primary := want.Role == apitype.RolePrimary || want.Role == ""
+	if want.Archive == nil || !primary || n.inst == nil {
+		n.setArchive(nil)
+		return
+	}
+	if time.Since(n.archiveAt) < n.a.archiveEvery {
+		return
+	}
+	n.archiveAt = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := connectSocket(cctx, n.socketDir(), taskPort(want))
+	if err != nil {
+		return // supervise deals with a server that is down
+	}
+	defer conn.Close(context.Background())
+	var st apitype.ArchiveStatus
+	var archivedAt, failedAt *time.Time
+	err = conn.QueryRow(cctx, `SELECT coalesce(last_archived_wal, ''), last_archived_time, coalesce(last_failed_wal, ''), last_failed_time
+		FROM pg_stat_archiver`).Scan(&st.LastArchivedWAL, &archivedAt, &st.LastFailedWAL, &failedAt)
+	if err != nil {
+		n.a.log.Warn("read archiver status", "node", n.id, "err", err)
+		return
+	}
+	if archivedAt != nil {
+		st.LastArchivedAt = archivedAt.UTC()
+	}
+	if failedAt != nil {
+		st.LastFailedAt = failedAt.UTC()
+		st.Failing = archivedAt == nil || failedAt.After(*archivedAt)
+	}
+	if st.Failing && (n.archive == nil || !n.archive.Failing) {
+		n.a.log.Error("WAL archiving failing", "node", n.id, "wal", st.LastFailedWAL, "since", st.LastFailedAt)
+	}
+	n.setArchive(&st)
+}
+
+// setArchive records the archive status and wakes the reporter if it
+// changed.
+func (n *node) setArchive(st *apitype.ArchiveStatus) {
+	n.mu.Lock()
+	changed := (st == nil) != (n.archive == nil) || (st != nil && *st != *n.archive)
+	n.archive = st
+	n.mu.Unlock()
+	if changed {
+		n.a.kickReport()
+	}
+}

@@ -69,6 +69,11 @@ type node struct {
 	// them one at a time.
 	tasks  map[string]*apitype.TaskReport
 	taskMu sync.Mutex
+
+	// archive is the primary's WAL archiving as last read (under mu);
+	// archiveAt when the worker read it.
+	archive   *apitype.ArchiveStatus
+	archiveAt time.Time
 }
 
 func newNode(a *Agent, id string) *node {
@@ -98,6 +103,7 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	defer n.mu.Unlock()
 	rep := n.rep
 	rep.Tasks = n.taskReportsLocked()
+	rep.Archive = n.archive
 	return rep, n.hasRep && !n.gone
 }
 
@@ -168,6 +174,7 @@ func (n *node) run(ctx context.Context) {
 		}
 		if n.appliedRev == rev {
 			n.startTasks(ctx, want)
+			n.checkArchive(ctx, want)
 		}
 	}
 }

@@ -61,7 +61,12 @@ func (s *Server) serviceOut(svc *domain.Service, nodes []*domain.Node) apitype.S
 			Database: desired.Database, User: desired.AdminUser, SSLMode: "verify-full"}
 	}
 	for _, n := range nodes {
-		out.NodeList = append(out.NodeList, apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address})
+		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address}
+		if a := n.Archive; a != nil && !domain.Gone(n.State) {
+			node.Archive = &apitype.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
+				LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
+		}
+		out.NodeList = append(out.NodeList, node)
 		if n.Index == 0 && out.Connection != nil {
 			out.Connection.Address = n.Address
 		}

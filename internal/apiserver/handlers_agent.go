@@ -83,6 +83,10 @@ func (s *Server) hostReport(c *call) error {
 				continue
 			}
 			n.AppliedRevision, n.ReportedAt, n.UpdatedAt = r.Revision, now, now
+			if a := r.Archive; a != nil {
+				n.Archive = &domain.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
+					LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
+			}
 			if r.AllowlistRevision > n.AppliedAllowlistRevision {
 				n.AppliedAllowlistRevision = r.AllowlistRevision
 			}

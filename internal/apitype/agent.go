@@ -130,6 +130,8 @@ type NodeReport struct {
 	// Tasks are the results of the node's finished tasks still in the
 	// desired state.
 	Tasks []TaskReport `json:"tasks,omitempty"`
+	// Archive is the primary's WAL archiving.
+	Archive *ArchiveStatus `json:"archive,omitempty"`
 }
 
 // Task report states.

@@ -160,6 +160,20 @@ type Node struct {
 	AZ      string `json:"az"`
 	State   string `json:"state"`
 	Address string `json:"address,omitempty"`
+	// Archive is the node's WAL archiving as its agent last saw it (a
+	// primary's; nil before the first report).
+	Archive *ArchiveStatus `json:"archive,omitempty"`
+}
+
+// ArchiveStatus is a node's WAL archiving: PostgreSQL's pg_stat_archiver.
+// Failing is true when the last attempt failed (PostgreSQL retries; WAL
+// accumulates on the node and recent commits are not restorable).
+type ArchiveStatus struct {
+	LastArchivedWAL string    `json:"last_archived_wal,omitempty"`
+	LastArchivedAt  time.Time `json:"last_archived_at,omitzero"`
+	LastFailedWAL   string    `json:"last_failed_wal,omitempty"`
+	LastFailedAt    time.Time `json:"last_failed_at,omitzero"`
+	Failing         bool      `json:"failing"`
 }
 
 // ServiceCreate creates a service. AllowedIPs nil means the default

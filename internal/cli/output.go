@@ -224,6 +224,17 @@ func serviceNotes(s apitype.Service) []string {
 	if s.OperationID != "" {
 		out = append(out, "operation: "+s.OperationID)
 	}
+	for _, n := range s.NodeList {
+		a := n.Archive
+		switch {
+		case a == nil:
+		case a.Failing:
+			out = append(out, fmt.Sprintf("warning: WAL archiving of node %s is failing (last failed %s at %s; last archived %s at %s): commits since are not restorable",
+				n.ID, dash(a.LastFailedWAL), ts(a.LastFailedAt), dash(a.LastArchivedWAL), ts(a.LastArchivedAt)))
+		case a.LastArchivedWAL != "":
+			out = append(out, fmt.Sprintf("archive: %s at %s", a.LastArchivedWAL, ts(a.LastArchivedAt)))
+		}
+	}
 	return out
 }
 

@@ -236,10 +236,22 @@ type Node struct {
 	ReplCertPEM    string    `json:"repl_cert_pem,omitempty"`
 	ReplKeySealed  []byte    `json:"repl_key_sealed,omitempty"`
 	CertNotAfterAt time.Time `json:"cert_not_after,omitzero"`
+	// Archive is the node's WAL archiving as its agent last reported it.
+	Archive *ArchiveStatus `json:"archive,omitempty"`
 	// What the agent last reported applying.
 	AppliedRevision          int64     `json:"applied_revision,omitempty"`
 	AppliedAllowlistRevision int64     `json:"applied_allowlist_revision,omitempty"`
 	ReportedAt               time.Time `json:"reported_at,omitzero"`
+}
+
+// ArchiveStatus is a node's WAL archiving (PostgreSQL's pg_stat_archiver):
+// Failing when its last attempt failed.
+type ArchiveStatus struct {
+	LastArchivedWAL string    `json:"last_archived_wal,omitempty"`
+	LastArchivedAt  time.Time `json:"last_archived_at,omitzero"`
+	LastFailedWAL   string    `json:"last_failed_wal,omitempty"`
+	LastFailedAt    time.Time `json:"last_failed_at,omitzero"`
+	Failing         bool      `json:"failing"`
 }
 
 func (*Node) Kind() string     { return "node" }
