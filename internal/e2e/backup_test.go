@@ -182,6 +182,13 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("restore of a quiet service to %s: state %s, want %s", quietTime.Format(time.RFC3339Nano), got, afterRestore)
 	}
 
+	// The source's primary reports its archiving on the service.
+	waitFor(t, 30*time.Second, func() bool {
+		got, err := e.op.GetService(e.ctx(), e.project, src.ID)
+		return err == nil && len(got.NodeList) == 1 && got.NodeList[0].Archive != nil &&
+			got.NodeList[0].Archive.LastArchivedWAL != "" && !got.NodeList[0].Archive.Failing
+	})
+
 	// Nothing in the store is plaintext: no marker, no table name in the
 	// WAL or base backups. Manifests (*.json) and digests hold no content.
 	var files, wal int
