@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 )
 
@@ -28,6 +29,15 @@ func checkRejected(t *testing.T, name string, in, pt []byte, priv *rsa.PrivateKe
 			}
 		}
 		check(t, fmt.Sprintf("%s (workers=%d)", name, workers), got, err, pt, firstBad, want)
+		// The same through io.Copy, which uses the reader's WriteTo.
+		if herr == nil {
+			r, err := newMoat1Reader(bytes.NewReader(in[len(h.raw):]), h, priv, workers)
+			var out bytes.Buffer
+			if err == nil {
+				_, err = io.Copy(&out, r)
+			}
+			check(t, fmt.Sprintf("%s (workers=%d, io.Copy)", name, workers), out.Bytes(), err, pt, firstBad, want)
+		}
 	}
 	got, err := decodeAll(in, priv)
 	check(t, name+" (Decode)", got, err, pt, firstBad, want)
