@@ -25,20 +25,14 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
-	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/up"
 )
 
-// TestMain runs the test binary as moat when PostgreSQL's archive_command
-// calls it so (the agent installs it as bin/moat).
-func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == "moat" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
+// TestMain lets PostgreSQL's archive_command run this test binary as moat.
+func TestMain(m *testing.M) { asmoat.Main(m) }
 
 type stack struct {
 	st   *up.Stack
@@ -58,12 +52,8 @@ func newStack(b *testing.B) *stack {
 	os.Chmod(dir, 0o711)
 	prefix := "moat-b" + strings.ToLower(rand.Text()[:6]) + "-"
 	ctx, cancel := context.WithCancel(context.Background())
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
 	st, err := up.New(ctx, up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
-		CloudPrefix: prefix, NoSync: true, MoatBinary: exe})
+		CloudPrefix: prefix, NoSync: true, MoatBinary: asmoat.Binary(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

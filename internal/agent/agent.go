@@ -144,9 +144,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		nodesDir:   filepath.Join(cfg.DataDir, "nodes"),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		nodesDir:     filepath.Join(cfg.DataDir, "nodes"),
 		nodes:        map[string]*node{},
 		reportKick:   make(chan struct{}, 1),
 		archiveEvery: 10 * time.Second,

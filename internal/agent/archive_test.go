@@ -42,7 +42,7 @@ func TestArchiveStatus(t *testing.T) {
 			BackupPublicKeyPEM: string(pub), Archive: &apitype.NodeArchive{Region: "us-east-1", StoreDir: store},
 		}}
 	})
-	exe, err := os.Executable()
+	exe, err := os.Executable() // runs as moat: see main_test.go
 	if err != nil {
 		t.Fatal(err)
 	}

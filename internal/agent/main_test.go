@@ -1,19 +1,10 @@
 package agent_test
 
 import (
-	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/asmoat"
 )
 
-// TestMain runs the test binary as moat when PostgreSQL's archive_command
-// calls it so (the agent installs it as <data>/bin/moat).
-func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == "moat" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
+// TestMain lets PostgreSQL's archive_command run this test binary as moat.
+func TestMain(m *testing.M) { asmoat.Main(m) }

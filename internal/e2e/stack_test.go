@@ -14,30 +14,14 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
-	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/up"
 )
 
-// TestMain runs the test binary as moat when PostgreSQL calls it so: the
-// agent installs it as <data>/agent/bin/moat for archive_command and
-// restore_command.
-func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == "moat" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
-
-// testBinary is this test binary, which runs as moat under that name.
-func testBinary(t testing.TB) string {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
-}
+// TestMain lets PostgreSQL's archive_command run this test binary as moat.
+func TestMain(m *testing.M) { asmoat.Main(m) }
 
 // require skips (or, under CI=true, fails) a test whose machine lacks
 // root, PostgreSQL or psql.
@@ -112,7 +96,7 @@ func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Co
 	if os.Getenv("MOAT_E2E_LOG") != "" {
 		cpCfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: testBinary(t)})
+	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t)})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
