@@ -62,6 +62,8 @@ type principal struct {
 	TokenID   string
 	Role      domain.Role
 	ProjectID string
+	// Host binds an agent token to one host ("" any).
+	Host string
 }
 
 func (p principal) actor() string {
@@ -165,6 +167,11 @@ func (c *call) authorize() error {
 		if who.Role != domain.RoleAgent && who.Role != domain.RoleOperator {
 			return errForbidden("this route is for host agents", "use the agent token (agent.token in the server's data directory)")
 		}
+		// A host's desired state holds its nodes' keys (and a restore's
+		// backup key): an agent token reads and reports for its own host.
+		if h := c.r.PathValue("host"); who.Role == domain.RoleAgent && who.Host != "" && who.Host != h {
+			return errForbidden("this agent token is for host "+who.Host+", not "+h, "run the agent with --host "+who.Host+", or give it the token of host "+h)
+		}
 		return nil
 	case Operator:
 		if who.Role != domain.RoleOperator {
@@ -253,7 +260,7 @@ func (s *Server) authenticate(ctx context.Context, header string) (principal, er
 	if domain.Gone(tok.State) || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(HashSecret(secret))) != 1 {
 		return principal{}, unauth("the API token is not valid")
 	}
-	return principal{TokenID: tok.ID, Role: tok.Role, ProjectID: tok.ProjectID}, nil
+	return principal{TokenID: tok.ID, Role: tok.Role, ProjectID: tok.ProjectID, Host: tok.Host}, nil
 }
 
 // appendAudit appends the call's audit entry in tx.

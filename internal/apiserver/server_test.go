@@ -461,3 +461,16 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+// addAgentToken stores an agent token bound to host.
+func (e *env) addAgentToken(host string) string {
+	e.t.Helper()
+	secretStr := apiserver.NewSecret()
+	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), State: domain.StateActive, CreatedAt: time.Now()},
+		Role: domain.RoleAgent, Hash: apiserver.HashSecret(secretStr), Host: host}
+	ctx := context.Background()
+	if err := e.st.Update(ctx, func(tx store.Tx) error { return store.Put(ctx, tx, tok) }); err != nil {
+		e.t.Fatal(err)
+	}
+	return apiserver.FormatToken(tok.ID, secretStr)
+}

@@ -82,6 +82,9 @@ type Config struct {
 	// BackupKeepAge are kept, with the WAL they need.
 	BackupKeep    int
 	BackupKeepAge time.Duration
+	// AgentHost, when set, binds the agent token made on first start to
+	// that agent host: it cannot read another host's desired state.
+	AgentHost string
 }
 
 // ControlPlane is a running control plane's parts.
@@ -162,10 +165,10 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {
 		return nil, err
 	}
-	if err := cp.ensureToken(ctx, AdminTokenFile, domain.RoleOperator, "operator"); err != nil {
+	if err := cp.ensureToken(ctx, AdminTokenFile, domain.RoleOperator, "operator", ""); err != nil {
 		return nil, err
 	}
-	if err := cp.ensureToken(ctx, AgentTokenFile, domain.RoleAgent, "agent"); err != nil {
+	if err := cp.ensureToken(ctx, AgentTokenFile, domain.RoleAgent, "agent", cfg.AgentHost); err != nil {
 		return nil, err
 	}
 	if cp.InternalCA, err = cp.loadOrCreateCA(ctx, "internal_ca", "Moat internal CA"); err != nil {
@@ -381,7 +384,7 @@ func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
 // ensureToken creates a token of role on first start and writes it to
 // DataDir/file (mode 0600). Deleting the file and restarting issues a new
 // one (the old one stays valid until revoked).
-func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domain.Role, name string) error {
+func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domain.Role, name, host string) error {
 	path := filepath.Join(cp.cfg.DataDir, file)
 	if _, err := os.Stat(path); err == nil {
 		return nil
@@ -389,12 +392,16 @@ func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domai
 	secretStr := apiserver.NewSecret()
 	now := time.Now().UTC()
 	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), Name: name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
-		Role: role, Hash: apiserver.HashSecret(secretStr)}
+		Role: role, Hash: apiserver.HashSecret(secretStr), Host: host}
+	detail := "role=" + string(role) + " (written to " + file + ")"
+	if host != "" {
+		detail += " host=" + host
+	}
 	err := cp.Store.Update(ctx, func(tx store.Tx) error {
 		if err := store.Put(ctx, tx, tok); err != nil {
 			return err
 		}
-		_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: now, Actor: "system", Action: "token.create", Target: tok.ID, Outcome: domain.OutcomeSuccess, Detail: "role=" + string(role) + " (written to " + file + ")"})
+		_, err := audit.Append(ctx, tx, domain.AuditEntry{Time: now, Actor: "system", Action: "token.create", Target: tok.ID, Outcome: domain.OutcomeSuccess, Detail: detail})
 		return err
 	})
 	if err != nil {

@@ -139,6 +139,9 @@ type Token struct {
 	Meta
 	Role Role   `json:"role"`
 	Hash string `json:"hash"`
+	// Host, on an agent token, is the one agent host it may read the
+	// desired state of and report for ("" on tokens made before: any).
+	Host string `json:"host,omitempty"`
 }
 
 func (*Token) Kind() string   { return "token" }

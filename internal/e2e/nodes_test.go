@@ -23,6 +23,15 @@ func TestPublicService(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("orders", 1)
+	// The agent token of moat up reads its own host's desired state (the
+	// nodes' keys) only.
+	ag, err := e.stack.Client(controlplane.AgentTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ag.HostDesired(e.ctx(), "another-host", 0); err == nil || !strings.Contains(err.Error(), "for host "+up.Host) {
+		t.Errorf("agent token reading another host's desired state: %v, want refused", err)
+	}
 	if svc.Connection == nil || svc.Connection.Address == "" || !strings.HasPrefix(svc.Connection.Address, "198.18.") {
 		t.Fatalf("service connection = %+v, want a public 198.18.x.x address", svc.Connection)
 	}

@@ -117,6 +117,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("create the simulated internet: %w", err)
 	}
 	cfg.ControlPlane.Provider = local.New(s.Cloud, Host)
+	cfg.ControlPlane.AgentHost = Host
 	if s.CP, err = controlplane.New(ctx, cfg.ControlPlane); err != nil {
 		return nil, err
 	}
