@@ -329,6 +329,16 @@ func (n *node) promoted(ctx context.Context) error {
 		err = conn.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec)
 		conn.Close(context.Background())
 		if err == nil && !rec {
+			// A checkpoint on the new timeline first: base backups of the
+			// restored service then start on it, and a crash recovers
+			// from it rather than from the restore's start.
+			if conn, err := n.connect(cctx); err == nil {
+				_, err = conn.Exec(cctx, "CHECKPOINT")
+				conn.Close(context.Background())
+				if err != nil {
+					return fmt.Errorf("checkpoint after the restore: %w", err)
+				}
+			}
 			n.a.log.Info("restore finished: promoted", "node", n.id)
 			if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
 				return fmt.Errorf("remove the restore key: %w", err)
@@ -494,6 +504,16 @@ func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apity
 	bctx, cancel := context.WithTimeout(ctx, baseBackupTimeout)
 	defer cancel()
 	b, err := archive.BaseBackup(bctx, cfg, conn)
+	for try := 0; errors.Is(err, archive.ErrExists) && try < 2; try++ {
+		// A backup labelled with this second is there (labels are
+		// start times to the second): start again in the next second.
+		select {
+		case <-bctx.Done():
+			return nil, bctx.Err()
+		case <-time.After(time.Until(time.Now().Truncate(time.Second).Add(time.Second))):
+		}
+		b, err = archive.BaseBackup(bctx, cfg, conn)
+	}
 	if err != nil {
 		return nil, err
 	}

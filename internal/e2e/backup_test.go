@@ -138,16 +138,18 @@ func TestBackupRestore(t *testing.T) {
 	if r := e.psql(laptop, pw, e.conninfo(latest, ""), "-c", "select 1"); r.code == 0 {
 		t.Errorf("the source's password opens the restored service")
 	}
-	// ... and it is backed up on its own schedule, under its own key.
+	// ... and it is backed up on its own schedule, under its own key, on
+	// its new timeline.
 	own := e.waitBackups(latest.ID, 1)
 	if own[0].KeyFingerprint == scheduled[0].KeyFingerprint {
 		t.Errorf("restored service's backup is under the source's key %s", own[0].KeyFingerprint)
 	}
+	if own[0].Timeline != 2 {
+		t.Errorf("restored service's first base backup on timeline %d, want 2", own[0].Timeline)
+	}
 
 	// A restore of the restored service: its archive is on timeline 2
 	// (the restore promoted it), with its own base backups and history.
-	// (Its first, scheduled right after the promotion, may still start on
-	// timeline 1's last checkpoint; restoring from it works as well.)
 	sql(latest, latestPw, fmt.Sprintf("INSERT INTO marks (id, note) VALUES (%d, '%s-after-restore')", next, marker))
 	afterRestore := state(latest, latestPw)
 	op2, err := e.op.CreateBackup(e.ctx(), e.project, latest.ID)
