@@ -37,11 +37,14 @@ import (
 //	archive.json           the archive configuration (0644)
 //	restore/restore.json   the restore's archive configuration (0600, postgres)
 //	restore/key.pem        the source's private key, during the restore only
+//	restored               written once the restored server promoted
 const (
 	archiveConfigFile = "archive.json"
 	restoreDirName    = "restore"
 	restoreKeyFile    = "key.pem"
 	restoreConfigFile = "restore.json"
+	// restoredMarker, in the node's directory, says the restore promoted.
+	restoredMarker = "restored"
 	// archiveTimeout bounds how long a committed transaction waits in
 	// an unarchived WAL segment when the server is quiet.
 	archiveTimeout = "5min"
@@ -194,16 +197,28 @@ func (a *Agent) openStore(dir string) (objstore.Store, error) {
 }
 
 // restoring returns want.Restore while the node is still to be restored:
-// a primary whose cluster does not exist yet or is still in archive
-// recovery.
+// until promoted has seen the server out of recovery and written the
+// restored marker. (A missing recovery.signal does not mean promoted:
+// PostgreSQL removes it as it selects the new timeline, then still runs
+// restore_command for the parent's history file before it promotes.)
 func (n *node) restoring(want apitype.NodeDesired, primary bool) *apitype.NodeRestore {
-	if want.Restore == nil || !primary {
+	if want.Restore == nil || !primary || exists(filepath.Join(n.dir, restoredMarker)) {
 		return nil
 	}
-	if exists(filepath.Join(n.dataDir(), "PG_VERSION")) && !exists(filepath.Join(n.dataDir(), "recovery.signal")) {
-		return nil // restored and promoted
-	}
 	return want.Restore
+}
+
+// resumeRecovery puts recovery.signal back in a restored data directory
+// whose server stopped between removing it and promoting: started without
+// it, PostgreSQL would run crash recovery, stay on the source's timeline
+// and replay past a point-in-time target.
+func (n *node) resumeRecovery() error {
+	sig := filepath.Join(n.dataDir(), "recovery.signal")
+	if !exists(filepath.Join(n.dataDir(), "PG_VERSION")) || exists(sig) || (n.inst != nil && n.inst.Running()) {
+		return nil
+	}
+	n.a.log.Warn("restore: the server stopped before promoting; resuming archive recovery", "node", n.id)
+	return n.a.writeOwned(sig, nil, 0o600)
 }
 
 func exists(p string) bool {
@@ -338,6 +353,9 @@ func (n *node) promoted(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("checkpoint after the restore: %w", err)
 				}
+			}
+			if err := atomicfile.WriteFile(filepath.Join(n.dir, restoredMarker), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+				return fmt.Errorf("mark the restore done: %w", err)
 			}
 			n.a.log.Info("restore finished: promoted", "node", n.id)
 			if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {

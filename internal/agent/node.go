@@ -419,6 +419,11 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	}
 
 	// 4. Running, with the new configuration.
+	if restore != nil {
+		if err := n.resumeRecovery(); err != nil {
+			return err
+		}
+	}
 	if n.inst.Running() {
 		if reload || hbaChanged {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -138,10 +138,14 @@ func TestBackupRestore(t *testing.T) {
 	if r := e.psql(laptop, pw, e.conninfo(latest, ""), "-c", "select 1"); r.code == 0 {
 		t.Errorf("the source's password opens the restored service")
 	}
-	// ... and it is backed up on its own schedule, under its own key.
+	// ... and it is backed up on its own schedule, under its own key, on
+	// the timeline its promotion started (the source's is 1).
 	own := e.waitBackups(latest.ID, 1)
 	if own[0].KeyFingerprint == scheduled[0].KeyFingerprint {
 		t.Errorf("restored service's backup is under the source's key %s", own[0].KeyFingerprint)
+	}
+	if own[0].Timeline != 2 {
+		t.Errorf("restored service's first base backup on timeline %d, want 2", own[0].Timeline)
 	}
 
 	// A restore of the restored service: its archive is on timeline 2
@@ -159,6 +163,9 @@ func TestBackupRestore(t *testing.T) {
 	again, againPw := e.restore("ledger-again", latest.ID, nil)
 	if got := state(again, againPw); got != afterRestore {
 		t.Errorf("restore of the restored service: state %s, want %s", got, afterRestore)
+	}
+	if bs := e.waitBackups(again.ID, 1); bs[0].Timeline != 3 {
+		t.Errorf("restore of the restored service backed up on timeline %d, want 3", bs[0].Timeline)
 	}
 
 	// A restore right after a base backup, nothing written since: the
