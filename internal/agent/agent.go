@@ -361,16 +361,11 @@ func sleep(ctx context.Context, d time.Duration) {
 // checkTraversable reports an error if an existing directory on the way
 // to dir (dir included) cannot be searched by the user named pgUser.
 func checkTraversable(dir, pgUser string) error {
-	u, err := user.Lookup(pgUser)
+	u, uid, gid, err := lookupUser(pgUser)
 	if err != nil {
-		return fmt.Errorf("postgres user: %w (running as root, PostgreSQL must run as %s)", err, pgUser)
+		return err
 	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return fmt.Errorf("postgres user %s has uid %q gid %q", pgUser, u.Uid, u.Gid)
-	}
-	groups := map[uint32]bool{uint32(gid): true}
+	groups := map[uint32]bool{gid: true}
 	if gids, err := u.GroupIds(); err == nil {
 		for _, g := range gids {
 			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
@@ -383,7 +378,7 @@ func checkTraversable(dir, pgUser string) error {
 		if err := syscall.Stat(d, &st); err == nil {
 			var bit uint32 = 0o001
 			switch {
-			case st.Uid == uint32(uid):
+			case st.Uid == uid:
 				bit = 0o100
 			case groups[st.Gid]:
 				bit = 0o010
@@ -399,4 +394,19 @@ func checkTraversable(dir, pgUser string) error {
 			return nil
 		}
 	}
+}
+
+// lookupUser returns the operating-system user PostgreSQL runs as, with
+// its uid and gid.
+func lookupUser(name string) (*user.User, uint32, uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("postgres user: %w (running as root, PostgreSQL must run as %s)", err, name)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, 0, 0, fmt.Errorf("postgres user %s has uid %q gid %q", name, u.Uid, u.Gid)
+	}
+	return u, uint32(uid), uint32(gid), nil
 }

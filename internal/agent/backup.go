@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -111,16 +110,11 @@ func (a *Agent) pgOwner() (int, int, error) {
 	if os.Geteuid() != 0 {
 		return -1, -1, nil
 	}
-	u, err := user.Lookup(a.cfg.PGUser)
+	_, uid, gid, err := lookupUser(a.cfg.PGUser)
 	if err != nil {
-		return 0, 0, fmt.Errorf("postgres user: %w", err)
+		return 0, 0, err
 	}
-	uid, err1 := strconv.Atoi(u.Uid)
-	gid, err2 := strconv.Atoi(u.Gid)
-	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("postgres user %s has uid %q gid %q", a.cfg.PGUser, u.Uid, u.Gid)
-	}
-	return uid, gid, nil
+	return int(uid), int(gid), nil
 }
 
 // writeOwned writes data to path atomically with mode perm, owned by the

@@ -86,12 +86,12 @@ func (s *Server) createBackup(c *call) error {
 // NewBackupOp records a backup of svc, or returns the one already pending
 // or running (backups of a service do not queue up).
 func NewBackupOp(ctx context.Context, tx store.Tx, svc *domain.Service, now time.Time) (*domain.Operation, error) {
-	ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID})
+	ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
 	if err != nil {
 		return nil, err
 	}
 	for _, o := range ops {
-		if o.Type == domain.OpServiceBackup && !domain.OperationMachine.Terminal(o.State) {
+		if o.Type == domain.OpServiceBackup {
 			return o, nil
 		}
 	}

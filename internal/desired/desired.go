@@ -252,15 +252,11 @@ func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 				return in, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 			in.Services[svc.ID] = svc
-			ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID})
+			ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
 			if err != nil {
 				return in, err
 			}
-			for _, op := range ops {
-				if !domain.OperationMachine.Terminal(op.State) {
-					in.Ops[svc.ID] = append(in.Ops[svc.ID], op)
-				}
-			}
+			in.Ops[svc.ID] = ops
 			if svc.RestoreFrom != "" {
 				src, err := store.Get[domain.Service](ctx, tx, svc.RestoreFrom)
 				if err != nil {

@@ -85,6 +85,10 @@ var NodeMachine = Machine{Name: "node", Initial: StateCreating, Next: map[string
 	StateDeleting: {StateDeleted},
 }}
 
+// LiveOperationStates are the states of an operation still under way (a
+// store query for them skips the finished history).
+var LiveOperationStates = []string{StatePending, StateRunning}
+
 // OperationMachine: pending → running → succeeded | failed.
 var OperationMachine = Machine{Name: "operation", Initial: StatePending, Next: map[string][]string{
 	StatePending: {StateRunning, StateFailed},

@@ -30,16 +30,13 @@ import (
 func (r *Reconciler) operations(ctx context.Context) error {
 	var ops []*domain.Operation
 	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
-		ops, err = store.List[domain.Operation](ctx, tx, store.Query{})
+		ops, err = store.List[domain.Operation](ctx, tx, store.Query{States: domain.LiveOperationStates})
 		return err
 	}); err != nil {
 		return err
 	}
 	var errs firstError
 	for _, op := range ops {
-		if domain.OperationMachine.Terminal(op.State) {
-			continue
-		}
 		var err error
 		switch op.Type {
 		case domain.OpServiceAttach, domain.OpServiceDetach:
@@ -53,7 +50,6 @@ func (r *Reconciler) operations(ctx context.Context) error {
 			errs.keep(fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 	}
-	errs.keep(r.scheduleBackups(ctx, ops))
 	return errs.err
 }
 

@@ -191,9 +191,16 @@ func (r *Reconciler) failRestore(ctx context.Context, opID, msg string) error {
 // scheduleBackups starts a base backup of every running service whose
 // newest backup is older than the backup interval (a new service: at
 // once), unless one is under way or one failed within failedBackupPause.
-func (r *Reconciler) scheduleBackups(ctx context.Context, ops []*domain.Operation) error {
+func (r *Reconciler) scheduleBackups(ctx context.Context, svcs []*domain.Service) error {
 	if r.cfg.BackupInterval <= 0 || r.cfg.Backups == nil {
 		return nil
+	}
+	var ops []*domain.Operation
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		ops, err = store.List[domain.Operation](ctx, tx, store.Query{States: slices.Concat(domain.LiveOperationStates, []string{domain.StateFailed})})
+		return err
+	}); err != nil {
+		return err
 	}
 	now := r.cfg.Now().UTC()
 	busy := map[string]bool{}
@@ -204,13 +211,6 @@ func (r *Reconciler) scheduleBackups(ctx context.Context, ops []*domain.Operatio
 		if !domain.OperationMachine.Terminal(o.State) || (o.State == domain.StateFailed && now.Sub(o.UpdatedAt) < failedBackupPause) {
 			busy[o.TargetID] = true
 		}
-	}
-	var svcs []*domain.Service
-	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
-		svcs, err = store.List[domain.Service](ctx, tx, store.Query{})
-		return err
-	}); err != nil {
-		return err
 	}
 	var errs firstError
 	for _, s := range svcs {

@@ -123,6 +123,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 		}
 	}
 	keep(r.operations(ctx))
+	keep(r.scheduleBackups(ctx, svcs))
 	keep(r.holdMoved(ctx, nodes))
 	for _, s := range svcs {
 		switch {

@@ -67,6 +67,9 @@ type Query struct {
 	Parent    string // "" for any parent
 	// IncludeDeleted also returns records in state "deleted".
 	IncludeDeleted bool
+	// States, when set, returns only records in one of these states
+	// (the live operations among a growing history, say).
+	States []string
 	// After is a Seq: only records created after it are returned.
 	After int64
 	// Limit caps the result; 0 means no limit.

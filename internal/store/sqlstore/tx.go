@@ -81,6 +81,12 @@ func (t *tx) List(ctx context.Context, q store.Query) ([]store.Record, error) {
 		b.WriteString(" AND state <> ?")
 		args = append(args, domain.StateDeleted)
 	}
+	if len(q.States) > 0 {
+		b.WriteString(" AND state IN (?" + strings.Repeat(", ?", len(q.States)-1) + ")")
+		for _, st := range q.States {
+			args = append(args, st)
+		}
+	}
 	b.WriteString(" ORDER BY seq")
 	if q.Limit > 0 {
 		b.WriteString(" LIMIT ?")

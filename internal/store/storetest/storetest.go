@@ -313,6 +313,9 @@ func testList(t *testing.T, s store.Store) {
 			{store.Query{Kind: "vpc", After: all[1].Seq, IncludeDeleted: true, Limit: 1}, []string{"vpc-2"}},
 			{store.Query{Kind: "vpc", After: all[3].Seq}, []string{}},
 			{store.Query{Kind: "node"}, []string{}},
+			{store.Query{Kind: "vpc", States: []string{"creating", "deleted"}}, []string{"vpc-0"}},
+			{store.Query{Kind: "vpc", States: []string{"creating", "deleted"}, IncludeDeleted: true}, []string{"vpc-2", "vpc-0"}},
+			{store.Query{Kind: "peering", ProjectID: "proj-1", States: []string{"active"}}, []string{"pcx-1", "pcx-2"}},
 		} {
 			got, err := tx.List(t.Context(), tc.q)
 			if err != nil {
