@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/netlink"
-	"github.com/moatdb/moat/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,38 +87,5 @@ func TestBackoffRetry(t *testing.T) {
 		if diff := cmp.Diff(tc.wantSleeps, sleeps); diff != "" {
 			t.Errorf("%s: sleeps differ (-want +got):\n%s", tc.name, diff)
 		}
-	}
-}
-
-// TestSocketsWait checks that a released socket's close is tracked: wait
-// returns only once it has returned, and no goroutine is left.
-func TestSocketsWait(t *testing.T) {
-	testenv.CheckGoroutines(t)
-	var s sockets
-	unblock := make(chan struct{})
-	closed := false
-	s.release(func() error {
-		<-unblock
-		closed = true
-		return nil
-	})
-	done := make(chan struct{})
-	go func() {
-		s.wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		t.Fatal("wait returned before the close did")
-	case <-time.After(50 * time.Millisecond):
-	}
-	close(unblock)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("wait did not return after the close")
-	}
-	if !closed {
-		t.Error("wait returned, close did not run")
 	}
 }

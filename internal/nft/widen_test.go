@@ -1,15 +1,20 @@
 package nft
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // TestIncrementalEdgeRanges walks the incremental path through the ranges
 // at the ends of the address space (0.0.0.0/0 has no interval-end element)
 // and back; each Apply must finish promptly and install exactly the policy.
+// Nothing the Firewall started outlives its Close.
 func TestIncrementalEdgeRanges(t *testing.T) {
+	testenv.CheckGoroutines(t)
 	n := newNS(t)
 	fw := newFirewall(t, n.Handle)
 	p := func(v4, v6 []string) Policy {
@@ -55,5 +60,11 @@ func TestIncrementalEdgeRanges(t *testing.T) {
 	// are a safety net, not the path these changes take.
 	if n := fw.t.fallbacks.Load() - fallbacks; n != 0 {
 		t.Errorf("%d incremental applies fell back to a full read-back; want 0", n)
+	}
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Apply(steps[0]); !errors.Is(err, ErrClosed) {
+		t.Errorf("Apply after Close = %v, want ErrClosed", err)
 	}
 }
