@@ -86,7 +86,8 @@ type Firewall struct {
 }
 
 // New returns a Firewall for the network namespace ns. The caller keeps
-// ownership of ns and must keep it open until Close has returned.
+// ownership of ns and must keep it open while the Firewall is used; the
+// sockets Close waits for need no handle.
 func New(ns netns.NsHandle) *Firewall {
 	return &Firewall{t: newNSTable(ns)}
 }

@@ -42,9 +42,6 @@ func (t *nsTable) lockDown(port uint16, cause error) error {
 	return fmt.Errorf("%w: %w (table locked down)", ErrMismatch, cause)
 }
 
-// errFullVerify: a spot check could not be made; read everything back.
-var errFullVerify = errors.New("spot check unavailable")
-
 // spotCheck verifies a committed delta d element by element in the
 // kernel: every element added is there, every one deleted (and not added
 // again) is gone. A mismatch locks the table down; a check the kernel
