@@ -32,6 +32,7 @@ type harness struct {
 	nodeID     string
 	srv        *Server
 	addr       string
+	stop       func() // stops Serve and waits for it
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every event
@@ -119,12 +120,13 @@ func newHarness(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- h.srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	h.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	t.Cleanup(h.stop)
 	return h
 }
 
@@ -451,10 +453,12 @@ func TestGoClientRunsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := sess.CombinedOutput("echo hi; echo err >&2; exit 3")
+	var stderr bytes.Buffer
+	sess.Stderr = &stderr
+	out, err := sess.Output("echo hi; echo err >&2; exit 3")
 	var ee *ssh.ExitError
-	if !errors.As(err, &ee) || ee.ExitStatus() != 3 || string(out) != "hi\nerr\n" {
-		t.Errorf("Output = %q, %v; want hi, err and exit status 3", out, err)
+	if !errors.As(err, &ee) || ee.ExitStatus() != 3 || string(out) != "hi\n" || stderr.String() != "err\n" {
+		t.Errorf("Output = %q, %q, %v; want hi, err and exit status 3", out, stderr.String(), err)
 	}
 }
 
@@ -675,5 +679,41 @@ func TestSessionEndsWithCertificate(t *testing.T) {
 	closed := h.wait(t, "close", func(e Event) bool { return e.Action == ActionSessionClosed })
 	if closed.Reason != CloseExpired {
 		t.Errorf("close reason = %q, want %q", closed.Reason, CloseExpired)
+	}
+}
+
+func TestShutdownEndsSessions(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	g := h.grant(t, nil)
+	cmd, pid := startSleeper(t, h, h.client(t, g, time.Now()))
+	h.stop()
+	if err := cmd.Wait(); err == nil {
+		t.Error("ssh exited 0 after the server stopped")
+	}
+	waitGone(t, pid)
+	closed := h.wait(t, "close", func(e Event) bool { return e.Action == ActionSessionClosed })
+	if closed.Reason != CloseShutdown {
+		t.Errorf("close reason = %q, want %q", closed.Reason, CloseShutdown)
+	}
+}
+
+// A connection that never authenticates is audited too.
+func TestHandshakeRefusalIsAudited(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, c) // the server closes it
+	c.Close()
+	e := h.wait(t, "handshake refusal", func(e Event) bool { return e.Action == ActionRefused && e.Reason == ReasonHandshake })
+	if e.Remote == "" || e.Detail == "" {
+		t.Errorf("refusal = %+v", e)
 	}
 }
