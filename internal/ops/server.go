@@ -156,11 +156,13 @@ func New(cfg Config) (*Server, error) {
 // ends it likewise and is returned.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // ends the live sessions
+		wg.Wait()
+	}()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -326,7 +328,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	var refused atomic.Bool
-	_ = nc.SetDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout))
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(id, &refused))
 	if err != nil {
 		nc.Close()
