@@ -40,6 +40,8 @@ type harness struct {
 	granted    map[string]bool
 	revoked    map[uint64]bool
 	recordings []*recordingBuffer
+	// recordFault makes recordings fail: "open" or "write".
+	recordFault string
 }
 
 type recordingBuffer struct {
@@ -56,6 +58,9 @@ type lockedRecording struct {
 func (l lockedRecording) Write(p []byte) (int, error) {
 	l.h.mu.Lock()
 	defer l.h.mu.Unlock()
+	if l.h.recordFault == "write" && l.r.Len() > 0 { // after the header
+		return 0, errors.New("disk full")
+	}
 	return l.r.Write(p)
 }
 
@@ -104,6 +109,9 @@ func newHarness(t *testing.T) *harness {
 		Record: func(info Recording) (io.WriteCloser, error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
+			if h.recordFault == "open" {
+				return nil, errors.New("no space for recordings")
+			}
 			r := &recordingBuffer{info: info}
 			h.recordings = append(h.recordings, r)
 			return lockedRecording{h, r}, nil
@@ -715,5 +723,59 @@ func TestHandshakeRefusalIsAudited(t *testing.T) {
 	e := h.wait(t, "handshake refusal", func(e Event) bool { return e.Action == ActionRefused && e.Reason == ReasonHandshake })
 	if e.Remote == "" || e.Detail == "" {
 		t.Errorf("refusal = %+v", e)
+	}
+}
+
+// A terminal session runs only while it is recorded.
+func TestRecordingFailureEndsSession(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []string{"open", "write"} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.mu.Lock()
+			h.recordFault = fault
+			h.mu.Unlock()
+			g := h.grant(t, nil)
+			cl, err := h.client(t, g, time.Now()).Dial(testContext(t), h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			sess, err := cl.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			if err := sess.RequestPty("xterm", 24, 80, ssh.TerminalModes{}); err != nil {
+				t.Fatal(err)
+			}
+			stdin, err := sess.StdinPipe() // held open: only the server can end the shell
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdin.Close()
+			err = sess.Start("echo started; exec sleep 30")
+			if fault == "open" {
+				if err == nil {
+					t.Fatal("an unrecordable shell started")
+				}
+				h.wait(t, "recording refusal", func(e Event) bool { return e.Action == ActionRefused && e.Reason == ReasonRecording })
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- sess.Wait() }()
+			select {
+			case err := <-waited:
+				if err == nil {
+					t.Error("the session ended with status 0")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the session still runs with its recording failing")
+			}
+		})
 	}
 }

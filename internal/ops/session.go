@@ -110,11 +110,14 @@ func (s *Server) session(ctx context.Context, lc *liveConn, nch ssh.NewChannel, 
 // run runs cmd on ch, reports its exit status and closes ch.
 func (s *Server) run(ctx context.Context, lc *liveConn, ch ssh.Channel, cmd *Command, rec *recorder) {
 	defer ch.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cmd.Stdin = &countingReader{r: ch, n: &lc.in}
 	var out io.Writer = &countingWriter{w: ch, n: &lc.out}
 	if rec != nil {
-		// A recording that fails ends the session: nothing unrecorded.
-		out = io.MultiWriter(rec.w, out)
+		// A recording that fails ends the command: nothing runs
+		// unrecorded.
+		out = io.MultiWriter(&cancelOnError{w: rec.w, cancel: cancel}, out)
 		defer rec.close(s)
 	}
 	cmd.Stdout = out
@@ -213,5 +216,19 @@ type countingWriter struct {
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
+	return n, err
+}
+
+// cancelOnError calls cancel when a write fails.
+type cancelOnError struct {
+	w      io.Writer
+	cancel func()
+}
+
+func (c *cancelOnError) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.cancel()
+	}
 	return n, err
 }
