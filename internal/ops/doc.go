@@ -12,6 +12,7 @@
 //     account, on a pty when asked); audits sessions and commands; records
 //     terminal sessions as asciicast v2 (package ops/asciicast); and ends a
 //     session when its grant is revoked or its certificate expires.
+//     Event.AuditEntry turns its events into audit log entries.
 //   - Client is the CLI's side: a session key made in memory, Go's SSH
 //     client, or the files and arguments for Debian's ssh with the host CA
 //     pinned through @cert-authority.
