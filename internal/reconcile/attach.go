@@ -272,12 +272,12 @@ func (r *Reconciler) holdOld(ctx context.Context, nw provider.Networker, svc *do
 	if err != nil {
 		return nil
 	}
-	msg := fmt.Sprintf("service %s moved: connect to %s", svc.ID, desired.ServiceName(svc, r.cfg.Zone))
+	msg := fmt.Sprintf("service %s moved: connect to %s", svc.ID, domain.ServiceName(svc, r.cfg.Zone))
 	if svc.VPCID != "" {
 		msg += " (it is now reachable only from its VPC " + svc.VPCID + " and the VPC's peerings)"
 	}
 	var cert *tls.Certificate
-	if key, err := r.cfg.Keys.Open(n.KeySealed, desired.NodeKeyAD(n.ID)); err == nil {
+	if key, err := r.cfg.Keys.Open(n.KeySealed, domain.NodeKeyAD(n.ID)); err == nil {
 		if c, err := tls.X509KeyPair([]byte(n.CertPEM), key); err == nil {
 			cert = &c
 		}

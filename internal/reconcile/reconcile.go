@@ -182,7 +182,7 @@ func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) err
 	if err != nil {
 		return err
 	}
-	caKey, err := r.cfg.Keys.Open(proj.CAKeySealed, apiserver.ProjectCAKeyAD(proj.ID))
+	caKey, err := r.cfg.Keys.Open(proj.CAKeySealed, domain.ProjectCAKeyAD(proj.ID))
 	if err != nil {
 		return fmt.Errorf("unseal project CA key: %w", err)
 	}
@@ -191,16 +191,16 @@ func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) err
 		return err
 	}
 	now := r.cfg.Now()
-	cert, key, err := ca.IssueServer(desired.CertNames(n, svc, r.cfg.Zone), CertValidity, now)
+	cert, key, err := ca.IssueServer(domain.CertNames(n, svc, r.cfg.Zone), CertValidity, now)
 	if err != nil {
 		return fmt.Errorf("issue node certificate: %w", err)
 	}
-	rcert, rkey, err := r.cfg.InternalCA.IssueClient(desired.ReplicationUser, CertValidity, now)
+	rcert, rkey, err := r.cfg.InternalCA.IssueClient(domain.ReplicationUser, CertValidity, now)
 	if err != nil {
 		return fmt.Errorf("issue replication certificate: %w", err)
 	}
-	n.CertPEM, n.KeySealed = string(cert), r.cfg.Keys.Seal(key, desired.NodeKeyAD(n.ID))
-	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, desired.ReplKeyAD(n.ID))
+	n.CertPEM, n.KeySealed = string(cert), r.cfg.Keys.Seal(key, domain.NodeKeyAD(n.ID))
+	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, domain.ReplKeyAD(n.ID))
 	n.CertNotAfterAt = now.Add(CertValidity)
 	return nil
 }
@@ -325,7 +325,7 @@ func (r *Reconciler) backupKey(ctx context.Context, id string) error {
 		if err != nil || s.BackupPublicKeyPEM != "" || domain.Gone(s.State) {
 			return err
 		}
-		s.BackupPublicKeyPEM, s.BackupKeySealed = string(pub), r.cfg.Keys.Seal(priv, desired.BackupKeyAD(id))
+		s.BackupPublicKeyPEM, s.BackupKeySealed = string(pub), r.cfg.Keys.Seal(priv, domain.BackupKeyAD(id))
 		s.UpdatedAt = r.cfg.Now().UTC()
 		if err := store.Put(ctx, tx, s); err != nil {
 			return err
