@@ -306,7 +306,14 @@ func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error 
 // would keep the VPC's router from being removed).
 func (r *Reconciler) holdOrRelease(ctx context.Context, nw provider.Networker, n *domain.Node) error {
 	nodeGoing := domain.Going(n.State)
-	if nodeGoing || (n.OldVPCID != "" && r.vpcGoing(ctx, n.OldVPCID)) {
+	vpcGoing := false
+	if n.OldVPCID != "" && !nodeGoing {
+		var err error
+		if vpcGoing, err = r.vpcGoing(ctx, n.OldVPCID); err != nil {
+			return err
+		}
+	}
+	if nodeGoing || vpcGoing {
 		addr, err := netip.ParseAddr(n.OldAddress)
 		if err != nil {
 			return fmt.Errorf("node %s: old address: %w", n.ID, err)
@@ -330,11 +337,17 @@ func (r *Reconciler) holdOrRelease(ctx context.Context, nw provider.Networker, n
 }
 
 // vpcGoing reports whether VPC id is being deleted or gone.
-func (r *Reconciler) vpcGoing(ctx context.Context, id string) bool {
+func (r *Reconciler) vpcGoing(ctx context.Context, id string) (bool, error) {
 	var v *domain.VPC
 	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
 		v, err = store.Get[domain.VPC](ctx, tx, id)
 		return err
 	})
-	return errors.Is(err, store.ErrNotFound) || (err == nil && domain.Going(v.State))
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("VPC %s: %w", id, err)
+	}
+	return domain.Going(v.State), nil
 }
