@@ -93,8 +93,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			rev = n
+		case !errors.Is(err, context.DeadlineExceeded): // the resync period
+			r.log.Error("wait for a store change", "err", err)
 		}
 	}
 }
