@@ -83,10 +83,12 @@ func (s *Server) hostReport(c *call) error {
 			if !n.AcceptsReports() {
 				continue
 			}
+			before := n.StateInfo
 			if err := n.ApplyReport(nodeReportIn(r), now); err != nil {
 				return inField(field, err)
 			}
-			if r.State == apitype.NodeReportFailed {
+			if r.State == apitype.NodeReportFailed && (before == nil || before.Cause != r.Message) {
+				// Agents repeat their reports: log a failure once.
 				s.log.Warn("node failed", "node_id", n.ID, "host", host, "err", r.Message)
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
