@@ -70,7 +70,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			if o.Index == 0 {
 				primary = o
 			}
-			if o.ID == n.ID || o.Address == "" || domain.Gone(o.State) || o.State == domain.StateDeleting {
+			if o.ID == n.ID || o.Address == "" || domain.Going(o.State) {
 				continue
 			}
 			if a, err := netip.ParseAddr(o.Address); err == nil {

@@ -138,7 +138,7 @@ func primaries(nodes []*domain.Node) map[string]*domain.Node {
 	}
 	out := map[string]*domain.Node{}
 	for _, n := range nodes {
-		if n.Index != 0 || n.Address == "" || domain.Gone(n.State) || n.State == domain.StateDeleting {
+		if n.Index != 0 || n.Address == "" || domain.Going(n.State) {
 			continue
 		}
 		cur := out[n.ServiceID]
