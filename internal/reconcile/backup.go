@@ -50,7 +50,8 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 	}
 	if r.cfg.Now().Sub(op.CreatedAt) > limit {
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "timeout",
-			Message: fmt.Sprintf("the service's primary did not finish the task within %v (see its node's state and postgres.log)", limit)})
+			Message: fmt.Sprintf("the service's primary did not finish the task within %v", limit),
+			Cause:   "no report of the task from the primary's agent: see the primary node's state and its postgres.log"})
 	}
 	if op.State != domain.StatePending {
 		return nil // running: the primary's agent reports it
