@@ -55,6 +55,9 @@ type Client struct {
 	token string
 	hc    *http.Client
 	ua    string
+	// poll is the client long polls use, when hc's timeouts would cut
+	// them (see newLongPoller); nil when hc will do.
+	poll *Client
 }
 
 // New returns a Client for cfg.
@@ -109,6 +112,7 @@ func New(cfg Config) (*Client, error) {
 			},
 		}
 	}
+	c.poll = c.newLongPoller()
 	return c, nil
 }
 
