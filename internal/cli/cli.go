@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -66,6 +67,9 @@ type app struct {
 	getenv         func(string) string
 	// geteuid is os.Geteuid when nil (tests set it).
 	geteuid func() int
+	// pollInterval is how often --wait asks the server;
+	// defaultPollInterval when 0 (tests set it).
+	pollInterval time.Duration
 
 	url, token, ca, project string
 	output                  string
