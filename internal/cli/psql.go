@@ -1,11 +1,18 @@
+//go:build linux
+
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moatdb/moat/internal/sim"
 )
 
 // defaultPsqlHost is the simulated internet host `moat up` creates and
@@ -69,4 +76,126 @@ func dashArgs(what string, min int) cobra.PositionalArgs {
 		}
 		return nil
 	})
+}
+
+func (a *app) servicePsqlCmd() *cobra.Command {
+	var from, dataDir string
+	cmd := &cobra.Command{
+		Use:   "psql SVC [--from HOST] [-- PSQL ARGS...]",
+		Short: "Run psql on a service from a simulated host, with sslmode=verify-full (moat up, as root)",
+		Long: `Run psql on the service from a simulated internet host of moat up ("laptop"
+unless --from says otherwise), as the service's admin user, verifying the
+server's certificate against the project CA (sslmode=verify-full).
+
+The password is the one moat service create or moat service password reset
+saved, or PGPASSWORD when it is set. psql's standard streams and exit code
+are passed through. Runs on the machine of moat up, as root.`,
+		Example: `  moat service psql svc-... -- -c 'select version()'
+  moat service psql svc-... --from other -- -At -c 'show ssl'`,
+		Args: dashArgs("SVC", 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, psqlArgs := args[0], args[1:]
+			if err := a.needRoot("moat service psql"); err != nil {
+				return err
+			}
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			s, err := cl.GetService(cmd.Context(), p, svc)
+			if err != nil {
+				return err
+			}
+			c := s.Connection
+			if c == nil || c.Address == "" {
+				return withHint(fmt.Errorf("service %s has no address yet (it is %s)", svc, s.State), "wait until it is running: moat service get "+svc)
+			}
+			password := a.getenv("PGPASSWORD")
+			if password == "" {
+				cred, ok, err := a.savedPassword(svc)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return withHint(fmt.Errorf("no saved password for service %s, and PGPASSWORD is not set", svc), "reset it with: moat service password reset "+svc)
+				}
+				password = cred.Password
+			}
+			ca, err := cl.GetProjectCA(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			// Both files are read inside the host's namespace, which shares
+			// this filesystem. The password goes in a passfile (mode 0600),
+			// never in an argument or the environment of the command.
+			caFile, err := tempFile("moat-ca-*.pem", ca.PEM, 0o644)
+			if err != nil {
+				return fmt.Errorf("write the project CA: %w", err)
+			}
+			defer os.Remove(caFile)
+			passFile, err := tempFile("moat-pgpass-*", passfileLine(password), 0o600)
+			if err != nil {
+				return fmt.Errorf("write the password file: %w", err)
+			}
+			defer os.Remove(passFile)
+			dsn, err := conninfo("host", c.Host, "hostaddr", c.Address, "port", strconv.Itoa(c.Port),
+				"dbname", c.Database, "user", c.User, "sslmode", "verify-full", "sslrootcert", caFile, "passfile", passFile)
+			if err != nil {
+				return fmt.Errorf("connection string: %w", err)
+			}
+			sm, _, err := openSim(a.getenv, dataDir)
+			if err != nil {
+				return err
+			}
+			return a.execOn(cmd.Context(), sm, from, append([]string{"psql", dsn}, psqlArgs...))
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", defaultPsqlHost, "the simulated host to run psql on (moat sim host list)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	return cmd
+}
+
+// tempFile writes data to a new temporary file of mode perm and returns
+// its name.
+func tempFile(pattern, data string, perm os.FileMode) (string, error) {
+	f, err := os.CreateTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", err
+	}
+	if _, err := f.WriteString(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// execOn runs argv on sim host `host` with the command's streams, and ends
+// the moat command with the exit code of argv. An interrupt reaches argv
+// from the terminal, which decides what it means (psql cancels the query):
+// argv is not killed when ctx ends.
+func (a *app) execOn(ctx context.Context, sm *sim.Sim, host string, argv []string) error {
+	code, err := sm.Exec(context.WithoutCancel(ctx), host, argv, a.stdin, a.stdout, a.stderr)
+	if errors.Is(err, sim.ErrNotFound) {
+		return withHint(err, "moat sim host list shows the hosts; moat sim host create "+host+" --internet makes one")
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case code < 0:
+		return fmt.Errorf("%s on %s was killed by a signal", argv[0], host)
+	case code > 0:
+		return &silentExit{code: code}
+	}
+	return nil
 }

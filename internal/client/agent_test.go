@@ -94,8 +94,9 @@ func TestLongPollerOwned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.longPoller() == a || a.longPoller() != a.longPoller() {
-		t.Fatalf("longPoller() = %p, %p for client %p; want one copy of its own", a.longPoller(), a.longPoller(), a)
+	first, second := a.longPoller(), a.longPoller()
+	if first == a || first != second {
+		t.Fatalf("longPoller() = %p, %p for client %p; want one copy of its own", first, second, a)
 	}
 	if a.longPoller().hc.Transport == b.longPoller().hc.Transport || a.longPoller().hc.Transport == a.hc.Transport {
 		t.Errorf("long-poll transports are shared between clients or with the client's own")
