@@ -4,7 +4,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/netip"
 
@@ -19,21 +18,6 @@ import (
 // and the tenant's commands (project, vpc, service, backup, explain, ...)
 // work as on Linux. (tailscale's util/linuxfw/linuxfw_unsupported.go is
 // the model.)
-
-// linuxOnly is a stand-in for command use (its first word the command's
-// name) that fails, whatever its arguments, saying that it needs Linux.
-func linuxOnly(use, short string) *cobra.Command {
-	c := &cobra.Command{
-		Use:                use,
-		Short:              short + " (Linux only)",
-		DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withHint(fmt.Errorf("%s needs Linux (network namespaces, nftables and PostgreSQL of the server side)", cmd.CommandPath()),
-				"run it on the Linux machine of the server or of moat up")
-		},
-	}
-	return c
-}
 
 // serverCommands returns stand-ins for the daemon commands.
 func serverCommands() []*cobra.Command {
