@@ -401,7 +401,6 @@ func assertNothingLeft(t *testing.T, container, mnt, dev string) {
 	}
 }
 
-
 // TestServerStopsOnSignal: SIGTERM unmounts and detaches, unless the file
 // system is busy, where the server keeps serving.
 func TestServerStopsOnSignal(t *testing.T) {
