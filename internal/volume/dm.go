@@ -64,7 +64,7 @@ func serveDM(ctx context.Context, cfg Config, log *slog.Logger) error {
 		exec.Command("cryptsetup", "close", name).Run()
 		return err
 	}
-	log.Info("volume served", "container", cfg.Container, "mountpoint", cfg.Mountpoint, "device", dev, "engine", "dm-crypt")
+	log.Info("volume served", "container", cfg.Container, "mountpoint", cfg.Mountpoint, "device", dev, "engine", EngineDMCrypt)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -94,19 +94,26 @@ func serveDM(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 }
 
-// closeDM removes the container's mapping if it exists.
-func closeDM(container string) error {
+// dmMapping returns the name of the container's mapping, if it exists.
+func dmMapping(container string) (string, bool) {
 	f, err := os.Open(container)
 	if err != nil {
-		return nil // no container, no mapping to find
+		return "", false // no container, no mapping to find
 	}
 	hdr, err := ReadHeader(f)
 	f.Close()
 	if err != nil {
-		return nil
+		return "", false
 	}
 	name := dmName(hdr)
-	if _, err := os.Stat("/dev/mapper/" + name); err != nil {
+	_, err = os.Stat("/dev/mapper/" + name)
+	return name, err == nil
+}
+
+// closeDM removes the container's mapping if it exists.
+func closeDM(container string) error {
+	name, ok := dmMapping(container)
+	if !ok {
 		return nil
 	}
 	if out, err := exec.Command("cryptsetup", "close", name).CombinedOutput(); err != nil {

@@ -26,11 +26,20 @@ type Config struct {
 	Mountpoint string
 	// MakeFS makes a new ext4 file system first (a new volume).
 	MakeFS bool
+	// Engine chooses the path: EngineDMCrypt or EngineUserspace; empty
+	// means dm-crypt where device-mapper exists, else userspace.
+	Engine string
 	// Ready, if set, is called once the file system is mounted.
 	Ready func()
 	// Logger receives the server's events (never the key).
 	Logger *slog.Logger
 }
+
+// The two ways to serve a volume (Config.Engine, Info.Engine).
+const (
+	EngineDMCrypt   = "dm-crypt"
+	EngineUserspace = "userspace"
+)
 
 // detachTimeout bounds the wait for a loop device to detach.
 const detachTimeout = 30 * time.Second
@@ -71,10 +80,18 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("serve volume: %w", err)
 	}
-	if HasDeviceMapper() {
+	switch cfg.Engine {
+	case "":
+		if HasDeviceMapper() {
+			return serveDM(ctx, cfg, log)
+		}
+		return serveFUSE(ctx, cfg, log)
+	case EngineDMCrypt:
 		return serveDM(ctx, cfg, log)
+	case EngineUserspace:
+		return serveFUSE(ctx, cfg, log)
 	}
-	return serveFUSE(ctx, cfg, log)
+	return fmt.Errorf("serve volume: unknown engine %q", cfg.Engine)
 }
 
 func serveFUSE(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
@@ -121,7 +138,7 @@ func serveFUSE(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err := mountExt4(loopDev, cfg); err != nil {
 		return err
 	}
-	log.Info("volume served", "container", cfg.Container, "mountpoint", cfg.Mountpoint, "loop", loopDev, "engine", "userspace")
+	log.Info("volume served", "container", cfg.Container, "mountpoint", cfg.Mountpoint, "loop", loopDev, "engine", EngineUserspace)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -217,10 +234,8 @@ func teardown(container, mountpoint string) error {
 	if err := unmountIfMounted(mountpoint); err != nil {
 		return fmt.Errorf("unmount volume: %w", err)
 	}
-	if HasDeviceMapper() {
-		if err := closeDM(container); err != nil {
-			return err
-		}
+	if err := closeDM(container); err != nil {
+		return err
 	}
 	dir := fuseDir(container)
 	for _, dev := range loopsBacking(filepath.Join(dir, dataName)) {

@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 }
 
 func serveHelper(v string) int {
-	container, rest, _ := strings.Cut(v, "|")
-	mnt, mkfs, _ := strings.Cut(rest, "|")
+	args := strings.Split(v, "|") // container|mountpoint|mkfs|engine
+	container, mnt, mkfs, engine := args[0], args[1], args[2], args[3]
 	key, err := ReadKey(os.Stdin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -42,7 +42,7 @@ func serveHelper(v string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	err = Serve(ctx, Config{
-		Container: container, Key: key, Mountpoint: mnt, MakeFS: mkfs == "mkfs",
+		Container: container, Key: key, Mountpoint: mnt, MakeFS: mkfs == "mkfs", Engine: engine,
 		Ready: func() { fmt.Println("ready") },
 	})
 	if err != nil {
@@ -61,7 +61,7 @@ type server struct {
 
 // startServer runs a volume server for container and waits until its
 // file system is mounted at mnt.
-func startServer(t *testing.T, container, mnt string, key []byte, mkfs bool) *server {
+func startServer(t *testing.T, container, mnt string, key []byte, mkfs bool, engine string) *server {
 	t.Helper()
 	// Serve shares the directories of the container and the mountpoint
 	// (self-binds): undo that last.
@@ -70,7 +70,7 @@ func startServer(t *testing.T, container, mnt string, key []byte, mkfs bool) *se
 			unix.Unmount(d, unix.MNT_DETACH)
 		}
 	})
-	s, err := runServer(container, mnt, key, mkfs)
+	s, err := runServer(container, mnt, key, mkfs, engine)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +84,14 @@ func startServer(t *testing.T, container, mnt string, key []byte, mkfs bool) *se
 	return s
 }
 
-func runServer(container, mnt string, key []byte, mkfs bool) (*server, error) {
+func runServer(container, mnt string, key []byte, mkfs bool, engine string) (*server, error) {
 	mode := "-"
 	if mkfs {
 		mode = "mkfs"
 	}
 	s := &server{exited: make(chan error, 1)}
 	s.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	s.cmd.Env = append(os.Environ(), helperEnv+"="+container+"|"+mnt+"|"+mode)
+	s.cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{container, mnt, mode, engine}, "|"))
 	s.cmd.Stdin = bytes.NewReader(key)
 	s.cmd.Stderr = &s.stderr
 	out, err := s.cmd.StdoutPipe()
@@ -131,21 +131,30 @@ func mustHaveVolumeHost(t *testing.T) {
 	}
 }
 
-// TestServeUserspace: a volume served through the userspace engine keeps
-// no plaintext at rest, reports itself, refuses a second server, and its
-// wipe leaves nothing mounted, attached or on disk.
-func TestServeUserspace(t *testing.T) {
+// TestServe: a volume served either way keeps no plaintext at rest,
+// reports itself, refuses a second server, is not pinned by a namespace
+// made while it is mounted, and its wipe leaves nothing mounted, attached
+// or on disk. The dm-crypt path runs where device-mapper exists.
+func TestServe(t *testing.T) {
 	mustHaveVolumeHost(t)
-	if HasDeviceMapper() {
-		t.Skip("device-mapper present: Serve takes the dm-crypt path (TestServeDMCrypt)")
-	}
+	t.Run(EngineUserspace, func(t *testing.T) { testServe(t, EngineUserspace) })
+	t.Run(EngineDMCrypt, func(t *testing.T) {
+		if !HasDeviceMapper() {
+			t.Skip("no device-mapper on this host (/dev/mapper/control does not open): the dm-crypt path runs on real machines")
+		}
+		testenv.MustHaveCommand(t, "cryptsetup")
+		testServe(t, EngineDMCrypt)
+	})
+}
+
+func testServe(t *testing.T, engine string) {
 	dir := t.TempDir()
 	container, mnt := filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
 	key, err := Create(container, 128<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	startServer(t, container, mnt, key, true)
+	startServer(t, container, mnt, key, true, engine)
 
 	// A marker written through the mounted file system is there, and
 	// the container holds no copy of it.
@@ -173,7 +182,7 @@ func TestServeUserspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Info{Format: "LUKS2", Cipher: Cipher, KeyBits: 512, SectorSize: 4096, Engine: "userspace", Size: 128<<20 - dataOffset, Mounted: true}
+	want := Info{Format: "LUKS2", Cipher: Cipher, KeyBits: 512, SectorSize: 4096, Engine: engine, Size: 128<<20 - dataOffset, Mounted: true}
 	if info.Used < int64(len(data)) || info.Avail <= 0 || info.Full {
 		t.Errorf("Stat = %+v: want used >= %d, some space available", info, len(data))
 	}
@@ -182,18 +191,23 @@ func TestServeUserspace(t *testing.T) {
 		t.Errorf("Stat = %+v, want %+v", info, want)
 	}
 
-	// The loop device has 4096-byte logical blocks.
-	devs := loopsBacking(filepath.Join(fuseDir(container), dataName))
-	if len(devs) != 1 {
-		t.Fatalf("loop devices on the volume = %v, want one", devs)
-	}
-	lbs, _ := os.ReadFile("/sys/block/" + filepath.Base(devs[0]) + "/queue/logical_block_size")
+	// The block device under ext4 has 4096-byte logical blocks.
+	dev := mountSource(t, mnt)
+	lbs, _ := os.ReadFile("/sys/class/block/" + filepath.Base(dev) + "/queue/logical_block_size")
 	if strings.TrimSpace(string(lbs)) != "4096" {
-		t.Errorf("logical block size = %q, want 4096", lbs)
+		t.Errorf("logical block size of %s = %q, want 4096", dev, lbs)
+	}
+	var loop string // the userspace path's loop device
+	if engine == EngineUserspace {
+		devs := loopsBacking(filepath.Join(fuseDir(container), dataName))
+		if len(devs) != 1 || devs[0] != dev {
+			t.Fatalf("loop devices on the volume = %v, want [%s]", devs, dev)
+		}
+		loop = dev
 	}
 
 	// A second server for the same container is refused.
-	if _, err := runServer(container, filepath.Join(dir, "mnt2"), key, false); err == nil || !strings.Contains(err.Error(), ErrLocked.Error()) {
+	if _, err := runServer(container, filepath.Join(dir, "mnt2"), key, false, engine); err == nil || !strings.Contains(err.Error(), ErrLocked.Error()) {
 		t.Errorf("second server: %v, want %v", err, ErrLocked)
 	}
 
@@ -228,7 +242,28 @@ func TestServeUserspace(t *testing.T) {
 	if _, err := os.Stat(container); !os.IsNotExist(err) {
 		t.Errorf("container still there after Destroy: %v", err)
 	}
-	assertNothingLeft(t, container, mnt, devs[0])
+	assertNothingLeft(t, container, mnt, loop)
+	if engine == EngineDMCrypt {
+		if _, err := os.Stat(dev); err == nil {
+			t.Errorf("%s still there after Destroy", dev)
+		}
+	}
+}
+
+// mountSource returns the device mounted at dir.
+func mountSource(t *testing.T, dir string) string {
+	t.Helper()
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == dir {
+			if p, err := filepath.EvalSymlinks(f[0]); err == nil {
+				return p
+			}
+			return f[0]
+		}
+	}
+	t.Fatalf("nothing mounted at %s", dir)
+	return ""
 }
 
 // TestDestroyOverwritesHeader: the header area is overwritten before the
@@ -272,7 +307,7 @@ func TestServerKilledMidWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, container, mnt, key, true)
+	s := startServer(t, container, mnt, key, true, EngineUserspace)
 	devs := loopsBacking(filepath.Join(fuseDir(container), dataName))
 
 	writeErr := make(chan error, 1)
@@ -336,7 +371,7 @@ func TestFullVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startServer(t, container, mnt, key, true)
+	startServer(t, container, mnt, key, true, EngineUserspace)
 	done := make(chan error, 1)
 	go func() {
 		out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(mnt, "fill"), "bs=1M", "conv=fsync").CombinedOutput()
@@ -396,7 +431,7 @@ func assertNothingLeft(t *testing.T, container, mnt, dev string) {
 	if err != nil {
 		t.Fatalf("losetup -a: %v: %s", err, out)
 	}
-	if strings.Contains(string(out), dev+":") || strings.Contains(string(out), fuseDir(container)) {
+	if (dev != "" && strings.Contains(string(out), dev+":")) || strings.Contains(string(out), fuseDir(container)) {
 		t.Errorf("loop device still attached: %s", out)
 	}
 }
@@ -411,7 +446,7 @@ func TestServerStopsOnSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, container, mnt, key, true)
+	s := startServer(t, container, mnt, key, true, EngineUserspace)
 	devs := loopsBacking(filepath.Join(fuseDir(container), dataName))
 
 	busy, err := os.Create(filepath.Join(mnt, "open"))
@@ -441,4 +476,37 @@ func TestServerStopsOnSignal(t *testing.T) {
 		t.Fatal("server still running after its file system was released")
 	}
 	assertNothingLeft(t, container, mnt, devs[0])
+}
+
+// TestEnginesAgree: a volume written through the userspace engine reads
+// back through dm-crypt, byte for byte (where device-mapper exists).
+func TestEnginesAgree(t *testing.T) {
+	mustHaveVolumeHost(t)
+	if !HasDeviceMapper() {
+		t.Skip("no device-mapper on this host (/dev/mapper/control does not open): cryptsetup reencrypt --decrypt (TestCryptsetupDecryptsEngine) checks the engine's bytes here")
+	}
+	testenv.MustHaveCommand(t, "cryptsetup")
+	dir := t.TempDir()
+	container, mnt := filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
+	key, err := Create(container, testSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("engines agree "), 100000)
+	s, err := runServer(container, mnt, key, true, EngineUserspace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = writeSync(filepath.Join(mnt, "f"), data)
+	if uerr := Unmount(container, mnt); uerr != nil {
+		t.Fatal(uerr)
+	}
+	<-s.exited
+	if err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, container, mnt, key, false, EngineDMCrypt)
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("through dm-crypt: %d bytes, %v; want the %d bytes written through the engine", len(got), err, len(data))
+	}
 }

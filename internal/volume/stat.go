@@ -13,7 +13,7 @@ type Info struct {
 	Cipher     string `json:"cipher"`      // "aes-xts-plain64"
 	KeyBits    int    `json:"key_bits"`    // 512
 	SectorSize int    `json:"sector_size"` // 4096
-	Engine     string `json:"engine"`      // "dm-crypt" or "userspace"
+	Engine     string `json:"engine"`      // EngineDMCrypt or EngineUserspace, when served
 	Size       int64  `json:"size"`        // the data area, bytes
 	Mounted    bool   `json:"mounted"`
 	// Of the file system, when mounted:
@@ -45,11 +45,12 @@ func Stat(container, mountpoint string) (Info, error) {
 		Cipher:     hdr.Cipher,
 		KeyBits:    KeySize * 8,
 		SectorSize: hdr.SectorSize,
-		Engine:     "userspace",
 		Size:       fi.Size() - hdr.DataOffset,
 	}
-	if HasDeviceMapper() {
-		info.Engine = "dm-crypt"
+	if _, ok := dmMapping(container); ok {
+		info.Engine = EngineDMCrypt
+	} else if m, _ := isMountpoint(fuseDir(container)); m {
+		info.Engine = EngineUserspace
 	}
 	if info.Mounted, err = isMountpoint(mountpoint); err != nil {
 		return Info{}, fmt.Errorf("stat volume: %w", err)
