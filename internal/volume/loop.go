@@ -30,7 +30,11 @@ func attachLoop(backing string, blockSize uint32) (string, error) {
 			return "", fmt.Errorf("attach loop: get free device: %w", err)
 		}
 		dev := fmt.Sprintf("/dev/loop%d", n)
-		err = configureLoop(dev, n, f, backing, blockSize)
+		err = configureLoop(dev, n, f, backing, blockSize, loFlagsDirectIO)
+		if errors.Is(err, unix.EINVAL) {
+			// A backing file without O_DIRECT: buffered I/O.
+			err = configureLoop(dev, n, f, backing, blockSize, 0)
+		}
 		if errors.Is(err, unix.EBUSY) && attempt < 20 {
 			continue // another process took it between the two calls
 		}
@@ -41,7 +45,12 @@ func attachLoop(backing string, blockSize uint32) (string, error) {
 	}
 }
 
-func configureLoop(dev string, n int, backing *os.File, name string, blockSize uint32) error {
+// loFlagsDirectIO (LO_FLAGS_DIRECT_IO) makes the loop driver issue
+// asynchronous direct I/O to its file: several requests in flight, no
+// second copy in the page cache.
+const loFlagsDirectIO = 16
+
+func configureLoop(dev string, n int, backing *os.File, name string, blockSize, flags uint32) error {
 	lf, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		// Containers often have a static /dev with a few loop nodes.
@@ -55,6 +64,7 @@ func configureLoop(dev string, n int, backing *os.File, name string, blockSize u
 	}
 	defer lf.Close()
 	cfg := unix.LoopConfig{Fd: uint32(backing.Fd()), Size: blockSize}
+	cfg.Info.Flags = flags
 	copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], name)
 	return unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
 }

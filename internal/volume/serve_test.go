@@ -204,6 +204,8 @@ func testServe(t *testing.T, engine string) {
 			t.Fatalf("loop devices on the volume = %v, want [%s]", devs, dev)
 		}
 		loop = dev
+		dio, _ := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/loop/dio")
+		t.Logf("%s: direct I/O to the FUSE file: %s", dev, strings.TrimSpace(string(dio)))
 	}
 
 	// A second server for the same container is refused.
