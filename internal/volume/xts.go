@@ -20,8 +20,8 @@ import (
 type Engine struct {
 	enc, dec   [15 * 16]byte // AES-256 round keys of the data key (AES-NI order)
 	encY, decY [15 * 32]byte // the same, each twice (one per YMM lane)
-	data     cipher.Block  // the data key through crypto/aes (the fallback)
-	tweak    cipher.Block  // the tweak key
+	data       cipher.Block  // the data key through crypto/aes (the fallback)
+	tweak      cipher.Block  // the tweak key
 }
 
 // NewEngine returns the engine for a 64-byte volume key. The engine keeps
