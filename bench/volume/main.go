@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -34,17 +35,18 @@ import (
 func main() {
 	mb := flag.Int("mb", 256, "MiB written and read sequentially")
 	fsyncs := flag.Int("fsyncs", 2000, "8 KiB write+fdatasync operations")
+	runs := flag.Int("runs", 3, "rounds, alternating the cases (the median is printed)")
 	dir := flag.String("dir", "/var/tmp", "directory for the volume files")
 	flag.Parse()
-	if err := run(*mb, *fsyncs, *dir); err != nil {
+	if err := run(*mb, *fsyncs, *runs, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/volume: error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mb, fsyncs int, dir string) error {
+func run(mb, fsyncs, runs int, dir string) error {
 	fmt.Printf("bench/volume %s, %d cores, GOMAXPROCS %d, %s\n\n", time.Now().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel())
-	if err := engine(); err != nil {
+	if err := engine(runs); err != nil {
 		return err
 	}
 	work, err := os.MkdirTemp(dir, "moat-bench-volume-")
@@ -58,20 +60,25 @@ func run(mb, fsyncs int, dir string) error {
 	if err != nil {
 		return err
 	}
-	plainRes, err := measure(plain.mnt, mb, fsyncs)
-	plain.close()
-	if err != nil {
-		return fmt.Errorf("plain: %w", err)
-	}
+	defer plain.close()
 	enc, err := encryptedVolume(work, size)
 	if err != nil {
 		return err
 	}
-	encRes, err := measure(enc.mnt, mb, fsyncs)
-	enc.close()
-	if err != nil {
-		return fmt.Errorf("encrypted: %w", err)
+	defer enc.close()
+	var plainRuns, encRuns []result
+	for range runs {
+		r, err := measure(plain.mnt, mb, fsyncs)
+		if err != nil {
+			return fmt.Errorf("plain: %w", err)
+		}
+		plainRuns = append(plainRuns, r)
+		if r, err = measure(enc.mnt, mb, fsyncs); err != nil {
+			return fmt.Errorf("encrypted: %w", err)
+		}
+		encRuns = append(encRuns, r)
 	}
+	plainRes, encRes := medianResult(plainRuns), medianResult(encRuns)
 	fmt.Printf("| %d MiB, 1 MiB I/O (O_DIRECT) | plain loop + ext4 | encrypted (userspace) | ratio |\n|---|---:|---:|---:|\n", mb)
 	fmt.Printf("| sequential write | %.0f MB/s | %.0f MB/s | %.2f× |\n", plainRes.write, encRes.write, encRes.write/plainRes.write)
 	fmt.Printf("| sequential read | %.0f MB/s | %.0f MB/s | %.2f× |\n", plainRes.read, encRes.read, encRes.read/plainRes.read)
@@ -80,7 +87,7 @@ func run(mb, fsyncs int, dir string) error {
 }
 
 // engine prints the per-core crypto table.
-func engine() error {
+func engine(runs int) error {
 	key, err := volume.NewKey()
 	if err != nil {
 		return err
@@ -94,30 +101,42 @@ func engine() error {
 	iv := make([]byte, 16)
 	ref, _ := xts.NewCipher(aes.NewCipher, key)
 
-	limit := rate(buf, func(i int) { cipher.NewCTR(block, iv).XORKeyStream(buf, buf) })
-	enc := rate(buf, func(i int) { e.Encrypt(buf, buf, uint64(i)*256) })
-	dec := rate(buf, func(i int) { e.Decrypt(buf, buf, uint64(i)*256) })
-	perBlock := rate(buf, func(i int) {
-		for s := 0; s < len(buf); s += volume.SectorSize {
-			ref.Encrypt(buf[s:s+volume.SectorSize], buf[s:s+volume.SectorSize], uint64(i*256+s/volume.SectorSize)*8)
+	cases := []func(i int){
+		func(i int) { cipher.NewCTR(block, iv).XORKeyStream(buf, buf) },
+		func(i int) { e.Encrypt(buf, buf, uint64(i)*256) },
+		func(i int) { e.Decrypt(buf, buf, uint64(i)*256) },
+		func(i int) {
+			for s := 0; s < len(buf); s += volume.SectorSize {
+				ref.Encrypt(buf[s:s+volume.SectorSize], buf[s:s+volume.SectorSize], uint64(i*256+s/volume.SectorSize)*8)
+			}
+		},
+	}
+	rates := make([][]float64, len(cases))
+	for range runs {
+		for c, f := range cases {
+			rates[c] = append(rates[c], rate(buf, f))
 		}
-	})
+	}
+	for c := range rates {
+		slices.Sort(rates[c])
+	}
+	limit, enc, dec, perBlock := rates[0][runs/2], rates[1][runs/2], rates[2][runs/2], rates[3][runs/2]
 	fmt.Printf("| one core, 1 MiB buffers | MB/s | × limit |\n|---|---:|---:|\n")
 	fmt.Printf("| AES-256-CTR, crypto/aes (the limit) | %.0f | 1.00× |\n", limit)
-	fmt.Printf("| engine encrypt (AES-256-XTS, 4096-byte sectors) | %.0f | %.2f× |\n", enc, enc/limit)
+	fmt.Printf("| engine encrypt (AES-256-XTS, 4096-byte sectors, %s) | %.0f | %.2f× |\n", volume.EnginePath(), enc, enc/limit)
 	fmt.Printf("| engine decrypt | %.0f | %.2f× |\n", dec, dec/limit)
 	fmt.Printf("| x/crypto/xts, one block at a time | %.0f | %.2f× |\n\n", perBlock, perBlock/limit)
 	return nil
 }
 
-// rate runs f on one goroutine for about a second and returns MB/s.
+// rate runs f on one goroutine for about half a second and returns MB/s.
 func rate(buf []byte, f func(i int)) float64 {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	f(0) // warm up
 	start := time.Now()
 	n := 0
-	for time.Since(start) < time.Second {
+	for time.Since(start) < time.Second/2 {
 		f(n)
 		n++
 	}
@@ -192,6 +211,23 @@ func encryptedVolume(work string, size int64) (*mounted, error) {
 }
 
 type result struct{ write, read, fsync float64 }
+
+// medianResult takes the median of each measure separately.
+func medianResult(rs []result) result {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return result{
+		write: pick(func(r result) float64 { return r.write }),
+		read:  pick(func(r result) float64 { return r.read }),
+		fsync: pick(func(r result) float64 { return r.fsync }),
+	}
+}
 
 // measure writes and reads mb MiB with O_DIRECT (the device, not the page
 // cache), then does fsyncs 8 KiB writes each followed by fdatasync.

@@ -3,6 +3,7 @@ package volume
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 )
@@ -76,6 +77,12 @@ var impl = func() int {
 	return implGeneric
 }()
 
+// EnginePath names the implementation the engine uses on this CPU:
+// "vaes" (sixteen blocks a pass), "aes-ni" (eight) or "generic" (one).
+func EnginePath() string { return implNames[impl] }
+
+var implNames = [...]string{implGeneric: "generic", implAESNI: "aes-ni", implVAES: "vaes"}
+
 func (e *Engine) crypt(dst, src []byte, sector uint64, encrypt bool) {
 	e.cryptWith(impl, dst, src, sector, encrypt)
 }
@@ -143,19 +150,13 @@ func (e *Engine) tweaks(tw []byte, iv uint64) {
 func xtsGeneric(b cipher.Block, encrypt bool, dst, src, tw []byte) {
 	var x [16]byte
 	for i := 0; i < len(src); i += 16 {
-		subtleXOR(x[:], src[i:i+16], tw[i:i+16])
+		subtle.XORBytes(x[:], src[i:i+16], tw[i:i+16])
 		if encrypt {
 			b.Encrypt(x[:], x[:])
 		} else {
 			b.Decrypt(x[:], x[:])
 		}
-		subtleXOR(dst[i:i+16], x[:], tw[i:i+16])
-	}
-}
-
-func subtleXOR(dst, a, b []byte) {
-	for i := range dst {
-		dst[i] = a[i] ^ b[i]
+		subtle.XORBytes(dst[i:i+16], x[:], tw[i:i+16])
 	}
 }
 
