@@ -113,7 +113,8 @@ func (c *Container) WriteAt(p []byte, off int64) (int, error) {
 	}
 	first := off / SectorSize
 	end := (off + int64(len(p)) + SectorSize - 1) / SectorSize
-	buf := make([]byte, (end-first)*SectorSize)
+	buf := getBuf(int((end - first) * SectorSize))
+	defer putBuf(buf)
 	if off%SectorSize != 0 || len(p)%SectorSize != 0 {
 		// Partial sectors: read, change, write under the sectors' locks.
 		// Stripes are taken in index order, each once.
@@ -137,6 +138,23 @@ func (c *Container) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("write volume: %w", err)
 	}
 	return len(p), nil
+}
+
+// bufs holds ciphertext buffers of writes (up to the FUSE maximum).
+var bufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+func getBuf(n int) []byte {
+	if n > 1<<20 {
+		return make([]byte, n)
+	}
+	return (*bufs.Get().(*[]byte))[:n]
+}
+
+func putBuf(b []byte) {
+	if cap(b) == 1<<20 {
+		b = b[:cap(b)]
+		bufs.Put(&b)
+	}
 }
 
 // Sync flushes the container file.

@@ -94,8 +94,10 @@ func mountFUSE(dir string, c *Container) (*fuse.Server, error) {
 			FsName:            "moat-volume",
 			Name:              "moat-volume",
 			DirectMountStrict: true, // no fusermount: the server runs as root
-			MaxWrite:          1 << 20,
-			DisableXAttrs:     true,
+			// A reply (header and data) must fit a pipe (1 MiB) for
+			// go-fuse to splice it.
+			MaxWrite:      512 << 10,
+			DisableXAttrs: true,
 		},
 	})
 	if err != nil {
