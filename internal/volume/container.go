@@ -29,7 +29,7 @@ var ErrLocked = errors.New("volume is served by another process")
 // OpenContainer opens the container at path for key: it takes an
 // exclusive lock on the file (a second server for the same container gets
 // ErrLocked), reads the header and checks the key against its digest.
-func OpenContainer(path string, key []byte) (_ *Container, err error) {
+func OpenContainer(path string, key Key) (_ *Container, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open volume: %w", err)
@@ -67,8 +67,11 @@ func OpenContainer(path string, key []byte) (_ *Container, err error) {
 // Size is the data area's size in bytes.
 func (c *Container) Size() int64 { return c.size }
 
-// Close releases the file and its lock.
-func (c *Container) Close() error { return c.f.Close() }
+// Close clears the engine's keys and releases the file and its lock.
+func (c *Container) Close() error {
+	c.engine.clear()
+	return c.f.Close()
+}
 
 // ReadAt reads plaintext from the data area.
 func (c *Container) ReadAt(p []byte, off int64) (int, error) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 
@@ -53,9 +54,21 @@ var ErrNotLUKS2 = errors.New("not a LUKS2 container")
 // ErrWrongKey is returned when a key does not match the container's digest.
 var ErrWrongKey = errors.New("key does not match the volume's digest")
 
+// Key is a volume key. It prints and logs as REDACTED, whatever the verb.
+type Key []byte
+
+// LogValue keeps the key out of logs.
+func (Key) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
+// Format keeps the key out of every fmt verb (%v, %x, %#v, …).
+func (Key) Format(f fmt.State, verb rune) { io.WriteString(f, "REDACTED") }
+
+// MarshalText keeps the key out of JSON and other encodings.
+func (Key) MarshalText() ([]byte, error) { return []byte("REDACTED"), nil }
+
 // NewKey returns a fresh random volume key.
-func NewKey() ([]byte, error) {
-	key := make([]byte, KeySize)
+func NewKey() (Key, error) {
+	key := make(Key, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("volume key: %w", err)
 	}
@@ -65,7 +78,7 @@ func NewKey() ([]byte, error) {
 // Create makes a new container of size bytes at path (which must not exist)
 // with a fresh key, and returns the key. The caller holds the key in memory
 // only and hands it to the volume server.
-func Create(path string, size int64) ([]byte, error) {
+func Create(path string, size int64) (Key, error) {
 	key, err := NewKey()
 	if err != nil {
 		return nil, err
@@ -80,7 +93,7 @@ func Create(path string, size int64) ([]byte, error) {
 // FormatFile creates path as a sparse file of size bytes holding a LUKS2
 // header for key (its digest, no keyslot). The data area is left sparse:
 // it reads as noise once decrypted, until a file system is made on it.
-func FormatFile(path string, size int64, key []byte) (err error) {
+func FormatFile(path string, size int64, key Key) (err error) {
 	if size < minVolumeSize {
 		return fmt.Errorf("format %s: size %d is below the minimum %d", path, size, minVolumeSize)
 	}
@@ -289,7 +302,7 @@ func ReadHeader(r io.ReaderAt) (*Header, error) {
 }
 
 // VerifyKey checks key against the header's digest.
-func (h *Header) VerifyKey(key []byte) error {
+func (h *Header) VerifyKey(key Key) error {
 	if len(key) != KeySize {
 		return fmt.Errorf("%w: %d bytes", ErrWrongKey, len(key))
 	}
@@ -314,8 +327,8 @@ func contains(s []string, v string) bool {
 
 // ReadKey reads a volume key from r (the pipe the agent writes it to):
 // exactly KeySize bytes, then end of input.
-func ReadKey(r io.Reader) ([]byte, error) {
-	key := make([]byte, KeySize)
+func ReadKey(r io.Reader) (Key, error) {
+	key := make(Key, KeySize)
 	if _, err := io.ReadFull(r, key); err != nil {
 		clear(key)
 		return nil, fmt.Errorf("read volume key: %w", err)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +187,31 @@ func keyForms(key []byte) [][]byte {
 		forms = append(forms, k, []byte(hex.EncodeToString(k)), []byte(base64.StdEncoding.EncodeToString(k)))
 	}
 	return forms
+}
+
+// TestKeyRedacted: a key never prints or logs, in any form.
+func TestKeyRedacted(t *testing.T) {
+	t.Parallel()
+	key, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
+	log.Info("config", "key", key, "config", Config{Container: "c", Key: key})
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("text", "key", key)
+	out := logged.String() + fmt.Sprintf("%v %s %x %X %q %#v %+v %d", key, key, key, key, key, key, Config{Key: key}, key)
+	js, _ := json.Marshal(struct{ K Key }{key})
+	out += string(js)
+	if strings.Contains(out, strings.Trim(fmt.Sprint([]byte(key)), "[]")) {
+		t.Fatalf("key printed as numbers: %s", out)
+	}
+	for _, needle := range keyForms(key) {
+		if strings.Contains(out, string(needle)) {
+			t.Fatalf("key printed (%d-byte form) in %s", len(needle), out)
+		}
+	}
+	if !strings.Contains(out, "REDACTED") {
+		t.Errorf("no REDACTED in %s", out)
+	}
 }

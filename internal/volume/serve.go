@@ -21,7 +21,7 @@ type Config struct {
 	Container string
 	// Key is the volume key (ReadKey reads it from the agent's pipe). Serve
 	// clears this slice once the key is in the engine or the kernel.
-	Key []byte
+	Key Key
 	// Mountpoint is where the ext4 file system is mounted.
 	Mountpoint string
 	// MakeFS makes a new ext4 file system first (a new volume).

@@ -27,7 +27,7 @@ type Engine struct {
 
 // NewEngine returns the engine for a 64-byte volume key. The engine keeps
 // its own expanded copy; the caller may clear key afterwards.
-func NewEngine(key []byte) (*Engine, error) {
+func NewEngine(key Key) (*Engine, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("xts engine: key is %d bytes, want %d", len(key), KeySize)
 	}
@@ -47,6 +47,15 @@ func NewEngine(key []byte) (*Engine, error) {
 		copy(e.decY[32*r+16:], e.dec[16*r:16*r+16])
 	}
 	return e, nil
+}
+
+// clear wipes the engine's own copies of the key (crypto/aes keeps its
+// schedules out of reach).
+func (e *Engine) clear() {
+	clear(e.enc[:])
+	clear(e.dec[:])
+	clear(e.encY[:])
+	clear(e.decY[:])
 }
 
 // Encrypt encrypts src into dst (which may be src), len(src) a multiple of
