@@ -6,7 +6,8 @@
 // write/read and the 8 KiB write+fdatasync rate on the mounted volume
 // (userspace engine: FUSE, loop, ext4) against ext4 on a plain loop
 // device over a file on the same disk. It needs root, /dev/fuse, loop
-// devices, mkfs.ext4 and losetup.
+// devices, mkfs.ext4 and losetup. It also times a 10 GiB volume's format,
+// first serve and destroy.
 //
 //	go run ./bench/volume [-mb 256] [-fsyncs 2000]
 package main
@@ -54,6 +55,9 @@ func run(mb, fsyncs, runs int, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	if err := lifecycle(work, 10<<30); err != nil {
+		return err
+	}
 	size := int64(mb)*2<<20 + 64<<20
 
 	plain, err := plainVolume(work, size)
@@ -141,6 +145,50 @@ func rate(buf []byte, f func(i int)) float64 {
 		n++
 	}
 	return float64(n*len(buf)) / time.Since(start).Seconds() / 1e6
+}
+
+// lifecycle prints how long a volume of size bytes takes to format, to
+// serve (mkfs.ext4 included, the first time), and to destroy.
+func lifecycle(work string, size int64) error {
+	dir := filepath.Join(work, "life")
+	os.Mkdir(dir, 0o700)
+	container, mnt := filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
+	start := time.Now()
+	key, err := volume.Create(container, size)
+	if err != nil {
+		return err
+	}
+	format := time.Since(start)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	start = time.Now()
+	go func() {
+		done <- volume.Serve(ctx, volume.Config{
+			Container: container, Key: key, Mountpoint: mnt, MakeFS: true,
+			Engine: volume.EngineUserspace, Ready: func() { close(ready) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		return err
+	}
+	serve := time.Since(start)
+	start = time.Now()
+	if err := volume.Destroy(container, mnt); err != nil {
+		return err
+	}
+	destroy := time.Since(start)
+	if err := <-done; err != nil {
+		return err
+	}
+	unix.Unmount(dir, unix.MNT_DETACH) // Serve shared it (a self-bind)
+	fmt.Printf("| %d GiB volume | time |\n|---|---:|\n", size>>30)
+	fmt.Printf("| format (LUKS2 header, sparse file) | %v |\n", format.Round(time.Microsecond))
+	fmt.Printf("| serve: open, FUSE, loop, mkfs.ext4, mount | %v |\n", serve.Round(time.Millisecond))
+	fmt.Printf("| destroy: unmount, detach, stop, wipe header | %v |\n\n", destroy.Round(time.Millisecond))
+	return nil
 }
 
 type mounted struct {
