@@ -36,6 +36,9 @@ func serveDM(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := hdr.VerifyKey(cfg.Key); err != nil {
 		return fmt.Errorf("open volume %s: %w", cfg.Container, err)
 	}
+	if err := checkNotMounted(cfg.Mountpoint); err != nil {
+		return err
+	}
 	name := dmName(hdr)
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -101,6 +101,9 @@ func serveFUSE(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}
 	defer c.Close()
 	clear(cfg.Key)
+	if err := checkNotMounted(cfg.Mountpoint); err != nil {
+		return err
+	}
 
 	dir := fuseDir(cfg.Container)
 	for _, d := range []string{filepath.Dir(dir), filepath.Dir(cfg.Mountpoint)} {
@@ -165,6 +168,19 @@ func serveFUSE(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// checkNotMounted refuses a mountpoint that already has a mount (a
+// killed server's file system: Unmount clears it).
+func checkNotMounted(dir string) error {
+	mounted, err := isMountpoint(dir)
+	if err != nil {
+		return fmt.Errorf("serve volume: %w", err)
+	}
+	if mounted {
+		return fmt.Errorf("serve volume: %s is already a mount point (Unmount clears what a stopped server left)", dir)
+	}
+	return nil
 }
 
 // mountExt4 makes the file system if asked and mounts dev at the

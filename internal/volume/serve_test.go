@@ -357,10 +357,24 @@ func TestServerKilledMidWrite(t *testing.T) {
 	}
 	<-s.exited
 	s.exited <- nil // for the cleanup
+	// A new server refuses the dead server's mountpoint until Unmount.
+	if _, err := runServer(container, mnt, key, false, EngineUserspace); err == nil || !strings.Contains(err.Error(), "already a mount point") {
+		t.Errorf("server over a dead one's mount: %v, want a refusal", err)
+	}
 	if err := Unmount(container, mnt); err != nil {
 		t.Fatalf("Unmount after a killed server: %v", err)
 	}
 	assertNothingLeft(t, container, mnt, devs[0])
+
+	// The volume serves again: ext4 replays its journal, what was synced
+	// before the kill is there.
+	startServer(t, container, mnt, key, false, EngineUserspace)
+	if fi, err := os.Stat(filepath.Join(mnt, "big")); err != nil || fi.Size() < 3<<20 {
+		t.Errorf("after restart: %v, %v; want the file with the 3 MiB synced before the kill", fi, err)
+	}
+	if err := writeSync(filepath.Join(mnt, "after"), []byte("after restart")); err != nil {
+		t.Errorf("write after restart: %v", err)
+	}
 }
 
 // TestFullVolume: a full volume fails writes with ENOSPC (no hang) and
