@@ -72,6 +72,9 @@ func HasDeviceMapper() bool {
 // only holds the lock.
 func Serve(ctx context.Context, cfg Config) error {
 	defer clear(cfg.Key)
+	if !filepath.IsAbs(cfg.Container) || !filepath.IsAbs(cfg.Mountpoint) {
+		return fmt.Errorf("serve volume: container %q and mountpoint %q must be absolute paths", cfg.Container, cfg.Mountpoint)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -254,7 +257,7 @@ func teardown(container, mountpoint string) error {
 		return err
 	}
 	dir := fuseDir(container)
-	for _, dev := range loopsBacking(filepath.Join(dir, dataName)) {
+	for _, dev := range loopsBacking(filepath.Join(resolveParent(dir), dataName)) {
 		if err := detachLoop(dev, detachTimeout); err != nil {
 			return fmt.Errorf("unmount volume: %w", err)
 		}
@@ -324,6 +327,20 @@ func Destroy(container, mountpoint string) error {
 	return nil
 }
 
+// resolveParent returns path with its symbolic links resolved, as the
+// kernel shows paths; when path itself cannot be resolved (a dead FUSE
+// mount), those of its parent.
+func resolveParent(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	parent, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return path
+	}
+	return filepath.Join(parent, filepath.Base(path))
+}
+
 // unmountIfMounted unmounts the mount at dir, if there is one.
 func unmountIfMounted(dir string) error {
 	for {
@@ -344,6 +361,7 @@ func isMountpoint(dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	abs = resolveParent(abs) // mountinfo shows resolved paths
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return false, err
