@@ -531,3 +531,47 @@ func TestEnginesAgree(t *testing.T) {
 		t.Errorf("through dm-crypt: %d bytes, %v; want the %d bytes written through the engine", len(got), err, len(data))
 	}
 }
+
+// TestServeInProcess: Serve in this process stops when its context ends
+// and leaves no goroutine behind (the FUSE server's included).
+func TestServeInProcess(t *testing.T) {
+	mustHaveVolumeHost(t)
+	testenv.CheckGoroutines(t)
+	dir := t.TempDir()
+	container, mnt := filepath.Join(dir, "vol"), filepath.Join(dir, "mnt")
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) }) // Serve shared it
+	key, err := Create(container, testSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{Container: container, Key: key, Mountpoint: mnt, MakeFS: true,
+			Engine: EngineUserspace, Ready: func() { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	if !bytes.Equal(key, make([]byte, KeySize)) {
+		t.Error("Serve kept the caller's copy of the key")
+	}
+	if err := writeSync(filepath.Join(mnt, "f"), []byte("in process")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not stop")
+	}
+	if m, _ := isMountpoint(mnt); m {
+		t.Error("still mounted after Serve returned")
+	}
+}
