@@ -34,7 +34,7 @@ type env struct {
 	srv      *httptest.Server
 	operator string
 	// A is a project with one token per role; B another project.
-	A, B                         string
+	A, B                             string
 	adminA, memberA, viewerA, adminB string
 }
 

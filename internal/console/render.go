@@ -115,7 +115,7 @@ var funcs = template.FuncMap{
 		}
 		return addressCount(p)
 	},
-	"settled": settled,
+	"settled":  settled,
 	"fieldErr": func(id string, p *problem) fieldError { return fieldError{ID: id, Problem: p} },
 	"wrap":     func(v view, row any) rowView { return rowView{V: v, Row: row} },
 	"hintView": func(h hintData) view { return view{Data: h} },

@@ -81,9 +81,9 @@ type serviceData struct {
 	Backups []apitype.Backup
 	// BackupsOff is why there are no backups at all.
 	BackupsOff *problem
-	Audit   []apitype.AuditEntry
-	Psql    string
-	Errs    *errs
+	Audit      []apitype.AuditEntry
+	Psql       string
+	Errs       *errs
 	// Op is the operation just started (a backup, a restore).
 	Op *apitype.Operation
 	// Restored is the service a restore created.
