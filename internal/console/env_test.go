@@ -40,6 +40,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the console's configuration adjusted by
+// configure (after API is set).
+func newEnvWith(t testing.TB, configure func(*console.Config)) *env {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0"})
@@ -47,7 +54,11 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Store.Close() })
-	con, err := console.New(console.Config{API: cp.API, Poll: 200 * time.Millisecond})
+	cfg := console.Config{API: cp.API, Poll: 200 * time.Millisecond}
+	if configure != nil {
+		configure(&cfg)
+	}
+	con, err := console.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
