@@ -119,6 +119,7 @@ func (c *Console) routes() {
 	c.mux.Handle("POST /console/services", c.write(c.createService))
 	c.mux.Handle("GET /console/services/{id}", c.read(c.service))
 	c.mux.Handle("GET /console/services/{id}/ca.pem", c.read(c.serviceCA))
+	c.mux.Handle("GET /console/services/{id}/live", c.read(c.serviceLive))
 	c.mux.Handle("POST /console/services/{id}/delete", c.write(c.deleteService))
 	c.mux.Handle("POST /console/services/{id}/backups", c.write(c.createBackup))
 	c.mux.Handle("POST /console/services/{id}/restore", c.write(c.restoreService))

@@ -457,9 +457,26 @@ func TestServiceNetworkExplainAudit(t *testing.T) {
 			t.Errorf("service page lacks %q", want)
 		}
 	}
-	resp, _ := b.get(svc + "/ca.pem")
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Disposition") == "" {
+	if !strings.Contains(body, `hx-get="`+svc+`/live"`) {
+		t.Error("a creating service's state is not followed live")
+	}
+	resp, pem := b.get(svc + "/ca.pem")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Disposition") == "" || !strings.HasPrefix(pem, "-----BEGIN CERTIFICATE-----") {
 		t.Errorf("CA download: %s", resp.Status)
+	}
+	// A restore needs a backup: the API's refusal shows on the page.
+	resp, body = b.post(svc+"/restore", url.Values{"name": {"orders-copy"}, "to_time": {"2026-12-01T10:00"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, `role="alert"`) {
+		t.Errorf("restore without backups: %s", resp.Status)
+	}
+	resp, body = b.post(svc+"/restore", url.Values{"name": {"orders-copy"}, "to_time": {"yesterday"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, `&#34;yesterday&#34; is not a time`) {
+		t.Errorf("restore to a bad time: %s", resp.Status)
+	}
+	// Delete needs the typed ID.
+	resp, body = b.post(svc+"/delete", url.Values{"confirm": {"orders"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "type the service&#39;s ID to confirm") {
+		t.Errorf("delete without the ID: %s", resp.Status)
 	}
 	// Attach: the warning, then the operation's progress.
 	body = b.mustGet(svc + "/network")
@@ -482,6 +499,10 @@ func TestServiceNetworkExplainAudit(t *testing.T) {
 	}
 	if frag := b.mustGet("/console/operations/" + op); !strings.Contains(frag, "service.attach") {
 		t.Errorf("operation fragment: %s", frag)
+	}
+	edit(t, e, f.svc.ID, func(s *domain.Service) { s.State = "running" })
+	if frag := b.mustGet(svc + "/live"); !strings.Contains(frag, ">running<") || strings.Contains(frag, "hx-trigger") {
+		t.Errorf("live fragment of a running service: %s", frag)
 	}
 	// Explain: the domain's verdict over the API's model.
 	body = b.mustGet(svc + "/explain?from=198.51.100.7")

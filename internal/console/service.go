@@ -239,3 +239,13 @@ func (c *Console) deleteService(q *req) error {
 	http.Redirect(q.w, q.r, "/console/services", http.StatusSeeOther)
 	return nil
 }
+
+// serviceLive is the fragment the service page polls: state and nodes.
+func (c *Console) serviceLive(q *req) error {
+	s, err := q.api.GetService(q.ctx, q.project(), q.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	c.fragment(q, "service", "service-live-fragment", s)
+	return nil
+}
