@@ -1,0 +1,258 @@
+package terraform
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/asmoat"
+	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/testenv"
+	"github.com/moatdb/moat/internal/up"
+)
+
+// stops are the servers' stop functions, run after every test.
+var (
+	stopMu sync.Mutex
+	stops  []func()
+)
+
+func atExit(f func()) {
+	stopMu.Lock()
+	defer stopMu.Unlock()
+	stops = append(stops, f)
+}
+
+// TestMain runs the acceptance tests with the real terraform binary
+// (TF_ACC=1, the provider attached in-process), then stops the servers
+// they shared. Called as moat, the binary is the moat command (the
+// stack's PostgreSQL archives WAL with it).
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "moat" {
+		asmoat.Main(m)
+		return
+	}
+	os.Setenv("TF_ACC", "1")
+	os.Setenv("TF_ACC_PROVIDER_NAMESPACE", "moatdb")
+	if p, err := exec.LookPath("terraform"); err == nil && os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
+		os.Setenv("TF_ACC_TERRAFORM_PATH", p)
+	}
+	// No registry is reachable and the provider is attached: keep
+	// terraform from looking for a user's CLI configuration or plugins.
+	dir, err := os.MkdirTemp("", "moat-tf-")
+	if err == nil {
+		rc := filepath.Join(dir, "terraformrc")
+		if os.WriteFile(rc, []byte("disable_checkpoint = true\n"), 0o600) == nil {
+			os.Setenv("TF_CLI_CONFIG_FILE", rc)
+		}
+	}
+	os.Setenv("CHECKPOINT_DISABLE", "1")
+	code := m.Run()
+	stopMu.Lock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	stopMu.Unlock()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// factories attaches this package's provider to terraform as moatdb/moat.
+var factories = map[string]func() (tfprotov6.ProviderServer, error){
+	"moat": providerserver.NewProtocol6WithError(New("test")()),
+}
+
+// mustHaveTerraform ends t unless the terraform binary is here.
+func mustHaveTerraform(t *testing.T) {
+	t.Helper()
+	testenv.MustHaveCommand(t, "terraform")
+}
+
+// server is a running API and an admin of one project on it.
+type server struct {
+	url, caFile string
+	op          *client.Client
+	// stack is the whole `moat up` stack (nil for a control plane alone).
+	stack *up.Stack
+}
+
+// tenant is a project on a server with an admin token.
+type tenant struct {
+	*server
+	project, token string
+	c              *client.Client
+}
+
+// newTenant creates a project and an admin token of it.
+func (s *server) newTenant(t *testing.T, name string) *tenant {
+	t.Helper()
+	ctx := testCtx(t)
+	p, err := s.op.CreateProject(ctx, apitype.ProjectCreate{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.op.CreateToken(ctx, p.ID, apitype.TokenCreate{Role: "admin", Name: "terraform"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{URL: s.url, Token: tok.Secret, CAFile: s.caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tenant{server: s, project: p.ID, token: tok.Secret, c: c}
+}
+
+// provider is the configuration's head: the provider from moatdb/moat,
+// configured for the tenant, then body.
+func (tn *tenant) config(body string) string {
+	return fmt.Sprintf(`
+terraform {
+  required_providers {
+    moat = { source = "moatdb/moat" }
+  }
+}
+
+provider "moat" {
+  url     = %q
+  token   = %q
+  ca_file = %q
+  project = %q
+}
+`, tn.url, tn.token, tn.caFile, tn.project) + body
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var (
+	cpOnce   sync.Once
+	cpServer *server
+	cpErr    error
+)
+
+// controlPlane returns the package's control plane on SQLite without a
+// provider: objects are stored, nothing is built (VPCs stay creating).
+func controlPlane(t *testing.T) *server {
+	t.Helper()
+	mustHaveTerraform(t)
+	cpOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "moat-tf-cp-")
+		if err != nil {
+			cpErr = err
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupDir: "-"})
+		if err == nil {
+			err = cp.Listen()
+		}
+		if err != nil {
+			cancel()
+			os.RemoveAll(dir)
+			cpErr = err
+			return
+		}
+		done := make(chan error, 1)
+		go func() { done <- cp.Run(ctx) }()
+		atExit(func() {
+			cancel()
+			if err := <-done; err != nil {
+				fmt.Fprintf(os.Stderr, "control plane: %v\n", err)
+			}
+			os.RemoveAll(dir)
+		})
+		cpServer, cpErr = newServer(dir, cp.URL(), nil)
+	})
+	if cpErr != nil {
+		t.Fatalf("control plane: %v", cpErr)
+	}
+	return cpServer
+}
+
+func newServer(dir, url string, st *up.Stack) (*server, error) {
+	tok, err := os.ReadFile(filepath.Join(dir, controlplane.AdminTokenFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &server{url: url, caFile: filepath.Join(dir, controlplane.APICAFile), stack: st}
+	s.op, err = client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: s.caFile})
+	return s, err
+}
+
+var (
+	stackOnce sync.Once
+	stackSrv  *server
+	stackErr  error
+)
+
+// stack returns the package's one `moat up` stack (control plane, local
+// provider, agent, simulated customer cloud), started on first use. It
+// needs root and PostgreSQL.
+func stack(t *testing.T) *server {
+	t.Helper()
+	mustHaveTerraform(t)
+	testenv.MustNotBeShort(t, "runs PostgreSQL services in namespaces")
+	testenv.MustHavePostgres(t)
+	stackOnce.Do(func() { stackSrv, stackErr = startStack() })
+	if stackErr != nil {
+		t.Fatalf("stack: %v", stackErr)
+	}
+	return stackSrv
+}
+
+func startStack() (*server, error) {
+	// Not a temporary directory under a 0700 parent: the postgres user
+	// must traverse to the nodes' data.
+	dir, err := os.MkdirTemp("/tmp", "moat-tf-up-")
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(dir, 0o711)
+	prefix := "moat-t" + strings.ToLower(rand.Text()[:6]) + "-"
+	ctx, cancel := context.WithCancel(context.Background())
+	exe, err := os.Executable()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	cleanup := func() {
+		if _, err := up.Down(context.Background(), dir, prefix, 10*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "down: %v\n", err)
+		}
+		os.RemoveAll(dir)
+	}
+	st, err := up.New(ctx, up.Config{
+		ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
+		CloudPrefix:  prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: exe,
+	})
+	if err != nil {
+		cancel()
+		cleanup()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	atExit(func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintf(os.Stderr, "stack: %v\n", err)
+		}
+		cleanup()
+	})
+	return newServer(dir, st.CP.URL(), st)
+}
