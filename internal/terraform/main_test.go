@@ -1,14 +1,18 @@
 package terraform
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +23,7 @@ import (
 	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/sim"
 	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/up"
 )
@@ -84,8 +89,9 @@ func mustHaveTerraform(t *testing.T) {
 type server struct {
 	url, caFile string
 	op          *client.Client
-	// stack is the whole `moat up` stack (nil for a control plane alone).
-	stack *up.Stack
+	// sim is the simulated customer cloud of a `moat up` stack (nil for a
+	// control plane alone).
+	sim *sim.Sim
 }
 
 // tenant is a project on a server with an admin token.
@@ -184,12 +190,12 @@ func controlPlane(t *testing.T) *server {
 	return cpServer
 }
 
-func newServer(dir, url string, st *up.Stack) (*server, error) {
+func newServer(dir, url string, sm *sim.Sim) (*server, error) {
 	tok, err := os.ReadFile(filepath.Join(dir, controlplane.AdminTokenFile))
 	if err != nil {
 		return nil, err
 	}
-	s := &server{url: url, caFile: filepath.Join(dir, controlplane.APICAFile), stack: st}
+	s := &server{url: url, caFile: filepath.Join(dir, controlplane.APICAFile), sim: sm}
 	s.op, err = client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: s.caFile})
 	return s, err
 }
@@ -203,6 +209,13 @@ var (
 // stack returns the package's one `moat up` stack (control plane, local
 // provider, agent, simulated customer cloud), started on first use. It
 // needs root and PostgreSQL.
+//
+// The stack runs in a child process (this test binary as moat up), not in
+// this one: its namespace work ends OS threads (a thread that entered a
+// namespace is never reused), and terraform-exec starts terraform with
+// Pdeathsig, so a terraform started from such a thread would be killed.
+// The tests drive the simulated customer cloud from here, between
+// terraform runs only.
 func stack(t *testing.T) *server {
 	t.Helper()
 	mustHaveTerraform(t)
@@ -224,35 +237,95 @@ func startStack() (*server, error) {
 	}
 	os.Chmod(dir, 0o711)
 	prefix := "moat-t" + strings.ToLower(rand.Text()[:6]) + "-"
-	ctx, cancel := context.WithCancel(context.Background())
-	exe, err := os.Executable()
+	// A copy of this test binary named moat: it runs as the moat command,
+	// and the agent installs it as PostgreSQL's archive_command (it refuses
+	// a binary named *.test).
+	exe, err := copyExecutable(filepath.Join(dir, "moat"))
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	cleanup := func() {
+	logf, err := os.Create(filepath.Join(dir, "up.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "up", "--data-dir", dir, "--listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0",
+		"--backup-interval", "0", "--log-level", "info")
+	cmd.Env = append(os.Environ(), "MOAT_LOCALCLOUD_PREFIX="+prefix)
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "API:" {
+				urlc <- f[1]
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	atExit(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		if _, err := up.Down(context.Background(), dir, prefix, 10*time.Second); err != nil {
 			fmt.Fprintf(os.Stderr, "down: %v\n", err)
 		}
+		logf.Close()
+		if b, err := os.ReadFile(logf.Name()); err == nil && os.Getenv("MOAT_TF_LOG") != "" {
+			os.WriteFile(os.Getenv("MOAT_TF_LOG"), b, 0o644)
+		}
 		os.RemoveAll(dir)
-	}
-	st, err := up.New(ctx, up.Config{
-		ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
-		CloudPrefix:  prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: exe,
 	})
+	var url string
+	select {
+	case url = <-urlc:
+	case err := <-exited:
+		log, _ := os.ReadFile(logf.Name())
+		return nil, fmt.Errorf("moat up exited: %v: %s", err, log)
+	case <-time.After(2 * time.Minute):
+		return nil, errors.New("moat up printed no API URL in 2 minutes")
+	}
+	cloud, err := up.Cloud(prefix)
 	if err != nil {
-		cancel()
-		cleanup()
 		return nil, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	atExit(func() {
-		cancel()
-		if err := <-done; err != nil {
-			fmt.Fprintf(os.Stderr, "stack: %v\n", err)
-		}
-		cleanup()
-	})
-	return newServer(dir, st.CP.URL(), st)
+	s, err := newServer(dir, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.sim, err = sim.Open(sim.Config{Cloud: cloud, Dir: filepath.Join(dir, "sim")})
+	return s, err
+}
+
+// copyExecutable copies the running binary to dst (mode 0755).
+func copyExecutable(dst string) (string, error) {
+	src, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return "", err
+	}
+	return dst, out.Close()
 }

@@ -57,7 +57,7 @@ func (r *peeringResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 		Description: "A peering connection from a Moat VPC to a VPC in the customer's cloud account. " +
 			"The customer accepts it in their account and adds the route and the security-group rule there.",
 		Attributes: map[string]schema.Attribute{
-			"id":              idAttribute("Peering ID (pcr-…)."),
+			"id":              idAttribute("Peering ID (pcx-…)."),
 			"vpc_id":          str("The Moat VPC.", nil),
 			"peer_account_id": str("The peer VPC owner's 12-digit account ID.", domainString{"an account ID", domain.ValidateAccountID}),
 			"peer_vpc_id":     str("The peer VPC's ID (vpc-…).", domainString{"a VPC ID", domain.ValidatePeerVPCID}),

@@ -82,7 +82,7 @@ func (r *serviceResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 					"cidr":        schema.StringAttribute{Required: true, Description: "Canonical CIDR, e.g. 203.0.113.0/24 or 198.51.100.7/32."},
 					"description": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""), Description: "What the range is."},
 				}}},
-			"host":     computedString("Host name clients connect to (sslmode=verify-full)."),
+			"host":     computedString("Host name clients connect to (sslmode=verify-full); it changes when the service attaches or detaches."),
 			"address":  computedString("The primary's address (host resolves to it); changes when the service moves."),
 			"port":     schema.Int64Attribute{Computed: true, PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}, Description: "PostgreSQL port."},
 			"database": computedString("Database name."),
@@ -131,7 +131,9 @@ func (r *serviceResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	var prior serviceModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
 	if !plan.VPCID.Equal(prior.VPCID) {
+		// The host name and address follow the network the service is on.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("address"), types.StringUnknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("host"), types.StringUnknown())...)
 	}
 	if !plan.AdminPasswordVersion.Equal(prior.AdminPasswordVersion) && !plan.AdminPasswordVersion.IsNull() {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("admin_password"), types.StringUnknown())...)
