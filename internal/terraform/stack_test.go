@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-testing/config"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
@@ -364,5 +366,92 @@ resource "moat_peering_connection" "exp" {
 				return nil
 			},
 		})
+	})
+}
+
+// TestCreateTimeout checks that the timeouts block bounds the provider's
+// wait, and that what was created is saved (tainted), so the destroy
+// removes it instead of leaving it behind.
+func TestCreateTimeout(t *testing.T) {
+	tn := stack(t).newTenant(t, "tf-timeout")
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{{
+			Config: tn.config(`
+resource "moat_service" "slow" {
+  name   = "slow"
+  region = "us-east-1"
+  timeouts {
+    create = "200ms"
+  }
+}
+`),
+			ExpectError: regexp.MustCompile(`(?s)wait for service svc-\S+ to run: context deadline exceeded.*raise the timeouts`),
+		}},
+		CheckDestroy: func(*terraform.State) error {
+			ss, err := tn.c.ListServices(testCtx(t), tn.project)
+			if err != nil || len(ss) != 0 {
+				return fmt.Errorf("services after destroy = %+v, %v; want none", ss, err)
+			}
+			audit, err := tn.c.ListAudit(testCtx(t), tn.project)
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(audit, func(e apitype.AuditEntry) bool { return e.Action == "service.delete" && e.Outcome == "success" }) {
+				return fmt.Errorf("no service.delete in the audit log %+v: the timed-out service was not destroyed", audit)
+			}
+			return nil
+		},
+	})
+}
+
+// TestExample applies examples/terraform (the VPC-peering workflow) with
+// the provider configured from the moat CLI's environment variables, then
+// sees the customer's acceptance on refresh.
+func TestExample(t *testing.T) {
+	s := stack(t)
+	tn := s.newTenant(t, "tf-example")
+	cvpc := customerVPC(t, s, "", "172.30.0.0/16")
+	t.Setenv("MOAT_URL", tn.url)
+	t.Setenv("MOAT_TOKEN", tn.token)
+	t.Setenv("MOAT_CA", tn.caFile)
+	t.Setenv("MOAT_PROJECT", tn.project)
+	vars := config.Variables{
+		"peer_account_id": config.StringVariable(cvpc.Account),
+		"peer_vpc_id":     config.StringVariable(cvpc.ID),
+		"peer_cidr":       config.StringVariable("172.30.0.0/16"),
+	}
+	dir := config.StaticDirectory("../../examples/terraform")
+	var pcx string
+	resource.Test(t, resource.TestCase{
+		Steps: []resource.TestStep{
+			{
+				ProtoV6ProviderFactories: factories,
+				ConfigDirectory:          dir,
+				ConfigVariables:          vars,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("moat_peering_connection.app", "state", "pending-acceptance"),
+					resource.TestCheckResourceAttr("moat_service.db", "state", "running"),
+					resource.TestCheckResourceAttrPair("moat_service.db", "vpc_id", "moat_vpc.main", "id"),
+					resource.TestCheckResourceAttr("moat_service.db", "allowed_ips.#", "2"),
+					resource.TestCheckOutput("peering_state", "pending-acceptance"),
+					func(st *terraform.State) error {
+						pcx = stateAttr(st, "moat_peering_connection.app", "cloud_peering_id")
+						return nil
+					},
+				),
+			},
+			{
+				PreConfig: func() {
+					if _, err := s.sim.Accept(testCtx(t), pcx); err != nil {
+						t.Fatal(err)
+					}
+				},
+				ProtoV6ProviderFactories: factories,
+				ConfigDirectory:          dir,
+				ConfigVariables:          vars,
+				Check:                    resource.TestCheckOutput("peering_state", "active"),
+			},
+		},
 	})
 }
