@@ -200,10 +200,15 @@ func (r *peeringResource) Create(ctx context.Context, req resource.CreateRequest
 		return
 	}
 	if p.State == domain.StatePendingAcceptance {
+		dest := "the Moat VPC's range"
+		if v, err := r.api.c.GetVPC(ctx, r.api.project, p.VPCID); err == nil {
+			dest = v.CIDR
+		}
 		resp.Diagnostics.AddWarning("Accept the peering connection",
-			fmt.Sprintf("Peering %s waits for acceptance (until %s). In account %s: accept %s for VPC %s, add a route to the Moat VPC's range through %s, "+
-				"and allow egress to it (TCP 5432) in the security group of your clients. It turns active once accepted.",
-				p.ID, p.ExpiresAt.Format("2006-01-02 15:04 MST"), p.PeerAccountID, p.CloudPeeringID, p.PeerVPCID, p.CloudPeeringID))
+			fmt.Sprintf("Peering %s waits for acceptance until %s. In account %s: accept %s (to your VPC %s), add a route to %s through %s "+
+				"in that VPC's route table, and allow egress to %s on TCP 5432 in the security group of your clients. "+
+				"The peering turns active once accepted (the next refresh shows it).",
+				p.ID, p.ExpiresAt.UTC().Format("2006-01-02 15:04 MST"), p.PeerAccountID, p.CloudPeeringID, p.PeerVPCID, dest, p.CloudPeeringID, dest))
 	}
 }
 

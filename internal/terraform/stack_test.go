@@ -5,9 +5,16 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	fwresource "github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-testing/config"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -454,4 +461,54 @@ func TestExample(t *testing.T) {
 			},
 		},
 	})
+}
+
+// TestPeeringCreateWarns calls the resource's Create directly (the testing
+// framework does not show warnings) and checks the pending-acceptance
+// warning tells the user what to do in their account.
+func TestPeeringCreateWarns(t *testing.T) {
+	s := stack(t)
+	tn := s.newTenant(t, "tf-warn")
+	ctx := testCtx(t)
+	cvpc := customerVPC(t, s, "", "172.22.0.0/16")
+	v, err := tn.c.CreateVPC(ctx, tn.project, apitype.VPCCreate{Name: "v", Region: "us-east-1", CIDR: "10.22.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &peeringResource{configured{api: &api{c: tn.c, project: tn.project}}}
+	var sch fwresource.SchemaResponse
+	r.Schema(ctx, fwresource.SchemaRequest{}, &sch)
+	typ := sch.Schema.Type().TerraformType(ctx)
+	plan := tfsdk.Plan{Schema: sch.Schema, Raw: tftypes.NewValue(typ, nil)}
+	cidrs, _ := types.ListValueFrom(ctx, types.StringType, []string{"172.22.0.0/16"})
+	unknown := types.StringUnknown()
+	if d := plan.Set(ctx, &peeringModel{ID: unknown, VPCID: types.StringValue(v.ID), PeerAccountID: types.StringValue(cvpc.Account),
+		PeerVPCID: types.StringValue(cvpc.ID), PeerRegion: types.StringValue("eu-west-1"), PeerCIDRs: cidrs,
+		CloudPeeringID: unknown, State: unknown, StateInfo: unknown,
+		Timeouts: timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{"create": types.StringType, "delete": types.StringType})},
+	}); d.HasError() {
+		t.Fatalf("plan: %v", d)
+	}
+	resp := fwresource.CreateResponse{State: tfsdk.State{Schema: sch.Schema, Raw: tftypes.NewValue(typ, nil)}}
+	r.Create(ctx, fwresource.CreateRequest{Plan: plan}, &resp)
+	if resp.Diagnostics.HasError() {
+		t.Fatalf("Create: %v", resp.Diagnostics)
+	}
+	var got peeringModel
+	resp.State.Get(ctx, &got)
+	if got.State.ValueString() != "pending-acceptance" {
+		t.Errorf("state after Create = %s, want pending-acceptance", got.State)
+	}
+	w := resp.Diagnostics.Warnings()
+	if len(w) != 1 || w[0].Summary() != "Accept the peering connection" {
+		t.Fatalf("Create warnings = %v, want one: Accept the peering connection", w)
+	}
+	for _, want := range []string{"accept " + got.CloudPeeringID.ValueString(), "In account " + cvpc.Account, "add a route to 10.22.0.0/16", "TCP 5432", "security group"} {
+		if !strings.Contains(w[0].Detail(), want) {
+			t.Errorf("warning %q does not say %q", w[0].Detail(), want)
+		}
+	}
+	if _, err := tn.c.DeletePeering(ctx, tn.project, got.ID.ValueString()); err != nil {
+		t.Error(err)
+	}
 }
