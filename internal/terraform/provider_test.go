@@ -1,12 +1,15 @@
 package terraform
 
 import (
+	"fmt"
 	"regexp"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
+
+	"github.com/moatdb/moat/internal/apitype"
 )
 
 // TestPlanValidation checks that plans fail with internal/domain's own
@@ -74,6 +77,17 @@ func TestPlanValidation(t *testing.T) {
   role = "owner"
 }`, `(?s)"owner" is not a role.*Hint: use admin, member or viewer`},
 	}
+	// Without a provider the control plane never builds a VPC: it stays
+	// creating, and the domain refuses to attach to it.
+	v, err := tn.c.CreateVPC(testCtx(t), tn.project, apitype.VPCCreate{Name: "new", Region: "us-east-1", CIDR: "10.30.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct{ name, body, want string }{"attach to a VPC not active", fmt.Sprintf(`resource "moat_service" "s" {
+  name = "db"
+  region = "us-east-1"
+  vpc_id = %q
+}`, v.ID), `(?s)VPC vpc-\S+ is creating.*Hint: attach to an active VPC`})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			resource.ParallelTest(t, resource.TestCase{

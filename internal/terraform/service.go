@@ -126,17 +126,44 @@ func (r *serviceResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	if req.State.Raw.IsNull() {
 		checkRegion(ctx, r.api, plan.Region, &resp.Diagnostics)
+		// The new service will be running when it is attached.
+		r.checkAttach(ctx, &domain.Service{Meta: domain.Meta{State: domain.StateRunning}, Region: plan.Region.ValueString()}, plan.VPCID, &resp.Diagnostics)
 		return
 	}
 	var prior serviceModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
 	if !plan.VPCID.Equal(prior.VPCID) {
+		if r.api != nil && !plan.VPCID.IsNull() && !plan.VPCID.IsUnknown() {
+			s, err := r.api.c.GetService(ctx, r.api.project, prior.ID.ValueString())
+			if err != nil {
+				addError(&resp.Diagnostics, path.Empty(), "Cannot read the service", err)
+				return
+			}
+			r.checkAttach(ctx, &domain.Service{Meta: domain.Meta{ID: s.ID, State: s.State}, Region: s.Region, VPCID: s.VPCID, OperationID: s.OperationID}, plan.VPCID, &resp.Diagnostics)
+		}
 		// The host name and address follow the network the service is on.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("address"), types.StringUnknown())...)
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("host"), types.StringUnknown())...)
 	}
 	if !plan.AdminPasswordVersion.Equal(prior.AdminPasswordVersion) && !plan.AdminPasswordVersion.IsNull() {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("admin_password"), types.StringUnknown())...)
+	}
+}
+
+// checkAttach checks at plan time, with the domain's rule, that svc can be
+// attached to VPC vpcID (active, same region), when the VPC exists.
+func (r *serviceResource) checkAttach(ctx context.Context, svc *domain.Service, vpcID types.String, diags *diag.Diagnostics) {
+	if r.api == nil || vpcID.IsNull() || vpcID.IsUnknown() {
+		return
+	}
+	v, err := r.api.c.GetVPC(ctx, r.api.project, vpcID.ValueString())
+	if err != nil {
+		addError(diags, path.Root("vpc_id"), "Cannot read the VPC", err)
+		return
+	}
+	vpc := &domain.VPC{Meta: domain.Meta{ID: v.ID, State: v.State}, Region: v.Region, CIDR: v.CIDR}
+	if err := domain.CheckAttach(svc, vpc); err != nil {
+		addError(diags, path.Root("vpc_id"), "Cannot attach the service", err)
 	}
 }
 

@@ -118,7 +118,7 @@ data "moat_service" "db" {
 	}
 	office := `{ cidr = "203.0.113.0/24", description = "office" }`
 	vpn := `{ cidr = "198.51.100.0/24", description = "vpn" }`
-	var svcID, pcx, password string
+	var svcID, pcx, peeringID, password string
 	apiService := func() apitype.Service {
 		svc, err := tn.c.GetService(testCtx(t), tn.project, svcID)
 		if err != nil {
@@ -168,6 +168,7 @@ data "moat_service" "db" {
 					func(st *terraform.State) error {
 						svcID = stateAttr(st, "moat_service.db", "id")
 						pcx = stateAttr(st, "moat_peering_connection.p", "cloud_peering_id")
+						peeringID = stateAttr(st, "moat_peering_connection.p", "id")
 						password = stateAttr(st, "moat_service.db", "admin_password")
 						if password == "" {
 							return fmt.Errorf("no admin_password after create")
@@ -183,6 +184,7 @@ data "moat_service" "db" {
 					if _, err := s.sim.Accept(testCtx(t), pcx); err != nil {
 						t.Fatal(err)
 					}
+					tn.waitPeering(t, peeringID, "active")
 				},
 				Config:           cfg("", office+", "+vpn, 1),
 				ConfigPlanChecks: inPlace("moat_service.db"),
@@ -429,7 +431,7 @@ func TestExample(t *testing.T) {
 		"peer_cidr":       config.StringVariable("172.30.0.0/16"),
 	}
 	dir := config.StaticDirectory("../../examples/terraform")
-	var pcx string
+	var pcx, peeringID string
 	resource.Test(t, resource.TestCase{
 		Steps: []resource.TestStep{
 			{
@@ -444,6 +446,7 @@ func TestExample(t *testing.T) {
 					resource.TestCheckOutput("peering_state", "pending-acceptance"),
 					func(st *terraform.State) error {
 						pcx = stateAttr(st, "moat_peering_connection.app", "cloud_peering_id")
+						peeringID = stateAttr(st, "moat_peering_connection.app", "id")
 						return nil
 					},
 				),
@@ -453,6 +456,8 @@ func TestExample(t *testing.T) {
 					if _, err := s.sim.Accept(testCtx(t), pcx); err != nil {
 						t.Fatal(err)
 					}
+					// The reconciler sees the acceptance asynchronously.
+					tn.waitPeering(t, peeringID, "active")
 				},
 				ProtoV6ProviderFactories: factories,
 				ConfigDirectory:          dir,
