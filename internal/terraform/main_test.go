@@ -282,6 +282,7 @@ func startStack() (*server, error) {
 			fmt.Fprintf(os.Stderr, "down: %v\n", err)
 		}
 		logf.Close()
+		// MOAT_TF_LOG=FILE keeps the stack's log (the data directory goes).
 		if b, err := os.ReadFile(logf.Name()); err == nil && os.Getenv("MOAT_TF_LOG") != "" {
 			os.WriteFile(os.Getenv("MOAT_TF_LOG"), b, 0o644)
 		}
