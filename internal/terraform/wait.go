@@ -1,0 +1,62 @@
+package terraform
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/moatdb/moat/internal/client"
+)
+
+// Poll intervals: the first check comes soon (a local stack answers in
+// well under a second), later ones back off to the cap.
+const (
+	pollFirst = 100 * time.Millisecond
+	pollMax   = 2 * time.Second
+)
+
+// waitFor calls get until done says it is finished (or fails), or ctx
+// ends: the operation's timeout from its timeouts block. It returns the
+// last value read in every case.
+func waitFor[T any](ctx context.Context, what string, get func(context.Context) (T, error), done func(T) (bool, error)) (T, error) {
+	interval := pollFirst
+	for {
+		v, err := get(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return v, fmt.Errorf("wait for %s: %w", what, ctx.Err())
+			}
+			return v, err
+		}
+		ok, err := done(v)
+		if ok || err != nil {
+			return v, err
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, fmt.Errorf("wait for %s: %w (raise the timeouts block's value if it is still under way)", what, ctx.Err())
+		case <-t.C:
+		}
+		interval = min(interval*2, pollMax)
+	}
+}
+
+// gone reports whether an object read with err (or in state) no longer
+// exists: a 404, or the deleted state.
+func gone(state string, err error) bool {
+	return client.IsNotFound(err) || (err == nil && state == "deleted")
+}
+
+// waitGone waits until get answers 404 or the deleted state.
+func waitGone(ctx context.Context, what string, get func(context.Context) (string, error)) error {
+	_, err := waitFor(ctx, what+" deleted", func(ctx context.Context) (string, error) {
+		s, err := get(ctx)
+		if client.IsNotFound(err) {
+			return "deleted", nil
+		}
+		return s, err
+	}, func(s string) (bool, error) { return s == "deleted", nil })
+	return err
+}
