@@ -13,7 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -30,6 +30,7 @@ import (
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/postgres"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // ---- a fake control plane ----
@@ -142,24 +143,12 @@ func running(allowRev int64) func(apitype.NodeReport) bool {
 
 // ---- environment ----
 
-// requirePostgres skips t without the PostgreSQL server binaries (fails it
-// under CI=true).
+// requirePostgres ends t unless it can run real nodes: PostgreSQL (and
+// root), and iproute2's ip, which runs the servers in their namespaces.
 func requirePostgres(t *testing.T) {
 	t.Helper()
-	netnstest.RequireRoot(t)
-	reason := ""
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err != nil && os.Getenv("MOAT_PG_BINDIR") == "" {
-		reason = "needs PostgreSQL (pg_config not found)"
-	} else if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "initdb")); err != nil && os.Getenv("MOAT_PG_BINDIR") == "" {
-		reason = "needs the PostgreSQL server binaries (initdb)"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: not skipping)", reason)
-	}
-	t.Skip(reason)
+	testenv.MustHavePostgres(t)
+	testenv.MustHaveCommand(t, "ip")
 }
 
 // dataDir returns a data directory traversable by the postgres user; its
@@ -659,7 +648,10 @@ func TestReplica(t *testing.T) {
 // postgres user cannot reach.
 func TestDataDirNotTraversable(t *testing.T) {
 	t.Parallel()
-	netnstest.RequireRoot(t)
+	testenv.MustHaveRoot(t)
+	if _, err := user.Lookup("postgres"); err != nil {
+		testenv.Unavailable(t, "needs the postgres system user: %v", err)
+	}
 	parent := t.TempDir()
 	if err := os.Chmod(parent, 0o700); err != nil {
 		t.Fatal(err)
