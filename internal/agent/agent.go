@@ -381,12 +381,16 @@ func checkTraversable(dir, pgUser string) error {
 		return err
 	}
 	groups := map[uint32]bool{gid: true}
-	if gids, err := u.GroupIds(); err == nil {
-		for _, g := range gids {
-			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-				groups[uint32(n)] = true
-			}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return fmt.Errorf("groups of the postgres user %s: %w", pgUser, err)
+	}
+	for _, g := range gids {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return fmt.Errorf("groups of the postgres user %s: gid %q: %w", pgUser, g, err)
 		}
+		groups[uint32(n)] = true
 	}
 	for d := dir; ; d = filepath.Dir(d) {
 		var st syscall.Stat_t

@@ -167,7 +167,10 @@ func dataDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		entries, _ := os.ReadDir(filepath.Join(dir, "nodes"))
+		entries, err := os.ReadDir(filepath.Join(dir, "nodes"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("list node directories: %v", err)
+		}
 		var wg sync.WaitGroup
 		for _, e := range entries {
 			wg.Go(func() {
@@ -188,7 +191,9 @@ func dataDir(t *testing.T) string {
 			})
 		}
 		wg.Wait()
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the data directory: %v", err)
+		}
 	})
 	return dir
 }
@@ -342,7 +347,10 @@ func postmasterPID(t *testing.T, dir, node string) int {
 		return 0
 	}
 	first, _, _ := strings.Cut(string(b), "\n")
-	pid, _ := strconv.Atoi(first)
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		return 0 // being written
+	}
 	return pid
 }
 
@@ -695,7 +703,10 @@ func TestState(t *testing.T) {
 	if err := a.saveState(withKey); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := os.ReadFile(filepath.Join(dir, stateFile))
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(raw), "secret") || strings.Contains(string(raw), "PRIVATE KEY") {
 		t.Fatalf("the state file holds the restore's private key:\n%s", raw)
 	}

@@ -54,6 +54,7 @@ type node struct {
 	inst       instance         // the node's PostgreSQL, once configured
 	marks      marks            // what each step of apply last applied
 	wiped      bool
+	wipeErr    string // the last wipe's error, logged
 
 	// tasks are the tasks of the desired state started, with their
 	// reports once finished (nil while running); running has the cancel
@@ -145,9 +146,14 @@ func (n *node) run(ctx context.Context) {
 		if gone || want.State == stateDeleting {
 			if !n.wiped {
 				if err := n.wipe(ctx); err != nil {
-					n.a.log.Error("wipe node", "node", n.id, "err", err)
+					// Retried every superviseEvery; logged when it changes.
+					if msg := err.Error(); msg != n.wipeErr {
+						n.a.log.Error("wipe node", "node", n.id, "err", err)
+						n.wipeErr = msg
+					}
 					continue
 				}
+				n.wipeErr = ""
 			}
 			if gone {
 				if n.a.forget(n) {
