@@ -9,7 +9,7 @@ ifeq ($(CI),true)
 RACE := -race
 endif
 
-.PHONY: help deps build test test-short lint bench fuzz clean
+.PHONY: help deps build test test-short lint cross bench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,17 +20,21 @@ deps: ## check for (and as root install) Go, PostgreSQL 15, iproute2, nftables, 
 build: ## build bin/moat
 	$(GO) build -o bin/moat ./cmd/moat
 
-test: deps ## run every test, including real PostgreSQL and namespace tests (root)
-	$(GO) vet ./...
+test: deps lint ## lint, then run every test, including real PostgreSQL and namespace tests (root)
 	$(GO) test $(RACE) -timeout 20m $(GOTESTFLAGS) ./...
 
 test-short: ## unit tests only (no root, no PostgreSQL)
 	$(GO) test -short ./...
 
-lint: ## gofmt, go vet and staticcheck
+lint: cross ## gofmt, go vet, staticcheck (the version go.mod pins), go mod tidy, the cross-builds
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+	$(GO) tool staticcheck ./...
+
+cross: ## build the tenant CLI for macOS and Windows (the server side is Linux-only)
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/moat
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/moat
 
 bench: deps build ## run the benchmarks under bench/ and print their tables
 	@for d in bench/*/; do if [ -x "$$d/run.sh" ]; then echo "== $$d"; "$$d/run.sh"; fi; done

@@ -1,5 +1,7 @@
 // Command moat is the single Moat binary: control plane, agent, CLI and
-// simulator. All behaviour lives in internal/cli.
+// simulator. All behaviour lives in internal/cli. The control plane, agent
+// and simulator run on Linux only; built for macOS or Windows, moat is the
+// tenant's command line and its server commands say they need Linux.
 package main
 
 import (

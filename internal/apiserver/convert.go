@@ -2,15 +2,27 @@ package apiserver
 
 import (
 	"github.com/moatdb/moat/internal/apitype"
-	"github.com/moatdb/moat/internal/desired"
+	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/domain"
 )
 
+// info is the public part of a state's explanation: its code and the
+// message written for the tenant, never the internal cause.
 func info(i *domain.Info) *apitype.StateInfo {
 	if i == nil {
 		return nil
 	}
 	return &apitype.StateInfo{Code: i.Code, Message: i.Message}
+}
+
+// infoFor is info as the caller may read it: with the internal cause for
+// an operator token only.
+func (c *call) infoFor(i *domain.Info) *apitype.StateInfo {
+	out := info(i)
+	if out != nil && c.who.Role == domain.RoleOperator {
+		out.InternalCause = i.Cause
+	}
+	return out
 }
 
 func projectOut(p *domain.Project) apitype.Project {
@@ -51,14 +63,14 @@ func allowIn(in []apitype.AllowEntry) []domain.AllowEntry {
 	return out
 }
 
-func (s *Server) serviceOut(svc *domain.Service, nodes []*domain.Node) apitype.Service {
+func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) apitype.Service {
 	out := apitype.Service{ID: svc.ID, ProjectID: svc.ProjectID, Name: svc.Name, Region: svc.Region,
 		Nodes: svc.NodeCount, VPCID: svc.VPCID, Public: svc.VPCID == "", AllowedIPs: allowOut(svc.AllowedIPs),
-		WideOpen: domain.IsWideOpen(svc.AllowedIPs), State: svc.State, StateInfo: info(svc.StateInfo),
+		WideOpen: domain.IsWideOpen(svc.AllowedIPs), State: svc.State, StateInfo: c.infoFor(svc.StateInfo),
 		OperationID: svc.OperationID, CreatedAt: svc.CreatedAt}
 	if !domain.Gone(svc.State) {
-		out.Connection = &apitype.Connection{Host: desired.ServiceName(svc, s.cfg.Domain), Port: desired.Port,
-			Database: desired.Database, User: desired.AdminUser, SSLMode: "verify-full"}
+		out.Connection = &apitype.Connection{Host: domain.ServiceName(svc, s.cfg.Domain), Port: domain.PostgresPort,
+			Database: domain.Database, User: domain.AdminUser, SSLMode: "verify-full"}
 	}
 	for _, n := range nodes {
 		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address}
@@ -80,12 +92,38 @@ func allowlistOut(svc *domain.Service) apitype.Allowlist {
 		WideOpen: domain.IsWideOpen(svc.AllowedIPs)}
 }
 
-func operationOut(o *domain.Operation) apitype.Operation {
+func (c *call) operationOut(o *domain.Operation) apitype.Operation {
 	return apitype.Operation{ID: o.ID, ProjectID: o.ProjectID, Type: o.Type, TargetID: o.TargetID, VPCID: o.VPCID,
-		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: info(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 func auditOut(e domain.AuditEntry) apitype.AuditEntry {
 	return apitype.AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, ProjectID: e.ProjectID, Action: e.Action,
 		Target: e.Target, RequestID: e.RequestID, Source: e.Source, Outcome: e.Outcome, Detail: e.Detail, Hash: e.Hash}
+}
+
+// nodeReportIn is the domain's view of an agent's node report.
+func nodeReportIn(r apitype.NodeReport) domain.NodeReport {
+	out := domain.NodeReport{Revision: r.Revision, AllowlistRevision: r.AllowlistRevision, State: r.State, Message: r.Message}
+	if a := r.Archive; a != nil {
+		out.Archive = &domain.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
+			LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
+	}
+	return out
+}
+
+// taskReportIn is the domain's view of an agent's task report.
+func taskReportIn(t apitype.TaskReport) domain.TaskReport {
+	out := domain.TaskReport{State: t.State, Message: t.Message}
+	if b := t.Backup; b != nil {
+		out.Backup = &domain.BaseBackup{Label: b.Label, EndTime: b.EndTime}
+	}
+	return out
+}
+
+// backupOut is a base backup as the API describes it (the object key and
+// start WAL file name stay internal).
+func backupOut(b archive.Backup) apitype.Backup {
+	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
+		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }

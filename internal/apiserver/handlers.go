@@ -148,8 +148,7 @@ func (s *Server) createProject(c *call) error {
 			}
 		}
 		now := s.now()
-		p := &domain.Project{Meta: domain.Meta{ID: domain.NewID(domain.PrefixProject), Name: in.Name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now}, VPCQuota: domain.DefaultVPCQuota}
-		p.ProjectID = p.ID
+		p := domain.NewProject(in.Name, now)
 		c.target, c.project = p.ID, p.ID
 		if err := s.newProjectCA(p); err != nil {
 			return nil, err
@@ -247,8 +246,7 @@ func (s *Server) createToken(c *call) error {
 		}
 		secret := NewSecret()
 		now := s.now()
-		t := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), ProjectID: c.project, Name: in.Name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
-			Role: role, Hash: HashSecret(secret)}
+		t := domain.NewToken(c.project, in.Name, role, HashSecret(secret), "", now)
 		c.target = t.ID
 		c.detail = "role=" + string(role)
 		if err := store.Put(c.ctx, tx, t); err != nil {
@@ -279,7 +277,9 @@ func (s *Server) deleteToken(c *call) error {
 		if domain.Gone(t.State) {
 			return nil
 		}
-		t.State, t.UpdatedAt = domain.StateDeleted, s.now()
+		if err := t.Revoke(s.now()); err != nil {
+			return err
+		}
 		return store.Put(c.ctx, tx, t)
 	})
 	if err != nil {

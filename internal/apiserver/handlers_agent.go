@@ -72,46 +72,30 @@ func (s *Server) hostReport(c *call) error {
 		touched := map[string]bool{}
 		now := s.now()
 		for i, r := range in.Nodes {
+			field := fmt.Sprintf("nodes[%d]", i)
 			n, err := store.Get[domain.Node](c.ctx, tx, r.NodeID)
 			if errors.Is(err, store.ErrNotFound) || (err == nil && n.Host != host) {
-				return domain.Invalidf(domain.CodeNotFound, fmt.Sprintf("nodes[%d].node_id", i), "report only nodes of this host's desired state", "node %s is not placed on host %s", r.NodeID, host)
+				return domain.Invalidf(domain.CodeNotFound, field+".node_id", "report only nodes of this host's desired state", "node %s is not placed on host %s", r.NodeID, host)
 			}
 			if err != nil {
 				return err
 			}
-			if domain.Gone(n.State) {
+			if !n.AcceptsReports() {
 				continue
 			}
-			n.AppliedRevision, n.ReportedAt, n.UpdatedAt = r.Revision, now, now
-			if a := r.Archive; a != nil {
-				n.Archive = &domain.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
-					LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
+			before := n.StateInfo
+			if err := n.ApplyReport(nodeReportIn(r), now); err != nil {
+				return inField(field, err)
 			}
-			if r.AllowlistRevision > n.AppliedAllowlistRevision {
-				n.AppliedAllowlistRevision = r.AllowlistRevision
-			}
-			switch r.State {
-			case apitype.NodeReportRunning:
-				if n.State == domain.StateCreating || n.State == domain.StateFailed {
-					n.State, n.StateInfo = domain.StateRunning, nil
-				}
-			case apitype.NodeReportFailed:
-				if n.State == domain.StateCreating || n.State == domain.StateRunning {
-					n.State = domain.StateFailed
-				}
-				n.StateInfo = &domain.Info{Code: "node_failed", Message: r.Message}
-			case apitype.NodeReportWiped:
-				if n.State == domain.StateDeleting {
-					n.StateInfo = &domain.Info{Code: "wiped", Message: "PostgreSQL stopped and data wiped"}
-				}
-			default:
-				return domain.Invalidf(domain.CodeInvalidState, fmt.Sprintf("nodes[%d].state", i), "use running, failed or wiped", "%q is not a node report state", r.State)
+			if r.State == apitype.NodeReportFailed && (before == nil || before.Cause != r.Message) {
+				// Agents repeat their reports: log a failure once.
+				s.log.Warn("node failed", "node_id", n.ID, "host", host, "err", r.Message)
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
 			}
 			for j, t := range r.Tasks {
-				if err := s.finishTask(c, tx, n, t, fmt.Sprintf("nodes[%d].tasks[%d]", i, j)); err != nil {
+				if err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j)); err != nil {
 					return err
 				}
 				notes = append(notes, fmt.Sprintf("task %s=%s", t.ID, t.State))
@@ -134,39 +118,50 @@ func (s *Server) hostReport(c *call) error {
 	return nil
 }
 
+// inField prefixes the field of a domain error with the report's path to
+// it (nodes[0].state).
+func inField(prefix string, err error) error {
+	if e := domain.AsError(err); e != nil && e.Field != "" {
+		c := *e
+		c.Field = prefix + "." + e.Field
+		return &c
+	}
+	return err
+}
+
 // finishTask records a node's finished task in its operation: a backup's
-// label and end time, or the failure.
+// label and end time, or the failure (its internal cause goes to the log
+// and the operator's view of the operation only).
 func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) error {
 	op, err := store.Get[domain.Operation](c.ctx, tx, t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && op.TargetID != n.ServiceID) {
 		return domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
 	}
-	if err != nil || domain.OperationMachine.Terminal(op.State) {
+	if err != nil {
 		return err
 	}
 	now := s.now()
-	switch t.State {
-	case apitype.TaskDone:
-		op.State, op.Error = domain.StateSucceeded, nil
-		if t.Backup != nil {
-			op.BackupLabel = t.Backup.Label
-			svc, err := store.Get[domain.Service](c.ctx, tx, n.ServiceID)
-			if err != nil {
+	changed, err := op.ApplyTaskReport(taskReportIn(t), now)
+	if err != nil {
+		return inField(field, err)
+	}
+	if !changed {
+		return nil
+	}
+	if t.State == apitype.TaskFailed {
+		s.log.Warn("node task failed", "operation_id", op.ID, "type", op.Type, "node_id", n.ID, "err", t.Message)
+	}
+	if t.Backup != nil {
+		svc, err := store.Get[domain.Service](c.ctx, tx, n.ServiceID)
+		if err != nil {
+			return err
+		}
+		if svc.RecordBackup(t.Backup.EndTime, now) {
+			if err := store.Put(c.ctx, tx, svc); err != nil {
 				return err
 			}
-			if t.Backup.EndTime.After(svc.LastBackupAt) {
-				svc.LastBackupAt, svc.UpdatedAt = t.Backup.EndTime.UTC(), now
-				if err := store.Put(c.ctx, tx, svc); err != nil {
-					return err
-				}
-			}
 		}
-	case apitype.TaskFailed:
-		op.State, op.Error = domain.StateFailed, &domain.Info{Code: "task_failed", Message: t.Message}
-	default:
-		return domain.Invalidf(domain.CodeInvalidState, field+".state", "use done or failed", "%q is not a task report state", t.State)
 	}
-	op.UpdatedAt = now
 	if err := store.Put(c.ctx, tx, op); err != nil {
 		return err
 	}
@@ -174,8 +169,8 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 	return err
 }
 
-// rollupService derives a service's state and applied allowlist revision
-// from its nodes' reports.
+// rollupService stores what a service's nodes' reports change in it (see
+// domain.Service.Rollup).
 func (s *Server) rollupService(c *call, tx store.Tx, id string) error {
 	svc, err := store.Get[domain.Service](c.ctx, tx, id)
 	if err != nil {
@@ -185,35 +180,14 @@ func (s *Server) rollupService(c *call, tx store.Tx, id string) error {
 	if err != nil {
 		return err
 	}
-	applied := int64(-1)
-	running := 0
-	for _, n := range nodes {
-		if n.State == domain.StateDeleting || domain.Gone(n.State) {
-			continue
-		}
-		if n.State == domain.StateRunning {
-			running++
-		}
-		if applied < 0 || n.AppliedAllowlistRevision < applied {
-			applied = n.AppliedAllowlistRevision
-		}
-	}
-	changed := false
-	if applied >= 0 && applied != svc.AppliedAllowlistRevision {
-		svc.AppliedAllowlistRevision, changed = applied, true
-	}
-	nowRunning := svc.State == domain.StateCreating && running == svc.NodeCount
-	if nowRunning {
-		svc.State, changed = domain.StateRunning, true
-	}
+	changed, published := svc.Rollup(nodes, s.now())
 	if !changed {
 		return nil
 	}
-	svc.UpdatedAt = s.now()
 	if err := store.Put(c.ctx, tx, svc); err != nil {
 		return err
 	}
-	if nowRunning {
+	if published {
 		// A running service is published in DNS, which follows the
 		// revision.
 		_, err = tx.BumpRevision(c.ctx)
@@ -234,12 +208,9 @@ func (s *Server) newProjectCA(p *domain.Project) error {
 		return err
 	}
 	p.CACertPEM = string(ca.CertPEM)
-	p.CAKeySealed = s.cfg.Keys.Seal(key, ProjectCAKeyAD(p.ID))
+	p.CAKeySealed = s.cfg.Keys.Seal(key, domain.ProjectCAKeyAD(p.ID))
 	return nil
 }
-
-// ProjectCAKeyAD binds a sealed project CA key to its project.
-func ProjectCAKeyAD(projectID string) []byte { return []byte("project-ca-key:" + projectID) }
 
 func (s *Server) getProjectCA(c *call) error {
 	var p *domain.Project
@@ -265,7 +236,7 @@ func (s *Server) resetPassword(c *call) error {
 		if err != nil {
 			return err
 		}
-		if svc.State == domain.StateDeleting || domain.Gone(svc.State) {
+		if domain.Going(svc.State) {
 			return domain.Conflictf(domain.CodeInvalidState, "", "the service is being deleted", "service %s is %s", id, svc.State)
 		}
 		svc.AdminVerifier, svc.UpdatedAt = v, s.now()
@@ -278,5 +249,5 @@ func (s *Server) resetPassword(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.reply(0, apitype.PasswordReset{User: desired.AdminUser, Password: pw})
+	return c.reply(0, apitype.PasswordReset{User: domain.AdminUser, Password: pw})
 }

@@ -49,7 +49,7 @@ func (s *Server) listBackups(c *call) error {
 	}
 	out := apitype.List[apitype.Backup]{Items: []apitype.Backup{}}
 	for _, b := range bs {
-		out.Items = append(out.Items, b.API())
+		out.Items = append(out.Items, backupOut(b))
 	}
 	return c.reply(0, out)
 }
@@ -69,7 +69,7 @@ func (s *Server) createBackup(c *call) error {
 		if svc.State != domain.StateRunning && svc.State != domain.StateMigrating {
 			return domain.Conflictf(domain.CodeInvalidState, "", "wait until the service is running (moat service get "+id+")", "service %s is %s: only a running service is backed up", id, svc.State)
 		}
-		if op, err = NewBackupOp(c.ctx, tx, svc, s.now()); err != nil {
+		if op, err = newBackupOp(c.ctx, tx, svc, s.now()); err != nil {
 			return err
 		}
 		c.detail = "operation=" + op.ID
@@ -80,37 +80,26 @@ func (s *Server) createBackup(c *call) error {
 		return err
 	}
 	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
-	return c.reply(0, operationOut(op))
+	return c.reply(0, c.operationOut(op))
 }
 
-// NewBackupOp records a backup of svc, or returns the one already pending
-// or running (backups of a service do not queue up).
-func NewBackupOp(ctx context.Context, tx store.Tx, svc *domain.Service, now time.Time) (*domain.Operation, error) {
-	ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
+// newBackupOp records a backup of svc, or returns the one already pending
+// or running (domain.NextBackup).
+func newBackupOp(ctx context.Context, tx store.Tx, svc *domain.Service, now time.Time) (*domain.Operation, error) {
+	live, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range ops {
-		if o.Type == domain.OpServiceBackup {
-			return o, nil
-		}
+	op, created := domain.NextBackup(svc, live, now)
+	if !created {
+		return op, nil
 	}
-	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: svc.ProjectID, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
-		Type: domain.OpServiceBackup, TargetID: svc.ID}
 	return op, store.Put(ctx, tx, op)
 }
 
-// restorePlan is a checked restore request: its source and the base
-// backup it starts from.
-type restorePlan struct {
-	src    *domain.Service
-	backup archive.Backup
-	toTime time.Time
-}
-
-// planRestore checks in.RestoreFrom and chooses the base backup: the
-// newest one that ended before the target time.
-func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*restorePlan, error) {
+// planRestore checks in.RestoreFrom and chooses the base backup (see
+// domain.PlanRestore); it fills in what in leaves to the source.
+func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*domain.RestorePlan, error) {
 	rf := in.RestoreFrom
 	if rf.ServiceID == "" {
 		return nil, domain.Invalidf(domain.CodeRequired, "restore_from.service_id", "give the ID of the service to restore from", "restore_from.service_id is required")
@@ -119,9 +108,9 @@ func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*restorePlan, 
 	if err != nil {
 		return nil, err
 	}
-	p := &restorePlan{}
+	var src *domain.Service
 	if err := c.view(func(tx store.Tx) (err error) {
-		p.src, err = getIn[domain.Service](c, tx, "service", rf.ServiceID)
+		src, err = getIn[domain.Service](c, tx, "service", rf.ServiceID)
 		return err
 	}); err != nil {
 		var ae *apiError
@@ -130,88 +119,52 @@ func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*restorePlan, 
 		}
 		return nil, err
 	}
-	src := p.src
-	if src.State == domain.StateDeleting || domain.Gone(src.State) {
-		return nil, domain.Conflictf(domain.CodeInvalidState, "restore_from.service_id", "restore from a live service", "service %s is %s", src.ID, src.State)
-	}
-	if in.Region == "" {
-		in.Region = src.Region
-	} else if in.Region != src.Region {
-		return nil, domain.Invalidf(domain.CodeRegionMismatch, "region", "omit region, or give the source's region "+src.Region+": backups stay in their region",
-			"a restore of %s (region %s) cannot be in region %s", src.ID, src.Region, in.Region)
-	}
-	if in.Nodes == 0 {
-		in.Nodes = src.NodeCount
-	}
-	if len(in.AllowedIPs) == 0 && !in.ConfirmEmpty {
-		// The source's access policy, not the platform's default: a
-		// restore of a locked-down service is not opened to everyone.
-		in.AllowedIPs = allowOut(src.AllowedIPs)
-		in.ConfirmEmpty = len(src.AllowedIPs) == 0
-	}
-	now := s.now()
-	if rf.ToTime != nil {
-		p.toTime = rf.ToTime.UTC()
-		if !p.toTime.Before(now) {
-			return nil, domain.Invalidf("invalid_time", "restore_from.to_time", "give a time in the past (RFC 3339), or omit it to restore everything committed so far",
-				"to_time %s is not in the past (now %s)", p.toTime.Format(time.RFC3339Nano), now.Format(time.RFC3339))
+	var backups []domain.BaseBackup
+	if !domain.Going(src.State) {
+		bs, err := ListBackups(c.ctx, st, src)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bs {
+			backups = append(backups, domain.BaseBackup{Label: b.Label, EndTime: b.EndTime})
 		}
 	}
-	bs, err := ListBackups(c.ctx, st, src)
+	inherit := len(in.AllowedIPs) == 0 && !in.ConfirmEmpty
+	p, err := domain.PlanRestore(src, domain.RestoreRequest{Region: in.Region, Nodes: in.Nodes, AllowedIPs: allowIn(in.AllowedIPs),
+		ConfirmEmpty: in.ConfirmEmpty, ToTime: rf.ToTime}, backups, s.now())
 	if err != nil {
 		return nil, err
 	}
-	found := false
-	for _, b := range bs {
-		if p.toTime.IsZero() || b.EndTime.Before(p.toTime) {
-			p.backup, found = b, true
-		}
-	}
-	if !found {
-		if len(bs) == 0 {
-			return nil, domain.Conflictf("no_backup", "restore_from.service_id", "take one first: moat backup create "+src.ID+" --wait",
-				"service %s has no base backup yet", src.ID)
-		}
-		return nil, domain.Invalidf("before_first_backup", "restore_from.to_time",
-			"give a time after "+bs[0].EndTime.Format(time.RFC3339Nano)+", the end of the oldest base backup",
-			"to_time %s is before the end of every base backup of %s", p.toTime.Format(time.RFC3339Nano), src.ID)
+	in.Region, in.Nodes, in.ConfirmEmpty = p.Region, p.Nodes, p.ConfirmEmpty
+	if inherit {
+		in.AllowedIPs = allowOut(p.AllowedIPs)
 	}
 	return p, nil
 }
 
-// startRestore, in the create transaction of svc, records the restore: a
-// WAL switch on the source (so everything it committed so far is
-// archived) and the restore operation that waits for it.
-func (s *Server) startRestore(c *call, tx store.Tx, svc *domain.Service, p *restorePlan) error {
-	src, err := getIn[domain.Service](c, tx, "service", p.src.ID)
+// startRestore, in the create transaction of svc, records the restore
+// (domain.StartRestore): a WAL switch on the source and the restore
+// operation that waits for it.
+func (s *Server) startRestore(c *call, tx store.Tx, svc *domain.Service, p *domain.RestorePlan) error {
+	src, err := getIn[domain.Service](c, tx, "service", p.Source.ID)
 	if err != nil {
 		return err
 	}
-	if src.State == domain.StateDeleting || domain.Gone(src.State) {
-		return domain.Conflictf(domain.CodeInvalidState, "restore_from.service_id", "restore from a live service", "service %s is %s", src.ID, src.State)
-	}
-	if src.BackupPublicKeyPEM != p.src.BackupPublicKeyPEM || src.BackupPublicKeyPEM == "" {
-		return domain.Conflictf(domain.CodeInvalidState, "restore_from.service_id", "retry the request",
-			"the backup key of service %s changed while the restore was planned", src.ID)
-	}
-	now := s.now()
-	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
-		Type: domain.OpServiceRestore, TargetID: svc.ID, SourceID: src.ID, BackupLabel: p.backup.Label}
-	if src.State == domain.StateRunning || src.State == domain.StateMigrating {
-		sw := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
-			Type: domain.OpServiceSwitchWAL, TargetID: src.ID}
-		if err := store.Put(c.ctx, tx, sw); err != nil {
-			return err
-		}
-		op.WaitID = sw.ID
-	}
-	if err := store.Put(c.ctx, tx, op); err != nil {
+	op, sw, err := domain.StartRestore(svc, src, p, s.now())
+	if err != nil {
 		return err
 	}
-	svc.RestoreFrom, svc.RestoreToTime, svc.RestoreBackup, svc.OperationID = src.ID, p.toTime, p.backup.Label, op.ID
-	c.detail = fmt.Sprintf("restore_from=%s backup=%s operation=%s", src.ID, p.backup.Label, op.ID)
-	if !p.toTime.IsZero() {
-		c.detail += " to_time=" + p.toTime.Format(time.RFC3339Nano)
+	for _, o := range []*domain.Operation{sw, op} {
+		if o == nil {
+			continue
+		}
+		if err := store.Put(c.ctx, tx, o); err != nil {
+			return err
+		}
+	}
+	c.detail = fmt.Sprintf("restore_from=%s backup=%s operation=%s", src.ID, p.Backup.Label, op.ID)
+	if !p.ToTime.IsZero() {
+		c.detail += " to_time=" + p.ToTime.Format(time.RFC3339Nano)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func (s *Server) deleteVPC(c *call) error {
 		if err := c.checkIfMatch(v.Revision); err != nil {
 			return err
 		}
-		if v.State == domain.StateDeleting || v.State == domain.StateDeleted {
+		if domain.Going(v.State) {
 			return nil
 		}
 		svcs, err := store.List[domain.Service](c.ctx, tx, store.Query{ProjectID: c.project, Parent: id})
@@ -107,10 +107,9 @@ func (s *Server) deleteVPC(c *call) error {
 		if err := domain.CheckVPCDelete(v, svcs, pcxs); err != nil {
 			return err
 		}
-		if err := domain.VPCMachine.Move(v.State, domain.StateDeleting); err != nil {
+		if _, err := v.BeginDelete(s.now()); err != nil {
 			return err
 		}
-		v.State, v.UpdatedAt = domain.StateDeleting, s.now()
 		if err := store.Put(c.ctx, tx, v); err != nil {
 			return err
 		}
@@ -191,13 +190,9 @@ func (s *Server) deletePeering(c *call) error {
 		if err := c.checkIfMatch(p.Revision); err != nil {
 			return err
 		}
-		if p.State == domain.StateDeleting || p.State == domain.StateDeleted {
-			return nil
-		}
-		if err := domain.PeeringMachine.Move(p.State, domain.StateDeleting); err != nil {
+		if started, err := p.BeginDelete(s.now()); err != nil || !started {
 			return err
 		}
-		p.State, p.UpdatedAt = domain.StateDeleting, s.now()
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return err
 		}

@@ -19,7 +19,7 @@ func (s *Server) createService(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
-	var plan *restorePlan
+	var plan *domain.RestorePlan
 	if in.RestoreFrom != nil {
 		var err error
 		if plan, err = s.planRestore(c, &in); err != nil {
@@ -59,8 +59,7 @@ func (s *Server) createService(c *call) error {
 		region, _ := s.cfg.Catalog.Lookup("region", svc.Region)
 		var nodes []*domain.Node
 		for i, az := range domain.SpreadAZs(region, svc.NodeCount) {
-			n := &domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: c.project, State: domain.NodeMachine.Initial, CreatedAt: now, UpdatedAt: now},
-				ServiceID: svc.ID, Index: i, AZ: az}
+			n := domain.NewNode(svc, i, az, now)
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return nil, err
 			}
@@ -69,7 +68,7 @@ func (s *Server) createService(c *call) error {
 		if _, err := tx.BumpRevision(c.ctx); err != nil {
 			return nil, err
 		}
-		out := s.serviceOut(svc, nodes)
+		out := s.serviceOut(c, svc, nodes)
 		out.AdminPassword = pw
 		return out, nil
 	})
@@ -80,7 +79,7 @@ func (s *Server) listServices(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.reply(0, apitype.List[apitype.Service]{Items: mapList(svcs, func(v *domain.Service) apitype.Service { return s.serviceOut(v, nil) }), NextPageToken: next})
+	return c.reply(0, apitype.List[apitype.Service]{Items: mapList(svcs, func(v *domain.Service) apitype.Service { return s.serviceOut(c, v, nil) }), NextPageToken: next})
 }
 
 func (s *Server) getService(c *call) error {
@@ -96,7 +95,7 @@ func (s *Server) getService(c *call) error {
 		return err
 	}
 	c.w.Header().Set("ETag", etag(svc.Revision))
-	return c.reply(0, s.serviceOut(svc, nodes))
+	return c.reply(0, s.serviceOut(c, svc, nodes))
 }
 
 func (s *Server) deleteService(c *call) error {
@@ -111,14 +110,10 @@ func (s *Server) deleteService(c *call) error {
 		if err := c.checkIfMatch(svc.Revision); err != nil {
 			return err
 		}
-		if svc.State == domain.StateDeleting || svc.State == domain.StateDeleted {
-			return nil
-		}
-		if err := domain.ServiceMachine.Move(svc.State, domain.StateDeleting); err != nil {
+		now := s.now()
+		if started, err := svc.BeginDelete(now); err != nil || !started {
 			return err
 		}
-		now := s.now()
-		svc.State, svc.UpdatedAt = domain.StateDeleting, now
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}
@@ -126,10 +121,11 @@ func (s *Server) deleteService(c *call) error {
 			return err
 		}
 		for _, n := range nodes {
-			if n.State == domain.StateDeleting {
+			if started, err := n.BeginDelete(now); err != nil {
+				return err
+			} else if !started {
 				continue
 			}
-			n.State, n.UpdatedAt = domain.StateDeleting, now
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
 			}
@@ -140,7 +136,7 @@ func (s *Server) deleteService(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.reply(0, s.serviceOut(svc, nodes))
+	return c.reply(0, s.serviceOut(c, svc, nodes))
 }
 
 func (s *Server) getAllowlist(c *call) error {
@@ -177,7 +173,7 @@ func (s *Server) putAllowlist(c *call) error {
 		if err := c.checkIfMatch(svc.AllowlistRevision); err != nil {
 			return err
 		}
-		if svc.State == domain.StateDeleting || svc.State == domain.StateDeleted {
+		if domain.Going(svc.State) {
 			return domain.Conflictf(domain.CodeInvalidState, "", "the service is being deleted", "service %s is %s", id, svc.State)
 		}
 		svc.AllowedIPs = entries
@@ -200,16 +196,15 @@ func (s *Server) putAllowlist(c *call) error {
 // startOperation records an attach or detach of svc as a pending operation
 // and marks the service migrating.
 func (s *Server) startOperation(c *call, tx store.Tx, svc *domain.Service, typ, vpcID string) (*domain.Operation, error) {
-	if err := domain.ServiceMachine.Move(svc.State, domain.StateMigrating); err != nil {
+	now := s.now()
+	op := domain.NewOperation(c.project, typ, svc.ID, now)
+	op.VPCID, op.FromVPCID = vpcID, svc.VPCID
+	if err := svc.BeginMigration(op.ID, now); err != nil {
 		return nil, err
 	}
-	now := s.now()
-	op := &domain.Operation{Meta: domain.Meta{ID: domain.NewID(domain.PrefixOperation), ProjectID: c.project, State: domain.OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
-		Type: typ, TargetID: svc.ID, VPCID: vpcID, FromVPCID: svc.VPCID}
 	if err := store.Put(c.ctx, tx, op); err != nil {
 		return nil, err
 	}
-	svc.State, svc.OperationID, svc.UpdatedAt = domain.StateMigrating, op.ID, now
 	if err := store.Put(c.ctx, tx, svc); err != nil {
 		return nil, err
 	}
@@ -268,7 +263,7 @@ func (s *Server) move(c *call, id, typ string, check func(store.Tx, *domain.Serv
 		return err
 	}
 	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
-	return c.reply(0, operationOut(op))
+	return c.reply(0, c.operationOut(op))
 }
 
 // ---- operations ----
@@ -278,7 +273,7 @@ func (s *Server) listOperations(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.reply(0, apitype.List[apitype.Operation]{Items: mapList(ops, operationOut), NextPageToken: next})
+	return c.reply(0, apitype.List[apitype.Operation]{Items: mapList(ops, c.operationOut), NextPageToken: next})
 }
 
 func (s *Server) getOperation(c *call) error {
@@ -289,7 +284,7 @@ func (s *Server) getOperation(c *call) error {
 	}); err != nil {
 		return err
 	}
-	return c.reply(0, operationOut(op))
+	return c.reply(0, c.operationOut(op))
 }
 
 // ---- audit ----

@@ -27,6 +27,9 @@ type List[T any] struct {
 type StateInfo struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// InternalCause is the internal cause of a failure (a command's
+	// output, a path): present only in answers to operator tokens.
+	InternalCause string `json:"internal_cause,omitempty"`
 }
 
 // Region is a supported region.

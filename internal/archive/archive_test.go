@@ -187,8 +187,7 @@ func TestPrune(t *testing.T) {
 		st.Put(ctx, k, strings.NewReader("x"))
 		st.Put(ctx, k+digestSuffix, strings.NewReader("x"))
 	}
-	defer func() { now = time.Now }()
-	now = func() time.Time { return t0.Add(4 * 24 * time.Hour) }
+	push.Now = func() time.Time { return t0.Add(4 * 24 * time.Hour) }
 
 	if _, err := Prune(ctx, push, 0, 0); err == nil {
 		t.Errorf("Prune(keep 0) = nil error")

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
@@ -56,9 +55,6 @@ type Backup struct {
 // labelFormat is the layout of a backup's label.
 const labelFormat = "20060102T150405Z"
 
-// now is time.Now; tests replace it.
-var now = time.Now
-
 // BaseBackup takes a base backup of the server at connString (a libpq
 // connection string for a role with the REPLICATION attribute) with
 // `pg_basebackup -D - -Ft -X none --checkpoint=fast
@@ -86,7 +82,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	if err != nil {
 		return Backup{}, fmt.Errorf("base backup: %w", err)
 	}
-	start := now().UTC()
+	start := cfg.now().UTC()
 	b := Backup{Label: start.Format(labelFormat), StartTime: start, Timeline: cfg.Timeline, KeyFingerprint: fp.String()}
 	b.Object, err = objstore.Key(cfg.Region, cfg.Service, cfg.Timeline, objstore.KindBase, b.Label+".tar")
 	if err != nil {
@@ -166,7 +162,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		st.Delete(ctx, b.Object)
 		return Backup{}, fmt.Errorf("base backup %s: decompress pg_basebackup's output: %w", b.Label, ins.err)
 	}
-	b.EndTime = now().UTC()
+	b.EndTime = cfg.now().UTC()
 	b.Size, b.StoredSize = ins.size, stored.n
 	if err := parseBackupLabel(head.Bytes(), &b); err != nil {
 		st.Delete(ctx, b.Object)
@@ -328,7 +324,7 @@ func Prune(ctx context.Context, cfg *Config, keepCount int, keepAge time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
-	cutoff := now().Add(-keepAge)
+	cutoff := cfg.now().Add(-keepAge)
 	var deleted []Backup
 	kept := all
 	for i, b := range all[:max(len(all)-keepCount, 0)] {
@@ -412,29 +408,6 @@ func decompress(dst io.Writer, src io.Reader) (int64, error) {
 	}
 	defer dec.Close()
 	return io.Copy(dst, dec)
-}
-
-// pipeSize is the capacity BaseBackup asks for pg_basebackup's stdout. With
-// the default 64 KiB, pg_basebackup stops whenever this process is busy
-// (decompressing a block, say) and the two switch back and forth; 1 MiB, the
-// unprivileged maximum by default (fs.pipe-max-size), lets it run ahead.
-// Measured on the bench/basebackup database, 2 cores: 2.35 s instead of
-// 2.5 s for the backup; when this process compressed the whole tar itself,
-// 2.8 s instead of 3.8 s.
-const pipeSize = 1 << 20
-
-// growPipe sets the capacity of r, if it is a pipe, to pipeSize. It is an
-// optimisation only: failure (an older kernel, a lower fs.pipe-max-size) is
-// ignored.
-func growPipe(r io.Reader) {
-	f, ok := r.(*os.File)
-	if !ok {
-		return
-	}
-	// SyscallConn, not Fd: Fd would put the pipe in blocking mode.
-	if rc, err := f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
-	}
 }
 
 // exitReader returns wait's error at the end of r, so that a process that

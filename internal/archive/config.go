@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
@@ -44,6 +45,17 @@ type Config struct {
 	// ObjectStore, when set, is used instead of opening Store (agents
 	// and tests that already hold one).
 	ObjectStore objstore.Store `json:"-"`
+	// Now is the clock that stamps base backups and that Prune measures
+	// ages by; time.Now when nil.
+	Now func() time.Time `json:"-"`
+}
+
+// now reads c's clock.
+func (c *Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // StoreConfig selects the object store: exactly one of Dir and S3.

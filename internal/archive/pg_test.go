@@ -26,6 +26,7 @@ import (
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // asMoat makes the test binary run as the moat command, so that PostgreSQL's
@@ -48,34 +49,16 @@ type pgEnv struct {
 
 func requirePostgres(t *testing.T) pgEnv {
 	t.Helper()
-	fail := func(reason string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(reason)
-		}
-		t.Skip(reason)
-	}
-	if testing.Short() {
-		t.Skip("short: needs a real PostgreSQL")
-	}
-	if os.Geteuid() != 0 {
-		fail("needs root (PostgreSQL runs as the postgres user)")
-	}
-	bin := os.Getenv("MOAT_PG_BINDIR")
-	if bin == "" {
-		out, err := exec.Command("pg_config", "--bindir").Output()
-		if err != nil {
-			fail(fmt.Sprintf("pg_config --bindir: %v (install postgresql or set MOAT_PG_BINDIR)", err))
-		}
-		bin = strings.TrimSpace(string(out))
-	}
-	for _, p := range []string{"initdb", "postgres", "pg_basebackup"} {
+	testenv.MustNotBeShort(t, "needs a real PostgreSQL")
+	bin := testenv.MustHavePostgres(t)
+	for _, p := range []string{"postgres", "pg_basebackup"} {
 		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
-			fail(err.Error())
+			testenv.Unavailable(t, "needs PostgreSQL: %v", err)
 		}
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		fail(err.Error())
+		t.Fatal(err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)

@@ -23,8 +23,10 @@
 // formats protect confidentiality and detect modification of a file; they do
 // not prove which node wrote it. Access control on the object store does.
 //
-// Who may import it: the agent (writing backups on a node, which holds only
-// the public key) and the control plane's restore and import paths (reading,
-// with the private key). It does no I/O of its own besides the optional temp
+// Who may import it: package archive (WAL and base backups written on a
+// node, which holds only the public key, and read back by a restore, with
+// the private key), the reconcilers (the services' key pairs), the CLI
+// (moat backup inspect, encrypt, decrypt, with keys the user holds) and the
+// benchmarks. It does no I/O of its own besides the optional temp
 // file used to spool pghoa1 input; storage is package objstore's job.
 package backup

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // The interop tests check both formats against an independent
@@ -24,12 +26,7 @@ type openssl struct {
 
 func newOpenSSL(t *testing.T) *openssl {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("openssl is required in CI: %v", err)
-		}
-		t.Skipf("openssl not found (%v); the interop tests need it", err)
-	}
+	testenv.MustHaveCommand(t, "openssl")
 	return &openssl{t: t, dir: t.TempDir()}
 }
 

@@ -105,7 +105,7 @@ func (a *app) finishAllowlist(ctx context.Context, cl *client.Client, p, svc str
 	if w.wait && !al.Applied {
 		err := w.run(ctx, fmt.Sprintf("allowlist revision %d of %s to be applied", al.Revision, svc), "moat service allowlist get "+svc, func(ctx context.Context) error {
 			var werr error
-			al, werr = cl.WaitAllowlist(ctx, p, svc, al.Revision, pollInterval)
+			al, werr = cl.WaitAllowlist(ctx, p, svc, al.Revision, a.poll())
 			return werr
 		})
 		if err != nil {

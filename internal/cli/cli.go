@@ -1,7 +1,14 @@
 // Package cli is the `moat` command line: one cobra command tree whose
 // groups live one per file (project.go, vpc.go, service.go, ...). It parses
 // flags, wires the client or the daemons, calls them and prints; the
-// behaviour lives in the packages it calls. Only cmd/moat imports it.
+// behaviour lives in the packages it calls. cmd/moat imports it, and the
+// end-to-end tests, which run commands as a user does (Main).
+//
+// The tenant's commands (login, project, token, vpc, peering, service,
+// backup, audit, explain, ca, ...) build everywhere. The server side (server,
+// agent, up, down, wal-push, wal-fetch, and the simulated cloud's sim,
+// verify and service psql) is Linux-only, in files built for Linux alone;
+// elsewhere unsupported.go puts commands in their place that say so.
 package cli
 
 import (
@@ -14,6 +21,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +35,9 @@ const (
 	exitError = 1
 	exitUsage = 2
 )
+
+// DefaultDataDir is where `moat up` and `moat server` keep their state.
+const DefaultDataDir = "/var/lib/moat"
 
 // Main runs the moat command with args (without the program name) and
 // returns the process exit code.
@@ -56,9 +67,20 @@ type app struct {
 	getenv         func(string) string
 	// geteuid is os.Geteuid when nil (tests set it).
 	geteuid func() int
+	// pollInterval is how often --wait asks the server;
+	// defaultPollInterval when 0 (tests set it).
+	pollInterval time.Duration
 
 	url, token, ca, project string
 	output                  string
+}
+
+// euid is the process's effective user ID (os.Geteuid, or a.geteuid).
+func (a *app) euid() int {
+	if a.geteuid != nil {
+		return a.geteuid()
+	}
+	return os.Geteuid()
 }
 
 func (a *app) rootCmd() *cobra.Command {

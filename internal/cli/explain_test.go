@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -112,9 +114,9 @@ func TestExplainCLI(t *testing.T) {
 
 func TestVerifyTable(t *testing.T) {
 	t.Parallel()
-	rows := []VerifyRow{
-		{Host: "cust", Address: "172.31.0.5", Explain: domain.Verdict{Allowed: true, Reason: domain.ReasonAllowed}, Reachable: true, Agree: true},
-		{Host: "laptop", Address: "198.19.0.2", Explain: domain.Verdict{Reason: domain.ReasonPublicAccessDisabled}, Reachable: true},
+	rows := []domain.Check{
+		{Host: "cust", Address: netip.MustParseAddr("172.31.0.5"), Explain: domain.Verdict{Allowed: true, Reason: domain.ReasonAllowed}, Reachable: true, Agree: true},
+		{Host: "laptop", Address: netip.MustParseAddr("198.19.0.2"), Explain: domain.Verdict{Reason: domain.ReasonPublicAccessDisabled}, Reachable: true},
 	}
 	var buf bytes.Buffer
 	if err := writeVerifyTable(&buf, rows); err != nil {

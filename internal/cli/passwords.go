@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -106,7 +105,7 @@ func savePassword(path, svc string, cred credential) error {
 		return fmt.Errorf("save password: %w", err)
 	}
 	defer lf.Close()
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockFile(lf); err != nil {
 		return fmt.Errorf("save password: lock %s: %w", lf.Name(), err)
 	}
 	pf, err := loadPasswords(path)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -23,8 +25,8 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"moat": func() {
-			pollInterval = 20 * time.Millisecond
-			os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+			a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, pollInterval: 20 * time.Millisecond}
+			os.Exit(a.run(context.Background(), os.Args[1:]))
 		},
 	})
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -21,9 +23,6 @@ import (
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/up"
 )
-
-// DefaultDataDir is where `moat up` and `moat server` keep their state.
-const DefaultDataDir = "/var/lib/moat"
 
 // pidFile marks a running `moat up` in its data directory.
 const pidFile = "moat-up.pid"

@@ -15,8 +15,17 @@ import (
 // defaultWait bounds --wait.
 const defaultWait = 10 * time.Minute
 
-// pollInterval is how often --wait asks the server.
-var pollInterval = time.Second
+// defaultPollInterval is how often --wait asks the server (app.pollInterval
+// when that is 0).
+const defaultPollInterval = time.Second
+
+// poll is how often --wait asks the server.
+func (a *app) poll() time.Duration {
+	if a.pollInterval > 0 {
+		return a.pollInterval
+	}
+	return defaultPollInterval
+}
 
 // waitFlags are the --wait and --timeout flags of a command.
 type waitFlags struct {
@@ -167,7 +176,7 @@ func (a *app) createService(ctx context.Context, in apitype.ServiceCreate, allow
 		created := s
 		err = w.run(ctx, "service "+s.ID+" to be running", "moat service get "+s.ID, func(ctx context.Context) error {
 			var werr error
-			s, werr = cl.WaitService(ctx, p, s.ID, pollInterval)
+			s, werr = cl.WaitService(ctx, p, s.ID, a.poll())
 			return werr
 		})
 		s.AdminPassword = created.AdminPassword
@@ -244,7 +253,7 @@ func (a *app) followOperation(ctx context.Context, cl *client.Client, p string, 
 	}
 	err := w.run(ctx, "operation "+op.ID, "moat operation get "+op.ID, func(ctx context.Context) error {
 		var werr error
-		op, werr = cl.WaitOperation(ctx, p, op.ID, pollInterval)
+		op, werr = cl.WaitOperation(ctx, p, op.ID, a.poll())
 		return werr
 	})
 	var fe *client.OperationFailedError

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -59,11 +61,7 @@ func openSim(getenv func(string) string, dataDir string) (*sim.Sim, *localcloud.
 
 // needRoot fails unless the process runs as root.
 func (a *app) needRoot(what string) error {
-	euid := os.Geteuid
-	if a.geteuid != nil {
-		euid = a.geteuid
-	}
-	if euid() != 0 {
+	if a.euid() != 0 {
 		return withHint(fmt.Errorf("%s needs root: the simulated cloud is network namespaces on this machine", what), "run it as root (sudo), on the machine of moat up")
 	}
 	return nil

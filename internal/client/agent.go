@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -42,34 +41,46 @@ func (c *Client) ReportHost(ctx context.Context, host string, r apitype.HostRepo
 
 func hostPath(host string) string { return "/v1/hosts/" + url.PathEscape(host) }
 
-// longPollTransports caches, per transport whose response-header timeout
-// would cut a long poll, a clone without that timeout (so that its
-// connections are reused from one poll to the next).
-var longPollTransports sync.Map // *http.Transport -> *http.Transport
-
-// longPoller returns a shallow copy of c whose HTTP client has no overall
-// timeout and whose transport waits long enough for the response headers;
-// connections are shared with c whenever c's transport allows it.
+// longPoller returns the client for long polls: c itself, or, when c's
+// overall timeout or its transport's response-header timeout would cut a
+// long poll, the copy of c that New made without them.
 func (c *Client) longPoller() *Client {
-	if c.hc.Timeout == 0 || c.hc.Timeout >= longPollTimeout {
-		if t, ok := c.hc.Transport.(*http.Transport); !ok || !cuts(t) {
-			return c
-		}
+	if c.poll != nil {
+		return c.poll
+	}
+	return c
+}
+
+// newLongPoller returns a shallow copy of c whose HTTP client has no
+// overall timeout and whose transport waits long enough for the response
+// headers (a clone of c's, whose connections it then keeps apart), or nil
+// when c's own HTTP client can wait that long. New calls it once: the copy
+// and its transport live as long as c.
+func (c *Client) newLongPoller() *Client {
+	t, isTransport := c.hc.Transport.(*http.Transport)
+	if (c.hc.Timeout == 0 || c.hc.Timeout >= longPollTimeout) && (!isTransport || !cuts(t)) {
+		return nil
 	}
 	hc := *c.hc
 	hc.Timeout = 0
-	if t, ok := hc.Transport.(*http.Transport); ok && cuts(t) {
-		lt, ok := longPollTransports.Load(t)
-		if !ok {
-			clone := t.Clone()
-			clone.ResponseHeaderTimeout = 0
-			lt, _ = longPollTransports.LoadOrStore(t, clone)
-		}
-		hc.Transport = lt.(*http.Transport)
+	if isTransport && cuts(t) {
+		clone := t.Clone()
+		clone.ResponseHeaderTimeout = 0
+		hc.Transport = clone
 	}
 	lp := *c
 	lp.hc = &hc
 	return &lp
+}
+
+// CloseIdleConnections closes the idle connections of c's transports (its
+// own, and the long polls' when they have one of their own); see
+// http.Client.CloseIdleConnections. c stays usable.
+func (c *Client) CloseIdleConnections() {
+	c.hc.CloseIdleConnections()
+	if c.poll != nil {
+		c.poll.hc.CloseIdleConnections()
+	}
 }
 
 // cuts reports whether t's response-header timeout would end a long poll.

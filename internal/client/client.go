@@ -2,7 +2,8 @@
 // per route of the server's route table, problem details surfaced as
 // *Error, pagination followed for list calls, and an Idempotency-Key on
 // every create. The CLI, the console's tests, the Terraform provider and
-// the end-to-end tests import it; it imports only apitype from Moat.
+// the end-to-end tests import it; it imports only apitype from Moat, and
+// domain for ExplainInput (the model that explain and verify judge from).
 package client
 
 import (
@@ -54,6 +55,9 @@ type Client struct {
 	token string
 	hc    *http.Client
 	ua    string
+	// poll is the client long polls use, when hc's timeouts would cut
+	// them (see newLongPoller); nil when hc will do.
+	poll *Client
 }
 
 // New returns a Client for cfg.
@@ -108,6 +112,7 @@ func New(cfg Config) (*Client, error) {
 			},
 		}
 	}
+	c.poll = c.newLongPoller()
 	return c, nil
 }
 

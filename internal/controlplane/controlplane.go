@@ -247,16 +247,20 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	// A server that stops on its own stops the loops too.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(cp.listener, "", "") }()
 	cpDone := make(chan struct{})
 	go func() { defer close(cpDone); cp.checkpointLoop(ctx) }()
-	recDone := make(chan struct{})
+	recDone := make(chan error, 1)
 	go func() {
-		defer close(recDone)
+		var err error
 		if cp.rec != nil {
-			cp.rec.Run(ctx)
+			err = cp.rec.Run(ctx)
 		}
+		recDone <- err
 	}()
 	cp.log.Info("api listening", "url", cp.URL())
 	var err error
@@ -264,17 +268,28 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(shutCtx)
-	<-cpDone
-	<-recDone
-	// A last checkpoint so a clean stop leaves the head signed.
-	cp.checkpoint(shutCtx)
+	stop()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return err
+	if err != nil {
+		err = fmt.Errorf("serve API: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var errs []error
+	errs = append(errs, err)
+	if serr := srv.Shutdown(shutCtx); serr != nil {
+		errs = append(errs, fmt.Errorf("shut down the API server: %w", serr))
+		srv.Close() // what Shutdown did not drain in time
+	}
+	<-cpDone
+	if rerr := <-recDone; rerr != nil {
+		errs = append(errs, fmt.Errorf("reconciler: %w", rerr))
+	}
+	// A last checkpoint so a clean stop leaves the head signed.
+	cp.checkpoint(shutCtx)
+	return errors.Join(errs...)
 }
 
 func (cp *ControlPlane) afterAudit(int64) {
@@ -391,8 +406,7 @@ func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domai
 	}
 	secretStr := apiserver.NewSecret()
 	now := time.Now().UTC()
-	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), Name: name, State: domain.StateActive, CreatedAt: now, UpdatedAt: now},
-		Role: role, Hash: apiserver.HashSecret(secretStr), Host: host}
+	tok := domain.NewToken("", name, role, apiserver.HashSecret(secretStr), host, now)
 	detail := "role=" + string(role) + " (written to " + file + ")"
 	if host != "" {
 		detail += " host=" + host

@@ -3,7 +3,7 @@
 // PostgreSQL identity, certificates, and the access policy its firewall and
 // pg_hba enforce. Compile is a pure function of its Input; Load reads that
 // Input from a store transaction. Imported by the API server (the agents'
-// long poll) and the reconcilers (which seal the keys it opens).
+// long poll). The labels of the sealed keys it opens are domain's.
 package desired
 
 import (
@@ -16,54 +16,6 @@ import (
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
 )
-
-// Connection constants every node uses.
-const (
-	Port            = 5432
-	Database        = "defaultdb"
-	AdminUser       = "moatadmin"
-	ReplicationUser = "moat_replication"
-)
-
-// BackupKeyAD binds a sealed backup private key to its service.
-func BackupKeyAD(serviceID string) []byte { return []byte("service-backup-key:" + serviceID) }
-
-// NodeKeyAD and ReplKeyAD are the associated data the node keys are sealed
-// with, binding each sealed key to its node.
-func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
-func ReplKeyAD(nodeID string) []byte { return []byte("node-repl-key:" + nodeID) }
-
-// ServiceName is a service's DNS name: public, or private when attached.
-func ServiceName(svc *domain.Service, zone string) string {
-	if svc.VPCID != "" {
-		return PrivateName(svc, zone)
-	}
-	return PublicName(svc, zone)
-}
-
-// PublicName is <svc>.<proj>.<zone>; PrivateName is <svc>.<proj>.vpc.<zone>.
-func PublicName(svc *domain.Service, zone string) string {
-	return svc.ID + "." + svc.ProjectID + "." + zone
-}
-func PrivateName(svc *domain.Service, zone string) string {
-	return svc.ID + "." + svc.ProjectID + ".vpc." + zone
-}
-
-// NodeName is a node's own DNS name, used between nodes.
-func NodeName(n *domain.Node, svc *domain.Service, zone string) string {
-	return n.ID + "." + svc.ID + "." + svc.ProjectID + "." + zone
-}
-
-// CertNames are the DNS names and addresses a node's server certificate
-// carries: the service's public and private names, the node's own, and
-// its address.
-func CertNames(n *domain.Node, svc *domain.Service, zone string) []string {
-	names := []string{PublicName(svc, zone), PrivateName(svc, zone), NodeName(n, svc, zone)}
-	if n.Address != "" {
-		names = append(names, n.Address)
-	}
-	return names
-}
 
 // Input is everything Compile reads.
 type Input struct {
@@ -104,11 +56,11 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		if svc == nil || proj == nil {
 			return out, fmt.Errorf("node %s: service or project missing", n.ID)
 		}
-		key, err := in.Open(n.KeySealed, NodeKeyAD(n.ID))
+		key, err := in.Open(n.KeySealed, domain.NodeKeyAD(n.ID))
 		if err != nil {
 			return out, fmt.Errorf("node %s: unseal key: %w", n.ID, err)
 		}
-		replKey, err := in.Open(n.ReplKeySealed, ReplKeyAD(n.ID))
+		replKey, err := in.Open(n.ReplKeySealed, domain.ReplKeyAD(n.ID))
 		if err != nil {
 			return out, fmt.Errorf("node %s: unseal replication key: %w", n.ID, err)
 		}
@@ -118,7 +70,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			if o.Index == 0 {
 				primary = o
 			}
-			if o.ID == n.ID || o.Address == "" || domain.Gone(o.State) || o.State == domain.StateDeleting {
+			if o.ID == n.ID || o.Address == "" || domain.Going(o.State) {
 				continue
 			}
 			if a, err := netip.ParseAddr(o.Address); err == nil {
@@ -131,8 +83,8 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		acc := domain.CompileAccess(svc, in.VPCs[svc.VPCID], in.Peerings, peers)
 		nd := apitype.NodeDesired{
 			NodeID: n.ID, ServiceID: svc.ID, ProjectID: svc.ProjectID, Index: n.Index,
-			Role: apitype.RolePrimary, State: n.State, Namespace: n.Namespace, Address: n.Address, Port: Port,
-			Database: Database, AdminUser: AdminUser, AdminVerifier: svc.AdminVerifier, ReplicationUser: ReplicationUser,
+			Role: apitype.RolePrimary, State: n.State, Namespace: n.Namespace, Address: n.Address, Port: domain.PostgresPort,
+			Database: domain.Database, AdminUser: domain.AdminUser, AdminVerifier: svc.AdminVerifier, ReplicationUser: domain.ReplicationUser,
 			TLS: apitype.NodeTLS{CertPEM: n.CertPEM, KeyPEM: string(key), ProjectCAPEM: proj.CACertPEM,
 				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
 			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
@@ -145,7 +97,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		if n.Index > 0 && primary != nil {
 			nd.Role = apitype.RoleReplica
 			nd.PrimaryAddress = primary.Address
-			nd.PrimaryName = NodeName(primary, svc, in.Zone)
+			nd.PrimaryName = domain.NodeName(primary, svc, in.Zone)
 		}
 		if in.ArchiveDir != "" {
 			nd.Archive = &apitype.NodeArchive{Region: svc.Region, StoreDir: in.ArchiveDir}
@@ -208,7 +160,7 @@ func restore(in Input, svc *domain.Service, n *domain.Node) (*apitype.NodeRestor
 	for _, op := range in.Ops[svc.ID] {
 		if op.ID == svc.OperationID && op.Type == domain.OpServiceRestore && op.State == domain.StateRunning && op.Step == domain.StepRestore &&
 			len(src.BackupKeySealed) > 0 { // none: the source was deleted, its key destroyed
-			key, err := in.Open(src.BackupKeySealed, BackupKeyAD(src.ID))
+			key, err := in.Open(src.BackupKeySealed, domain.BackupKeyAD(src.ID))
 			if err != nil {
 				return nil, fmt.Errorf("unseal the backup key of %s: %w", src.ID, err)
 			}

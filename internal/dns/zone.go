@@ -10,7 +10,8 @@
 // recurses, refuses names outside its zone and serves IPv4 addresses only.
 //
 // Imported by the control plane's wiring (internal/cli) and tests; it
-// imports domain, desired and store, never a provider or the simulator.
+// imports domain (which names services) and store, never a provider or
+// the simulator.
 package dns
 
 import (
@@ -22,7 +23,6 @@ import (
 
 	miekg "github.com/miekg/dns"
 
-	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 )
 
@@ -107,7 +107,7 @@ func Build(origin string, serial int64, services []*domain.Service, nodes []*dom
 		if err != nil || !addr.Unmap().Is4() {
 			continue
 		}
-		z.add(miekg.CanonicalName(desired.ServiceName(svc, zoneName)), addr.Unmap())
+		z.add(miekg.CanonicalName(domain.ServiceName(svc, zoneName)), addr.Unmap())
 	}
 	for name := range z.hosts {
 		for parent := parentName(name); parent != o && parent != ""; parent = parentName(parent) {
@@ -138,7 +138,7 @@ func primaries(nodes []*domain.Node) map[string]*domain.Node {
 	}
 	out := map[string]*domain.Node{}
 	for _, n := range nodes {
-		if n.Index != 0 || n.Address == "" || domain.Gone(n.State) || n.State == domain.StateDeleting {
+		if n.Index != 0 || n.Address == "" || domain.Going(n.State) {
 			continue
 		}
 		cur := out[n.ServiceID]

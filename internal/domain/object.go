@@ -51,11 +51,20 @@ type Meta struct {
 // Base returns m itself; every object type embeds Meta and so has Base.
 func (m *Meta) Base() *Meta { return m }
 
-// Info explains a state (a failure's code and message).
+// Info explains a state (a failure's code and message). Code and Message
+// are public: written for the tenant, stable enough to branch on. Cause is
+// the internal cause (a command's stderr, a path, an errno): it goes to the
+// server's log and to operators, never to a tenant (the API renders it only
+// for operator tokens).
 type Info struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	Cause   string `json:"cause,omitempty"`
 }
+
+// CodeWiped is the state info code of a deleting node its agent stopped
+// and wiped.
+const CodeWiped = "wiped"
 
 // Object is what the store persists. Kind names the table of objects it
 // belongs to; Parent is the ID the store indexes it under besides its

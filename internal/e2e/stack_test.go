@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/up"
 )
 
@@ -27,23 +27,8 @@ func TestMain(m *testing.M) { asmoat.Main(m) }
 // root, PostgreSQL or psql.
 func require(t testing.TB) {
 	t.Helper()
-	var missing string
-	switch {
-	case os.Geteuid() != 0:
-		missing = "root (network namespaces)"
-	case exec.Command("pg_config", "--bindir").Run() != nil && os.Getenv("MOAT_PG_BINDIR") == "":
-		missing = "PostgreSQL server binaries (pg_config --bindir)"
-	}
-	if _, err := exec.LookPath("psql"); err != nil && missing == "" {
-		missing = "psql"
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("end-to-end test needs %s (CI=true: failing instead of skipping)", missing)
-	}
-	t.Skipf("end-to-end test needs %s", missing)
+	testenv.MustHavePostgres(t) // and root, for the network namespaces
+	testenv.MustHaveCommand(t, "psql")
 }
 
 // env is a running stack and an admin of one project on it.

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -30,29 +29,20 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // Prefix is the start of the name of every namespace the package creates.
 const Prefix = "moat-t-"
 
-// RequireRoot skips t when namespaces cannot be created here (not root, or
-// no `ip` command), and fails it instead when the environment variable CI is
-// "true", where such tests must run.
+// RequireRoot ends t unless namespaces can be created here: root and the
+// `ip` command (iproute2). See testenv: a skip locally, a failure under
+// CI=true.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root for network namespaces"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		reason = "needs the ip command (iproute2)"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: not skipping)", reason)
-	}
-	t.Skip(reason)
+	testenv.MustHaveRoot(t)
+	testenv.MustHaveCommand(t, "ip")
 }
 
 // NS is a network namespace created for a test.
@@ -71,10 +61,7 @@ func New(t testing.TB) *NS {
 	_, _ = rand.Read(b[:])
 	name := Prefix + hex.EncodeToString(b[:])
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "true" {
-			t.Skipf("cannot create a network namespace: %v: %s", err, out)
-		}
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+		testenv.Unavailable(t, "cannot create a network namespace: ip netns add %s: %v: %s", name, err, out)
 	}
 	n := &NS{Name: name, Handle: -1}
 	t.Cleanup(func() {

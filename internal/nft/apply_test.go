@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/moatdb/moat/internal/netnstest"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 const (
@@ -49,7 +50,7 @@ func equalPolicy(a, b Policy) bool {
 
 func TestApplyProbes(t *testing.T) {
 	t.Parallel()
-	p := netnstest.NewPair(t, 1)
+	p := newPair(t, 1)
 	serve(t, p, pgPort)
 	serve(t, p, pgPort+1)
 	netnstest.Echo(p.Client.Listen(t, netip.AddrPortFrom(p.ClientV4, 7000)))
@@ -102,10 +103,10 @@ func TestApplyProbes(t *testing.T) {
 
 func TestRevokeCutsEstablished(t *testing.T) {
 	t.Parallel()
-	p := netnstest.NewPair(t, 1)
+	p := newPair(t, 1)
 	serve(t, p, pgPort)
 	srv := netip.AddrPortFrom(p.ServerV4, pgPort)
-	fw := New(p.Server.Handle)
+	fw := newFirewall(t, p.Server.Handle)
 	both := Policy{Port: pgPort, AllowV4: []netip.Prefix{single(p.ClientV4), single(p.ExtraV4[0])}}
 	if err := fw.Apply(both); err != nil {
 		t.Fatal(err)
@@ -167,9 +168,9 @@ func merged(p Policy) Policy {
 }
 
 func TestLargeSetRoundTrip(t *testing.T) {
-	n := netnstest.New(t)
+	n := newNS(t)
 	pol := bigPolicy(100_000, 2_000, 0)
-	fw := New(n.Handle)
+	fw := newFirewall(t, n.Handle)
 	start := time.Now()
 	if err := fw.Apply(pol); err != nil {
 		t.Fatal(err)
@@ -202,9 +203,7 @@ func TestLargeSetRoundTrip(t *testing.T) {
 // Apply installs, as nft itself lists them.
 func TestRenderMatchesApply(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs the nft command (nftables)")
-	}
+	testenv.MustHaveCommand(t, "nft")
 	small := Policy{Port: pgPort,
 		AllowV4: prefixes("203.0.113.0/24 198.51.100.7/32 198.51.100.6/32 10.0.1.0/24 10.0.2.0/24 0.0.0.0/32"),
 		AllowV6: prefixes("2001:db8:1::/48 ffff::/16"),
@@ -217,7 +216,7 @@ func TestRenderMatchesApply(t *testing.T) {
 }
 
 func renderMatchesApply(t *testing.T, pol Policy) {
-	a, b := netnstest.New(t), netnstest.New(t)
+	a, b := newNS(t), newNS(t)
 	if err := Apply(a.Handle, pol); err != nil {
 		t.Fatal(err)
 	}
@@ -251,13 +250,13 @@ func renderMatchesApply(t *testing.T, pol Policy) {
 // an empty, partial or wider table shows as a refused "both" or an accepted
 // "neither"; between swaps, "a" and "b" must match the policy in force.
 func TestAtomicSwapUnderLoad(t *testing.T) {
-	p := netnstest.NewPair(t, 3)
+	p := newPair(t, 3)
 	serve(t, p, pgPort)
 	both, neither, onlyA, onlyB := p.ClientV4, p.ExtraV4[0], p.ExtraV4[1], p.ExtraV4[2]
 	polA := bigPolicy(100_000, 0, 0, single(both), single(onlyA))
 	polB := bigPolicy(100_000, 0, 1, single(both), single(onlyB))
 	watch := watchPackets(t, p.Server, both, neither)
-	fw := New(p.Server.Handle)
+	fw := newFirewall(t, p.Server.Handle)
 	if err := fw.Apply(polA); err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,9 +22,11 @@ import (
 // own and copies the whole batch once more in sendmsg: for 200,000
 // elements, most of the Go side of a write and its garbage.
 type batch struct {
-	buf  []byte
-	n    int // messages so far, the begin message included
-	last int // offset of the last message's header, -1 if none
+	buf     []byte
+	n       int    // messages so far, the begin message included
+	last    int    // offset of the last message's header, -1 if none
+	lastSeq uint32 // the last message's sequence number, once sealed
+	sealed  bool
 }
 
 const (
@@ -190,101 +192,22 @@ func (b *batch) elem(a netip.Addr, end bool) {
 // errEmptyBatch: a batch without a message to commit.
 var errEmptyBatch = errors.New("empty batch")
 
-// commit ends the batch and sends it to ns in one sendmsg, which nf_tables
-// processes as one transaction, and waits for the outcome. Only the last
-// message asks for an ack: the kernel reports every failing message
-// whatever its flags, and delivers its answers only after the whole
-// transaction was committed or aborted, so the first error means the
-// transaction was aborted whole, and the last message's ack that it was
-// committed (a failed commit is reported, against the begin message,
-// before any ack).
-func (b *batch) commit(ns netns.NsHandle) error {
+// seal ends the batch: only its last message asks for an ack (see
+// netlinkCommitter), and the end message closes it. Sealing twice does
+// nothing, so a refused batch can be sent again as it is.
+func (b *batch) seal() error {
+	if b.sealed {
+		return nil
+	}
 	if b.last < 0 {
 		return errEmptyBatch
 	}
 	flags := binary.NativeEndian.Uint16(b.buf[b.last+6:])
 	binary.NativeEndian.PutUint16(b.buf[b.last+6:], flags|unix.NLM_F_ACK)
-	lastSeq := binary.NativeEndian.Uint32(b.buf[b.last+8:])
+	b.lastSeq = binary.NativeEndian.Uint32(b.buf[b.last+8:])
 	b.control(unix.NFNL_MSG_BATCH_END)
-
-	k, err := dialKernel(ns)
-	if err != nil {
-		return err
-	}
-	defer closeLater(k.Close)
-	if err := setBuffers(k.c, len(b.buf)+len(b.buf)/4+(1<<20), 1<<20); err != nil {
-		return err
-	}
-	rc, err := k.c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		// Errors name the failing message without echoing it back.
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1); serr != nil {
-			return
-		}
-		serr = unix.Sendto(int(fd), b.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("send batch: %w", err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return fmt.Errorf("receive batch ack: %w", err)
-		}
-		msgs, err := parseAcks(buf[:n])
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if m.errno != 0 {
-				return fmt.Errorf("message %d of %d: %w", m.seq, b.n-1, m.errno)
-			}
-			if m.seq == lastSeq {
-				return nil
-			}
-		}
-	}
-}
-
-type ack struct {
-	seq   uint32
-	errno unix.Errno
-}
-
-// parseAcks decodes the NLMSG_ERROR messages in buf.
-func parseAcks(buf []byte) ([]ack, error) {
-	var out []ack
-	for len(buf) >= nlmsgHdrLen {
-		n := int(binary.NativeEndian.Uint32(buf))
-		if n < nlmsgHdrLen || n > len(buf) {
-			return nil, errors.New("malformed netlink message")
-		}
-		if binary.NativeEndian.Uint16(buf[4:]) == unix.NLMSG_ERROR {
-			if n < nlmsgHdrLen+4 {
-				return nil, errors.New("short netlink error message")
-			}
-			errno := int32(binary.NativeEndian.Uint32(buf[nlmsgHdrLen:]))
-			out = append(out, ack{binary.NativeEndian.Uint32(buf[8:]), unix.Errno(-errno)})
-		}
-		buf = buf[min((n+3)&^3, len(buf)):]
-	}
-	return out, nil
+	b.sealed = true
+	return nil
 }
 
 // recorder returns a google/nftables Conn that sends nothing: each Flush
@@ -294,4 +217,75 @@ func recorder(msgs *[]netlink.Message) (*nftables.Conn, error) {
 		*msgs = append(*msgs, req...)
 		return nil, nil
 	}))
+}
+
+// maxElemBytes bounds the encoded elements of one set-element message.
+// google/nftables v0.3.0 encodes all the elements of one call in a single
+// netlink attribute whose length is a uint16 and silently truncates it past
+// 64 KiB; elements are therefore written in several messages of the same
+// batch, each well under that limit.
+const maxElemBytes = 60_000
+
+// Encoded size of one interval element: the list item header, the
+// interval-end flags attribute and the nested key.
+const (
+	elemBytes4 = 4 + 8 + 4 + 4 + 4
+	elemBytes6 = 4 + 8 + 4 + 4 + 16
+)
+
+// elements returns the interval-set elements for spans: a start key and,
+// unless the range runs to the family's last address, an interval-end key
+// one past its end.
+func elements(spans []span) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*len(spans))
+	// One array holds every key: a 100,000-prefix set is 200,000 keys.
+	var keys []byte
+	if len(spans) > 0 {
+		keys = make([]byte, 0, 2*len(spans)*spans[0].from.BitLen()/8)
+	}
+	key := func(a netip.Addr) []byte {
+		n := len(keys)
+		keys, _ = a.AppendBinary(keys)
+		return keys[n:len(keys):len(keys)]
+	}
+	for _, s := range spans {
+		out = append(out, nftables.SetElement{Key: key(s.from)})
+		if end := s.to.Next(); end.IsValid() {
+			out = append(out, nftables.SetElement{Key: key(end), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+func elemBytes(v4 bool) int {
+	if v4 {
+		return elemBytes4
+	}
+	return elemBytes6
+}
+
+// addElements queues elems for set in messages under maxElemBytes each.
+// del queues deletions instead.
+func addElements(conn *nftables.Conn, set *nftables.Set, v4 bool, elems []nftables.SetElement, del bool) error {
+	for chunk := range slices.Chunk(elems, maxElemBytes/elemBytes(v4)) {
+		var err error
+		if del {
+			err = conn.SetDeleteElements(set, chunk)
+		} else {
+			err = conn.SetAddElements(set, chunk)
+		}
+		if err != nil {
+			return fmt.Errorf("set %s: %w", set.Name, err)
+		}
+	}
+	return nil
+}
+
+func batchBytes(sets []namedSet) int {
+	n := 64 << 10 // table, chain, rules, headers
+	for _, s := range sets {
+		chunks := 2*len(s.spans)*elemBytes(s.v4)/maxElemBytes + 1
+		n += 2*len(s.spans)*elemBytes(s.v4) + chunks*128
+	}
+	return n
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
-	"github.com/moatdb/moat/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,7 +104,7 @@ func TestBatchElems(t *testing.T) {
 // kernel's error and commits nothing, not even its valid messages.
 func TestBatchCommitError(t *testing.T) {
 	t.Parallel()
-	n := netnstest.New(t)
+	n := newNS(t)
 	pol := Policy{Port: pgPort, AllowV4: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
 	if err := Apply(n.Handle, pol); err != nil {
 		t.Fatal(err)
@@ -118,7 +117,7 @@ func TestBatchCommitError(t *testing.T) {
 	if err := b.elems("allow4_nosuch", 0, true, more, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.commit(n.Handle); !errors.Is(err, unix.ENOENT) {
+	if err := newNSTable(n.Handle).commit.commit(b); !errors.Is(err, unix.ENOENT) {
 		t.Fatalf("commit = %v, want ENOENT", err)
 	}
 	got, err := Current(n.Handle)
@@ -133,7 +132,7 @@ func TestBatchCommitError(t *testing.T) {
 	if err := b.elems("allow4_a0", 0, true, more, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.commit(n.Handle); err != nil {
+	if err := newNSTable(n.Handle).commit.commit(b); err != nil {
 		t.Fatal(err)
 	}
 	pol.AllowV4 = append(pol.AllowV4, netip.MustParsePrefix("10.9.0.0/24"))

@@ -3,8 +3,6 @@ package nft
 import (
 	"sync"
 	"testing"
-
-	"github.com/moatdb/moat/internal/netnstest"
 )
 
 // TestConcurrentApply writes firewalls into several namespaces at once;
@@ -13,8 +11,8 @@ import (
 func TestConcurrentApply(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 3 {
-		n := netnstest.New(t)
-		fw := New(n.Handle)
+		n := newNS(t)
+		fw := newFirewall(t, n.Handle)
 		wg.Go(func() {
 			for j := range 4 {
 				p := bigPolicy(500, 50, i+j)

@@ -14,6 +14,22 @@
 // already holds the previous policy it applied. [Render] returns the same
 // ruleset as nft(8) text, for golden tests and for comparison with nft -f.
 //
+// A failed request is classified by its errno (retry.go): a transient one
+// (EBUSY, EAGAIN, ENOBUFS, EINTR, ENOMEM) is retried with a bounded backoff
+// and never makes the table be recreated; only a table the kernel refuses
+// to change in place (EINVAL, ENOENT, EEXIST, EOPNOTSUPP, ...) is deleted
+// and created again, in the same transaction, so that no packet ever sees
+// no table. A Firewall closes its sockets off the path of Apply;
+// [Firewall.Close] waits for them.
+//
+// Files: firewall.go (the API), write.go (whole tables), delta.go (the
+// changed elements between two policies), verify.go (reading back and
+// comparing), batch.go and commit.go (one transaction as raw netlink
+// messages, elements in chunks under the 64 KiB attribute limit, and the
+// committer that sends it), kernel.go (requests the library lacks),
+// conn.go (sockets), retry.go (error classes), and the compile steps:
+// merge.go, shard.go, rules.go, render.go.
+//
 // It is imported by the agent (and by tests and benchmarks); it holds no
 // policy logic: what is allowed is decided by internal/domain.
 package nft

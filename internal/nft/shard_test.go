@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/moatdb/moat/internal/netnstest"
 )
 
 // TestCompileFromMatchesCompile checks the incremental compile against a
@@ -119,8 +118,8 @@ func TestShards(t *testing.T) {
 // TestShardedIncremental changes one shard, then a range across every
 // cut (the Firewall re-shards), then back.
 func TestShardedIncremental(t *testing.T) {
-	n := netnstest.New(t)
-	fw := New(n.Handle)
+	n := newNS(t)
+	fw := newFirewall(t, n.Handle)
 	pol := bigPolicy(2*shardElems, shardElems, 0)
 	steps := []func(){
 		func() {},
@@ -147,19 +146,21 @@ func TestShardedIncremental(t *testing.T) {
 // TestVerifyLocksDown checks that a table that is not the intended one is
 // replaced by a locked-down one.
 func TestVerifyLocksDown(t *testing.T) {
-	n := netnstest.New(t)
+	n := newNS(t)
 	written, err := compile(bigPolicy(2*shardElems, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := write(n.Handle, &written); err != nil {
+	tbl := newNSTable(n.Handle)
+	defer tbl.socks.wait()
+	if err := tbl.write(&written); err != nil {
 		t.Fatal(err)
 	}
 	want, err := compile(bigPolicy(2*shardElems, 0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := verify(n.Handle, &want); !errors.Is(err, ErrMismatch) {
+	if err := tbl.verify(&want); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("verify of another policy = %v, want ErrMismatch", err)
 	}
 	got, err := Current(n.Handle)

@@ -1,19 +1,22 @@
 package nft
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/moatdb/moat/internal/netnstest"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // TestIncrementalEdgeRanges walks the incremental path through the ranges
 // at the ends of the address space (0.0.0.0/0 has no interval-end element)
 // and back; each Apply must finish promptly and install exactly the policy.
+// Nothing the Firewall started outlives its Close.
 func TestIncrementalEdgeRanges(t *testing.T) {
-	n := netnstest.New(t)
-	fw := New(n.Handle)
+	testenv.CheckGoroutines(t)
+	n := newNS(t)
+	fw := newFirewall(t, n.Handle)
 	p := func(v4, v6 []string) Policy {
 		pol := Policy{Port: 5432}
 		for _, s := range v4 {
@@ -33,7 +36,7 @@ func TestIncrementalEdgeRanges(t *testing.T) {
 		p(nil, nil),
 		p([]string{"0.0.0.0/0"}, []string{"::/0"}),
 	}
-	fallbacks := spotCheckFallbacks.Load()
+	fallbacks := fw.t.fallbacks.Load()
 	for i, pol := range steps {
 		done := make(chan error, 1)
 		go func() { done <- fw.Apply(pol) }()
@@ -55,7 +58,13 @@ func TestIncrementalEdgeRanges(t *testing.T) {
 	}
 	// Every lookup must be answered: the deadline and the full read-back
 	// are a safety net, not the path these changes take.
-	if n := spotCheckFallbacks.Load() - fallbacks; n != 0 {
+	if n := fw.t.fallbacks.Load() - fallbacks; n != 0 {
 		t.Errorf("%d incremental applies fell back to a full read-back; want 0", n)
+	}
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Apply(steps[0]); !errors.Is(err, ErrClosed) {
+		t.Errorf("Apply after Close = %v, want ErrClosed", err)
 	}
 }

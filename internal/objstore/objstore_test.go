@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // testStore is the conformance suite every Store passes. s must be empty.
@@ -260,12 +262,7 @@ func TestKey(t *testing.T) {
 
 func TestDirOwner(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to chown (CI=true: failing instead of skipping)")
-		}
-		t.Skip("needs root to chown")
-	}
+	testenv.MustHaveRoot(t) // to chown
 	root := t.TempDir()
 	d, err := NewDir(root)
 	if err != nil {

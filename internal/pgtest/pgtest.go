@@ -32,7 +32,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +39,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // errUnavailable marks a machine without PostgreSQL: tests skip (or fail
@@ -110,8 +111,8 @@ func Start(tb testing.TB) *Server {
 
 func fail(tb testing.TB, err error) {
 	tb.Helper()
-	if errors.Is(err, errUnavailable) && os.Getenv("CI") != "true" {
-		tb.Skipf("pgtest: %v", err)
+	if errors.Is(err, errUnavailable) {
+		testenv.Unavailable(tb, "pgtest: %v", err)
 	}
 	tb.Fatalf("pgtest: %v", err)
 }
@@ -163,18 +164,12 @@ func (s *Server) Stop() error {
 
 // bindir finds the PostgreSQL server binaries.
 func bindir() (string, error) {
-	dir := os.Getenv("MOAT_PG_BINDIR")
-	if dir == "" {
-		out, err := exec.Command("pg_config", "--bindir").Output()
-		if err != nil {
-			return "", fmt.Errorf("%w: pg_config --bindir: %v (install postgresql, or set MOAT_PG_BINDIR)", errUnavailable, err)
-		}
-		dir = strings.TrimSpace(string(out))
+	dir, err := testenv.PGBinDir()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	for _, b := range []string{"initdb", "postgres"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			return "", fmt.Errorf("%w: %v (install the postgresql server, or set MOAT_PG_BINDIR)", errUnavailable, err)
-		}
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+		return "", fmt.Errorf("%w: %w (install the postgresql server, or set MOAT_PG_BINDIR)", errUnavailable, err)
 	}
 	return dir, nil
 }

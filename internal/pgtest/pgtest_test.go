@@ -2,13 +2,13 @@ package pgtest_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/moatdb/moat/internal/pgtest"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -60,7 +60,7 @@ func TestStartStop(t *testing.T) {
 }
 
 func TestUnavailableSkips(t *testing.T) {
-	if os.Getenv("CI") == "true" {
+	if testenv.InCI() {
 		t.Skip("CI=true turns the skip into a failure")
 	}
 	t.Setenv("MOAT_PG_BINDIR", t.TempDir())

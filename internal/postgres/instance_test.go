@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/moatdb/moat/internal/pki"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // The real-PostgreSQL tests need root (PostgreSQL runs as the postgres
@@ -29,24 +30,11 @@ import (
 // CI=true.
 func requirePostgres(tb testing.TB) {
 	tb.Helper()
-	if testing.Short() {
-		tb.Skip("short: needs a real PostgreSQL")
+	testenv.MustNotBeShort(tb, "needs a real PostgreSQL")
+	testenv.MustHavePostgres(tb)
+	if _, err := lookupCredential("postgres"); err != nil {
+		testenv.Unavailable(tb, "%v", err)
 	}
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root (PostgreSQL runs as the postgres user)"
-	} else if _, err := findBinDir(); err != nil {
-		reason = err.Error()
-	} else if _, err := lookupCredential("postgres"); err != nil {
-		reason = err.Error()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(reason)
-	}
-	tb.Skip(reason)
 }
 
 // pkiFixture: a project CA for server certificates (what clients trust)

@@ -4,7 +4,8 @@
 // builds and removes VPCs, and sends, follows and deletes peering requests
 // to tenants' networks.
 // Implementations: local (network namespaces on this machine); aws later.
-// Imported by the reconcilers and the wiring in internal/cli.
+// Imported by the reconcilers, the control plane that hands them one, and
+// its implementations.
 package provider
 
 import (

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/store"
@@ -35,7 +34,7 @@ func (r *Reconciler) operations(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	var errs firstError
+	var errs []error
 	for _, op := range ops {
 		var err error
 		switch op.Type {
@@ -47,10 +46,10 @@ func (r *Reconciler) operations(ctx context.Context) error {
 			err = r.advanceRestore(ctx, op)
 		}
 		if err != nil {
-			errs.keep(fmt.Errorf("operation %s: %w", op.ID, err))
+			errs = append(errs, fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 	}
-	return errs.err
+	return errors.Join(errs...)
 }
 
 func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
@@ -65,11 +64,7 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 	switch {
 	case op.State == domain.StatePending:
 		return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
-			if err := domain.OperationMachine.Move(o.State, domain.StateRunning); err != nil {
-				return err
-			}
-			o.State, o.Step = domain.StateRunning, domain.StepAddNetwork
-			return nil
+			return o.Start(domain.StepAddNetwork, r.cfg.Now().UTC())
 		})
 
 	case op.Step == domain.StepAddNetwork:
@@ -82,7 +77,12 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 			}
 			addr, err := nw.AddNodeInterface(ctx, n.ID, op.VPCID)
 			if err != nil {
-				return r.finishOp(ctx, op.ID, &domain.Info{Code: "network_failed", Message: "the node could not join the destination network; the service keeps its current network"})
+				// Handled: the operation fails, the service stays where
+				// it is; the cause is logged and kept for operators.
+				r.log.Warn("add node interface", "operation_id", op.ID, "node_id", n.ID, "vpc_id", op.VPCID, "err", err)
+				return r.finishOp(ctx, op.ID, &domain.Info{Code: "network_failed",
+					Message: "the node could not join the destination network; the service keeps its current network",
+					Cause:   fmt.Sprintf("add an interface to node %s on %q: %v", n.ID, op.VPCID, err)})
 			}
 			if err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
 				cur.NextAddress = addr.String()
@@ -142,11 +142,14 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		if err != nil {
 			return err
 		}
+		var errs []error
 		for _, a := range release {
-			if addr, err := netip.ParseAddr(a); err == nil {
-				if err := nw.ReleaseAddress(ctx, addr); err != nil {
-					r.log.Error("release moved address", "address", a, "err", err)
-				}
+			addr, err := netip.ParseAddr(a)
+			if err == nil {
+				err = nw.ReleaseAddress(ctx, addr)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("release moved address %q: %w", a, err))
 			}
 		}
 		// The new path's clients may connect as soon as DNS and the
@@ -154,10 +157,10 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 		// now rather than a pass later.
 		for _, n := range nodes {
 			if err := nw.UseNetwork(ctx, n.ID, op.VPCID); err != nil {
-				return err
+				return errors.Join(append(errs, err)...)
 			}
 		}
-		return nil
+		return errors.Join(errs...)
 
 	case op.Step == domain.StepRemoveNetwork:
 		// Route through the new network only now: until the switch, the
@@ -211,12 +214,11 @@ func (r *Reconciler) serviceNodes(ctx context.Context, id string) (*domain.Servi
 func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info) error {
 	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 		o, err := store.Get[domain.Operation](ctx, tx, id)
-		if err != nil || domain.OperationMachine.Terminal(o.State) {
+		if err != nil || !o.Live() {
 			return err
 		}
-		o.State, o.Error, o.UpdatedAt = domain.StateSucceeded, info, r.cfg.Now().UTC()
-		if info != nil {
-			o.State = domain.StateFailed
+		if err := o.Finish(info, r.cfg.Now().UTC()); err != nil {
+			return err
 		}
 		if err := store.Put(ctx, tx, o); err != nil {
 			return err
@@ -228,12 +230,7 @@ func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info)
 		if err != nil {
 			return err
 		}
-		if s.OperationID == o.ID {
-			s.OperationID = ""
-			if s.State == domain.StateMigrating {
-				s.State = domain.StateRunning
-			}
-			s.UpdatedAt = r.cfg.Now().UTC()
+		if s.EndOperation(o.ID, r.cfg.Now().UTC()) {
 			if err := store.Put(ctx, tx, s); err != nil {
 				return err
 			}
@@ -270,19 +267,21 @@ func (r *Reconciler) holdOld(ctx context.Context, nw provider.Networker, svc *do
 	}
 	addr, err := netip.ParseAddr(n.OldAddress)
 	if err != nil {
-		return nil
+		return fmt.Errorf("node %s: old address: %w", n.ID, err)
 	}
-	msg := fmt.Sprintf("service %s moved: connect to %s", svc.ID, desired.ServiceName(svc, r.cfg.Zone))
+	msg := fmt.Sprintf("service %s moved: connect to %s", svc.ID, domain.ServiceName(svc, r.cfg.Zone))
 	if svc.VPCID != "" {
 		msg += " (it is now reachable only from its VPC " + svc.VPCID + " and the VPC's peerings)"
 	}
-	var cert *tls.Certificate
-	if key, err := r.cfg.Keys.Open(n.KeySealed, desired.NodeKeyAD(n.ID)); err == nil {
-		if c, err := tls.X509KeyPair([]byte(n.CertPEM), key); err == nil {
-			cert = &c
-		}
+	key, err := r.cfg.Keys.Open(n.KeySealed, domain.NodeKeyAD(n.ID))
+	if err != nil {
+		return fmt.Errorf("node %s: unseal its key: %w", n.ID, err)
 	}
-	return nw.HoldAddress(ctx, addr, n.OldVPCID, msg, cert)
+	cert, err := tls.X509KeyPair([]byte(n.CertPEM), key)
+	if err != nil {
+		return fmt.Errorf("node %s: certificate: %w", n.ID, err)
+	}
+	return nw.HoldAddress(ctx, addr, n.OldVPCID, msg, &cert)
 }
 
 // holdMoved makes sure every moved address of a live service is held (after
@@ -293,25 +292,34 @@ func (r *Reconciler) holdMoved(ctx context.Context, nodes []*domain.Node) error 
 	if !ok {
 		return nil
 	}
-	var errs firstError
+	var errs []error
 	for _, n := range nodes {
 		if n.OldAddress != "" && n.NextAddress == "" {
-			errs.keep(r.holdOrRelease(ctx, nw, n))
+			errs = append(errs, r.holdOrRelease(ctx, nw, n))
 		}
 	}
-	return errs.err
+	return errors.Join(errs...)
 }
 
 // holdOrRelease holds node n's old address, or releases it when the node
 // is going or the VPC the address is in is being deleted (a held address
 // would keep the VPC's router from being removed).
 func (r *Reconciler) holdOrRelease(ctx context.Context, nw provider.Networker, n *domain.Node) error {
-	nodeGoing := n.State == domain.StateDeleting || domain.Gone(n.State)
-	if nodeGoing || (n.OldVPCID != "" && r.vpcGoing(ctx, n.OldVPCID)) {
-		if addr, err := netip.ParseAddr(n.OldAddress); err == nil {
-			if err := nw.ReleaseAddress(ctx, addr); err != nil {
-				return err
-			}
+	nodeGoing := domain.Going(n.State)
+	vpcGoing := false
+	if n.OldVPCID != "" && !nodeGoing {
+		var err error
+		if vpcGoing, err = r.vpcGoing(ctx, n.OldVPCID); err != nil {
+			return err
+		}
+	}
+	if nodeGoing || vpcGoing {
+		addr, err := netip.ParseAddr(n.OldAddress)
+		if err != nil {
+			return fmt.Errorf("node %s: old address: %w", n.ID, err)
+		}
+		if err := nw.ReleaseAddress(ctx, addr); err != nil {
+			return err
 		}
 		if nodeGoing {
 			return nil
@@ -329,11 +337,17 @@ func (r *Reconciler) holdOrRelease(ctx context.Context, nw provider.Networker, n
 }
 
 // vpcGoing reports whether VPC id is being deleted or gone.
-func (r *Reconciler) vpcGoing(ctx context.Context, id string) bool {
+func (r *Reconciler) vpcGoing(ctx context.Context, id string) (bool, error) {
 	var v *domain.VPC
 	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
 		v, err = store.Get[domain.VPC](ctx, tx, id)
 		return err
 	})
-	return errors.Is(err, store.ErrNotFound) || (err == nil && (v.State == domain.StateDeleting || domain.Gone(v.State)))
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("VPC %s: %w", id, err)
+	}
+	return domain.Going(v.State), nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
@@ -42,7 +41,7 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 	if err != nil {
 		return err
 	}
-	if svc.State == domain.StateDeleting || domain.Gone(svc.State) {
+	if domain.Going(svc.State) {
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service is being deleted"})
 	}
 	limit := backupTimeout
@@ -51,7 +50,8 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 	}
 	if r.cfg.Now().Sub(op.CreatedAt) > limit {
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "timeout",
-			Message: fmt.Sprintf("the service's primary did not finish the task within %v (see its node's state and postgres.log)", limit)})
+			Message: fmt.Sprintf("the service's primary did not finish the task within %v", limit),
+			Cause:   "no report of the task from the primary's agent: see the primary node's state and its postgres.log"})
 	}
 	if op.State != domain.StatePending {
 		return nil // running: the primary's agent reports it
@@ -62,8 +62,7 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 				if o.State != domain.StatePending {
 					return errSkip
 				}
-				o.State = domain.StateRunning
-				return nil
+				return o.Start("", r.cfg.Now().UTC())
 			})
 		}
 	}
@@ -80,10 +79,11 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 			if o.State != domain.StatePending {
 				return errSkip
 			}
-			o.State, o.Step = domain.StateRunning, domain.StepRestore
 			if o.WaitID != "" {
-				o.Step = domain.StepSwitchWAL
-				return nil
+				return o.Start(domain.StepSwitchWAL, r.cfg.Now().UTC())
+			}
+			if err := o.Start(domain.StepRestore, r.cfg.Now().UTC()); err != nil {
+				return err
 			}
 			return r.auditKeyRelease(ctx, tx, o)
 		})
@@ -99,9 +99,9 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 			return nil
 		}
 		if wait != nil && wait.State == domain.StateFailed {
-			why := "the WAL switch failed"
+			why, cause := "the WAL switch failed", ""
 			if wait.Error != nil {
-				why = wait.Error.Message
+				why, cause = wait.Error.Message, wait.Error.Cause
 			}
 			var to time.Time
 			if err := r.cfg.Store.View(ctx, func(tx store.Tx) error {
@@ -116,11 +116,13 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 			if to.IsZero() {
 				// "Everything committed so far" cannot be kept: say so
 				// rather than restore less.
-				return r.failRestore(ctx, op.ID, "the source could not archive its latest WAL ("+why+"): restore to an earlier time with --to-time, or fix the source's archiving and retry")
+				return r.failRestore(ctx, op.ID, domain.Info{Code: domain.CodeRestoreFailed,
+					Message: "the source could not archive its latest WAL (" + why + "): restore to an earlier time with --to-time, or fix the source's archiving and retry",
+					Cause:   cause})
 			}
 			// A past time may well be in the archive already; if it is
 			// not, PostgreSQL says so and the restore fails then.
-			r.log.Warn("restore: the source's WAL switch failed; restoring to the requested time from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", why)
+			r.log.Warn("restore: the source's WAL switch failed; restoring to the requested time from the archive as it is", "operation", op.ID, "source", op.SourceID, "err", why, "cause", cause)
 		}
 		return r.updateOp(ctx, op.ID, func(tx store.Tx, o *domain.Operation) error {
 			if o.Step != domain.StepSwitchWAL {
@@ -140,7 +142,7 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 	switch {
 	case svc.State == domain.StateRunning:
 		return r.finishOp(ctx, op.ID, nil)
-	case svc.State == domain.StateDeleting || domain.Gone(svc.State):
+	case domain.Going(svc.State):
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service was deleted during its restore"})
 	}
 	var src *domain.Service
@@ -150,24 +152,29 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 	}); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if src == nil || src.State == domain.StateDeleting || domain.Gone(src.State) {
-		return r.failRestore(ctx, op.ID, "the source service "+op.SourceID+" was deleted during the restore, and its backups with it")
+	if src == nil || domain.Going(src.State) {
+		return r.failRestore(ctx, op.ID, sourceDeleted(op.SourceID))
 	}
 	for _, n := range nodes {
 		if n.Index == 0 && n.State == domain.StateFailed {
-			msg := "the restore failed"
+			why := domain.Info{Code: domain.CodeRestoreFailed, Message: "the restore failed"}
 			if n.StateInfo != nil {
-				msg = n.StateInfo.Message
+				why.Message, why.Cause = "the restore failed: "+n.StateInfo.Message, n.StateInfo.Cause
 			}
-			return r.failRestore(ctx, op.ID, msg)
+			return r.failRestore(ctx, op.ID, why)
 		}
 	}
 	return nil
 }
 
-// failRestore fails a restore and its service.
-func (r *Reconciler) failRestore(ctx context.Context, opID, msg string) error {
-	if err := r.finishOp(ctx, opID, &domain.Info{Code: "restore_failed", Message: msg}); err != nil {
+// sourceDeleted is why a restore whose source was deleted failed.
+func sourceDeleted(id string) domain.Info {
+	return domain.Info{Code: domain.CodeRestoreFailed, Message: "the source service " + id + " was deleted during the restore, and its backups with it"}
+}
+
+// failRestore fails a restore and its service with why.
+func (r *Reconciler) failRestore(ctx context.Context, opID string, why domain.Info) error {
+	if err := r.finishOp(ctx, opID, &why); err != nil {
 		return err
 	}
 	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
@@ -179,7 +186,9 @@ func (r *Reconciler) failRestore(ctx context.Context, opID, msg string) error {
 		if err != nil || s.State != domain.StateCreating {
 			return err
 		}
-		s.State, s.StateInfo, s.UpdatedAt = domain.StateFailed, &domain.Info{Code: "restore_failed", Message: msg}, r.cfg.Now().UTC()
+		if err := s.Fail(why, r.cfg.Now().UTC()); err != nil {
+			return err
+		}
 		if err := store.Put(ctx, tx, s); err != nil {
 			return err
 		}
@@ -212,18 +221,25 @@ func (r *Reconciler) scheduleBackups(ctx context.Context, svcs []*domain.Service
 			busy[o.TargetID] = true
 		}
 	}
-	var errs firstError
+	var errs []error
 	for _, s := range svcs {
 		if s.State != domain.StateRunning || busy[s.ID] || s.BackupPublicKeyPEM == "" || now.Sub(s.LastBackupAt) < r.cfg.BackupInterval {
 			continue
 		}
-		errs.keep(r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		errs = append(errs, r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 			cur, err := store.Get[domain.Service](ctx, tx, s.ID)
 			if err != nil || cur.State != domain.StateRunning {
 				return err
 			}
-			op, err := apiserver.NewBackupOp(ctx, tx, cur, now)
+			live, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: cur.ProjectID, Parent: cur.ID, States: domain.LiveOperationStates})
 			if err != nil {
+				return err
+			}
+			op, created := domain.NextBackup(cur, live, now)
+			if !created {
+				return nil
+			}
+			if err := store.Put(ctx, tx, op); err != nil {
 				return err
 			}
 			r.log.Info("scheduled base backup", "service", s.ID, "operation", op.ID, "last_backup_at", s.LastBackupAt)
@@ -231,7 +247,7 @@ func (r *Reconciler) scheduleBackups(ctx context.Context, svcs []*domain.Service
 			return err
 		}))
 	}
-	return errs.err
+	return errors.Join(errs...)
 }
 
 // prune applies retention to a service after each new backup: it keeps
@@ -338,7 +354,7 @@ func (r *Reconciler) restoresDone(ctx context.Context, s *domain.Service) (bool,
 	for _, o := range restores {
 		switch {
 		case !domain.OperationMachine.Terminal(o.State):
-			if err := r.failRestore(ctx, o.ID, "the source service "+s.ID+" was deleted during the restore, and its backups with it"); err != nil {
+			if err := r.failRestore(ctx, o.ID, sourceDeleted(s.ID)); err != nil {
 				return false, err
 			}
 			done = false

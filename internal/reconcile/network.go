@@ -53,8 +53,8 @@ func (r *Reconciler) networks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var errs firstError
-	keep := errs.keep
+	var errs []error
+	keep := func(err error) { errs = append(errs, err) }
 	byID := make(map[string]*domain.VPC, len(vpcs))
 	for _, v := range vpcs {
 		byID[v.ID] = v
@@ -68,7 +68,7 @@ func (r *Reconciler) networks(ctx context.Context) error {
 	for _, p := range pcxs {
 		keep(r.peering(ctx, p, byID[p.VPCID]))
 	}
-	return errs.err
+	return errors.Join(errs...)
 }
 
 // createVPC builds a creating VPC's network and makes it active.
@@ -272,10 +272,9 @@ func (r *Reconciler) movePeering(ctx context.Context, seen *domain.Peering, to s
 		if cur.State != seen.State {
 			return errSkip
 		}
-		if err := domain.PeeringMachine.Move(cur.State, to); err != nil {
+		if err := cur.Transition(to, info, r.cfg.Now().UTC()); err != nil {
 			return err
 		}
-		cur.State, cur.StateInfo = to, info
 		if edit != nil {
 			edit(cur)
 		}
@@ -293,10 +292,9 @@ func (r *Reconciler) moveVPC(ctx context.Context, seen *domain.VPC, to string, i
 		if cur.State != seen.State {
 			return errSkip
 		}
-		if err := domain.VPCMachine.Move(cur.State, to); err != nil {
+		if err := cur.Transition(to, info, r.cfg.Now().UTC()); err != nil {
 			return err
 		}
-		cur.State, cur.StateInfo = to, info
 		if edit != nil {
 			edit(cur)
 		}

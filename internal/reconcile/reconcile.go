@@ -13,9 +13,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/backup"
-	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
@@ -27,7 +25,7 @@ import (
 type Config struct {
 	Store      store.Store
 	Provider   provider.Provider
-	Keys       apiserver.Sealer
+	Keys       Sealer
 	InternalCA *pki.CA
 	Zone       string
 	Logger     *slog.Logger
@@ -42,6 +40,13 @@ type Config struct {
 	BackupInterval time.Duration
 	BackupKeep     int
 	BackupKeepAge  time.Duration
+}
+
+// Sealer seals and opens secrets at rest (a *secret.Keyring), with the
+// associated data domain names for each kind of key.
+type Sealer interface {
+	Seal(plaintext, associatedData []byte) []byte
+	Open(sealed, associatedData []byte) ([]byte, error)
 }
 
 // Reconciler drives nodes and services.
@@ -80,22 +85,27 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	var rev int64
 	for {
 		if err := r.Once(ctx); err != nil && ctx.Err() == nil {
-			r.log.Error("reconcile pass", "err", err)
+			for _, e := range flatten(err) {
+				r.log.Error("reconcile pass", "err", e)
+			}
 		}
 		n, err := r.wait(ctx, rev)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			rev = n
+		case !errors.Is(err, context.DeadlineExceeded): // the resync period
+			r.log.Error("wait for a store change", "err", err)
 		}
 	}
 }
 
 // Once makes one pass over every VPC, peering, node and service that needs
 // work (VPCs and peerings first, so a VPC is active before its nodes are
-// placed). Work on
-// one object failing does not stop the others; the first error is returned.
+// placed). Work on one object failing does not stop the others; every
+// error is returned, joined (errors.Join).
 func (r *Reconciler) Once(ctx context.Context) error {
 	var nodes []*domain.Node
 	var svcs []*domain.Service
@@ -109,8 +119,8 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var errs firstError
-	keep := errs.keep
+	var errs []error
+	keep := func(err error) { errs = append(errs, err) }
 	keep(r.networks(ctx))
 	for _, n := range nodes {
 		switch {
@@ -135,17 +145,20 @@ func (r *Reconciler) Once(ctx context.Context) error {
 			keep(r.prune(ctx, s))
 		}
 	}
-	return errs.err
+	return errors.Join(errs...)
 }
 
-// firstError keeps the first of the errors of a pass whose steps go on
-// after one fails.
-type firstError struct{ err error }
-
-func (f *firstError) keep(err error) {
-	if err != nil && f.err == nil {
-		f.err = err
+// flatten lists the errors joined in err (recursively), each once.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
 	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // place puts a new node on a machine and issues its certificates.
@@ -182,25 +195,25 @@ func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) err
 	if err != nil {
 		return err
 	}
-	caKey, err := r.cfg.Keys.Open(proj.CAKeySealed, apiserver.ProjectCAKeyAD(proj.ID))
+	caKey, err := r.cfg.Keys.Open(proj.CAKeySealed, domain.ProjectCAKeyAD(proj.ID))
 	if err != nil {
-		return fmt.Errorf("unseal project CA key: %w", err)
+		return fmt.Errorf("unseal the CA key of project %s: %w", proj.ID, err)
 	}
 	ca, err := pki.ParseCA([]byte(proj.CACertPEM), caKey)
 	if err != nil {
 		return err
 	}
 	now := r.cfg.Now()
-	cert, key, err := ca.IssueServer(desired.CertNames(n, svc, r.cfg.Zone), CertValidity, now)
+	cert, key, err := ca.IssueServer(domain.CertNames(n, svc, r.cfg.Zone), CertValidity, now)
 	if err != nil {
 		return fmt.Errorf("issue node certificate: %w", err)
 	}
-	rcert, rkey, err := r.cfg.InternalCA.IssueClient(desired.ReplicationUser, CertValidity, now)
+	rcert, rkey, err := r.cfg.InternalCA.IssueClient(domain.ReplicationUser, CertValidity, now)
 	if err != nil {
 		return fmt.Errorf("issue replication certificate: %w", err)
 	}
-	n.CertPEM, n.KeySealed = string(cert), r.cfg.Keys.Seal(key, desired.NodeKeyAD(n.ID))
-	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, desired.ReplKeyAD(n.ID))
+	n.CertPEM, n.KeySealed = string(cert), r.cfg.Keys.Seal(key, domain.NodeKeyAD(n.ID))
+	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, domain.ReplKeyAD(n.ID))
 	n.CertNotAfterAt = now.Add(CertValidity)
 	return nil
 }
@@ -212,7 +225,7 @@ func (r *Reconciler) renew(ctx context.Context, n *domain.Node) error {
 // remove destroys a deleting node's machine once its agent wiped it (or at
 // once if it was never placed).
 func (r *Reconciler) remove(ctx context.Context, n *domain.Node) error {
-	if n.Address != "" && (n.StateInfo == nil || n.StateInfo.Code != "wiped") {
+	if n.Address != "" && !n.Wiped() {
 		return nil // the agent has not wiped it yet
 	}
 	if n.Address != "" {
@@ -224,9 +237,7 @@ func (r *Reconciler) remove(ctx context.Context, n *domain.Node) error {
 		if cur.State != domain.StateDeleting {
 			return errSkip
 		}
-		cur.State = domain.StateDeleted
-		cur.KeySealed, cur.ReplKeySealed = nil, nil
-		return nil
+		return cur.MarkDeleted(r.cfg.Now().UTC())
 	})
 }
 
@@ -260,8 +271,9 @@ func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error 
 		if len(nodes) > 0 {
 			return nil
 		}
-		cur.State, cur.UpdatedAt = domain.StateDeleted, r.cfg.Now().UTC()
-		cur.AdminVerifier, cur.BackupKeySealed = "", nil
+		if err := cur.MarkDeleted(r.cfg.Now().UTC()); err != nil {
+			return err
+		}
 		if err := store.Put(ctx, tx, cur); err != nil {
 			return err
 		}
@@ -270,12 +282,17 @@ func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error 
 	})
 }
 
+// fail records why a node could not be placed (it is retried) and
+// returns the cause, with the error of recording it if any.
 func (r *Reconciler) fail(ctx context.Context, n *domain.Node, code string, cause error) error {
-	r.log.Error("node failed", "node_id", n.ID, "code", code, "err", cause)
-	r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
-		cur.StateInfo = &domain.Info{Code: code, Message: "the provider could not create the node; it is retried"}
+	err := r.update(ctx, n.ID, func(_ store.Tx, cur *domain.Node) error {
+		cur.StateInfo = &domain.Info{Code: code, Message: "the provider could not create the node; it is retried", Cause: cause.Error()}
 		return nil
 	})
+	cause = fmt.Errorf("place node %s: %w", n.ID, cause)
+	if err != nil {
+		return errors.Join(cause, fmt.Errorf("record the failure of node %s: %w", n.ID, err))
+	}
 	return cause
 }
 
@@ -325,7 +342,7 @@ func (r *Reconciler) backupKey(ctx context.Context, id string) error {
 		if err != nil || s.BackupPublicKeyPEM != "" || domain.Gone(s.State) {
 			return err
 		}
-		s.BackupPublicKeyPEM, s.BackupKeySealed = string(pub), r.cfg.Keys.Seal(priv, desired.BackupKeyAD(id))
+		s.BackupPublicKeyPEM, s.BackupKeySealed = string(pub), r.cfg.Keys.Seal(priv, domain.BackupKeyAD(id))
 		s.UpdatedAt = r.cfg.Now().UTC()
 		if err := store.Put(ctx, tx, s); err != nil {
 			return err

@@ -4,9 +4,14 @@
 // customer accounts with VPCs (a router namespace with a NAT uplink to the
 // internet), hosts inside them, the peering inbox (accept, reject), route
 // tables and security-group egress rules, and a clock tests can move. It
-// stands on internal/localcloud, as the local provider does; no product
-// package imports it, and it imports none but localcloud and domain (for
-// validation).
+// stands on internal/localcloud, as the local provider does. It also
+// describes its sources to the explain model (Source) and checks that model
+// against real packets (Verify, behind moat verify).
+//
+// No product package imports it: only moat up (internal/up), the CLI's
+// Linux-only wiring of moat sim, explain, verify and service psql, and
+// tests. It imports none of Moat's packages but localcloud, atomicfile and
+// domain (validation, and the explain model).
 //
 // What exists is split in two: the kernel holds the network (namespaces,
 // interfaces, addresses, routes, nftables, read back through localcloud),

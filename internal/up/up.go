@@ -60,7 +60,10 @@ type Stack struct {
 	CP    *controlplane.ControlPlane
 	Agent *agent.Agent
 	Cloud *localcloud.Cloud
-	Sim   *sim.Sim
+	// Provider is the control plane's local provider; Run runs it (its
+	// moved-address responders) and closes it.
+	Provider *local.Provider
+	Sim      *sim.Sim
 	// Laptop is the internet host clients run on.
 	Laptop sim.Host
 	// DNS is the platform's authoritative server; DNSAddr its loopback
@@ -116,7 +119,8 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.Cloud.EnsureInternet(ctx); err != nil {
 		return nil, fmt.Errorf("create the simulated internet: %w", err)
 	}
-	cfg.ControlPlane.Provider = local.New(s.Cloud, Host)
+	s.Provider = local.New(s.Cloud, Host)
+	cfg.ControlPlane.Provider = s.Provider
 	cfg.ControlPlane.AgentHost = Host
 	if s.CP, err = controlplane.New(ctx, cfg.ControlPlane); err != nil {
 		return nil, err
@@ -191,14 +195,16 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 	return client.New(client.Config{URL: s.CP.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(dir, controlplane.APICAFile)})
 }
 
-// Run runs the control plane and the agent until ctx ends or one fails.
-// Nodes keep running after it returns; Down removes them.
+// Run runs the control plane, its provider and the agent until ctx ends
+// or one fails. Nodes keep running after it returns (moved addresses keep
+// their namespaces, without their responders); Down removes them.
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 3 + len(s.dnsSockets)
+	n := 4 + len(s.dnsSockets)
 	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
+	go func() { errc <- s.Provider.Run(ctx) }()
 	go func() { errc <- s.Agent.Run(ctx) }()
 	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
 	for _, d := range s.dnsSockets {

@@ -5,8 +5,13 @@
 // namespace. A VPC is a localcloud VPC named by Moat's VPC ID (its router
 // namespace "<prefix>r-<vpc id>" is the cloud_vpc_id); a peering is a
 // localcloud peering request whose pcx- ID is the cloud_peering_id, seen by
-// the simulated customer cloud on the same substrate. Wired by
-// internal/cli; needs root.
+// the simulated customer cloud on the same substrate. A node's old address
+// can be held after it moved (HoldAddress): a namespace keeps it and a
+// responder tells clients where the service went.
+//
+// Lifecycle (caddy's Provision/Cleanup): New makes a provider, Run runs it
+// until its context ends, Close stops its responders (the namespaces stay
+// in the kernel). Wired by internal/up for moat up; needs root.
 package local
 
 import (

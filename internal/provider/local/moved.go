@@ -18,10 +18,27 @@ import (
 	"github.com/moatdb/moat/internal/localcloud"
 )
 
+// ErrClosed is returned by HoldAddress after Close.
+var ErrClosed = errors.New("local provider closed")
+
 // movedHosts keeps the responders of moved addresses, per provider.
 type movedHosts struct {
-	mu        sync.Mutex
-	listeners map[netip.Addr]net.Listener
+	mu      sync.Mutex
+	closed  bool
+	servers map[netip.Addr]*movedServer
+}
+
+// movedServer answers PostgreSQL connections on one moved address with
+// where the service went. Close stops it and waits for its goroutines.
+type movedServer struct {
+	ln      net.Listener
+	message string
+	cert    *tls.Certificate
+	wg      sync.WaitGroup // the accept loop and a goroutine per connection
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
 }
 
 // movedName is the local-cloud host that holds a moved address.
@@ -34,11 +51,16 @@ func movedName(a netip.Addr) string {
 // a node left it: a namespace takes the address (and the node's MAC, so
 // neighbours' ARP entries stay right), and a responder on port 5432 answers
 // every PostgreSQL connection attempt with an error whose message says
-// where the service went. Idempotent; call it again after a restart.
+// where the service went. Idempotent; call it again after a restart (the
+// namespace outlives the provider, the responder does not: Close stops
+// it).
 func (p *Provider) HoldAddress(ctx context.Context, addr netip.Addr, vpcID, message string, cert *tls.Certificate) error {
 	p.moved.mu.Lock()
 	defer p.moved.mu.Unlock()
-	if _, ok := p.moved.listeners[addr]; ok {
+	if p.moved.closed {
+		return fmt.Errorf("hold %s: %w", addr, ErrClosed)
+	}
+	if _, ok := p.moved.servers[addr]; ok {
 		return nil
 	}
 	h, err := p.cloud.AddHost(ctx, movedName(addr), netRef(vpcID))
@@ -87,22 +109,24 @@ func (p *Provider) HoldAddress(ctx context.Context, addr netip.Addr, vpcID, mess
 	if err != nil {
 		return fmt.Errorf("hold %s: %w", addr, err)
 	}
-	if p.moved.listeners == nil {
-		p.moved.listeners = map[netip.Addr]net.Listener{}
+	if p.moved.servers == nil {
+		p.moved.servers = map[netip.Addr]*movedServer{}
 	}
-	p.moved.listeners[addr] = ln
-	go serveMoved(ln, message, cert)
+	srv := &movedServer{ln: ln, message: message, cert: cert, conns: map[net.Conn]struct{}{}}
+	p.moved.servers[addr] = srv
+	srv.wg.Go(srv.serve)
 	return nil
 }
 
 // ReleaseAddress stops answering on addr and frees it.
 func (p *Provider) ReleaseAddress(ctx context.Context, addr netip.Addr) error {
 	p.moved.mu.Lock()
-	if ln, ok := p.moved.listeners[addr]; ok {
-		ln.Close()
-		delete(p.moved.listeners, addr)
-	}
+	srv := p.moved.servers[addr]
+	delete(p.moved.servers, addr)
 	p.moved.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
 	err := p.cloud.RemoveHost(ctx, movedName(addr))
 	if errors.Is(err, localcloud.ErrNotFound) {
 		return nil
@@ -110,18 +134,80 @@ func (p *Provider) ReleaseAddress(ctx context.Context, addr netip.Addr) error {
 	return err
 }
 
-// serveMoved answers each connection with a FATAL ErrorResponse carrying
+// Run returns when ctx ends, after Close: the provider's responders live
+// as long as the control plane that runs it. (New is caddy's Provision,
+// Close its Cleanup.)
+func (p *Provider) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return p.Close()
+}
+
+// Close stops every moved-address responder, ends their connections and
+// waits for their goroutines; HoldAddress fails afterwards. The moved
+// addresses' namespaces stay, holding the addresses, until ReleaseAddress
+// or the local cloud's cleanup; a new provider answers on them again when
+// HoldAddress is called again. Idempotent.
+func (p *Provider) Close() error {
+	p.moved.mu.Lock()
+	p.moved.closed = true
+	servers := p.moved.servers
+	p.moved.servers = nil
+	p.moved.mu.Unlock()
+	for _, srv := range servers {
+		srv.Close()
+	}
+	return nil
+}
+
+// Close stops s: its listener, then its connections, and waits for its
+// goroutines.
+func (s *movedServer) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// track records c as open, or closes it and reports false when s is
+// closed.
+func (s *movedServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *movedServer) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// serve answers each connection with a FATAL ErrorResponse carrying
 // message. A client asking for TLS gets it first, with the service's own
 // certificate when one is given, so a verify-full client authenticates the
 // answer and shows it (libpq does not show an error sent in place of TLS).
-func serveMoved(ln net.Listener, message string, cert *tls.Certificate) {
+func (s *movedServer) serve() {
+	message, cert := s.message, s.cert
 	for {
-		c, err := ln.Accept()
+		c, err := s.ln.Accept()
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
+		if !s.track(c) {
+			return
+		}
+		s.wg.Go(func() {
+			defer s.untrack(c)
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			var hdr [8]byte
 			if _, err := io.ReadFull(c, hdr[:]); err != nil {
@@ -150,7 +236,7 @@ func serveMoved(ln net.Listener, message string, cert *tls.Certificate) {
 				}
 			}
 			conn.Write(movedError(message))
-		}()
+		})
 	}
 }
 

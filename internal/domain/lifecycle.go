@@ -1,0 +1,267 @@
+package domain
+
+import "time"
+
+// Lifecycle: every change of an object's State goes through a method
+// below, checked against the object's Machine (state.go). Adapters (the
+// API, the reconcilers) call them and store the result; a repository
+// meta-test refuses a State written anywhere else.
+
+// transition moves m to state to along mc and stamps UpdatedAt.
+func (m *Meta) transition(mc Machine, to string, now time.Time) error {
+	if err := mc.Move(m.State, to); err != nil {
+		return err
+	}
+	m.State, m.UpdatedAt = to, now
+	return nil
+}
+
+// Going reports whether an object in state s is being deleted or is gone.
+func Going(s string) bool { return s == StateDeleting || s == StateDeleted }
+
+// TokenMachine: a token is active until it is revoked (deleted).
+var TokenMachine = Machine{Name: "token", Initial: StateActive, Next: map[string][]string{
+	StateActive: {StateDeleted},
+}}
+
+// NewProject returns a new active project named name with the default
+// quota (the name is validated by the caller, see ValidateName).
+func NewProject(name string, now time.Time) *Project {
+	id := NewID(PrefixProject)
+	return &Project{Meta: Meta{ID: id, ProjectID: id, Name: name, State: StateActive, CreatedAt: now, UpdatedAt: now},
+		VPCQuota: DefaultVPCQuota}
+}
+
+// NewToken returns a new active token; hash is the SHA-256 of its secret.
+// projectID is "" for operator and agent tokens, host binds an agent token
+// to one host.
+func NewToken(projectID, name string, role Role, hash, host string, now time.Time) *Token {
+	return &Token{Meta: Meta{ID: NewID(PrefixToken), ProjectID: projectID, Name: name, State: TokenMachine.Initial, CreatedAt: now, UpdatedAt: now},
+		Role: role, Hash: hash, Host: host}
+}
+
+// Revoke ends a token.
+func (t *Token) Revoke(now time.Time) error { return t.transition(TokenMachine, StateDeleted, now) }
+
+// NewNode returns node index of svc, in availability zone az, waiting to
+// be placed.
+func NewNode(svc *Service, index int, az string, now time.Time) *Node {
+	return &Node{Meta: Meta{ID: NewID(PrefixNode), ProjectID: svc.ProjectID, State: NodeMachine.Initial, CreatedAt: now, UpdatedAt: now},
+		ServiceID: svc.ID, Index: index, AZ: az}
+}
+
+// NewOperation returns a pending operation of type typ on targetID. The
+// caller fills the fields of its type (VPCID, SourceID, ...).
+func NewOperation(projectID, typ, targetID string, now time.Time) *Operation {
+	return &Operation{Meta: Meta{ID: NewID(PrefixOperation), ProjectID: projectID, State: OperationMachine.Initial, CreatedAt: now, UpdatedAt: now},
+		Type: typ, TargetID: targetID}
+}
+
+// ---- operations ----
+
+// Live reports whether the operation is still under way.
+func (o *Operation) Live() bool { return !OperationMachine.Terminal(o.State) }
+
+// Start moves a pending operation to running, at step (may be "").
+func (o *Operation) Start(step string, now time.Time) error {
+	if err := o.transition(OperationMachine, StateRunning, now); err != nil {
+		return err
+	}
+	o.Step = step
+	return nil
+}
+
+// Succeed ends a running operation successfully.
+func (o *Operation) Succeed(now time.Time) error {
+	if err := o.transition(OperationMachine, StateSucceeded, now); err != nil {
+		return err
+	}
+	o.Error = nil
+	return nil
+}
+
+// Fail ends an operation with a failure: why.Code and why.Message are
+// what the tenant reads, why.Cause the internal cause only operators see.
+func (o *Operation) Fail(why Info, now time.Time) error {
+	if err := o.transition(OperationMachine, StateFailed, now); err != nil {
+		return err
+	}
+	o.Error = &why
+	return nil
+}
+
+// Finish ends an operation: failed with why, or succeeded when why is nil.
+func (o *Operation) Finish(why *Info, now time.Time) error {
+	if why != nil {
+		return o.Fail(*why, now)
+	}
+	return o.Succeed(now)
+}
+
+// NextBackup returns the backup operation of svc to report to a backup
+// request: the live one among live (backups of a service do not queue
+// up), or a new one (created true) the caller stores.
+func NextBackup(svc *Service, live []*Operation, now time.Time) (op *Operation, created bool) {
+	for _, o := range live {
+		if o.Type == OpServiceBackup && o.TargetID == svc.ID && o.Live() {
+			return o, false
+		}
+	}
+	return NewOperation(svc.ProjectID, OpServiceBackup, svc.ID, now), true
+}
+
+// ---- services ----
+
+// BeginMigration marks a service migrating under operation opID (an
+// attach or a detach).
+func (s *Service) BeginMigration(opID string, now time.Time) error {
+	if err := s.transition(ServiceMachine, StateMigrating, now); err != nil {
+		return err
+	}
+	s.OperationID = opID
+	return nil
+}
+
+// EndOperation releases the service from operation opID when it is the
+// service's (a migrating service runs again) and reports whether the
+// service changed.
+func (s *Service) EndOperation(opID string, now time.Time) bool {
+	if s.OperationID != opID || opID == "" {
+		return false
+	}
+	s.OperationID, s.UpdatedAt = "", now
+	if s.State == StateMigrating {
+		_ = s.transition(ServiceMachine, StateRunning, now) // migrating → running is always legal
+	}
+	return true
+}
+
+// BeginDelete starts a service's deletion; it reports false (and does
+// nothing) when the service is being deleted or gone already.
+func (s *Service) BeginDelete(now time.Time) (bool, error) {
+	if Going(s.State) {
+		return false, nil
+	}
+	return true, s.transition(ServiceMachine, StateDeleting, now)
+}
+
+// MarkDeleted ends a deleting service: its admin verifier and its backup
+// key are destroyed with it.
+func (s *Service) MarkDeleted(now time.Time) error {
+	if err := s.transition(ServiceMachine, StateDeleted, now); err != nil {
+		return err
+	}
+	s.AdminVerifier, s.BackupKeySealed = "", nil
+	return nil
+}
+
+// Fail marks the service failed with why (a failed restore).
+func (s *Service) Fail(why Info, now time.Time) error {
+	if err := s.transition(ServiceMachine, StateFailed, now); err != nil {
+		return err
+	}
+	s.StateInfo = &why
+	return nil
+}
+
+// RecordBackup notes a base backup that ended at end; it reports whether
+// it is the newest (the schedule counts from it).
+func (s *Service) RecordBackup(end, now time.Time) bool {
+	if !end.After(s.LastBackupAt) {
+		return false
+	}
+	s.LastBackupAt, s.UpdatedAt = end.UTC(), now
+	return true
+}
+
+// Rollup derives the service's applied allowlist revision (the lowest
+// its live nodes enforce) and its running state (a creating service runs
+// once all its nodes do) from its nodes. changed says the service must be
+// stored; published that it started running (DNS publishes it).
+func (s *Service) Rollup(nodes []*Node, now time.Time) (changed, published bool) {
+	applied := int64(-1)
+	running := 0
+	for _, n := range nodes {
+		if n.ServiceID != s.ID || Going(n.State) {
+			continue
+		}
+		if n.State == StateRunning {
+			running++
+		}
+		if applied < 0 || n.AppliedAllowlistRevision < applied {
+			applied = n.AppliedAllowlistRevision
+		}
+	}
+	if applied >= 0 && applied != s.AppliedAllowlistRevision {
+		s.AppliedAllowlistRevision, changed = applied, true
+	}
+	if s.State == StateCreating && running == s.NodeCount {
+		if s.transition(ServiceMachine, StateRunning, now) == nil {
+			changed, published = true, true
+		}
+	}
+	if changed {
+		s.UpdatedAt = now
+	}
+	return changed, published
+}
+
+// ---- nodes ----
+
+// BeginDelete starts a node's deletion (its agent stops and wipes it); it
+// reports false when the node is being deleted or gone already.
+func (n *Node) BeginDelete(now time.Time) (bool, error) {
+	if Going(n.State) {
+		return false, nil
+	}
+	return true, n.transition(NodeMachine, StateDeleting, now)
+}
+
+// Wiped reports whether the node's agent reported it stopped and its data
+// wiped (so its machine may go).
+func (n *Node) Wiped() bool { return n.StateInfo != nil && n.StateInfo.Code == CodeWiped }
+
+// MarkDeleted ends a deleting node; its sealed keys are destroyed.
+func (n *Node) MarkDeleted(now time.Time) error {
+	if err := n.transition(NodeMachine, StateDeleted, now); err != nil {
+		return err
+	}
+	n.KeySealed, n.ReplKeySealed = nil, nil
+	return nil
+}
+
+// ---- VPCs and peerings ----
+
+// Transition moves a VPC to state to with info (nil clears it).
+func (v *VPC) Transition(to string, info *Info, now time.Time) error {
+	if err := v.transition(VPCMachine, to, now); err != nil {
+		return err
+	}
+	v.StateInfo = info
+	return nil
+}
+
+// BeginDelete starts a VPC's deletion; false when it is going already.
+func (v *VPC) BeginDelete(now time.Time) (bool, error) {
+	if Going(v.State) {
+		return false, nil
+	}
+	return true, v.transition(VPCMachine, StateDeleting, now)
+}
+
+// Transition moves a peering to state to with info (nil clears it).
+func (p *Peering) Transition(to string, info *Info, now time.Time) error {
+	if err := p.transition(PeeringMachine, to, now); err != nil {
+		return err
+	}
+	p.StateInfo = info
+	return nil
+}
+
+// BeginDelete starts a peering's deletion; false when it is going already.
+func (p *Peering) BeginDelete(now time.Time) (bool, error) {
+	if Going(p.State) {
+		return false, nil
+	}
+	return true, p.transition(PeeringMachine, StateDeleting, now)
+}

@@ -1,0 +1,64 @@
+package domain
+
+// Names: the DNS names of services and nodes, the connection parameters
+// every node shares, and the labels (AEAD associated data) that bind each
+// sealed key to the object that holds it. This is their one home: the
+// desired state, the DNS server, the reconcilers and the API all use these.
+
+// Connection parameters every node uses.
+const (
+	PostgresPort    = 5432
+	Database        = "defaultdb"
+	AdminUser       = "moatadmin"
+	ReplicationUser = "moat_replication"
+)
+
+// ServiceName is a service's DNS name in zone: public, or private when
+// attached to a VPC.
+func ServiceName(svc *Service, zone string) string {
+	if svc.VPCID != "" {
+		return PrivateName(svc, zone)
+	}
+	return PublicName(svc, zone)
+}
+
+// PublicName is <svc>.<proj>.<zone>.
+func PublicName(svc *Service, zone string) string {
+	return svc.ID + "." + svc.ProjectID + "." + zone
+}
+
+// PrivateName is <svc>.<proj>.vpc.<zone>.
+func PrivateName(svc *Service, zone string) string {
+	return svc.ID + "." + svc.ProjectID + ".vpc." + zone
+}
+
+// NodeName is a node's own DNS name, used between nodes.
+func NodeName(n *Node, svc *Service, zone string) string {
+	return n.ID + "." + svc.ID + "." + svc.ProjectID + "." + zone
+}
+
+// CertNames are the DNS names and addresses a node's server certificate
+// carries: the service's public and private names, the node's own, and
+// its address.
+func CertNames(n *Node, svc *Service, zone string) []string {
+	names := []string{PublicName(svc, zone), PrivateName(svc, zone), NodeName(n, svc, zone)}
+	if n.Address != "" {
+		names = append(names, n.Address)
+	}
+	return names
+}
+
+// Associated data of sealed keys: each binds a sealed key to its object,
+// so a sealed value moved to another record does not open.
+
+// ProjectCAKeyAD binds a sealed project CA key to its project.
+func ProjectCAKeyAD(projectID string) []byte { return []byte("project-ca-key:" + projectID) }
+
+// BackupKeyAD binds a sealed backup private key to its service.
+func BackupKeyAD(serviceID string) []byte { return []byte("service-backup-key:" + serviceID) }
+
+// NodeKeyAD binds a node's sealed server key to the node.
+func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
+
+// ReplKeyAD binds a node's sealed replication client key to the node.
+func ReplKeyAD(nodeID string) []byte { return []byte("node-repl-key:" + nodeID) }

@@ -1,0 +1,140 @@
+package domain
+
+import "time"
+
+// Node states a host's agent reports.
+const (
+	NodeReportRunning = "running"
+	NodeReportFailed  = "failed"
+	NodeReportWiped   = "wiped"
+)
+
+// Task report states.
+const (
+	TaskDone   = "done"
+	TaskFailed = "failed"
+)
+
+// NodeReport is what an agent reports applying to one node (the API
+// converts the wire's report to it).
+type NodeReport struct {
+	// Revision is the desired-state revision the node enforces.
+	Revision          int64
+	AllowlistRevision int64
+	// State is NodeReportRunning, NodeReportFailed or NodeReportWiped;
+	// Message the agent's text for a failure (internal: it may hold
+	// paths and command output).
+	State   string
+	Message string
+	Archive *ArchiveStatus
+}
+
+// TaskReport is an agent's result of a node task (the operation of the
+// same ID). Message is the agent's error text for a failure (internal).
+type TaskReport struct {
+	State   string
+	Message string
+	// Backup is the base backup a backup task took.
+	Backup *BaseBackup
+}
+
+// BaseBackup is what the domain needs of a base backup in the backup
+// store: its label and when it ended.
+type BaseBackup struct {
+	Label   string
+	EndTime time.Time
+}
+
+// AcceptsReports reports whether reports about the node still count (a
+// deleted node's are ignored).
+func (n *Node) AcceptsReports() bool { return !Gone(n.State) }
+
+// ApplyReport records an agent's report on the node: the revisions it
+// enforces, its WAL archiving, and the state it reports (running: a
+// creating or failed node runs; failed: a creating or running node fails;
+// wiped: a deleting node may be removed). The agent's failure text is kept
+// as the internal cause only. An unknown report state is an Invalid error
+// about field "state".
+func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
+	switch r.State {
+	case NodeReportRunning, NodeReportFailed, NodeReportWiped:
+	default:
+		return Invalidf(CodeInvalidState, "state", "use running, failed or wiped", "%q is not a node report state", r.State)
+	}
+	n.AppliedRevision, n.ReportedAt, n.UpdatedAt = r.Revision, now, now
+	if a := r.Archive; a != nil {
+		c := *a
+		n.Archive = &c
+	}
+	if r.AllowlistRevision > n.AppliedAllowlistRevision {
+		n.AppliedAllowlistRevision = r.AllowlistRevision
+	}
+	switch r.State {
+	case NodeReportRunning:
+		if n.State == StateCreating || n.State == StateFailed {
+			if err := n.transition(NodeMachine, StateRunning, now); err != nil {
+				return err
+			}
+			n.StateInfo = nil
+		}
+	case NodeReportFailed:
+		if n.State == StateCreating || n.State == StateRunning {
+			if err := n.transition(NodeMachine, StateFailed, now); err != nil {
+				return err
+			}
+		}
+		n.StateInfo = &Info{Code: CodeNodeFailed, Message: "the node's PostgreSQL could not be set up or started", Cause: r.Message}
+	case NodeReportWiped:
+		if n.State == StateDeleting {
+			n.StateInfo = &Info{Code: CodeWiped, Message: "PostgreSQL stopped and data wiped"}
+		}
+	}
+	return nil
+}
+
+// CodeNodeFailed is the state info code of a node its agent reported
+// failed.
+const CodeNodeFailed = "node_failed"
+
+// CodeTaskFailed is the error code of a backup or WAL-switch operation
+// whose node task failed.
+const CodeTaskFailed = "task_failed"
+
+// ApplyTaskReport finishes the operation with its node task's result and
+// reports whether it changed (a finished operation ignores late reports).
+// A backup's label is recorded. An unknown state is an Invalid error about
+// field "state".
+func (o *Operation) ApplyTaskReport(t TaskReport, now time.Time) (bool, error) {
+	switch t.State {
+	case TaskDone, TaskFailed:
+	default:
+		return false, Invalidf(CodeInvalidState, "state", "use done or failed", "%q is not a task report state", t.State)
+	}
+	if !o.Live() {
+		return false, nil
+	}
+	if t.State == TaskFailed {
+		return true, o.Fail(Info{Code: CodeTaskFailed, Message: taskFailure(o.Type), Cause: t.Message}, now)
+	}
+	if o.State == StatePending {
+		// Reported before the reconciler saw it start: it ran.
+		if err := o.Start(o.Step, now); err != nil {
+			return false, err
+		}
+	}
+	if t.Backup != nil {
+		o.BackupLabel = t.Backup.Label
+	}
+	return true, o.Succeed(now)
+}
+
+// taskFailure is what a tenant reads of a failed node task.
+func taskFailure(typ string) string {
+	switch typ {
+	case OpServiceBackup:
+		return "the base backup of the service's primary failed; retry later, or ask the platform operator"
+	case OpServiceSwitchWAL:
+		return "the service's primary could not archive its current WAL segment; ask the platform operator"
+	}
+	return "the node task failed; ask the platform operator"
+}
