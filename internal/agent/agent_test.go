@@ -373,7 +373,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // TestNode runs one node through creation, allowlist changes, an agent
 // kill, a control-plane outage, a postmaster crash and deletion.
 func TestNode(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the goroutine check counts the package's goroutines.
+	testenv.CheckGoroutines(t)
 	requirePostgres(t)
 	pair := netnstest.NewPair(t, 1)
 	dir := dataDir(t)
@@ -572,7 +573,8 @@ func TestNode(t *testing.T) {
 
 // TestReplica runs a primary and a replica streaming over verified TLS.
 func TestReplica(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the goroutine check counts the package's goroutines.
+	testenv.CheckGoroutines(t)
 	requirePostgres(t)
 	// The pair's two ends are the two nodes: primary 198.18.0.1, replica
 	// 198.18.0.2.

@@ -561,8 +561,15 @@ func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apity
 	if err != nil {
 		return nil, err
 	}
-	out := b.API()
+	out := backupReport(b)
 	return &out, nil
+}
+
+// backupReport is b as a task's report describes it. (The API server has
+// its own conversion: archive does not know the wire types.)
+func backupReport(b archive.Backup) apitype.Backup {
+	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
+		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }
 
 // currentTimeline is the timeline the server writes WAL on.

@@ -21,6 +21,7 @@ import (
 // The operations a fakeHost records.
 const (
 	opFirewall   = "firewall"
+	opCloseNet   = "close-network" // the firewall closed, the namespace released
 	opInit       = "init"
 	opHBA        = "hba"
 	opStart      = "start"
@@ -47,6 +48,8 @@ type fakeHost struct {
 	ns map[string]int
 	// allowed is the IPv4 allowlist each namespace's firewall enforces.
 	allowed map[string][]netip.Prefix
+	// open counts the networks opened and not closed.
+	open int
 	// running is whether each data directory's server runs.
 	running map[string]bool
 	// recovering: the servers are in recovery (a restore replays).
@@ -67,6 +70,7 @@ func (h *fakeHost) platform() platform {
 		openNetwork: func(name string) (network, error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
+			h.open++
 			return &fakeNetwork{h: h, name: name, gen: h.ns[name]}, nil
 		},
 		newInstance: func(cfg postgres.Config) (instance, error) {
@@ -134,15 +138,33 @@ func (h *fakeHost) isRunning(dir string) bool {
 	return h.running[dir]
 }
 
+// openNetworks returns how many networks are open.
+func (h *fakeHost) openNetworks() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.open
+}
+
 type fakeNetwork struct {
-	h    *fakeHost
-	name string
-	gen  int
+	h      *fakeHost
+	name   string
+	gen    int
+	closed bool // under h.mu
 }
 
 func (n *fakeNetwork) Name() string { return n.name }
 func (n *fakeNetwork) ID() string   { return fmt.Sprintf("%s#%d", n.name, n.gen) }
-func (n *fakeNetwork) Close() error { return nil }
+
+// Close closes the firewall: like an nft.Firewall, it applies nothing
+// after. Closing twice is allowed.
+func (n *fakeNetwork) Close() error {
+	return n.h.record(opCloseNet, func() {
+		if !n.closed {
+			n.closed = true
+			n.h.open--
+		}
+	})
+}
 
 func (n *fakeNetwork) Current() bool {
 	n.h.mu.Lock()
@@ -155,7 +177,16 @@ func (n *fakeNetwork) Firewall() firewall { return fakeFirewall{n} }
 type fakeFirewall struct{ n *fakeNetwork }
 
 func (f fakeFirewall) Apply(p nft.Policy) error {
-	return f.n.h.record(opFirewall, func() { f.n.h.allowed[f.n.name] = slices.Clone(p.AllowV4) })
+	var closed bool
+	err := f.n.h.record(opFirewall, func() {
+		if closed = f.n.closed; !closed {
+			f.n.h.allowed[f.n.name] = slices.Clone(p.AllowV4)
+		}
+	})
+	if closed {
+		return fmt.Errorf("apply firewall: %w", nft.ErrClosed)
+	}
+	return err
 }
 
 // fakeInstance is a server; its state (running or not) is the host's,

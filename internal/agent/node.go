@@ -665,8 +665,9 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 
 // wipe ends the node, in this order: its tasks are cancelled and waited
 // for (they use the server), PostgreSQL is stopped, then its files and the
-// node's directory are removed. The firewall stays as it is (the agent
-// never opens or removes one): the provider deletes the namespace.
+// node's directory are removed, then its firewall is closed. The
+// firewall's table stays in force (the agent never opens or removes one):
+// the provider deletes the namespace.
 func (n *node) wipe(ctx context.Context) error {
 	n.stopTasks()
 	inst := n.inst

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -36,7 +37,8 @@ type network interface {
 	Current() bool
 	// Firewall is the namespace's firewall.
 	Firewall() firewall
-	// Close releases the namespace (it stays, with its firewall).
+	// Close closes the firewall (waiting for its sockets) and releases
+	// the namespace; both stay, the firewall's table in force.
 	Close() error
 }
 
@@ -123,8 +125,13 @@ func (n *netnsNetwork) Current() bool {
 }
 
 func (n *netnsNetwork) Close() error {
-	if err := n.h.Close(); err != nil {
-		return fmt.Errorf("close network namespace %s: %w", n.name, err)
+	// The firewall first: its sockets were opened in the namespace.
+	var errs []error
+	if err := n.fw.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close the firewall of %s: %w", n.name, err))
 	}
-	return nil
+	if err := n.h.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close network namespace %s: %w", n.name, err))
+	}
+	return errors.Join(errs...)
 }

@@ -164,9 +164,14 @@ func TestApplyNamespaceRecreated(t *testing.T) {
 	if !n.nsChanged() {
 		t.Fatalf("nsChanged() = false after the namespace was recreated")
 	}
-	mustApply(t, n, h, want, opFirewall, opStop, opInit, opHBA, opStart, opTerminate, opBootstrap)
+	// The old namespace's firewall is closed before the new one's is
+	// written.
+	mustApply(t, n, h, want, opCloseNet, opFirewall, opStop, opInit, opHBA, opStart, opTerminate, opBootstrap)
 	if n.nsChanged() {
 		t.Errorf("nsChanged() = true after the node was applied in the new namespace")
+	}
+	if k := h.openNetworks(); k != 1 {
+		t.Errorf("%d networks open, want the new one only", k)
 	}
 }
 
@@ -200,8 +205,8 @@ func TestApplyRetriesFailedStep(t *testing.T) {
 }
 
 // A wipe cancels the node's tasks and waits for them, then stops
-// PostgreSQL, then removes its files; it leaves the firewall alone (the
-// provider deletes the namespace). Applied again, the node is created
+// PostgreSQL, then removes its files, then closes the firewall, leaving
+// its table in force (the provider deletes the namespace). Applied again, the node is created
 // from scratch, firewall first.
 func TestWipeOrder(t *testing.T) {
 	testenv.CheckGoroutines(t)
@@ -222,8 +227,11 @@ func TestWipeOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := h.take()
-	if want := []string{opTaskCancel, opStop, opWipe}; !slices.Equal(ops, want) {
+	if want := []string{opTaskCancel, opStop, opWipe, opCloseNet}; !slices.Equal(ops, want) {
 		t.Fatalf("wipe did %v, want %v", ops, want)
+	}
+	if k := h.openNetworks(); k != 0 {
+		t.Errorf("%d networks open after the wipe, want 0", k)
 	}
 	if _, err := os.Stat(n.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node directory after the wipe: %v, want it gone", err)
@@ -352,17 +360,28 @@ func TestAgentWipeCancelsTasks(t *testing.T) {
 	ops := h.take()
 	before(t, ops, opTaskCancel, opStop)
 	before(t, ops, opStop, opWipe)
+	before(t, ops, opWipe, opCloseNet)
 	stop()
+	if k := h.openNetworks(); k != 0 {
+		t.Errorf("%d networks open after the agent stopped, want 0", k)
+	}
 }
 
-// An agent that stops cancels its nodes' tasks, and Run returns once they
-// returned (leaving the server running: fail-static).
+// An agent that stops cancels its nodes' tasks and closes their
+// firewalls, and Run returns once they returned (leaving the server
+// running and the firewall's table in force: fail-static).
 func TestAgentStopCancelsTasks(t *testing.T) {
 	testenv.CheckGoroutines(t)
 	h, _, stop := startTaskNode(t)
 	h.take()
 	stop()
-	if ops := h.take(); !slices.Equal(ops, []string{opTaskCancel}) {
-		t.Errorf("agent stopped: operations %v, want only the task cancelled", ops)
+	if ops, want := h.take(), []string{opTaskCancel, opCloseNet}; !slices.Equal(ops, want) {
+		t.Errorf("agent stopped: operations %v, want %v", ops, want)
+	}
+	if k := h.openNetworks(); k != 0 {
+		t.Errorf("%d networks open after the agent stopped, want 0", k)
+	}
+	if len(h.allowed[fakeNS]) == 0 {
+		t.Errorf("the agent's stop removed the firewall's policy")
 	}
 }
