@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,6 +355,18 @@ func postmasterPID(t *testing.T, dir, node string) int {
 	return pid
 }
 
+// allStacks returns the stacks of all goroutines.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
 func writeFile(t *testing.T, dir, name, data string) string {
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
@@ -513,6 +526,11 @@ func TestNode(t *testing.T) {
 	src.waitReport(t, nodeID, 10*time.Second, running(allowRev))
 	pid := postmasterPID(t, dir, nodeID)
 	stop()
+	// Stopped, the agent watches the postmaster no more (TestNode is not
+	// parallel: no other test's instance runs).
+	if stacks := allStacks(); strings.Contains(stacks, "postgres.(*Instance).reap") {
+		t.Errorf("agent stopped: a postmaster is still watched:\n%s", stacks)
+	}
 	if err := pair.Client.Probe(allowed, nodeAddr, 300*time.Millisecond); !errors.Is(err, netnstest.ErrTimeout) {
 		t.Fatalf("agent killed: probe from revoked %v = %v, want a timeout", allowed, err)
 	}

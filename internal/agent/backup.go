@@ -375,6 +375,7 @@ func (n *node) abandonRestore(ctx context.Context) error {
 			if inst, err = n.bareInstance(); err != nil {
 				return err
 			}
+			defer n.closeInstance(inst)
 		}
 		if inst.Running() {
 			n.a.log.Warn("restore withdrawn: stopping the server in recovery", "node", n.id)

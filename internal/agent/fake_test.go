@@ -48,8 +48,9 @@ type fakeHost struct {
 	ns map[string]int
 	// allowed is the IPv4 allowlist each namespace's firewall enforces.
 	allowed map[string][]netip.Prefix
-	// open counts the networks opened and not closed.
-	open int
+	// open counts the networks opened and not closed, instances the
+	// instances.
+	open, instances int
 	// running is whether each data directory's server runs.
 	running map[string]bool
 	// recovering: the servers are in recovery (a restore replays).
@@ -74,6 +75,9 @@ func (h *fakeHost) platform() platform {
 			return &fakeNetwork{h: h, name: name, gen: h.ns[name]}, nil
 		},
 		newInstance: func(cfg postgres.Config) (instance, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.instances++
 			return &fakeInstance{h: h, dir: cfg.DataDir}, nil
 		},
 		runTask: func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
@@ -145,6 +149,13 @@ func (h *fakeHost) openNetworks() int {
 	return h.open
 }
 
+// openInstances returns how many instances are open.
+func (h *fakeHost) openInstances() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.instances
+}
+
 type fakeNetwork struct {
 	h      *fakeHost
 	name   string
@@ -192,8 +203,20 @@ func (f fakeFirewall) Apply(p nft.Policy) error {
 // fakeInstance is a server; its state (running or not) is the host's,
 // by data directory, like a postmaster outliving an Instance.
 type fakeInstance struct {
-	h   *fakeHost
-	dir string
+	h      *fakeHost
+	dir    string
+	closed bool // under h.mu
+}
+
+// Close is not recorded: tests count the instances open.
+func (in *fakeInstance) Close() error {
+	in.h.mu.Lock()
+	defer in.h.mu.Unlock()
+	if !in.closed {
+		in.closed = true
+		in.h.instances--
+	}
+	return nil
 }
 
 func (in *fakeInstance) Init(context.Context) error       { return in.h.record(opInit, nil) }
@@ -203,7 +226,16 @@ func (in *fakeInstance) Checkpoint(context.Context) error { return in.h.record(o
 func (in *fakeInstance) Running() bool                    { return in.h.isRunning(in.dir) }
 
 func (in *fakeInstance) Start(context.Context) error {
-	return in.h.record(opStart, func() { in.h.running[in.dir] = true })
+	var closed bool
+	err := in.h.record(opStart, func() {
+		if closed = in.closed; !closed {
+			in.h.running[in.dir] = true
+		}
+	})
+	if closed {
+		return fmt.Errorf("start postgres: %w", postgres.ErrClosed)
+	}
+	return err
 }
 
 func (in *fakeInstance) Stop(context.Context) error {

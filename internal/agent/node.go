@@ -125,6 +125,10 @@ func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 // when ctx ends or the node is forgotten, once the node's tasks returned.
 func (n *node) run(ctx context.Context) {
 	defer n.closeNetwork()
+	defer func() {
+		n.closeInstance(n.inst)
+		n.inst = nil
+	}()
 	defer n.stopTasks()
 	tick := time.NewTicker(superviseEvery)
 	defer tick.Stop()
@@ -498,8 +502,10 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 		err = inst.Init(ictx)
 		cancel()
 		if err != nil {
+			n.closeInstance(inst)
 			return err
 		}
+		n.closeInstance(n.inst)
 		n.inst, n.marks.restart = inst, restart
 		return nil
 	})
@@ -681,6 +687,7 @@ func (n *node) wipe(ctx context.Context) error {
 		if inst, err = n.bareInstance(); err != nil {
 			return err
 		}
+		defer n.closeInstance(inst)
 	}
 	if err := inst.Stop(ctx); err != nil {
 		return err
@@ -692,6 +699,7 @@ func (n *node) wipe(ctx context.Context) error {
 		return fmt.Errorf("wipe: %w", err)
 	}
 	n.a.log.Info("node wiped", "node", n.id)
+	n.closeInstance(n.inst)
 	n.inst, n.marks = nil, marks{}
 	n.appliedRev, n.wiped = -1, true
 	n.forgetTasks()
@@ -714,6 +722,16 @@ func (n *node) bareInstance() (instance, error) {
 		User:          n.a.cfg.PGUser,
 		Logger:        n.a.log.With("node", n.id),
 	})
+}
+
+// closeInstance closes in, if not nil (the server it started runs on).
+func (n *node) closeInstance(in instance) {
+	if in == nil {
+		return
+	}
+	if err := in.Close(); err != nil {
+		n.a.log.Warn("close postgres instance", "node", n.id, "err", err)
+	}
 }
 
 // openNetwork opens the node's namespace, or opens it again if it was

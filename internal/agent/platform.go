@@ -66,6 +66,9 @@ type instance interface {
 	InRecovery(ctx context.Context) (bool, error)
 	// Checkpoint runs CHECKPOINT.
 	Checkpoint(ctx context.Context) error
+	// Close ends what watches the server this instance started; the
+	// server runs on. Start fails after it.
+	Close() error
 }
 
 // platform makes a node's network and instances, and runs its tasks.

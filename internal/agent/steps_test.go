@@ -151,6 +151,10 @@ func TestApplyRestart(t *testing.T) {
 	mustApply(t, n, h, want, opFirewall, opStop, opInit, opHBA, opStart, opTerminate, opBootstrap)
 	want.TLS.CertPEM = "renewed"
 	mustApply(t, n, h, want, opInit, opHBA, opReload, opTerminate, opBootstrap)
+	// Each new instance replaced the last, closed.
+	if k := h.openInstances(); k != 1 {
+		t.Errorf("%d instances open, want the last one only", k)
+	}
 }
 
 // A namespace recreated under the same name: the firewall is written in
@@ -230,8 +234,8 @@ func TestWipeOrder(t *testing.T) {
 	if want := []string{opTaskCancel, opStop, opWipe, opCloseNet}; !slices.Equal(ops, want) {
 		t.Fatalf("wipe did %v, want %v", ops, want)
 	}
-	if k := h.openNetworks(); k != 0 {
-		t.Errorf("%d networks open after the wipe, want 0", k)
+	if k, l := h.openNetworks(), h.openInstances(); k != 0 || l != 0 {
+		t.Errorf("%d networks and %d instances open after the wipe, want none", k, l)
 	}
 	if _, err := os.Stat(n.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node directory after the wipe: %v, want it gone", err)
@@ -362,8 +366,8 @@ func TestAgentWipeCancelsTasks(t *testing.T) {
 	before(t, ops, opStop, opWipe)
 	before(t, ops, opWipe, opCloseNet)
 	stop()
-	if k := h.openNetworks(); k != 0 {
-		t.Errorf("%d networks open after the agent stopped, want 0", k)
+	if k, l := h.openNetworks(), h.openInstances(); k != 0 || l != 0 {
+		t.Errorf("%d networks and %d instances open after the agent stopped, want none", k, l)
 	}
 }
 
@@ -378,10 +382,15 @@ func TestAgentStopCancelsTasks(t *testing.T) {
 	if ops, want := h.take(), []string{opTaskCancel, opCloseNet}; !slices.Equal(ops, want) {
 		t.Errorf("agent stopped: operations %v, want %v", ops, want)
 	}
-	if k := h.openNetworks(); k != 0 {
-		t.Errorf("%d networks open after the agent stopped, want 0", k)
+	if k, l := h.openNetworks(), h.openInstances(); k != 0 || l != 0 {
+		t.Errorf("%d networks and %d instances open after the agent stopped, want none", k, l)
 	}
 	if len(h.allowed[fakeNS]) == 0 {
 		t.Errorf("the agent's stop removed the firewall's policy")
+	}
+	for dir, up := range h.running {
+		if !up {
+			t.Errorf("the agent's stop stopped the server of %s", dir)
+		}
 	}
 }
