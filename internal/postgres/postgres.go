@@ -9,6 +9,10 @@
 // termination) goes over the node's Unix socket, never the network, so it
 // works from the host's namespace whatever the node's network is.
 //
+// A postmaster outlives the Instance that started it (and the process):
+// Close ends the Instance's watch over it, and any later Instance finds it
+// by its data directory.
+//
 // Files an Instance owns:
 //
 //	DataDir/                 the cluster; postgresql.conf includes moat.conf
