@@ -101,8 +101,9 @@ func (s *fakeSource) Report(ctx context.Context, host string, r apitype.HostRepo
 func (s *fakeSource) update(edit func(d *apitype.HostDesired)) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	edit(&s.d)
+	// A copy to edit: the agent holds the nodes of the last revision.
 	s.d.Nodes = slices.Clone(s.d.Nodes)
+	edit(&s.d)
 	s.d.Revision++
 	s.published[s.d.Revision] = time.Now()
 	close(s.changed)
