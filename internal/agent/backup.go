@@ -579,7 +579,7 @@ func currentTimeline(ctx context.Context, socketDir string, port int) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var name string
 	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&name); err != nil {
 		return 0, fmt.Errorf("current timeline: %w", err)
@@ -605,7 +605,7 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 	if err != nil {
 		return fmt.Errorf("switch wal: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	// A commit after the request: a restore to a time before it then
 	// finds a commit past its target and stops there, even on a source
 	// that wrote nothing since (PostgreSQL refuses to end recovery short
@@ -665,7 +665,7 @@ func (n *node) checkArchive(ctx context.Context, want apitype.NodeDesired) {
 		n.a.log.Debug("read archiver status", "node", n.id, "err", err)
 		return
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var st apitype.ArchiveStatus
 	var archivedAt, failedAt *time.Time
 	err = conn.QueryRow(cctx, `SELECT coalesce(last_archived_wal, ''), last_archived_time, coalesce(last_failed_wal, ''), last_failed_time

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -46,13 +47,24 @@ func connectSocket(ctx context.Context, socketDir string, port int) (*pgx.Conn, 
 	return conn, nil
 }
 
+// closeConn closes a management connection whose work is done. Its
+// error is only a goodbye that did not reach the server (the socket is
+// closed whatever happens, and the server then ends the session); the
+// work's own error is what the caller handles. This is the one place
+// the agent drops an error, for that reason.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
 // exec runs one statement on a management connection of its own.
 func (p pgInstance) exec(ctx context.Context, q string) error {
 	conn, err := p.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	_, err = conn.Exec(ctx, q)
 	return err
 }
@@ -76,7 +88,7 @@ func (p pgInstance) Bootstrap(ctx context.Context, repl string) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var k int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", repl).Scan(&k); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -135,7 +147,7 @@ func (p pgInstance) InRecovery(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var rec bool
 	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
 		return false, fmt.Errorf("pg_is_in_recovery: %w", err)
