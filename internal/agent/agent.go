@@ -11,10 +11,15 @@
 // control plane.
 //
 // Every node is applied by its own goroutine, so nodes are independent,
-// and each step (firewall, instance files, pg_hba, password) is redone only
-// when its fingerprint changed: an allowlist change reaches the firewall
-// within milliseconds of the long poll returning, before pg_hba is
-// rewritten and revoked sessions are terminated.
+// in ordered steps (firewall, instance files, pg_hba, start or reload,
+// revoked sessions, restore, roles and password; see node.apply), each
+// redone only when its input changed: an allowlist change reaches the
+// firewall within milliseconds of the long poll returning, before pg_hba
+// is rewritten and revoked sessions are terminated. The steps act on a
+// node's network namespace, firewall and PostgreSQL through small
+// interfaces (platform.go), which the unit tests fake. A node's tasks
+// (base backups, WAL switches) run beside its worker and are cancelled
+// when the node is wiped or the agent stops.
 //
 // Files, under Config.DataDir:
 //
@@ -104,6 +109,10 @@ type Agent struct {
 	// shorten it).
 	archiveEvery time.Duration
 
+	// plat makes the nodes' networks and instances and runs their
+	// tasks (tests replace it with fakes).
+	plat platform
+
 	// onFirewall, when set (tests), is called after a node's firewall
 	// enforces the desired state of revision rev; took is how long the
 	// firewall's transaction took.
@@ -137,31 +146,37 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: data directory %q is not an absolute path", cfg.DataDir)
 	}
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
+	a := newAgent(cfg, hostPlatform())
+	if os.Geteuid() == 0 {
+		if err := checkTraversable(filepath.Dir(a.cfg.DataDir), a.cfg.PGUser); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+	}
+	for _, d := range []string{a.cfg.DataDir, a.nodesDir} {
+		if err := mkdir0711(d); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// newAgent returns an Agent for cfg, checked, on plat.
+func newAgent(cfg Config, plat platform) *Agent {
 	if cfg.PGUser == "" {
 		cfg.PGUser = "postgres"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{
+	return &Agent{
 		cfg:          cfg,
 		log:          cfg.Logger,
 		nodesDir:     filepath.Join(cfg.DataDir, "nodes"),
 		nodes:        map[string]*node{},
 		reportKick:   make(chan struct{}, 1),
 		archiveEvery: 10 * time.Second,
+		plat:         plat,
 	}
-	if os.Geteuid() == 0 {
-		if err := checkTraversable(filepath.Dir(cfg.DataDir), cfg.PGUser); err != nil {
-			return nil, fmt.Errorf("agent config: %w", err)
-		}
-	}
-	for _, d := range []string{cfg.DataDir, a.nodesDir} {
-		if err := mkdir0711(d); err != nil {
-			return nil, fmt.Errorf("agent config: %w", err)
-		}
-	}
-	return a, nil
 }
 
 // mkdir0711 makes dir if missing and sets it to mode 0711: the postgres
@@ -366,12 +381,16 @@ func checkTraversable(dir, pgUser string) error {
 		return err
 	}
 	groups := map[uint32]bool{gid: true}
-	if gids, err := u.GroupIds(); err == nil {
-		for _, g := range gids {
-			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-				groups[uint32(n)] = true
-			}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return fmt.Errorf("groups of the postgres user %s: %w", pgUser, err)
+	}
+	for _, g := range gids {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return fmt.Errorf("groups of the postgres user %s: gid %q: %w", pgUser, g, err)
 		}
+		groups[uint32(n)] = true
 	}
 	for d := dir; ; d = filepath.Dir(d) {
 		var st syscall.Stat_t

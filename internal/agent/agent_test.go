@@ -13,8 +13,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
+	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/postgres"
+	"github.com/moatdb/moat/internal/testenv"
 )
 
 // ---- a fake control plane ----
@@ -99,8 +101,9 @@ func (s *fakeSource) Report(ctx context.Context, host string, r apitype.HostRepo
 func (s *fakeSource) update(edit func(d *apitype.HostDesired)) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	edit(&s.d)
+	// A copy to edit: the agent holds the nodes of the last revision.
 	s.d.Nodes = slices.Clone(s.d.Nodes)
+	edit(&s.d)
 	s.d.Revision++
 	s.published[s.d.Revision] = time.Now()
 	close(s.changed)
@@ -142,24 +145,12 @@ func running(allowRev int64) func(apitype.NodeReport) bool {
 
 // ---- environment ----
 
-// requirePostgres skips t without the PostgreSQL server binaries (fails it
-// under CI=true).
+// requirePostgres ends t unless it can run real nodes: PostgreSQL (and
+// root), and iproute2's ip, which runs the servers in their namespaces.
 func requirePostgres(t *testing.T) {
 	t.Helper()
-	netnstest.RequireRoot(t)
-	reason := ""
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err != nil && os.Getenv("MOAT_PG_BINDIR") == "" {
-		reason = "needs PostgreSQL (pg_config not found)"
-	} else if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "initdb")); err != nil && os.Getenv("MOAT_PG_BINDIR") == "" {
-		reason = "needs the PostgreSQL server binaries (initdb)"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: not skipping)", reason)
-	}
-	t.Skip(reason)
+	testenv.MustHavePostgres(t)
+	testenv.MustHaveCommand(t, "ip")
 }
 
 // dataDir returns a data directory traversable by the postgres user; its
@@ -178,7 +169,10 @@ func dataDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		entries, _ := os.ReadDir(filepath.Join(dir, "nodes"))
+		entries, err := os.ReadDir(filepath.Join(dir, "nodes"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("list node directories: %v", err)
+		}
 		var wg sync.WaitGroup
 		for _, e := range entries {
 			wg.Go(func() {
@@ -199,7 +193,9 @@ func dataDir(t *testing.T) string {
 			})
 		}
 		wg.Wait()
-		os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the data directory: %v", err)
+		}
 	})
 	return dir
 }
@@ -353,8 +349,23 @@ func postmasterPID(t *testing.T, dir, node string) int {
 		return 0
 	}
 	first, _, _ := strings.Cut(string(b), "\n")
-	pid, _ := strconv.Atoi(first)
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		return 0 // being written
+	}
 	return pid
+}
+
+// allStacks returns the stacks of all goroutines.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 func writeFile(t *testing.T, dir, name, data string) string {
@@ -376,7 +387,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // TestNode runs one node through creation, allowlist changes, an agent
 // kill, a control-plane outage, a postmaster crash and deletion.
 func TestNode(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the goroutine check counts the package's goroutines.
+	testenv.CheckGoroutines(t)
 	requirePostgres(t)
 	pair := netnstest.NewPair(t, 1)
 	dir := dataDir(t)
@@ -515,6 +527,11 @@ func TestNode(t *testing.T) {
 	src.waitReport(t, nodeID, 10*time.Second, running(allowRev))
 	pid := postmasterPID(t, dir, nodeID)
 	stop()
+	// Stopped, the agent watches the postmaster no more (TestNode is not
+	// parallel: no other test's instance runs).
+	if stacks := allStacks(); strings.Contains(stacks, "postgres.(*Instance).reap") {
+		t.Errorf("agent stopped: a postmaster is still watched:\n%s", stacks)
+	}
 	if err := pair.Client.Probe(allowed, nodeAddr, 300*time.Millisecond); !errors.Is(err, netnstest.ErrTimeout) {
 		t.Fatalf("agent killed: probe from revoked %v = %v, want a timeout", allowed, err)
 	}
@@ -575,7 +592,8 @@ func TestNode(t *testing.T) {
 
 // TestReplica runs a primary and a replica streaming over verified TLS.
 func TestReplica(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the goroutine check counts the package's goroutines.
+	testenv.CheckGoroutines(t)
 	requirePostgres(t)
 	// The pair's two ends are the two nodes: primary 198.18.0.1, replica
 	// 198.18.0.2.
@@ -659,7 +677,10 @@ func TestReplica(t *testing.T) {
 // postgres user cannot reach.
 func TestDataDirNotTraversable(t *testing.T) {
 	t.Parallel()
-	netnstest.RequireRoot(t)
+	testenv.MustHaveRoot(t)
+	if _, err := user.Lookup("postgres"); err != nil {
+		testenv.Unavailable(t, "needs the postgres system user: %v", err)
+	}
 	parent := t.TempDir()
 	if err := os.Chmod(parent, 0o700); err != nil {
 		t.Fatal(err)
@@ -703,7 +724,10 @@ func TestState(t *testing.T) {
 	if err := a.saveState(withKey); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := os.ReadFile(filepath.Join(dir, stateFile))
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(raw), "secret") || strings.Contains(string(raw), "PRIVATE KEY") {
 		t.Fatalf("the state file holds the restore's private key:\n%s", raw)
 	}

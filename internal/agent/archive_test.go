@@ -80,11 +80,16 @@ func TestArchiveStatus(t *testing.T) {
 	if err := os.Chmod(store, 0o500); err != nil {
 		t.Fatal(err)
 	}
-	os.RemoveAll(filepath.Join(store, "us-east-1")) // root removes what postgres could reuse
+	if err := os.RemoveAll(filepath.Join(store, "us-east-1")); err != nil { // root removes what postgres could reuse
+		t.Fatal(err)
+	}
 	failed := switchWAL()
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "nodes", nodeID, "postgres.log"))
+			b, err := os.ReadFile(filepath.Join(dir, "nodes", nodeID, "postgres.log"))
+			if err != nil {
+				t.Logf("postgres.log: %v", err)
+			}
 			t.Logf("postgres.log:\n%s", b[max(len(b)-3000, 0):])
 			src.mu.Lock()
 			t.Logf("last archive status: %+v", src.reports[nodeID].Archive)

@@ -326,42 +326,39 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 }
 
 // promoted returns nil once the restored server has replayed the archive
-// to its target and promoted itself (then it deletes the restore's key),
-// errWaiting while it replays (the node's worker stays free for firewall
-// changes), and an error if the server stopped.
+// to its target, promoted itself and checkpointed on its new timeline:
+// then it marks the restore done and deletes the restore's key. It
+// returns errWaiting while the server replays (the node's worker stays
+// free for firewall changes), and an error if the server stopped or the
+// checkpoint failed; the restore is done only after that checkpoint, so
+// the next apply tries it again.
 func (n *node) promoted(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := n.connect(cctx)
-	if err == nil {
-		var rec bool
-		err = conn.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec)
-		conn.Close(context.Background())
-		if err == nil && !rec {
-			// A checkpoint on the new timeline first: base backups of the
-			// restored service then start on it, and a crash recovers
-			// from it rather than from the restore's start.
-			if conn, err := n.connect(cctx); err == nil {
-				_, err = conn.Exec(cctx, "CHECKPOINT")
-				conn.Close(context.Background())
-				if err != nil {
-					return fmt.Errorf("checkpoint after the restore: %w", err)
-				}
-			}
-			if err := atomicfile.WriteFile(filepath.Join(n.dir, restoredMarker), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
-				return fmt.Errorf("mark the restore done: %w", err)
-			}
-			n.a.log.Info("restore finished: promoted", "node", n.id)
-			if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
-				return fmt.Errorf("remove the restore key: %w", err)
-			}
-			return nil
+	rec, err := n.inst.InRecovery(cctx)
+	if err != nil || rec {
+		if !n.inst.Running() {
+			return fmt.Errorf("postgres exited during the restore's recovery: %s", n.logTail(1500))
 		}
+		if err != nil {
+			return fmt.Errorf("restore: %w: the server does not answer yet: %w", errWaiting, err)
+		}
+		return fmt.Errorf("restore: %w: the server is replaying the archive", errWaiting)
 	}
-	if !n.inst.Running() {
-		return fmt.Errorf("postgres exited during the restore's recovery: %s", n.logTail(1500))
+	// A checkpoint on the new timeline first: base backups of the
+	// restored service then start on it, and a crash recovers from it
+	// rather than from the restore's start.
+	if err := n.inst.Checkpoint(cctx); err != nil {
+		return fmt.Errorf("checkpoint after the restore: %w", err)
 	}
-	return fmt.Errorf("restore: %w: the server is replaying the archive", errWaiting)
+	if err := atomicfile.WriteFile(filepath.Join(n.dir, restoredMarker), []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("mark the restore done: %w", err)
+	}
+	n.a.log.Info("restore finished: promoted", "node", n.id)
+	if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
+		return fmt.Errorf("remove the restore key: %w", err)
+	}
+	return nil
 }
 
 // abandonRestore is a restore without its key: not released yet, or taken
@@ -378,6 +375,7 @@ func (n *node) abandonRestore(ctx context.Context) error {
 			if inst, err = n.bareInstance(); err != nil {
 				return err
 			}
+			defer n.closeInstance(inst)
 		}
 		if inst.Running() {
 			n.a.log.Warn("restore withdrawn: stopping the server in recovery", "node", n.id)
@@ -409,49 +407,64 @@ func shellQuote(s string) string {
 // ---- tasks ----
 
 // startTasks starts the tasks of want not started yet and forgets those
-// no longer in it. Tasks of a node run one at a time, beside its worker.
+// no longer in it. Tasks run beside the node's worker, each with a
+// context of its own that stopTasks cancels.
 func (n *node) startTasks(ctx context.Context, want apitype.NodeDesired) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.tasks == nil {
 		n.tasks = map[string]*apitype.TaskReport{}
+		n.running = map[string]context.CancelFunc{}
 	}
 	keep := map[string]bool{}
-	var start []apitype.NodeTask
 	for _, t := range want.Tasks {
 		keep[t.ID] = true
-		if _, ok := n.tasks[t.ID]; !ok {
-			n.tasks[t.ID] = nil
-			start = append(start, t)
+		if _, ok := n.tasks[t.ID]; ok {
+			continue
 		}
-	}
-	for id := range n.tasks {
-		if !keep[id] {
-			delete(n.tasks, id)
-		}
-	}
-	n.mu.Unlock()
-	for _, t := range start {
-		n.a.wg.Add(1)
+		n.tasks[t.ID] = nil
+		tctx, cancel := context.WithCancel(ctx)
+		n.running[t.ID] = cancel
+		n.taskWG.Add(1)
 		go func() {
-			defer n.a.wg.Done()
-			if t.Type == apitype.TaskBaseBackup {
-				// One base backup at a time; a WAL switch (a restore
-				// waits for it) never queues behind one.
-				n.taskMu.Lock()
-				defer n.taskMu.Unlock()
-			}
-			rep := n.runTask(ctx, want, t)
-			if ctx.Err() != nil {
-				return // not done: a restarted agent runs it again
-			}
+			defer n.taskWG.Done()
+			defer cancel()
+			rep, done := n.runTask(tctx, want, t)
 			n.mu.Lock()
-			if _, ok := n.tasks[t.ID]; ok {
+			delete(n.running, t.ID)
+			if _, ok := n.tasks[t.ID]; ok && done {
 				n.tasks[t.ID] = &rep
 			}
 			n.mu.Unlock()
-			n.a.kickReport()
+			if done {
+				n.a.kickReport()
+			}
 		}()
 	}
+	for id := range n.tasks {
+		if !keep[id] {
+			delete(n.tasks, id) // a running one still runs to its end
+		}
+	}
+}
+
+// stopTasks cancels the node's running tasks and waits until they
+// returned. Only the worker calls it (and startTasks).
+func (n *node) stopTasks() {
+	n.mu.Lock()
+	for _, cancel := range n.running {
+		cancel()
+	}
+	n.mu.Unlock()
+	n.taskWG.Wait()
+}
+
+// forgetTasks forgets the tasks started (a wiped node runs those still
+// in its desired state again, should it come back).
+func (n *node) forgetTasks() {
+	n.mu.Lock()
+	n.tasks, n.running = nil, nil
+	n.mu.Unlock()
 }
 
 // taskReports returns the finished tasks' reports. n.mu is held.
@@ -466,17 +479,25 @@ func (n *node) taskReportsLocked() []apitype.TaskReport {
 	return out
 }
 
-func (n *node) runTask(ctx context.Context, want apitype.NodeDesired, t apitype.NodeTask) apitype.TaskReport {
-	rep := apitype.TaskReport{ID: t.ID, State: apitype.TaskDone}
+// runTask runs t and returns its report; done is false when ctx ended
+// first (the task is not done: a restarted agent runs it again).
+func (n *node) runTask(ctx context.Context, want apitype.NodeDesired, t apitype.NodeTask) (rep apitype.TaskReport, done bool) {
+	if t.Type == apitype.TaskBaseBackup {
+		// One base backup at a time; a WAL switch (a restore waits for
+		// it) never queues behind one.
+		n.taskMu.Lock()
+		defer n.taskMu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return rep, false
+	}
+	rep = apitype.TaskReport{ID: t.ID, State: apitype.TaskDone}
 	t0 := time.Now()
 	var err error
-	switch t.Type {
-	case apitype.TaskBaseBackup:
-		rep.Backup, err = n.baseBackup(ctx, want)
-	case apitype.TaskSwitchWAL:
-		err = n.switchWAL(ctx, want)
-	default:
-		err = fmt.Errorf("unknown task type %q", t.Type)
+	rep.Backup, err = n.a.plat.runTask(ctx, n, want, t)
+	if ctx.Err() != nil {
+		n.a.log.Info("task cancelled", "node", n.id, "task", t.ID, "type", t.Type, "err", err)
+		return rep, false
 	}
 	if err != nil {
 		rep.State, rep.Message = apitype.TaskFailed, err.Error()
@@ -484,7 +505,19 @@ func (n *node) runTask(ctx context.Context, want apitype.NodeDesired, t apitype.
 	} else {
 		n.a.log.Info("task done", "node", n.id, "task", t.ID, "type", t.Type, "duration", time.Since(t0))
 	}
-	return rep
+	return rep, true
+}
+
+// task runs t on a real host.
+func (n *node) task(ctx context.Context, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
+	switch t.Type {
+	case apitype.TaskBaseBackup:
+		return n.baseBackup(ctx, want)
+	case apitype.TaskSwitchWAL:
+		return nil, n.switchWAL(ctx, want)
+	default:
+		return nil, fmt.Errorf("unknown task type %q", t.Type)
+	}
 }
 
 func taskPort(want apitype.NodeDesired) int {
@@ -529,8 +562,15 @@ func (n *node) baseBackup(ctx context.Context, want apitype.NodeDesired) (*apity
 	if err != nil {
 		return nil, err
 	}
-	out := b.API()
+	out := backupReport(b)
 	return &out, nil
+}
+
+// backupReport is b as a task's report describes it. (The API server has
+// its own conversion: archive does not know the wire types.)
+func backupReport(b archive.Backup) apitype.Backup {
+	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
+		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }
 
 // currentTimeline is the timeline the server writes WAL on.
@@ -539,7 +579,7 @@ func currentTimeline(ctx context.Context, socketDir string, port int) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var name string
 	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&name); err != nil {
 		return 0, fmt.Errorf("current timeline: %w", err)
@@ -565,7 +605,7 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 	if err != nil {
 		return fmt.Errorf("switch wal: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	// A commit after the request: a restore to a time before it then
 	// finds a commit past its target and stops there, even on a source
 	// that wrote nothing since (PostgreSQL refuses to end recovery short
@@ -589,7 +629,9 @@ func (n *node) switchWAL(ctx context.Context, want apitype.NodeDesired) error {
 		}
 		if time.Now().After(deadline) {
 			var failed string
-			conn.QueryRow(ctx, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").Scan(&failed)
+			if err := conn.QueryRow(ctx, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").Scan(&failed); err != nil {
+				failed = "unknown: " + err.Error()
+			}
 			return fmt.Errorf("switch wal: %s not archived after %v (last failed %q; see the node's postgres.log)", seg, switchWait, failed)
 		}
 		select {
@@ -618,9 +660,12 @@ func (n *node) checkArchive(ctx context.Context, want apitype.NodeDesired) {
 	defer cancel()
 	conn, err := connectSocket(cctx, n.socketDir(), taskPort(want))
 	if err != nil {
-		return // supervise deals with a server that is down
+		// Not this check's failure: supervise restarts a server that
+		// is down, and the next check reads the status.
+		n.a.log.Debug("read archiver status", "node", n.id, "err", err)
+		return
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	var st apitype.ArchiveStatus
 	var archivedAt, failedAt *time.Time
 	err = conn.QueryRow(cctx, `SELECT coalesce(last_archived_wal, ''), last_archived_time, coalesce(last_failed_wal, ''), last_failed_time

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/nft"
 	"github.com/moatdb/moat/internal/postgres"
@@ -52,23 +50,20 @@ type node struct {
 	failures   int
 	nextTry    time.Time
 	retry      <-chan time.Time // a waiting node's next try
-	nsName     string
-	ns         netns.NsHandle
-	fw         *nft.Firewall
-	fwFP       string
-	inst       *postgres.Instance
-	instFP     string
-	restartFP  string
-	hbaFP      string
-	bootFP     string
-	pwFP       string
+	net        network          // the node's namespace, once opened
+	inst       instance         // the node's PostgreSQL, once configured
+	marks      marks            // what each step of apply last applied
 	wiped      bool
+	wipeErr    string // the last wipe's error, logged
 
 	// tasks are the tasks of the desired state started, with their
-	// reports once finished (nil while running); under mu. taskMu runs
-	// them one at a time.
-	tasks  map[string]*apitype.TaskReport
-	taskMu sync.Mutex
+	// reports once finished (nil while running); running has the cancel
+	// functions of those still running, which taskWG counts; under mu.
+	// taskMu runs base backups one at a time.
+	tasks   map[string]*apitype.TaskReport
+	running map[string]context.CancelFunc
+	taskWG  sync.WaitGroup
+	taskMu  sync.Mutex
 
 	// archive is the primary's WAL archiving as last read (under mu);
 	// archiveAt when the worker read it.
@@ -79,7 +74,7 @@ type node struct {
 func newNode(a *Agent, id string) *node {
 	return &node{
 		a: a, id: id, dir: filepath.Join(a.nodesDir, id),
-		kick: make(chan struct{}, 1), appliedRev: -1, ns: -1,
+		kick: make(chan struct{}, 1), appliedRev: -1,
 	}
 }
 
@@ -126,9 +121,15 @@ func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 }
 
 // run is the node's worker: it applies each new desired state, retries
-// failures with backoff, and restarts PostgreSQL when it dies.
+// failures with backoff, and restarts PostgreSQL when it dies. It returns
+// when ctx ends or the node is forgotten, once the node's tasks returned.
 func (n *node) run(ctx context.Context) {
-	defer n.closeNS()
+	defer n.closeNetwork()
+	defer func() {
+		n.closeInstance(n.inst)
+		n.inst = nil
+	}()
+	defer n.stopTasks()
 	tick := time.NewTicker(superviseEvery)
 	defer tick.Stop()
 	for {
@@ -149,9 +150,14 @@ func (n *node) run(ctx context.Context) {
 		if gone || want.State == stateDeleting {
 			if !n.wiped {
 				if err := n.wipe(ctx); err != nil {
-					n.a.log.Error("wipe node", "node", n.id, "err", err)
+					// Retried every superviseEvery; logged when it changes.
+					if msg := err.Error(); msg != n.wipeErr {
+						n.a.log.Error("wipe node", "node", n.id, "err", err)
+						n.wipeErr = msg
+					}
 					continue
 				}
+				n.wipeErr = ""
 			}
 			if gone {
 				if n.a.forget(n) {
@@ -295,84 +301,182 @@ func fingerprint(v ...any) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// apply makes the node match want. The firewall comes first: it is the
-// fast, decisive step of an allowlist change, and PostgreSQL never starts
-// before it is in force.
-func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) error {
+// mark is one step's change detection: the key (a fingerprint) of the
+// input the step last applied, "" for none.
+type mark struct{ key string }
+
+// run runs do unless key is what the step last applied, and reports
+// whether it ran. A failure leaves the mark empty: what do left is
+// unknown, so the step is redone whatever the next input.
+func (m *mark) run(key string, do func() error) (bool, error) {
+	if key == m.key {
+		return false, nil
+	}
+	m.key = ""
+	if err := do(); err != nil {
+		return true, err
+	}
+	m.key = key
+	return true, nil
+}
+
+// marks are the apply's steps' marks. A step's key includes the keys of
+// the steps it follows from (pg_hba is rewritten for a new instance, the
+// server reloads a new pg_hba, sessions are cut for it), so redoing a
+// step redoes what depends on it; a wipe forgets them all.
+type marks struct {
+	firewall  mark // the namespace and the firewall policy
+	instance  mark // configuration files and cluster (Init)
+	hba       mark // pg_hba.conf
+	reload    mark // the configuration the running server has loaded
+	sessions  mark // the pg_hba whose revoked sessions were cut
+	bootstrap mark // roles and database
+	password  mark // the admin password
+	// restart is the part of the instance's configuration that only a
+	// restart changes (namespace, port, role, upstream, archiving), of
+	// the instance last initialised.
+	restart string
+}
+
+// spec is what apply works from: the desired state, checked and parsed,
+// and what the steps found on the way.
+type spec struct {
+	want    apitype.NodeDesired
+	rev     int64
+	addr    netip.Addr
+	port    int
+	acc     access
+	primary bool
+	// restore is the restore under way, set by the instance step.
+	restore *apitype.NodeRestore
+	// hba is the pg_hba policy, set by the hba step.
+	hba postgres.Policy
+}
+
+func parseSpec(want apitype.NodeDesired, rev int64) (*spec, error) {
 	if want.State != stateCreating && want.State != stateRunning && want.State != stateFailed {
-		return fmt.Errorf("node state %q is neither creating, running, failed nor deleting", want.State)
+		return nil, fmt.Errorf("node state %q is neither creating, running, failed nor deleting", want.State)
 	}
 	if want.Namespace == "" {
-		return errors.New("no network namespace")
+		return nil, errors.New("no network namespace")
 	}
 	addr, err := netip.ParseAddr(want.Address)
 	if err != nil {
-		return fmt.Errorf("address: %w", err)
+		return nil, fmt.Errorf("address: %w", err)
 	}
 	port := want.Port
 	if port == 0 {
 		port = 5432
 	}
 	if port < 1 || port > 65535 {
-		return fmt.Errorf("port %d out of range", port)
+		return nil, fmt.Errorf("port %d out of range", port)
 	}
 	acc, err := parseAccess(want)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	primary := want.Role == apitype.RolePrimary || want.Role == ""
+	return &spec{want: want, rev: rev, addr: addr, port: port, acc: acc, primary: primary}, nil
+}
 
-	// 1. The firewall, in the node's namespace.
-	if err := n.openNS(want.Namespace); err != nil {
+// apply makes the node match want, one step after the other (the model
+// is cloudnative-pg's instance reconciler); a failed step ends the apply,
+// and the next one redoes it and what follows. Each step is redone only
+// when its input changed (see marks). The order is the invariants, unit
+// tested in steps_test.go:
+//
+//   - The firewall comes first: it is the fast, decisive step of an
+//     allowlist change, and nothing of PostgreSQL happens before it is in
+//     force. A new node's server first starts behind it; a firewall that
+//     fails stops the apply before any file is written or the server is
+//     started or reloaded with the new access.
+//   - A restart (namespace, port, role or upstream changed) stops the old
+//     server after the firewall enforces the new policy and before the
+//     new configuration is written.
+//   - pg_hba is written, then the server reloads it (or starts with it),
+//     and only then are the sessions it no longer admits cut: after the
+//     firewall change and the new pg_hba are both in force.
+//   - A restore's server is promoted (and checkpointed on its new
+//     timeline) before roles or passwords are set.
+//   - Roles and the database are created (on a primary) once the server
+//     runs; the password is set after them.
+func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) error {
+	s, err := parseSpec(want, rev)
+	if err != nil {
 		return err
 	}
-	pol := nft.Policy{Port: uint16(port), AllowV4: acc.v4, AllowV6: acc.v6, Peers: acc.peers}
-	if fp := fingerprint(pol); fp != n.fwFP {
-		t0 := time.Now()
-		err := n.fw.Apply(pol)
-		if err != nil {
-			n.fwFP = ""
+	for _, step := range []func(context.Context, *spec) error{
+		n.applyFirewall,
+		n.applyInstance,
+		n.applyHBA,
+		n.applyRunning,
+		n.applySessions,
+		n.applyRestored,
+		n.applyRoles,
+	} {
+		if err := step(ctx, s); err != nil {
 			return err
 		}
-		took := time.Since(t0)
-		n.fwFP = fp
-		n.a.log.Info("firewall applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision,
-			"v4", len(acc.v4), "v6", len(acc.v6), "peers", len(acc.peers), "duration", took)
-		if f := n.a.onFirewall; f != nil {
-			f(n.id, rev, took)
-		}
 	}
+	return nil
+}
 
-	// 2. The instance: TLS files, moat.conf, the cluster itself.
-	primary := want.Role == apitype.RolePrimary || want.Role == ""
-	if !primary && want.Role != apitype.RoleReplica {
+// applyFirewall opens the node's namespace (again, if it was recreated:
+// its firewall is then written again) and makes the firewall enforce the
+// node's access policy.
+func (n *node) applyFirewall(_ context.Context, s *spec) error {
+	if err := n.openNetwork(s.want.Namespace); err != nil {
+		return err
+	}
+	pol := nft.Policy{Port: uint16(s.port), AllowV4: s.acc.v4, AllowV6: s.acc.v6, Peers: s.acc.peers}
+	t0 := time.Now()
+	ran, err := n.marks.firewall.run(fingerprint(n.net.ID(), pol), func() error {
+		return n.net.Firewall().Apply(pol)
+	})
+	if err != nil || !ran {
+		return err
+	}
+	took := time.Since(t0)
+	n.a.log.Info("firewall applied", "node", n.id, "revision", s.rev, "allowlist_revision", s.want.AllowlistRevision,
+		"v4", len(s.acc.v4), "v6", len(s.acc.v6), "peers", len(s.acc.peers), "duration", took)
+	if f := n.a.onFirewall; f != nil {
+		f(n.id, s.rev, took)
+	}
+	return nil
+}
+
+// applyInstance writes the instance's files (TLS, moat.conf, the backup
+// configuration) and creates the cluster if there is none, stopping the
+// old server first when the change needs a restart.
+func (n *node) applyInstance(ctx context.Context, s *spec) error {
+	want := s.want
+	if !s.primary && want.Role != apitype.RoleReplica {
 		return fmt.Errorf("role %q is neither primary nor replica", want.Role)
 	}
-	// The namespace's identity, not only its name: a namespace recreated
-	// under the same name needs PostgreSQL restarted inside it.
-	nsID := n.ns.UniqueId()
-	restore := n.restoring(want, primary)
-	if restore == nil {
+	s.restore = n.restoring(want, s.primary)
+	if s.restore == nil {
 		// Restored (or never a restore): no key of another service stays.
 		if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
 			return fmt.Errorf("remove the restore key: %w", err)
 		}
-	} else if restore.PrivateKeyPEM == "" {
+	} else if s.restore.PrivateKeyPEM == "" {
 		return n.abandonRestore(ctx)
 	}
-	archiving := want.Archive != nil
-	instFP := fingerprint(want.Namespace, nsID, addr, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
-		want.Archive, want.BackupPublicKeyPEM, restore)
-	restartFP := fingerprint(want.Namespace, nsID, port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, archiving)
-	reload := false
-	if instFP != n.instFP {
+	// The namespace's identity, not only its name: a namespace recreated
+	// under the same name needs PostgreSQL restarted inside it.
+	nsID := n.net.ID()
+	key := fingerprint(want.Namespace, nsID, s.addr, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
+		want.Archive, want.BackupPublicKeyPEM, s.restore)
+	restart := fingerprint(want.Namespace, nsID, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.Archive != nil)
+	_, err := n.marks.instance.run(key, func() error {
 		if err := n.ensureDirs(); err != nil {
 			return err
 		}
-		cfg, err := n.pgConfig(want, addr, port, primary)
+		cfg, err := n.pgConfig(want, s.addr, s.port, s.primary)
 		if err != nil {
 			return err
 		}
-		set, pr, err := n.backupSettings(want, restore)
+		set, pr, err := n.backupSettings(want, s.restore)
 		if err != nil {
 			return err
 		}
@@ -383,11 +487,11 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 			cfg.Settings[k] = v
 		}
 		cfg.Restore = pr
-		inst, err := postgres.New(cfg)
+		inst, err := n.a.plat.newInstance(cfg)
 		if err != nil {
 			return err
 		}
-		if n.inst != nil && n.restartFP != restartFP && n.inst.Running() {
+		if n.inst != nil && n.marks.restart != restart && n.inst.Running() {
 			// Listening address, namespace or upstream changed: restart
 			// (the firewall already enforces the new policy).
 			if err := n.inst.Stop(ctx); err != nil {
@@ -398,95 +502,108 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 		err = inst.Init(ictx)
 		cancel()
 		if err != nil {
+			n.closeInstance(inst)
 			return err
 		}
-		n.inst, n.instFP, n.restartFP, n.hbaFP, n.bootFP = inst, instFP, restartFP, "", ""
-		reload = true
-	}
+		n.closeInstance(n.inst)
+		n.inst, n.marks.restart = inst, restart
+		return nil
+	})
+	return err
+}
 
-	// 3. pg_hba.
-	repl := want.ReplicationUser
+// applyHBA writes pg_hba.conf.
+func (n *node) applyHBA(_ context.Context, s *spec) error {
+	repl := s.want.ReplicationUser
 	if repl == "" {
 		repl = postgres.ReplicationUser
 	}
-	hbaPol := postgres.Policy{Allow: slices.Concat(acc.v4, acc.v6), Replicas: acc.peers, ReplicationUser: repl}
-	hbaChanged := false
-	if fp := fingerprint(hbaPol); fp != n.hbaFP {
-		if err := n.inst.WriteHBA(hbaPol); err != nil {
-			return err
-		}
-		n.hbaFP, hbaChanged = fp, true
-	}
+	s.hba = postgres.Policy{Allow: slices.Concat(s.acc.v4, s.acc.v6), Replicas: s.acc.peers, ReplicationUser: repl}
+	_, err := n.marks.hba.run(fingerprint(n.marks.instance.key, s.hba), func() error {
+		return n.inst.WriteHBA(s.hba)
+	})
+	return err
+}
 
-	// 4. Running, with the new configuration.
-	if restore != nil {
+// applyRunning starts the server, or has the running one load the
+// configuration and pg_hba the steps before wrote.
+func (n *node) applyRunning(ctx context.Context, s *spec) error {
+	if s.restore != nil {
 		if err := n.resumeRecovery(); err != nil {
 			return err
 		}
 	}
-	if n.inst.Running() {
-		if reload || hbaChanged {
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			err := n.inst.Reload(rctx)
-			cancel()
-			if err != nil {
-				n.hbaFP = ""
-				return err
-			}
-		}
-	} else {
+	key := fingerprint(n.marks.instance.key, n.marks.hba.key)
+	if !n.inst.Running() {
+		n.marks.reload = mark{}
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		err := n.inst.Start(sctx)
 		cancel()
 		if err != nil {
 			return err
 		}
+		n.marks.reload.key = key // it read them as it started
+		return nil
 	}
-	if hbaChanged {
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := n.inst.TerminateSessions(tctx, hbaPol.Allow)
-		cancel()
-		if err != nil {
-			n.hbaFP = ""
-			return err
-		}
-	}
+	_, err := n.marks.reload.run(key, func() error {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return n.inst.Reload(rctx)
+	})
+	return err
+}
 
-	// 5. Roles, database and password, on a primary (a restored one once
-	// it has replayed its archive and promoted itself).
-	if restore != nil {
-		if err := n.promoted(ctx); err != nil {
-			return err
+// applySessions cuts the client sessions the new pg_hba no longer admits.
+func (n *node) applySessions(ctx context.Context, s *spec) error {
+	_, err := n.marks.sessions.run(n.marks.hba.key, func() error {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		k, err := n.inst.TerminateSessions(tctx, s.hba.Allow)
+		if k > 0 {
+			n.a.log.Info("revoked sessions terminated", "node", n.id, "revision", s.rev, "sessions", k)
 		}
-		n.instFP = "" // rewrite moat.conf without the recovery settings
+		return err
+	})
+	return err
+}
+
+// applyRestored waits for a restored server's promotion. Once it has
+// promoted, the next apply rewrites moat.conf without the recovery
+// settings (the instance step's key includes the restore).
+func (n *node) applyRestored(ctx context.Context, s *spec) error {
+	if s.restore == nil {
+		return nil
 	}
-	if primary {
-		if want.AdminUser != "" && want.AdminUser != postgres.AdminUser {
-			return fmt.Errorf("admin user %q: this agent creates %q", want.AdminUser, postgres.AdminUser)
-		}
-		if want.Database != "" && want.Database != postgres.Database {
-			return fmt.Errorf("database %q: this agent creates %q", want.Database, postgres.Database)
-		}
-		if fp := fingerprint(repl); fp != n.bootFP {
-			bctx, cancel := context.WithTimeout(ctx, time.Minute)
-			err := n.bootstrap(bctx, repl)
-			cancel()
-			if err != nil {
-				return err
-			}
-			n.bootFP = fp
-		}
-		if fp := fingerprint(want.AdminVerifier); want.AdminVerifier != "" && fp != n.pwFP {
-			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			err := n.setVerifier(pctx, postgres.AdminUser, want.AdminVerifier)
-			cancel()
-			if err != nil {
-				return err
-			}
-			n.pwFP = fp
-		}
+	return n.promoted(ctx)
+}
+
+// applyRoles creates the roles and the database and sets the admin
+// password, on a primary (a restored one once it promoted itself).
+func (n *node) applyRoles(ctx context.Context, s *spec) error {
+	want := s.want
+	if !s.primary {
+		return nil
 	}
-	return nil
+	if want.AdminUser != "" && want.AdminUser != postgres.AdminUser {
+		return fmt.Errorf("admin user %q: this agent creates %q", want.AdminUser, postgres.AdminUser)
+	}
+	if want.Database != "" && want.Database != postgres.Database {
+		return fmt.Errorf("database %q: this agent creates %q", want.Database, postgres.Database)
+	}
+	_, err := n.marks.bootstrap.run(fingerprint(n.marks.instance.key, s.hba.ReplicationUser), func() error {
+		bctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return n.inst.Bootstrap(bctx, s.hba.ReplicationUser)
+	})
+	if err != nil || want.AdminVerifier == "" {
+		return err
+	}
+	_, err = n.marks.password.run(fingerprint(want.AdminVerifier), func() error {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return n.inst.SetVerifier(pctx, postgres.AdminUser, want.AdminVerifier)
+	})
+	return err
 }
 
 // Paths under the node's directory.
@@ -552,12 +669,17 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 	return cfg, nil
 }
 
-// wipe stops the node's PostgreSQL and removes its directory. The
-// firewall stays: the provider deletes the namespace.
+// wipe ends the node, in this order: its tasks are cancelled and waited
+// for (they use the server), PostgreSQL is stopped, then its files and the
+// node's directory are removed, then its firewall is closed. The
+// firewall's table stays in force (the agent never opens or removes one):
+// the provider deletes the namespace.
 func (n *node) wipe(ctx context.Context) error {
+	n.stopTasks()
 	inst := n.inst
 	if inst == nil {
 		if _, err := os.Stat(n.dir); errors.Is(err, os.ErrNotExist) {
+			n.forgetTasks()
 			n.wiped = true
 			return nil
 		}
@@ -565,6 +687,7 @@ func (n *node) wipe(ctx context.Context) error {
 		if inst, err = n.bareInstance(); err != nil {
 			return err
 		}
+		defer n.closeInstance(inst)
 	}
 	if err := inst.Stop(ctx); err != nil {
 		return err
@@ -576,17 +699,19 @@ func (n *node) wipe(ctx context.Context) error {
 		return fmt.Errorf("wipe: %w", err)
 	}
 	n.a.log.Info("node wiped", "node", n.id)
-	n.inst, n.instFP, n.restartFP, n.hbaFP, n.bootFP, n.pwFP = nil, "", "", "", "", ""
+	n.closeInstance(n.inst)
+	n.inst, n.marks = nil, marks{}
 	n.appliedRev, n.wiped = -1, true
-	n.closeNS()
+	n.forgetTasks()
+	n.closeNetwork()
 	return nil
 }
 
-// bareInstance returns an Instance for the node's directories, to stop
+// bareInstance returns an instance for the node's directories, to stop
 // and wipe a node whose desired state is unknown. Its certificate is a
 // placeholder: it is never written.
-func (n *node) bareInstance() (*postgres.Instance, error) {
-	return postgres.New(postgres.Config{
+func (n *node) bareInstance() (instance, error) {
+	return n.a.plat.newInstance(postgres.Config{
 		BinDir:        n.a.cfg.PGBinDir,
 		DataDir:       n.dataDir(),
 		TLSDir:        n.tlsDir(),
@@ -599,42 +724,46 @@ func (n *node) bareInstance() (*postgres.Instance, error) {
 	})
 }
 
-// openNS opens the node's namespace, or reopens it if it was recreated
-// under the same name since (the firewall is then written again).
-func (n *node) openNS(name string) error {
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", name, err)
+// closeInstance closes in, if not nil (the server it started runs on).
+func (n *node) closeInstance(in instance) {
+	if in == nil {
+		return
 	}
-	if n.nsName == name && n.ns.Equal(h) {
-		h.Close()
+	if err := in.Close(); err != nil {
+		n.a.log.Warn("close postgres instance", "node", n.id, "err", err)
+	}
+}
+
+// openNetwork opens the node's namespace, or opens it again if it was
+// recreated under the same name since.
+func (n *node) openNetwork(name string) error {
+	if n.net != nil && n.net.Name() == name && n.net.Current() {
 		return nil
 	}
-	if n.nsName != "" {
+	net, err := n.a.plat.openNetwork(name)
+	if err != nil {
+		return err
+	}
+	if n.net != nil {
 		n.a.log.Warn("network namespace changed; applying the node again", "node", n.id, "namespace", name)
 	}
-	n.closeNS()
-	n.ns, n.nsName, n.fw, n.fwFP = h, name, nft.New(h), ""
+	n.closeNetwork()
+	n.net = net
 	return nil
 }
 
 // nsChanged reports whether the node's namespace is no longer the one the
 // node was applied in (deleted, or recreated under the same name).
 func (n *node) nsChanged() bool {
-	if n.nsName == "" {
-		return false
-	}
-	h, err := netns.GetFromName(n.nsName)
-	if err != nil {
-		return true
-	}
-	defer h.Close()
-	return !n.ns.Equal(h)
+	return n.net != nil && !n.net.Current()
 }
 
-func (n *node) closeNS() {
-	if n.ns >= 0 {
-		n.ns.Close()
+func (n *node) closeNetwork() {
+	if n.net == nil {
+		return
 	}
-	n.ns, n.nsName, n.fw, n.fwFP = -1, "", nil, ""
+	if err := n.net.Close(); err != nil {
+		n.a.log.Warn("close network namespace", "node", n.id, "err", err)
+	}
+	n.net = nil
 }

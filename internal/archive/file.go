@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/backup"
 )
 
@@ -62,15 +61,4 @@ func Decrypt(dst io.Writer, src io.Reader, priv *rsa.PrivateKey) error {
 		return fmt.Errorf("decrypt: %w", err)
 	}
 	return nil
-}
-
-// API returns b as the agent's task report describes a backup.
-//
-// Deprecated: archive should not know the wire types. The API server
-// converts in its handler (apiserver's backupOut); this remains only until
-// the agent's report converts for itself too (internal/agent is another
-// change's), then it goes with this file's import of apitype.
-func (b Backup) API() apitype.Backup {
-	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
-		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }

@@ -600,3 +600,48 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestClose: Close ends the Instance's watch over the postmaster it
+// started, with no goroutine left, and leaves the postmaster running;
+// another Instance stops it and reaps it (no zombie stays).
+func TestClose(t *testing.T) {
+	// Not parallel: the goroutine check counts the package's goroutines.
+	testenv.CheckGoroutines(t)
+	requirePostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	in := newInstance(t, "close", nil)
+	if err := in.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := in.pid()
+	if err := in.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatalf("Close again: %v", err)
+	}
+	if !in.Running() {
+		t.Fatal("the postmaster stopped with Close")
+	}
+	if err := in.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+	again, err := New(in.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !errors.Is(err, os.ErrNotExist) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		t.Errorf("postmaster %d after Stop: %v, want it gone (reaped):\n%s", pid, err, b)
+	}
+}

@@ -9,6 +9,10 @@
 // termination) goes over the node's Unix socket, never the network, so it
 // works from the host's namespace whatever the node's network is.
 //
+// A postmaster outlives the Instance that started it (and the process):
+// Close ends the Instance's watch over it, and any later Instance finds it
+// by its data directory.
+//
 // Files an Instance owns:
 //
 //	DataDir/                 the cluster; postgresql.conf includes moat.conf
@@ -161,16 +165,39 @@ type Instance struct {
 	cred    *syscall.Credential // nil: run as ourselves
 	osUser  string              // the user this process runs as, mapped to Superuser
 	log     *slog.Logger
-	mu      sync.Mutex // serialises Init, Start, Stop, Wipe
+	mu      sync.Mutex // serialises Init, Start, Stop, Wipe, Close
 	childMu sync.Mutex
-	child   *child // the postmaster, when this process started it
+	child   *child // the postmaster, when this process started it and watches it
+
+	// closed is closed by Close; reapers counts the goroutines that
+	// watch the postmasters started (see reap).
+	closed    chan struct{}
+	closeOnce sync.Once
+	reapers   sync.WaitGroup
 }
 
 // child is a postmaster this process started and must reap.
 type child struct {
 	pid  int
 	done chan struct{} // closed once reaped
+
+	mu   sync.Mutex
+	gone bool // reaped: pid may name another process now
 }
+
+// reap reaps the child if it exited and reports whether it was reaped.
+func (ch *child) reap() bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if !ch.gone && reaped(ch.pid) {
+		ch.gone = true
+		close(ch.done)
+	}
+	return ch.gone
+}
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("postgres instance closed")
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,63}$`)
 
@@ -243,7 +270,7 @@ func New(cfg Config) (*Instance, error) {
 			return nil, fmt.Errorf("postgres binaries: %w (install the postgresql server, or set MOAT_PG_BINDIR)", err)
 		}
 	}
-	in := &Instance{cfg: cfg, log: cfg.Logger}
+	in := &Instance{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
 	if os.Geteuid() == 0 {
 		cred, err := lookupCredential(cfg.User)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -108,6 +109,11 @@ func (in *Instance) Start(ctx context.Context) error {
 }
 
 func (in *Instance) start(ctx context.Context) error {
+	select {
+	case <-in.closed:
+		return fmt.Errorf("start postgres: %w", ErrClosed)
+	default:
+	}
 	if _, ok := in.pid(); ok {
 		return in.waitReady(ctx, nil)
 	}
@@ -137,17 +143,92 @@ func (in *Instance) start(ctx context.Context) error {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	ch := &child{pid: cmd.Process.Pid, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(ch.done)
-	}()
 	in.childMu.Lock()
 	in.child = ch
 	in.childMu.Unlock()
+	in.reapers.Add(1)
+	go in.reap(cmd.Process, ch)
 	if err := in.waitReady(ctx, ch); err != nil {
 		return fmt.Errorf("start postgres: %w\n%s", err, in.logSince(logStart))
 	}
 	in.log.Info("postgres started", "data_dir", in.cfg.DataDir, "pid", ch.pid, "duration", time.Since(t0))
+	return nil
+}
+
+// reapEvery is how often reap looks for its postmaster's exit.
+const reapEvery = 100 * time.Millisecond
+
+// orphans are the postmasters this process started whose Instance was
+// closed while they ran: the process must still reap them, and whichever
+// Instance sees one gone does (alive). A package variable because the
+// parent-child relation is the process's, not an Instance's. A pid in it
+// stays this process's child until reaped, so it is never another's.
+var orphans = struct {
+	sync.Mutex
+	m map[int]*child
+}{m: map[int]*child{}}
+
+// reapOrphan reaps pid if it is an orphan that exited.
+func reapOrphan(pid int) {
+	orphans.Lock()
+	defer orphans.Unlock()
+	if ch := orphans.m[pid]; ch != nil && ch.reap() {
+		delete(orphans.m, pid)
+	}
+}
+
+// reap reaps ch's postmaster once it exits, then closes ch.done. It polls
+// (a blocking wait could not end) so that Close ends it while the
+// postmaster runs on, an orphan.
+func (in *Instance) reap(p *os.Process, ch *child) {
+	defer in.reapers.Done()
+	defer p.Release()
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for {
+		if ch.reap() {
+			return
+		}
+		select {
+		case <-in.closed:
+			in.childMu.Lock()
+			if in.child == ch {
+				in.child = nil
+			}
+			in.childMu.Unlock()
+			orphans.Lock()
+			orphans.m[ch.pid] = ch
+			orphans.Unlock()
+			reapOrphan(ch.pid) // it may have exited since the last look
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reaped reaps pid if it is an exited child of this process, and reports
+// whether it is gone for this process: reaped now, or not (any more) its
+// child.
+func reaped(pid int) bool {
+	for {
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		return got == pid || err != nil // ECHILD: not a child (any more)
+	}
+}
+
+// Close ends the Instance's watch over the postmaster it started, waiting
+// for a Start in progress: the postmaster keeps running (fail-static), and
+// an Instance of this process that later finds it exited reaps it. Start fails after
+// Close; the other methods still work. Closing twice is allowed.
+func (in *Instance) Close() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.closeOnce.Do(func() { close(in.closed) })
+	in.reapers.Wait()
 	return nil
 }
 
@@ -208,7 +289,17 @@ func (in *Instance) pid() (int, bool) {
 func (in *Instance) alive(pid int) bool {
 	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
 	if err != nil {
-		return false // gone, or a zombie
+		// Gone, or a zombie: reaped now if this process started it
+		// (PostgreSQL takes a zombie's postmaster.pid for a live one).
+		in.childMu.Lock()
+		ch := in.child
+		in.childMu.Unlock()
+		if ch != nil && ch.pid == pid {
+			ch.reap()
+		} else {
+			reapOrphan(pid)
+		}
+		return false
 	}
 	want, err := filepath.EvalSymlinks(in.cfg.DataDir)
 	if err != nil {
@@ -254,33 +345,18 @@ func (in *Instance) stop(ctx context.Context) error {
 }
 
 // waitExit waits up to timeout (and, with useCtx, no longer than ctx) for
-// pid to exit and be reaped if it is our child.
+// pid to exit (alive reaps it if this process started it).
 func (in *Instance) waitExit(ctx context.Context, pid int, timeout time.Duration, useCtx bool) bool {
-	in.childMu.Lock()
-	ch := in.child
-	in.childMu.Unlock()
-	var done <-chan struct{}
-	if ch != nil && ch.pid == pid {
-		done = ch.done
-	}
 	var ctxDone <-chan struct{}
 	if useCtx {
 		ctxDone = ctx.Done()
 	}
 	deadline := time.After(timeout)
 	for {
-		if done != nil {
-			select {
-			case <-done:
-				return true
-			default:
-			}
-		} else if !in.alive(pid) {
+		if !in.alive(pid) {
 			return true
 		}
 		select {
-		case <-done:
-			return true
 		case <-deadline:
 			return false
 		case <-ctxDone:

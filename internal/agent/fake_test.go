@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/nft"
+	"github.com/moatdb/moat/internal/postgres"
+)
+
+// Fakes of the interfaces in platform.go: a host whose namespaces,
+// firewalls and PostgreSQL servers are a few maps, and which records, in
+// order, every operation a node's steps ask of them (the model is
+// tailscale's util/linuxfw/fake.go).
+
+// The operations a fakeHost records.
+const (
+	opFirewall   = "firewall"
+	opCloseNet   = "close-network" // the firewall closed, the namespace released
+	opInit       = "init"
+	opHBA        = "hba"
+	opStart      = "start"
+	opReload     = "reload"
+	opStop       = "stop"
+	opWipe       = "wipe"
+	opTerminate  = "terminate"
+	opBootstrap  = "bootstrap"
+	opPassword   = "password"
+	opCheckpoint = "checkpoint"
+	opInRecovery = "in-recovery" // fails when asked to; never recorded
+	opTaskStart  = "task-start"
+	opTaskCancel = "task-cancelled"
+)
+
+// fakeHost is the fake platform.
+type fakeHost struct {
+	mu  sync.Mutex
+	ops []string
+	// fail makes the operations named fail with their error, until
+	// removed.
+	fail map[string]error
+	// ns is each namespace's generation: recreating one increments it.
+	ns map[string]int
+	// allowed is the IPv4 allowlist each namespace's firewall enforces.
+	allowed map[string][]netip.Prefix
+	// open counts the networks opened and not closed, instances the
+	// instances.
+	open, instances int
+	// running is whether each data directory's server runs.
+	running map[string]bool
+	// recovering: the servers are in recovery (a restore replays).
+	recovering bool
+	// taskStarted receives a task's ID as it starts.
+	taskStarted chan string
+}
+
+func newFakeHost() *fakeHost {
+	return &fakeHost{
+		fail: map[string]error{}, ns: map[string]int{}, allowed: map[string][]netip.Prefix{},
+		running: map[string]bool{}, taskStarted: make(chan string, 16),
+	}
+}
+
+func (h *fakeHost) platform() platform {
+	return platform{
+		openNetwork: func(name string) (network, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.open++
+			return &fakeNetwork{h: h, name: name, gen: h.ns[name]}, nil
+		},
+		newInstance: func(cfg postgres.Config) (instance, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.instances++
+			return &fakeInstance{h: h, dir: cfg.DataDir}, nil
+		},
+		runTask: func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
+			h.record(opTaskStart, nil)
+			h.taskStarted <- t.ID
+			<-ctx.Done() // a long base backup
+			// It takes a moment to end (pg_basebackup is killed and
+			// reaped): a caller that does not wait for it sees it still
+			// running.
+			time.Sleep(50 * time.Millisecond)
+			h.record(opTaskCancel, nil)
+			return nil, ctx.Err()
+		},
+	}
+}
+
+// record records op and returns its injected failure, if any; do, when
+// not nil, runs under the lock unless op fails.
+func (h *fakeHost) record(op string, do func()) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops = append(h.ops, op)
+	if err := h.fail[op]; err != nil {
+		return err
+	}
+	if do != nil {
+		do()
+	}
+	return nil
+}
+
+// take returns the operations recorded since the last take.
+func (h *fakeHost) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ops := h.ops
+	h.ops = nil
+	return ops
+}
+
+func (h *fakeHost) setFail(op string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		delete(h.fail, op)
+	} else {
+		h.fail[op] = err
+	}
+}
+
+// recreate deletes namespace name and creates another under its name.
+func (h *fakeHost) recreate(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ns[name]++
+	delete(h.allowed, name)
+}
+
+func (h *fakeHost) isRunning(dir string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.running[dir]
+}
+
+// openNetworks returns how many networks are open.
+func (h *fakeHost) openNetworks() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.open
+}
+
+// openInstances returns how many instances are open.
+func (h *fakeHost) openInstances() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.instances
+}
+
+type fakeNetwork struct {
+	h      *fakeHost
+	name   string
+	gen    int
+	closed bool // under h.mu
+}
+
+func (n *fakeNetwork) Name() string { return n.name }
+func (n *fakeNetwork) ID() string   { return fmt.Sprintf("%s#%d", n.name, n.gen) }
+
+// Close closes the firewall: like an nft.Firewall, it applies nothing
+// after. Closing twice is allowed.
+func (n *fakeNetwork) Close() error {
+	return n.h.record(opCloseNet, func() {
+		if !n.closed {
+			n.closed = true
+			n.h.open--
+		}
+	})
+}
+
+func (n *fakeNetwork) Current() bool {
+	n.h.mu.Lock()
+	defer n.h.mu.Unlock()
+	return n.h.ns[n.name] == n.gen
+}
+
+func (n *fakeNetwork) Firewall() firewall { return fakeFirewall{n} }
+
+type fakeFirewall struct{ n *fakeNetwork }
+
+func (f fakeFirewall) Apply(p nft.Policy) error {
+	var closed bool
+	err := f.n.h.record(opFirewall, func() {
+		if closed = f.n.closed; !closed {
+			f.n.h.allowed[f.n.name] = slices.Clone(p.AllowV4)
+		}
+	})
+	if closed {
+		return fmt.Errorf("apply firewall: %w", nft.ErrClosed)
+	}
+	return err
+}
+
+// fakeInstance is a server; its state (running or not) is the host's,
+// by data directory, like a postmaster outliving an Instance.
+type fakeInstance struct {
+	h      *fakeHost
+	dir    string
+	closed bool // under h.mu
+}
+
+// Close is not recorded: tests count the instances open.
+func (in *fakeInstance) Close() error {
+	in.h.mu.Lock()
+	defer in.h.mu.Unlock()
+	if !in.closed {
+		in.closed = true
+		in.h.instances--
+	}
+	return nil
+}
+
+func (in *fakeInstance) Init(context.Context) error       { return in.h.record(opInit, nil) }
+func (in *fakeInstance) WriteHBA(postgres.Policy) error   { return in.h.record(opHBA, nil) }
+func (in *fakeInstance) Reload(context.Context) error     { return in.h.record(opReload, nil) }
+func (in *fakeInstance) Checkpoint(context.Context) error { return in.h.record(opCheckpoint, nil) }
+func (in *fakeInstance) Running() bool                    { return in.h.isRunning(in.dir) }
+
+func (in *fakeInstance) Start(context.Context) error {
+	var closed bool
+	err := in.h.record(opStart, func() {
+		if closed = in.closed; !closed {
+			in.h.running[in.dir] = true
+		}
+	})
+	if closed {
+		return fmt.Errorf("start postgres: %w", postgres.ErrClosed)
+	}
+	return err
+}
+
+func (in *fakeInstance) Stop(context.Context) error {
+	return in.h.record(opStop, func() { in.h.running[in.dir] = false })
+}
+
+func (in *fakeInstance) Wipe() error {
+	if in.Running() {
+		return fmt.Errorf("wipe %s: postgres is running", in.dir)
+	}
+	return in.h.record(opWipe, nil)
+}
+
+func (in *fakeInstance) TerminateSessions(context.Context, []netip.Prefix) (int, error) {
+	return 0, in.h.record(opTerminate, nil)
+}
+
+func (in *fakeInstance) Bootstrap(context.Context, string) error {
+	return in.h.record(opBootstrap, nil)
+}
+
+func (in *fakeInstance) SetVerifier(context.Context, string, string) error {
+	return in.h.record(opPassword, nil)
+}
+
+func (in *fakeInstance) InRecovery(context.Context) (bool, error) {
+	in.h.mu.Lock()
+	defer in.h.mu.Unlock()
+	return in.h.recovering, in.h.fail[opInRecovery]
+}
