@@ -195,11 +195,7 @@ func (c *Console) createPeering(q *req) error {
 
 // splitList splits a comma- or space-separated list.
 func splitList(s string) []string {
-	out := []string{}
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
-		out = append(out, f)
-	}
-	return out
+	return append([]string{}, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })...)
 }
 
 func (c *Console) deletePeering(q *req) error {
