@@ -1,0 +1,257 @@
+package domain
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var policy = DefaultFailoverPolicy()
+
+func svcN(n int) *Service {
+	return &Service{Meta: Meta{ID: "svc-1", Name: "db", ProjectID: "proj-1", State: StateRunning}, NodeCount: n}
+}
+
+func TestDecideFailover(t *testing.T) {
+	now := t1
+	quorum := func(names ...string) *ReplicationReport {
+		var sb []StandbyStatus
+		for _, n := range names {
+			sb = append(sb, StandbyStatus{Name: n, SyncState: SyncStateQuorum})
+		}
+		return primaryReport(500, sb...)
+	}
+	pgDown := func(since time.Time) *ReplicationReport {
+		return &ReplicationReport{At: now, DownSince: since, Standbys: []StandbyStatus{{Name: "node-a", SyncState: SyncStateSync}}}
+	}
+	lostP := member("node-p", true, false, quorum("node-a", "node-b"))
+	a := member("node-a", false, true, replicaReport("node-p", false, 300))
+	b := member("node-b", false, true, replicaReport("node-p", false, 400))
+	bLost := member("node-b", false, false, replicaReport("node-p", true, 400))
+	stale := member("node-b", false, true, replicaReport("node-p", false, 400))
+	stale.Report.At = now.Add(-time.Minute)
+	creating := member("node-c", false, true, nil)
+	creating.Node.State = StateCreating
+	tie := member("node-b", false, true, replicaReport("node-p", false, 300))
+	other := member("node-b", false, true, replicaReport("node-x", false, 900))
+	for _, tc := range []struct {
+		name    string
+		n       int
+		members []Member
+		force   bool
+		want    FailoverDecision
+	}{
+		{"healthy", 3, []Member{member("node-p", true, true, quorum()), a, b}, false, FailoverDecision{Verdict: VerdictNone}},
+		{"three nodes: most WAL received wins", 3, []Member{lostP, a, b}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-b",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-b"}}},
+		{"ties by node ID", 3, []Member{lostP, tie, a}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
+		{"a replica still being created does not count", 3, []Member{lostP, a, creating}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
+		{"PostgreSQL down within the grace: wait", 2, []Member{member("node-p", true, true, pgDown(now.Add(-3 * time.Second))), a}, false,
+			FailoverDecision{Verdict: VerdictWait, Lost: "node-p", Until: now.Add(7 * time.Second),
+				Why: &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since 2026-12-03T10:00:57Z"}}},
+		{"PostgreSQL down past the grace: the synchronous replica is promoted", 2, []Member{member("node-p", true, true, pgDown(now.Add(-10 * time.Second))), a}, false,
+			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its PostgreSQL is down since 2026-12-03T10:00:50Z); promoting node-a"}}},
+		{"one node", 1, []Member{lostP}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeSingleNode, Message: "the service's only node is lost (its host host-of-node-p stopped sending heartbeats); it returns with its host, or restore it from a backup"}}},
+		{"double failure: primary and a replica", 3, []Member{lostP, a, bLost}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"double failure, forced", 3, []Member{lostP, a, bLost}, true, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
+		{"a stale report counts as lost", 3, []Member{lostP, a, stale}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"a replica of another node is not promoted", 3, []Member{lostP, a, other}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"no replica reports", 2, []Member{lostP, bLost}, true, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary is lost (its host host-of-node-p stopped sending heartbeats) and no replica that followed it reports; the service waits for a node to return"}}},
+		{"two nodes, asynchronous replica", 2, []Member{member("node-p", true, false, primaryReport(500, StandbyStatus{Name: "node-a", SyncState: SyncStateAsync})), a}, false,
+			FailoverDecision{Verdict: VerdictCannot, Lost: "node-p", Why: &Info{Code: CodeReplicaNotSynchronous,
+				Message: "the primary is lost and its replica was not synchronous (replication was asynchronous); promoting it could lose acknowledged commits, so the service waits for the primary or an operator's forced failover"}}},
+		{"two nodes, asynchronous replica, forced", 2, []Member{member("node-p", true, false, nil), a}, true,
+			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
+		{"lost replica: replace", 3, []Member{member("node-p", true, true, quorum()), a, bLost}, false,
+			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host host-of-node-b stopped sending heartbeats"}}},
+		{"two primaries: refuse", 3, []Member{lostP, member("node-a", true, true, nil)}, false,
+			FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState, Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: "node-p, node-a"}}},
+		{"no primary yet", 3, []Member{a, b}, false, FailoverDecision{Verdict: VerdictNone}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DecideFailover(svcN(tc.n), tc.members, policy, tc.force, now)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("DecideFailover (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCheckFailoverRequest(t *testing.T) {
+	live := NewOperation("proj-1", OpServiceFailover, "svc-1", t0)
+	busy := svcN(3)
+	busy.OperationID = "op-attach"
+	for _, tc := range []struct {
+		name   string
+		svc    *Service
+		live   []*Operation
+		wantOp *Operation
+		want   *errSummary
+	}{
+		{"ok", svcN(2), nil, nil, nil},
+		{"one node", svcN(1), nil, nil, &errSummary{CodeSingleNode, "", "add a replica first (moat service update db --nodes 2)"}},
+		{"during another operation", busy, nil, nil, &errSummary{CodeOperationInProgress, "", "wait for operation op-attach to finish"}},
+		{"a live failover is returned", svcN(3), []*Operation{live}, live, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op, err := CheckFailoverRequest(tc.svc, tc.live)
+			if diff := cmp.Diff(tc.want, summarize(err)); diff != "" || op != tc.wantOp {
+				t.Errorf("CheckFailoverRequest = %v, %v; want %v (-want +got error):\n%s", op, err, tc.wantOp, diff)
+			}
+		})
+	}
+}
+
+// world is a 3-node service whose primary node-p lost its host at t0;
+// node-b received the most WAL. Each test moves it as agents would.
+type world struct {
+	p, a, b, r Member
+	lostHost   *Host
+}
+
+func newWorld() *world {
+	w := &world{
+		p:        member("node-p", true, false, primaryReport(500, StandbyStatus{Name: "node-a", SyncState: SyncStateQuorum}, StandbyStatus{Name: "node-b", SyncState: SyncStateQuorum})),
+		a:        member("node-a", false, true, replicaReport("node-p", false, 400)),
+		b:        member("node-b", false, true, replicaReport("node-p", false, 500)),
+		lostHost: host("host-of-node-p", "us-east-1a", 4),
+	}
+	w.lostHost.LastHeartbeatAt = t0
+	return w
+}
+
+func (w *world) members() []Member {
+	out := []Member{w.p, w.a, w.b}
+	if w.r.Node != nil {
+		out = append(out, w.r)
+	}
+	return out
+}
+
+func TestFailoverSteps(t *testing.T) {
+	w := newWorld()
+	now := t0.Add(hbTimeout + time.Second)
+	d := DecideFailover(svcN(3), w.members(), policy, false, now)
+	op, f, err := StartFailover(svcN(3), d, w.p.Node, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Type != OpServiceFailover || op.State != StateRunning || op.Step != StepFence || f.Promote != "node-b" || f.LostAZ != "az-of-node-p" {
+		t.Fatalf("StartFailover = %+v, %+v", op, f)
+	}
+	advance := func(what string, at time.Time, want FailoverAction, wantStep string) {
+		t.Helper()
+		got := f.Advance(w.members(), w.lostHost, policy, at)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%s: Advance (-want +got):\n%s", what, diff)
+		}
+		if f.Step != wantStep {
+			t.Fatalf("%s: step %s, want %s", what, f.Step, wantStep)
+		}
+		// Resumable: a control plane restarted here reads the stored
+		// progress and, seeing the same world, does the same (idempotent).
+		again := *f
+		if diff := cmp.Diff(want, again.Advance(w.members(), w.lostHost, policy, at)); diff != "" || again.Step != f.Step {
+			t.Fatalf("%s: Advance after a restart moved to %s (-want +got):\n%s", what, again.Step, diff)
+		}
+		primaries := 0
+		for id, r := range f.Roles(w.members()) {
+			if r.Role == RolePrimary {
+				primaries++
+			}
+			if id == "node-p" && r.Role != RoleFenced {
+				t.Fatalf("%s: the old primary's role is %+v", what, r)
+			}
+		}
+		if primaries > 1 {
+			t.Fatalf("%s: two primaries in %v", what, f.Roles(w.members()))
+		}
+	}
+
+	// Fence: the lost host's agent may still be alive; wait for its lease.
+	advance("fence within the lease", t0.Add(5*time.Second), FailoverAction{Wait: true, Until: t0.Add(12 * time.Second),
+		Why: &Info{Code: CodePrimaryLost, Message: "waiting for the old primary to be fenced"}}, StepFence)
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica, Upstream: "node-p"}, "node-b": {Role: RoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
+		t.Errorf("roles while fencing (-want +got):\n%s", diff)
+	}
+	// Past the lease, detach: node-a must stop following node-p.
+	advance("detach", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-a to stop following the old primary"}}, StepDetach)
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica, Upstream: "node-b"}, "node-b": {Role: RoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
+		t.Errorf("roles while detaching (-want +got):\n%s", diff)
+	}
+	w.a.Report = replicaReport("node-b", false, 400)
+	advance("promote", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for node-b to be promoted"}}, StepPromote)
+	if r := f.Roles(w.members())["node-b"]; r.Role != RolePrimary {
+		t.Errorf("node-b's role while promoting = %+v", r)
+	}
+	w.b.Report = primaryReport(510)
+	advance("repoint moves the primary", now, FailoverAction{MovePrimary: true}, StepRepoint)
+	w.b.Primary, w.p.Primary = true, false
+	advance("repoint waits for node-a", now, FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica node-a to stream from the new primary"}}, StepRepoint)
+	w.a.Report = replicaReport("node-b", true, 510)
+	advance("replace", now, FailoverAction{PlaceReplacement: true}, StepReplace)
+
+	req := ReplacementRequest(useast, w.p.Node, w.members())
+	if req.PreferAZ != "az-of-node-p" || len(req.Keep) != 2 || len(req.Leaving) != 1 || req.Count != 1 {
+		t.Errorf("ReplacementRequest = %+v", req)
+	}
+	w.r = member("node-r", false, true, nil)
+	w.r.Node.State = StateCreating
+	f.Replacement = "node-r"
+	w.p.Node.State = StateDeleting
+	advance("catch-up", now, FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "the replacement node node-r is catching up"}}, StepCatchUp)
+	if r := f.Roles(w.members())["node-r"]; r != (NodeRole{Role: RoleReplica, Upstream: "node-b"}) {
+		t.Errorf("the replacement's role = %+v", r)
+	}
+	w.r.Report = replicaReport("node-b", true, 510)
+	advance("done", now, FailoverAction{Done: true}, StepCatchUp)
+}
+
+func TestFailoverFenceByAgent(t *testing.T) {
+	// PostgreSQL down on a live host: its agent fences the node at once.
+	w := newWorld()
+	w.p.HostHealthy = true
+	w.p.Report = &ReplicationReport{At: t1, Fenced: true}
+	w.lostHost.LastHeartbeatAt = t1
+	f := &Failover{Step: StepFence, Lost: "node-p", Promote: "node-b"}
+	got := f.Advance(w.members(), w.lostHost, policy, t1)
+	if f.Step != StepDetach || !got.Wait {
+		t.Errorf("Advance = %+v at step %s, want waiting at detach", got, f.Step)
+	}
+	// Without the agent's word the lease runs from the last heartbeat.
+	w.p.Report.Fenced = false
+	f.Step = StepFence
+	if got := f.Advance(w.members(), w.lostHost, policy, t1.Add(11*time.Second)); f.Step != StepFence || !got.Until.Equal(t1.Add(12*time.Second)) {
+		t.Errorf("Advance = %+v at step %s, want waiting at fence until t1+12s", got, f.Step)
+	}
+}
+
+func TestFailoverAborts(t *testing.T) {
+	for _, step := range []string{StepFence, StepDetach, StepPromote} {
+		w := newWorld()
+		w.b.HostHealthy = false
+		f := &Failover{Step: step, Lost: "node-p", Promote: "node-b"}
+		got := f.Advance(w.members(), nil, policy, t1)
+		if got.Fail == nil || got.Fail.Code != CodeFailoverAborted || f.Step != step {
+			t.Errorf("step %s, candidate lost: Advance = %+v, step %s", step, got, f.Step)
+		}
+	}
+	f := &Failover{Step: "bogus"}
+	if got := f.Advance(nil, nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeInvalidState {
+		t.Errorf("unknown step: Advance = %+v", got)
+	}
+	if _, _, err := StartFailover(svcN(3), FailoverDecision{Verdict: VerdictCannot}, &Node{}, t1); err == nil {
+		t.Errorf("StartFailover without a promote verdict succeeded")
+	}
+}
