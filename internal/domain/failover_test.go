@@ -255,3 +255,73 @@ func TestFailoverAborts(t *testing.T) {
 		t.Errorf("StartFailover without a promote verdict succeeded")
 	}
 }
+
+// FuzzDecideFailover: a promotion (unforced) only ever picks a healthy,
+// reporting replica that followed the lost primary, and no other replica
+// that may hold acknowledged commits is unaccounted for or ahead of it;
+// a 2-node promotion's replica was synchronous; a 1-node service never
+// promotes.
+func FuzzDecideFailover(f *testing.F) {
+	f.Add(uint64(1), uint8(3))
+	f.Add(uint64(0xdeadbeef), uint8(2))
+	f.Fuzz(func(t *testing.T, seed uint64, count uint8) {
+		rnd := seed | 1
+		next := func(n int) int {
+			rnd ^= rnd << 13
+			rnd ^= rnd >> 7
+			rnd ^= rnd << 17
+			return int(rnd % uint64(n))
+		}
+		n := 1 + int(count%3)
+		syncStates := []string{SyncStateAsync, SyncStateSync, SyncStateQuorum, ""}
+		var standbys []StandbyStatus
+		ids := []string{"node-a", "node-b", "node-c"}
+		for _, id := range ids[:n-1] {
+			standbys = append(standbys, StandbyStatus{Name: id, SyncState: syncStates[next(4)]})
+		}
+		p := member("node-p", true, next(2) == 0, primaryReport(LSN(next(1000)), standbys...))
+		if next(2) == 0 {
+			p.Report.Up, p.Report.DownSince = false, t1.Add(-time.Duration(next(20))*time.Second)
+		}
+		members := []Member{p}
+		nodeStates := []string{StateRunning, StateRunning, StateCreating, StateFailed, StateDeleting}
+		upstreams := []string{"node-p", "node-p", "node-x"}
+		for _, id := range ids[:n-1] {
+			m := member(id, false, next(3) != 0, nil)
+			m.Node.State = nodeStates[next(len(nodeStates))]
+			if next(4) != 0 {
+				m.Report = replicaReport(upstreams[next(3)], next(2) == 0, LSN(next(1000)))
+				m.Report.At = t1.Add(-time.Duration(next(30)) * time.Second)
+				m.Report.Up, m.Report.InRecovery = next(5) != 0, next(5) != 0
+			}
+			members = append(members, m)
+		}
+		d := DecideFailover(svcN(n), members, policy, false, t1)
+		if d.Verdict != VerdictPromote {
+			return
+		}
+		if n == 1 {
+			t.Fatalf("a 1-node service promoted %s", d.Promote)
+		}
+		var best Member
+		for _, m := range members {
+			if m.Node.ID == d.Promote {
+				best = m
+			}
+		}
+		if best.Node == nil || best.Primary || !promotable(best, "node-p", policy, t1) || Going(best.Node.State) {
+			t.Fatalf("promoted %+v", best)
+		}
+		if n == 2 && !wasSynchronous(p, best.Node) {
+			t.Fatalf("2 nodes: promoted an asynchronous replica")
+		}
+		for _, m := range members[1:] {
+			if m.Node.ID == best.Node.ID || (m.Node.State != StateRunning && m.Node.State != StateFailed) {
+				continue
+			}
+			if !promotable(m, "node-p", policy, t1) || m.Report.ReceivedLSN > best.Report.ReceivedLSN {
+				t.Fatalf("promoted %s while replica %+v (report %+v) may hold more", best.Node.ID, m.Node, m.Report)
+			}
+		}
+	})
+}
