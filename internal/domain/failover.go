@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -19,7 +20,9 @@ const (
 	// StepFence: the old primary must stop acknowledging writes — its
 	// agent reports it fenced, or its lease has run out.
 	StepFence = "fence"
-	// StepDetach: the other replicas stop following the old primary.
+	// StepDetach: every replica stops following the old primary (so it
+	// can no longer acknowledge a commit, and their WAL positions are
+	// final); the one that received the most WAL is chosen again.
 	StepDetach = "detach"
 	// StepPromote: the chosen replica is promoted.
 	StepPromote = "promote"
@@ -110,6 +113,8 @@ type FailoverDecision struct {
 	Until time.Time
 	// Why explains the verdict (the service's condition).
 	Why *Info
+	// Forced: an operator forced the failover (see DecideFailover).
+	Forced bool
 }
 
 // DecideFailover looks at svc's members at now. The primary is lost when
@@ -212,7 +217,7 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 			return d
 		}
 	}
-	d.Verdict, d.Promote = VerdictPromote, best.Node.ID
+	d.Verdict, d.Promote, d.Forced = VerdictPromote, best.Node.ID, force
 	d.Why = &Info{Code: CodePrimaryLost, Message: "the primary " + primary.Node.ID + " is lost (" + why.Message + "); promoting " + best.Node.ID}
 	return d
 }
@@ -291,6 +296,9 @@ type Failover struct {
 	LostAZ      string `json:"lost_az"`
 	Promote     string `json:"promote"`
 	Replacement string `json:"replacement,omitempty"`
+	// Forced: promote even if a replica that may hold acknowledged
+	// commits is lost meanwhile.
+	Forced bool `json:"forced,omitempty"`
 }
 
 // StartFailover returns the operation and progress of the failover d
@@ -303,7 +311,7 @@ func StartFailover(svc *Service, d FailoverDecision, lost *Node, now time.Time) 
 	if err := op.Start(StepFence, now); err != nil {
 		return nil, nil, err
 	}
-	return op, &Failover{Step: StepFence, Lost: lost.ID, LostHost: lost.Host, LostAZ: lost.AZ, Promote: d.Promote}, nil
+	return op, &Failover{Step: StepFence, Lost: lost.ID, LostHost: lost.Host, LostAZ: lost.AZ, Promote: d.Promote, Forced: d.Forced}, nil
 }
 
 // Roles of a node in the desired state.
@@ -325,20 +333,22 @@ type NodeRole struct {
 
 // Roles are the roles of the service's nodes during the failover, by
 // node ID (members not listed keep theirs): the old primary is fenced
-// throughout; the chosen replica follows the old primary until the
-// promote step, then is primary; the other replicas (the replacement
-// included) follow the chosen one from the detach step on.
+// throughout; the replicas follow it while it is fenced, follow no one
+// (stay in recovery, streaming from nobody) during the detach step, and
+// from the promote step on the chosen one is primary and the others (the
+// replacement included) follow it.
 func (f *Failover) Roles(members []Member) map[string]NodeRole {
 	out := map[string]NodeRole{f.Lost: {Role: RoleFenced}}
-	promoted := f.Step != StepFence && f.Step != StepDetach
 	for _, m := range members {
 		id := m.Node.ID
 		switch {
 		case id == f.Lost || Going(m.Node.State):
-		case id == f.Promote && promoted:
-			out[id] = NodeRole{Role: RolePrimary}
-		case id == f.Promote || f.Step == StepFence:
+		case f.Step == StepFence:
 			out[id] = NodeRole{Role: RoleReplica, Upstream: f.Lost}
+		case f.Step == StepDetach:
+			out[id] = NodeRole{Role: RoleReplica}
+		case id == f.Promote:
+			out[id] = NodeRole{Role: RolePrimary}
 		default:
 			out[id] = NodeRole{Role: RoleReplica, Upstream: f.Promote}
 		}
@@ -415,14 +425,33 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 		return FailoverAction{Wait: true, Until: last.Add(p.Lease + p.LeaseMargin),
 			Why: &Info{Code: CodePrimaryLost, Message: "waiting for the old primary to be fenced"}}, ""
 	case StepDetach:
-		for id, m := range byID {
-			if id == f.Lost || id == f.Promote || Going(m.Node.State) || !m.HostHealthy {
+		var best *Member
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
+			m := byID[id]
+			// A replica still being created was never listed in
+			// synchronous_standby_names: it acknowledged nothing.
+			if id == f.Lost || Going(m.Node.State) || m.Node.State == StateCreating {
 				continue
 			}
-			if m.Report == nil || m.Report.Upstream == f.Lost {
+			if !m.HostHealthy {
+				if f.Forced {
+					continue
+				}
+				return FailoverAction{Fail: &Info{Code: CodeDoubleFailure, Message: "replica " + id + " was lost during the failover; it may hold acknowledged commits, so the failover stops"}}, ""
+			}
+			r := m.Report
+			if r == nil || now.Sub(r.At) > p.ReportTimeout || r.Upstream == f.Lost {
 				return FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica " + id + " to stop following the old primary"}}, ""
 			}
+			if r.Up && r.InRecovery && (best == nil || r.ReceivedLSN > best.Report.ReceivedLSN) {
+				best = &m
+			}
 		}
+		if best == nil {
+			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "no replica could be promoted; the failover starts over"}}, ""
+		}
+		// Positions are final now: promote the most advanced.
+		f.Promote = best.Node.ID
 		return FailoverAction{}, StepPromote
 	case StepPromote:
 		if r := cand.Report; r != nil && r.Up && !r.InRecovery {

@@ -59,7 +59,7 @@ func TestDecideFailover(t *testing.T) {
 			Why: &Info{Code: CodeSingleNode, Message: "the service's only node is lost (its host host-of-node-p stopped sending heartbeats); it returns with its host, or restore it from a backup"}}},
 		{"double failure: primary and a replica", 3, []Member{lostP, a, bLost}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
 			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
-		{"double failure, forced", 3, []Member{lostP, a, bLost}, true, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+		{"double failure, forced", 3, []Member{lostP, a, bLost}, true, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a", Forced: true,
 			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
 		{"a stale report counts as lost", 3, []Member{lostP, a, stale}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
 			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
@@ -71,7 +71,7 @@ func TestDecideFailover(t *testing.T) {
 			FailoverDecision{Verdict: VerdictCannot, Lost: "node-p", Why: &Info{Code: CodeReplicaNotSynchronous,
 				Message: "the primary is lost and its replica was not synchronous (replication was asynchronous); promoting it could lose acknowledged commits, so the service waits for the primary or an operator's forced failover"}}},
 		{"two nodes, asynchronous replica, forced", 2, []Member{member("node-p", true, false, nil), a}, true,
-			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a", Forced: true,
 				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
 		{"lost replica: replace", 3, []Member{member("node-p", true, true, quorum()), a, bLost}, false,
 			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host host-of-node-b stopped sending heartbeats"}}},
@@ -185,12 +185,14 @@ func TestFailoverSteps(t *testing.T) {
 	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica, Upstream: "node-p"}, "node-b": {Role: RoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
 		t.Errorf("roles while fencing (-want +got):\n%s", diff)
 	}
-	// Past the lease, detach: node-a must stop following node-p.
+	// Past the lease, detach: every replica stops following node-p.
 	advance("detach", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-a to stop following the old primary"}}, StepDetach)
-	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica, Upstream: "node-b"}, "node-b": {Role: RoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica}, "node-b": {Role: RoleReplica}}, f.Roles(w.members())); diff != "" {
 		t.Errorf("roles while detaching (-want +got):\n%s", diff)
 	}
-	w.a.Report = replicaReport("node-b", false, 400)
+	w.a.Report = replicaReport("", false, 400)
+	advance("detach waits for every replica", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-b to stop following the old primary"}}, StepDetach)
+	w.b.Report = replicaReport("", false, 500)
 	advance("promote", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for node-b to be promoted"}}, StepPromote)
 	if r := f.Roles(w.members())["node-b"]; r.Role != RolePrimary {
 		t.Errorf("node-b's role while promoting = %+v", r)
@@ -216,6 +218,22 @@ func TestFailoverSteps(t *testing.T) {
 	}
 	w.r.Report = replicaReport("node-b", true, 510)
 	advance("done", now, FailoverAction{Done: true}, StepCatchUp)
+}
+
+func TestFailoverDetachChoosesAgain(t *testing.T) {
+	// The old primary, alive but cut off from the control plane, went on
+	// committing through node-a after the decision: node-a is promoted.
+	w := newWorld()
+	w.a.Report = replicaReport("", false, 520)
+	w.b.Report = replicaReport("", false, 500)
+	f := &Failover{Step: StepDetach, Lost: "node-p", Promote: "node-b"}
+	f.Advance(w.members(), w.lostHost, policy, t1)
+	if f.Step != StepPromote || f.Promote != "node-a" {
+		t.Errorf("after detach: step %s, promote %s; want promote node-a", f.Step, f.Promote)
+	}
+	if r := f.Roles(w.members()); r["node-a"].Role != RolePrimary || r["node-b"] != (NodeRole{Role: RoleReplica, Upstream: "node-a"}) {
+		t.Errorf("roles = %v", r)
+	}
 }
 
 func TestFailoverFenceByAgent(t *testing.T) {
@@ -247,7 +265,18 @@ func TestFailoverAborts(t *testing.T) {
 			t.Errorf("step %s, candidate lost: Advance = %+v, step %s", step, got, f.Step)
 		}
 	}
-	f := &Failover{Step: "bogus"}
+	w := newWorld()
+	w.a.HostHealthy = false
+	w.b.Report = replicaReport("", false, 500)
+	f := &Failover{Step: StepDetach, Lost: "node-p", Promote: "node-b"}
+	if got := f.Advance(w.members(), nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeDoubleFailure || f.Step != StepDetach {
+		t.Errorf("a replica lost while detaching: Advance = %+v, step %s", got, f.Step)
+	}
+	f.Forced = true
+	if f.Advance(w.members(), nil, policy, t1); f.Step != StepPromote || f.Promote != "node-b" {
+		t.Errorf("forced, a replica lost while detaching: step %s, promote %s", f.Step, f.Promote)
+	}
+	f = &Failover{Step: "bogus"}
 	if got := f.Advance(nil, nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeInvalidState {
 		t.Errorf("unknown step: Advance = %+v", got)
 	}
