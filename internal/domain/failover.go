@@ -498,3 +498,46 @@ func ReplacementRequest(r Region, lost *Node, members []Member) PlacementRequest
 	}
 	return req
 }
+
+// Health of a service (ServiceHealth.Status).
+const (
+	HealthHealthy  = "healthy"
+	HealthDegraded = "degraded"
+	HealthFailed   = "failed"
+)
+
+// ServiceHealth is a service's health derived from its members: failed
+// when it cannot take writes and will not fail over by itself, degraded
+// while a node is lost or being replaced or replication is weaker than
+// its node count promises, with the reasons.
+type ServiceHealth struct {
+	Status     string `json:"status"`
+	Conditions []Info `json:"conditions,omitempty"`
+}
+
+// Health derives the service's health from the failover decision d of
+// this pass, its replication setting and its live failover (nil if none).
+// The service stays degraded until the failover's replacement streams.
+func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth {
+	h := ServiceHealth{Status: HealthHealthy}
+	add := func(status string, why *Info) {
+		if why == nil {
+			return
+		}
+		if h.Status != HealthFailed {
+			h.Status = status
+		}
+		h.Conditions = append(h.Conditions, *why)
+	}
+	switch d.Verdict {
+	case VerdictCannot:
+		add(HealthFailed, d.Why)
+	case VerdictWait, VerdictPromote, VerdictReplace:
+		add(HealthDegraded, d.Why)
+	}
+	if live != nil {
+		add(HealthDegraded, &Info{Code: CodePrimaryLost, Message: "failing over from " + live.Lost + " to " + live.Promote + ": step " + live.Step})
+	}
+	add(HealthDegraded, sync.Condition)
+	return h
+}

@@ -49,10 +49,10 @@ func TestDecideFailover(t *testing.T) {
 			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
 		{"a replica still being created does not count", 3, []Member{lostP, a, creating}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
 			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host host-of-node-p stopped sending heartbeats); promoting node-a"}}},
-		{"PostgreSQL down within the grace: wait", 2, []Member{member("node-p", true, true, pgDown(now.Add(-3 * time.Second))), a}, false,
+		{"PostgreSQL down within the grace: wait", 2, []Member{member("node-p", true, true, pgDown(now.Add(-3*time.Second))), a}, false,
 			FailoverDecision{Verdict: VerdictWait, Lost: "node-p", Until: now.Add(7 * time.Second),
 				Why: &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since 2026-12-03T10:00:57Z"}}},
-		{"PostgreSQL down past the grace: the synchronous replica is promoted", 2, []Member{member("node-p", true, true, pgDown(now.Add(-10 * time.Second))), a}, false,
+		{"PostgreSQL down past the grace: the synchronous replica is promoted", 2, []Member{member("node-p", true, true, pgDown(now.Add(-10*time.Second))), a}, false,
 			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
 				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its PostgreSQL is down since 2026-12-03T10:00:50Z); promoting node-a"}}},
 		{"one node", 1, []Member{lostP}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
@@ -353,4 +353,27 @@ func FuzzDecideFailover(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHealth(t *testing.T) {
+	lost := &Info{Code: CodeReplicaLost, Message: "replication asynchronous: replica lost"}
+	cannot := &Info{Code: CodeDoubleFailure, Message: "x"}
+	for _, tc := range []struct {
+		name string
+		d    FailoverDecision
+		sync SyncSetting
+		live *Failover
+		want ServiceHealth
+	}{
+		{"healthy", FailoverDecision{Verdict: VerdictNone}, SyncSetting{Mode: ReplQuorum}, nil, ServiceHealth{Status: HealthHealthy}},
+		{"asynchronous", FailoverDecision{Verdict: VerdictNone}, SyncSetting{Mode: ReplAsync, Condition: lost}, nil, ServiceHealth{Status: HealthDegraded, Conditions: []Info{*lost}}},
+		{"failing over", FailoverDecision{Verdict: VerdictNone}, SyncSetting{}, &Failover{Step: StepCatchUp, Lost: "node-p", Promote: "node-b"},
+			ServiceHealth{Status: HealthDegraded, Conditions: []Info{{Code: CodePrimaryLost, Message: "failing over from node-p to node-b: step catch-up"}}}},
+		{"cannot fail over", FailoverDecision{Verdict: VerdictCannot, Why: cannot}, SyncSetting{Condition: lost}, nil,
+			ServiceHealth{Status: HealthFailed, Conditions: []Info{*cannot, *lost}}},
+	} {
+		if diff := cmp.Diff(tc.want, Health(tc.d, tc.sync, tc.live)); diff != "" {
+			t.Errorf("%s: Health (-want +got):\n%s", tc.name, diff)
+		}
+	}
 }
