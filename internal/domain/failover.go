@@ -371,6 +371,11 @@ type FailoverAction struct {
 	// transaction. A placement error leaves the service degraded with
 	// the error as reason; the next pass tries again.
 	PlaceReplacement bool
+	// Discard (with PlaceReplacement, at the catch-up step): the
+	// replacement failed or lost its host before catching up; begin
+	// deleting it and record the new one in f.Replacement, in the same
+	// transaction. Until a placement succeeds the action repeats.
+	Discard string
 	// Fail: the failover cannot go on (the chosen replica is lost
 	// before promotion); the operation fails with Fail and the next
 	// DecideFailover starts over.
@@ -408,6 +413,10 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 	case StepFence, StepDetach, StepPromote:
 		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
 			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the replica chosen for promotion was lost before it was promoted; the failover starts over"}}, ""
+		}
+	default:
+		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the promoted node " + f.Promote + " was lost; a new failover decides"}}, ""
 		}
 	}
 	switch f.Step {
@@ -478,7 +487,11 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 		return FailoverAction{}, StepCatchUp
 	case StepCatchUp:
 		r, ok := byID[f.Replacement]
-		if ok && cand.Primary && streamsFrom(r, f.Promote) && CaughtUp(r, cand, CatchUpLag) {
+		if !ok || !r.HostHealthy || Going(r.Node.State) || r.Node.State == StateFailed {
+			// The replacement failed or its host went: place another.
+			return FailoverAction{PlaceReplacement: true, Discard: f.Replacement}, ""
+		}
+		if cand.Primary && streamsFrom(r, f.Promote) && CaughtUp(r, cand, CatchUpLag) {
 			return FailoverAction{Done: true}, ""
 		}
 		return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "the replacement node " + f.Replacement + " is catching up"}}, ""

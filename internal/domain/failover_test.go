@@ -216,8 +216,15 @@ func TestFailoverSteps(t *testing.T) {
 	if r := f.Roles(w.members())["node-r"]; r != (NodeRole{Role: RoleReplica, Upstream: "node-b"}) {
 		t.Errorf("the replacement's role = %+v", r)
 	}
-	w.r.Report = replicaReport("node-b", true, 510)
+	w.r.Node.State = StateFailed
+	advance("a failed replacement is discarded", now, FailoverAction{PlaceReplacement: true, Discard: "node-r"}, StepCatchUp)
+	w.r = member("node-r2", false, true, replicaReport("node-b", true, 510))
+	f.Replacement = "node-r2"
 	advance("done", now, FailoverAction{Done: true}, StepCatchUp)
+	w.b.HostHealthy = false
+	if got := f.Advance(w.members(), w.lostHost, policy, now); got.Fail == nil || got.Fail.Code != CodeFailoverAborted {
+		t.Errorf("the promoted node lost: Advance = %+v", got)
+	}
 }
 
 func TestFailoverDetachChoosesAgain(t *testing.T) {
@@ -276,8 +283,8 @@ func TestFailoverAborts(t *testing.T) {
 	if f.Advance(w.members(), nil, policy, t1); f.Step != StepPromote || f.Promote != "node-b" {
 		t.Errorf("forced, a replica lost while detaching: step %s, promote %s", f.Step, f.Promote)
 	}
-	f = &Failover{Step: "bogus"}
-	if got := f.Advance(nil, nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeInvalidState {
+	f = &Failover{Step: "bogus", Lost: "node-p", Promote: "node-b"}
+	if got := f.Advance(w.members(), nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeInvalidState {
 		t.Errorf("unknown step: Advance = %+v", got)
 	}
 	if _, _, err := StartFailover(svcN(3), FailoverDecision{Verdict: VerdictCannot}, &Node{}, t1); err == nil {
