@@ -165,7 +165,7 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 				continue
 			}
 			if l, _, w := memberLost(m, p, now); l {
-				return FailoverDecision{Verdict: VerdictReplace, Lost: m.Node.ID, Why: &Info{Code: CodeNodeLost, Message: "replica " + m.Node.ID + " is lost: " + w.Message}}
+				return FailoverDecision{Verdict: VerdictReplace, Lost: m.Node.ID, Why: &Info{Code: CodeNodeLost, Message: "replica " + m.Node.ID + " is lost: " + w.Message, Cause: w.Cause}}
 			}
 		}
 		return FailoverDecision{Verdict: VerdictNone}
@@ -173,7 +173,7 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 	d := FailoverDecision{Lost: primary.Node.ID}
 	if svc.NodeCount <= 1 || live == 1 {
 		d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeSingleNode,
-			Message: "the service's only node is lost (" + why.Message + "); it returns with its host, or restore it from a backup"}
+			Message: "the service's only node is lost (" + why.Message + "); it returns with its host, or restore it from a backup", Cause: why.Cause}
 		return d
 	}
 	var cands []Member
@@ -192,7 +192,7 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 	}
 	if len(cands) == 0 {
 		d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeDoubleFailure,
-			Message: "the primary is lost (" + why.Message + ") and no replica that followed it reports; the service waits for a node to return"}
+			Message: "the primary is lost (" + why.Message + ") and no replica that followed it reports; the service waits for a node to return", Cause: why.Cause}
 		return d
 	}
 	slices.SortFunc(cands, func(a, b Member) int {
@@ -218,7 +218,7 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 		}
 	}
 	d.Verdict, d.Promote, d.Forced = VerdictPromote, best.Node.ID, force
-	d.Why = &Info{Code: CodePrimaryLost, Message: "the primary " + primary.Node.ID + " is lost (" + why.Message + "); promoting " + best.Node.ID}
+	d.Why = &Info{Code: CodePrimaryLost, Message: "the primary " + primary.Node.ID + " is lost (" + why.Message + "); promoting " + best.Node.ID, Cause: why.Cause}
 	return d
 }
 
@@ -226,7 +226,8 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 // (its PostgreSQL reported down, within the grace), and why.
 func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until time.Time, why *Info) {
 	if !m.HostHealthy {
-		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host " + m.Node.Host + " stopped sending heartbeats"}
+		// The host's name is the platform's: operators only (Cause).
+		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
 	}
 	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() {
 		end := r.DownSince.Add(p.Grace)

@@ -246,5 +246,5 @@ func SwitchoverReady(old, next Member) bool {
 // degraded is the 409 of a planned change on a service with a lost node.
 func degraded(svc *Service, n *Node) error {
 	return Conflictf(CodeNodeLost, "", "wait for the lost node's replacement, then try again",
-		"service %s is degraded: node %s's host %s is not healthy", svc.ID, n.ID, n.Host)
+		"service %s is degraded: node %s is lost", svc.ID, n.ID)
 }
