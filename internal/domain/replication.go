@@ -78,12 +78,14 @@ type StandbyStatus struct {
 // Member is one node of a service as replication and failover see it:
 // whether the service's primary role is assigned to it, whether its host
 // is healthy (HostHealthy), and its agent's last replication report (nil:
-// none yet).
+// none yet). Retiring marks a node a roll-forward is about to wipe, from
+// its release step on: it is no longer a synchronous standby.
 type Member struct {
 	Node        *Node
 	Primary     bool
 	HostHealthy bool
 	Report      *ReplicationReport
+	Retiring    bool
 }
 
 // ApplicationName is the application_name node n's PostgreSQL reports to
@@ -127,7 +129,7 @@ type SyncSetting struct {
 
 // SyncStandbyNames is the setting of the primary of svc among members:
 //
-//   - 1 node: "" (none).
+//   - 1 node: "" (none). Retiring replicas are never listed.
 //   - 3 nodes: ANY 1 over its running replicas that are not being
 //     deleted, a lost one included: a commit waits for one replica and
 //     so survives the loss of any one host or AZ. A lost replica stays
@@ -147,7 +149,7 @@ func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 		case Going(m.Node.State):
 		case m.Primary:
 			primary = &members[i]
-		default:
+		case !m.Retiring:
 			replicas = append(replicas, m)
 		}
 	}

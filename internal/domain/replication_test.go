@@ -77,6 +77,9 @@ func TestSyncStandbyNames(t *testing.T) {
 		{"two nodes: replica follows another node", svc(2), []Member{p, member("node-b", false, true, replicaReport("node-x", true, 100<<20))},
 			SyncSetting{Mode: ReplAsync, Condition: &Info{Code: CodeReplicaLost, Message: "replication asynchronous: replica lost"}}},
 		{"no primary", svc(3), []Member{lost}, SyncSetting{Mode: ReplNone}},
+		{"a retiring replica is released", svc(2), []Member{p, {Node: &Node{Meta: Meta{ID: "node-old", State: StateRunning}}, HostHealthy: true, Retiring: true, Report: replicaReport("node-p", true, 100<<20)},
+			member("node-new", false, true, replicaReport("node-p", true, 100<<20))},
+			SyncSetting{StandbyNames: `FIRST 1 ("node-new")`, Mode: ReplSync}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, SyncStandbyNames(tc.svc, tc.members)); diff != "" {
