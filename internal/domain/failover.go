@@ -317,12 +317,12 @@ func StartFailover(svc *Service, d FailoverDecision, lost *Node, now time.Time) 
 
 // Roles of a node in the desired state.
 const (
-	RolePrimary = "primary"
-	RoleReplica = "replica"
-	// RoleFenced: the agent keeps the node from acknowledging anything
+	NodeRolePrimary = "primary"
+	NodeRoleReplica = "replica"
+	// NodeRoleFenced: the agent keeps the node from acknowledging anything
 	// (PostgreSQL stopped, firewall closed) and never restarts it as it
 	// was; the node is wiped once deleted.
-	RoleFenced = "fenced"
+	NodeRoleFenced = "fenced"
 )
 
 // NodeRole is what the desired state tells a node's agent: its role and,
@@ -339,19 +339,19 @@ type NodeRole struct {
 // from the promote step on the chosen one is primary and the others (the
 // replacement included) follow it.
 func (f *Failover) Roles(members []Member) map[string]NodeRole {
-	out := map[string]NodeRole{f.Lost: {Role: RoleFenced}}
+	out := map[string]NodeRole{f.Lost: {Role: NodeRoleFenced}}
 	for _, m := range members {
 		id := m.Node.ID
 		switch {
 		case id == f.Lost || Going(m.Node.State):
 		case f.Step == StepFence:
-			out[id] = NodeRole{Role: RoleReplica, Upstream: f.Lost}
+			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Lost}
 		case f.Step == StepDetach:
-			out[id] = NodeRole{Role: RoleReplica}
+			out[id] = NodeRole{Role: NodeRoleReplica}
 		case id == f.Promote:
-			out[id] = NodeRole{Role: RolePrimary}
+			out[id] = NodeRole{Role: NodeRolePrimary}
 		default:
-			out[id] = NodeRole{Role: RoleReplica, Upstream: f.Promote}
+			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Promote}
 		}
 	}
 	return out

@@ -167,10 +167,10 @@ func TestFailoverSteps(t *testing.T) {
 		}
 		primaries := 0
 		for id, r := range f.Roles(w.members()) {
-			if r.Role == RolePrimary {
+			if r.Role == NodeRolePrimary {
 				primaries++
 			}
-			if id == "node-p" && r.Role != RoleFenced {
+			if id == "node-p" && r.Role != NodeRoleFenced {
 				t.Fatalf("%s: the old primary's role is %+v", what, r)
 			}
 		}
@@ -182,19 +182,19 @@ func TestFailoverSteps(t *testing.T) {
 	// Fence: the lost host's agent may still be alive; wait for its lease.
 	advance("fence within the lease", t0.Add(5*time.Second), FailoverAction{Wait: true, Until: t0.Add(12 * time.Second),
 		Why: &Info{Code: CodePrimaryLost, Message: "waiting for the old primary to be fenced"}}, StepFence)
-	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica, Upstream: "node-p"}, "node-b": {Role: RoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: NodeRoleFenced}, "node-a": {Role: NodeRoleReplica, Upstream: "node-p"}, "node-b": {Role: NodeRoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
 		t.Errorf("roles while fencing (-want +got):\n%s", diff)
 	}
 	// Past the lease, detach: every replica stops following node-p.
 	advance("detach", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-a to stop following the old primary"}}, StepDetach)
-	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: RoleFenced}, "node-a": {Role: RoleReplica}, "node-b": {Role: RoleReplica}}, f.Roles(w.members())); diff != "" {
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: NodeRoleFenced}, "node-a": {Role: NodeRoleReplica}, "node-b": {Role: NodeRoleReplica}}, f.Roles(w.members())); diff != "" {
 		t.Errorf("roles while detaching (-want +got):\n%s", diff)
 	}
 	w.a.Report = replicaReport("", false, 400)
 	advance("detach waits for every replica", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-b to stop following the old primary"}}, StepDetach)
 	w.b.Report = replicaReport("", false, 500)
 	advance("promote", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for node-b to be promoted"}}, StepPromote)
-	if r := f.Roles(w.members())["node-b"]; r.Role != RolePrimary {
+	if r := f.Roles(w.members())["node-b"]; r.Role != NodeRolePrimary {
 		t.Errorf("node-b's role while promoting = %+v", r)
 	}
 	w.b.Report = primaryReport(510)
@@ -213,7 +213,7 @@ func TestFailoverSteps(t *testing.T) {
 	f.Replacement = "node-r"
 	w.p.Node.State = StateDeleting
 	advance("catch-up", now, FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "the replacement node node-r is catching up"}}, StepCatchUp)
-	if r := f.Roles(w.members())["node-r"]; r != (NodeRole{Role: RoleReplica, Upstream: "node-b"}) {
+	if r := f.Roles(w.members())["node-r"]; r != (NodeRole{Role: NodeRoleReplica, Upstream: "node-b"}) {
 		t.Errorf("the replacement's role = %+v", r)
 	}
 	w.r.Node.State = StateFailed
@@ -238,7 +238,7 @@ func TestFailoverDetachChoosesAgain(t *testing.T) {
 	if f.Step != StepPromote || f.Promote != "node-a" {
 		t.Errorf("after detach: step %s, promote %s; want promote node-a", f.Step, f.Promote)
 	}
-	if r := f.Roles(w.members()); r["node-a"].Role != RolePrimary || r["node-b"] != (NodeRole{Role: RoleReplica, Upstream: "node-a"}) {
+	if r := f.Roles(w.members()); r["node-a"].Role != NodeRolePrimary || r["node-b"] != (NodeRole{Role: NodeRoleReplica, Upstream: "node-a"}) {
 		t.Errorf("roles = %v", r)
 	}
 }
