@@ -1,0 +1,557 @@
+package domain
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Failover (unplanned): detect a lost primary, promote the replica that
+// received the most WAL, re-point the others, replace the lost node. The
+// argument for why this never leaves two writable primaries is in
+// docs/design/0014-failover.md.
+
+// OpServiceFailover is the operation of an unplanned failover.
+const OpServiceFailover = "service.failover"
+
+// Steps of a failover operation, in order (FailoverSteps).
+const (
+	// StepFence: the old primary must stop acknowledging writes — its
+	// agent reports it fenced, or its lease has run out.
+	StepFence = "fence"
+	// StepDetach: every replica stops following the old primary (so it
+	// can no longer acknowledge a commit, and their WAL positions are
+	// final); the one that received the most WAL is chosen again.
+	StepDetach = "detach"
+	// StepPromote: the chosen replica is promoted.
+	StepPromote = "promote"
+	// StepRepoint: the service's primary (its DNS name) moves to the
+	// promoted node and the other replicas stream from it.
+	StepRepoint = "repoint"
+	// StepReplace: a new node is placed for the lost one, which is
+	// deleted (wiped if its host comes back).
+	StepReplace = "replace"
+	// StepCatchUp: the new node streams from the primary and has caught
+	// up; the failover is over.
+	StepCatchUp = "catch-up"
+)
+
+// FailoverSteps is the failover's step machine.
+var FailoverSteps = Machine{Name: "failover step", Initial: StepFence, Next: map[string][]string{
+	StepFence:   {StepDetach},
+	StepDetach:  {StepPromote},
+	StepPromote: {StepRepoint},
+	StepRepoint: {StepReplace},
+	StepReplace: {StepCatchUp},
+}}
+
+// Error and condition codes of failover.
+const (
+	// CodeSingleNode: a 1-node service has no replica to fail over to.
+	CodeSingleNode = "single_node"
+	// CodeDoubleFailure: the primary and a replica are lost at once.
+	CodeDoubleFailure = "double_failure"
+	// CodeReplicaNotSynchronous: a 2-node service's replica was behind
+	// (asynchronous) when the primary was lost.
+	CodeReplicaNotSynchronous = "replica_not_synchronous"
+	// CodePrimaryLost is the condition of a service whose primary is
+	// lost (during the grace, or when it cannot fail over).
+	CodePrimaryLost = "primary_lost"
+	// CodeNodeLost is the condition of a lost replica.
+	CodeNodeLost = "node_lost"
+	// CodeFailoverAborted: the chosen replica was lost before promotion.
+	CodeFailoverAborted = "failover_aborted"
+)
+
+// FailoverPolicy holds the timings of detection and fencing.
+type FailoverPolicy struct {
+	// Grace is how long an agent may report PostgreSQL down before its
+	// node counts as lost.
+	Grace time.Duration
+	// ReportTimeout: a report older than this does not count.
+	ReportTimeout time.Duration
+	// Lease is how long an agent keeps a node writable without reaching
+	// the control plane; LeaseMargin covers the delay of the reply that
+	// renewed it and the drift of the clocks' rates.
+	Lease       time.Duration
+	LeaseMargin time.Duration
+}
+
+// DefaultFailoverPolicy: with a heartbeat timeout of 15 s, a lost host's
+// agent has fenced its nodes (Lease + LeaseMargin = 12 s) before the host
+// is marked down, so the fence step does not wait.
+func DefaultFailoverPolicy() FailoverPolicy {
+	return FailoverPolicy{Grace: 10 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+}
+
+// Fenced reports whether an agent whose last contact with the control
+// plane was lastContact must have fenced its nodes at now (the agent
+// runs this on its monotonic clock; the control plane with the lease's
+// margin added).
+func Fenced(lastContact time.Time, lease time.Duration, now time.Time) bool {
+	return !now.Before(lastContact.Add(lease))
+}
+
+// Failover verdicts (FailoverDecision.Verdict).
+const (
+	VerdictNone    = "none"
+	VerdictWait    = "wait"
+	VerdictPromote = "promote"
+	VerdictReplace = "replace"
+	VerdictCannot  = "cannot"
+)
+
+// FailoverDecision is what the control plane does about a service now.
+type FailoverDecision struct {
+	Verdict string
+	// Lost is the lost node (the primary for wait, promote and cannot;
+	// a replica for replace); Promote the replica to promote.
+	Lost    string
+	Promote string
+	// Until is when to look again (wait).
+	Until time.Time
+	// Why explains the verdict (the service's condition).
+	Why *Info
+	// Forced: an operator forced the failover (see DecideFailover).
+	Forced bool
+}
+
+// DecideFailover looks at svc's members at now. The primary is lost when
+// its host stopped heartbeating, or its agent has reported PostgreSQL
+// down for p.Grace (wait until then). A lost primary is replaced by the
+// replica that received the most WAL (ties by node ID) among those that
+// followed it and report now, provided none could hold a commit it lacks:
+//
+//   - 1 node: cannot (single_node).
+//   - 2 nodes: the replica must have been synchronous in the primary's
+//     last report; else cannot (replica_not_synchronous): commits were
+//     acknowledged without it.
+//   - 3 nodes: every running (or failed) replica must report: one that
+//     does not may hold the only copy of an acknowledged commit; else
+//     cannot (double_failure). A replica still being created was never
+//     in synchronous_standby_names and does not count.
+//
+// force (an operator's decision) promotes the best reporting replica
+// despite those risks. With the primary healthy, a lost replica gives
+// replace. Never two primaries: a service with two members marked
+// primary gets cannot.
+func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool, now time.Time) FailoverDecision {
+	var primary *Member
+	live := 0
+	for i, m := range members {
+		if Going(m.Node.State) {
+			continue
+		}
+		live++
+		if m.Primary {
+			if primary != nil {
+				return FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState,
+					Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: primary.Node.ID + ", " + m.Node.ID}}
+			}
+			primary = &members[i]
+		}
+	}
+	if primary == nil || Going(svc.State) {
+		return FailoverDecision{Verdict: VerdictNone}
+	}
+	lost, until, why := memberLost(*primary, p, now)
+	if !lost {
+		if !until.IsZero() {
+			return FailoverDecision{Verdict: VerdictWait, Lost: primary.Node.ID, Until: until, Why: why}
+		}
+		for _, m := range members {
+			if m.Primary || Going(m.Node.State) || m.Node.State == StateCreating {
+				continue
+			}
+			if l, _, w := memberLost(m, p, now); l {
+				return FailoverDecision{Verdict: VerdictReplace, Lost: m.Node.ID, Why: &Info{Code: CodeNodeLost, Message: "replica " + m.Node.ID + " is lost: " + w.Message, Cause: w.Cause}}
+			}
+		}
+		return FailoverDecision{Verdict: VerdictNone}
+	}
+	d := FailoverDecision{Lost: primary.Node.ID}
+	if svc.NodeCount <= 1 || live == 1 {
+		d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeSingleNode,
+			Message: "the service's only node is lost (" + why.Message + "); it returns with its host, or restore it from a backup", Cause: why.Cause}
+		return d
+	}
+	var cands []Member
+	var missing []string
+	for _, m := range members {
+		if m.Primary || Going(m.Node.State) {
+			continue
+		}
+		if promotable(m, primary.Node.ID, p, now) {
+			cands = append(cands, m)
+		} else if m.Node.State == StateRunning || m.Node.State == StateFailed {
+			// Listed in synchronous_standby_names (SyncStandbyNames lists
+			// running replicas): it may hold a commit the others lack.
+			missing = append(missing, m.Node.ID)
+		}
+	}
+	if len(cands) == 0 {
+		d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeDoubleFailure,
+			Message: "the primary is lost (" + why.Message + ") and no replica that followed it reports; the service waits for a node to return", Cause: why.Cause}
+		return d
+	}
+	slices.SortFunc(cands, func(a, b Member) int {
+		if a.Report.ReceivedLSN != b.Report.ReceivedLSN {
+			if a.Report.ReceivedLSN > b.Report.ReceivedLSN {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Node.ID, b.Node.ID)
+	})
+	best := cands[0]
+	if !force {
+		if svc.NodeCount == 2 && !wasSynchronous(*primary, best.Node) {
+			d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeReplicaNotSynchronous,
+				Message: "the primary is lost and its replica was not synchronous (replication was asynchronous); promoting it could lose acknowledged commits, so the service waits for the primary or an operator's forced failover"}
+			return d
+		}
+		if len(missing) > 0 {
+			d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeDoubleFailure,
+				Message: "the primary and replica " + strings.Join(missing, ", ") + " are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}
+			return d
+		}
+	}
+	d.Verdict, d.Promote, d.Forced = VerdictPromote, best.Node.ID, force
+	d.Why = &Info{Code: CodePrimaryLost, Message: "the primary " + primary.Node.ID + " is lost (" + why.Message + "); promoting " + best.Node.ID, Cause: why.Cause}
+	return d
+}
+
+// memberLost reports whether m is lost at now, or until when to wait
+// (its PostgreSQL reported down, within the grace), and why.
+func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until time.Time, why *Info) {
+	if !m.HostHealthy {
+		// The host's name is the platform's: operators only (Cause).
+		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
+	}
+	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() {
+		end := r.DownSince.Add(p.Grace)
+		w := &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since " + r.DownSince.UTC().Format(time.RFC3339)}
+		if now.Before(end) {
+			return false, end, w
+		}
+		return true, time.Time{}, w
+	}
+	return false, time.Time{}, nil
+}
+
+// promotable reports whether replica m may be promoted in place of the
+// lost primary: its host is healthy, it reports now, its PostgreSQL is
+// up in recovery and it followed primary.
+func promotable(m Member, primary string, p FailoverPolicy, now time.Time) bool {
+	r := m.Report
+	return m.HostHealthy && r != nil && now.Sub(r.At) <= p.ReportTimeout && r.Up && r.InRecovery && r.Upstream == primary
+}
+
+// wasSynchronous reports whether the primary's last report listed n as a
+// synchronous (or quorum) standby.
+func wasSynchronous(primary Member, n *Node) bool {
+	if primary.Report == nil {
+		return false
+	}
+	for _, s := range primary.Report.Standbys {
+		if s.Name == ApplicationName(n) {
+			return s.SyncState == SyncStateSync || s.SyncState == SyncStateQuorum
+		}
+	}
+	return false
+}
+
+// CheckFailoverRequest checks an operator's request to fail svc over: a
+// 1-node service cannot (409 single_node), nor a service under another
+// operation (409). live are the service's live operations; a live
+// failover is returned as is (the request is idempotent).
+func CheckFailoverRequest(svc *Service, live []*Operation) (*Operation, error) {
+	for _, o := range live {
+		if o.TargetID == svc.ID && o.Type == OpServiceFailover && o.Live() {
+			return o, nil
+		}
+	}
+	if svc.NodeCount <= 1 {
+		return nil, Conflictf(CodeSingleNode, "", "add a replica first (moat service update "+svc.Name+" --nodes 2)", "service %s has a single node and nothing to fail over to", svc.ID)
+	}
+	if Going(svc.State) {
+		return nil, Conflictf(CodeInvalidState, "", "", "service %s is %s", svc.ID, svc.State)
+	}
+	if svc.OperationID != "" {
+		return nil, Conflictf(CodeOperationInProgress, "", "wait for operation "+svc.OperationID+" to finish", "service %s has an operation in progress", svc.ID)
+	}
+	return nil, nil
+}
+
+// Failover is a failover operation's progress, stored with the
+// operation (Step in Operation.Step): each pass of the reconciler reads
+// it, observes the members and calls Advance; every step's action is
+// idempotent, so a control plane killed mid-way finishes on restart.
+type Failover struct {
+	Step string `json:"step"`
+	// Lost is the old primary, LostHost its host; Promote the replica
+	// chosen; Replacement the new node (set by the replace step).
+	Lost        string `json:"lost"`
+	LostHost    string `json:"lost_host"`
+	LostAZ      string `json:"lost_az"`
+	Promote     string `json:"promote"`
+	Replacement string `json:"replacement,omitempty"`
+	// Forced: promote even if a replica that may hold acknowledged
+	// commits is lost meanwhile.
+	Forced bool `json:"forced,omitempty"`
+}
+
+// StartFailover returns the operation and progress of the failover d
+// decides (a promote verdict) on svc, whose lost primary is lost.
+func StartFailover(svc *Service, d FailoverDecision, lost *Node, now time.Time) (*Operation, *Failover, error) {
+	if d.Verdict != VerdictPromote || d.Lost != lost.ID {
+		return nil, nil, Conflictf(CodeInvalidState, "", "", "no failover to start: verdict %s", d.Verdict)
+	}
+	op := NewOperation(svc.ProjectID, OpServiceFailover, svc.ID, now)
+	if err := op.Start(StepFence, now); err != nil {
+		return nil, nil, err
+	}
+	return op, &Failover{Step: StepFence, Lost: lost.ID, LostHost: lost.Host, LostAZ: lost.AZ, Promote: d.Promote, Forced: d.Forced}, nil
+}
+
+// Roles of a node in the desired state.
+const (
+	NodeRolePrimary = "primary"
+	NodeRoleReplica = "replica"
+	// NodeRoleFenced: the agent keeps the node from acknowledging anything
+	// (PostgreSQL stopped, firewall closed) and never restarts it as it
+	// was; the node is wiped once deleted.
+	NodeRoleFenced = "fenced"
+)
+
+// NodeRole is what the desired state tells a node's agent: its role and,
+// for a replica, the node it follows.
+type NodeRole struct {
+	Role     string
+	Upstream string
+}
+
+// Roles are the roles of the service's nodes during the failover, by
+// node ID (members not listed keep theirs): the old primary is fenced
+// throughout; the replicas follow it while it is fenced, follow no one
+// (stay in recovery, streaming from nobody) during the detach step, and
+// from the promote step on the chosen one is primary and the others (the
+// replacement included) follow it.
+func (f *Failover) Roles(members []Member) map[string]NodeRole {
+	out := map[string]NodeRole{f.Lost: {Role: NodeRoleFenced}}
+	for _, m := range members {
+		id := m.Node.ID
+		switch {
+		case id == f.Lost || Going(m.Node.State):
+		case f.Step == StepFence:
+			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Lost}
+		case f.Step == StepDetach:
+			out[id] = NodeRole{Role: NodeRoleReplica}
+		case id == f.Promote:
+			out[id] = NodeRole{Role: NodeRolePrimary}
+		default:
+			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Promote}
+		}
+	}
+	return out
+}
+
+// FailoverAction is what the reconciler does after Advance.
+type FailoverAction struct {
+	// Wait: nothing to do until the members change or Until (if set);
+	// Why says what the failover waits for.
+	Wait  bool
+	Until time.Time
+	Why   *Info
+	// MovePrimary: store the service's primary as f.Promote and move
+	// its DNS name, in the transaction that stores the progress.
+	MovePrimary bool
+	// PlaceReplacement: place a node for f.Lost (ReplacementRequest),
+	// record it in f.Replacement and begin deleting f.Lost, in one
+	// transaction. A placement error leaves the service degraded with
+	// the error as reason; the next pass tries again.
+	PlaceReplacement bool
+	// Discard (with PlaceReplacement, at the catch-up step): the
+	// replacement failed or lost its host before catching up; begin
+	// deleting it and record the new one in f.Replacement, in the same
+	// transaction. Until a placement succeeds the action repeats.
+	Discard string
+	// Fail: the failover cannot go on (the chosen replica is lost
+	// before promotion); the operation fails with Fail and the next
+	// DecideFailover starts over.
+	Fail *Info
+	// Done: the operation succeeds.
+	Done bool
+}
+
+// Advance moves the failover through the steps its observation allows
+// at now (lostHost is the old primary's host, nil if removed) and says
+// what the reconciler must do. It changes f.Step only along
+// FailoverSteps; callers store f when its step changed.
+func (f *Failover) Advance(members []Member, lostHost *Host, p FailoverPolicy, now time.Time) FailoverAction {
+	byID := map[string]Member{}
+	for _, m := range members {
+		byID[m.Node.ID] = m
+	}
+	for {
+		act, next := f.step(byID, lostHost, p, now)
+		if next == "" {
+			return act
+		}
+		if FailoverSteps.Move(f.Step, next) != nil {
+			return FailoverAction{Fail: &Info{Code: CodeInvalidState, Message: "the failover is in an unknown step", Cause: f.Step}}
+		}
+		f.Step = next
+	}
+}
+
+// step evaluates the current step: its action, or the next step when
+// the current one is done.
+func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy, now time.Time) (FailoverAction, string) {
+	cand, ok := byID[f.Promote]
+	switch f.Step {
+	case StepFence, StepDetach, StepPromote:
+		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the replica chosen for promotion was lost before it was promoted; the failover starts over"}}, ""
+		}
+	default:
+		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the promoted node " + f.Promote + " was lost; a new failover decides"}}, ""
+		}
+	}
+	switch f.Step {
+	case StepFence:
+		if l, ok := byID[f.Lost]; ok && l.HostHealthy && l.Report != nil && l.Report.Fenced {
+			return FailoverAction{}, StepDetach
+		}
+		var last time.Time
+		if lostHost != nil {
+			last = lostHost.LastHeartbeatAt
+		}
+		if Fenced(last, p.Lease+p.LeaseMargin, now) {
+			return FailoverAction{}, StepDetach
+		}
+		return FailoverAction{Wait: true, Until: last.Add(p.Lease + p.LeaseMargin),
+			Why: &Info{Code: CodePrimaryLost, Message: "waiting for the old primary to be fenced"}}, ""
+	case StepDetach:
+		var best *Member
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
+			m := byID[id]
+			// A replica still being created was never listed in
+			// synchronous_standby_names: it acknowledged nothing.
+			if id == f.Lost || Going(m.Node.State) || m.Node.State == StateCreating {
+				continue
+			}
+			if !m.HostHealthy {
+				if f.Forced {
+					continue
+				}
+				return FailoverAction{Fail: &Info{Code: CodeDoubleFailure, Message: "replica " + id + " was lost during the failover; it may hold acknowledged commits, so the failover stops"}}, ""
+			}
+			r := m.Report
+			if r == nil || now.Sub(r.At) > p.ReportTimeout || r.Upstream == f.Lost {
+				return FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica " + id + " to stop following the old primary"}}, ""
+			}
+			if r.Up && r.InRecovery && (best == nil || r.ReceivedLSN > best.Report.ReceivedLSN) {
+				best = &m
+			}
+		}
+		if best == nil {
+			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "no replica could be promoted; the failover starts over"}}, ""
+		}
+		// Positions are final now: promote the most advanced.
+		f.Promote = best.Node.ID
+		return FailoverAction{}, StepPromote
+	case StepPromote:
+		if r := cand.Report; r != nil && r.Up && !r.InRecovery {
+			return FailoverAction{}, StepRepoint
+		}
+		return FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for " + f.Promote + " to be promoted"}}, ""
+	case StepRepoint:
+		if !ok || !cand.Primary {
+			return FailoverAction{MovePrimary: true}, ""
+		}
+		for id, m := range byID {
+			if id == f.Lost || id == f.Promote || id == f.Replacement || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateCreating {
+				continue
+			}
+			if !streamsFrom(m, f.Promote) {
+				return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica " + id + " to stream from the new primary"}}, ""
+			}
+		}
+		return FailoverAction{}, StepReplace
+	case StepReplace:
+		if f.Replacement == "" {
+			return FailoverAction{PlaceReplacement: true}, ""
+		}
+		return FailoverAction{}, StepCatchUp
+	case StepCatchUp:
+		r, ok := byID[f.Replacement]
+		if !ok || !r.HostHealthy || Going(r.Node.State) || r.Node.State == StateFailed {
+			// The replacement failed or its host went: place another.
+			return FailoverAction{PlaceReplacement: true, Discard: f.Replacement}, ""
+		}
+		if cand.Primary && streamsFrom(r, f.Promote) && CaughtUp(r, cand, CatchUpLag) {
+			return FailoverAction{Done: true}, ""
+		}
+		return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "the replacement node " + f.Replacement + " is catching up"}}, ""
+	}
+	return FailoverAction{Fail: &Info{Code: CodeInvalidState, Message: "the failover is in an unknown step", Cause: f.Step}}, ""
+}
+
+// ReplacementRequest is the placement of the node replacing lost among
+// the service's members: away from the hosts and AZs of the nodes that
+// stay, in lost's AZ when a healthy host there has room.
+func ReplacementRequest(r Region, lost *Node, members []Member) PlacementRequest {
+	req := PlacementRequest{Region: r, Count: 1, Leaving: []*Node{lost}, PreferAZ: lost.AZ}
+	for _, m := range members {
+		if m.Node.ID != lost.ID && !Going(m.Node.State) {
+			req.Keep = append(req.Keep, m.Node)
+		}
+	}
+	return req
+}
+
+// Health of a service (ServiceHealth.Status).
+const (
+	HealthHealthy  = "healthy"
+	HealthDegraded = "degraded"
+	HealthFailed   = "failed"
+)
+
+// ServiceHealth is a service's health derived from its members: failed
+// when it cannot take writes and will not fail over by itself, degraded
+// while a node is lost or being replaced or replication is weaker than
+// its node count promises, with the reasons.
+type ServiceHealth struct {
+	Status     string `json:"status"`
+	Conditions []Info `json:"conditions,omitempty"`
+}
+
+// Health derives the service's health from the failover decision d of
+// this pass, its replication setting and its live failover (nil if none).
+// The service stays degraded until the failover's replacement streams.
+func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth {
+	h := ServiceHealth{Status: HealthHealthy}
+	add := func(status string, why *Info) {
+		if why == nil {
+			return
+		}
+		if h.Status != HealthFailed {
+			h.Status = status
+		}
+		h.Conditions = append(h.Conditions, *why)
+	}
+	switch d.Verdict {
+	case VerdictCannot:
+		add(HealthFailed, d.Why)
+	case VerdictWait, VerdictPromote, VerdictReplace:
+		add(HealthDegraded, d.Why)
+	}
+	if live != nil {
+		add(HealthDegraded, &Info{Code: CodePrimaryLost, Message: "failing over from " + live.Lost + " to " + live.Promote + ": step " + live.Step})
+	}
+	add(HealthDegraded, sync.Condition)
+	return h
+}

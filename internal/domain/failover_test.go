@@ -1,0 +1,386 @@
+package domain
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var policy = DefaultFailoverPolicy()
+
+func svcN(n int) *Service {
+	return &Service{Meta: Meta{ID: "svc-1", Name: "db", ProjectID: "proj-1", State: StateRunning}, NodeCount: n}
+}
+
+func TestDecideFailover(t *testing.T) {
+	now := t1
+	quorum := func(names ...string) *ReplicationReport {
+		var sb []StandbyStatus
+		for _, n := range names {
+			sb = append(sb, StandbyStatus{Name: n, SyncState: SyncStateQuorum})
+		}
+		return primaryReport(500, sb...)
+	}
+	pgDown := func(since time.Time) *ReplicationReport {
+		return &ReplicationReport{At: now, DownSince: since, Standbys: []StandbyStatus{{Name: "node-a", SyncState: SyncStateSync}}}
+	}
+	lostP := member("node-p", true, false, quorum("node-a", "node-b"))
+	a := member("node-a", false, true, replicaReport("node-p", false, 300))
+	b := member("node-b", false, true, replicaReport("node-p", false, 400))
+	bLost := member("node-b", false, false, replicaReport("node-p", true, 400))
+	stale := member("node-b", false, true, replicaReport("node-p", false, 400))
+	stale.Report.At = now.Add(-time.Minute)
+	creating := member("node-c", false, true, nil)
+	creating.Node.State = StateCreating
+	tie := member("node-b", false, true, replicaReport("node-p", false, 300))
+	other := member("node-b", false, true, replicaReport("node-x", false, 900))
+	for _, tc := range []struct {
+		name    string
+		n       int
+		members []Member
+		force   bool
+		want    FailoverDecision
+	}{
+		{"healthy", 3, []Member{member("node-p", true, true, quorum()), a, b}, false, FailoverDecision{Verdict: VerdictNone}},
+		{"three nodes: most WAL received wins", 3, []Member{lostP, a, b}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-b",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-b", Cause: "host host-of-node-p"}}},
+		{"ties by node ID", 3, []Member{lostP, tie, a}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"a replica still being created does not count", 3, []Member{lostP, a, creating}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"PostgreSQL down within the grace: wait", 2, []Member{member("node-p", true, true, pgDown(now.Add(-3*time.Second))), a}, false,
+			FailoverDecision{Verdict: VerdictWait, Lost: "node-p", Until: now.Add(7 * time.Second),
+				Why: &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since 2026-12-03T10:00:57Z"}}},
+		{"PostgreSQL down past the grace: the synchronous replica is promoted", 2, []Member{member("node-p", true, true, pgDown(now.Add(-10*time.Second))), a}, false,
+			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its PostgreSQL is down since 2026-12-03T10:00:50Z); promoting node-a"}}},
+		{"one node", 1, []Member{lostP}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeSingleNode, Message: "the service's only node is lost (its host stopped sending heartbeats); it returns with its host, or restore it from a backup", Cause: "host host-of-node-p"}}},
+		{"double failure: primary and a replica", 3, []Member{lostP, a, bLost}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"double failure, forced", 3, []Member{lostP, a, bLost}, true, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a", Forced: true,
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"a stale report counts as lost", 3, []Member{lostP, a, stale}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"a replica of another node is not promoted", 3, []Member{lostP, a, other}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary and replica node-b are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}}},
+		{"no replica reports", 2, []Member{lostP, bLost}, true, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary is lost (its host stopped sending heartbeats) and no replica that followed it reports; the service waits for a node to return", Cause: "host host-of-node-p"}}},
+		{"two nodes, asynchronous replica", 2, []Member{member("node-p", true, false, primaryReport(500, StandbyStatus{Name: "node-a", SyncState: SyncStateAsync})), a}, false,
+			FailoverDecision{Verdict: VerdictCannot, Lost: "node-p", Why: &Info{Code: CodeReplicaNotSynchronous,
+				Message: "the primary is lost and its replica was not synchronous (replication was asynchronous); promoting it could lose acknowledged commits, so the service waits for the primary or an operator's forced failover"}}},
+		{"two nodes, asynchronous replica, forced", 2, []Member{member("node-p", true, false, nil), a}, true,
+			FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a", Forced: true,
+				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"lost replica: replace", 3, []Member{member("node-p", true, true, quorum()), a, bLost}, false,
+			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host stopped sending heartbeats", Cause: "host host-of-node-b"}}},
+		{"two primaries: refuse", 3, []Member{lostP, member("node-a", true, true, nil)}, false,
+			FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState, Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: "node-p, node-a"}}},
+		{"no primary yet", 3, []Member{a, b}, false, FailoverDecision{Verdict: VerdictNone}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DecideFailover(svcN(tc.n), tc.members, policy, tc.force, now)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("DecideFailover (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCheckFailoverRequest(t *testing.T) {
+	live := NewOperation("proj-1", OpServiceFailover, "svc-1", t0)
+	busy := svcN(3)
+	busy.OperationID = "op-attach"
+	for _, tc := range []struct {
+		name   string
+		svc    *Service
+		live   []*Operation
+		wantOp *Operation
+		want   *errSummary
+	}{
+		{"ok", svcN(2), nil, nil, nil},
+		{"one node", svcN(1), nil, nil, &errSummary{CodeSingleNode, "", "add a replica first (moat service update db --nodes 2)"}},
+		{"during another operation", busy, nil, nil, &errSummary{CodeOperationInProgress, "", "wait for operation op-attach to finish"}},
+		{"a live failover is returned", svcN(3), []*Operation{live}, live, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op, err := CheckFailoverRequest(tc.svc, tc.live)
+			if diff := cmp.Diff(tc.want, summarize(err)); diff != "" || op != tc.wantOp {
+				t.Errorf("CheckFailoverRequest = %v, %v; want %v (-want +got error):\n%s", op, err, tc.wantOp, diff)
+			}
+		})
+	}
+}
+
+// world is a 3-node service whose primary node-p lost its host at t0;
+// node-b received the most WAL. Each test moves it as agents would.
+type world struct {
+	p, a, b, r Member
+	lostHost   *Host
+}
+
+func newWorld() *world {
+	w := &world{
+		p:        member("node-p", true, false, primaryReport(500, StandbyStatus{Name: "node-a", SyncState: SyncStateQuorum}, StandbyStatus{Name: "node-b", SyncState: SyncStateQuorum})),
+		a:        member("node-a", false, true, replicaReport("node-p", false, 400)),
+		b:        member("node-b", false, true, replicaReport("node-p", false, 500)),
+		lostHost: host("host-of-node-p", "us-east-1a", 4),
+	}
+	w.lostHost.LastHeartbeatAt = t0
+	return w
+}
+
+func (w *world) members() []Member {
+	out := []Member{w.p, w.a, w.b}
+	if w.r.Node != nil {
+		out = append(out, w.r)
+	}
+	return out
+}
+
+func TestFailoverSteps(t *testing.T) {
+	w := newWorld()
+	now := t0.Add(hbTimeout + time.Second)
+	d := DecideFailover(svcN(3), w.members(), policy, false, now)
+	op, f, err := StartFailover(svcN(3), d, w.p.Node, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Type != OpServiceFailover || op.State != StateRunning || op.Step != StepFence || f.Promote != "node-b" || f.LostAZ != "az-of-node-p" {
+		t.Fatalf("StartFailover = %+v, %+v", op, f)
+	}
+	advance := func(what string, at time.Time, want FailoverAction, wantStep string) {
+		t.Helper()
+		got := f.Advance(w.members(), w.lostHost, policy, at)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%s: Advance (-want +got):\n%s", what, diff)
+		}
+		if f.Step != wantStep {
+			t.Fatalf("%s: step %s, want %s", what, f.Step, wantStep)
+		}
+		// Resumable: a control plane restarted here reads the stored
+		// progress and, seeing the same world, does the same (idempotent).
+		again := *f
+		if diff := cmp.Diff(want, again.Advance(w.members(), w.lostHost, policy, at)); diff != "" || again.Step != f.Step {
+			t.Fatalf("%s: Advance after a restart moved to %s (-want +got):\n%s", what, again.Step, diff)
+		}
+		primaries := 0
+		for id, r := range f.Roles(w.members()) {
+			if r.Role == NodeRolePrimary {
+				primaries++
+			}
+			if id == "node-p" && r.Role != NodeRoleFenced {
+				t.Fatalf("%s: the old primary's role is %+v", what, r)
+			}
+		}
+		if primaries > 1 {
+			t.Fatalf("%s: two primaries in %v", what, f.Roles(w.members()))
+		}
+	}
+
+	// Fence: the lost host's agent may still be alive; wait for its lease.
+	advance("fence within the lease", t0.Add(5*time.Second), FailoverAction{Wait: true, Until: t0.Add(12 * time.Second),
+		Why: &Info{Code: CodePrimaryLost, Message: "waiting for the old primary to be fenced"}}, StepFence)
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: NodeRoleFenced}, "node-a": {Role: NodeRoleReplica, Upstream: "node-p"}, "node-b": {Role: NodeRoleReplica, Upstream: "node-p"}}, f.Roles(w.members())); diff != "" {
+		t.Errorf("roles while fencing (-want +got):\n%s", diff)
+	}
+	// Past the lease, detach: every replica stops following node-p.
+	advance("detach", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-a to stop following the old primary"}}, StepDetach)
+	if diff := cmp.Diff(map[string]NodeRole{"node-p": {Role: NodeRoleFenced}, "node-a": {Role: NodeRoleReplica}, "node-b": {Role: NodeRoleReplica}}, f.Roles(w.members())); diff != "" {
+		t.Errorf("roles while detaching (-want +got):\n%s", diff)
+	}
+	w.a.Report = replicaReport("", false, 400)
+	advance("detach waits for every replica", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for replica node-b to stop following the old primary"}}, StepDetach)
+	w.b.Report = replicaReport("", false, 500)
+	advance("promote", now, FailoverAction{Wait: true, Why: &Info{Code: CodePrimaryLost, Message: "waiting for node-b to be promoted"}}, StepPromote)
+	if r := f.Roles(w.members())["node-b"]; r.Role != NodeRolePrimary {
+		t.Errorf("node-b's role while promoting = %+v", r)
+	}
+	w.b.Report = primaryReport(510)
+	advance("repoint moves the primary", now, FailoverAction{MovePrimary: true}, StepRepoint)
+	w.b.Primary, w.p.Primary = true, false
+	advance("repoint waits for node-a", now, FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica node-a to stream from the new primary"}}, StepRepoint)
+	w.a.Report = replicaReport("node-b", true, 510)
+	advance("replace", now, FailoverAction{PlaceReplacement: true}, StepReplace)
+
+	req := ReplacementRequest(useast, w.p.Node, w.members())
+	if req.PreferAZ != "az-of-node-p" || len(req.Keep) != 2 || len(req.Leaving) != 1 || req.Count != 1 {
+		t.Errorf("ReplacementRequest = %+v", req)
+	}
+	w.r = member("node-r", false, true, nil)
+	w.r.Node.State = StateCreating
+	f.Replacement = "node-r"
+	w.p.Node.State = StateDeleting
+	advance("catch-up", now, FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "the replacement node node-r is catching up"}}, StepCatchUp)
+	if r := f.Roles(w.members())["node-r"]; r != (NodeRole{Role: NodeRoleReplica, Upstream: "node-b"}) {
+		t.Errorf("the replacement's role = %+v", r)
+	}
+	w.r.Node.State = StateFailed
+	advance("a failed replacement is discarded", now, FailoverAction{PlaceReplacement: true, Discard: "node-r"}, StepCatchUp)
+	w.r = member("node-r2", false, true, replicaReport("node-b", true, 510))
+	f.Replacement = "node-r2"
+	advance("done", now, FailoverAction{Done: true}, StepCatchUp)
+	w.b.HostHealthy = false
+	if got := f.Advance(w.members(), w.lostHost, policy, now); got.Fail == nil || got.Fail.Code != CodeFailoverAborted {
+		t.Errorf("the promoted node lost: Advance = %+v", got)
+	}
+}
+
+func TestFailoverDetachChoosesAgain(t *testing.T) {
+	// The old primary, alive but cut off from the control plane, went on
+	// committing through node-a after the decision: node-a is promoted.
+	w := newWorld()
+	w.a.Report = replicaReport("", false, 520)
+	w.b.Report = replicaReport("", false, 500)
+	f := &Failover{Step: StepDetach, Lost: "node-p", Promote: "node-b"}
+	f.Advance(w.members(), w.lostHost, policy, t1)
+	if f.Step != StepPromote || f.Promote != "node-a" {
+		t.Errorf("after detach: step %s, promote %s; want promote node-a", f.Step, f.Promote)
+	}
+	if r := f.Roles(w.members()); r["node-a"].Role != NodeRolePrimary || r["node-b"] != (NodeRole{Role: NodeRoleReplica, Upstream: "node-a"}) {
+		t.Errorf("roles = %v", r)
+	}
+}
+
+func TestFailoverFenceByAgent(t *testing.T) {
+	// PostgreSQL down on a live host: its agent fences the node at once.
+	w := newWorld()
+	w.p.HostHealthy = true
+	w.p.Report = &ReplicationReport{At: t1, Fenced: true}
+	w.lostHost.LastHeartbeatAt = t1
+	f := &Failover{Step: StepFence, Lost: "node-p", Promote: "node-b"}
+	got := f.Advance(w.members(), w.lostHost, policy, t1)
+	if f.Step != StepDetach || !got.Wait {
+		t.Errorf("Advance = %+v at step %s, want waiting at detach", got, f.Step)
+	}
+	// Without the agent's word the lease runs from the last heartbeat.
+	w.p.Report.Fenced = false
+	f.Step = StepFence
+	if got := f.Advance(w.members(), w.lostHost, policy, t1.Add(11*time.Second)); f.Step != StepFence || !got.Until.Equal(t1.Add(12*time.Second)) {
+		t.Errorf("Advance = %+v at step %s, want waiting at fence until t1+12s", got, f.Step)
+	}
+}
+
+func TestFailoverAborts(t *testing.T) {
+	for _, step := range []string{StepFence, StepDetach, StepPromote} {
+		w := newWorld()
+		w.b.HostHealthy = false
+		f := &Failover{Step: step, Lost: "node-p", Promote: "node-b"}
+		got := f.Advance(w.members(), nil, policy, t1)
+		if got.Fail == nil || got.Fail.Code != CodeFailoverAborted || f.Step != step {
+			t.Errorf("step %s, candidate lost: Advance = %+v, step %s", step, got, f.Step)
+		}
+	}
+	w := newWorld()
+	w.a.HostHealthy = false
+	w.b.Report = replicaReport("", false, 500)
+	f := &Failover{Step: StepDetach, Lost: "node-p", Promote: "node-b"}
+	if got := f.Advance(w.members(), nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeDoubleFailure || f.Step != StepDetach {
+		t.Errorf("a replica lost while detaching: Advance = %+v, step %s", got, f.Step)
+	}
+	f.Forced = true
+	if f.Advance(w.members(), nil, policy, t1); f.Step != StepPromote || f.Promote != "node-b" {
+		t.Errorf("forced, a replica lost while detaching: step %s, promote %s", f.Step, f.Promote)
+	}
+	f = &Failover{Step: "bogus", Lost: "node-p", Promote: "node-b"}
+	if got := f.Advance(w.members(), nil, policy, t1); got.Fail == nil || got.Fail.Code != CodeInvalidState {
+		t.Errorf("unknown step: Advance = %+v", got)
+	}
+	if _, _, err := StartFailover(svcN(3), FailoverDecision{Verdict: VerdictCannot}, &Node{}, t1); err == nil {
+		t.Errorf("StartFailover without a promote verdict succeeded")
+	}
+}
+
+// FuzzDecideFailover: a promotion (unforced) only ever picks a healthy,
+// reporting replica that followed the lost primary, and no other replica
+// that may hold acknowledged commits is unaccounted for or ahead of it;
+// a 2-node promotion's replica was synchronous; a 1-node service never
+// promotes.
+func FuzzDecideFailover(f *testing.F) {
+	f.Add(uint64(1), uint8(3))
+	f.Add(uint64(0xdeadbeef), uint8(2))
+	f.Fuzz(func(t *testing.T, seed uint64, count uint8) {
+		rnd := seed | 1
+		next := func(n int) int {
+			rnd ^= rnd << 13
+			rnd ^= rnd >> 7
+			rnd ^= rnd << 17
+			return int(rnd % uint64(n))
+		}
+		n := 1 + int(count%3)
+		syncStates := []string{SyncStateAsync, SyncStateSync, SyncStateQuorum, ""}
+		var standbys []StandbyStatus
+		ids := []string{"node-a", "node-b", "node-c"}
+		for _, id := range ids[:n-1] {
+			standbys = append(standbys, StandbyStatus{Name: id, SyncState: syncStates[next(4)]})
+		}
+		p := member("node-p", true, next(2) == 0, primaryReport(LSN(next(1000)), standbys...))
+		if next(2) == 0 {
+			p.Report.Up, p.Report.DownSince = false, t1.Add(-time.Duration(next(20))*time.Second)
+		}
+		members := []Member{p}
+		nodeStates := []string{StateRunning, StateRunning, StateCreating, StateFailed, StateDeleting}
+		upstreams := []string{"node-p", "node-p", "node-x"}
+		for _, id := range ids[:n-1] {
+			m := member(id, false, next(3) != 0, nil)
+			m.Node.State = nodeStates[next(len(nodeStates))]
+			if next(4) != 0 {
+				m.Report = replicaReport(upstreams[next(3)], next(2) == 0, LSN(next(1000)))
+				m.Report.At = t1.Add(-time.Duration(next(30)) * time.Second)
+				m.Report.Up, m.Report.InRecovery = next(5) != 0, next(5) != 0
+			}
+			members = append(members, m)
+		}
+		d := DecideFailover(svcN(n), members, policy, false, t1)
+		if d.Verdict != VerdictPromote {
+			return
+		}
+		if n == 1 {
+			t.Fatalf("a 1-node service promoted %s", d.Promote)
+		}
+		var best Member
+		for _, m := range members {
+			if m.Node.ID == d.Promote {
+				best = m
+			}
+		}
+		if best.Node == nil || best.Primary || !promotable(best, "node-p", policy, t1) || Going(best.Node.State) {
+			t.Fatalf("promoted %+v", best)
+		}
+		if n == 2 && !wasSynchronous(p, best.Node) {
+			t.Fatalf("2 nodes: promoted an asynchronous replica")
+		}
+		for _, m := range members[1:] {
+			if m.Node.ID == best.Node.ID || (m.Node.State != StateRunning && m.Node.State != StateFailed) {
+				continue
+			}
+			if !promotable(m, "node-p", policy, t1) || m.Report.ReceivedLSN > best.Report.ReceivedLSN {
+				t.Fatalf("promoted %s while replica %+v (report %+v) may hold more", best.Node.ID, m.Node, m.Report)
+			}
+		}
+	})
+}
+
+func TestHealth(t *testing.T) {
+	lost := &Info{Code: CodeReplicaLost, Message: "replication asynchronous: replica lost"}
+	cannot := &Info{Code: CodeDoubleFailure, Message: "x"}
+	for _, tc := range []struct {
+		name string
+		d    FailoverDecision
+		sync SyncSetting
+		live *Failover
+		want ServiceHealth
+	}{
+		{"healthy", FailoverDecision{Verdict: VerdictNone}, SyncSetting{Mode: ReplQuorum}, nil, ServiceHealth{Status: HealthHealthy}},
+		{"asynchronous", FailoverDecision{Verdict: VerdictNone}, SyncSetting{Mode: ReplAsync, Condition: lost}, nil, ServiceHealth{Status: HealthDegraded, Conditions: []Info{*lost}}},
+		{"failing over", FailoverDecision{Verdict: VerdictNone}, SyncSetting{}, &Failover{Step: StepCatchUp, Lost: "node-p", Promote: "node-b"},
+			ServiceHealth{Status: HealthDegraded, Conditions: []Info{{Code: CodePrimaryLost, Message: "failing over from node-p to node-b: step catch-up"}}}},
+		{"cannot fail over", FailoverDecision{Verdict: VerdictCannot, Why: cannot}, SyncSetting{Condition: lost}, nil,
+			ServiceHealth{Status: HealthFailed, Conditions: []Info{*cannot, *lost}}},
+	} {
+		if diff := cmp.Diff(tc.want, Health(tc.d, tc.sync, tc.live)); diff != "" {
+			t.Errorf("%s: Health (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
