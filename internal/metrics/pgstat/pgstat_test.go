@@ -103,11 +103,16 @@ func TestScrape(t *testing.T) {
 	}
 
 	// A transaction in the tenant's database shows as a commit (PostgreSQL
-	// flushes a backend's statistics when it is idle, at most once a
-	// second), and a checkpoint as a requested one.
-	if _, err := tenant.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+	// flushes a backend's statistics when it exits, or idle after up to
+	// 10 s), and a checkpoint as a requested one.
+	once, err := pgx.Connect(ctx, dsn)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := once.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	once.Close(ctx)
 	super, err := pgx.Connect(ctx, srv.DSN("postgres"))
 	if err != nil {
 		t.Fatal(err)
