@@ -109,10 +109,12 @@ func pgDesc(name, help string, extra ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, append(append([]string(nil), nodeLabels...), extra...), nil)
 }
 
-// PostgreSQL's cumulative counters whose postgres_exporter names lack
-// _total are exposed untyped: a counter type would break the exposition
-// rule that counters end in _total, and renaming them would break
-// dashboards. rate() works on them all the same.
+// Where postgres_exporter's name breaks an exposition rule that promtool
+// checks (a counter not ending in _total: pg_stat_database_xact_commit,
+// pg_stat_archiver_archived_count; a gauge ending in _count:
+// pg_locks_count, pg_stat_activity_count), the series is exposed untyped
+// under the exporter's name: renaming would break dashboards, and
+// Prometheus queries untyped series like any other (rate() included).
 var (
 	descUp = pgDesc("pg_up", "Whether the last scrape of the node's PostgreSQL succeeded (1) or not (0), or is older than a minute (0).")
 
@@ -215,10 +217,10 @@ func emitSnapshot(ch chan<- prometheus.Metric, s pgstat.Snapshot, up bool) {
 		emit(c.desc, prometheus.CounterValue, c.val(s.BGWriter))
 	}
 	for _, l := range s.Locks {
-		emit(descLocks, prometheus.GaugeValue, float64(l.Count), l.Datname, l.Mode)
+		emit(descLocks, prometheus.UntypedValue, float64(l.Count), l.Datname, l.Mode)
 	}
 	for _, a := range s.Activity {
-		emit(descActivityCount, prometheus.GaugeValue, float64(a.Count), a.Datname, a.State)
+		emit(descActivityCount, prometheus.UntypedValue, float64(a.Count), a.Datname, a.State)
 		emit(descActivityMaxTx, prometheus.GaugeValue, a.MaxTxDurationSeconds, a.Datname, a.State)
 	}
 }
