@@ -127,9 +127,9 @@ scrape_configs:
 		`up{job="tenant"}`: "1",
 		`up{job="moat"}`:   "1",
 		`pg_up{service="svc-1",node="node-1",role="primary"}`:                          "1",
-		`moat_allowlist_enforce_duration_seconds_bucket{service="svc-1",le="2"}`:      "1",
-		`moat_allowlist_enforce_duration_seconds_bucket{service="svc-1",le="1"}`:      "0",
-		`pg_database_size_bytes{service="svc-1",datname="postgres"} > bool 0`:         "1",
+		`moat_allowlist_enforce_duration_seconds_bucket{service="svc-1",le="2"}`:       "1",
+		`moat_allowlist_enforce_duration_seconds_bucket{service="svc-1",le="1"}`:       "0",
+		`pg_database_size_bytes{service="svc-1",datname="postgres"} > bool 0`:          "1",
 		`count(pg_stat_database_xact_commit{service="svc-1",datname="postgres"} >= 0)`: "1",
 	} {
 		if got := waitQuery(ctx, t, promAddr, query, want); got != want {
