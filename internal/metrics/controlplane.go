@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -380,3 +381,51 @@ func (m *ControlPlane) ForgetHost(host string) {
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// Middleware records every request next serves with ObserveRequest. next
+// is (or ends in) an http.ServeMux: the mux sets the request's Pattern,
+// which is the route label ("unmatched" when no route matched). Wrap the
+// mux once: `handler = cp.Middleware(mux)`.
+func (m *ControlPlane) Middleware(next http.Handler) http.Handler {
+	if m == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		m.ObserveRequest(route, status, time.Since(start))
+	})
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the writer's Flush and
+// deadlines (the agents' long poll).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -283,3 +283,36 @@ func TestServe(t *testing.T) {
 		t.Fatal("Serve did not return after its context ended")
 	}
 }
+
+func TestMiddlewareLabelsByPattern(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	cp := metrics.NewControlPlane(reg)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/projects/{p}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("p") == "missing" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("{}"))
+	})
+	srv := httptest.NewServer(cp.Middleware(mux))
+	defer srv.Close()
+	for _, path := range []string{"/v1/projects/prj-1", "/v1/projects/prj-2", "/v1/projects/missing", "/nope/10.0.0.1"} {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := `
+# HELP moat_api_requests_total API requests by route pattern and HTTP status.
+# TYPE moat_api_requests_total counter
+moat_api_requests_total{route="GET /v1/projects/{p}",status="200"} 2
+moat_api_requests_total{route="GET /v1/projects/{p}",status="404"} 1
+moat_api_requests_total{route="unmatched",status="404"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "moat_api_requests_total"); err != nil {
+		t.Error(err)
+	}
+}

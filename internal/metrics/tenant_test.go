@@ -2,10 +2,14 @@ package metrics_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/metrics/pgstat"
@@ -109,8 +113,20 @@ func TestTenantExpositionFromPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap.Service, snap.Node = "svc-1", "node-1"
+	// The snapshot travels in the agent's report as JSON.
+	wire, err := json.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got pgstat.Snapshot
+	if err := json.Unmarshal(wire, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(snap, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("snapshot after a JSON round trip (-sent +received):\n%s", diff)
+	}
 	ts := metrics.NewTenants()
-	ts.Update("prj-1", snap)
+	ts.Update("prj-1", got)
 	out := scrapeTenant(t, ts, "prj-1")
 	if !strings.Contains(out, `pg_up{node="node-1",role="primary",service="svc-1"} 1`) ||
 		!strings.Contains(out, `pg_database_size_bytes{datname="postgres"`) {
