@@ -360,6 +360,8 @@ func (m *ControlPlane) ForgetService(project, service string) {
 		return
 	}
 	l := prometheus.Labels{"project": project, "service": service}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.allowlistEnforce.DeletePartialMatch(l)
 	m.backupFailures.DeletePartialMatch(l)
 	for _, v := range []*prometheus.GaugeVec{m.allowlistPending, m.backupLastSuccess, m.backupInterval, m.walLastSuccess, m.walLastFailure, m.walFailing, m.nodeState} {
