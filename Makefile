@@ -14,7 +14,7 @@ endif
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## check for (and as root install) Go, PostgreSQL 15, iproute2, nftables, openssl
+deps: ## check for (and as root install) Go and the Debian packages of internal/up/packages.txt
 	@./scripts/deps.sh
 
 build: ## build bin/moat

@@ -18,7 +18,8 @@ import (
 func (a *app) print(v any) error { return render(a.stdout, a.output, v) }
 
 // valueField returns the JSON field that output format prints alone:
-// "id" for -o id, FIELD for -o value=FIELD.
+// "id" for -o id, FIELD (or a dotted path, connection.address) for
+// -o value=FIELD.
 func valueField(format string) (string, bool) {
 	if format == "id" {
 		return "id", true
@@ -46,7 +47,7 @@ func renderValue(w io.Writer, field string, v any) error {
 		return fmt.Errorf("-o value=%s: the output is not an object: %w", field, err)
 	}
 	for _, o := range objs {
-		val, ok := o[field]
+		val, ok := lookupField(o, field)
 		if !ok {
 			keys := make([]string, 0, len(o))
 			for k := range o {
@@ -60,6 +61,22 @@ func renderValue(w io.Writer, field string, v any) error {
 		}
 	}
 	return nil
+}
+
+// lookupField returns the value at path, a JSON field name or a dotted
+// path into nested objects (connection.address).
+func lookupField(o map[string]any, path string) (any, bool) {
+	var v any = o
+	for _, name := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[name]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
 }
 
 // render writes v as indented JSON (the API object as-is; a list, all of
