@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/moatdb/moat/internal/atomicfile"
+	"github.com/moatdb/moat/internal/controlplane"
 )
 
 // RecordFile is the file in a data directory that names the namespace
@@ -45,7 +46,8 @@ func ReadRecord(dataDir string) (Record, error) {
 // writeRecord claims dataDir for a stack with prefix. A data directory
 // holds one stack: one whose record names another prefix is refused, and
 // so is a prefix whose namespaces exist without this directory's record
-// (they belong to another data directory's stack).
+// (they belong to another data directory's stack), unless the directory
+// ran a stack before records were kept (it has an operator token).
 func writeRecord(dataDir, prefix string, existing []string) error {
 	r, err := ReadRecord(dataDir)
 	switch {
@@ -55,7 +57,7 @@ func writeRecord(dataDir, prefix string, existing []string) error {
 		return fmt.Errorf("data directory %s belongs to the stack with namespace prefix %q, not %q: run moat down --data-dir %s first, or use another data directory", dataDir, r.Prefix, prefix, dataDir)
 	case !errors.Is(err, ErrNoStack):
 		return err
-	case len(existing) > 0:
+	case len(existing) > 0 && !ranBefore(dataDir):
 		return fmt.Errorf("namespaces %s* exist (%s, ...) but belong to no stack of data directory %s: another moat up uses them; take it down with moat down --data-dir ITS-DIR, or give this one its own prefix (MOAT_LOCALCLOUD_PREFIX=moat-TAG-)", prefix, existing[0], dataDir)
 	}
 	b, err := json.Marshal(Record{Prefix: prefix})
@@ -66,4 +68,10 @@ func writeRecord(dataDir, prefix string, existing []string) error {
 		return fmt.Errorf("write stack record: %w", err)
 	}
 	return nil
+}
+
+// ranBefore reports whether a control plane has run in dataDir.
+func ranBefore(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, controlplane.AdminTokenFile))
+	return err == nil
 }
