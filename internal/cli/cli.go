@@ -71,8 +71,8 @@ type app struct {
 	getenv         func(string) string
 	// geteuid is os.Geteuid when nil (tests set it).
 	geteuid func() int
-	// pollInterval is how often --wait asks the server;
-	// defaultPollInterval when 0 (tests set it).
+	// pollInterval is how often --wait asks the server; when 0 the
+	// client backs off from 25 ms to 1 s (tests set it).
 	pollInterval time.Duration
 	// lastUpPath is the file remembering the last moat up's data
 	// directory; lastUpFile when "" (tests set it).

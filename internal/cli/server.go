@@ -292,10 +292,9 @@ func printUp(w io.Writer, url, dir, laptop, dnsAddr string) {
 
 Point the CLI at it (in another shell):
   export MOAT_URL=%s MOAT_CA=%s MOAT_TOKEN=$(cat %s)
-  moat project create demo
-  export MOAT_PROJECT=proj-...           # the ID it printed
-  moat service create --name db --region us-east-1 --wait
-  moat service psql svc-... -- -c 'select version()'
+  export MOAT_PROJECT=$(moat project create demo -o id)
+  export SVC=$(moat service create --name db --region us-east-1 --wait -o id)   # open to the internet until its allowlist is set
+  moat service psql $SVC -- -c 'select version()'
 
 The simulated internet host "laptop" (%s) runs psql; moat sim host list shows the others.
 The moat sim, service psql, explain and verify commands use this data directory
