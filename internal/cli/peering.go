@@ -21,7 +21,7 @@ func (a *app) peeringCmd() *cobra.Command {
 has two IDs: Moat's (id) and the one your cloud knows the request by
 (cloud_peering_id, set once the request has reached your account), which you
 accept and route to. With --wait the command returns once it has.`,
-		Args:  args(cobra.NoArgs),
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, p, err := a.projectClient()
 			if err != nil {

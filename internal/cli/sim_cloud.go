@@ -325,7 +325,7 @@ func (a *app) simPeeringCmd(run simRunFunc) *cobra.Command {
 	cmd.AddCommand(
 		list,
 		&cobra.Command{
-			Use:   "accept PCX",
+			Use: "accept PCX",
 			Long: `Accept a pending peering request. PCX is the cloud's ID of the request (Moat's
 cloud_peering_id), or Moat's ID of the peering, which is looked up through the
 API (MOAT_URL, MOAT_TOKEN, MOAT_PROJECT).`,
