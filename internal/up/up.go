@@ -3,6 +3,11 @@
 // agent, and the simulated customer cloud with its internet host "laptop".
 // internal/cli runs it for `moat up`; end-to-end tests run it in-process
 // with their own data directory and namespace prefix. Needs root.
+//
+// It also holds what a machine needs for that: the Debian packages
+// (packages.txt, which scripts/deps.sh reads too, and Install), and the
+// record in a data directory of its stack's namespace prefix, by which
+// Down removes that stack and no other.
 package up
 
 import (
