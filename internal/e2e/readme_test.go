@@ -20,12 +20,15 @@ type readmeCommand struct {
 	line  int
 	text  string
 	fails bool // marked "# fails"
+	// want are the output lines the README shows under the command but
+	// those abridged with "...": each must be a line of its output.
+	want []string
 }
 
 // readmeCommands extracts the walkthrough's commands from README.md: the
 // lines starting with "# " in ```console blocks above the marker comment
-// (a line ending in \ continues), without the build and moat up, which the
-// test does itself.
+// (a line ending in \ continues), with the output lines shown under them,
+// without the build and moat up, which the test does itself.
 func readmeCommands(t *testing.T) []readmeCommand {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "README.md"))
@@ -59,7 +62,15 @@ func readmeCommands(t *testing.T) []readmeCommand {
 			continue
 		}
 		cmd, ok := strings.CutPrefix(l, "# ")
-		if !ok || strings.HasPrefix(cmd, "go build") || strings.HasPrefix(cmd, "moat up") {
+		if !ok {
+			if last := len(out) - 1; last >= 0 && out[last].line > 0 && !strings.Contains(l, "...") && strings.TrimSpace(l) != "" {
+				out[last].want = append(out[last].want, strings.TrimSpace(l))
+			}
+			continue
+		}
+		if strings.HasPrefix(cmd, "go build") || strings.HasPrefix(cmd, "moat up") {
+			// Not run; nor is the output shown under it checked.
+			out = append(out, readmeCommand{})
 			continue
 		}
 		c := readmeCommand{line: n, text: cmd, fails: strings.Contains(cmd, "# fails")}
@@ -73,13 +84,28 @@ func readmeCommands(t *testing.T) []readmeCommand {
 	return nil
 }
 
+// hasLine reports whether a trimmed line of out is want.
+func hasLine(out, want string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == want {
+			return true
+		}
+	}
+	return false
+}
+
 // TestREADMEWalkthrough runs the README's walkthrough, as written, with
 // bash against a fresh stack: /var/lib/moat and the API URL are the only
 // things replaced (by the stack's data directory and URL). Every command
 // must succeed, but those marked "# fails", which must fail.
 func TestREADMEWalkthrough(t *testing.T) {
 	e := start(t, "", "")
-	cmds := readmeCommands(t)
+	var cmds []readmeCommand
+	for _, c := range readmeCommands(t) {
+		if c.line > 0 {
+			cmds = append(cmds, c)
+		}
+	}
 	if len(cmds) < 20 {
 		t.Fatalf("only %d commands extracted from README.md", len(cmds))
 	}
@@ -129,6 +155,11 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Errorf("README.md:%d is marked to fail but succeeded: %s\n%s", c.line, c.text, out)
 		case !c.fails && code != 0:
 			t.Errorf("README.md:%d exited %d: %s\n%s", c.line, code, c.text, out)
+		}
+		for _, w := range c.want {
+			if ran && !hasLine(string(out), w) {
+				t.Errorf("README.md:%d: the output has no line %q: %s\n%s", c.line, w, c.text, out)
+			}
 		}
 	}
 	// The refused psql says why, in seconds: explain's verdict follows.
