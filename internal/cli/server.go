@@ -87,7 +87,7 @@ type daemonFlags struct {
 }
 
 func (f *daemonFlags) register(c *cobra.Command) {
-	c.Flags().StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for the master key, API CA, operator token and embedded store")
+	c.Flags().StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for the master key, API CA, operator token and embedded store (moat up: MOAT_DATA_DIR when set)")
 	c.Flags().StringVar(&f.listen, "listen", "127.0.0.1:8443", "HOST:PORT of the HTTPS API")
 	c.Flags().StringVar(&f.domain, "domain", "moat.test", "DNS domain services are published under")
 	c.Flags().StringVar(&f.regions, "regions", "", "supported regions as CODE:AZ,AZ;CODE:AZ,... (default us-east-1 and eu-west-1 with AZs a, b, c)")
@@ -198,6 +198,9 @@ func upCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
 				return withHint(errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user"), "run it as root (sudo moat up)")
+			}
+			if d := os.Getenv("MOAT_DATA_DIR"); d != "" && !cmd.Flags().Changed("data-dir") {
+				f.dataDir = d
 			}
 			cfg, err := f.config(cmd.ErrOrStderr())
 			if err != nil {
