@@ -44,13 +44,22 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     exit 1
   fi
   echo "deps: installing ${#need_pkgs[@]} package(s): ${need_pkgs[*]}"
+  # apt runs quietly; its output is shown only when it fails.
+  apt() {
+    local out
+    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get "$@" 2>&1); then
+      echo "$out" | tail -20 >&2
+      echo "deps: apt-get $* failed" >&2
+      exit 1
+    fi
+  }
   echo "deps:   apt-get update"
-  apt-get update -qq
+  apt update -qq
   i=0
   for p in "${need_pkgs[@]}"; do
     i=$((i + 1))
     echo "deps:   [$i/${#need_pkgs[@]}] $p"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+    apt install -y -qq --no-install-recommends "$p"
   done
 fi
 if ! id postgres >/dev/null 2>&1; then
