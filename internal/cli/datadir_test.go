@@ -41,3 +41,20 @@ func TestPrefixWriter(t *testing.T) {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }
+
+// TestPrintUp checks that moat up names the console and how to capture
+// the IDs the walkthrough needs.
+func TestPrintUp(t *testing.T) {
+	var b bytes.Buffer
+	printUp(&b, "https://127.0.0.1:8443", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
+	for _, want := range []string{
+		"  console:         https://127.0.0.1:8443/console/\n",
+		"export MOAT_PROJECT=$(moat project create demo -o id)",
+		"open to the internet until its allowlist is set",
+		"moat down --data-dir /var/lib/moat",
+	} {
+		if !bytes.Contains(b.Bytes(), []byte(want)) {
+			t.Errorf("moat up's banner lacks %q:\n%s", want, b.String())
+		}
+	}
+}
