@@ -9,16 +9,19 @@ ifeq ($(CI),true)
 RACE := -race
 endif
 
-.PHONY: help deps build test test-short lint cross bench fuzz clean
+.PHONY: help deps build up test test-short lint cross bench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## check for (and as root install) Go, PostgreSQL 15, iproute2, nftables, openssl
+deps: ## check for (and as root install) Go and the Debian packages of internal/up/packages.txt
 	@./scripts/deps.sh
 
 build: ## build bin/moat
 	$(GO) build -o bin/moat ./cmd/moat
+
+up: build ## as root: build bin/moat and run moat up (it installs the Debian packages it lacks); UP_FLAGS passes flags
+	./bin/moat up $(UP_FLAGS)
 
 test: deps lint ## lint, then run every test, including real PostgreSQL and namespace tests (root)
 	$(GO) test $(RACE) -timeout 20m $(GOTESTFLAGS) ./...

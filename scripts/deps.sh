@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # deps.sh: check for, and as root install, what Moat's tests and `moat up`
-# need on a Debian machine: Go, PostgreSQL 15 server binaries, iproute2,
-# nftables, openssl and socat. It prints what it installs and exits non-zero
-# with a clear message when something is missing and cannot be installed.
+# need on a Debian machine: Go, and the Debian packages listed in
+# internal/up/packages.txt (the list `moat up` installs its own subset of).
+# It installs one package at a time with a line for each, does nothing but
+# check when all are present, and exits non-zero with a clear message when
+# something is missing and cannot be installed.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-need_pkgs=()
-have() { command -v "$1" >/dev/null 2>&1; }
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 if ! have go; then
   if [ -x /usr/local/go/bin/go ]; then
@@ -17,18 +19,23 @@ if ! have go; then
   exit 1
 fi
 
-pg_bindir=""
-if have pg_config; then pg_bindir=$(pg_config --bindir); fi
-if [ -z "$pg_bindir" ] || [ ! -x "$pg_bindir/initdb" ]; then
+pg_bindir() {
+  local d=""
+  if [ -n "${MOAT_PG_BINDIR:-}" ]; then echo "$MOAT_PG_BINDIR"; return; fi
+  if have pg_config; then d=$(pg_config --bindir); fi
   # Debian's pg_config may belong to the client; look for the server too.
-  if [ -x /usr/lib/postgresql/15/bin/initdb ]; then pg_bindir=/usr/lib/postgresql/15/bin; else need_pkgs+=(postgresql-15); fi
-fi
-have ip || need_pkgs+=(iproute2)
-have nft || need_pkgs+=(nftables)
-have openssl || need_pkgs+=(openssl)
-have socat || need_pkgs+=(socat)
-have psql || need_pkgs+=(postgresql-client-15)
-have pgbench || need_pkgs+=(postgresql-contrib)
+  if [ -n "$d" ] && [ -x "$d/initdb" ]; then echo "$d"; else echo /usr/lib/postgresql/15/bin; fi
+}
+
+need_pkgs=()
+while read -r pkg provides _; do
+  case "$pkg" in ''|'#'*) continue ;; esac
+  if [ "$provides" = initdb ]; then
+    [ -x "$(pg_bindir)/initdb" ] || need_pkgs+=("$pkg")
+  else
+    have "$provides" || need_pkgs+=("$pkg")
+  fi
+done < internal/up/packages.txt
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! have apt-get; then
@@ -36,12 +43,27 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "deps: install them as root: apt-get install -y ${need_pkgs[*]}" >&2
     exit 1
   fi
-  echo "deps: installing ${need_pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  echo "deps: installing ${#need_pkgs[@]} package(s): ${need_pkgs[*]}"
+  # apt runs quietly; its output is shown only when it fails.
+  apt() {
+    local out
+    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get "$@" 2>&1); then
+      echo "$out" | tail -20 >&2
+      echo "deps: apt-get $* failed" >&2
+      exit 1
+    fi
+  }
+  echo "deps:   apt-get update"
+  apt update -qq
+  i=0
+  for p in "${need_pkgs[@]}"; do
+    i=$((i + 1))
+    echo "deps:   [$i/${#need_pkgs[@]}] $p"
+    apt install -y -qq --no-install-recommends "$p"
+  done
 fi
 if ! id postgres >/dev/null 2>&1; then
   echo "deps: the postgres system user is missing (the postgresql-15 package creates it)" >&2
   exit 1
 fi
-echo "deps: ok (PostgreSQL binaries in ${pg_bindir:-/usr/lib/postgresql/15/bin})"
+echo "deps: ok (PostgreSQL binaries in $(pg_bindir))"

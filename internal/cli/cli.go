@@ -39,6 +39,10 @@ const (
 // DefaultDataDir is where `moat up` and `moat server` keep their state.
 const DefaultDataDir = "/var/lib/moat"
 
+// dataDirUsage is the help of the --data-dir flags of the commands that
+// read the simulator.
+const dataDirUsage = "the data directory of moat up (default: MOAT_DATA_DIR, else the last moat up's, else " + DefaultDataDir + ")"
+
 // Main runs the moat command with args (without the program name) and
 // returns the process exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -67,11 +71,16 @@ type app struct {
 	getenv         func(string) string
 	// geteuid is os.Geteuid when nil (tests set it).
 	geteuid func() int
-	// pollInterval is how often --wait asks the server;
-	// defaultPollInterval when 0 (tests set it).
+	// pollInterval is how often --wait asks the server; when 0 the
+	// client backs off from 25 ms to 1 s (tests set it).
 	pollInterval time.Duration
+	// lastUpPath is the file remembering the last moat up's data
+	// directory; lastUpFile when "" (tests set it).
+	lastUpPath string
 
 	url, token, ca, project string
+	tokenFile               string
+	warnedToken             bool
 	output                  string
 }
 
@@ -89,14 +98,15 @@ func (a *app) rootCmd() *cobra.Command {
 		Short: "Moat: PostgreSQL services with the security model of a managed cloud",
 		Long: `moat is Moat's single binary: the control plane, and the command line for it.
 
-Connect with --url/--token/--ca (or MOAT_URL, MOAT_TOKEN, MOAT_CA), or store
-them once with "moat login". Commands on a project's objects use --project
+Connect with --url/--ca (or MOAT_URL, MOAT_CA) and a token in MOAT_TOKEN or
+a --token-file, or store them once with "moat login". The token is never
+needed in the command's arguments, where other users can see it. Commands on a project's objects use --project
 (or MOAT_PROJECT).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if a.output != "table" && a.output != "json" {
-				return usageErrorf("-o %q is not an output format; use json or table", a.output)
+			if _, ok := valueField(a.output); !ok && a.output != "table" && a.output != "json" {
+				return usageErrorf("-o %q is not an output format; use json, table, id or value=FIELD", a.output)
 			}
 			return nil
 		},
@@ -104,10 +114,11 @@ them once with "moat login". Commands on a project's objects use --project
 	root.CompletionOptions.DisableDefaultCmd = true
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.url, "url", "", "API URL, https://HOST:PORT (env MOAT_URL)")
-	pf.StringVar(&a.token, "token", "", "API token moat_<id>_<secret> (env MOAT_TOKEN)")
+	pf.StringVar(&a.token, "token", "", "API token moat_<id>_<secret>; visible to other users in the process list: prefer MOAT_TOKEN, --token-file or moat login")
+	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the API token (instead of MOAT_TOKEN)")
 	pf.StringVar(&a.ca, "ca", "", "file with the CA certificate of the API server, its api-ca.pem (env MOAT_CA)")
 	pf.StringVar(&a.project, "project", "", "project ID (env MOAT_PROJECT)")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: json or table")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: json, table, id (the object's ID alone, for $(...)) or value=FIELD (one JSON field)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{err: err, cmd: cmd.CommandPath()}
 	})

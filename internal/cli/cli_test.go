@@ -176,7 +176,7 @@ func TestErrors(t *testing.T) {
 		{"empty allowlist", conn, []string{"service", "allowlist", "set", "svc-x", "--project", "p"}, 1,
 			"moat: error: allowed_ips: the allowlist would be empty\nmoat: hint: an empty allowlist refuses every connection; confirm it explicitly (confirm_empty=true, or --confirm-empty)\n"},
 		{"bad output", conn, []string{"region", "list", "-o", "yaml"}, 2,
-			"moat: error: -o \"yaml\" is not an output format; use json or table\nmoat: hint: see moat --help\n"},
+			"moat: error: -o \"yaml\" is not an output format; use json, table, id or value=FIELD\nmoat: hint: see moat --help\n"},
 		{"unknown flag", conn, []string{"vpc", "list", "--bogus"}, 2,
 			"moat: error: unknown flag: --bogus\nmoat: hint: see moat vpc list --help\n"},
 		{"missing arg", conn, []string{"vpc", "get"}, 2,

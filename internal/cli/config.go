@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/client"
@@ -103,9 +104,13 @@ type conn struct {
 // resolve returns the connection settings: a flag wins over the
 // environment, which wins over the config file (read only when needed).
 func (a *app) resolve() (conn, error) {
+	tok, err := a.flagToken()
+	if err != nil {
+		return conn{}, err
+	}
 	c := conn{
 		url:     first(a.url, a.getenv("MOAT_URL")),
-		token:   first(a.token, a.getenv("MOAT_TOKEN")),
+		token:   first(tok, a.getenv("MOAT_TOKEN")),
 		caFile:  first(a.ca, a.getenv("MOAT_CA")),
 		project: first(a.project, a.getenv("MOAT_PROJECT")),
 	}
@@ -137,6 +142,28 @@ func (a *app) resolve() (conn, error) {
 		c.project = fc.Project
 	}
 	return c, nil
+}
+
+// flagToken returns the token given by --token-file or --token ("" when
+// neither); --token, which puts the token in the process's arguments, is
+// warned about once.
+func (a *app) flagToken() (string, error) {
+	if a.tokenFile != "" {
+		b, err := os.ReadFile(a.tokenFile)
+		if err != nil {
+			return "", withHint(fmt.Errorf("read --token-file: %w", err), "give the file holding the token, e.g. the data directory's admin.token")
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", withHint(fmt.Errorf("--token-file %s is empty", a.tokenFile), "give the file holding the token")
+		}
+		return tok, nil
+	}
+	if a.token != "" && !a.warnedToken {
+		a.warnedToken = true
+		fmt.Fprintln(a.stderr, "moat: warning: --token puts the token in the process's arguments, where other users can see it; use MOAT_TOKEN, --token-file or moat login")
+	}
+	return a.token, nil
 }
 
 func first(vals ...string) string {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +11,7 @@ import (
 func (a *app) explainCmd() *cobra.Command {
 	var from, dataDir string
 	cmd := &cobra.Command{
-		Use:   "explain SVC --from IP",
+		Use:   "explain SVC --from IP|HOST",
 		Short: "Say whether a source can connect to a service, and the deciding reason (from the model, no probe)",
 		Long: `Say whether a client at IP can open a connection to the service, and the
 first thing on the packet's path that decides it, computed from the model
@@ -25,16 +24,14 @@ customer-route-missing, security-group, allowlist, no-path. It exits 0
 either way: it answers a question. -o json prints the verdict.
 
 Run as root on the machine of moat up, the source is looked up among the
-simulated hosts (and customer NAT addresses) of --data-dir. Otherwise the
+simulated hosts (and customer NAT addresses) of --data-dir, and --from may
+name a simulated host, as moat service psql --from does. Otherwise the
 source's network is judged from its address alone, and explain says so.`,
 		Example: `  moat explain svc-... --from 198.19.0.2
+  moat explain svc-... --from cust
   moat explain svc-... --from 172.31.0.5 -o json`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr, err := netip.ParseAddr(from)
-			if err != nil {
-				return usageErrorf("--from %q is not an IP address", from)
-			}
 			cl, p, err := a.projectClient()
 			if err != nil {
 				return err
@@ -43,7 +40,7 @@ source's network is judged from its address alone, and explain says so.`,
 			if err != nil {
 				return err
 			}
-			src, note, err := a.explainSource(cmd.Context(), dataDir, addr)
+			src, note, err := a.explainSource(cmd.Context(), dataDir, from)
 			if err != nil {
 				return err
 			}
@@ -62,8 +59,8 @@ source's network is judged from its address alone, and explain says so.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&from, "from", "", "the source address (a simulated host's, a NAT's, or any)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	cmd.Flags().StringVar(&from, "from", "", "the source: an address (a simulated host's, a NAT's, or any) or a simulated host's name")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", dataDirUsage)
 	_ = cmd.MarkFlagRequired("from")
 	return cmd
 }

@@ -17,16 +17,31 @@ import (
 	"github.com/moatdb/moat/internal/sim"
 )
 
-// explainSource describes addr for explain: as the simulated cloud of
-// dataDir knows it when this process is root and that cloud is there, else
-// by its address alone, with a note saying so.
-func (a *app) explainSource(ctx context.Context, dataDir string, addr netip.Addr) (domain.Source, string, error) {
+// explainSource describes the source from (an address, or a simulated
+// host's name) for explain: as the simulated cloud of dataDir knows it when
+// this process is root and that cloud is there, else by its address alone,
+// with a note saying so.
+func (a *app) explainSource(ctx context.Context, dataDir, from string) (domain.Source, string, error) {
+	addr, perr := netip.ParseAddr(from)
 	if a.euid() != 0 {
+		if perr != nil {
+			return domain.Source{}, "", withHint(usageErrorf("--from %q is not an IP address", from), "a simulated host's name is looked up only as root on the machine of moat up")
+		}
 		return domain.Source{Addr: addr}, "not root: the simulated cloud was not read; the source is judged from its address and the API alone", nil
 	}
-	sm, _, err := openSim(a.getenv, dataDir)
+	sm, _, err := openSim(a.getenv, a.resolveDataDir(dataDir))
 	if err != nil {
+		if perr != nil {
+			return domain.Source{}, "", withHint(fmt.Errorf("--from %q is not an IP address, and the simulated cloud to look it up in is not there: %w", from, err), "pass an address, or the --data-dir of moat up")
+		}
 		return domain.Source{Addr: addr}, fmt.Sprintf("no simulated cloud (%v); the source is judged from its address and the API alone", err), nil
+	}
+	if perr != nil {
+		h, err := sm.Host(ctx, from)
+		if err != nil {
+			return domain.Source{}, "", withHint(fmt.Errorf("--from %q: neither an IP address nor a simulated host: %w", from, err), hintHosts)
+		}
+		addr = h.Addr
 	}
 	src, err := sm.Source(ctx, addr)
 	return src, "", err
@@ -57,7 +72,7 @@ or in its enforcement. Runs on the machine of moat up, as root.`,
 			if err != nil {
 				return err
 			}
-			sm, _, err := openSim(a.getenv, dataDir)
+			sm, _, err := openSim(a.getenv, a.resolveDataDir(dataDir))
 			if err != nil {
 				return err
 			}
@@ -88,7 +103,7 @@ or in its enforcement. Runs on the machine of moat up, as root.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", dataDirUsage)
 	cmd.Flags().DurationVar(&timeout, "timeout", sim.DefaultProbeTimeout, "how long a probe waits for an answer")
 	return cmd
 }

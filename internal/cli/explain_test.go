@@ -100,7 +100,7 @@ func TestExplainCLI(t *testing.T) {
 		code    int
 		wantErr string
 	}{
-		{[]string{"explain", "svc-a", "--from", "nope"}, 2, "moat: error: --from \"nope\" is not an IP address\nmoat: hint: see moat --help\n"},
+		{[]string{"explain", "svc-a", "--from", "nope"}, 2, "moat: error: --from \"nope\" is not an IP address\nmoat: hint: a simulated host's name is looked up only as root on the machine of moat up\n"},
 		{[]string{"explain", "svc-a"}, 2, "moat: error: required flag(s) \"from\" not set\nmoat: hint: see moat --help\n"},
 		{[]string{"verify", "svc-a"}, 1, "moat: error: moat verify needs root: the simulated cloud is network namespaces on this machine\nmoat: hint: run it as root (sudo), on the machine of moat up\n"},
 		{[]string{"explain", "svc-x", "--from", "198.19.0.2"}, 1, ""},

@@ -13,10 +13,12 @@ import (
 
 func (a *app) loginCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "login --url URL --token TOKEN --ca FILE [--project P]",
+		Use:   "login --url URL --ca FILE [--token-file F] [--project P]",
 		Short: "Check credentials against the server and store them in the config file",
 		Long: `login checks the URL, token and CA against the server (it lists the projects
-the token may see) and stores them in the config file: MOAT_CONFIG, else
+the token may see) and stores them in the config file. The token comes from
+MOAT_TOKEN or --token-file (--token works, but shows it in the process list).
+The config file is MOAT_CONFIG, else
 $XDG_CONFIG_HOME/moat/config.json, else ~/.config/moat/config.json (mode 0600).
 Flags and MOAT_* variables still override the stored values later.`,
 		Args: args(cobra.NoArgs),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,10 +17,75 @@ import (
 // print writes v in the chosen output format.
 func (a *app) print(v any) error { return render(a.stdout, a.output, v) }
 
+// valueField returns the JSON field that output format prints alone:
+// "id" for -o id, FIELD (or a dotted path, connection.address) for
+// -o value=FIELD.
+func valueField(format string) (string, bool) {
+	if format == "id" {
+		return "id", true
+	}
+	f, ok := strings.CutPrefix(format, "value=")
+	return f, ok && f != ""
+}
+
+// renderValue writes field of v (of each element when v is a list), one
+// per line, so that a shell can capture it: export VPC=$(moat vpc create
+// ... -o id).
+func renderValue(w io.Writer, field string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	var objs []map[string]any
+	if reflect.ValueOf(v).Kind() == reflect.Slice {
+		err = json.Unmarshal(data, &objs)
+	} else {
+		objs = make([]map[string]any, 1)
+		err = json.Unmarshal(data, &objs[0])
+	}
+	if err != nil {
+		return fmt.Errorf("-o value=%s: the output is not an object: %w", field, err)
+	}
+	for _, o := range objs {
+		val, ok := lookupField(o, field)
+		if !ok {
+			keys := make([]string, 0, len(o))
+			for k := range o {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			return withHint(fmt.Errorf("the output has no field %q", field), "use one of: "+strings.Join(keys, ", "))
+		}
+		if _, err := fmt.Fprintln(w, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lookupField returns the value at path, a JSON field name or a dotted
+// path into nested objects (connection.address).
+func lookupField(o map[string]any, path string) (any, bool) {
+	var v any = o
+	for _, name := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[name]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
 // render writes v as indented JSON (the API object as-is; a list, all of
-// whose pages were read, as the API's {"items": [...]}) or as a table of
-// aligned columns.
+// whose pages were read, as the API's {"items": [...]}), as a table of
+// aligned columns, or one field alone (-o id, -o value=FIELD).
 func render(w io.Writer, format string, v any) error {
+	if field, ok := valueField(format); ok {
+		return renderValue(w, field, v)
+	}
 	if format == "json" {
 		if reflect.ValueOf(v).Kind() == reflect.Slice {
 			v = struct {

@@ -154,13 +154,17 @@ func (a *app) storePassword(svc string, cred credential) (string, error) {
 // showPassword tells the user cred's password, saved to path unless saveErr
 // says it could not be: in table output the password and where it went on
 // stdout, in JSON output (where the object printed carries the password)
-// that note on stderr. A password that could not be saved is still shown
+// that note on stderr, with -o id or value=FIELD both on stderr. A password that could not be saved is still shown
 // (the API shows it only once), and the command then fails with saveErr.
 func (a *app) showPassword(cred credential, path string, saveErr error) error {
 	note := passwordNote(path, saveErr)
-	if a.output == "table" {
+	switch _, value := valueField(a.output); {
+	case a.output == "table":
 		fmt.Fprintf(a.stdout, "password: %s\n%s\n", cred.Password, note)
-	} else {
+	case value:
+		// stdout is the field alone, for $(...): the password goes to stderr.
+		fmt.Fprintf(a.stderr, "password: %s\n%s\n", cred.Password, note)
+	default:
 		fmt.Fprintln(a.stderr, note)
 	}
 	if saveErr != nil {

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -8,11 +10,18 @@ import (
 
 func (a *app) peeringCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "peering", Short: "Peering connections from a VPC to your networks"}
-	var in apitype.PeeringCreate
+	var (
+		in apitype.PeeringCreate
+		w  waitFlags
+	)
 	create := &cobra.Command{
-		Use:   "create --vpc V --peer-account A --peer-vpc ID --peer-region R --peer-cidr C [--peer-cidr C2]...",
+		Use:   "create --vpc V --peer-account A --peer-vpc ID --peer-region R --peer-cidr C [--peer-cidr C2]... [--wait]",
 		Short: "Request a peering connection (accept it in your own cloud account)",
-		Args:  args(cobra.NoArgs),
+		Long: `Request a peering connection from the VPC to a network of yours. A peering
+has two IDs: Moat's (id) and the one your cloud knows the request by
+(cloud_peering_id, set once the request has reached your account), which you
+accept and route to. With --wait the command returns once it has.`,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, p, err := a.projectClient()
 			if err != nil {
@@ -21,6 +30,16 @@ func (a *app) peeringCmd() *cobra.Command {
 			pc, err := cl.CreatePeering(cmd.Context(), p, in)
 			if err != nil {
 				return err
+			}
+			if w.wait {
+				err = w.run(cmd.Context(), "peering "+pc.ID+" to reach the peer's account", "moat peering get "+pc.ID, func(ctx context.Context) error {
+					var werr error
+					pc, werr = cl.WaitPeering(ctx, p, pc.ID, a.poll())
+					return werr
+				})
+				if err != nil {
+					return err
+				}
 			}
 			return a.print(pc)
 		},
@@ -31,6 +50,7 @@ func (a *app) peeringCmd() *cobra.Command {
 	f.StringVar(&in.PeerVPCID, "peer-vpc", "", "peer VPC ID (vpc-…)")
 	f.StringVar(&in.PeerRegion, "peer-region", "", "peer AWS region code")
 	f.StringArrayVar(&in.PeerCIDRs, "peer-cidr", nil, "a CIDR of the peer network (repeatable)")
+	w.add(create, "the request is in the peer's account (pending acceptance, with its cloud_peering_id)")
 	for _, n := range []string{"vpc", "peer-account", "peer-vpc", "peer-region", "peer-cidr"} {
 		create.MarkFlagRequired(n)
 	}

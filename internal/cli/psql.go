@@ -9,9 +9,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/sim"
 )
 
@@ -80,6 +83,7 @@ func dashArgs(what string, min int) cobra.PositionalArgs {
 
 func (a *app) servicePsqlCmd() *cobra.Command {
 	var from, dataDir string
+	var connectTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "psql SVC [--from HOST] [-- PSQL ARGS...]",
 		Short: "Run psql on a service from a simulated host, with sslmode=verify-full (moat up, as root)",
@@ -89,7 +93,9 @@ server's certificate against the project CA (sslmode=verify-full).
 
 The password is the one moat service create or moat service password reset
 saved, or PGPASSWORD when it is set. psql's standard streams and exit code
-are passed through. Runs on the machine of moat up, as root.`,
+are passed through. A connection that cannot be made fails after
+--connect-timeout, and moat explain's verdict for the host follows psql's
+error. Runs on the machine of moat up, as root.`,
 		Example: `  moat service psql svc-... -- -c 'select version()'
   moat service psql svc-... --from other -- -At -c 'show ssl'`,
 		Args: dashArgs("SVC", 0),
@@ -138,21 +144,54 @@ are passed through. Runs on the machine of moat up, as root.`,
 				return fmt.Errorf("write the password file: %w", err)
 			}
 			defer os.Remove(passFile)
+			// libpq counts whole seconds, and at least 2.
+			secs := max(2, int(connectTimeout.Round(time.Second)/time.Second))
 			dsn, err := conninfo("host", c.Host, "hostaddr", c.Address, "port", strconv.Itoa(c.Port),
-				"dbname", c.Database, "user", c.User, "sslmode", "verify-full", "sslrootcert", caFile, "passfile", passFile)
+				"dbname", c.Database, "user", c.User, "sslmode", "verify-full", "sslrootcert", caFile, "passfile", passFile,
+				"connect_timeout", strconv.Itoa(secs))
 			if err != nil {
 				return fmt.Errorf("connection string: %w", err)
 			}
-			sm, _, err := openSim(a.getenv, dataDir)
+			sm, _, err := openSim(a.getenv, a.resolveDataDir(dataDir))
 			if err != nil {
 				return err
 			}
-			return a.execOn(cmd.Context(), sm, from, append([]string{"psql", dsn}, psqlArgs...))
+			err = a.execOn(cmd.Context(), sm, from, append([]string{"psql", dsn}, psqlArgs...))
+			var se *silentExit
+			if errors.As(err, &se) && se.code == psqlConnectFailed {
+				a.explainFailure(cmd.Context(), sm, cl, p, svc, from)
+			}
+			return err
 		},
 	}
+	cmd.Flags().DurationVar(&connectTimeout, "connect-timeout", 5*time.Second, "give up connecting after this long (whole seconds, at least 2)")
 	cmd.Flags().StringVar(&from, "from", defaultPsqlHost, "the simulated host to run psql on (moat sim host list)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", dataDirUsage)
 	return cmd
+}
+
+// psqlConnectFailed is psql's exit code when it could not connect.
+const psqlConnectFailed = 2
+
+// explainFailure tells the user why a connection from sim host `from` to
+// service svc failed, as moat explain would: the first thing on the path
+// that refuses it, or that the model allows it (the cause is elsewhere).
+// It only adds to psql's error, so its own failures are notes.
+func (a *app) explainFailure(ctx context.Context, sm *sim.Sim, cl *client.Client, p, svc, from string) {
+	h, err := sm.Host(ctx, from)
+	if err != nil {
+		return
+	}
+	in, err := cl.ExplainInput(ctx, p, svc)
+	if err == nil {
+		in.Source, err = sm.Source(ctx, h.Addr)
+	}
+	if err != nil {
+		fmt.Fprintf(a.stderr, "moat: note: could not explain the failure: %v\n", err)
+		return
+	}
+	v := domain.Explain(in)
+	fmt.Fprintf(a.stderr, "moat: explain --from %s (%s): %s\n", from, h.Addr, verdictLine(v))
 }
 
 // tempFile writes data to a new temporary file of mode perm and returns

@@ -87,7 +87,7 @@ type daemonFlags struct {
 }
 
 func (f *daemonFlags) register(c *cobra.Command) {
-	c.Flags().StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for the master key, API CA, operator token and embedded store")
+	c.Flags().StringVar(&f.dataDir, "data-dir", DefaultDataDir, "directory for the master key, API CA, operator token and embedded store (moat up: MOAT_DATA_DIR when set)")
 	c.Flags().StringVar(&f.listen, "listen", "127.0.0.1:8443", "HOST:PORT of the HTTPS API")
 	c.Flags().StringVar(&f.domain, "domain", "moat.test", "DNS domain services are published under")
 	c.Flags().StringVar(&f.regions, "regions", "", "supported regions as CODE:AZ,AZ;CODE:AZ,... (default us-east-1 and eu-west-1 with AZs a, b, c)")
@@ -199,8 +199,14 @@ func upCmd() *cobra.Command {
 			if os.Geteuid() != 0 {
 				return withHint(errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user"), "run it as root (sudo moat up)")
 			}
+			if d := os.Getenv("MOAT_DATA_DIR"); d != "" && !cmd.Flags().Changed("data-dir") {
+				f.dataDir = d
+			}
 			cfg, err := f.config(cmd.ErrOrStderr())
 			if err != nil {
+				return err
+			}
+			if err := installMissing(cmd.Context(), cmd.OutOrStdout()); err != nil {
 				return err
 			}
 			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg, dnsListen)
@@ -209,6 +215,46 @@ func upCmd() *cobra.Command {
 	f.register(c)
 	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
+}
+
+// installMissing installs the Debian packages moat up needs and lacks,
+// one progress line per package, or says which are missing and how to
+// install them.
+func installMissing(ctx context.Context, out io.Writer) error {
+	missing := up.Missing(false)
+	if len(missing) == 0 {
+		return nil
+	}
+	names := strings.Join(up.Names(missing), " ")
+	err := up.Install(ctx, &prefixWriter{w: out, prefix: "moat up: "}, missing)
+	if errors.Is(err, up.ErrCannotInstall) {
+		return withHint(fmt.Errorf("missing on this machine: %s (%w)", names, err), "install them: apt-get install "+names+" (or make deps, as root)")
+	}
+	if err != nil {
+		return withHint(err, "install them yourself: apt-get install "+names)
+	}
+	if still := up.Missing(false); len(still) > 0 {
+		return fmt.Errorf("still missing after installing: %s", strings.Join(up.Names(still), " "))
+	}
+	return nil
+}
+
+// prefixWriter starts every line written to w with prefix.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+line); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
 }
 
 // runUp runs moat up's components until ctx ends.
@@ -225,6 +271,15 @@ func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsLi
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	defer os.Remove(pidPath)
+	// Remember the data directory for the commands that read the
+	// simulator (moat sim, service psql, explain, verify, down).
+	err = os.MkdirAll(filepath.Dir(lastUpFile), 0o755)
+	if err == nil {
+		err = os.WriteFile(lastUpFile, []byte(cfg.DataDir+"\n"), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "note: could not remember the data directory (%v): pass --data-dir or set MOAT_DATA_DIR\n", err)
+	}
 	printUp(stdout, st.CP.URL(), cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
 	return st.Run(ctx)
 }
@@ -233,33 +288,43 @@ func printUp(w io.Writer, url, dir, laptop, dnsAddr string) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, `Moat is up.
+  console:         %s/console/
   API:             %s
   API CA:          %s
   operator token:  %s
 
 Point the CLI at it (in another shell):
   export MOAT_URL=%s MOAT_CA=%s MOAT_TOKEN=$(cat %s)
-  moat project create demo
-  export MOAT_PROJECT=proj-...           # the ID it printed
-  moat service create --name db --region us-east-1 --wait
-  moat service psql svc-... -- -c 'select version()'
+  export MOAT_PROJECT=$(moat project create demo -o id)
+  export SVC=$(moat service create --name db --region us-east-1 --wait -o id)   # open to the internet until its allowlist is set
+  moat service psql $SVC -- -c 'select version()'
 
 The simulated internet host "laptop" (%s) runs psql; moat sim host list shows the others.
+The moat sim, service psql, explain and verify commands use this data directory
+(or MOAT_DATA_DIR, or --data-dir).
 Service names resolve through the platform DNS server (on this host: %s).
 Stop it with Ctrl-C (nodes keep running and are reattached), or remove everything:
   moat down --data-dir %s
-`, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
+`, url, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
 }
 
 func downCmd() *cobra.Command {
-	var dataDir string
+	var dataDir, prefix string
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "down",
-		Short: "Stop `moat up` and remove every namespace, process and firewall it created",
-		Args:  cobra.NoArgs,
+		Short: "Stop the `moat up` of a data directory and remove the namespaces, processes and firewalls it created",
+		Long: `Stop the moat up of a data directory and remove what its stack created: its
+node PostgreSQL processes and the namespaces (with their firewalls) of the
+prefix its data directory records. Another data directory's stack is never
+touched; a data directory that records no stack removes nothing.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
+			dataDir := dataDir
+			if dataDir == "" {
+				dataDir = first(os.Getenv("MOAT_DATA_DIR"), DefaultDataDir)
+			}
 			pidPath := filepath.Join(dataDir, pidFile)
 			if pid, alive := readPid(pidPath); alive {
 				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
@@ -274,7 +339,17 @@ func downCmd() *cobra.Command {
 			if os.Geteuid() != 0 {
 				return withHint(errors.New("removing network namespaces needs root"), "run moat down as root")
 			}
-			prefix := os.Getenv("MOAT_LOCALCLOUD_PREFIX")
+			if prefix == "" {
+				r, err := up.ReadRecord(dataDir)
+				if errors.Is(err, up.ErrNoStack) {
+					fmt.Fprintf(out, "no stack of moat up in %s: nothing removed\n", dataDir)
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				prefix = r.Prefix
+			}
 			n, err := up.Down(cmd.Context(), dataDir, prefix, timeout)
 			if n > 0 {
 				fmt.Fprintf(out, "stopped %d PostgreSQL node(s)\n", n)
@@ -282,12 +357,15 @@ func downCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cloud, _ := up.Cloud(prefix)
-			fmt.Fprintf(out, "removed the namespaces (and their firewalls) of %s*\n", cloud.Prefix())
+			if b, err := os.ReadFile(lastUpFile); err == nil && strings.TrimSpace(string(b)) == dataDir {
+				os.Remove(lastUpFile)
+			}
+			fmt.Fprintf(out, "removed the namespaces (and their firewalls) of %s*\n", prefix)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory `moat up` used")
+	c.Flags().StringVar(&dataDir, "data-dir", "", "the data directory moat up used (default: MOAT_DATA_DIR, else "+DefaultDataDir+")")
+	c.Flags().StringVar(&prefix, "prefix", "", "remove the namespaces of this prefix (moat- or moat-TAG-) whatever the data directory records: for a stack whose data directory is gone")
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for processes to stop")
 	return c
 }

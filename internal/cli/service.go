@@ -15,17 +15,9 @@ import (
 // defaultWait bounds --wait.
 const defaultWait = 10 * time.Minute
 
-// defaultPollInterval is how often --wait asks the server (app.pollInterval
-// when that is 0).
-const defaultPollInterval = time.Second
-
-// poll is how often --wait asks the server.
-func (a *app) poll() time.Duration {
-	if a.pollInterval > 0 {
-		return a.pollInterval
-	}
-	return defaultPollInterval
-}
+// poll is how often --wait asks the server: 0, the client's backoff from
+// 25 ms to 1 s (client.MinPoll, MaxPoll), unless a test set pollInterval.
+func (a *app) poll() time.Duration { return a.pollInterval }
 
 // waitFlags are the --wait and --timeout flags of a command.
 type waitFlags struct {

@@ -7,25 +7,56 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/localcloud"
 	"github.com/moatdb/moat/internal/sim"
+	"github.com/moatdb/moat/internal/up"
 )
 
 // defaultLocalCloudPrefix names the namespaces of `moat up`'s local cloud.
 const defaultLocalCloudPrefix = "moat-"
 
-// openLocalCloud returns the local cloud of `moat up`: namespaces named
-// moat-*. The undocumented MOAT_LOCALCLOUD_PREFIX (read with getenv) names
-// another prefix, "moat-<tag>-", so that tests never touch moat-*. It
-// creates nothing.
-func openLocalCloud(getenv func(string) string) (*localcloud.Cloud, error) {
+// lastUpFile remembers the data directory of the last `moat up`, so that
+// the commands that read the simulator need no --data-dir.
+const lastUpFile = localcloud.DefaultLockDir + "/up-data-dir"
+
+// resolveDataDir returns the data directory of moat up a command works on:
+// flag when given, else MOAT_DATA_DIR, else the one the last moat up on
+// this machine used, else DefaultDataDir.
+func (a *app) resolveDataDir(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if d := a.getenv("MOAT_DATA_DIR"); d != "" {
+		return d
+	}
+	path := a.lastUpPath
+	if path == "" {
+		path = lastUpFile
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		if d := strings.TrimSpace(string(b)); d != "" {
+			return d
+		}
+	}
+	return DefaultDataDir
+}
+
+// openLocalCloud returns the local cloud of the `moat up` of dataDir: its
+// namespaces' prefix is the one the data directory's record names (see
+// up.Record), else MOAT_LOCALCLOUD_PREFIX (read with getenv), else moat-.
+// It creates nothing.
+func openLocalCloud(getenv func(string) string, dataDir string) (*localcloud.Cloud, error) {
 	prefix := defaultLocalCloudPrefix
 	if p := getenv("MOAT_LOCALCLOUD_PREFIX"); p != "" {
 		prefix = p
+	}
+	if r, err := up.ReadRecord(dataDir); err == nil {
+		prefix = r.Prefix
 	}
 	c, err := localcloud.New(localcloud.Config{Prefix: prefix})
 	if err != nil {
@@ -46,9 +77,9 @@ func openSim(getenv func(string) string, dataDir string) (*sim.Sim, *localcloud.
 		if err == nil {
 			err = errors.New("not a directory")
 		}
-		return nil, nil, withHint(fmt.Errorf("data directory of moat up: %w", err), "start moat up first, or pass the --data-dir it uses")
+		return nil, nil, withHint(fmt.Errorf("data directory of moat up: %w", err), "start moat up first, or pass the --data-dir it uses (or set MOAT_DATA_DIR)")
 	}
-	cloud, err := openLocalCloud(getenv)
+	cloud, err := openLocalCloud(getenv, dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -101,14 +132,14 @@ egress rules, to connect to services from; and the clock peering requests
 expire by. These commands work on the local machine, not through the API,
 and need root.`,
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", DefaultDataDir, "the data directory of moat up (holds the simulator's state)")
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "", dataDirUsage)
 	// run wraps a subcommand's body: root check, then the simulator.
 	run := func(fn func(cmd *cobra.Command, sm *sim.Sim, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			if err := a.needRoot("moat sim"); err != nil {
 				return err
 			}
-			sm, _, err := openSim(a.getenv, dataDir)
+			sm, _, err := openSim(a.getenv, a.resolveDataDir(dataDir))
 			if err != nil {
 				return err
 			}

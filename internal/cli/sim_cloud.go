@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/localcloud"
 	"github.com/moatdb/moat/internal/sim"
 )
@@ -324,11 +325,18 @@ func (a *app) simPeeringCmd(run simRunFunc) *cobra.Command {
 	cmd.AddCommand(
 		list,
 		&cobra.Command{
-			Use:   "accept PCX",
+			Use: "accept PCX",
+			Long: `Accept a pending peering request. PCX is the cloud's ID of the request (Moat's
+cloud_peering_id), or Moat's ID of the peering, which is looked up through the
+API (MOAT_URL, MOAT_TOKEN, MOAT_PROJECT).`,
 			Short: "Accept a pending peering request: it becomes active (or failed, with the reason, when its declared ranges are not this VPC's)",
 			Args:  args(cobra.ExactArgs(1)),
 			RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
-				p, err := sm.Accept(cmd.Context(), args[0])
+				id, err := a.cloudPeeringID(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				p, err := sm.Accept(cmd.Context(), id)
 				if err != nil {
 					return hints.wrap(err)
 				}
@@ -347,7 +355,11 @@ func (a *app) simPeeringCmd(run simRunFunc) *cobra.Command {
 			Short: "Reject a pending peering request; its link is removed",
 			Args:  args(cobra.ExactArgs(1)),
 			RunE: run(func(cmd *cobra.Command, sm *sim.Sim, args []string) error {
-				p, err := sm.Reject(cmd.Context(), args[0])
+				id, err := a.cloudPeeringID(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				p, err := sm.Reject(cmd.Context(), id)
 				if err != nil {
 					return hints.wrap(err)
 				}
@@ -356,6 +368,32 @@ func (a *app) simPeeringCmd(run simRunFunc) *cobra.Command {
 		},
 	)
 	return cmd
+}
+
+// cloudPeeringID returns the ID the customer cloud knows a peering by. A
+// peering has two: Moat's (pcx- and 16 base32 characters) and the cloud's
+// (pcx- and 17 hex digits, Moat's cloud_peering_id). Given Moat's, it asks
+// the API for the cloud's and says so on stderr; the cloud's is returned
+// as it is.
+func (a *app) cloudPeeringID(cmd *cobra.Command, id string) (string, error) {
+	if !domain.ValidID(domain.PrefixPeering, id) {
+		return id, nil
+	}
+	hint := id + " is Moat's ID of the peering; the customer cloud knows it by its cloud_peering_id: moat peering get " + id
+	cl, p, err := a.projectClient()
+	if err != nil {
+		return "", withHint(fmt.Errorf("peering %s: not a peering ID of the customer cloud, and the API to look it up is not configured: %w", id, err), hint)
+	}
+	pc, err := cl.GetPeering(cmd.Context(), p, id)
+	if err != nil {
+		return "", withHint(fmt.Errorf("look up Moat's peering %s: %w", id, err), hint)
+	}
+	if pc.CloudPeeringID == "" {
+		return "", withHint(fmt.Errorf("peering %s has not reached the customer cloud yet (it is %s)", id, pc.State),
+			"wait for it: moat peering get "+id+" shows its cloud_peering_id once it has")
+	}
+	fmt.Fprintf(a.stderr, "moat: note: %s is Moat's ID; using the cloud's ID %s (its cloud_peering_id)\n", id, pc.CloudPeeringID)
+	return pc.CloudPeeringID, nil
 }
 
 // simVPCExists fails with a hint naming --vpc unless customer VPC id
@@ -387,7 +425,11 @@ func (a *app) simRouteCmd(run simRunFunc) *cobra.Command {
 			if err := simVPCExists(cmd, sm, vpc); err != nil {
 				return err
 			}
-			r, err := sm.AddRoute(cmd.Context(), vpc, destination, target)
+			pcx, err := a.cloudPeeringID(cmd, target)
+			if err != nil {
+				return err
+			}
+			r, err := sm.AddRoute(cmd.Context(), vpc, destination, pcx)
 			if err != nil {
 				return simHints{
 					notFound: "check --target: it must be a pending or active peering of " + vpc + " (moat sim peering list --account A)",
@@ -399,7 +441,7 @@ func (a *app) simRouteCmd(run simRunFunc) *cobra.Command {
 	}
 	vpcFlag(add)
 	destFlag(add)
-	add.Flags().StringVar(&target, "target", "", "the peering connection's ID (pcx-…)")
+	add.Flags().StringVar(&target, "target", "", "the peering connection's ID (pcx-…: the cloud's, or Moat's, which is looked up)")
 	add.MarkFlagRequired("target")
 	list := &cobra.Command{
 		Use:   "list --vpc V",

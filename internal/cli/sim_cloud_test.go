@@ -236,7 +236,8 @@ func TestSimCloudCommands(t *testing.T) {
 		os.Remove(filepath.Join(localcloud.DefaultLockDir, "localcloud-"+prefix+"lock"))
 	})
 	dataDir := t.TempDir()
-	env := map[string]string{"MOAT_LOCALCLOUD_PREFIX": prefix}
+	// No API: a config file that does not exist.
+	env := map[string]string{"MOAT_LOCALCLOUD_PREFIX": prefix, "MOAT_CONFIG": filepath.Join(dataDir, "no-config.json")}
 	moat := func(args ...string) (int, string, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -303,6 +304,11 @@ func TestSimCloudCommands(t *testing.T) {
 		t.Errorf("moat sim peering list = %+v, want an empty inbox", inbox.Items)
 	}
 	refused(`^moat: error: .*not found\nmoat: hint: moat sim peering list`, "sim", "peering", "accept", "pcx-00000000000000000")
+	// Moat's ID of a peering (16 base32 characters) is looked up through
+	// the API; without one configured, the hint names cloud_peering_id.
+	refused(`^moat: error: peering pcx-abcdefghijklmnop: not a peering ID of the customer cloud.*\nmoat: hint: pcx-abcdefghijklmnop is Moat's ID of the peering; the customer cloud knows it by its cloud_peering_id`,
+		"sim", "peering", "accept", "pcx-abcdefghijklmnop")
+	refused(`cloud_peering_id`, "sim", "route", "add", "--vpc", vpc.ID, "--destination", "10.0.0.0/17", "--target", "pcx-abcdefghijklmnop")
 
 	refused(`^moat: error: .*pcx-00000000000000000.*not found\nmoat: hint: check --target`,
 		"sim", "route", "add", "--vpc", vpc.ID, "--destination", "10.0.0.0/17", "--target", "pcx-00000000000000000")

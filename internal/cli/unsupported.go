@@ -50,9 +50,13 @@ func (a *app) servicePsqlCmd() *cobra.Command {
 	return linuxOnly("psql SVC", "Run psql on a service from a simulated host")
 }
 
-// explainSource judges addr by its address alone: the simulated cloud
+// explainSource judges the address from by itself: the simulated cloud
 // exists only on Linux.
-func (a *app) explainSource(_ context.Context, _ string, addr netip.Addr) (domain.Source, string, error) {
+func (a *app) explainSource(_ context.Context, _, from string) (domain.Source, string, error) {
+	addr, err := netip.ParseAddr(from)
+	if err != nil {
+		return domain.Source{}, "", usageErrorf("--from %q is not an IP address (simulated hosts are looked up by name on Linux only)", from)
+	}
 	return domain.Source{Addr: addr}, "the simulated cloud runs only on Linux: the source is judged from its address and the API alone", nil
 }
 

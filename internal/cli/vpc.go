@@ -1,16 +1,23 @@
 package cli
 
 import (
+	"context"
+	"errors"
+
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
 )
 
 func (a *app) vpcCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vpc", Short: "Private networks (VPCs) of a project"}
-	var in apitype.VPCCreate
+	var (
+		in apitype.VPCCreate
+		w  waitFlags
+	)
 	create := &cobra.Command{
-		Use:   "create --name N --region R --cidr C",
+		Use:   "create --name N --region R --cidr C [--wait]",
 		Short: "Create a VPC (RFC 1918, /16 to /24, canonical)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -22,9 +29,24 @@ func (a *app) vpcCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if w.wait {
+				err = w.run(cmd.Context(), "VPC "+v.ID+" to be active", "moat vpc get "+v.ID, func(ctx context.Context) error {
+					var werr error
+					v, werr = cl.WaitVPC(ctx, p, v.ID, a.poll())
+					return werr
+				})
+				var fe *client.VPCFailedError
+				if errors.As(err, &fe) {
+					return withHint(err, "delete it (moat vpc delete "+v.ID+") and create it again")
+				}
+				if err != nil {
+					return err
+				}
+			}
 			return a.print(v)
 		},
 	}
+	w.add(create, "the VPC is active")
 	create.Flags().StringVar(&in.Name, "name", "", "VPC name")
 	create.Flags().StringVar(&in.Region, "region", "", "region (moat region list)")
 	create.Flags().StringVar(&in.CIDR, "cidr", "", "IPv4 range, e.g. 10.0.0.0/16")

@@ -253,3 +253,32 @@ func TestWaitOperation(t *testing.T) {
 		t.Errorf("WaitOperation past the deadline = %v, want DeadlineExceeded", err)
 	}
 }
+
+// TestWaitBacksOff checks that a wait with no interval sees a change made
+// 60 ms in within about that time (not a one-second tick), and that a
+// failed VPC ends it.
+func TestWaitBacksOff(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	c := testServer(t, func(w http.ResponseWriter, r *http.Request) {
+		state := "creating"
+		if time.Since(start) > 60*time.Millisecond {
+			state = "active"
+		}
+		json.NewEncoder(w).Encode(apitype.VPC{ID: "vpc-1", State: state})
+	})
+	v, err := c.WaitVPC(context.Background(), "p", "vpc-1", 0)
+	if err != nil || v.State != "active" {
+		t.Fatalf("WaitVPC = %v, %v", v, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("WaitVPC took %s for a change made after 60ms", d)
+	}
+	c2 := testServer(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(apitype.VPC{ID: "vpc-1", State: "failed", StateInfo: &apitype.StateInfo{Code: "x", Message: "no"}})
+	})
+	var fe *VPCFailedError
+	if _, err := c2.WaitVPC(context.Background(), "p", "vpc-1", 0); !errors.As(err, &fe) {
+		t.Errorf("WaitVPC of a failed VPC = %v, want *VPCFailedError", err)
+	}
+}

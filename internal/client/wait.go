@@ -9,8 +9,14 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 )
 
-// DefaultPoll is the polling interval of the Wait methods when given 0.
-const DefaultPoll = time.Second
+// The Wait methods given no interval poll first after MinPoll and then
+// back off, doubling, to MaxPoll: a change enforced in 50 ms is seen in
+// about that time, and a long wait costs one request a second. The server
+// offers no blocking wait, so the client polls.
+const (
+	MinPoll = 25 * time.Millisecond
+	MaxPoll = time.Second
+)
 
 // OperationFailedError is returned by WaitOperation when the operation
 // ended in state failed.
@@ -38,24 +44,29 @@ func (e *ServiceFailedError) Error() string {
 	return fmt.Sprintf("service %s failed", e.Service.ID)
 }
 
-// poll calls check every interval until it reports done, fails, or ctx
-// ends; the last value is returned in every case.
+// poll calls check until it reports done, fails, or ctx ends, waiting
+// interval between calls (when interval is 0: MinPoll, doubling up to
+// MaxPoll); the last value is returned in every case.
 func poll[T any](ctx context.Context, interval time.Duration, check func() (T, bool, error)) (T, error) {
+	next := func(d time.Duration) time.Duration { return interval }
+	wait := interval
 	if interval <= 0 {
-		interval = DefaultPoll
+		wait = MinPoll
+		next = func(d time.Duration) time.Duration { return min(2*d, MaxPoll) }
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		v, done, err := check()
 		if done || err != nil {
 			return v, err
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return v, ctx.Err()
 		case <-t.C:
 		}
+		wait = next(wait)
 	}
 }
 
@@ -142,4 +153,66 @@ func (c *Client) EditAllowlist(ctx context.Context, p, svc string, confirmEmpty 
 func IsNotFound(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == 404
+}
+
+// VPCFailedError is returned by WaitVPC when the VPC turned failed.
+type VPCFailedError struct {
+	VPC apitype.VPC
+}
+
+func (e *VPCFailedError) Error() string {
+	if e.VPC.StateInfo != nil {
+		return fmt.Sprintf("vpc %s failed: %s (%s)", e.VPC.ID, e.VPC.StateInfo.Message, e.VPC.StateInfo.Code)
+	}
+	return fmt.Sprintf("vpc %s failed", e.VPC.ID)
+}
+
+// WaitVPC polls VPC id of project p until it is active; a failed VPC
+// returns *VPCFailedError.
+func (c *Client) WaitVPC(ctx context.Context, p, id string, interval time.Duration) (apitype.VPC, error) {
+	return poll(ctx, interval, func() (apitype.VPC, bool, error) {
+		v, err := c.GetVPC(ctx, p, id)
+		if err != nil {
+			return v, false, err
+		}
+		switch v.State {
+		case "active":
+			return v, true, nil
+		case "failed":
+			return v, true, &VPCFailedError{VPC: v}
+		}
+		return v, false, nil
+	})
+}
+
+// PeeringFailedError is returned by WaitPeering when the peering ended
+// without being requested in the peer's cloud.
+type PeeringFailedError struct {
+	Peering apitype.Peering
+}
+
+func (e *PeeringFailedError) Error() string {
+	if e.Peering.StateInfo != nil {
+		return fmt.Sprintf("peering %s is %s: %s (%s)", e.Peering.ID, e.Peering.State, e.Peering.StateInfo.Message, e.Peering.StateInfo.Code)
+	}
+	return fmt.Sprintf("peering %s is %s", e.Peering.ID, e.Peering.State)
+}
+
+// WaitPeering polls peering id of project p until the request has reached
+// the peer's cloud (it has a cloud_peering_id and is pending acceptance or
+// active); a peering that failed or ended returns *PeeringFailedError.
+func (c *Client) WaitPeering(ctx context.Context, p, id string, interval time.Duration) (apitype.Peering, error) {
+	return poll(ctx, interval, func() (apitype.Peering, bool, error) {
+		pc, err := c.GetPeering(ctx, p, id)
+		if err != nil {
+			return pc, false, err
+		}
+		switch pc.State {
+		case "pending-acceptance", "active":
+			return pc, pc.CloudPeeringID != "", nil
+		case "provisioning":
+			return pc, false, nil
+		}
+		return pc, true, &PeeringFailedError{Peering: pc}
+	})
 }

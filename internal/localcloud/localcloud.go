@@ -186,6 +186,9 @@ func (c *Cloud) lock(ctx context.Context) (func(), error) {
 }
 
 // namespaces lists c's namespaces.
+// Namespaces returns the names of the namespaces c owns that exist now.
+func (c *Cloud) Namespaces() ([]string, error) { return c.namespaces() }
+
 func (c *Cloud) namespaces() ([]string, error) {
 	ents, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {

@@ -3,6 +3,11 @@
 // agent, and the simulated customer cloud with its internet host "laptop".
 // internal/cli runs it for `moat up`; end-to-end tests run it in-process
 // with their own data directory and namespace prefix. Needs root.
+//
+// It also holds what a machine needs for that: the Debian packages
+// (packages.txt, which scripts/deps.sh reads too, and Install), and the
+// record in a data directory of its stack's namespace prefix, by which
+// Down removes that stack and no other.
 package up
 
 import (
@@ -13,7 +18,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -114,6 +118,13 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	s := &Stack{cfg: cfg}
 	var err error
 	if s.Cloud, err = Cloud(cfg.CloudPrefix); err != nil {
+		return nil, err
+	}
+	existing, err := s.Cloud.Namespaces()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeRecord(dir, s.Cloud.Prefix(), existing); err != nil {
 		return nil, err
 	}
 	if err := s.Cloud.EnsureInternet(ctx); err != nil {
@@ -229,8 +240,11 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 }
 
 // Down stops every node PostgreSQL under dataDir's agent directory and
-// removes every namespace of the local cloud with prefix (and with them
-// their nftables tables). It reports what it stopped.
+// removes the namespaces of the stack of dataDir (and with them their
+// nftables tables): those of prefix, or when prefix is "" those of the
+// prefix dataDir's record names. A data directory without a record
+// removes no namespace (ErrNoStack): another directory's stack is never
+// touched. It reports what it stopped.
 func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
 	pids, _ := filepath.Glob(filepath.Join(dataDir, "agent", "nodes", "*", "pgdata", "postmaster.pid"))
 	for _, f := range pids {
@@ -249,12 +263,24 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		postmasters++
 	}
+	if prefix == "" {
+		r, err := ReadRecord(dataDir)
+		if err != nil {
+			return postmasters, err
+		}
+		prefix = r.Prefix
+	}
 	cloud, err := Cloud(prefix)
 	if err != nil {
 		return postmasters, err
 	}
 	if err := cloud.Cleanup(ctx); err != nil {
 		return postmasters, fmt.Errorf("remove namespaces: %w", err)
+	}
+	if r, err := ReadRecord(dataDir); err == nil && r.Prefix == prefix {
+		if err := os.Remove(filepath.Join(dataDir, RecordFile)); err != nil {
+			return postmasters, err
+		}
 	}
 	return postmasters, nil
 }
@@ -273,26 +299,12 @@ func WaitGone(ctx context.Context, pid int, timeout time.Duration) error {
 	return nil
 }
 
-// preflight checks for the programs a machine running Moat needs, so a
+// preflight checks for the packages a machine running Moat needs, so a
 // missing one is named before anything is built.
 func preflight() error {
-	var missing []string
-	for _, prog := range []string{"ip", "nft", "setpriv", "psql"} {
-		if _, err := exec.LookPath(prog); err != nil {
-			missing = append(missing, prog)
-		}
-	}
-	bindir := os.Getenv("MOAT_PG_BINDIR")
-	if bindir == "" {
-		if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-			bindir = strings.TrimSpace(string(out))
-		}
-	}
-	if _, err := os.Stat(filepath.Join(bindir, "initdb")); bindir == "" || err != nil {
-		missing = append(missing, "PostgreSQL 15 server (initdb)")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing on this machine: %s (install them with `make deps`, or apt-get install postgresql-15 iproute2 nftables util-linux)", strings.Join(missing, ", "))
+	if missing := Missing(false); len(missing) > 0 {
+		names := strings.Join(Names(missing), " ")
+		return fmt.Errorf("missing on this machine: %s (moat up installs them when run as root on Debian; or: apt-get install %s)", names, names)
 	}
 	return nil
 }

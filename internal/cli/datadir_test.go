@@ -1,0 +1,60 @@
+//go:build linux
+
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestResolveDataDir checks the order the commands that read the simulator
+// find moat up's data directory in: --data-dir, MOAT_DATA_DIR, the last
+// moat up's, the default.
+func TestResolveDataDir(t *testing.T) {
+	last := filepath.Join(t.TempDir(), "up-data-dir")
+	env := map[string]string{}
+	a := &app{getenv: func(k string) string { return env[k] }, lastUpPath: last}
+	if got := a.resolveDataDir(""); got != DefaultDataDir {
+		t.Errorf("nothing set: %q, want %q", got, DefaultDataDir)
+	}
+	os.WriteFile(last, []byte("/srv/moat-last\n"), 0o644)
+	if got := a.resolveDataDir(""); got != "/srv/moat-last" {
+		t.Errorf("after a moat up: %q, want its data directory", got)
+	}
+	env["MOAT_DATA_DIR"] = "/srv/moat-env"
+	if got := a.resolveDataDir(""); got != "/srv/moat-env" {
+		t.Errorf("MOAT_DATA_DIR: %q", got)
+	}
+	if got := a.resolveDataDir("/srv/flag"); got != "/srv/flag" {
+		t.Errorf("--data-dir: %q", got)
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := &prefixWriter{w: &b, prefix: "moat up: "}
+	w.Write([]byte("installing 2 package(s)\n  [1/2] a\n"))
+	w.Write([]byte("  [2/2] b\n"))
+	if want := "moat up: installing 2 package(s)\nmoat up:   [1/2] a\nmoat up:   [2/2] b\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
+
+// TestPrintUp checks that moat up names the console and how to capture
+// the IDs the walkthrough needs.
+func TestPrintUp(t *testing.T) {
+	var b bytes.Buffer
+	printUp(&b, "https://127.0.0.1:8443", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
+	for _, want := range []string{
+		"  console:         https://127.0.0.1:8443/console/\n",
+		"export MOAT_PROJECT=$(moat project create demo -o id)",
+		"open to the internet until its allowlist is set",
+		"moat down --data-dir /var/lib/moat",
+	} {
+		if !bytes.Contains(b.Bytes(), []byte(want)) {
+			t.Errorf("moat up's banner lacks %q:\n%s", want, b.String())
+		}
+	}
+}
