@@ -30,7 +30,7 @@ func projectOut(p *domain.Project) apitype.Project {
 }
 
 func tokenOut(t *domain.Token) apitype.Token {
-	return apitype.Token{ID: t.ID, ProjectID: t.ProjectID, Name: t.Name, Role: string(t.Role), CreatedAt: t.CreatedAt}
+	return apitype.Token{ID: t.ID, ProjectID: t.ProjectID, Name: t.Name, Role: string(t.Role), Host: t.Host, CreatedAt: t.CreatedAt}
 }
 
 func vpcOut(v *domain.VPC) apitype.VPC {

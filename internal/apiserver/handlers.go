@@ -2,12 +2,14 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -57,10 +59,39 @@ func mapList[P any, W any](in []P, f func(P) W) []W {
 // maxIdempotencyKey bounds an Idempotency-Key header.
 const maxIdempotencyKey = 255
 
+// DefaultIdempotencyTTL is how long an Idempotency-Key is remembered.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
+// SecretShownOnce is what a replayed create says instead of the secret it
+// handed out the first time.
+const SecretShownOnce = "the secret was shown once, in the answer to the first request with this Idempotency-Key, and is not kept; create a new token or reset the password"
+
+// withoutSecrets returns what a create's idempotency record keeps of its
+// answer: the created object with every credential it carried removed and
+// the secret_shown_once notice set. Records are stored unsealed and kept
+// for a day; a secret never goes in one.
+func withoutSecrets(v any) any {
+	switch o := v.(type) {
+	case apitype.Token:
+		if o.Secret != "" {
+			o.Secret, o.SecretShownOnce = "", SecretShownOnce
+		}
+		return o
+	case apitype.Service:
+		if o.AdminPassword != "" {
+			o.AdminPassword, o.SecretShownOnce = "", SecretShownOnce
+		}
+		return o
+	}
+	return v
+}
+
 // create runs a creating handler: fn builds and stores the object in tx
 // and returns the wire value. With an Idempotency-Key, a repeat of the same
-// request replays the first response and a different request with the same
-// key is refused; the key, the object and the audit entry commit together.
+// request (the same SHA-256 of the body) answers with the object as first
+// created, its secret replaced by a notice (withoutSecrets), and a
+// different request with the same key is refused; the key, the object and
+// the audit entry commit together. Keys expire after Config.IdempotencyTTL.
 func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	key := c.r.Header.Get("Idempotency-Key")
 	if len(key) > maxIdempotencyKey || !isPrintableASCII(key) && key != "" {
@@ -72,10 +103,14 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	status := c.rt.Status
 	var body []byte
 	replayed := false
+	now := c.s.now()
 	err := c.s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
 		if key != "" {
 			rec, err := tx.GetIdempotency(c.ctx, scoped)
+			expired := err == nil && now.Sub(time.Unix(rec.CreatedAt, 0)) >= c.s.cfg.IdempotencyTTL
 			switch {
+			case err == nil && expired:
+				// Not yet purged: a new request; Put replaces it.
 			case err == nil && rec.RequestHash != reqHash:
 				return &apiError{status: http.StatusUnprocessableEntity, code: "idempotency_key_reused", field: "Idempotency-Key",
 					msg: "this Idempotency-Key was used for a different request", hint: "use a new key for a new request"}
@@ -94,7 +129,11 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 			return err
 		}
 		if key != "" {
-			if err := tx.PutIdempotency(c.ctx, store.Idempotency{Key: scoped, RequestHash: reqHash, Status: status, Body: body, CreatedAt: c.s.now().Unix()}); err != nil {
+			kept, err := json.Marshal(withoutSecrets(v))
+			if err != nil {
+				return err
+			}
+			if err := tx.PutIdempotency(c.ctx, store.Idempotency{Key: scoped, RequestHash: reqHash, Status: status, Body: kept, CreatedAt: now.Unix()}); err != nil {
 				return err
 			}
 		}
@@ -109,6 +148,17 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	}
 	writeJSON(c.w, status, bytes.TrimSpace(body))
 	return nil
+}
+
+// PurgeIdempotency deletes the idempotency records older than
+// Config.IdempotencyTTL; the control plane calls it from its loop.
+func (s *Server) PurgeIdempotency(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.cfg.Store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.DeleteIdempotencyBefore(ctx, s.now().Add(-s.cfg.IdempotencyTTL).Unix())
+		return err
+	})
+	return n, err
 }
 
 func (s *Server) health(c *call) error {

@@ -21,6 +21,11 @@ func (s *Server) createService(c *call) error {
 	}
 	var plan *domain.RestorePlan
 	if in.RestoreFrom != nil {
+		// A restore hands out the admin password of a copy of another
+		// service's data: a credential, so role admin.
+		if err := c.requireAdmin(); err != nil {
+			return err
+		}
 		var err error
 		if plan, err = s.planRestore(c, &in); err != nil {
 			return err

@@ -46,6 +46,12 @@ type Config struct {
 	// backups.
 	Backups   objstore.Store
 	BackupDir string
+	// RefusalInterval is how long refusals from one source (unauthenticated
+	// requests, refused reads) are counted into one audit entry (0: a
+	// minute).
+	RefusalInterval time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key is remembered (0: 24h).
+	IdempotencyTTL time.Duration
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).
@@ -60,6 +66,8 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	routes []Route
+
+	refused refusals
 
 	docOnce sync.Once
 	doc     map[string]any
@@ -85,7 +93,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
 	}
+	if cfg.RefusalInterval <= 0 {
+		cfg.RefusalInterval = DefaultRefusalInterval
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.refused.interval = cfg.RefusalInterval
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))

@@ -59,12 +59,23 @@ type QuotaUpdate struct {
 
 // Token is an API token; Secret is set only in the response that creates it.
 type Token struct {
-	ID        string    `json:"id"`
-	ProjectID string    `json:"project_id,omitempty"`
-	Name      string    `json:"name,omitempty"`
-	Role      string    `json:"role"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Role      string `json:"role"`
+	// Host is the one host an agent token reads and reports for.
+	Host      string    `json:"host,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Secret    string    `json:"secret,omitempty"`
+	// SecretShownOnce replaces Secret in a replayed create (same
+	// Idempotency-Key): the secret is not kept.
+	SecretShownOnce string `json:"secret_shown_once,omitempty"`
+}
+
+// PlatformTokenCreate creates an operator token (name required) or a
+// host's agent token (name optional: agent-<host>).
+type PlatformTokenCreate struct {
+	Name string `json:"name"`
 }
 
 // TokenCreate creates a project token.
@@ -143,6 +154,9 @@ type Service struct {
 	CreatedAt   time.Time    `json:"created_at"`
 	// AdminPassword is set only in the response that creates the service.
 	AdminPassword string `json:"admin_password,omitempty"`
+	// SecretShownOnce replaces AdminPassword in a replayed create (same
+	// Idempotency-Key): the password is not kept.
+	SecretShownOnce string `json:"secret_shown_once,omitempty"`
 }
 
 // Connection tells a client how to reach a service.
