@@ -1,7 +1,11 @@
 package apiserver
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
@@ -318,12 +322,41 @@ func (s *Server) auditPage(c *call, project string) error {
 }
 
 func (s *Server) verifyAudit(c *call) error {
+	opt := audit.Options{MaxUnsigned: s.cfg.AuditMaxUnsigned, Now: s.now()}
+	var fileProblem string
+	if s.cfg.AuditCheckpointFile != "" {
+		f, err := os.Open(s.cfg.AuditCheckpointFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// Checked below: a store with checkpoints needs the file.
+		case err != nil:
+			return fmt.Errorf("open checkpoint file: %w", err)
+		default:
+			opt.External, err = audit.ReadCheckpointFile(f, s.cfg.AuditKey)
+			f.Close()
+			if err != nil {
+				fileProblem = "checkpoint file " + filepath.Base(s.cfg.AuditCheckpointFile) + ": " + err.Error()
+			}
+		}
+	}
 	var rep audit.Report
 	if err := c.view(func(tx store.Tx) (err error) {
-		rep, err = audit.Verify(c.ctx, tx, s.cfg.AuditKey)
+		rep, err = audit.VerifyWith(c.ctx, tx, s.cfg.AuditKey, opt)
 		return err
 	}); err != nil {
 		return err
 	}
-	return c.reply(0, apitype.AuditVerify{OK: rep.OK, Entries: rep.Entries, Checkpoints: rep.Checkpoints, FirstBad: rep.FirstBad, Problem: rep.Problem})
+	if s.cfg.AuditCheckpointFile != "" && rep.Checkpoints > 0 && len(opt.External) == 0 && fileProblem == "" {
+		fileProblem = "checkpoint file " + filepath.Base(s.cfg.AuditCheckpointFile) + " is missing or empty, but the database holds checkpoints"
+	}
+	out := apitype.AuditVerify{OK: rep.OK, Entries: rep.Entries, Checkpoints: rep.Checkpoints, FirstBad: rep.FirstBad, Problem: rep.Problem,
+		LastSeq: rep.LastSeq, SignedThrough: rep.CheckedSeq, ExternalCheckpoints: int64(len(opt.External))}
+	if fileProblem != "" && out.OK {
+		out.OK, out.Problem = false, fileProblem
+	}
+	out.Message = "signed through entry " + strconv.FormatInt(rep.CheckedSeq, 10) + " of " + strconv.FormatInt(rep.LastSeq, 10)
+	if !out.OK {
+		out.Message = "audit log tampered: " + out.Problem + " (" + out.Message + ")"
+	}
+	return c.reply(0, out)
 }

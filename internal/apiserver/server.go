@@ -41,6 +41,12 @@ type Config struct {
 	InternalCAPEM string
 	// AuditKey verifies the audit log's checkpoint signatures.
 	AuditKey ed25519.PublicKey
+	// AuditCheckpointFile is the checkpoint file outside the store that
+	// verification compares the store with ("" none).
+	AuditCheckpointFile string
+	// AuditMaxUnsigned is how old an entry past the newest checkpoint may
+	// be before verification fails (0: not checked).
+	AuditMaxUnsigned time.Duration
 	// Backups is the backup store (read: listing, restores); BackupDir
 	// its directory on the agents' hosts, sent to them. Nil and "": no
 	// backups.
@@ -112,8 +118,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every answer carries HSTS: the API
+// is served over HTTPS only.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	s.mux.ServeHTTP(w, r)
+}
 
 // Routes returns the route table (for the OpenAPI test).
 func (s *Server) Routes() []Route { return s.routes }

@@ -294,6 +294,15 @@ type AuditVerify struct {
 	Checkpoints int64  `json:"checkpoints"`
 	FirstBad    int64  `json:"first_bad,omitempty"`
 	Problem     string `json:"problem,omitempty"`
+	// LastSeq is the newest entry; SignedThrough the newest entry a
+	// checkpoint signs (entries after it are protected by the chain only).
+	LastSeq       int64 `json:"last_seq"`
+	SignedThrough int64 `json:"signed_through"`
+	// ExternalCheckpoints is how many checkpoints the checkpoint file
+	// outside the database holds.
+	ExternalCheckpoints int64 `json:"external_checkpoints"`
+	// Message is the one-line summary: "signed through entry N of M".
+	Message string `json:"message"`
 }
 
 // Health is the server's liveness answer.

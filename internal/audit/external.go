@@ -49,6 +49,10 @@ func linkMessage(prev, cpSig string) []byte {
 type CheckpointFile struct {
 	path string
 	mu   sync.Mutex
+	// The last line, once read: appends do not reread the file.
+	loaded  bool
+	lastSeq int64
+	prev    string
 }
 
 // NewCheckpointFile returns the checkpoint file at path (created, mode
@@ -64,10 +68,14 @@ func (f *CheckpointFile) Path() string { return f.path }
 func (f *CheckpointFile) Append(s *Signer, cps []domain.AuditCheckpoint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	lastSeq, prev, err := lastLine(f.path)
-	if err != nil {
-		return err
+	if !f.loaded {
+		var err error
+		if f.lastSeq, f.prev, err = lastLine(f.path); err != nil {
+			return err
+		}
+		f.loaded = true
 	}
+	lastSeq, prev := f.lastSeq, f.prev
 	var buf bytes.Buffer
 	for _, cp := range cps {
 		if cp.Seq <= lastSeq {
@@ -93,12 +101,15 @@ func (f *CheckpointFile) Append(s *Signer, cps []domain.AuditCheckpoint) error {
 	}
 	if _, err := fh.Write(buf.Bytes()); err != nil {
 		fh.Close()
+		f.loaded = false
 		return fmt.Errorf("checkpoint file: append: %w", err)
 	}
 	if err := fh.Sync(); err != nil {
 		fh.Close()
+		f.loaded = false // reread: a partial write may have landed
 		return fmt.Errorf("checkpoint file: sync: %w", err)
 	}
+	f.lastSeq, f.prev = lastSeq, prev
 	return fh.Close()
 }
 
