@@ -185,10 +185,11 @@ func (s *Server) putAllowlist(c *call) error {
 		if domain.Going(svc.State) {
 			return domain.Conflictf(domain.CodeInvalidState, "", "the service is being deleted", "service %s is %s", id, svc.State)
 		}
+		before := svc.AllowedIPs
 		svc.AllowedIPs = entries
 		svc.AllowlistRevision++
 		svc.UpdatedAt = s.now()
-		c.detail = fmt.Sprintf("entries=%d revision=%d", len(entries), svc.AllowlistRevision)
+		c.detail = domain.DescribeAllowlistChange(svc.AllowlistRevision, before, entries, audit.MaxDetail/2-64)
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}

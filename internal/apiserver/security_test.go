@@ -226,3 +226,22 @@ func TestBodyMustBeJSON(t *testing.T) {
 	}
 	e.must(201, nil, "POST", "/v1/projects", e.operator, `{"name":"x"}`, "Content-Type", "application/json; charset=utf-8")
 }
+
+// TestAllowlistAuditSaysWhatChanged: the audit entry of an allowlist
+// change lists the ranges added and removed.
+func TestAllowlistAuditSaysWhatChanged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, admin := e.project("acme")
+	base := "/v1/projects/" + p
+	var svc apitype.Service
+	e.must(201, &svc, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
+	e.must(200, nil, "PUT", base+"/services/"+svc.ID+"/allowlist", admin, apitype.AllowlistUpdate{AllowedIPs: []apitype.AllowEntry{{CIDR: "203.0.113.7"}}})
+	var all apitype.List[apitype.AuditEntry]
+	e.must(200, &all, "GET", base+"/audit", admin, nil)
+	last := all.Items[len(all.Items)-1]
+	want := "revision 2, 1 entries; added 203.0.113.7/32; removed 0.0.0.0/0 ::/0"
+	if last.Action != "service.allowlist.set" || last.Detail != want {
+		t.Errorf("last entry = %s %q, want service.allowlist.set %q", last.Action, last.Detail, want)
+	}
+}
