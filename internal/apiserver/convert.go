@@ -29,6 +29,14 @@ func projectOut(p *domain.Project) apitype.Project {
 	return apitype.Project{ID: p.ID, Name: p.Name, State: p.State, VPCQuota: p.VPCQuota, CreatedAt: p.CreatedAt}
 }
 
+// projectOut converts a project with its effective quotas.
+func (s *Server) projectOut(p *domain.Project) apitype.Project {
+	out := projectOut(p)
+	q := p.Limits(s.cfg.Quotas)
+	out.ServiceQuota, out.NodeQuota = q.Services, q.Nodes
+	return out
+}
+
 func tokenOut(t *domain.Token) apitype.Token {
 	return apitype.Token{ID: t.ID, ProjectID: t.ProjectID, Name: t.Name, Role: string(t.Role), Host: t.Host, CreatedAt: t.CreatedAt}
 }

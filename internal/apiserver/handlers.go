@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -206,7 +208,7 @@ func (s *Server) createProject(c *call) error {
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return nil, err
 		}
-		return projectOut(p), nil
+		return s.projectOut(p), nil
 	})
 }
 
@@ -227,7 +229,7 @@ func (s *Server) listProjects(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := apitype.List[apitype.Project]{Items: mapList(ps, projectOut)}
+	out := apitype.List[apitype.Project]{Items: mapList(ps, s.projectOut)}
 	if len(ps) > 0 {
 		out.NextPageToken = pg.next(len(ps), ps[len(ps)-1].Seq)
 	}
@@ -243,7 +245,7 @@ func (s *Server) getProject(c *call) error {
 		return err
 	}
 	c.w.Header().Set("ETag", etag(p.Revision))
-	return c.reply(0, projectOut(p))
+	return c.reply(0, s.projectOut(p))
 }
 
 func (s *Server) setQuota(c *call) error {
@@ -251,27 +253,49 @@ func (s *Server) setQuota(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
-	if in.VPCs == nil {
-		return domain.Invalidf(domain.CodeRequired, "vpcs", "give the new VPC quota, e.g. {\"vpcs\": 5}", "vpcs is required")
+	if in.VPCs == nil && in.Services == nil && in.Nodes == nil {
+		return domain.Invalidf(domain.CodeRequired, "vpcs", `give one or more new quotas, e.g. {"vpcs": 5, "services": 20, "nodes": 60}`, "vpcs, services or nodes is required")
 	}
-	if err := domain.ValidateQuota(*in.VPCs); err != nil {
-		return err
+	if in.VPCs != nil {
+		if err := domain.ValidateQuota(*in.VPCs); err != nil {
+			return err
+		}
+	}
+	for field, v := range map[string]*int{"services": in.Services, "nodes": in.Nodes} {
+		if v != nil {
+			if err := domain.ValidateQuotaOf(field, *v); err != nil {
+				return err
+			}
+		}
 	}
 	c.target = c.project
-	c.detail = "vpcs"
 	var p *domain.Project
 	err := c.mutate(func(tx store.Tx) (err error) {
 		if p, err = getIn[domain.Project](c, tx, "project", c.project); err != nil {
 			return err
 		}
-		p.VPCQuota = *in.VPCs
+		before := p.Limits(s.cfg.Quotas)
+		var changes []string
+		if in.VPCs != nil {
+			changes = append(changes, fmt.Sprintf("vpcs %d -> %d", p.VPCQuota, *in.VPCs))
+			p.VPCQuota = *in.VPCs
+		}
+		if in.Services != nil {
+			changes = append(changes, fmt.Sprintf("services %d -> %d", before.Services, *in.Services))
+			p.ServiceQuota = in.Services
+		}
+		if in.Nodes != nil {
+			changes = append(changes, fmt.Sprintf("nodes %d -> %d", before.Nodes, *in.Nodes))
+			p.NodeQuota = in.Nodes
+		}
+		c.detail = strings.Join(changes, ", ")
 		p.UpdatedAt = s.now()
 		return store.Put(c.ctx, tx, p)
 	})
 	if err != nil {
 		return err
 	}
-	return c.reply(0, projectOut(p))
+	return c.reply(0, s.projectOut(p))
 }
 
 // ---- tokens ----

@@ -39,7 +39,8 @@ func (s *Server) createService(c *call) error {
 		in.Nodes = 1
 	}
 	return c.create(func(tx store.Tx) (any, error) {
-		if _, err := getIn[domain.Project](c, tx, "project", c.project); err != nil {
+		proj, err := getIn[domain.Project](c, tx, "project", c.project)
+		if err != nil {
 			return nil, err
 		}
 		others, err := store.List[domain.Service](c.ctx, tx, store.Query{ProjectID: c.project})
@@ -48,6 +49,9 @@ func (s *Server) createService(c *call) error {
 		}
 		svc, err := domain.NewService(s.cfg.Catalog, c.project, in.Name, in.Region, in.Nodes, allowIn(in.AllowedIPs), s.allowOpts(in.ConfirmEmpty), others)
 		if err != nil {
+			return nil, err
+		}
+		if err := domain.CheckServiceQuota(proj, s.cfg.Quotas, others, svc.NodeCount); err != nil {
 			return nil, err
 		}
 		now := s.now()

@@ -245,3 +245,44 @@ func TestAllowlistAuditSaysWhatChanged(t *testing.T) {
 		t.Errorf("last entry = %s %q, want service.allowlist.set %q", last.Action, last.Detail, want)
 	}
 }
+
+// TestServiceAndNodeQuotas: a project's services and nodes are capped by
+// the platform's defaults; the 409 names the quota and how to raise it;
+// an operator raises it and the audit entry says from what to what.
+func TestServiceAndNodeQuotas(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *apiserver.Config) { c.Quotas = domain.Quotas{Services: 2, Nodes: 4} })
+	p, admin := e.project("acme")
+	base := "/v1/projects/" + p
+	var proj apitype.Project
+	e.must(200, &proj, "GET", base, admin, nil)
+	if proj.ServiceQuota != 2 || proj.NodeQuota != 4 {
+		t.Errorf("project quotas = %d services %d nodes, want 2 and 4", proj.ServiceQuota, proj.NodeQuota)
+	}
+	e.must(201, nil, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "a", Region: "us-east-1", Nodes: 3})
+	r := e.do("POST", base+"/services", admin, apitype.ServiceCreate{Name: "b", Region: "us-east-1", Nodes: 2})
+	if r.Status != 409 || r.Problem.Code != "quota_exceeded" || !strings.Contains(r.Problem.Detail, "node quota") || !strings.Contains(r.Problem.Hint, base+"/quota") {
+		t.Errorf("5th node = %d %+v, want 409 quota_exceeded naming the node quota and how to raise it", r.Status, r.Problem)
+	}
+	e.must(201, nil, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "b", Region: "us-east-1", Nodes: 1})
+	r = e.do("POST", base+"/services", admin, apitype.ServiceCreate{Name: "c", Region: "us-east-1", Nodes: 1})
+	if r.Status != 409 || !strings.Contains(r.Problem.Detail, "service quota") || !strings.Contains(r.Problem.Hint, `{"services": N}`) {
+		t.Errorf("3rd service = %d %+v, want 409 naming the service quota", r.Status, r.Problem)
+	}
+	three, eight := 3, 8
+	e.must(403, nil, "PUT", base+"/quota", admin, apitype.QuotaUpdate{Services: &three})
+	e.must(200, &proj, "PUT", base+"/quota", e.operator, apitype.QuotaUpdate{Services: &three, Nodes: &eight})
+	if proj.ServiceQuota != 3 || proj.NodeQuota != 8 {
+		t.Errorf("raised quotas = %+v", proj)
+	}
+	e.must(201, nil, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "c", Region: "us-east-1", Nodes: 1})
+	var all apitype.List[apitype.AuditEntry]
+	e.must(200, &all, "GET", base+"/audit", admin, nil)
+	found := false
+	for _, a := range all.Items {
+		found = found || (a.Action == "project.quota.set" && a.Outcome == "success" && a.Detail == "services 2 -> 3, nodes 4 -> 8")
+	}
+	if !found {
+		t.Errorf("no project.quota.set entry saying services 2 -> 3, nodes 4 -> 8")
+	}
+}

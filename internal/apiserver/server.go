@@ -27,6 +27,9 @@ type Config struct {
 	Now func() time.Time
 	// MaxAllowEntries caps a service's allowlist (0: domain default, 8,000).
 	MaxAllowEntries int
+	// Quotas are the default service and node quotas of a project (zero
+	// fields: domain.DefaultQuotas); an operator raises them per project.
+	Quotas domain.Quotas
 	// MaxPeeringsPerVPC caps live peerings per VPC (0: no cap).
 	MaxPeeringsPerVPC int
 	// Domain is the DNS domain services are published under.
@@ -98,6 +101,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
+	}
+	if cfg.Quotas.Services <= 0 {
+		cfg.Quotas.Services = domain.DefaultQuotas.Services
+	}
+	if cfg.Quotas.Nodes <= 0 {
+		cfg.Quotas.Nodes = domain.DefaultQuotas.Nodes
 	}
 	if cfg.RefusalInterval <= 0 {
 		cfg.RefusalInterval = DefaultRefusalInterval

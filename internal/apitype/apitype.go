@@ -40,11 +40,15 @@ type Region struct {
 
 // Project is a tenant.
 type Project struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	VPCQuota  int       `json:"vpc_quota"`
-	CreatedAt time.Time `json:"created_at"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	VPCQuota int    `json:"vpc_quota"`
+	// ServiceQuota and NodeQuota are the project's live services and
+	// their nodes it may hold (the platform's defaults unless raised).
+	ServiceQuota int       `json:"service_quota"`
+	NodeQuota    int       `json:"node_quota"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
 // ProjectCreate creates a project (operator only).
@@ -54,7 +58,9 @@ type ProjectCreate struct {
 
 // QuotaUpdate sets a project's quotas (operator only).
 type QuotaUpdate struct {
-	VPCs *int `json:"vpcs"`
+	VPCs     *int `json:"vpcs,omitempty"`
+	Services *int `json:"services,omitempty"`
+	Nodes    *int `json:"nodes,omitempty"`
 }
 
 // Token is an API token; Secret is set only in the response that creates it.

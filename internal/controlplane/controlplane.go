@@ -67,6 +67,10 @@ type Config struct {
 	MaxAllowEntries int
 	// MaxPeeringsPerVPC caps peerings per VPC (0: no cap).
 	MaxPeeringsPerVPC int
+	// Quotas are every project's default service and node quotas (zero
+	// fields: domain.DefaultQuotas); operators raise them per project
+	// with PUT /v1/projects/{p}/quota.
+	Quotas domain.Quotas
 	// Provider realises nodes; nil runs the control plane without
 	// reconcilers (objects are stored but nothing is built).
 	Provider provider.Provider
@@ -219,7 +223,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	cp.API, err = apiserver.New(apiserver.Config{
 		Backups: backups, BackupDir: backupDir,
 		Store: cp.Store, Logger: cfg.Logger, Catalog: cfg.Catalog, Domain: cfg.Domain,
-		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC,
+		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC, Quotas: cfg.Quotas,
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
