@@ -100,6 +100,19 @@ func allowlistOut(svc *domain.Service) apitype.Allowlist {
 		WideOpen: domain.IsWideOpen(svc.AllowedIPs)}
 }
 
+// allowlistFailures lists the live nodes that failed before enforcing the
+// service's allowlist revision, with the reason each reports (its cause
+// for operators only).
+func (c *call) allowlistFailures(svc *domain.Service, nodes []*domain.Node) []apitype.NodeFailure {
+	var out []apitype.NodeFailure
+	for _, n := range nodes {
+		if n.State == domain.StateFailed && n.AppliedAllowlistRevision < svc.AllowlistRevision {
+			out = append(out, apitype.NodeFailure{NodeID: n.ID, Reason: c.infoFor(n.StateInfo)})
+		}
+	}
+	return out
+}
+
 func (c *call) operationOut(o *domain.Operation) apitype.Operation {
 	return apitype.Operation{ID: o.ID, ProjectID: o.ProjectID, Type: o.Type, TargetID: o.TargetID, VPCID: o.VPCID,
 		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}

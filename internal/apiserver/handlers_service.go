@@ -154,14 +154,20 @@ func (s *Server) deleteService(c *call) error {
 
 func (s *Server) getAllowlist(c *call) error {
 	var svc *domain.Service
+	var nodes []*domain.Node
 	if err := c.view(func(tx store.Tx) (err error) {
-		svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id"))
+		if svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id")); err != nil {
+			return err
+		}
+		nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{ProjectID: c.project, Parent: svc.ID})
 		return err
 	}); err != nil {
 		return err
 	}
 	c.w.Header().Set("ETag", etag(svc.AllowlistRevision))
-	return c.reply(0, allowlistOut(svc))
+	out := allowlistOut(svc)
+	out.Failed = c.allowlistFailures(svc, nodes)
+	return c.reply(0, out)
 }
 
 func (s *Server) putAllowlist(c *call) error {

@@ -286,3 +286,65 @@ func TestServiceAndNodeQuotas(t *testing.T) {
 		t.Errorf("no project.quota.set entry saying services 2 -> 3, nodes 4 -> 8")
 	}
 }
+
+// TestAppliedMeansEnforced: a failed node's report never advances the
+// allowlist revision; the service turns degraded naming the node; the
+// allowlist the CLI polls reports the failure; a running report recovers.
+func TestAppliedMeansEnforced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, admin := e.project("acme")
+	agent := e.addAgentToken("h1")
+	base := "/v1/projects/" + p
+	var svc apitype.Service
+	e.must(201, &svc, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1", Nodes: 2})
+	ctx := context.Background()
+	var nodes []*domain.Node
+	if err := e.st.Update(ctx, func(tx store.Tx) (err error) {
+		if nodes, err = store.List[domain.Node](ctx, tx, store.Query{Parent: svc.ID}); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			n.Host = "h1"
+			if err := store.Put(ctx, tx, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	report := func(allow int64, states ...string) {
+		t.Helper()
+		var in apitype.HostReport
+		for i, n := range nodes {
+			in.Nodes = append(in.Nodes, apitype.NodeReport{NodeID: n.ID, Revision: 1, AllowlistRevision: allow, State: states[i], Message: "nft: netlink: Error: Could not process rule"})
+		}
+		e.must(204, nil, "POST", "/v1/hosts/h1/report", agent, in)
+	}
+	report(1, "running", "running")
+	e.must(200, nil, "PUT", base+"/services/"+svc.ID+"/allowlist", admin, apitype.AllowlistUpdate{AllowedIPs: []apitype.AllowEntry{{CIDR: "203.0.113.7"}}})
+	report(2, "running", "failed") // both claim revision 2; node 1 failed
+
+	var al apitype.Allowlist
+	e.must(200, &al, "GET", base+"/services/"+svc.ID+"/allowlist", admin, nil)
+	if al.Applied || al.AppliedRevision != 1 || len(al.Failed) != 1 || al.Failed[0].NodeID != nodes[1].ID || al.Failed[0].Reason == nil || al.Failed[0].Reason.Message == "" {
+		t.Errorf("allowlist after a failed report = %+v, want revision 2 not applied and node %s failed with a reason", al, nodes[1].ID)
+	}
+	if len(al.Failed) == 1 && al.Failed[0].Reason != nil && strings.Contains(al.Failed[0].Reason.Message+al.Failed[0].Reason.InternalCause, "netlink") {
+		t.Errorf("a tenant reads the agent's text: %+v", al.Failed[0].Reason)
+	}
+	var got apitype.Service
+	e.must(200, &got, "GET", base+"/services/"+svc.ID, admin, nil)
+	if got.State != domain.StateDegraded || got.StateInfo == nil || !strings.Contains(got.StateInfo.Message, nodes[1].ID) {
+		t.Errorf("service = %s %+v, want degraded naming node %s", got.State, got.StateInfo, nodes[1].ID)
+	}
+	report(2, "running", "running")
+	var al2 apitype.Allowlist
+	var got2 apitype.Service
+	e.must(200, &al2, "GET", base+"/services/"+svc.ID+"/allowlist", admin, nil)
+	e.must(200, &got2, "GET", base+"/services/"+svc.ID, admin, nil)
+	if !al2.Applied || len(al2.Failed) != 0 || got2.State != domain.StateRunning || got2.StateInfo != nil {
+		t.Errorf("after recovery: allowlist %+v, service %s %+v; want applied and running", al2, got2.State, got2.StateInfo)
+	}
+}

@@ -246,6 +246,16 @@ type Allowlist struct {
 	AppliedRevision int64        `json:"applied_revision"`
 	Applied         bool         `json:"applied"`
 	WideOpen        bool         `json:"wide_open"`
+	// Failed lists the service's nodes that failed before enforcing
+	// Revision: the change will not be applied until they run again.
+	// Waiting for Applied should stop and report them.
+	Failed []NodeFailure `json:"failed,omitempty"`
+}
+
+// NodeFailure is a node that could not apply a change, and why.
+type NodeFailure struct {
+	NodeID string     `json:"node_id"`
+	Reason *StateInfo `json:"reason"`
 }
 
 // AllowlistUpdate replaces a service's allowlist. An empty list needs
