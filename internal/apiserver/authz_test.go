@@ -17,6 +17,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	a, adminA := e.project("alpha")
 	_, adminB := e.project("beta")
 	viewerA := e.addToken(a, domain.RoleViewer)
+	agent := e.addAgentToken("local")
 
 	// Real objects of project A so {id} names something that exists.
 	var vpc apitype.VPC
@@ -42,6 +43,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 		if r := e.do(rt.Method, path, "moat_tok-aaaaaaaaaaaaaaaa_forged", nil); r.Status != 401 {
 			t.Errorf("%s with a forged token = %d, want 401", name, r.Status)
+		}
+		if rt.Access != apiserver.Agent {
+			// A host agent reads and reports for its host, and nothing else.
+			if r := e.do(rt.Method, path, agent, nil); r.Status != 403 {
+				t.Errorf("%s with an agent token = %d, want 403", name, r.Status)
+			}
 		}
 		switch rt.Access {
 		case apiserver.Agent:

@@ -297,3 +297,38 @@ func TestAuditRewriteDetected(t *testing.T) {
 		t.Errorf("verify after a rewrite = %+v, want a problem naming the checkpoint file", v)
 	}
 }
+
+// TestPlatformTokensThroughClient: an operator makes a host's agent token
+// with the Go client, lists it and revokes it.
+func TestPlatformTokensThroughClient(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	dir := t.TempDir()
+	cp, c, _ := startCP(t, dir, &logs)
+	ctx := context.Background()
+	tok, err := c.CreateAgentToken(ctx, "h9", "")
+	if err != nil || tok.Host != "h9" || tok.Name != "agent-h9" || tok.Secret == "" {
+		t.Fatalf("CreateAgentToken = %+v, %v", tok, err)
+	}
+	ops, err := c.CreateOperatorToken(ctx, "alice")
+	if err != nil || ops.Role != "operator" {
+		t.Fatalf("CreateOperatorToken = %+v, %v", ops, err)
+	}
+	list, err := c.ListPlatformTokens(ctx, "h9")
+	if err != nil || len(list) != 1 || list[0].ID != tok.ID {
+		t.Errorf("ListPlatformTokens(h9) = %+v, %v; want %s", list, err, tok.ID)
+	}
+	agent, err := client.New(client.Config{URL: cp.URL(), Token: tok.Secret, CAFile: filepath.Join(dir, controlplane.APICAFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.ListProjects(ctx); err == nil {
+		t.Errorf("an agent token listed the projects")
+	}
+	if _, err := c.DeletePlatformToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := c.ListPlatformTokens(ctx, "h9"); err != nil || len(list) != 0 {
+		t.Errorf("ListPlatformTokens(h9) after revoking = %+v, %v; want none", list, err)
+	}
+}
