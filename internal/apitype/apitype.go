@@ -45,9 +45,10 @@ type Project struct {
 	State    string `json:"state"`
 	VPCQuota int    `json:"vpc_quota"`
 	// ServiceQuota and NodeQuota are the project's live services and
-	// their nodes it may hold (the platform's defaults unless raised).
-	ServiceQuota int       `json:"service_quota"`
-	NodeQuota    int       `json:"node_quota"`
+	// their nodes it may hold (the platform's defaults unless raised;
+	// absent means 0).
+	ServiceQuota int       `json:"service_quota,omitempty"`
+	NodeQuota    int       `json:"node_quota,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 }
 
@@ -312,13 +313,13 @@ type AuditVerify struct {
 	Problem     string `json:"problem,omitempty"`
 	// LastSeq is the newest entry; SignedThrough the newest entry a
 	// checkpoint signs (entries after it are protected by the chain only).
-	LastSeq       int64 `json:"last_seq"`
-	SignedThrough int64 `json:"signed_through"`
+	LastSeq       int64 `json:"last_seq,omitempty"`
+	SignedThrough int64 `json:"signed_through,omitempty"`
 	// ExternalCheckpoints is how many checkpoints the checkpoint file
 	// outside the database holds.
-	ExternalCheckpoints int64 `json:"external_checkpoints"`
+	ExternalCheckpoints int64 `json:"external_checkpoints,omitempty"`
 	// Message is the one-line summary: "signed through entry N of M".
-	Message string `json:"message"`
+	Message string `json:"message,omitempty"`
 }
 
 // Health is the server's liveness answer.
