@@ -39,7 +39,8 @@ const (
 	ProjectWrite
 	// ProjectAdmin routes need role admin.
 	ProjectAdmin
-	// Agent routes need an agent token (or the operator's).
+	// Agent routes need the agent token bound to the path's host (or an
+	// operator's); agent tokens may use no other route.
 	Agent
 )
 
@@ -176,7 +177,7 @@ func (c *call) authorize() error {
 		return nil
 	case Agent:
 		if who.Role != domain.RoleAgent && who.Role != domain.RoleOperator {
-			return errForbidden("this route is for host agents", "use the agent token (agent.token in the server's data directory)")
+			return errForbidden("this route is for host agents", "use the host's agent token (an operator creates it: POST /v1/hosts/{host}/tokens)")
 		}
 		// A host's desired state holds its nodes' keys (and a restore's
 		// backup key): an agent token reads and reports for its own host.

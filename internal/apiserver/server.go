@@ -1,8 +1,11 @@
 // Package apiserver is Moat's HTTP API (/v1): one route table, handlers that
 // return errors rendered as RFC 9457 problem details, token authentication
-// and project scoping, ETags, pagination, idempotent creates, and an audit
-// entry for every mutation and every refused one. It serves an http.Handler;
-// the listener, TLS and bootstrap belong to package controlplane.
+// and project scoping, ETags, pagination, idempotent creates (whose records
+// keep no secret and expire), and an audit entry for every mutation and
+// every refused one (refusals anyone can make in bulk — unauthenticated
+// requests, refused reads — aggregated per source and interval). It serves
+// an http.Handler; the listener, TLS and bootstrap belong to package
+// controlplane.
 package apiserver
 
 import (

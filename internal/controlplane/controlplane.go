@@ -1,7 +1,11 @@
 // Package controlplane runs the Moat control plane (`moat server`): it
 // prepares the data directory on first start (master key, API CA, operator
-// token), opens the store, serves the API over HTTPS only, and signs audit
-// checkpoints. Later issues add the reconcilers here. Wired by internal/cli.
+// token; an agent token only for `moat up`'s host), keeps it private (files
+// 0600), opens the store, serves the API over hardened HTTPS only (TLS 1.2
+// AEAD or 1.3, X25519 first, session-ticket keys rotated), signs audit
+// checkpoints into the store and the append-only checkpoint file, purges
+// expired idempotency records, and runs the reconcilers. Wired by
+// internal/cli and internal/up.
 package controlplane
 
 import (
