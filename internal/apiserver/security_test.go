@@ -2,6 +2,7 @@ package apiserver_test
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +103,20 @@ func TestCredentialRoutesNeedAdmin(t *testing.T) {
 	}
 	if n < 4 {
 		t.Errorf("%d routes are marked Credential, want token creates (3) and the password reset", n)
+	}
+	// Every creating or acting route (POST, PUT) whose answer can hold a
+	// secret is a Credential route, but for the service create (a member
+	// gets the new, empty service's own password; a restore is checked
+	// below). Reads and deletes convert stored objects, which hold no
+	// secret to put in those fields.
+	for _, rt := range e.srv.Routes() {
+		key := rt.Method + " " + rt.Pattern
+		if (rt.Method != "POST" && rt.Method != "PUT") || rt.Access == apiserver.Agent || rt.Response == nil || rt.Credential || key == "POST /v1/projects/{p}/services" {
+			continue
+		}
+		if f := secretField(reflect.TypeOf(rt.Response)); f != "" {
+			t.Errorf("%s answers %s with field %s but is not a Credential route", key, reflect.TypeOf(rt.Response), f)
+		}
 	}
 	restore := apitype.ServiceCreate{Name: "copy", Region: "us-east-1", RestoreFrom: &apitype.RestoreFrom{ServiceID: svc.ID}}
 	if r := e.do("POST", "/v1/projects/"+a+"/services", member, restore); r.Status != 403 {
@@ -347,4 +362,27 @@ func TestAppliedMeansEnforced(t *testing.T) {
 	if !al2.Applied || len(al2.Failed) != 0 || got2.State != domain.StateRunning || got2.StateInfo != nil {
 		t.Errorf("after recovery: allowlist %+v, service %s %+v; want applied and running", al2, got2.State, got2.StateInfo)
 	}
+}
+
+// secretField names a field of t (or of its items) that holds a secret by
+// its JSON name, or "".
+func secretField(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch name {
+		case "secret", "password", "admin_password", "private_key_pem", "key_pem":
+			return name
+		}
+		if inner := secretField(f.Type); inner != "" {
+			return f.Name + "." + inner
+		}
+	}
+	return ""
 }
