@@ -110,7 +110,13 @@ func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{s: s, w: w, r: r, ctx: r.Context(), rt: &rt, reqID: requestID(r), source: sourceAddr(r)}
 		w.Header().Set("X-Request-Id", c.reqID)
-		err := c.authorize()
+		var err error
+		if rt.Access != Public {
+			err = c.checkRateLimit()
+		}
+		if err == nil {
+			err = c.authorize()
+		}
 		if err == nil {
 			err = checkContentType(r)
 		}

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -41,6 +42,62 @@ type refusals struct {
 	mu       sync.Mutex
 	interval time.Duration
 	open     map[refusalKey]*refusalCount
+	// limit is how many unauthenticated refusals a source may cause in an
+	// interval before its requests are answered 429 until the interval
+	// ends; bySource counts them.
+	limit    int
+	bySource map[string]*sourceWindow
+}
+
+// sourceWindow counts one source's unauthenticated refusals since start.
+type sourceWindow struct {
+	start time.Time
+	n     int
+}
+
+// DefaultRefusalLimit is how many unauthenticated refusals a source may
+// cause per RefusalInterval before it is answered 429.
+const DefaultRefusalLimit = 300
+
+// limited reports whether source is over its limit at now, and until when.
+func (r *refusals) limited(source string, now time.Time) (bool, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.bySource[source]
+	if w == nil || now.Sub(w.start) >= r.interval {
+		return false, time.Time{}
+	}
+	return w.n >= r.limit, w.start.Add(r.interval)
+}
+
+// countUnauthenticated counts an unauthenticated refusal of source.
+func (r *refusals) countUnauthenticated(source string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bySource == nil {
+		r.bySource = map[string]*sourceWindow{}
+	}
+	w := r.bySource[source]
+	if w == nil || now.Sub(w.start) >= r.interval {
+		if w == nil && len(r.bySource) >= maxRefusalSources {
+			r.expire(now)
+			if len(r.bySource) >= maxRefusalSources {
+				return // too many sources to track: no limit for this one
+			}
+		}
+		w = &sourceWindow{start: now}
+		r.bySource[source] = w
+	}
+	w.n++
+}
+
+// expire forgets the source windows that ended (r.mu held).
+func (r *refusals) expire(now time.Time) {
+	for s, w := range r.bySource {
+		if now.Sub(w.start) >= r.interval {
+			delete(r.bySource, s)
+		}
+	}
 }
 
 // note counts a refusal and reports whether it is the first of its key in
@@ -115,6 +172,9 @@ func (c *call) auditRefusal(ae *apiError) {
 		return
 	}
 	now := s.now()
+	if c.who.TokenID == "" && ae.code != codeRateLimited {
+		s.refused.countUnauthenticated(c.source, now)
+	}
 	what := c.r.Method + " " + truncate(c.r.URL.Path, 128)
 	s.flushRefusals(context.WithoutCancel(c.ctx), now, false)
 	if !s.refused.note(refusalKey{source: c.source, actor: c.who.actor(), code: ae.code}, now, what) {
@@ -131,11 +191,31 @@ func (c *call) auditRefusal(ae *apiError) {
 	}
 }
 
+const codeRateLimited = "rate_limited"
+
+// checkRateLimit refuses a request from a source over its limit of
+// unauthenticated refusals, before its token is even looked up. It applies
+// to every request from that source (a valid token behind the same
+// address waits too) until the interval ends.
+func (c *call) checkRateLimit() error {
+	over, until := c.s.refused.limited(c.source, c.s.now())
+	if !over {
+		return nil
+	}
+	secs := int(until.Sub(c.s.now()).Seconds()) + 1
+	c.w.Header().Set("Retry-After", fmt.Sprint(secs))
+	return &apiError{status: http.StatusTooManyRequests, code: codeRateLimited,
+		msg: fmt.Sprintf("too many unauthenticated requests from %s", c.source), hint: fmt.Sprintf("retry in %d s with a valid token", secs)}
+}
+
 // FlushRefusals writes the aggregate entries of refusal intervals that
 // ended; the control plane calls it from its loop.
 func (s *Server) FlushRefusals(ctx context.Context) { s.flushRefusals(ctx, s.now(), false) }
 
 func (s *Server) flushRefusals(ctx context.Context, now time.Time, all bool) {
+	s.refused.mu.Lock()
+	s.refused.expire(now)
+	s.refused.mu.Unlock()
 	due := s.refused.due(now, all)
 	if len(due) == 0 {
 		return

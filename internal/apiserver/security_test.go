@@ -386,3 +386,29 @@ func secretField(t reflect.Type) string {
 	}
 	return ""
 }
+
+// TestUnauthenticatedRateLimit: a source past its limit of
+// unauthenticated refusals is answered 429 until the interval ends.
+func TestUnauthenticatedRateLimit(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := newEnvWith(t, func(c *apiserver.Config) {
+		c.RefusalLimit = 10
+		c.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
+	for i := range 10 {
+		if r := e.do("GET", "/v1/projects", "moat_tok-aaaaaaaaaaaaaaaa_forged", nil); r.Status != 401 {
+			t.Fatalf("refusal %d = %d, want 401", i, r.Status)
+		}
+	}
+	r := e.do("GET", "/v1/projects", e.operator, nil)
+	if r.Status != 429 || r.Problem.Code != "rate_limited" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("request past the limit = %d %+v, want 429 rate_limited with Retry-After", r.Status, r.Problem)
+	}
+	e.must(200, nil, "GET", "/v1/health", "", nil) // public routes stay open
+	mu.Lock()
+	now = now.Add(apiserver.DefaultRefusalInterval)
+	mu.Unlock()
+	e.must(200, nil, "GET", "/v1/projects", e.operator, nil)
+}

@@ -62,6 +62,10 @@ type Config struct {
 	// requests, refused reads) are counted into one audit entry (0: a
 	// minute).
 	RefusalInterval time.Duration
+	// RefusalLimit is how many unauthenticated refusals one source may
+	// cause per RefusalInterval before its requests are answered 429 until
+	// the interval ends (0: DefaultRefusalLimit).
+	RefusalLimit int
 	// IdempotencyTTL is how long an Idempotency-Key is remembered (0: 24h).
 	IdempotencyTTL time.Duration
 }
@@ -118,7 +122,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdempotencyTTL = DefaultIdempotencyTTL
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
-	s.refused.interval = cfg.RefusalInterval
+	if cfg.RefusalLimit <= 0 {
+		cfg.RefusalLimit = DefaultRefusalLimit
+	}
+	s.refused.interval, s.refused.limit = cfg.RefusalInterval, cfg.RefusalLimit
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
