@@ -17,6 +17,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	a, adminA := e.project("alpha")
 	_, adminB := e.project("beta")
 	viewerA := e.addToken(a, domain.RoleViewer)
+	agent := e.addAgentToken("local")
 
 	// Real objects of project A so {id} names something that exists.
 	var vpc apitype.VPC
@@ -42,6 +43,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 		if r := e.do(rt.Method, path, "moat_tok-aaaaaaaaaaaaaaaa_forged", nil); r.Status != 401 {
 			t.Errorf("%s with a forged token = %d, want 401", name, r.Status)
+		}
+		if rt.Access != apiserver.Agent {
+			// A host agent reads and reports for its host, and nothing else.
+			if r := e.do(rt.Method, path, agent, nil); r.Status != 403 {
+				t.Errorf("%s with an agent token = %d, want 403", name, r.Status)
+			}
 		}
 		switch rt.Access {
 		case apiserver.Agent:
@@ -143,7 +150,7 @@ func TestAgentTokenBoundToHost(t *testing.T) {
 		token, host string
 		want        int
 	}{
-		{bound, "h1", 200}, {bound, "h2", 403}, {unbound, "h2", 200}, {e.operator, "h2", 200},
+		{bound, "h1", 200}, {bound, "h2", 403}, {unbound, "h2", 403}, {e.operator, "h2", 200},
 	} {
 		r := e.do("GET", "/v1/hosts/"+tc.host+"/desired?after=-1", tc.token, nil)
 		if tc.want == 200 && r.Status == 400 { // ?after=-1 is refused after authorization
@@ -152,7 +159,7 @@ func TestAgentTokenBoundToHost(t *testing.T) {
 		if r.Status != tc.want {
 			t.Errorf("GET desired of %s: %d %s, want %d", tc.host, r.Status, r.Body, tc.want)
 		}
-		if tc.want == 403 && (!strings.Contains(r.Problem.Detail, "for host h1, not h2") || !strings.Contains(r.Problem.Hint, "--host h1")) {
+		if tc.want == 403 && tc.token == bound && (!strings.Contains(r.Problem.Detail, "for host h1, not h2") || !strings.Contains(r.Problem.Hint, "--host h1")) {
 			t.Errorf("refusal = %+v, want it to name the token's host and the fix", r.Problem)
 		}
 		rr := e.do("POST", "/v1/hosts/"+tc.host+"/report", tc.token, report)

@@ -42,7 +42,7 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	}
 	e := newEnvWith(t, func(c *apiserver.Config) { c.Backups, c.BackupDir = dir, "/backups" })
 	p, admin := e.project("acme")
-	agent := e.addToken("", domain.RoleAgent)
+	agent := e.addAgentToken("h1")
 	var svc apitype.Service
 	office := []apitype.AllowEntry{{CIDR: "203.0.113.0/24", Description: "office"}}
 	e.must(201, &svc, "POST", "/v1/projects/"+p+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1", AllowedIPs: office})

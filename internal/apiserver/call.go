@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
@@ -36,7 +39,8 @@ const (
 	ProjectWrite
 	// ProjectAdmin routes need role admin.
 	ProjectAdmin
-	// Agent routes need an agent token (or the operator's).
+	// Agent routes need the agent token bound to the path's host (or an
+	// operator's); agent tokens may use no other route.
 	Agent
 )
 
@@ -53,8 +57,12 @@ type Route struct {
 	Request  any
 	Response any
 	// Status is the success status (200 when zero).
-	Status  int
-	Handler func(*call) error
+	Status int
+	// Credential marks a route whose answer hands out a credential (a
+	// token's secret, a password): on project routes it needs role admin
+	// whatever its Access (issue 10).
+	Credential bool
+	Handler    func(*call) error
 }
 
 // principal is an authenticated caller.
@@ -64,13 +72,21 @@ type principal struct {
 	ProjectID string
 	// Host binds an agent token to one host ("" any).
 	Host string
+	// Name is the token's name, shown in audit entries.
+	Name string
 }
 
+// actor names the caller in audit entries: role:token-id, then the
+// token's name in parentheses when it has one.
 func (p principal) actor() string {
 	if p.TokenID == "" {
 		return "anonymous"
 	}
-	return string(p.Role) + ":" + p.TokenID
+	a := string(p.Role) + ":" + p.TokenID
+	if p.Name != "" {
+		a += " (" + p.Name + ")"
+	}
+	return a
 }
 
 // call is one request in flight.
@@ -94,7 +110,16 @@ func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{s: s, w: w, r: r, ctx: r.Context(), rt: &rt, reqID: requestID(r), source: sourceAddr(r)}
 		w.Header().Set("X-Request-Id", c.reqID)
-		err := c.authorize()
+		var err error
+		if rt.Access != Public {
+			err = c.checkRateLimit()
+		}
+		if err == nil {
+			err = c.authorize()
+		}
+		if err == nil {
+			err = checkContentType(r)
+		}
 		if err == nil {
 			err = rt.Handler(c)
 		}
@@ -105,20 +130,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 		if ae.status >= 500 && r.Context().Err() == nil {
 			s.log.Error("request failed", "request_id", c.reqID, "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		if rt.Method != http.MethodGet && !c.audited {
-			outcome := domain.OutcomeInvalid
-			switch {
-			case ae.status == 401 || ae.status == 403 || (ae.status == 404 && c.project == ""):
-				outcome = domain.OutcomeDenied
-			case ae.status >= 500:
-				outcome = domain.OutcomeError
-			}
-			c.detail = ae.code
-			if aerr := s.cfg.Store.Update(context.WithoutCancel(c.ctx), func(tx store.Tx) error {
-				return c.appendAudit(tx, outcome)
-			}); aerr != nil {
-				s.log.Error("audit refused request", "request_id", c.reqID, "err", aerr)
-			}
+		if !c.audited {
+			c.auditRefusal(ae)
 		}
 		s.writeProblem(w, r, ae)
 	})
@@ -160,16 +173,24 @@ func (c *call) authorize() error {
 		return err
 	}
 	c.who = who
+	if who.Role == domain.RoleAgent && c.rt.Access != Agent {
+		// A host agent reads and reports for its host, and nothing else:
+		// not the project list, not the regions.
+		return errForbidden("agent tokens may use only the /v1/hosts/{host}/desired and /report routes", "use a project or operator token")
+	}
 	switch c.rt.Access {
 	case Authenticated:
 		return nil
 	case Agent:
 		if who.Role != domain.RoleAgent && who.Role != domain.RoleOperator {
-			return errForbidden("this route is for host agents", "use the agent token (agent.token in the server's data directory)")
+			return errForbidden("this route is for host agents", "use the host's agent token (an operator creates it: POST /v1/hosts/{host}/tokens)")
 		}
 		// A host's desired state holds its nodes' keys (and a restore's
 		// backup key): an agent token reads and reports for its own host.
-		if h := c.r.PathValue("host"); who.Role == domain.RoleAgent && who.Host != "" && who.Host != h {
+		if who.Role == domain.RoleAgent && who.Host == "" {
+			return errForbidden("this agent token is bound to no host; agent tokens are now per host", "have an operator create one: POST /v1/hosts/{host}/tokens, and revoke this one")
+		}
+		if h := c.r.PathValue("host"); who.Role == domain.RoleAgent && who.Host != h {
 			return errForbidden("this agent token is for host "+who.Host+", not "+h, "run the agent with --host "+who.Host+", or give it the token of host "+h)
 		}
 		return nil
@@ -193,17 +214,37 @@ func (c *call) authorize() error {
 			return err
 		}
 	}
-	switch c.rt.Access {
-	case ProjectWrite:
+	switch {
+	case c.rt.Access == ProjectAdmin || c.rt.Credential:
+		return c.requireAdmin()
+	case c.rt.Access == ProjectWrite:
 		if !who.Role.CanWrite() {
 			return errForbidden("role "+string(who.Role)+" may not change objects", "use a token with role member or admin")
 		}
-	case ProjectAdmin:
-		if !who.Role.CanAdmin() {
-			return errForbidden("role "+string(who.Role)+" may not do this", "use a token with role admin")
-		}
 	}
 	return nil
+}
+
+// requireAdmin refuses a caller whose role is not admin (or operator):
+// managing tokens and anything that hands out a credential.
+func (c *call) requireAdmin() error {
+	if !c.who.Role.CanAdmin() {
+		return errForbidden("role "+string(c.who.Role)+" may not do this: it manages credentials", "use a token with role admin")
+	}
+	return nil
+}
+
+// checkContentType refuses a request with a body that is not JSON.
+func checkContentType(r *http.Request) error {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+		return nil
+	}
+	return &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type",
+		msg: fmt.Sprintf("the request body must be application/json, not %q", truncate(ct, 64)), hint: "send Content-Type: application/json"}
 }
 
 func (c *call) projectExists() error {
@@ -260,7 +301,7 @@ func (s *Server) authenticate(ctx context.Context, header string) (principal, er
 	if domain.Gone(tok.State) || subtle.ConstantTimeCompare([]byte(tok.Hash), []byte(HashSecret(secret))) != 1 {
 		return principal{}, unauth("the API token is not valid")
 	}
-	return principal{TokenID: tok.ID, Role: tok.Role, ProjectID: tok.ProjectID, Host: tok.Host}, nil
+	return principal{TokenID: tok.ID, Role: tok.Role, ProjectID: tok.ProjectID, Host: tok.Host, Name: tok.Name}, nil
 }
 
 // appendAudit appends the call's audit entry in tx.
@@ -337,9 +378,12 @@ func decodeJSON(body []byte, v any) error {
 		var ute *json.UnmarshalTypeError
 		var se *json.SyntaxError
 		switch {
+		case errors.As(err, &ute) && ute.Field == "":
+			return &apiError{status: 400, code: "invalid_json",
+				msg: fmt.Sprintf("the request body must be a JSON object, not %s", ute.Value), hint: "send a JSON object; see /v1/openapi.json"}
 		case errors.As(err, &ute):
 			return &apiError{status: 400, code: "invalid_json", field: ute.Field,
-				msg: fmt.Sprintf("%s must be a JSON %s, not %s", ute.Field, ute.Type.Kind(), ute.Value), hint: "see /v1/openapi.json"}
+				msg: fmt.Sprintf("%s must be %s, not %s", ute.Field, jsonKind(ute.Type), ute.Value), hint: "see /v1/openapi.json"}
 		case errors.As(err, &se):
 			return &apiError{status: 400, code: "invalid_json", msg: fmt.Sprintf("the body is not valid JSON (offset %d)", se.Offset), hint: "send a JSON object"}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -352,6 +396,41 @@ func decodeJSON(body []byte, v any) error {
 		return &apiError{status: 400, code: "invalid_json", msg: "the body holds more than one JSON value", hint: "send a single JSON object"}
 	}
 	return nil
+}
+
+// jsonKind names a Go type the way the API documents it.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a JSON " + t.Kind().String()
+}
+
+// truncate bounds a string taken from a request before it is audited or
+// echoed: at most n bytes, cut on a rune boundary, marked with "…".
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // ifMatch returns the revision in If-Match, or 0 when absent.

@@ -54,7 +54,7 @@ func TestInternalCauseOnlyForOperators(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	p, admin := e.project("acme")
-	agent := e.addToken("", domain.RoleAgent)
+	agent := e.addAgentToken("h1")
 	var svc apitype.Service
 	e.must(201, &svc, "POST", "/v1/projects/"+p+"/services", admin, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
 	setState[domain.Service](e, svc.ID, domain.StateRunning)

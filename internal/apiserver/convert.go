@@ -29,8 +29,16 @@ func projectOut(p *domain.Project) apitype.Project {
 	return apitype.Project{ID: p.ID, Name: p.Name, State: p.State, VPCQuota: p.VPCQuota, CreatedAt: p.CreatedAt}
 }
 
+// projectOut converts a project with its effective quotas.
+func (s *Server) projectOut(p *domain.Project) apitype.Project {
+	out := projectOut(p)
+	q := p.Limits(s.cfg.Quotas)
+	out.ServiceQuota, out.NodeQuota = q.Services, q.Nodes
+	return out
+}
+
 func tokenOut(t *domain.Token) apitype.Token {
-	return apitype.Token{ID: t.ID, ProjectID: t.ProjectID, Name: t.Name, Role: string(t.Role), CreatedAt: t.CreatedAt}
+	return apitype.Token{ID: t.ID, ProjectID: t.ProjectID, Name: t.Name, Role: string(t.Role), Host: t.Host, CreatedAt: t.CreatedAt}
 }
 
 func vpcOut(v *domain.VPC) apitype.VPC {
@@ -90,6 +98,19 @@ func allowlistOut(svc *domain.Service) apitype.Allowlist {
 	return apitype.Allowlist{ServiceID: svc.ID, AllowedIPs: allowOut(svc.AllowedIPs), Revision: svc.AllowlistRevision,
 		AppliedRevision: svc.AppliedAllowlistRevision, Applied: svc.AppliedAllowlistRevision >= svc.AllowlistRevision,
 		WideOpen: domain.IsWideOpen(svc.AllowedIPs)}
+}
+
+// allowlistFailures lists the live nodes that failed before enforcing the
+// service's allowlist revision, with the reason each reports (its cause
+// for operators only).
+func (c *call) allowlistFailures(svc *domain.Service, nodes []*domain.Node) []apitype.NodeFailure {
+	var out []apitype.NodeFailure
+	for _, n := range nodes {
+		if n.State == domain.StateFailed && n.AppliedAllowlistRevision < svc.AllowlistRevision {
+			out = append(out, apitype.NodeFailure{NodeID: n.ID, Reason: c.infoFor(n.StateInfo)})
+		}
+	}
+	return out
 }
 
 func (c *call) operationOut(o *domain.Operation) apitype.Operation {

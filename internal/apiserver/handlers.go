@@ -2,12 +2,16 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -57,10 +61,39 @@ func mapList[P any, W any](in []P, f func(P) W) []W {
 // maxIdempotencyKey bounds an Idempotency-Key header.
 const maxIdempotencyKey = 255
 
+// DefaultIdempotencyTTL is how long an Idempotency-Key is remembered.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
+// SecretShownOnce is what a replayed create says instead of the secret it
+// handed out the first time.
+const SecretShownOnce = "the secret was shown once, in the answer to the first request with this Idempotency-Key, and is not kept; create a new token or reset the password"
+
+// withoutSecrets returns what a create's idempotency record keeps of its
+// answer: the created object with every credential it carried removed and
+// the secret_shown_once notice set. Records are stored unsealed and kept
+// for a day; a secret never goes in one.
+func withoutSecrets(v any) any {
+	switch o := v.(type) {
+	case apitype.Token:
+		if o.Secret != "" {
+			o.Secret, o.SecretShownOnce = "", SecretShownOnce
+		}
+		return o
+	case apitype.Service:
+		if o.AdminPassword != "" {
+			o.AdminPassword, o.SecretShownOnce = "", SecretShownOnce
+		}
+		return o
+	}
+	return v
+}
+
 // create runs a creating handler: fn builds and stores the object in tx
 // and returns the wire value. With an Idempotency-Key, a repeat of the same
-// request replays the first response and a different request with the same
-// key is refused; the key, the object and the audit entry commit together.
+// request (the same SHA-256 of the body) answers with the object as first
+// created, its secret replaced by a notice (withoutSecrets), and a
+// different request with the same key is refused; the key, the object and
+// the audit entry commit together. Keys expire after Config.IdempotencyTTL.
 func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	key := c.r.Header.Get("Idempotency-Key")
 	if len(key) > maxIdempotencyKey || !isPrintableASCII(key) && key != "" {
@@ -72,10 +105,14 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	status := c.rt.Status
 	var body []byte
 	replayed := false
+	now := c.s.now()
 	err := c.s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
 		if key != "" {
 			rec, err := tx.GetIdempotency(c.ctx, scoped)
+			expired := err == nil && now.Sub(time.Unix(rec.CreatedAt, 0)) >= c.s.cfg.IdempotencyTTL
 			switch {
+			case err == nil && expired:
+				// Not yet purged: a new request; Put replaces it.
 			case err == nil && rec.RequestHash != reqHash:
 				return &apiError{status: http.StatusUnprocessableEntity, code: "idempotency_key_reused", field: "Idempotency-Key",
 					msg: "this Idempotency-Key was used for a different request", hint: "use a new key for a new request"}
@@ -94,7 +131,11 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 			return err
 		}
 		if key != "" {
-			if err := tx.PutIdempotency(c.ctx, store.Idempotency{Key: scoped, RequestHash: reqHash, Status: status, Body: body, CreatedAt: c.s.now().Unix()}); err != nil {
+			kept, err := json.Marshal(withoutSecrets(v))
+			if err != nil {
+				return err
+			}
+			if err := tx.PutIdempotency(c.ctx, store.Idempotency{Key: scoped, RequestHash: reqHash, Status: status, Body: kept, CreatedAt: now.Unix()}); err != nil {
 				return err
 			}
 		}
@@ -109,6 +150,17 @@ func (c *call) create(fn func(tx store.Tx) (any, error)) error {
 	}
 	writeJSON(c.w, status, bytes.TrimSpace(body))
 	return nil
+}
+
+// PurgeIdempotency deletes the idempotency records older than
+// Config.IdempotencyTTL; the control plane calls it from its loop.
+func (s *Server) PurgeIdempotency(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.cfg.Store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.DeleteIdempotencyBefore(ctx, s.now().Add(-s.cfg.IdempotencyTTL).Unix())
+		return err
+	})
+	return n, err
 }
 
 func (s *Server) health(c *call) error {
@@ -156,7 +208,7 @@ func (s *Server) createProject(c *call) error {
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return nil, err
 		}
-		return projectOut(p), nil
+		return s.projectOut(p), nil
 	})
 }
 
@@ -177,7 +229,7 @@ func (s *Server) listProjects(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := apitype.List[apitype.Project]{Items: mapList(ps, projectOut)}
+	out := apitype.List[apitype.Project]{Items: mapList(ps, s.projectOut)}
 	if len(ps) > 0 {
 		out.NextPageToken = pg.next(len(ps), ps[len(ps)-1].Seq)
 	}
@@ -193,7 +245,7 @@ func (s *Server) getProject(c *call) error {
 		return err
 	}
 	c.w.Header().Set("ETag", etag(p.Revision))
-	return c.reply(0, projectOut(p))
+	return c.reply(0, s.projectOut(p))
 }
 
 func (s *Server) setQuota(c *call) error {
@@ -201,27 +253,49 @@ func (s *Server) setQuota(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
-	if in.VPCs == nil {
-		return domain.Invalidf(domain.CodeRequired, "vpcs", "give the new VPC quota, e.g. {\"vpcs\": 5}", "vpcs is required")
+	if in.VPCs == nil && in.Services == nil && in.Nodes == nil {
+		return domain.Invalidf(domain.CodeRequired, "vpcs", `give one or more new quotas, e.g. {"vpcs": 5, "services": 20, "nodes": 60}`, "vpcs, services or nodes is required")
 	}
-	if err := domain.ValidateQuota(*in.VPCs); err != nil {
-		return err
+	if in.VPCs != nil {
+		if err := domain.ValidateQuota(*in.VPCs); err != nil {
+			return err
+		}
+	}
+	for field, v := range map[string]*int{"services": in.Services, "nodes": in.Nodes} {
+		if v != nil {
+			if err := domain.ValidateQuotaOf(field, *v); err != nil {
+				return err
+			}
+		}
 	}
 	c.target = c.project
-	c.detail = "vpcs"
 	var p *domain.Project
 	err := c.mutate(func(tx store.Tx) (err error) {
 		if p, err = getIn[domain.Project](c, tx, "project", c.project); err != nil {
 			return err
 		}
-		p.VPCQuota = *in.VPCs
+		before := p.Limits(s.cfg.Quotas)
+		var changes []string
+		if in.VPCs != nil {
+			changes = append(changes, fmt.Sprintf("vpcs %d -> %d", p.VPCQuota, *in.VPCs))
+			p.VPCQuota = *in.VPCs
+		}
+		if in.Services != nil {
+			changes = append(changes, fmt.Sprintf("services %d -> %d", before.Services, *in.Services))
+			p.ServiceQuota = in.Services
+		}
+		if in.Nodes != nil {
+			changes = append(changes, fmt.Sprintf("nodes %d -> %d", before.Nodes, *in.Nodes))
+			p.NodeQuota = in.Nodes
+		}
+		c.detail = strings.Join(changes, ", ")
 		p.UpdatedAt = s.now()
 		return store.Put(c.ctx, tx, p)
 	})
 	if err != nil {
 		return err
 	}
-	return c.reply(0, projectOut(p))
+	return c.reply(0, s.projectOut(p))
 }
 
 // ---- tokens ----

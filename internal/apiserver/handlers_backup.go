@@ -66,7 +66,7 @@ func (s *Server) createBackup(c *call) error {
 		if err != nil {
 			return err
 		}
-		if svc.State != domain.StateRunning && svc.State != domain.StateMigrating {
+		if !domain.Serving(svc.State) {
 			return domain.Conflictf(domain.CodeInvalidState, "", "wait until the service is running (moat service get "+id+")", "service %s is %s: only a running service is backed up", id, svc.State)
 		}
 		if op, err = newBackupOp(c.ctx, tx, svc, s.now()); err != nil {

@@ -1,7 +1,11 @@
 package apiserver
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
@@ -21,6 +25,11 @@ func (s *Server) createService(c *call) error {
 	}
 	var plan *domain.RestorePlan
 	if in.RestoreFrom != nil {
+		// A restore hands out the admin password of a copy of another
+		// service's data: a credential, so role admin.
+		if err := c.requireAdmin(); err != nil {
+			return err
+		}
 		var err error
 		if plan, err = s.planRestore(c, &in); err != nil {
 			return err
@@ -30,7 +39,8 @@ func (s *Server) createService(c *call) error {
 		in.Nodes = 1
 	}
 	return c.create(func(tx store.Tx) (any, error) {
-		if _, err := getIn[domain.Project](c, tx, "project", c.project); err != nil {
+		proj, err := getIn[domain.Project](c, tx, "project", c.project)
+		if err != nil {
 			return nil, err
 		}
 		others, err := store.List[domain.Service](c.ctx, tx, store.Query{ProjectID: c.project})
@@ -39,6 +49,9 @@ func (s *Server) createService(c *call) error {
 		}
 		svc, err := domain.NewService(s.cfg.Catalog, c.project, in.Name, in.Region, in.Nodes, allowIn(in.AllowedIPs), s.allowOpts(in.ConfirmEmpty), others)
 		if err != nil {
+			return nil, err
+		}
+		if err := domain.CheckServiceQuota(proj, s.cfg.Quotas, others, svc.NodeCount); err != nil {
 			return nil, err
 		}
 		now := s.now()
@@ -141,14 +154,20 @@ func (s *Server) deleteService(c *call) error {
 
 func (s *Server) getAllowlist(c *call) error {
 	var svc *domain.Service
+	var nodes []*domain.Node
 	if err := c.view(func(tx store.Tx) (err error) {
-		svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id"))
+		if svc, err = getIn[domain.Service](c, tx, "service", c.r.PathValue("id")); err != nil {
+			return err
+		}
+		nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{ProjectID: c.project, Parent: svc.ID})
 		return err
 	}); err != nil {
 		return err
 	}
 	c.w.Header().Set("ETag", etag(svc.AllowlistRevision))
-	return c.reply(0, allowlistOut(svc))
+	out := allowlistOut(svc)
+	out.Failed = c.allowlistFailures(svc, nodes)
+	return c.reply(0, out)
 }
 
 func (s *Server) putAllowlist(c *call) error {
@@ -176,10 +195,11 @@ func (s *Server) putAllowlist(c *call) error {
 		if domain.Going(svc.State) {
 			return domain.Conflictf(domain.CodeInvalidState, "", "the service is being deleted", "service %s is %s", id, svc.State)
 		}
+		before := svc.AllowedIPs
 		svc.AllowedIPs = entries
 		svc.AllowlistRevision++
 		svc.UpdatedAt = s.now()
-		c.detail = fmt.Sprintf("entries=%d revision=%d", len(entries), svc.AllowlistRevision)
+		c.detail = domain.DescribeAllowlistChange(svc.AllowlistRevision, before, entries, audit.MaxDetail/2-64)
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}
@@ -313,12 +333,41 @@ func (s *Server) auditPage(c *call, project string) error {
 }
 
 func (s *Server) verifyAudit(c *call) error {
+	opt := audit.Options{MaxUnsigned: s.cfg.AuditMaxUnsigned, Now: s.now()}
+	var fileProblem string
+	if s.cfg.AuditCheckpointFile != "" {
+		f, err := os.Open(s.cfg.AuditCheckpointFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// Checked below: a store with checkpoints needs the file.
+		case err != nil:
+			return fmt.Errorf("open checkpoint file: %w", err)
+		default:
+			opt.External, err = audit.ReadCheckpointFile(f, s.cfg.AuditKey)
+			f.Close()
+			if err != nil {
+				fileProblem = "checkpoint file " + filepath.Base(s.cfg.AuditCheckpointFile) + ": " + err.Error()
+			}
+		}
+	}
 	var rep audit.Report
 	if err := c.view(func(tx store.Tx) (err error) {
-		rep, err = audit.Verify(c.ctx, tx, s.cfg.AuditKey)
+		rep, err = audit.VerifyWith(c.ctx, tx, s.cfg.AuditKey, opt)
 		return err
 	}); err != nil {
 		return err
 	}
-	return c.reply(0, apitype.AuditVerify{OK: rep.OK, Entries: rep.Entries, Checkpoints: rep.Checkpoints, FirstBad: rep.FirstBad, Problem: rep.Problem})
+	if s.cfg.AuditCheckpointFile != "" && rep.Checkpoints > 0 && len(opt.External) == 0 && fileProblem == "" {
+		fileProblem = "checkpoint file " + filepath.Base(s.cfg.AuditCheckpointFile) + " is missing or empty, but the database holds checkpoints"
+	}
+	out := apitype.AuditVerify{OK: rep.OK, Entries: rep.Entries, Checkpoints: rep.Checkpoints, FirstBad: rep.FirstBad, Problem: rep.Problem,
+		LastSeq: rep.LastSeq, SignedThrough: rep.CheckedSeq, ExternalCheckpoints: int64(len(opt.External))}
+	if fileProblem != "" && out.OK {
+		out.OK, out.Problem = false, fileProblem
+	}
+	out.Message = "signed through entry " + strconv.FormatInt(rep.CheckedSeq, 10) + " of " + strconv.FormatInt(rep.LastSeq, 10)
+	if !out.OK {
+		out.Message = "audit log tampered: " + out.Problem + " (" + out.Message + ")"
+	}
+	return c.reply(0, out)
 }

@@ -22,7 +22,12 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/projects/{p}", Access: ProjectRead, Summary: "Get a project", Response: apitype.Project{}, Handler: s.getProject},
 		{Method: "PUT", Pattern: "/v1/projects/{p}/quota", Action: "project.quota.set", Access: Operator, Summary: "Set a project's quotas (operator)", Request: apitype.QuotaUpdate{}, Response: apitype.Project{}, Handler: s.setQuota},
 
-		{Method: "POST", Pattern: "/v1/projects/{p}/tokens", Action: "token.create", Access: ProjectAdmin, Summary: "Create an API token (the secret is shown once)", Request: apitype.TokenCreate{}, Response: apitype.Token{}, Status: http.StatusCreated, Handler: s.createToken},
+		{Method: "POST", Pattern: "/v1/tokens", Action: "token.create", Access: Operator, Summary: "Create a named operator token (operator; the secret is shown once)", Request: apitype.PlatformTokenCreate{}, Response: apitype.Token{}, Status: http.StatusCreated, Credential: true, Handler: s.createOperatorToken},
+		{Method: "GET", Pattern: "/v1/tokens", Access: Operator, Summary: "List operator and agent tokens (operator; ?host= filters)", Response: apitype.List[apitype.Token]{}, Handler: s.listPlatformTokens},
+		{Method: "DELETE", Pattern: "/v1/tokens/{id}", Action: "token.delete", Access: Operator, Summary: "Revoke an operator or agent token (operator)", Response: apitype.Token{}, Handler: s.deletePlatformToken},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/tokens", Action: "token.create", Access: Operator, Summary: "Create an agent token bound to a host (operator; the secret is shown once)", Request: apitype.PlatformTokenCreate{}, Response: apitype.Token{}, Status: http.StatusCreated, Credential: true, Handler: s.createAgentToken},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/tokens", Action: "token.create", Access: ProjectAdmin, Summary: "Create an API token (the secret is shown once)", Request: apitype.TokenCreate{}, Response: apitype.Token{}, Status: http.StatusCreated, Credential: true, Handler: s.createToken},
 		{Method: "GET", Pattern: "/v1/projects/{p}/tokens", Access: ProjectAdmin, Summary: "List API tokens", Response: apitype.List[apitype.Token]{}, Handler: s.listTokens},
 		{Method: "DELETE", Pattern: "/v1/projects/{p}/tokens/{id}", Action: "token.delete", Access: ProjectAdmin, Summary: "Revoke an API token", Response: apitype.Token{}, Handler: s.deleteToken},
 
@@ -48,7 +53,7 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/projects/{p}/services/{id}/backups", Access: ProjectRead, Summary: "List a service's base backups (it can be restored to any time after the end of one)", Response: apitype.List[apitype.Backup]{}, Handler: s.listBackups},
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/backups", Action: "service.backup.create", Access: ProjectWrite, Summary: "Take a base backup now (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.createBackup},
 
-		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/password", Action: "service.password.reset", Access: ProjectAdmin, Summary: "Reset the service admin's password (shown once)", Response: apitype.PasswordReset{}, Handler: s.resetPassword},
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/password", Action: "service.password.reset", Access: ProjectAdmin, Summary: "Reset the service admin's password (shown once)", Response: apitype.PasswordReset{}, Credential: true, Handler: s.resetPassword},
 		{Method: "GET", Pattern: "/v1/projects/{p}/ca", Access: ProjectRead, Summary: "Get the project CA certificate (PEM) clients verify servers with", Response: apitype.CA{}, Handler: s.getProjectCA},
 
 		{Method: "GET", Pattern: "/v1/hosts/{host}/desired", Access: Agent, Summary: "Long-poll a host's desired state newer than ?after= (agents)", Response: apitype.HostDesired{}, Handler: s.hostDesired},

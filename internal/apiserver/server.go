@@ -1,8 +1,11 @@
 // Package apiserver is Moat's HTTP API (/v1): one route table, handlers that
 // return errors rendered as RFC 9457 problem details, token authentication
-// and project scoping, ETags, pagination, idempotent creates, and an audit
-// entry for every mutation and every refused one. It serves an http.Handler;
-// the listener, TLS and bootstrap belong to package controlplane.
+// and project scoping, ETags, pagination, idempotent creates (whose records
+// keep no secret and expire), and an audit entry for every mutation and
+// every refused one (refusals anyone can make in bulk — unauthenticated
+// requests, refused reads — aggregated per source and interval). It serves
+// an http.Handler; the listener, TLS and bootstrap belong to package
+// controlplane.
 package apiserver
 
 import (
@@ -27,6 +30,9 @@ type Config struct {
 	Now func() time.Time
 	// MaxAllowEntries caps a service's allowlist (0: domain default, 8,000).
 	MaxAllowEntries int
+	// Quotas are the default service and node quotas of a project (zero
+	// fields: domain.DefaultQuotas); an operator raises them per project.
+	Quotas domain.Quotas
 	// MaxPeeringsPerVPC caps live peerings per VPC (0: no cap).
 	MaxPeeringsPerVPC int
 	// Domain is the DNS domain services are published under.
@@ -41,11 +47,27 @@ type Config struct {
 	InternalCAPEM string
 	// AuditKey verifies the audit log's checkpoint signatures.
 	AuditKey ed25519.PublicKey
+	// AuditCheckpointFile is the checkpoint file outside the store that
+	// verification compares the store with ("" none).
+	AuditCheckpointFile string
+	// AuditMaxUnsigned is how old an entry past the newest checkpoint may
+	// be before verification fails (0: not checked).
+	AuditMaxUnsigned time.Duration
 	// Backups is the backup store (read: listing, restores); BackupDir
 	// its directory on the agents' hosts, sent to them. Nil and "": no
 	// backups.
 	Backups   objstore.Store
 	BackupDir string
+	// RefusalInterval is how long refusals from one source (unauthenticated
+	// requests, refused reads) are counted into one audit entry (0: a
+	// minute).
+	RefusalInterval time.Duration
+	// RefusalLimit is how many unauthenticated refusals one source may
+	// cause per RefusalInterval before its requests are answered 429 until
+	// the interval ends (0: DefaultRefusalLimit).
+	RefusalLimit int
+	// IdempotencyTTL is how long an Idempotency-Key is remembered (0: 24h).
+	IdempotencyTTL time.Duration
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).
@@ -60,6 +82,8 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	routes []Route
+
+	refused refusals
 
 	docOnce sync.Once
 	doc     map[string]any
@@ -85,7 +109,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
 	}
+	if cfg.Quotas.Services <= 0 {
+		cfg.Quotas.Services = domain.DefaultQuotas.Services
+	}
+	if cfg.Quotas.Nodes <= 0 {
+		cfg.Quotas.Nodes = domain.DefaultQuotas.Nodes
+	}
+	if cfg.RefusalInterval <= 0 {
+		cfg.RefusalInterval = DefaultRefusalInterval
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.RefusalLimit <= 0 {
+		cfg.RefusalLimit = DefaultRefusalLimit
+	}
+	s.refused.interval, s.refused.limit = cfg.RefusalInterval, cfg.RefusalLimit
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
@@ -97,8 +137,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every answer carries HSTS: the API
+// is served over HTTPS only.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	s.mux.ServeHTTP(w, r)
+}
 
 // Routes returns the route table (for the OpenAPI test).
 func (s *Server) Routes() []Route { return s.routes }

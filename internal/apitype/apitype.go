@@ -40,11 +40,16 @@ type Region struct {
 
 // Project is a tenant.
 type Project struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	VPCQuota  int       `json:"vpc_quota"`
-	CreatedAt time.Time `json:"created_at"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	VPCQuota int    `json:"vpc_quota"`
+	// ServiceQuota and NodeQuota are the project's live services and
+	// their nodes it may hold (the platform's defaults unless raised;
+	// absent means 0).
+	ServiceQuota int       `json:"service_quota,omitempty"`
+	NodeQuota    int       `json:"node_quota,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
 // ProjectCreate creates a project (operator only).
@@ -54,17 +59,30 @@ type ProjectCreate struct {
 
 // QuotaUpdate sets a project's quotas (operator only).
 type QuotaUpdate struct {
-	VPCs *int `json:"vpcs"`
+	VPCs     *int `json:"vpcs,omitempty"`
+	Services *int `json:"services,omitempty"`
+	Nodes    *int `json:"nodes,omitempty"`
 }
 
 // Token is an API token; Secret is set only in the response that creates it.
 type Token struct {
-	ID        string    `json:"id"`
-	ProjectID string    `json:"project_id,omitempty"`
-	Name      string    `json:"name,omitempty"`
-	Role      string    `json:"role"`
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Role      string `json:"role"`
+	// Host is the one host an agent token reads and reports for.
+	Host      string    `json:"host,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Secret    string    `json:"secret,omitempty"`
+	// SecretShownOnce replaces Secret in a replayed create (same
+	// Idempotency-Key): the secret is not kept.
+	SecretShownOnce string `json:"secret_shown_once,omitempty"`
+}
+
+// PlatformTokenCreate creates an operator token (name required) or a
+// host's agent token (name optional: agent-<host>).
+type PlatformTokenCreate struct {
+	Name string `json:"name"`
 }
 
 // TokenCreate creates a project token.
@@ -143,6 +161,9 @@ type Service struct {
 	CreatedAt   time.Time    `json:"created_at"`
 	// AdminPassword is set only in the response that creates the service.
 	AdminPassword string `json:"admin_password,omitempty"`
+	// SecretShownOnce replaces AdminPassword in a replayed create (same
+	// Idempotency-Key): the password is not kept.
+	SecretShownOnce string `json:"secret_shown_once,omitempty"`
 }
 
 // Connection tells a client how to reach a service.
@@ -226,6 +247,16 @@ type Allowlist struct {
 	AppliedRevision int64        `json:"applied_revision"`
 	Applied         bool         `json:"applied"`
 	WideOpen        bool         `json:"wide_open"`
+	// Failed lists the service's nodes that failed before enforcing
+	// Revision: the change will not be applied until they run again.
+	// Waiting for Applied should stop and report them.
+	Failed []NodeFailure `json:"failed,omitempty"`
+}
+
+// NodeFailure is a node that could not apply a change, and why.
+type NodeFailure struct {
+	NodeID string     `json:"node_id"`
+	Reason *StateInfo `json:"reason"`
 }
 
 // AllowlistUpdate replaces a service's allowlist. An empty list needs
@@ -280,6 +311,15 @@ type AuditVerify struct {
 	Checkpoints int64  `json:"checkpoints"`
 	FirstBad    int64  `json:"first_bad,omitempty"`
 	Problem     string `json:"problem,omitempty"`
+	// LastSeq is the newest entry; SignedThrough the newest entry a
+	// checkpoint signs (entries after it are protected by the chain only).
+	LastSeq       int64 `json:"last_seq,omitempty"`
+	SignedThrough int64 `json:"signed_through,omitempty"`
+	// ExternalCheckpoints is how many checkpoints the checkpoint file
+	// outside the database holds.
+	ExternalCheckpoints int64 `json:"external_checkpoints,omitempty"`
+	// Message is the one-line summary: "signed through entry N of M".
+	Message string `json:"message,omitempty"`
 }
 
 // Health is the server's liveness answer.

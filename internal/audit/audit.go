@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
@@ -83,6 +84,9 @@ func writeFields(h hash.Hash, fields ...string) {
 // GenesisHash) and Hash, ignoring any values e has for them; it keeps Time in UTC at TimePrecision; and it
 // replaces invalid UTF-8 and NUL bytes in text fields (which some stores
 // cannot hold) with U+FFFD, so that what is hashed is what is stored.
+// Every text field is bounded (MaxField bytes, Detail MaxDetail), cut on a
+// rune boundary and marked with "…": a caller cannot flood the log with one
+// request.
 //
 // e needs a Time, an Action and one of the domain.Outcome* values.
 func Append(ctx context.Context, tx store.Tx, e domain.AuditEntry) (domain.AuditEntry, error) {
@@ -98,9 +102,10 @@ func Append(ctx context.Context, tx store.Tx, e domain.AuditEntry) (domain.Audit
 		return domain.AuditEntry{}, fmt.Errorf("append audit entry: unknown outcome %q", e.Outcome)
 	}
 	e.Time = e.Time.UTC().Truncate(TimePrecision)
-	for _, f := range []*string{&e.Actor, &e.ProjectID, &e.Action, &e.Target, &e.RequestID, &e.Source, &e.Outcome, &e.Detail} {
-		*f = clean(*f)
+	for _, f := range []*string{&e.Actor, &e.ProjectID, &e.Action, &e.Target, &e.RequestID, &e.Source, &e.Outcome} {
+		*f = bound(clean(*f), MaxField)
 	}
+	e.Detail = bound(clean(e.Detail), MaxDetail)
 
 	last, err := tx.LastAudit(ctx)
 	switch {
@@ -116,6 +121,26 @@ func Append(ctx context.Context, tx store.Tx, e domain.AuditEntry) (domain.Audit
 		return domain.AuditEntry{}, fmt.Errorf("append audit entry %d: %w", e.Seq, err)
 	}
 	return e, nil
+}
+
+// Bounds of an entry's text fields, in bytes.
+const (
+	MaxField  = 256
+	MaxDetail = 4096
+)
+
+// bound cuts s to at most n bytes on a rune boundary, ending it with "…"
+// when cut.
+func bound(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 func clean(s string) string {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -492,5 +493,27 @@ func TestSignerRefusesTamperedKeys(t *testing.T) {
 	}
 	if got, _ := StoredPublicKey(ctx, tx); !got.Equal(sg.PublicKey()) {
 		t.Errorf("public key not restored")
+	}
+}
+
+// TestAppendBoundsFields: a caller cannot make one entry arbitrarily large.
+func TestAppendBoundsFields(t *testing.T) {
+	t.Parallel()
+	tx := newFakeTx()
+	in := entry(1)
+	in.Target = strings.Repeat("t", 10_000)
+	in.Detail = strings.Repeat("é", 10_000)
+	e, err := Append(context.Background(), tx, in)
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if len(e.Target) > MaxField || !strings.HasSuffix(e.Target, "…") {
+		t.Errorf("Target is %d bytes (suffix %q), want at most %d ending in …", len(e.Target), e.Target[len(e.Target)-4:], MaxField)
+	}
+	if len(e.Detail) > MaxDetail || !utf8.ValidString(e.Detail) {
+		t.Errorf("Detail is %d bytes, valid UTF-8 %v; want at most %d and valid", len(e.Detail), utf8.ValidString(e.Detail), MaxDetail)
+	}
+	if e.Hash != Hash(e) {
+		t.Errorf("the stored entry's hash is not over the bounded fields")
 	}
 }

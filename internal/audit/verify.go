@@ -36,8 +36,28 @@ func (r Report) String() string {
 	if !r.OK {
 		return "audit log tampered: " + r.Problem
 	}
-	return fmt.Sprintf("audit log intact: %d entries, %d checkpoints, signed through entry %d of %d",
+	return "audit log intact: " + r.Coverage()
+}
+
+// Coverage says how much of the log checkpoints sign: "12 entries, 3
+// checkpoints, signed through entry 12 of 12".
+func (r Report) Coverage() string {
+	return fmt.Sprintf("%d entries, %d checkpoints, signed through entry %d of %d",
 		r.Entries, r.Checkpoints, r.CheckedSeq, r.LastSeq)
+}
+
+// Options adds the checks that need more than the store.
+type Options struct {
+	// External are checkpoints kept outside the store (the checkpoint
+	// file, already checked by ReadCheckpointFile). Each must be in the
+	// store, and the chain must match it: a store rolled back (tail and
+	// its checkpoints deleted) or rewritten disagrees with them.
+	External []domain.AuditCheckpoint
+	// MaxUnsigned, when set, is how old the oldest entry after the newest
+	// checkpoint may be at Now: the signer checkpoints every interval, so
+	// an older unsigned tail means checkpoints were deleted.
+	MaxUnsigned time.Duration
+	Now         time.Time
 }
 
 // pageSize is how many entries Verify reads at a time.
@@ -57,6 +77,11 @@ const pageSize = 1000
 // The report names the problem with the lowest Seq. Verify returns an error
 // only if the store cannot be read; tampering is reported in Report.
 func Verify(ctx context.Context, tx store.Tx, pub ed25519.PublicKey) (Report, error) {
+	return VerifyWith(ctx, tx, pub, Options{})
+}
+
+// VerifyWith is Verify with the checks of opt.
+func VerifyWith(ctx context.Context, tx store.Tx, pub ed25519.PublicKey, opt Options) (Report, error) {
 	var r Report
 	cps, err := tx.ListCheckpoints(ctx)
 	if err != nil {
@@ -77,6 +102,24 @@ func Verify(ctx context.Context, tx store.Tx, pub ed25519.PublicKey) (Report, er
 			continue
 		}
 		valid = append(valid, cp)
+	}
+	stored := map[int64]string{}
+	for _, cp := range cps {
+		stored[cp.Seq] = cp.Hash
+	}
+	for _, cp := range opt.External {
+		if err := VerifyCheckpoint(pub, cp); err != nil {
+			cpProblem.add(cp.Seq, fmt.Sprintf("external checkpoint at seq %d: %v", cp.Seq, err))
+			continue
+		}
+		h, ok := stored[cp.Seq]
+		if !ok || h != cp.Hash {
+			cpProblem.add(cp.Seq, fmt.Sprintf("entry %d: the checkpoint file signs it (at %s) but the database has no such checkpoint (checkpoints deleted or the log rolled back)",
+				cp.Seq, cp.Time.Format(time.RFC3339)))
+		}
+		if !ok {
+			valid = append(valid, cp)
+		}
 	}
 	slices.SortStableFunc(valid, func(a, b domain.AuditCheckpoint) int { return cmp.Compare(a.Seq, b.Seq) })
 
@@ -127,6 +170,19 @@ func Verify(ctx context.Context, tx store.Tx, pub ed25519.PublicKey) (Report, er
 		cp := valid[len(valid)-1]
 		p.add(next, fmt.Sprintf("entry %d: missing (log ends at seq %d, but a checkpoint signed at %s covers seq %d: tail deleted)",
 			next, next-1, cp.Time.Format(time.RFC3339), cp.Seq))
+	}
+
+	if !broken && opt.MaxUnsigned > 0 && r.LastSeq > r.CheckedSeq {
+		page, err := tx.ListAudit(ctx, store.AuditQuery{After: r.CheckedSeq, Limit: 1})
+		if err != nil {
+			return Report{}, fmt.Errorf("verify audit log: read the unsigned tail: %w", err)
+		}
+		if len(page) == 1 {
+			if age := opt.Now.Sub(page[0].Time); age > opt.MaxUnsigned {
+				p.add(page[0].Seq, fmt.Sprintf("entry %d: entries %d to %d are signed by no checkpoint, and the oldest is %s old, more than the checkpoint interval allows (%s): checkpoints deleted, or the signer stopped",
+					page[0].Seq, page[0].Seq, r.LastSeq, age.Round(time.Second), opt.MaxUnsigned))
+			}
+		}
 	}
 
 	// A chain problem wins a tie with a checkpoint problem at the same seq.

@@ -1,11 +1,16 @@
 // Package controlplane runs the Moat control plane (`moat server`): it
 // prepares the data directory on first start (master key, API CA, operator
-// token), opens the store, serves the API over HTTPS only, and signs audit
-// checkpoints. Later issues add the reconcilers here. Wired by internal/cli.
+// token; an agent token only for `moat up`'s host), keeps it private (files
+// 0600), opens the store, serves the API over hardened HTTPS only (TLS 1.2
+// AEAD or 1.3, X25519 first, session-ticket keys rotated), signs audit
+// checkpoints into the store and the append-only checkpoint file, purges
+// expired idempotency records, and runs the reconcilers. Wired by
+// internal/cli and internal/up.
 package controlplane
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -40,6 +45,9 @@ const (
 	AgentTokenFile = "agent.token"
 	AuditKeyFile   = "audit.pub"
 	SQLiteFile     = "moat.db"
+	// CheckpointFile holds every audit checkpoint outside the store too,
+	// one signed line each, chained (see audit.CheckpointFile).
+	CheckpointFile = "audit-checkpoints.jsonl"
 	// BackupDirName is the default backup store under DataDir.
 	BackupDirName = "backups"
 )
@@ -63,6 +71,10 @@ type Config struct {
 	MaxAllowEntries int
 	// MaxPeeringsPerVPC caps peerings per VPC (0: no cap).
 	MaxPeeringsPerVPC int
+	// Quotas are every project's default service and node quotas (zero
+	// fields: domain.DefaultQuotas); operators raise them per project
+	// with PUT /v1/projects/{p}/quota.
+	Quotas domain.Quotas
 	// Provider realises nodes; nil runs the control plane without
 	// reconcilers (objects are stored but nothing is built).
 	Provider provider.Provider
@@ -82,9 +94,17 @@ type Config struct {
 	// BackupKeepAge are kept, with the WAL they need.
 	BackupKeep    int
 	BackupKeepAge time.Duration
-	// AgentHost, when set, binds the agent token made on first start to
-	// that agent host: it cannot read another host's desired state.
+	// AgentHost, when set, makes an agent token bound to that host on
+	// first start (AgentTokenFile; `moat up` runs its agent as host
+	// "local"). Without it no agent token is written: an operator creates
+	// one per host (POST /v1/hosts/{host}/tokens).
 	AgentHost string
+	// IdempotencyTTL is how long an Idempotency-Key is remembered (0:
+	// 24h); older records are purged by the control plane's loop.
+	IdempotencyTTL time.Duration
+	// TicketKeyRotation is how often the API's TLS session-ticket key is
+	// replaced (0: daily); tickets of the previous key still resume.
+	TicketKeyRotation time.Duration
 }
 
 // ControlPlane is a running control plane's parts.
@@ -95,10 +115,12 @@ type ControlPlane struct {
 	Keys   *secret.Keyring
 	API    *apiserver.Server
 	signer *audit.Signer
+	cpFile *audit.CheckpointFile
 	tlsCfg *tls.Config
 	// InternalCA signs node-to-node (replication) client certificates.
 	InternalCA *pki.CA
 	rec        *reconcile.Reconciler
+	ticketKey  *[32]byte
 	// URL is the API's base URL once Run listens.
 	url      atomic.Value
 	pending  atomic.Int64
@@ -133,17 +155,24 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.BackupKeep == 0 {
 		cfg.BackupKeep = 7
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = apiserver.DefaultIdempotencyTTL
 	}
-	cp = &ControlPlane{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	if cfg.TicketKeyRotation <= 0 {
+		cfg.TicketKeyRotation = 24 * time.Hour
+	}
+	if err := prepareDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	cp = &ControlPlane{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1),
+		cpFile: audit.NewCheckpointFile(filepath.Join(cfg.DataDir, CheckpointFile))}
 	if cp.Keys, err = secret.LoadOrCreateKey(filepath.Join(cfg.DataDir, MasterKeyFile)); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	if cfg.StoreDSN != "" {
 		cp.Store, err = pgstore.Open(ctx, cfg.StoreDSN)
 	} else {
-		cp.Store, err = sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile), sqlitestore.Options{})
+		cp.Store, err = openSQLite(ctx, filepath.Join(cfg.DataDir, SQLiteFile))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -159,7 +188,10 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(cfg.DataDir, AuditKeyFile), audit.MarshalPublicKey(cp.signer.PublicKey()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(cfg.DataDir, AuditKeyFile), audit.MarshalPublicKey(cp.signer.PublicKey()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := cp.syncCheckpointFile(ctx); err != nil {
 		return nil, err
 	}
 	if cp.tlsCfg, err = cp.apiTLS(ctx); err != nil {
@@ -168,8 +200,10 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err := cp.ensureToken(ctx, AdminTokenFile, domain.RoleOperator, "operator", ""); err != nil {
 		return nil, err
 	}
-	if err := cp.ensureToken(ctx, AgentTokenFile, domain.RoleAgent, "agent", cfg.AgentHost); err != nil {
-		return nil, err
+	if cfg.AgentHost != "" {
+		if err := cp.ensureToken(ctx, AgentTokenFile, domain.RoleAgent, "agent-"+cfg.AgentHost, cfg.AgentHost); err != nil {
+			return nil, err
+		}
 	}
 	if cp.InternalCA, err = cp.loadOrCreateCA(ctx, "internal_ca", "Moat internal CA"); err != nil {
 		return nil, err
@@ -193,9 +227,11 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	cp.API, err = apiserver.New(apiserver.Config{
 		Backups: backups, BackupDir: backupDir,
 		Store: cp.Store, Logger: cfg.Logger, Catalog: cfg.Catalog, Domain: cfg.Domain,
-		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC,
+		MaxAllowEntries: cfg.MaxAllowEntries, MaxPeeringsPerVPC: cfg.MaxPeeringsPerVPC, Quotas: cfg.Quotas,
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
+		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
+		IdempotencyTTL: cfg.IdempotencyTTL,
 	})
 	if err != nil {
 		return nil, err
@@ -239,7 +275,6 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		Handler:           cp.API,
-		TLSConfig:         cp.tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      120 * time.Second,
@@ -250,10 +285,18 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	// A server that stops on its own stops the loops too.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	// The TLS listener uses cp.tlsCfg itself (ServeTLS would clone it),
+	// so the rotated session-ticket keys take effect.
+	if err := cp.rotateTicketKeys(); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(cp.listener, "", "") }()
+	go func() { errc <- srv.Serve(tls.NewListener(cp.listener, cp.tlsCfg)) }()
+	cp.checkpoint(ctx) // sign a tail left unsigned by a crash
 	cpDone := make(chan struct{})
 	go func() { defer close(cpDone); cp.checkpointLoop(ctx) }()
+	ticketDone := make(chan struct{})
+	go func() { defer close(ticketDone); cp.ticketLoop(ctx) }()
 	recDone := make(chan error, 1)
 	go func() {
 		var err error
@@ -284,6 +327,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		srv.Close() // what Shutdown did not drain in time
 	}
 	<-cpDone
+	<-ticketDone
 	if rerr := <-recDone; rerr != nil {
 		errs = append(errs, fmt.Errorf("reconciler: %w", rerr))
 	}
@@ -301,22 +345,85 @@ func (cp *ControlPlane) afterAudit(int64) {
 	}
 }
 
+// checkpointLoop signs checkpoints, and does the control plane's other
+// periodic chores: the aggregated refusal audit entries, and the purge of
+// expired idempotency records (once a minute).
 func (cp *ControlPlane) checkpointLoop(ctx context.Context) {
 	t := time.NewTicker(cp.cfg.CheckpointInterval)
 	defer t.Stop()
+	var purged time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			cp.API.FlushRefusals(ctx)
+			if time.Since(purged) >= time.Minute {
+				purged = time.Now()
+				if n, err := cp.API.PurgeIdempotency(ctx); err != nil && ctx.Err() == nil {
+					cp.log.Error("purge expired idempotency keys", "err", err)
+				} else if n > 0 {
+					cp.log.Debug("purged expired idempotency keys", "count", n)
+				}
+			}
 		case <-cp.kick:
 		}
 		cp.checkpoint(ctx)
 	}
 }
 
+// ticketLoop replaces the session-ticket key every TicketKeyRotation.
+func (cp *ControlPlane) ticketLoop(ctx context.Context) {
+	t := time.NewTicker(cp.cfg.TicketKeyRotation)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := cp.rotateTicketKeys(); err != nil {
+				cp.log.Error("rotate TLS session-ticket keys", "err", err)
+			}
+		}
+	}
+}
+
+// rotateTicketKeys makes a new session-ticket key the one that encrypts,
+// keeping the previous one to decrypt tickets it issued.
+func (cp *ControlPlane) rotateTicketKeys() error {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return fmt.Errorf("session-ticket key: %w", err)
+	}
+	keys := [][32]byte{k}
+	if cp.ticketKey != nil {
+		keys = append(keys, *cp.ticketKey)
+	}
+	cp.ticketKey = &k
+	cp.tlsCfg.SetSessionTicketKeys(keys)
+	return nil
+}
+
+// syncCheckpointFile appends the store's checkpoints the checkpoint file
+// lacks (a crash between a checkpoint's commit and its line, or a file
+// started after the store).
+func (cp *ControlPlane) syncCheckpointFile(ctx context.Context) error {
+	var cps []domain.AuditCheckpoint
+	if err := cp.Store.View(ctx, func(tx store.Tx) (err error) {
+		cps, err = tx.ListCheckpoints(ctx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("audit checkpoints: %w", err)
+	}
+	if err := cp.cpFile.Append(cp.signer, cps); err != nil {
+		return fmt.Errorf("audit checkpoints: %w", err)
+	}
+	return nil
+}
+
 func (cp *ControlPlane) checkpoint(ctx context.Context) {
 	cp.pending.Store(0)
+	var fresh []domain.AuditCheckpoint
 	err := cp.Store.Update(ctx, func(tx store.Tx) error {
 		head, err := tx.LastAudit(ctx)
 		if errors.Is(err, store.ErrNotFound) {
@@ -330,11 +437,18 @@ func (cp *ControlPlane) checkpoint(ctx context.Context) {
 			return err
 		}
 		if len(cps) > 0 && cps[len(cps)-1].Seq == head.Seq {
+			fresh = cps
 			return nil // the head is signed already
 		}
-		_, err = cp.signer.Checkpoint(ctx, tx, time.Now())
+		c, err := cp.signer.Checkpoint(ctx, tx, time.Now())
+		fresh = append(cps, c)
 		return err
 	})
+	if err == nil {
+		// After the commit: a line in the file is never ahead of the
+		// store because of a failed transaction.
+		err = cp.cpFile.Append(cp.signer, fresh)
+	}
 	if err != nil && ctx.Err() == nil {
 		cp.log.Error("sign audit checkpoint", "err", err)
 	}
@@ -372,7 +486,7 @@ func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
 			if err := tx.PutMeta(ctx, metaKey, cp.Keys.Seal(keyPEM, []byte(metaKey))); err != nil {
 				return err
 			}
-			return atomicfile.WriteFile(caPath, ca.CertPEM, 0o644)
+			return atomicfile.WriteFile(caPath, ca.CertPEM, 0o600)
 		default:
 			return err
 		}
@@ -392,8 +506,25 @@ func (cp *ControlPlane) apiTLS(ctx context.Context) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.MinVersion = tls.VersionTLS12
+	hardenTLS(cfg)
 	return cfg, nil
+}
+
+// hardenTLS restricts the API's TLS: 1.3, or 1.2 with ECDHE key exchange
+// and AEAD ciphers only (no CBC, no RSA key exchange), X25519 preferred;
+// HTTP/2 and HTTP/1.1.
+func hardenTLS(cfg *tls.Config) {
+	cfg.MinVersion = tls.VersionTLS12
+	cfg.CipherSuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+	cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
+	cfg.NextProtos = []string{"h2", "http/1.1"}
 }
 
 // ensureToken creates a token of role on first start and writes it to
@@ -422,6 +553,48 @@ func (cp *ControlPlane) ensureToken(ctx context.Context, file string, role domai
 		return fmt.Errorf("create %s token: %w", role, err)
 	}
 	return atomicfile.WriteFile(path, []byte(apiserver.FormatToken(tok.ID, secretStr)+"\n"), 0o600)
+}
+
+// secretFiles are the data directory's files that hold a secret, the
+// store or what a verifier pins; each is mode 0600.
+var secretFiles = []string{MasterKeyFile, APICAFile, AdminTokenFile, AgentTokenFile, AuditKeyFile, CheckpointFile,
+	SQLiteFile, SQLiteFile + "-wal", SQLiteFile + "-shm"}
+
+// prepareDataDir creates the data directory (0700) or, when it exists,
+// takes read and write away from group and others (a directory `moat up`
+// made 0711 stays traversable: the postgres user reaches the agent's node
+// directories and the backup store through it), and makes every file of
+// secretFiles that exists 0600.
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if m := fi.Mode().Perm(); m&0o066 != 0 {
+		if err := os.Chmod(dir, m&^0o066); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	for _, f := range secretFiles {
+		if err := os.Chmod(filepath.Join(dir, f), 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// openSQLite opens the embedded store, creating its file with mode 0600
+// first: SQLite gives its -wal and -shm files the database file's mode.
+func openSQLite(ctx context.Context, path string) (store.Store, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	f.Close()
+	return sqlitestore.Open(ctx, path, sqlitestore.Options{})
 }
 
 // loadOrCreateCA returns the CA kept in the store under name (certificate

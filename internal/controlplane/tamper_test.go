@@ -70,6 +70,9 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 			"UPDATE audit SET seq = 7 WHERE seq = -6",
 		}, 6},
 		{"tail deleted", []string{"DELETE FROM audit WHERE seq > 8"}, 9},
+		// Without the checkpoint file outside the database this rollback
+		// would verify: the remaining checkpoints all match.
+		{"tail and its checkpoints deleted", []string{"DELETE FROM audit WHERE seq > 8", "DELETE FROM checkpoints WHERE seq > 8"}, 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -106,3 +106,54 @@ func IsWideOpen(entries []AllowEntry) bool {
 	}
 	return false
 }
+
+// AllowlistDiff returns the ranges in after and not in before (added) and
+// in before and not in after (removed), each in after's and before's order.
+// A changed description alone is not a change of ranges.
+func AllowlistDiff(before, after []AllowEntry) (added, removed []string) {
+	in := func(list []AllowEntry) map[string]bool {
+		m := make(map[string]bool, len(list))
+		for _, e := range list {
+			m[e.CIDR] = true
+		}
+		return m
+	}
+	had, has := in(before), in(after)
+	for _, e := range after {
+		if !had[e.CIDR] {
+			added = append(added, e.CIDR)
+		}
+	}
+	for _, e := range before {
+		if !has[e.CIDR] {
+			removed = append(removed, e.CIDR)
+		}
+	}
+	return added, removed
+}
+
+// DescribeAllowlistChange says what an allowlist change did, for the
+// audit log: "revision 3, 2 entries; added 203.0.113.7/32; removed
+// 0.0.0.0/0 ::/0". Long lists are cut after max bytes each with the count
+// of the rest.
+func DescribeAllowlistChange(revision int64, before, after []AllowEntry, max int) string {
+	added, removed := AllowlistDiff(before, after)
+	list := func(cidrs []string) string {
+		if len(cidrs) == 0 {
+			return "nothing"
+		}
+		var b strings.Builder
+		for i, c := range cidrs {
+			if b.Len()+len(c)+1 > max {
+				fmt.Fprintf(&b, " … and %d more", len(cidrs)-i)
+				break
+			}
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(c)
+		}
+		return b.String()
+	}
+	return fmt.Sprintf("revision %d, %d entries; added %s; removed %s", revision, len(after), list(added), list(removed))
+}

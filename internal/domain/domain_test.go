@@ -280,3 +280,20 @@ func FuzzAllowlist(f *testing.F) {
 		_ = fmt.Sprint(out)
 	})
 }
+
+func TestDescribeAllowlistChange(t *testing.T) {
+	before := []AllowEntry{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}, {CIDR: "198.51.100.0/24", Description: "a"}}
+	after := []AllowEntry{{CIDR: "198.51.100.0/24", Description: "b"}, {CIDR: "203.0.113.7/32"}}
+	want := "revision 4, 2 entries; added 203.0.113.7/32; removed 0.0.0.0/0 ::/0"
+	if got := DescribeAllowlistChange(4, before, after, 1000); got != want {
+		t.Errorf("DescribeAllowlistChange = %q, want %q", got, want)
+	}
+	var many []AllowEntry
+	for i := range 300 {
+		many = append(many, AllowEntry{CIDR: fmt.Sprintf("10.0.%d.0/24", i)})
+	}
+	got := DescribeAllowlistChange(2, nil, many, 100)
+	if len(got) > 200 || !strings.Contains(got, "more; removed nothing") {
+		t.Errorf("long change = %q (%d bytes), want it cut with the count of the rest", got, len(got))
+	}
+}

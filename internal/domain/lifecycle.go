@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Lifecycle: every change of an object's State goes through a method
 // below, checked against the object's Machine (state.go). Adapters (the
@@ -176,17 +179,25 @@ func (s *Service) RecordBackup(end, now time.Time) bool {
 
 // Rollup derives the service's applied allowlist revision (the lowest
 // its live nodes enforce) and its running state (a creating service runs
-// once all its nodes do) from its nodes. changed says the service must be
-// stored; published that it started running (DNS publishes it).
+// once all its nodes do; a running one with a failed node is degraded,
+// naming the node, until all run again) from its nodes. changed says the
+// service must be stored; published that its state changed in a way DNS
+// follows (the revision is bumped).
 func (s *Service) Rollup(nodes []*Node, now time.Time) (changed, published bool) {
 	applied := int64(-1)
 	running := 0
+	var failed *Node
 	for _, n := range nodes {
 		if n.ServiceID != s.ID || Going(n.State) {
 			continue
 		}
-		if n.State == StateRunning {
+		switch n.State {
+		case StateRunning:
 			running++
+		case StateFailed:
+			if failed == nil {
+				failed = n
+			}
 		}
 		if applied < 0 || n.AppliedAllowlistRevision < applied {
 			applied = n.AppliedAllowlistRevision
@@ -195,8 +206,19 @@ func (s *Service) Rollup(nodes []*Node, now time.Time) (changed, published bool)
 	if applied >= 0 && applied != s.AppliedAllowlistRevision {
 		s.AppliedAllowlistRevision, changed = applied, true
 	}
-	if s.State == StateCreating && running == s.NodeCount {
+	switch {
+	case s.State == StateCreating && running == s.NodeCount:
 		if s.transition(ServiceMachine, StateRunning, now) == nil {
+			changed, published = true, true
+		}
+	case s.State == StateRunning && failed != nil:
+		if s.transition(ServiceMachine, StateDegraded, now) == nil {
+			s.StateInfo = degradedInfo(failed)
+			changed, published = true, true
+		}
+	case s.State == StateDegraded && failed == nil && running == s.NodeCount:
+		if s.transition(ServiceMachine, StateRunning, now) == nil {
+			s.StateInfo = nil
 			changed, published = true, true
 		}
 	}
@@ -204,6 +226,19 @@ func (s *Service) Rollup(nodes []*Node, now time.Time) (changed, published bool)
 		s.UpdatedAt = now
 	}
 	return changed, published
+}
+
+// CodeNodeDegraded is the state info code of a degraded service.
+const CodeNodeDegraded = "node_failed"
+
+// degradedInfo says which node failed and why (its public message; the
+// agent's text stays the internal cause).
+func degradedInfo(n *Node) *Info {
+	msg, cause := "the node failed", ""
+	if n.StateInfo != nil {
+		msg, cause = n.StateInfo.Message, n.StateInfo.Cause
+	}
+	return &Info{Code: CodeNodeDegraded, Message: fmt.Sprintf("node %s failed: %s", n.ID, msg), Cause: cause}
 }
 
 // ---- nodes ----

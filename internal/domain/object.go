@@ -2,6 +2,7 @@ package domain
 
 import (
 	"crypto/rand"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -97,6 +98,11 @@ type Project struct {
 	Meta
 	// VPCQuota is the number of live VPCs the project may hold.
 	VPCQuota int `json:"vpc_quota"`
+	// ServiceQuota and NodeQuota, when set by an operator, replace the
+	// platform's defaults (Quotas) for the project's live services and
+	// their nodes.
+	ServiceQuota *int `json:"service_quota,omitempty"`
+	NodeQuota    *int `json:"node_quota,omitempty"`
 	// CACertPEM is the project CA that signs its services' server
 	// certificates; CAKeySealed is its key, sealed with the master key.
 	CACertPEM   string `json:"ca_cert_pem,omitempty"`
@@ -108,6 +114,52 @@ const DefaultVPCQuota = 3
 
 // MaxVPCQuota bounds what an operator may set, to catch typos.
 const MaxVPCQuota = 1000
+
+// Quotas are the platform's default service and node quotas of a project
+// (a setting of the control plane).
+type Quotas struct {
+	Services int
+	Nodes    int
+}
+
+// DefaultQuotas are the defaults when the control plane sets none.
+var DefaultQuotas = Quotas{Services: 10, Nodes: 30}
+
+// Limits returns the project's service and node quotas: its own where an
+// operator set them, def's otherwise.
+func (p *Project) Limits(def Quotas) Quotas {
+	q := def
+	if p.ServiceQuota != nil {
+		q.Services = *p.ServiceQuota
+	}
+	if p.NodeQuota != nil {
+		q.Nodes = *p.NodeQuota
+	}
+	return q
+}
+
+// CheckServiceQuota refuses a new service of nodes nodes in p when the
+// project's live services (others) already reach its service quota, or
+// their nodes and the new ones would pass its node quota.
+func CheckServiceQuota(p *Project, def Quotas, others []*Service, nodes int) error {
+	q := p.Limits(def)
+	live, liveNodes := 0, 0
+	for _, o := range others {
+		if !Gone(o.State) {
+			live++
+			liveNodes += o.NodeCount
+		}
+	}
+	if live >= q.Services {
+		return Conflictf(CodeQuotaExceeded, "", fmt.Sprintf(`delete a service, or ask an operator to raise the project's service quota (PUT /v1/projects/%s/quota {"services": N})`, p.ID),
+			"service quota: the project already has %d of its %d services", live, q.Services)
+	}
+	if liveNodes+nodes > q.Nodes {
+		return Conflictf(CodeQuotaExceeded, "nodes", fmt.Sprintf(`use fewer nodes, delete a service, or ask an operator to raise the project's node quota (PUT /v1/projects/%s/quota {"nodes": N})`, p.ID),
+			"node quota: the project's services have %d of its %d nodes, and this one needs %d more", liveNodes, q.Nodes, nodes)
+	}
+	return nil
+}
 
 func (*Project) Kind() string   { return "project" }
 func (*Project) Parent() string { return "" }

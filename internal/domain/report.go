@@ -52,22 +52,26 @@ func (n *Node) AcceptsReports() bool { return !Gone(n.State) }
 // ApplyReport records an agent's report on the node: the revisions it
 // enforces, its WAL archiving, and the state it reports (running: a
 // creating or failed node runs; failed: a creating or running node fails;
-// wiped: a deleting node may be removed). The agent's failure text is kept
-// as the internal cause only. An unknown report state is an Invalid error
-// about field "state".
+// wiped: a deleting node may be removed). Only a running report advances
+// the revisions: applied means enforced, and a node that failed enforces
+// nothing new. The agent's failure text is kept as the internal cause
+// only. An unknown report state is an Invalid error about field "state".
 func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 	switch r.State {
 	case NodeReportRunning, NodeReportFailed, NodeReportWiped:
 	default:
 		return Invalidf(CodeInvalidState, "state", "use running, failed or wiped", "%q is not a node report state", r.State)
 	}
-	n.AppliedRevision, n.ReportedAt, n.UpdatedAt = r.Revision, now, now
+	n.ReportedAt, n.UpdatedAt = now, now
 	if a := r.Archive; a != nil {
 		c := *a
 		n.Archive = &c
 	}
-	if r.AllowlistRevision > n.AppliedAllowlistRevision {
-		n.AppliedAllowlistRevision = r.AllowlistRevision
+	if r.State == NodeReportRunning {
+		n.AppliedRevision = r.Revision
+		if r.AllowlistRevision > n.AppliedAllowlistRevision {
+			n.AppliedAllowlistRevision = r.AllowlistRevision
+		}
 	}
 	switch r.State {
 	case NodeReportRunning:

@@ -100,7 +100,7 @@ func StartRestore(svc, src *Service, p *RestorePlan, now time.Time) (restore, wa
 	}
 	restore = NewOperation(svc.ProjectID, OpServiceRestore, svc.ID, now)
 	restore.SourceID, restore.BackupLabel = src.ID, p.Backup.Label
-	if src.State == StateRunning || src.State == StateMigrating {
+	if Serving(src.State) {
 		walSwitch = NewOperation(svc.ProjectID, OpServiceSwitchWAL, src.ID, now)
 		restore.WaitID = walSwitch.ID
 	}

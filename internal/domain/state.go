@@ -18,8 +18,11 @@ const (
 	StateExpired           = "expired"
 	StateRunning           = "running"
 	StateMigrating         = "migrating"
-	StatePending           = "pending"
-	StateSucceeded         = "succeeded"
+	// StateDegraded is a service one of whose nodes failed: it serves
+	// from the others, and its allowlist is not enforced everywhere.
+	StateDegraded  = "degraded"
+	StatePending   = "pending"
+	StateSucceeded = "succeeded"
 )
 
 // Machine is a state machine as an explicit transition table: the states
@@ -68,14 +71,22 @@ var PeeringMachine = Machine{Name: "peering", Initial: StateProvisioning, Next: 
 	StateDeleting:          {StateDeleted},
 }}
 
-// ServiceMachine: creating → running ⇄ migrating; → deleting → deleted.
+// ServiceMachine: creating → running ⇄ migrating, running ⇄ degraded (a
+// node failed); → deleting → deleted.
 var ServiceMachine = Machine{Name: "service", Initial: StateCreating, Next: map[string][]string{
 	StateCreating:  {StateRunning, StateFailed, StateDeleting},
-	StateRunning:   {StateMigrating, StateDeleting, StateFailed},
+	StateRunning:   {StateMigrating, StateDeleting, StateFailed, StateDegraded},
 	StateMigrating: {StateRunning, StateFailed, StateDeleting},
+	StateDegraded:  {StateRunning, StateDeleting, StateFailed},
 	StateFailed:    {StateRunning, StateDeleting},
 	StateDeleting:  {StateDeleted},
 }}
+
+// Serving reports whether a service in state s serves connections (from
+// all its nodes, or, degraded, from those that run).
+func Serving(s string) bool {
+	return s == StateRunning || s == StateMigrating || s == StateDegraded
+}
 
 // NodeMachine: creating → running → deleting → deleted.
 var NodeMachine = Machine{Name: "node", Initial: StateCreating, Next: map[string][]string{

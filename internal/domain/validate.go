@@ -258,6 +258,19 @@ func CheckVPCDelete(vpc *VPC, services []*Service, peerings []*Peering) error {
 	return nil
 }
 
+// MaxQuota bounds the service and node quotas an operator may set, to
+// catch typos.
+const MaxQuota = 10000
+
+// ValidateQuotaOf checks an operator's service or node quota (field
+// "services" or "nodes").
+func ValidateQuotaOf(field string, n int) error {
+	if n < 0 || n > MaxQuota {
+		return Invalidf(CodeInvalidQuota, field, fmt.Sprintf("use a number from 0 to %d", MaxQuota), "%d is not a valid quota", n)
+	}
+	return nil
+}
+
 // ValidateQuota checks an operator's VPC quota value.
 func ValidateQuota(n int) error {
 	if n < 0 || n > MaxVPCQuota {

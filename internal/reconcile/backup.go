@@ -140,7 +140,7 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 		return err
 	}
 	switch {
-	case svc.State == domain.StateRunning:
+	case svc.State == domain.StateRunning || svc.State == domain.StateDegraded:
 		return r.finishOp(ctx, op.ID, nil)
 	case domain.Going(svc.State):
 		return r.finishOp(ctx, op.ID, &domain.Info{Code: "service_deleted", Message: "the service was deleted during its restore"})
@@ -223,12 +223,12 @@ func (r *Reconciler) scheduleBackups(ctx context.Context, svcs []*domain.Service
 	}
 	var errs []error
 	for _, s := range svcs {
-		if s.State != domain.StateRunning || busy[s.ID] || s.BackupPublicKeyPEM == "" || now.Sub(s.LastBackupAt) < r.cfg.BackupInterval {
+		if !backedUp(s.State) || busy[s.ID] || s.BackupPublicKeyPEM == "" || now.Sub(s.LastBackupAt) < r.cfg.BackupInterval {
 			continue
 		}
 		errs = append(errs, r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 			cur, err := store.Get[domain.Service](ctx, tx, s.ID)
-			if err != nil || cur.State != domain.StateRunning {
+			if err != nil || !backedUp(cur.State) {
 				return err
 			}
 			live, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: cur.ProjectID, Parent: cur.ID, States: domain.LiveOperationStates})
@@ -373,3 +373,8 @@ func (r *Reconciler) auditKeyRelease(ctx context.Context, tx store.Tx, o *domain
 		Detail: "to the primary of " + o.TargetID + " for restore " + o.ID + " from base backup " + o.BackupLabel})
 	return err
 }
+
+// backedUp reports whether the schedule backs up a service in state s: a
+// running one, or a degraded one (its primary may still run; a failed
+// task is reported like any other).
+func backedUp(s string) bool { return s == domain.StateRunning || s == domain.StateDegraded }

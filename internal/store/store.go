@@ -119,6 +119,9 @@ type Tx interface {
 
 	GetIdempotency(ctx context.Context, key string) (Idempotency, error)
 	PutIdempotency(ctx context.Context, rec Idempotency) error
+	// DeleteIdempotencyBefore deletes the records created before the unix
+	// second before and returns how many it deleted (expiry).
+	DeleteIdempotencyBefore(ctx context.Context, before int64) (int64, error)
 }
 
 // Ptr constrains a pointer to a domain object type.

@@ -373,3 +373,19 @@ func (t *tx) PutIdempotency(ctx context.Context, rec store.Idempotency) error {
 	}
 	return nil
 }
+
+func (t *tx) DeleteIdempotencyBefore(ctx context.Context, before int64) (int64, error) {
+	const op = "delete expired idempotency keys"
+	if err := t.writable(op); err != nil {
+		return 0, err
+	}
+	res, err := t.tx.ExecContext(ctx, t.s.q("DELETE FROM idempotency WHERE created_at < ?"), before)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	return n, nil
+}

@@ -485,6 +485,10 @@ func testViewIsReadOnly(t *testing.T, s store.Store) {
 		},
 		"PutMeta":        func(tx store.Tx) error { return tx.PutMeta(ctx, "k", []byte("v")) },
 		"PutIdempotency": func(tx store.Tx) error { return tx.PutIdempotency(ctx, store.Idempotency{Key: "i"}) },
+		"DeleteIdempotencyBefore": func(tx store.Tx) error {
+			_, err := tx.DeleteIdempotencyBefore(ctx, 1<<40)
+			return err
+		},
 	}
 	for name, w := range writes {
 		if err := s.View(ctx, w); err == nil {
@@ -821,6 +825,23 @@ func testIdempotency(t *testing.T, s store.Store) {
 		got, err := tx.GetIdempotency(ctx, first.Key)
 		if diff := cmp.Diff(second, got); err != nil || diff != "" {
 			t.Errorf("GetIdempotency after replacing: %v, mismatch (-want +got):\n%s", err, diff)
+		}
+		return nil
+	})
+	// Expiry deletes the records created before the cut-off, no others.
+	update(t, s, func(tx store.Tx) error {
+		n, err := tx.DeleteIdempotencyBefore(ctx, 1800000000)
+		if err != nil || n != 1 {
+			t.Errorf("DeleteIdempotencyBefore = %d, %v; want 1 (the record created at 0)", n, err)
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		if _, err := tx.GetIdempotency(ctx, "empty"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetIdempotency(expired) = %v, want ErrNotFound", err)
+		}
+		if _, err := tx.GetIdempotency(ctx, first.Key); err != nil {
+			t.Errorf("GetIdempotency(live) = %v, want the record", err)
 		}
 		return nil
 	})
