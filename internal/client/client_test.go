@@ -254,6 +254,21 @@ func TestWaitOperation(t *testing.T) {
 	}
 }
 
+// TestWaitAllowlistFailedNode checks that waiting for a revision stops
+// with the failed node and its reason instead of waiting forever.
+func TestWaitAllowlistFailedNode(t *testing.T) {
+	t.Parallel()
+	c := testServer(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(apitype.Allowlist{Revision: 3, AppliedRevision: 2,
+			Failed: []apitype.NodeFailure{{NodeID: "node-1", Reason: &apitype.StateInfo{Code: "node_failed", Message: "the node cannot apply changes"}}}})
+	})
+	_, err := c.WaitAllowlist(context.Background(), "p", "svc-1", 3, time.Millisecond)
+	var fe *AllowlistFailedError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "node-1: the node cannot apply changes (node_failed)") {
+		t.Fatalf("WaitAllowlist = %v, want an AllowlistFailedError naming node-1 and its reason", err)
+	}
+}
+
 // TestWaitBacksOff checks that a wait with no interval sees a change made
 // 60 ms in within about that time (not a one-second tick), and that a
 // failed VPC ends it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -42,6 +43,25 @@ func (e *ServiceFailedError) Error() string {
 		return fmt.Sprintf("service %s failed: %s (%s)", e.Service.ID, e.Service.StateInfo.Message, e.Service.StateInfo.Code)
 	}
 	return fmt.Sprintf("service %s failed", e.Service.ID)
+}
+
+// AllowlistFailedError is returned by WaitAllowlist when nodes failed
+// before enforcing the revision: the change is not in force there, and
+// will not be until they run again.
+type AllowlistFailedError struct {
+	Allowlist apitype.Allowlist
+}
+
+func (e *AllowlistFailedError) Error() string {
+	parts := make([]string, 0, len(e.Allowlist.Failed))
+	for _, f := range e.Allowlist.Failed {
+		why := "failed"
+		if f.Reason != nil {
+			why = f.Reason.Message + " (" + f.Reason.Code + ")"
+		}
+		parts = append(parts, f.NodeID+": "+why)
+	}
+	return fmt.Sprintf("allowlist revision %d is not enforced on every node: %s", e.Allowlist.Revision, strings.Join(parts, "; "))
 }
 
 // poll calls check until it reports done, fails, or ctx ends, waiting
@@ -112,6 +132,9 @@ func (c *Client) WaitService(ctx context.Context, p, svc string, interval time.D
 func (c *Client) WaitAllowlist(ctx context.Context, p, svc string, rev int64, interval time.Duration) (apitype.Allowlist, error) {
 	return poll(ctx, interval, func() (apitype.Allowlist, bool, error) {
 		a, _, err := c.GetAllowlist(ctx, p, svc)
+		if err == nil && a.AppliedRevision < rev && len(a.Failed) > 0 {
+			return a, true, &AllowlistFailedError{Allowlist: a}
+		}
 		return a, err == nil && a.AppliedRevision >= rev, err
 	})
 }

@@ -93,7 +93,7 @@ func Build(origin string, serial int64, services []*domain.Service, nodes []*dom
 	primaries := primaries(nodes)
 	zoneName := strings.TrimSuffix(o, ".")
 	for _, svc := range services {
-		if svc.State != domain.StateRunning && svc.State != domain.StateMigrating {
+		if !domain.Serving(svc.State) {
 			continue
 		}
 		if !validLabel(svc.ID) || !validLabel(svc.ProjectID) {

@@ -54,6 +54,12 @@ func TestBuild(t *testing.T) {
 			want:     []dns.Record{rec("svc-priv.proj-aaaaaaaaaaaaaaaa.vpc.moat.test.", "10.0.0.5")},
 		},
 		{
+			name:     "a degraded service keeps its name (a replica failed, the primary serves)",
+			services: []*domain.Service{svc("svc-deg", proj, domain.StateDegraded, "")},
+			nodes:    []*domain.Node{node("node-a", "svc-deg", 0, run, "198.18.1.10")},
+			want:     []dns.Record{rec("svc-deg.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.10")},
+		},
+		{
 			name: "only running and migrating services",
 			services: []*domain.Service{
 				svc("svc-creating", proj, domain.StateCreating, ""),
