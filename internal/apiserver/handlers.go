@@ -171,6 +171,12 @@ func (s *Server) health(c *call) error {
 	return c.reply(0, apitype.Health{Status: "ok", Revision: rev})
 }
 
+// whoami answers with the caller's own identity, so a client (the
+// console) can show only the controls the role may use.
+func (s *Server) whoami(c *call) error {
+	return c.reply(0, apitype.Identity{TokenID: c.who.TokenID, Role: string(c.who.Role), ProjectID: c.who.ProjectID, Name: c.who.Name})
+}
+
 func (s *Server) listRegions(c *call) error {
 	out := apitype.List[apitype.Region]{}
 	for _, r := range s.cfg.Catalog.Regions {

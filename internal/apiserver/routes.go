@@ -15,6 +15,7 @@ func (s *Server) routeTable() []Route {
 	return []Route{
 		{Method: "GET", Pattern: "/v1/health", Access: Public, Summary: "Liveness and the desired-state revision", Response: apitype.Health{}, Handler: s.health},
 		{Method: "GET", Pattern: "/v1/openapi.json", Access: Public, Summary: "This API's OpenAPI 3 document", Handler: s.openapi},
+		{Method: "GET", Pattern: "/v1/whoami", Access: Authenticated, Summary: "Show the caller's token: ID, role, project", Response: apitype.Identity{}, Handler: s.whoami},
 		{Method: "GET", Pattern: "/v1/regions", Access: Authenticated, Summary: "List supported regions", Response: apitype.List[apitype.Region]{}, Handler: s.listRegions},
 
 		{Method: "POST", Pattern: "/v1/projects", Action: "project.create", Access: Operator, Summary: "Create a project (operator)", Request: apitype.ProjectCreate{}, Response: apitype.Project{}, Status: http.StatusCreated, Handler: s.createProject},

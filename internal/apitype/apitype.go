@@ -327,3 +327,12 @@ type Health struct {
 	Status   string `json:"status"`
 	Revision int64  `json:"revision"`
 }
+
+// Identity is what the API knows of the caller's token (GET /v1/whoami):
+// its ID, role, project (project tokens) and name.
+type Identity struct {
+	TokenID   string `json:"token_id"`
+	Role      string `json:"role"`
+	ProjectID string `json:"project_id,omitempty"`
+	Name      string `json:"name,omitempty"`
+}

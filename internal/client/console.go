@@ -5,14 +5,12 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+
+	"github.com/moatdb/moat/internal/apitype"
 )
 
-// Identity is who a token is, as GET /v1/whoami answers it.
-type Identity struct {
-	TokenID   string `json:"token_id"`
-	Role      string `json:"role"`
-	ProjectID string `json:"project_id,omitempty"`
-}
+// Identity is the caller's token as the API knows it.
+type Identity = apitype.Identity
 
 // Whoami returns the identity of the client's token (GET /v1/whoami). A
 // server without the route answers an *Error with code route_not_found.

@@ -26,6 +26,7 @@ import (
 	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/console"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
@@ -109,14 +110,17 @@ type Config struct {
 
 // ControlPlane is a running control plane's parts.
 type ControlPlane struct {
-	cfg    Config
-	log    *slog.Logger
-	Store  store.Store
-	Keys   *secret.Keyring
-	API    *apiserver.Server
-	signer *audit.Signer
-	cpFile *audit.CheckpointFile
-	tlsCfg *tls.Config
+	cfg   Config
+	log   *slog.Logger
+	Store store.Store
+	Keys  *secret.Keyring
+	API   *apiserver.Server
+	// Console is the web console, served at /console/ on the API's
+	// listener; every read and write goes through API.
+	Console *console.Console
+	signer  *audit.Signer
+	cpFile  *audit.CheckpointFile
+	tlsCfg  *tls.Config
 	// InternalCA signs node-to-node (replication) client certificates.
 	InternalCA *pki.CA
 	rec        *reconcile.Reconciler
@@ -236,6 +240,9 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cp.Console, err = console.New(console.Config{API: cp.API, Domain: cfg.Domain, Logger: cfg.Logger.With("component", "console")}); err != nil {
+		return nil, err
+	}
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
@@ -245,6 +252,24 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		}
 	}
 	return cp, nil
+}
+
+// handler serves the console under /console/ and the API everywhere
+// else, on one listener.
+func (cp *ControlPlane) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, hsts(cp.Console))
+	mux.Handle("/console", http.RedirectHandler(console.Prefix, http.StatusMovedPermanently))
+	mux.Handle("/", cp.API)
+	return mux
+}
+
+// hsts tells browsers to use HTTPS only, as the API's own answers do.
+func hsts(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // URL returns the API's base URL (https://HOST:PORT) once Run listens.
@@ -274,7 +299,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           cp.API,
+		Handler:           cp.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      120 * time.Second,

@@ -332,3 +332,45 @@ func TestPlatformTokensThroughClient(t *testing.T) {
 		t.Errorf("ListPlatformTokens(h9) after revoking = %+v, %v; want none", list, err)
 	}
 }
+
+// TestConsoleServed: the console answers on the API's own listener under
+// /console/, with its CSP and HSTS, while /v1 stays the API.
+func TestConsoleServed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var logs lockedBuffer
+	cp, _, _ := startCP(t, dir, &logs)
+	caPEM, err := os.ReadFile(filepath.Join(dir, controlplane.APICAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	for _, path := range []string{"/console/", "/console/signin"} {
+		res, err := hc.Get(cp.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode >= 500 || res.StatusCode == http.StatusNotFound {
+			t.Errorf("GET %s = %d, want the console", path, res.StatusCode)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy = %q, want script-src 'self'", path, csp)
+		}
+		if hsts := res.Header.Get("Strict-Transport-Security"); !strings.Contains(hsts, "max-age=") {
+			t.Errorf("GET %s: Strict-Transport-Security = %q, want max-age", path, hsts)
+		}
+	}
+	res, err := hc.Get(cp.URL() + "/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("GET /v1/health = %d beside the console, want 200", res.StatusCode)
+	}
+}
