@@ -132,6 +132,8 @@ needed in the command's arguments, where other users can see it. Commands on a p
 		a.serviceCmd(),
 		a.operationCmd(),
 		a.quotaCmd(),
+		a.operatorCmd(),
+		a.hostCmd(),
 		a.auditCmd(),
 		a.caCmd(),
 		a.simCmd(),

@@ -48,7 +48,7 @@ func agentCmd() *cobra.Command {
 			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return withHint(fmt.Errorf("read agent token: %w", err), "pass --token-file (the server writes agent.token in its data directory)")
+				return withHint(fmt.Errorf("read agent token: %w", err), "create one for this host with an operator token (moat host token create --host NAME > F) and pass --token-file F")
 			}
 			cl, err := client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: caFile})
 			if err != nil {
