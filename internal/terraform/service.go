@@ -246,7 +246,9 @@ func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 }
 
-// waitRunning waits until service id is running.
+// waitRunning waits until service id is running. A degraded service (a
+// node failed: changes are not enforced everywhere) ends the wait with an
+// error naming why, rather than waiting out the timeout.
 func (r *serviceResource) waitRunning(ctx context.Context, id string) (apitype.Service, error) {
 	return waitFor(ctx, "service "+id+" to run", func(ctx context.Context) (apitype.Service, error) {
 		return r.api.c.GetService(ctx, r.api.project, id)
@@ -254,7 +256,7 @@ func (r *serviceResource) waitRunning(ctx context.Context, id string) (apitype.S
 		switch s.State {
 		case domain.StateRunning:
 			return s.OperationID == "", nil
-		case domain.StateFailed, domain.StateDeleting, domain.StateDeleted:
+		case domain.StateFailed, domain.StateDegraded, domain.StateDeleting, domain.StateDeleted:
 			return true, stateError("service", s.ID, s.State, s.StateInfo)
 		}
 		return false, nil
