@@ -254,6 +254,20 @@ func TestWaitOperation(t *testing.T) {
 	}
 }
 
+// TestWaitServiceDegraded: a service that turned degraded ends the wait
+// with its reason instead of polling until the deadline.
+func TestWaitServiceDegraded(t *testing.T) {
+	t.Parallel()
+	c := testServer(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(apitype.Service{ID: "svc-1", State: "degraded", StateInfo: &apitype.StateInfo{Code: "node_failed", Message: "node node-2 failed"}})
+	})
+	_, err := c.WaitService(context.Background(), "p", "svc-1", time.Millisecond)
+	var fe *ServiceFailedError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "is degraded: node node-2 failed") {
+		t.Fatalf("WaitService = %v, want a ServiceFailedError saying degraded and why", err)
+	}
+}
+
 // TestWaitAllowlistFailedNode checks that waiting for a revision stops
 // with the failed node and its reason instead of waiting forever.
 func TestWaitAllowlistFailedNode(t *testing.T) {

@@ -40,9 +40,9 @@ type ServiceFailedError struct {
 
 func (e *ServiceFailedError) Error() string {
 	if e.Service.StateInfo != nil {
-		return fmt.Sprintf("service %s failed: %s (%s)", e.Service.ID, e.Service.StateInfo.Message, e.Service.StateInfo.Code)
+		return fmt.Sprintf("service %s is %s: %s (%s)", e.Service.ID, e.Service.State, e.Service.StateInfo.Message, e.Service.StateInfo.Code)
 	}
-	return fmt.Sprintf("service %s failed", e.Service.ID)
+	return fmt.Sprintf("service %s is %s", e.Service.ID, e.Service.State)
 }
 
 // AllowlistFailedError is returned by WaitAllowlist when nodes failed
@@ -110,7 +110,8 @@ func (c *Client) WaitOperation(ctx context.Context, p, op string, interval time.
 }
 
 // WaitService polls service svc of project p until it is running; a failed
-// service returns *ServiceFailedError.
+// or degraded service (a node failed: changes are not enforced on it)
+// returns *ServiceFailedError.
 func (c *Client) WaitService(ctx context.Context, p, svc string, interval time.Duration) (apitype.Service, error) {
 	return poll(ctx, interval, func() (apitype.Service, bool, error) {
 		s, err := c.GetService(ctx, p, svc)
@@ -120,7 +121,7 @@ func (c *Client) WaitService(ctx context.Context, p, svc string, interval time.D
 		switch s.State {
 		case "running":
 			return s, true, nil
-		case "failed":
+		case "failed", "degraded":
 			return s, true, &ServiceFailedError{Service: s}
 		}
 		return s, false, nil
