@@ -130,6 +130,7 @@ them once with "moat login". Commands on a project's objects use --project
 	)
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(walCommands()...)
+	root.AddCommand(volumeCommands()...)
 	for _, c := range root.Commands() {
 		groupArgs(c)
 	}
