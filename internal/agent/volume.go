@@ -293,3 +293,34 @@ func (n *node) destroyVolume() error {
 	n.mu.Unlock()
 	return nil
 }
+
+// DestroyVolumes destroys every node volume under an agent's data
+// directory (its servers end, their keys with them) and unmounts the
+// shared mount the agent made of the volumes directory. For `moat down`,
+// once the nodes' servers are stopped; no agent may run on dataDir.
+func DestroyVolumes(dataDir string) error {
+	dir := filepath.Join(dataDir, "volumes")
+	files, err := filepath.Glob(filepath.Join(dir, "*"+volumeExt))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		mnt := strings.TrimSuffix(f, volumeExt)
+		if err := volume.Destroy(f, mnt); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, p := range []string{mnt + ".log", mnt} {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, fmt.Errorf("destroy volume: %w", err))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
+}

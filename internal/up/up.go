@@ -52,6 +52,9 @@ type Config struct {
 	// MoatBinary is the moat binary PostgreSQL runs to archive WAL
 	// (default: this executable; tests pass theirs, see agent.Config).
 	MoatBinary string
+	// VolumeSize, when positive, puts every node's data on its own
+	// encrypted volume of that many bytes (agent.Config.VolumeSize).
+	VolumeSize int64
 }
 
 // Stack is a running machine's worth of Moat.
@@ -133,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
-		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary})
+		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize})
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +231,14 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 	return append([]string{"psql", dsn}, extra...)
 }
 
-// Down stops every node PostgreSQL under dataDir's agent directory and
-// removes every namespace of the local cloud with prefix (and with them
-// their nftables tables). It reports what it stopped.
+// Down stops every node PostgreSQL under dataDir's agent directory,
+// destroys the nodes' encrypted volumes (their keys end with their
+// servers) and removes every namespace of the local cloud with prefix
+// (and with them their nftables tables). It reports what it stopped.
 func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
 	pids, _ := filepath.Glob(filepath.Join(dataDir, "agent", "nodes", "*", "pgdata", "postmaster.pid"))
+	onVolumes, _ := filepath.Glob(filepath.Join(dataDir, "agent", "volumes", "*", "pgdata", "postmaster.pid"))
+	pids = append(pids, onVolumes...)
 	for _, f := range pids {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -249,14 +255,15 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		postmasters++
 	}
+	volErr := agent.DestroyVolumes(filepath.Join(dataDir, "agent"))
 	cloud, err := Cloud(prefix)
 	if err != nil {
-		return postmasters, err
+		return postmasters, errors.Join(volErr, err)
 	}
 	if err := cloud.Cleanup(ctx); err != nil {
-		return postmasters, fmt.Errorf("remove namespaces: %w", err)
+		return postmasters, errors.Join(volErr, fmt.Errorf("remove namespaces: %w", err))
 	}
-	return postmasters, nil
+	return postmasters, volErr
 }
 
 // WaitGone waits until process pid has exited, at most timeout.
