@@ -11,7 +11,7 @@
 // control plane.
 //
 // Every node is applied by its own goroutine, so nodes are independent,
-// in ordered steps (firewall, instance files, pg_hba, start or reload,
+// in ordered steps (firewall, encrypted volume, instance files, pg_hba, start or reload,
 // revoked sessions, restore, roles and password; see node.apply), each
 // redone only when its input changed: an allowlist change reaches the
 // firewall within milliseconds of the long poll returning, before pg_hba
