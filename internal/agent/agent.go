@@ -11,7 +11,7 @@
 // control plane.
 //
 // Every node is applied by its own goroutine, so nodes are independent,
-// in ordered steps (firewall, instance files, pg_hba, start or reload,
+// in ordered steps (firewall, encrypted volume, instance files, pg_hba, start or reload,
 // revoked sessions, restore, roles and password; see node.apply), each
 // redone only when its input changed: an allowlist change reaches the
 // firewall within milliseconds of the long poll returning, before pg_hba
@@ -24,7 +24,10 @@
 // Files, under Config.DataDir:
 //
 //	agent-state.json          the last desired state (mode 0600: it holds keys)
-//	nodes/<node-id>/pgdata    the cluster
+//	nodes/<node-id>/pgdata    the cluster (without volumes)
+//	volumes/<node-id>.luks    the node's encrypted volume (Config.VolumeSize)
+//	volumes/<node-id>/pgdata  the cluster, on the volume's file system
+//	volumes/<node-id>.log     the volume server's log
 //	nodes/<node-id>/tls       server certificate and key, CAs, replication client cert
 //	nodes/<node-id>/run       the Unix socket, the management path
 //	nodes/<node-id>/postgres.log
@@ -49,6 +52,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/volume"
 )
 
 // Source is where the agent gets its host's desired state and sends its
@@ -88,13 +92,25 @@ type Config struct {
 	// and restore_command (copied under DataDir/bin for the postgres
 	// user). Default: this process's executable.
 	MoatBinary string
+	// VolumeSize, when positive, gives every node its own encrypted
+	// volume of that many bytes (a sparse LUKS2 file under
+	// DataDir/volumes, its key only in the memory of its `moat volume
+	// serve` process), where its PostgreSQL data lives. Zero: the data
+	// lives in the node's directory, unencrypted.
+	VolumeSize int64
 }
+
+// DefaultVolumeSize is the size of a node's volume where a setting asks
+// for volumes without a size.
+const DefaultVolumeSize = 10 << 30
 
 // Agent runs one host's nodes.
 type Agent struct {
 	cfg      Config
 	log      *slog.Logger
 	nodesDir string
+	// volumesDir holds the nodes' volumes (Config.VolumeSize).
+	volumesDir string
 
 	mu    sync.Mutex
 	nodes map[string]*node
@@ -117,6 +133,9 @@ type Agent struct {
 	// enforces the desired state of revision rev; took is how long the
 	// firewall's transaction took.
 	onFirewall func(nodeID string, rev int64, took time.Duration)
+	// onVolumeKey, when set (tests), sees a new volume's key before it is
+	// handed to its server, to check that it is written nowhere.
+	onVolumeKey func(container string, key []byte)
 }
 
 // stateFile is the last desired state, under DataDir.
@@ -147,6 +166,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	a := newAgent(cfg, hostPlatform())
+	a.plat.vol = &hostVolumes{a: a}
 	if os.Geteuid() == 0 {
 		if err := checkTraversable(filepath.Dir(a.cfg.DataDir), a.cfg.PGUser); err != nil {
 			return nil, fmt.Errorf("agent config: %w", err)
@@ -154,6 +174,16 @@ func New(cfg Config) (*Agent, error) {
 	}
 	for _, d := range []string{a.cfg.DataDir, a.nodesDir} {
 		if err := mkdir0711(d); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+	}
+	if a.hasVolume() {
+		if err := mkdir0711(a.volumesDir); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+		// Shared before any node namespace is made, so that those
+		// namespaces' copies of the volumes' mounts do not pin them.
+		if err := volume.Share(a.volumesDir); err != nil {
 			return nil, fmt.Errorf("agent config: %w", err)
 		}
 	}
@@ -172,6 +202,7 @@ func newAgent(cfg Config, plat platform) *Agent {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		nodesDir:     filepath.Join(cfg.DataDir, "nodes"),
+		volumesDir:   filepath.Join(cfg.DataDir, "volumes"),
 		nodes:        map[string]*node{},
 		reportKick:   make(chan struct{}, 1),
 		archiveEvery: 10 * time.Second,

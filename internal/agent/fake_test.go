@@ -11,6 +11,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/nft"
 	"github.com/moatdb/moat/internal/postgres"
+	"github.com/moatdb/moat/internal/volume"
 )
 
 // Fakes of the interfaces in platform.go: a host whose namespaces,
@@ -35,6 +36,8 @@ const (
 	opInRecovery = "in-recovery" // fails when asked to; never recorded
 	opTaskStart  = "task-start"
 	opTaskCancel = "task-cancelled"
+	opVolume     = "volume"         // a new volume made and served
+	opDestroyVol = "destroy-volume" // a volume destroyed
 )
 
 // fakeHost is the fake platform.
@@ -57,12 +60,16 @@ type fakeHost struct {
 	recovering bool
 	// taskStarted receives a task's ID as it starts.
 	taskStarted chan string
+	// volumes is whether each container's server runs (absent: no
+	// container); full: every volume is full.
+	volumes map[string]bool
+	full    bool
 }
 
 func newFakeHost() *fakeHost {
 	return &fakeHost{
 		fail: map[string]error{}, ns: map[string]int{}, allowed: map[string][]netip.Prefix{},
-		running: map[string]bool{}, taskStarted: make(chan string, 16),
+		running: map[string]bool{}, taskStarted: make(chan string, 16), volumes: map[string]bool{},
 	}
 }
 
@@ -91,7 +98,47 @@ func (h *fakeHost) platform() platform {
 			h.record(opTaskCancel, nil)
 			return nil, ctx.Err()
 		},
+		vol: fakeVolumes{h},
 	}
+}
+
+// fakeVolumes are containers that exist and are served or not.
+type fakeVolumes struct{ h *fakeHost }
+
+func (v fakeVolumes) Served(container, _ string) (bool, bool, error) {
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	served, exists := v.h.volumes[container]
+	return exists, served, nil
+}
+
+func (v fakeVolumes) Create(_ context.Context, container, _ string, _ int64) error {
+	return v.h.record(opVolume, func() { v.h.volumes[container] = true })
+}
+
+func (v fakeVolumes) Stat(container, _ string) (volume.Info, error) {
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	return volume.Info{Format: volume.FormatName, Cipher: "aes-xts-plain64", Size: 1 << 30, Mounted: v.h.volumes[container], Full: v.h.full}, nil
+}
+
+func (v fakeVolumes) Destroy(container, _ string) error {
+	return v.h.record(opDestroyVol, func() { delete(v.h.volumes, container) })
+}
+
+// killVolumeServers stops every volume's server: their keys are lost.
+func (h *fakeHost) killVolumeServers() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.volumes {
+		h.volumes[c] = false
+	}
+}
+
+func (h *fakeHost) setFull(full bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.full = full
 }
 
 // record records op and returns its injected failure, if any; do, when

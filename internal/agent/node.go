@@ -69,6 +69,10 @@ type node struct {
 	// archiveAt when the worker read it.
 	archive   *apitype.ArchiveStatus
 	archiveAt time.Time
+	// volume is the node's volume as last read (under mu); volumeFull
+	// whether the worker reported it full.
+	volume     *apitype.NodeVolume
+	volumeFull bool
 }
 
 func newNode(a *Agent, id string) *node {
@@ -99,6 +103,7 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	rep := n.rep
 	rep.Tasks = n.taskReportsLocked()
 	rep.Archive = n.archive
+	rep.Volume = n.volume
 	return rep, n.hasRep && !n.gone
 }
 
@@ -197,6 +202,13 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 		n.nextTry, n.retry = time.Now().Add(waitRetry), time.After(waitRetry)
 		return
 	}
+	if errors.Is(err, errVolumeLost) {
+		// Not retried into success: say so at once.
+		n.a.log.Error("apply node", "node", n.id, "revision", rev, "err", err)
+		n.nextTry = time.Now().Add(retryMax)
+		n.setReport(rev, want.AllowlistRevision, apitype.NodeReportFailed, err.Error())
+		return
+	}
 	if err != nil {
 		if n.failures == 0 {
 			n.failedAt = t0
@@ -213,8 +225,26 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	n.failures = 0
 	n.appliedRev = rev
 	n.a.log.Debug("node applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision, "duration", time.Since(t0))
+	n.volumeFull = false
+	n.reportVolume(rev, want, n.checkVolume())
+}
+
+// reportVolume reports the node failed with "volume full" while its
+// volume is full, running otherwise.
+func (n *node) reportVolume(rev int64, want apitype.NodeDesired, full bool) {
+	if full && !n.volumeFull {
+		n.a.log.Error("volume full", "node", n.id)
+	}
+	n.volumeFull = full
+	if full {
+		n.setReport(rev, want.AllowlistRevision, apitype.NodeReportFailed, volumeFullMessage)
+		return
+	}
 	n.setReport(rev, want.AllowlistRevision, apitype.NodeReportRunning, "")
 }
+
+// volumeFullMessage is a full volume's node report message.
+const volumeFullMessage = "volume full"
 
 // supervise restarts PostgreSQL if it is not running, and applies the
 // node again if its namespace was recreated.
@@ -223,6 +253,16 @@ func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int6
 		n.appliedRev = -1 // until applied again; failures back off
 		n.applyAndReport(ctx, want, rev)
 		return
+	}
+	if n.a.hasVolume() {
+		if err := n.volumeLost(); err != nil {
+			n.appliedRev = -1 // the next apply reports it, and retries late
+			n.applyAndReport(ctx, want, rev)
+			return
+		}
+		if full := n.checkVolume(); full != n.volumeFull {
+			n.reportVolume(rev, want, full)
+		}
 	}
 	if n.inst == nil || n.inst.Running() {
 		return
@@ -326,6 +366,7 @@ func (m *mark) run(key string, do func() error) (bool, error) {
 // step redoes what depends on it; a wipe forgets them all.
 type marks struct {
 	firewall  mark // the namespace and the firewall policy
+	volume    mark // the volume served (its container file)
 	instance  mark // configuration files and cluster (Init)
 	hba       mark // pg_hba.conf
 	reload    mark // the configuration the running server has loaded
@@ -390,6 +431,9 @@ func parseSpec(want apitype.NodeDesired, rev int64) (*spec, error) {
 //     force. A new node's server first starts behind it; a firewall that
 //     fails stops the apply before any file is written or the server is
 //     started or reloaded with the new access.
+//   - The node's volume is made (or adopted) after the firewall and
+//     before any file of PostgreSQL is written or its server started: the
+//     data never lands outside it.
 //   - A restart (namespace, port, role or upstream changed) stops the old
 //     server after the firewall enforces the new policy and before the
 //     new configuration is written.
@@ -407,6 +451,7 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 	}
 	for _, step := range []func(context.Context, *spec) error{
 		n.applyFirewall,
+		n.applyVolume,
 		n.applyInstance,
 		n.applyHBA,
 		n.applyRunning,
@@ -607,7 +652,12 @@ func (n *node) applyRoles(ctx context.Context, s *spec) error {
 }
 
 // Paths under the node's directory.
-func (n *node) dataDir() string   { return filepath.Join(n.dir, "pgdata") }
+func (n *node) dataDir() string {
+	if n.a.hasVolume() {
+		return filepath.Join(n.volumeMount(), "pgdata")
+	}
+	return filepath.Join(n.dir, "pgdata")
+}
 func (n *node) tlsDir() string    { return filepath.Join(n.dir, "tls") }
 func (n *node) socketDir() string { return filepath.Join(n.dir, "run") }
 func (n *node) logFile() string   { return filepath.Join(n.dir, "postgres.log") }
@@ -679,6 +729,9 @@ func (n *node) wipe(ctx context.Context) error {
 	inst := n.inst
 	if inst == nil {
 		if _, err := os.Stat(n.dir); errors.Is(err, os.ErrNotExist) {
+			if err := n.destroyVolume(); err != nil {
+				return err
+			}
 			n.forgetTasks()
 			n.wiped = true
 			return nil
@@ -689,10 +742,16 @@ func (n *node) wipe(ctx context.Context) error {
 		}
 		defer n.closeInstance(inst)
 	}
-	if err := inst.Stop(ctx); err != nil {
+	// On a volume whose server died the files are unreadable (EIO):
+	// destroying the volume is the wipe.
+	lost := n.volumeGone()
+	if err := inst.Stop(ctx); err != nil && !lost {
 		return err
 	}
-	if err := inst.Wipe(); err != nil {
+	if err := inst.Wipe(); err != nil && !lost {
+		return err
+	}
+	if err := n.destroyVolume(); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(n.dir); err != nil {

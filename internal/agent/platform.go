@@ -78,6 +78,8 @@ type platform struct {
 	newInstance func(cfg postgres.Config) (instance, error)
 	// runTask runs a node's task until done or ctx ends.
 	runTask func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error)
+	// vol makes and destroys the nodes' volumes (volume.go).
+	vol volumes
 }
 
 // hostPlatform is the platform of a real host.

@@ -394,3 +394,124 @@ func TestAgentStopCancelsTasks(t *testing.T) {
 		}
 	}
 }
+
+// fakeVolumeNode returns a node of a new agent, on a fake host, that
+// gives nodes volumes.
+func fakeVolumeNode(t *testing.T) (*node, *fakeHost) {
+	t.Helper()
+	n, h := fakeNode(t)
+	n.a.cfg.VolumeSize = 1 << 30
+	return n, h
+}
+
+// With volumes, a new node's volume is made after the firewall and
+// before any file of PostgreSQL is written or its server started; an
+// apply of the same node adopts it; a wipe destroys it after the server
+// stopped and its files were removed.
+func TestApplyVolumeOrder(t *testing.T) {
+	t.Parallel()
+	n, h := fakeVolumeNode(t)
+	want := fakeDesired()
+	ops, err := applyOps(t, n, h, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := []string{opFirewall, opVolume, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword}; !slices.Equal(ops, w) {
+		t.Fatalf("new node with a volume: apply did %v, want %v", ops, w)
+	}
+	before(t, ops, opFirewall, opVolume)
+	before(t, ops, opVolume, opInit)
+	before(t, ops, opVolume, opStart)
+	if got, w := n.dataDir(), filepath.Join(n.a.volumesDir, "nod-1", "pgdata"); got != w {
+		t.Errorf("data directory %s, want %s (on the volume)", got, w)
+	}
+	mustApply(t, n, h, want)
+
+	// A restarted agent's node finds its volume served: adopted, not made
+	// again; the rest of the apply is that of an existing node.
+	n2 := newNode(n.a, "nod-1")
+	h.running[n.dataDir()] = true
+	mustApply(t, n2, h, want, opFirewall, opInit, opHBA, opReload, opTerminate, opBootstrap, opPassword)
+
+	h.take()
+	if err := n2.wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, w := h.take(), []string{opStop, opWipe, opDestroyVol, opCloseNet}; !slices.Equal(got, w) {
+		t.Fatalf("wipe did %v, want %v", got, w)
+	}
+}
+
+// A failing volume ends the apply before PostgreSQL: nothing is
+// written or started.
+func TestApplyVolumeFailure(t *testing.T) {
+	t.Parallel()
+	n, h := fakeVolumeNode(t)
+	h.setFail(opVolume, errFake)
+	ops, err := applyOps(t, n, h, fakeDesired())
+	if !errors.Is(err, errFake) {
+		t.Fatalf("apply: %v, want the volume's failure", err)
+	}
+	if w := []string{opFirewall, opVolume}; !slices.Equal(ops, w) {
+		t.Fatalf("apply did %v, want %v", ops, w)
+	}
+	h.setFail(opVolume, nil)
+	mustApply(t, n, h, fakeDesired(), opVolume, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
+}
+
+// A node whose volume's server is gone has lost its key: it is reported
+// failed at once, saying so, even while being created; nothing of
+// PostgreSQL is tried. A full volume is reported as the node's state.
+func TestVolumeLostAndFull(t *testing.T) {
+	t.Parallel()
+	n, h := fakeVolumeNode(t)
+	want := fakeDesired()
+	n.set(want, 1, false)
+	n.applyAndReport(context.Background(), want, 1)
+	rep, ok := n.currentReport()
+	if !ok || rep.State != apitype.NodeReportRunning {
+		t.Fatalf("report %+v, want running", rep)
+	}
+	if rep.Volume == nil || rep.Volume.Format != "LUKS2" || rep.Volume.Size != 1<<30 {
+		t.Errorf("report's volume %+v, want the volume's", rep.Volume)
+	}
+
+	h.setFull(true)
+	n.supervise(context.Background(), want, 1)
+	if rep, _ := n.currentReport(); rep.State != apitype.NodeReportFailed || rep.Message != volumeFullMessage || !rep.Volume.Full {
+		t.Errorf("full volume: report %+v (volume %+v), want failed, %q", rep, rep.Volume, volumeFullMessage)
+	}
+	h.setFull(false)
+	n.supervise(context.Background(), want, 1)
+	if rep, _ := n.currentReport(); rep.State != apitype.NodeReportRunning {
+		t.Errorf("volume no longer full: report %+v, want running", rep)
+	}
+
+	h.killVolumeServers()
+	h.take()
+	n.supervise(context.Background(), want, 1)
+	rep, _ = n.currentReport()
+	if rep.State != apitype.NodeReportFailed || rep.Message != errVolumeLost.Error() {
+		t.Errorf("volume server gone: report %+v, want failed: %v", rep, errVolumeLost)
+	}
+	for _, op := range h.take() {
+		if op != opFirewall {
+			t.Errorf("volume lost: the apply did %s", op)
+		}
+	}
+	// A new node on a lost volume (the agent restarted): failed at once.
+	n2 := newNode(n.a, "nod-1")
+	n2.set(want, 2, false)
+	n2.applyAndReport(context.Background(), want, 2)
+	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed {
+		t.Errorf("creating node on a lost volume: report %+v, want failed at once", rep)
+	}
+	// Wiping it destroys the volume.
+	h.take()
+	if err := n2.wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ops := h.take(); !slices.Contains(ops, opDestroyVol) {
+		t.Errorf("wipe of a lost volume's node did %v, want the volume destroyed", ops)
+	}
+}

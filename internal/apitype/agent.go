@@ -132,6 +132,21 @@ type NodeReport struct {
 	Tasks []TaskReport `json:"tasks,omitempty"`
 	// Archive is the primary's WAL archiving.
 	Archive *ArchiveStatus `json:"archive,omitempty"`
+	// Volume is the node's encrypted volume, when it has one.
+	Volume *NodeVolume `json:"volume,omitempty"`
+}
+
+// NodeVolume is a node's encrypted volume as its agent last saw it.
+type NodeVolume struct {
+	Format string `json:"format"` // "LUKS2"
+	Cipher string `json:"cipher"` // "aes-xts-plain64"
+	// Engine serves it: "dm-crypt" or "userspace".
+	Engine string `json:"engine,omitempty"`
+	Size   int64  `json:"size"` // bytes of the encrypted data area
+	Used   int64  `json:"used"` // bytes used in its file system
+	// Full: no space is left for PostgreSQL; the node is then reported
+	// failed with the message "volume full".
+	Full bool `json:"full,omitempty"`
 }
 
 // Task report states.

@@ -38,6 +38,12 @@ func walCommands() []*cobra.Command {
 	}
 }
 
+// volumeCommands returns a stand-in for moat volume, which serves a
+// node's encrypted volume on the agent's host.
+func volumeCommands() []*cobra.Command {
+	return []*cobra.Command{linuxOnly("volume", "A node's encrypted volume (run by the agent)")}
+}
+
 func (a *app) simCmd() *cobra.Command {
 	return linuxOnly("sim", "The simulated customer cloud of moat up")
 }

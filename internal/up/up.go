@@ -56,6 +56,9 @@ type Config struct {
 	// MoatBinary is the moat binary PostgreSQL runs to archive WAL
 	// (default: this executable; tests pass theirs, see agent.Config).
 	MoatBinary string
+	// VolumeSize, when positive, puts every node's data on its own
+	// encrypted volume of that many bytes (agent.Config.VolumeSize).
+	VolumeSize int64
 }
 
 // Stack is a running machine's worth of Moat.
@@ -144,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
-		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary})
+		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize})
 	if err != nil {
 		return nil, err
 	}
@@ -239,14 +242,17 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 	return append([]string{"psql", dsn}, extra...)
 }
 
-// Down stops every node PostgreSQL under dataDir's agent directory and
-// removes the namespaces of the stack of dataDir (and with them their
-// nftables tables): those of prefix, or when prefix is "" those of the
-// prefix dataDir's record names. A data directory without a record
+// Down stops every node PostgreSQL under dataDir's agent directory,
+// destroys the nodes' encrypted volumes (their keys end with their
+// servers) and removes the namespaces of the stack of dataDir (and with
+// them their nftables tables): those of prefix, or when prefix is "" those
+// of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
 // touched. It reports what it stopped.
 func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
 	pids, _ := filepath.Glob(filepath.Join(dataDir, "agent", "nodes", "*", "pgdata", "postmaster.pid"))
+	onVolumes, _ := filepath.Glob(filepath.Join(dataDir, "agent", "volumes", "*", "pgdata", "postmaster.pid"))
+	pids = append(pids, onVolumes...)
 	for _, f := range pids {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -270,19 +276,20 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		prefix = r.Prefix
 	}
+	volErr := agent.DestroyVolumes(filepath.Join(dataDir, "agent"))
 	cloud, err := Cloud(prefix)
 	if err != nil {
-		return postmasters, err
+		return postmasters, errors.Join(volErr, err)
 	}
 	if err := cloud.Cleanup(ctx); err != nil {
-		return postmasters, fmt.Errorf("remove namespaces: %w", err)
+		return postmasters, errors.Join(volErr, fmt.Errorf("remove namespaces: %w", err))
 	}
 	if r, err := ReadRecord(dataDir); err == nil && r.Prefix == prefix {
 		if err := os.Remove(filepath.Join(dataDir, RecordFile)); err != nil {
-			return postmasters, err
+			return postmasters, errors.Join(volErr, err)
 		}
 	}
-	return postmasters, nil
+	return postmasters, volErr
 }
 
 // WaitGone waits until process pid has exited, at most timeout.
