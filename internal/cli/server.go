@@ -187,7 +187,10 @@ func serverCmd() *cobra.Command {
 
 func upCmd() *cobra.Command {
 	var f daemonFlags
-	var dnsListen string
+	var (
+		dnsListen string
+		volumeGiB int64
+	)
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run everything on this machine: control plane, agent, local provider, simulator",
@@ -211,10 +214,11 @@ func upCmd() *cobra.Command {
 			if err := installMissing(cmd.Context(), cmd.OutOrStdout()); err != nil {
 				return err
 			}
-			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg, dnsListen)
+			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg, dnsListen, volumeGiB<<30)
 		},
 	}
 	f.register(c)
+	c.Flags().Int64Var(&volumeGiB, "volume-gib", 10, "size of each node's encrypted volume in GiB (sparse; 0: nodes keep their data in plain directories)")
 	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
 }
@@ -260,12 +264,12 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 }
 
 // runUp runs moat up's components until ctx ends.
-func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsListen string) error {
+func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsListen string, volumeSize int64) error {
 	pidPath := filepath.Join(cfg.DataDir, pidFile)
 	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
 		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"), DNSListen: dnsListen})
+	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"), DNSListen: dnsListen, VolumeSize: volumeSize})
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,8 @@ func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Co
 	if os.Getenv("MOAT_E2E_LOG") != "" {
 		cpCfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t)})
+	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t),
+		VolumeSize: 10 << 30}) // every node on its own encrypted volume, as in moat up
 	if err != nil {
 		cancel()
 		t.Fatal(err)
