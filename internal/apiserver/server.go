@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	RefusalLimit int
 	// IdempotencyTTL is how long an Idempotency-Key is remembered (0: 24h).
 	IdempotencyTTL time.Duration
+	// Metrics records every request (route = the matched pattern) and
+	// the hosts' reports; nil records nothing.
+	Metrics *metrics.ControlPlane
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).
@@ -78,10 +82,12 @@ type Sealer interface {
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	mux    *http.ServeMux
-	routes []Route
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+	// handler is mux, wrapped by the metrics middleware.
+	handler http.Handler
+	routes  []Route
 
 	refused refusals
 
@@ -134,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 		s.writeProblem(w, r, &apiError{status: http.StatusNotFound, code: "route_not_found",
 			msg: "no such route: " + r.Method + " " + r.URL.Path, hint: "see /v1/openapi.json for the routes"})
 	})
+	s.handler = cfg.Metrics.Middleware(s.mux)
 	return s, nil
 }
 
@@ -141,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 // is served over HTTPS only.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-	s.mux.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, r)
 }
 
 // Routes returns the route table (for the OpenAPI test).
