@@ -70,7 +70,8 @@ func (s *Server) hostReport(c *call) error {
 		return err
 	}
 	var notes []string
-	var ended []*domain.Operation // tasks this report ended, for the metrics
+	var ended []*domain.Operation  // tasks this report ended, for the metrics
+	var enforced []*domain.Service // services every node enforces the allowlist of
 	err := c.mutate(func(tx store.Tx) error {
 		ended = ended[:0]
 		touched := map[string]bool{}
@@ -111,9 +112,14 @@ func (s *Server) hostReport(c *call) error {
 			touched[n.ServiceID] = true
 			notes = append(notes, fmt.Sprintf("%s=%s@%d/allow%d", n.ID, r.State, r.Revision, r.AllowlistRevision))
 		}
+		enforced = enforced[:0]
 		for id := range touched {
-			if err := s.rollupService(c, tx, id); err != nil {
+			svc, err := s.rollupService(c, tx, id)
+			if err != nil {
 				return err
+			}
+			if svc.AppliedAllowlistRevision >= svc.AllowlistRevision {
+				enforced = append(enforced, svc)
 			}
 		}
 		c.detail = strings.Join(notes, " ")
@@ -133,6 +139,9 @@ func (s *Server) hostReport(c *call) error {
 	}
 	for _, op := range ended {
 		s.cfg.Metrics.OperationDone(op.Type, op.State, op.UpdatedAt.Sub(op.CreatedAt))
+	}
+	for _, svc := range enforced {
+		s.allowlistEnforced(svc)
 	}
 	c.w.WriteHeader(204)
 	return nil
@@ -197,29 +206,31 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 }
 
 // rollupService stores what a service's nodes' reports change in it (see
-// domain.Service.Rollup).
-func (s *Server) rollupService(c *call, tx store.Tx, id string) error {
+// domain.Service.Rollup), and returns the service.
+func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service, error) {
 	svc, err := store.Get[domain.Service](c.ctx, tx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nodes, err := store.List[domain.Node](c.ctx, tx, store.Query{Parent: id})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	changed, published := svc.Rollup(nodes, s.now())
 	if !changed {
-		return nil
+		return svc, nil
 	}
 	if err := store.Put(c.ctx, tx, svc); err != nil {
-		return err
+		return nil, err
 	}
 	if published {
 		// A running service is published in DNS, which follows the
 		// revision.
-		_, err = tx.BumpRevision(c.ctx)
+		if _, err := tx.BumpRevision(c.ctx); err != nil {
+			return nil, err
+		}
 	}
-	return err
+	return svc, nil
 }
 
 // ---- project CA and passwords ----

@@ -20,7 +20,8 @@ import (
 // TestMetricsRecorded: with Config.Metrics the API counts its requests by
 // route pattern, and an agent's poll and report set the desired and
 // applied revisions, the host's heartbeat, and count the backup operation
-// the report ended.
+// the report ended; an allowlist change is pending from its PUT until the
+// report says every node enforces it.
 func TestMetricsRecorded(t *testing.T) {
 	testenv.CheckGoroutines(t)
 	reg := metrics.NewRegistry()
@@ -54,33 +55,54 @@ func TestMetricsRecorded(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		metrics.Handler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body, _ := io.ReadAll(rec.Result().Body)
+		return string(body)
+	}
+	var al apitype.Allowlist
+	e.must(200, &al, "PUT", "/v1/projects/"+p+"/services/"+svc.ID+"/allowlist", admin, apitype.AllowlistUpdate{AllowedIPs: []apitype.AllowEntry{{CIDR: "203.0.113.7"}}})
+	pending := `moat_allowlist_pending_since_timestamp_seconds{project="` + p + `",service="` + svc.ID + `"} `
+	if body := scrape(); !strings.Contains(body, pending) {
+		t.Errorf("after the allowlist PUT the scrape lacks %q:\n%s", pending, grepMoat(body))
+	}
+
 	var desired apitype.HostDesired
 	e.must(200, &desired, "GET", "/v1/hosts/h1/desired", agent, nil)
-	report := apitype.HostReport{Nodes: []apitype.NodeReport{{NodeID: node.ID, Revision: desired.Revision, State: apitype.NodeReportFailed,
+	report := apitype.HostReport{Nodes: []apitype.NodeReport{{NodeID: node.ID, Revision: desired.Revision, AllowlistRevision: al.Revision, State: apitype.NodeReportFailed,
 		Message: "start: disk full", Tasks: []apitype.TaskReport{{ID: op.ID, State: apitype.TaskFailed, Message: "disk full"}}}}}
+	e.must(204, nil, "POST", "/v1/hosts/h1/report", agent, report)
+	if body := scrape(); !strings.Contains(body, pending) {
+		t.Errorf("a failed node does not enforce the allowlist, but it is no longer pending")
+	}
+	// Only a running node reports what it enforces.
+	report = apitype.HostReport{Nodes: []apitype.NodeReport{{NodeID: node.ID, Revision: desired.Revision, AllowlistRevision: al.Revision, State: apitype.NodeReportRunning}}}
 	e.must(204, nil, "POST", "/v1/hosts/h1/report", agent, report)
 	e.must(404, nil, "GET", "/nowhere", admin, nil)
 
-	rec := httptest.NewRecorder()
-	metrics.Handler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Result().Body)
+	body := scrape()
+	if strings.Contains(body, pending) {
+		t.Errorf("the allowlist is enforced but still pending: %q", pending)
+	}
 	for _, want := range []string{
+		`moat_allowlist_enforce_duration_seconds_count{project="` + p + `",service="` + svc.ID + `"} 1`,
 		`moat_api_requests_total{route="POST /v1/projects/{p}/services",status="201"} 1`,
-		`moat_api_requests_total{route="POST /v1/hosts/{host}/report",status="204"} 1`,
+		`moat_api_requests_total{route="POST /v1/hosts/{host}/report",status="204"} 2`,
 		`moat_api_requests_total{route="/",status="404"} 1`,
 		`moat_host_last_heartbeat_timestamp_seconds{host="h1"} `,
 		`moat_operations_total{kind="service.backup",outcome="failed"} 1`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
 	}
 	applied := `moat_host_applied_revision{host="h1"} ` + strconv.FormatInt(desired.Revision, 10) + "\n"
-	if !strings.Contains(string(body), applied) {
+	if !strings.Contains(body, applied) {
 		t.Errorf("scrape lacks %q", applied)
 	}
 	if t.Failed() {
-		t.Logf("scrape:\n%s", grepMoat(string(body)))
+		t.Logf("scrape:\n%s", grepMoat(body))
 	}
 }
 

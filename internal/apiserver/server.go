@@ -91,6 +91,15 @@ type Server struct {
 
 	refused refusals
 
+	// allowPending holds, by service ID, when the oldest allowlist change
+	// not every node enforces yet was committed (for the metrics; only
+	// with Config.Metrics).
+	// allowApplied the newest allowlist revision seen enforced (a report
+	// may commit before the change's handler records it pending).
+	allowMu      sync.Mutex
+	allowPending map[string]time.Time
+	allowApplied map[string]int64
+
 	docOnce sync.Once
 	doc     map[string]any
 }
@@ -127,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdempotencyTTL <= 0 {
 		cfg.IdempotencyTTL = DefaultIdempotencyTTL
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), allowPending: map[string]time.Time{}, allowApplied: map[string]int64{}}
 	if cfg.RefusalLimit <= 0 {
 		cfg.RefusalLimit = DefaultRefusalLimit
 	}
@@ -155,3 +164,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Routes() []Route { return s.routes }
 
 func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
+
+// allowlistChanged records, for the metrics, that svc's allowlist change
+// committed now waits for its nodes (the oldest waiting change counts).
+func (s *Server) allowlistChanged(svc *domain.Service) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	if s.allowApplied[svc.ID] >= svc.AllowlistRevision {
+		return // enforced already
+	}
+	since, ok := s.allowPending[svc.ID]
+	if !ok {
+		since = time.Now()
+		s.allowPending[svc.ID] = since
+	}
+	s.cfg.Metrics.AllowlistPending(svc.ProjectID, svc.ID, since)
+}
+
+// allowlistEnforced records, for the metrics, that every node of svc
+// enforces its allowlist: how long the pending change took.
+func (s *Server) allowlistEnforced(svc *domain.Service) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	s.allowApplied[svc.ID] = max(s.allowApplied[svc.ID], svc.AppliedAllowlistRevision)
+	since, ok := s.allowPending[svc.ID]
+	if !ok {
+		return
+	}
+	delete(s.allowPending, svc.ID)
+	s.cfg.Metrics.ObserveAllowlistEnforced(svc.ProjectID, svc.ID, time.Since(since))
+}
