@@ -4,8 +4,10 @@
 // 0600), opens the store, serves the API over hardened HTTPS only (TLS 1.2
 // AEAD or 1.3, X25519 first, session-ticket keys rotated), signs audit
 // checkpoints into the store and the append-only checkpoint file, purges
-// expired idempotency records, and runs the reconcilers. Wired by
-// internal/cli and internal/up.
+// expired idempotency records, runs the reconcilers and, with
+// MetricsListen, serves its Prometheus metrics over plain HTTP (loopback
+// only unless MetricsPublic; internal/metrics). Wired by internal/cli and
+// internal/up.
 package controlplane
 
 import (
