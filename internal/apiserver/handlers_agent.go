@@ -57,6 +57,8 @@ func (s *Server) hostDesired(c *call) error {
 	if err != nil {
 		return err
 	}
+	s.cfg.Metrics.SetDesiredRevision(rev)
+	s.cfg.Metrics.HostHeartbeat(host, time.Now())
 	return c.reply(0, out)
 }
 
@@ -68,7 +70,10 @@ func (s *Server) hostReport(c *call) error {
 		return err
 	}
 	var notes []string
+	var ended []*domain.Operation  // tasks this report ended, for the metrics
+	var enforced []*domain.Service // services every node enforces the allowlist of
 	err := c.mutate(func(tx store.Tx) error {
+		ended = ended[:0]
 		touched := map[string]bool{}
 		now := s.now()
 		for i, r := range in.Nodes {
@@ -95,17 +100,26 @@ func (s *Server) hostReport(c *call) error {
 				return err
 			}
 			for j, t := range r.Tasks {
-				if err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j)); err != nil {
+				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
+				if err != nil {
 					return err
+				}
+				if op != nil {
+					ended = append(ended, op)
 				}
 				notes = append(notes, fmt.Sprintf("task %s=%s", t.ID, t.State))
 			}
 			touched[n.ServiceID] = true
 			notes = append(notes, fmt.Sprintf("%s=%s@%d/allow%d", n.ID, r.State, r.Revision, r.AllowlistRevision))
 		}
+		enforced = enforced[:0]
 		for id := range touched {
-			if err := s.rollupService(c, tx, id); err != nil {
+			svc, err := s.rollupService(c, tx, id)
+			if err != nil {
 				return err
+			}
+			if svc.AppliedAllowlistRevision >= svc.AllowlistRevision {
+				enforced = append(enforced, svc)
 			}
 		}
 		c.detail = strings.Join(notes, " ")
@@ -113,6 +127,21 @@ func (s *Server) hostReport(c *call) error {
 	})
 	if err != nil {
 		return err
+	}
+	s.cfg.Metrics.HostHeartbeat(host, time.Now())
+	if len(in.Nodes) > 0 {
+		// A host applies one desired state: its oldest node revision.
+		applied := in.Nodes[0].Revision
+		for _, r := range in.Nodes[1:] {
+			applied = min(applied, r.Revision)
+		}
+		s.cfg.Metrics.SetHostApplied(host, applied)
+	}
+	for _, op := range ended {
+		s.cfg.Metrics.OperationDone(op.Type, op.State, op.UpdatedAt.Sub(op.CreatedAt))
+	}
+	for _, svc := range enforced {
+		s.allowlistEnforced(svc)
 	}
 	c.w.WriteHeader(204)
 	return nil
@@ -131,22 +160,23 @@ func inField(prefix string, err error) error {
 
 // finishTask records a node's finished task in its operation: a backup's
 // label and end time, or the failure (its internal cause goes to the log
-// and the operator's view of the operation only).
-func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) error {
+// and the operator's view of the operation only). It returns the
+// operation when the report ended it.
+func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) (*domain.Operation, error) {
 	op, err := store.Get[domain.Operation](c.ctx, tx, t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && op.TargetID != n.ServiceID) {
-		return domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
+		return nil, domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := s.now()
 	changed, err := op.ApplyTaskReport(taskReportIn(t), now)
 	if err != nil {
-		return inField(field, err)
+		return nil, inField(field, err)
 	}
 	if !changed {
-		return nil
+		return nil, nil
 	}
 	if t.State == apitype.TaskFailed {
 		s.log.Warn("node task failed", "operation_id", op.ID, "type", op.Type, "node_id", n.ID, "err", t.Message)
@@ -154,45 +184,53 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 	if t.Backup != nil {
 		svc, err := store.Get[domain.Service](c.ctx, tx, n.ServiceID)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if svc.RecordBackup(t.Backup.EndTime, now) {
 			if err := store.Put(c.ctx, tx, svc); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if err := store.Put(c.ctx, tx, op); err != nil {
-		return err
+		return nil, err
 	}
-	_, err = tx.BumpRevision(c.ctx) // the task leaves the desired state
-	return err
+	// The task leaves the desired state.
+	if _, err := tx.BumpRevision(c.ctx); err != nil {
+		return nil, err
+	}
+	if op.Live() {
+		return nil, nil
+	}
+	return op, nil
 }
 
 // rollupService stores what a service's nodes' reports change in it (see
-// domain.Service.Rollup).
-func (s *Server) rollupService(c *call, tx store.Tx, id string) error {
+// domain.Service.Rollup), and returns the service.
+func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service, error) {
 	svc, err := store.Get[domain.Service](c.ctx, tx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nodes, err := store.List[domain.Node](c.ctx, tx, store.Query{Parent: id})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	changed, published := svc.Rollup(nodes, s.now())
 	if !changed {
-		return nil
+		return svc, nil
 	}
 	if err := store.Put(c.ctx, tx, svc); err != nil {
-		return err
+		return nil, err
 	}
 	if published {
 		// A running service is published in DNS, which follows the
 		// revision.
-		_, err = tx.BumpRevision(c.ctx)
+		if _, err := tx.BumpRevision(c.ctx); err != nil {
+			return nil, err
+		}
 	}
-	return err
+	return svc, nil
 }
 
 // ---- project CA and passwords ----

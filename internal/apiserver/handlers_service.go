@@ -209,6 +209,7 @@ func (s *Server) putAllowlist(c *call) error {
 	if err != nil {
 		return err
 	}
+	s.allowlistChanged(svc)
 	c.w.Header().Set("ETag", etag(svc.AllowlistRevision))
 	return c.reply(0, allowlistOut(svc))
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	RefusalLimit int
 	// IdempotencyTTL is how long an Idempotency-Key is remembered (0: 24h).
 	IdempotencyTTL time.Duration
+	// Metrics records every request (route = the matched pattern) and
+	// the hosts' reports; nil records nothing.
+	Metrics *metrics.ControlPlane
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).
@@ -78,12 +82,23 @@ type Sealer interface {
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	mux    *http.ServeMux
-	routes []Route
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+	// handler is mux, wrapped by the metrics middleware.
+	handler http.Handler
+	routes  []Route
 
 	refused refusals
+
+	// allowPending holds, by service ID, when the oldest allowlist change
+	// not every node enforces yet was committed (for the metrics; only
+	// with Config.Metrics).
+	// allowApplied the newest allowlist revision seen enforced (a report
+	// may commit before the change's handler records it pending).
+	allowMu      sync.Mutex
+	allowPending map[string]time.Time
+	allowApplied map[string]int64
 
 	docOnce sync.Once
 	doc     map[string]any
@@ -121,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdempotencyTTL <= 0 {
 		cfg.IdempotencyTTL = DefaultIdempotencyTTL
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), allowPending: map[string]time.Time{}, allowApplied: map[string]int64{}}
 	if cfg.RefusalLimit <= 0 {
 		cfg.RefusalLimit = DefaultRefusalLimit
 	}
@@ -134,6 +149,7 @@ func New(cfg Config) (*Server, error) {
 		s.writeProblem(w, r, &apiError{status: http.StatusNotFound, code: "route_not_found",
 			msg: "no such route: " + r.Method + " " + r.URL.Path, hint: "see /v1/openapi.json for the routes"})
 	})
+	s.handler = cfg.Metrics.Middleware(s.mux)
 	return s, nil
 }
 
@@ -141,10 +157,46 @@ func New(cfg Config) (*Server, error) {
 // is served over HTTPS only.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-	s.mux.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, r)
 }
 
 // Routes returns the route table (for the OpenAPI test).
 func (s *Server) Routes() []Route { return s.routes }
 
 func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
+
+// allowlistChanged records, for the metrics, that svc's allowlist change
+// committed now waits for its nodes (the oldest waiting change counts).
+func (s *Server) allowlistChanged(svc *domain.Service) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	if s.allowApplied[svc.ID] >= svc.AllowlistRevision {
+		return // enforced already
+	}
+	since, ok := s.allowPending[svc.ID]
+	if !ok {
+		since = time.Now()
+		s.allowPending[svc.ID] = since
+	}
+	s.cfg.Metrics.AllowlistPending(svc.ProjectID, svc.ID, since)
+}
+
+// allowlistEnforced records, for the metrics, that every node of svc
+// enforces its allowlist: how long the pending change took.
+func (s *Server) allowlistEnforced(svc *domain.Service) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	s.allowApplied[svc.ID] = max(s.allowApplied[svc.ID], svc.AppliedAllowlistRevision)
+	since, ok := s.allowPending[svc.ID]
+	if !ok {
+		return
+	}
+	delete(s.allowPending, svc.ID)
+	s.cfg.Metrics.ObserveAllowlistEnforced(svc.ProjectID, svc.ID, time.Since(since))
+}

@@ -86,6 +86,9 @@ type daemonFlags struct {
 	backupInterval time.Duration
 	backupKeep     int
 	backupKeepAge  time.Duration
+
+	metricsListen string
+	metricsPublic bool
 }
 
 func (f *daemonFlags) register(c *cobra.Command) {
@@ -99,6 +102,8 @@ func (f *daemonFlags) register(c *cobra.Command) {
 	c.Flags().DurationVar(&f.backupInterval, "backup-interval", 24*time.Hour, "take a base backup of a service when its newest is this old (0: only on request)")
 	c.Flags().IntVar(&f.backupKeep, "backup-keep", 7, "keep at least this many base backups per service")
 	c.Flags().DurationVar(&f.backupKeepAge, "backup-keep-age", 0, "also keep every base backup younger than this")
+	c.Flags().StringVar(&f.metricsListen, "metrics-listen", "", "HOST:PORT to serve the control plane's Prometheus metrics on, plain HTTP at /metrics (default: off; loopback only unless --metrics-public)")
+	c.Flags().BoolVar(&f.metricsPublic, "metrics-public", false, "allow --metrics-listen on a non-loopback address (the metrics are unauthenticated)")
 }
 
 func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
@@ -138,6 +143,8 @@ func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
 		BackupInterval:  interval,
 		BackupKeep:      f.backupKeep,
 		BackupKeepAge:   f.backupKeepAge,
+		MetricsListen:   f.metricsListen,
+		MetricsPublic:   f.metricsPublic,
 		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}, nil
 }

@@ -4,8 +4,10 @@
 // 0600), opens the store, serves the API over hardened HTTPS only (TLS 1.2
 // AEAD or 1.3, X25519 first, session-ticket keys rotated), signs audit
 // checkpoints into the store and the append-only checkpoint file, purges
-// expired idempotency records, and runs the reconcilers. Wired by
-// internal/cli and internal/up.
+// expired idempotency records, runs the reconcilers and, with
+// MetricsListen, serves its Prometheus metrics over plain HTTP (loopback
+// only unless MetricsPublic; internal/metrics). Wired by internal/cli and
+// internal/up.
 package controlplane
 
 import (
@@ -28,6 +30,7 @@ import (
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/console"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/provider"
@@ -36,6 +39,7 @@ import (
 	"github.com/moatdb/moat/internal/store"
 	"github.com/moatdb/moat/internal/store/pgstore"
 	"github.com/moatdb/moat/internal/store/sqlitestore"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Files in the data directory.
@@ -106,6 +110,11 @@ type Config struct {
 	// TicketKeyRotation is how often the API's TLS session-ticket key is
 	// replaced (0: daily); tickets of the previous key still resume.
 	TicketKeyRotation time.Duration
+	// MetricsListen is the HOST:PORT the Prometheus metrics are served
+	// on, plain HTTP at /metrics ("" : no metrics). It must be a loopback
+	// address unless MetricsPublic is set (metrics.ErrPublicAddress).
+	MetricsListen string
+	MetricsPublic bool
 }
 
 // ControlPlane is a running control plane's parts.
@@ -130,6 +139,11 @@ type ControlPlane struct {
 	pending  atomic.Int64
 	kick     chan struct{}
 	listener net.Listener
+	// Metrics records the control plane's metrics into metricsReg (nil
+	// when MetricsListen is ""); metricsLn is their listener.
+	Metrics    *metrics.ControlPlane
+	metricsReg *prometheus.Registry
+	metricsLn  net.Listener
 }
 
 // New prepares the data directory and opens the store. Everything it opens
@@ -170,6 +184,10 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	cp = &ControlPlane{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1),
 		cpFile: audit.NewCheckpointFile(filepath.Join(cfg.DataDir, CheckpointFile))}
+	if cfg.MetricsListen != "" {
+		cp.metricsReg = metrics.NewRegistry()
+		cp.Metrics = metrics.NewControlPlane(cp.metricsReg)
+	}
 	if cp.Keys, err = secret.LoadOrCreateKey(filepath.Join(cfg.DataDir, MasterKeyFile)); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
@@ -235,7 +253,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +264,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
-			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile")})
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics})
 		if err != nil {
 			return nil, err
 		}
@@ -272,22 +290,43 @@ func hsts(h http.Handler) http.Handler {
 	})
 }
 
+// MetricsURL returns the metrics endpoint (http://HOST:PORT/metrics) once
+// Listen has bound it, or "" without MetricsListen.
+func (cp *ControlPlane) MetricsURL() string {
+	if cp.metricsLn == nil {
+		return ""
+	}
+	return "http://" + hostPort(cp.metricsLn.Addr()) + "/metrics"
+}
+
 // URL returns the API's base URL (https://HOST:PORT) once Run listens.
 func (cp *ControlPlane) URL() string {
 	u, _ := cp.url.Load().(string)
 	return u
 }
 
-// Listen binds the API listener; Run calls it if it was not called before.
+// Listen binds the API listener and, with MetricsListen, the metrics
+// listener (a non-loopback address without MetricsPublic fails with
+// metrics.ErrPublicAddress); Run calls it if it was not called before.
 func (cp *ControlPlane) Listen() error {
 	if cp.listener != nil {
 		return nil
 	}
+	var mln net.Listener
+	if cp.cfg.MetricsListen != "" {
+		var err error
+		if mln, err = metrics.Listen(cp.cfg.MetricsListen, cp.cfg.MetricsPublic); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cp.cfg.Listen)
 	if err != nil {
+		if mln != nil {
+			mln.Close()
+		}
 		return fmt.Errorf("listen on %s: %w", cp.cfg.Listen, err)
 	}
-	cp.listener = ln
+	cp.listener, cp.metricsLn = ln, mln
 	cp.url.Store("https://" + hostPort(ln.Addr()))
 	return nil
 }
@@ -322,6 +361,15 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	go func() { defer close(cpDone); cp.checkpointLoop(ctx) }()
 	ticketDone := make(chan struct{})
 	go func() { defer close(ticketDone); cp.ticketLoop(ctx) }()
+	metricsDone := make(chan error, 1)
+	go func() {
+		var err error
+		if cp.metricsLn != nil {
+			cp.log.Info("metrics listening", "url", cp.MetricsURL())
+			err = metrics.Serve(ctx, cp.metricsLn, cp.metricsReg, cp.log)
+		}
+		metricsDone <- err
+	}()
 	recDone := make(chan error, 1)
 	go func() {
 		var err error
@@ -353,6 +401,9 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	}
 	<-cpDone
 	<-ticketDone
+	if merr := <-metricsDone; merr != nil {
+		errs = append(errs, merr)
+	}
 	if rerr := <-recDone; rerr != nil {
 		errs = append(errs, fmt.Errorf("reconciler: %w", rerr))
 	}

@@ -211,8 +211,11 @@ func (r *Reconciler) serviceNodes(ctx context.Context, id string) (*domain.Servi
 
 // finishOp ends an operation (failed with info, or succeeded when info is
 // nil) and gives the service back its running state.
+// The metrics count it once the transaction commits.
 func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info) error {
-	return r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+	var done *domain.Operation
+	err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		done = nil
 		o, err := store.Get[domain.Operation](ctx, tx, id)
 		if err != nil || !o.Live() {
 			return err
@@ -220,6 +223,7 @@ func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info)
 		if err := o.Finish(info, r.cfg.Now().UTC()); err != nil {
 			return err
 		}
+		done = o
 		if err := store.Put(ctx, tx, o); err != nil {
 			return err
 		}
@@ -238,6 +242,10 @@ func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info)
 		_, err = tx.BumpRevision(ctx)
 		return err
 	})
+	if err == nil && done != nil {
+		r.cfg.Metrics.OperationDone(done.Type, done.State, done.UpdatedAt.Sub(done.CreatedAt))
+	}
+	return err
 }
 
 func (r *Reconciler) updateOp(ctx context.Context, id string, fn func(store.Tx, *domain.Operation) error) error {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/provider"
@@ -40,6 +41,9 @@ type Config struct {
 	BackupInterval time.Duration
 	BackupKeep     int
 	BackupKeepAge  time.Duration
+	// Metrics records every pass (with the kinds of its errors) and every
+	// operation the reconciler ends; nil records nothing.
+	Metrics *metrics.ControlPlane
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring), with the
@@ -84,7 +88,12 @@ func New(cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Run(ctx context.Context) error {
 	var rev int64
 	for {
-		if err := r.Once(ctx); err != nil && ctx.Err() == nil {
+		start := time.Now()
+		kinds, err := r.once(ctx)
+		if ctx.Err() == nil {
+			r.cfg.Metrics.ReconcilePass(time.Since(start), kinds...)
+		}
+		if err != nil && ctx.Err() == nil {
 			for _, e := range flatten(err) {
 				r.log.Error("reconcile pass", "err", e)
 			}
@@ -107,6 +116,27 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // placed). Work on one object failing does not stop the others; every
 // error is returned, joined (errors.Join).
 func (r *Reconciler) Once(ctx context.Context) error {
+	_, err := r.once(ctx)
+	return err
+}
+
+// Error kinds of a pass, the metrics' kind label: the step that failed.
+const (
+	errKindStore         = "store"
+	errKindNetwork       = "network"
+	errKindPlaceNode     = "place_node"
+	errKindRemoveNode    = "remove_node"
+	errKindCertificate   = "certificate"
+	errKindOperation     = "operation"
+	errKindBackupSched   = "backup_schedule"
+	errKindHoldMoved     = "hold_moved"
+	errKindServiceDelete = "service_delete"
+	errKindBackupKey     = "backup_key"
+	errKindPrune         = "prune"
+)
+
+// once is Once, also returning the kind of every error (one entry each).
+func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 	var nodes []*domain.Node
 	var svcs []*domain.Service
 	err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
@@ -117,35 +147,43 @@ func (r *Reconciler) Once(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return []string{errKindStore}, err
 	}
 	var errs []error
-	keep := func(err error) { errs = append(errs, err) }
-	keep(r.networks(ctx))
+	keep := func(kind string, err error) {
+		if err == nil {
+			return
+		}
+		errs = append(errs, err)
+		for range flatten(err) {
+			kinds = append(kinds, kind)
+		}
+	}
+	keep(errKindNetwork, r.networks(ctx))
 	for _, n := range nodes {
 		switch {
 		case n.State == domain.StateCreating && n.Address == "":
-			keep(r.place(ctx, n))
+			keep(errKindPlaceNode, r.place(ctx, n))
 		case n.State == domain.StateDeleting:
-			keep(r.remove(ctx, n))
+			keep(errKindRemoveNode, r.remove(ctx, n))
 		case n.Address != "" && !domain.Gone(n.State) && pki.NeedsRenewal([]byte(n.CertPEM), r.cfg.Now(), RenewBefore):
-			keep(r.renew(ctx, n))
+			keep(errKindCertificate, r.renew(ctx, n))
 		}
 	}
-	keep(r.operations(ctx))
-	keep(r.scheduleBackups(ctx, svcs))
-	keep(r.holdMoved(ctx, nodes))
+	keep(errKindOperation, r.operations(ctx))
+	keep(errKindBackupSched, r.scheduleBackups(ctx, svcs))
+	keep(errKindHoldMoved, r.holdMoved(ctx, nodes))
 	for _, s := range svcs {
 		switch {
 		case s.State == domain.StateDeleting:
-			keep(r.finishDelete(ctx, s))
+			keep(errKindServiceDelete, r.finishDelete(ctx, s))
 		case !domain.Gone(s.State) && s.BackupPublicKeyPEM == "":
-			keep(r.backupKey(ctx, s.ID))
+			keep(errKindBackupKey, r.backupKey(ctx, s.ID))
 		case !domain.Gone(s.State) && s.LastBackupAt.After(s.PrunedAt):
-			keep(r.prune(ctx, s))
+			keep(errKindPrune, r.prune(ctx, s))
 		}
 	}
-	return errors.Join(errs...)
+	return kinds, errors.Join(errs...)
 }
 
 // flatten lists the errors joined in err (recursively), each once.
