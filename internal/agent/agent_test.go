@@ -529,8 +529,16 @@ func TestNode(t *testing.T) {
 	stop()
 	// Stopped, the agent watches the postmaster no more (TestNode is not
 	// parallel: no other test's instance runs).
-	if stacks := allStacks(); strings.Contains(stacks, "postgres.(*Instance).reap") {
-		t.Errorf("agent stopped: a postmaster is still watched:\n%s", stacks)
+	// Close ends the watch at its next poll (100 ms): wait for that.
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stacks := allStacks()
+		if !strings.Contains(stacks, "postgres.(*Instance).reap") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("agent stopped: a postmaster is still watched 3 s later:\n%s", stacks)
+			break
+		}
 	}
 	if err := pair.Client.Probe(allowed, nodeAddr, 300*time.Millisecond); !errors.Is(err, netnstest.ErrTimeout) {
 		t.Fatalf("agent killed: probe from revoked %v = %v, want a timeout", allowed, err)
