@@ -83,16 +83,13 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		acc := domain.CompileAccess(svc, in.VPCs[svc.VPCID], in.Peerings, peers)
 		nd := apitype.NodeDesired{
 			NodeID: n.ID, ServiceID: svc.ID, ProjectID: svc.ProjectID, Index: n.Index,
-			Role: apitype.RolePrimary, State: n.State, Namespace: n.Namespace, Address: n.Address, Port: domain.PostgresPort,
+			Role: apitype.RolePrimary, State: n.DesiredState(svc), Namespace: n.Namespace, Address: n.Address, Port: domain.PostgresPort,
 			Database: domain.Database, AdminUser: domain.AdminUser, AdminVerifier: svc.AdminVerifier, ReplicationUser: domain.ReplicationUser,
 			TLS: apitype.NodeTLS{CertPEM: n.CertPEM, KeyPEM: string(key), ProjectCAPEM: proj.CACertPEM,
 				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
 			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
 			AllowlistRevision:  svc.AllowlistRevision,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
-		}
-		if svc.State == domain.StateDeleting {
-			nd.State = domain.StateDeleting
 		}
 		if n.Index > 0 && primary != nil {
 			nd.Role = apitype.RoleReplica

@@ -300,3 +300,12 @@ func (p *Peering) BeginDelete(now time.Time) (bool, error) {
 	}
 	return true, p.transition(PeeringMachine, StateDeleting, now)
 }
+
+// DesiredState is the state a host is asked to bring node n to: a node of
+// a service being deleted is wiped with it, whatever its own state.
+func (n *Node) DesiredState(svc *Service) string {
+	if svc.State == StateDeleting {
+		return StateDeleting
+	}
+	return n.State
+}

@@ -362,3 +362,18 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeDesiredState(t *testing.T) {
+	for _, tc := range []struct{ svc, node, want string }{
+		{StateRunning, StateRunning, StateRunning},
+		{StateRunning, StateCreating, StateCreating},
+		{StateDegraded, StateFailed, StateFailed},
+		{StateDeleting, StateRunning, StateDeleting},
+		{StateDeleting, StateCreating, StateDeleting},
+	} {
+		n := &Node{Meta: Meta{State: tc.node}}
+		if got := n.DesiredState(&Service{Meta: Meta{State: tc.svc}}); got != tc.want {
+			t.Errorf("DesiredState(node %s, service %s) = %s, want %s", tc.node, tc.svc, got, tc.want)
+		}
+	}
+}

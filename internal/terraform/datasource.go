@@ -109,7 +109,7 @@ type vpcDataModel struct {
 	Region     types.String `tfsdk:"region"`
 	CIDR       types.String `tfsdk:"cidr"`
 	CloudVPCID types.String `tfsdk:"cloud_vpc_id"`
-	State      types.String `tfsdk:"state"`
+	Lifecycle  types.String `tfsdk:"state"`
 }
 
 func (d *vpcDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -144,7 +144,7 @@ func (d *vpcDataSource) Read(ctx context.Context, req datasource.ReadRequest, re
 		return
 	}
 	m = vpcDataModel{ID: types.StringValue(v.ID), Name: types.StringValue(v.Name), Region: types.StringValue(v.Region),
-		CIDR: types.StringValue(v.CIDR), CloudVPCID: types.StringValue(v.CloudVPCID), State: types.StringValue(v.State)}
+		CIDR: types.StringValue(v.CIDR), CloudVPCID: types.StringValue(v.CloudVPCID), Lifecycle: types.StringValue(v.State)}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }
 
@@ -165,7 +165,7 @@ type serviceDataModel struct {
 	Port       types.Int64  `tfsdk:"port"`
 	Database   types.String `tfsdk:"database"`
 	User       types.String `tfsdk:"user"`
-	State      types.String `tfsdk:"state"`
+	Lifecycle  types.String `tfsdk:"state"`
 }
 
 func (d *serviceDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -206,7 +206,7 @@ func (d *serviceDataSource) Read(ctx context.Context, req datasource.ReadRequest
 	var m serviceModel
 	m.set(s, &resp.Diagnostics)
 	out := serviceDataModel{ID: m.ID, Name: m.Name, Region: m.Region, Nodes: m.Nodes, VPCID: m.VPCID, AllowedIPs: m.AllowedIPs,
-		Host: m.Host, Address: m.Address, Port: m.Port, Database: m.Database, User: m.User, State: m.State}
+		Host: m.Host, Address: m.Address, Port: m.Port, Database: m.Database, User: m.User, Lifecycle: m.Lifecycle}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &out)...)
 }
 

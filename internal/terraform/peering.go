@@ -35,7 +35,7 @@ type peeringModel struct {
 	PeerRegion     types.String   `tfsdk:"peer_region"`
 	PeerCIDRs      types.List     `tfsdk:"peer_cidrs"`
 	CloudPeeringID types.String   `tfsdk:"cloud_peering_id"`
-	State          types.String   `tfsdk:"state"`
+	Lifecycle      types.String   `tfsdk:"state"`
 	StateInfo      types.String   `tfsdk:"state_info"`
 	Timeouts       timeouts.Value `tfsdk:"timeouts"`
 }
@@ -84,7 +84,7 @@ func (m *peeringModel) set(ctx context.Context, p apitype.Peering) {
 	m.PeerRegion = types.StringValue(p.PeerRegion)
 	m.PeerCIDRs, _ = types.ListValueFrom(ctx, types.StringType, p.PeerCIDRs)
 	m.CloudPeeringID = types.StringValue(p.CloudPeeringID)
-	m.State = types.StringValue(p.State)
+	m.Lifecycle = types.StringValue(p.State)
 	m.StateInfo = types.StringNull()
 	if p.StateInfo != nil {
 		m.StateInfo = types.StringValue(fmt.Sprintf("%s (%s)", p.StateInfo.Message, p.StateInfo.Code))
@@ -108,7 +108,7 @@ func (r *peeringResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	if !req.State.Raw.IsNull() {
 		var prior peeringModel
 		resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
-		if s := prior.State.ValueString(); dead(s) {
+		if s := prior.Lifecycle.ValueString(); dead(s) {
 			resp.Diagnostics.AddError("Peering connection "+s,
 				fmt.Sprintf("peering %s (%s) is %s: %s.\n\nHint: it cannot become active; request a new one with terraform apply -replace=<this resource's address>, or remove it.",
 					prior.ID.ValueString(), prior.CloudPeeringID.ValueString(), s, prior.StateInfo.ValueString()))

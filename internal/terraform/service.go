@@ -42,7 +42,7 @@ type serviceModel struct {
 	Port                 types.Int64    `tfsdk:"port"`
 	Database             types.String   `tfsdk:"database"`
 	User                 types.String   `tfsdk:"user"`
-	State                types.String   `tfsdk:"state"`
+	Lifecycle            types.String   `tfsdk:"state"`
 	AdminPassword        types.String   `tfsdk:"admin_password"`
 	AdminPasswordVersion types.Int64    `tfsdk:"admin_password_version"`
 	Timeouts             timeouts.Value `tfsdk:"timeouts"`
@@ -183,7 +183,7 @@ func (m *serviceModel) set(s apitype.Service, diags *diag.Diagnostics) {
 	var d diag.Diagnostics
 	m.AllowedIPs, d = types.SetValue(allowType, elems)
 	diags.Append(d...)
-	m.State = types.StringValue(s.State)
+	m.Lifecycle = types.StringValue(s.State)
 	m.Host, m.Address, m.Database, m.User = types.StringNull(), types.StringNull(), types.StringNull(), types.StringNull()
 	m.Port = types.Int64Null()
 	if c := s.Connection; c != nil {

@@ -489,7 +489,7 @@ func TestPeeringCreateWarns(t *testing.T) {
 	unknown := types.StringUnknown()
 	if d := plan.Set(ctx, &peeringModel{ID: unknown, VPCID: types.StringValue(v.ID), PeerAccountID: types.StringValue(cvpc.Account),
 		PeerVPCID: types.StringValue(cvpc.ID), PeerRegion: types.StringValue("eu-west-1"), PeerCIDRs: cidrs,
-		CloudPeeringID: unknown, State: unknown, StateInfo: unknown,
+		CloudPeeringID: unknown, Lifecycle: unknown, StateInfo: unknown,
 		Timeouts: timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{"create": types.StringType, "delete": types.StringType})},
 	}); d.HasError() {
 		t.Fatalf("plan: %v", d)
@@ -501,8 +501,8 @@ func TestPeeringCreateWarns(t *testing.T) {
 	}
 	var got peeringModel
 	resp.State.Get(ctx, &got)
-	if got.State.ValueString() != "pending-acceptance" {
-		t.Errorf("state after Create = %s, want pending-acceptance", got.State)
+	if got.Lifecycle.ValueString() != "pending-acceptance" {
+		t.Errorf("state after Create = %s, want pending-acceptance", got.Lifecycle)
 	}
 	w := resp.Diagnostics.Warnings()
 	if len(w) != 1 || w[0].Summary() != "Accept the peering connection" {

@@ -29,7 +29,7 @@ type vpcModel struct {
 	Region     types.String   `tfsdk:"region"`
 	CIDR       types.String   `tfsdk:"cidr"`
 	CloudVPCID types.String   `tfsdk:"cloud_vpc_id"`
-	State      types.String   `tfsdk:"state"`
+	Lifecycle  types.String   `tfsdk:"state"`
 	Timeouts   timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -75,7 +75,7 @@ func (m *vpcModel) set(v apitype.VPC) {
 	m.Region = types.StringValue(v.Region)
 	m.CIDR = types.StringValue(v.CIDR)
 	m.CloudVPCID = types.StringValue(v.CloudVPCID)
-	m.State = types.StringValue(v.State)
+	m.Lifecycle = types.StringValue(v.State)
 }
 
 func (r *vpcResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
