@@ -248,21 +248,13 @@ func (r *peeringResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	d, diags := m.Timeouts.Delete(ctx, defaultTimeout)
-	resp.Diagnostics.Append(diags...)
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	id := m.ID.ValueString()
-	if _, err := r.api.c.DeletePeering(ctx, r.api.project, id); err != nil && !gone("", err) {
-		addError(&resp.Diagnostics, path.Empty(), "Cannot delete the peering connection", err)
-		return
-	}
-	if err := waitGone(ctx, "peering "+id, func(ctx context.Context) (string, error) {
-		p, err := r.api.c.GetPeering(ctx, r.api.project, id)
-		return p.State, err
-	}); err != nil {
-		addError(&resp.Diagnostics, path.Empty(), "The peering connection was not deleted", err)
-	}
+	deleteAndWait(ctx, &resp.Diagnostics, m.Timeouts, "the peering connection", id,
+		func(ctx context.Context) error { _, err := r.api.c.DeletePeering(ctx, r.api.project, id); return err },
+		func(ctx context.Context) (string, error) {
+			o, err := r.api.c.GetPeering(ctx, r.api.project, id)
+			return o.State, err
+		})
 }
 
 func (r *peeringResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {

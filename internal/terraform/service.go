@@ -384,21 +384,13 @@ func (r *serviceResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	d, diags := m.Timeouts.Delete(ctx, defaultTimeout)
-	resp.Diagnostics.Append(diags...)
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	id := m.ID.ValueString()
-	if _, err := r.api.c.DeleteService(ctx, r.api.project, id); err != nil && !gone("", err) {
-		addError(&resp.Diagnostics, path.Empty(), "Cannot delete the service", err)
-		return
-	}
-	if err := waitGone(ctx, "service "+id, func(ctx context.Context) (string, error) {
-		s, err := r.api.c.GetService(ctx, r.api.project, id)
-		return s.State, err
-	}); err != nil {
-		addError(&resp.Diagnostics, path.Empty(), "The service was not deleted", err)
-	}
+	deleteAndWait(ctx, &resp.Diagnostics, m.Timeouts, "the service", id,
+		func(ctx context.Context) error { _, err := r.api.c.DeleteService(ctx, r.api.project, id); return err },
+		func(ctx context.Context) (string, error) {
+			o, err := r.api.c.GetService(ctx, r.api.project, id)
+			return o.State, err
+		})
 }
 
 func (r *serviceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {

@@ -149,21 +149,13 @@ func (r *vpcResource) Delete(ctx context.Context, req resource.DeleteRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	d, diags := m.Timeouts.Delete(ctx, defaultTimeout)
-	resp.Diagnostics.Append(diags...)
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	id := m.ID.ValueString()
-	if _, err := r.api.c.DeleteVPC(ctx, r.api.project, id); err != nil && !gone("", err) {
-		addError(&resp.Diagnostics, path.Empty(), "Cannot delete the VPC", err)
-		return
-	}
-	if err := waitGone(ctx, "VPC "+id, func(ctx context.Context) (string, error) {
-		v, err := r.api.c.GetVPC(ctx, r.api.project, id)
-		return v.State, err
-	}); err != nil {
-		addError(&resp.Diagnostics, path.Empty(), "The VPC was not deleted", err)
-	}
+	deleteAndWait(ctx, &resp.Diagnostics, m.Timeouts, "the VPC", id,
+		func(ctx context.Context) error { _, err := r.api.c.DeleteVPC(ctx, r.api.project, id); return err },
+		func(ctx context.Context) (string, error) {
+			o, err := r.api.c.GetVPC(ctx, r.api.project, id)
+			return o.State, err
+		})
 }
 
 func (r *vpcResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {

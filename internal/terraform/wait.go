@@ -3,7 +3,12 @@ package terraform
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 
 	"github.com/moatdb/moat/internal/client"
 )
@@ -59,4 +64,22 @@ func waitGone(ctx context.Context, what string, get func(context.Context) (strin
 		return s, err
 	}, func(s string) (bool, error) { return s == "deleted", nil })
 	return err
+}
+
+// deleteAndWait asks the API to delete object id (what: "the VPC") and
+// waits, within the resource's delete timeout, until it is gone; an
+// object already gone counts as deleted. Problems go to diags.
+func deleteAndWait(ctx context.Context, diags *diag.Diagnostics, to timeouts.Value, what, id string,
+	del func(context.Context) error, state func(context.Context) (string, error)) {
+	d, ds := to.Delete(ctx, defaultTimeout)
+	diags.Append(ds...)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := del(ctx); err != nil && !gone("", err) {
+		addError(diags, path.Empty(), "Cannot delete "+what, err)
+		return
+	}
+	if err := waitGone(ctx, what+" "+id, state); err != nil {
+		addError(diags, path.Empty(), strings.ToUpper(what[:1])+what[1:]+" was not deleted", err)
+	}
 }
