@@ -24,7 +24,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e.must(201, &vpc, "POST", "/v1/projects/"+a+"/vpcs", adminA, apitype.VPCCreate{Name: "net", Region: "us-east-1", CIDR: "10.0.0.0/17"})
 	var svc apitype.Service
 	e.must(201, &svc, "POST", "/v1/projects/"+a+"/services", adminA, apitype.ServiceCreate{Name: "db", Region: "us-east-1"})
-	ids := map[string]string{"vpcs": vpc.ID, "services": svc.ID, "peerings": "pcx-aaaaaaaaaaaaaaaa", "operations": "op-aaaaaaaaaaaaaaaa", "tokens": "tok-aaaaaaaaaaaaaaaa"}
+	var sup apitype.SupportRequest
+	e.must(201, &sup, "POST", "/v1/projects/"+a+"/support-requests", adminA, apitype.SupportRequestCreate{Resource: "vpcs", Requested: 5, Message: "more"})
+	ids := map[string]string{"vpcs": vpc.ID, "services": svc.ID, "peerings": "pcx-aaaaaaaaaaaaaaaa", "operations": "op-aaaaaaaaaaaaaaaa", "tokens": "tok-aaaaaaaaaaaaaaaa",
+		"support-requests": sup.ID}
 	fill := func(pattern string) string {
 		path := strings.ReplaceAll(strings.ReplaceAll(pattern, "{p}", a), "{host}", "local")
 		for coll, id := range ids {

@@ -306,16 +306,24 @@ func (s *Server) authenticate(ctx context.Context, header string) (principal, er
 
 // appendAudit appends the call's audit entry in tx.
 func (c *call) appendAudit(tx store.Tx, outcome string) error {
+	return c.appendAuditOf(tx, c.rt.Action, c.target, c.detail, outcome)
+}
+
+// appendAuditOf appends an entry of the call for action on target with
+// detail: the
+// route's own entry, or one for a change the route makes besides its own
+// (the quota an approved support request raises).
+func (c *call) appendAuditOf(tx store.Tx, action, target, detail, outcome string) error {
 	e, err := audit.Append(c.ctx, tx, domain.AuditEntry{
 		Time:      c.s.now(),
 		Actor:     c.who.actor(),
 		ProjectID: c.auditProject(),
-		Action:    c.rt.Action,
-		Target:    c.target,
+		Action:    action,
+		Target:    target,
 		RequestID: c.reqID,
 		Source:    c.source,
 		Outcome:   outcome,
-		Detail:    c.detail,
+		Detail:    detail,
 	})
 	if err != nil {
 		return fmt.Errorf("append audit entry: %w", err)

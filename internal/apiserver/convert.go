@@ -148,3 +148,9 @@ func backupOut(b archive.Backup) apitype.Backup {
 	return apitype.Backup{Label: b.Label, Timeline: b.Timeline, StartLSN: b.StartLSN, EndLSN: b.EndLSN,
 		StartTime: b.StartTime, EndTime: b.EndTime, Size: b.Size, StoredSize: b.StoredSize, KeyFingerprint: b.KeyFingerprint}
 }
+
+func supportOut(r *domain.SupportRequest) apitype.SupportRequest {
+	return apitype.SupportRequest{ID: r.ID, ProjectID: r.ProjectID, Type: r.Type, Resource: r.Resource, Requested: r.Requested,
+		Current: r.Current, Message: r.Message, Requester: r.Requester, State: r.State, Reply: r.Reply, DecidedBy: r.DecidedBy,
+		DecidedAt: r.DecidedAt, CreatedAt: r.CreatedAt}
+}

@@ -259,6 +259,26 @@ func (s *Server) setQuota(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
+	if err := validateQuotaUpdate(in); err != nil {
+		return err
+	}
+	c.target = c.project
+	var p *domain.Project
+	err := c.mutate(func(tx store.Tx) (err error) {
+		if p, err = getIn[domain.Project](c, tx, "project", c.project); err != nil {
+			return err
+		}
+		c.detail, err = s.applyQuota(c, tx, p, in)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.reply(0, s.projectOut(p))
+}
+
+// validateQuotaUpdate checks an operator's new quotas.
+func validateQuotaUpdate(in apitype.QuotaUpdate) error {
 	if in.VPCs == nil && in.Services == nil && in.Nodes == nil {
 		return domain.Invalidf(domain.CodeRequired, "vpcs", `give one or more new quotas, e.g. {"vpcs": 5, "services": 20, "nodes": 60}`, "vpcs, services or nodes is required")
 	}
@@ -274,34 +294,30 @@ func (s *Server) setQuota(c *call) error {
 			}
 		}
 	}
-	c.target = c.project
-	var p *domain.Project
-	err := c.mutate(func(tx store.Tx) (err error) {
-		if p, err = getIn[domain.Project](c, tx, "project", c.project); err != nil {
-			return err
-		}
-		before := p.Limits(s.cfg.Quotas)
-		var changes []string
-		if in.VPCs != nil {
-			changes = append(changes, fmt.Sprintf("vpcs %d -> %d", p.VPCQuota, *in.VPCs))
-			p.VPCQuota = *in.VPCs
-		}
-		if in.Services != nil {
-			changes = append(changes, fmt.Sprintf("services %d -> %d", before.Services, *in.Services))
-			p.ServiceQuota = in.Services
-		}
-		if in.Nodes != nil {
-			changes = append(changes, fmt.Sprintf("nodes %d -> %d", before.Nodes, *in.Nodes))
-			p.NodeQuota = in.Nodes
-		}
-		c.detail = strings.Join(changes, ", ")
-		p.UpdatedAt = s.now()
-		return store.Put(c.ctx, tx, p)
-	})
-	if err != nil {
-		return err
+	return nil
+}
+
+// applyQuota sets project p's quotas to in (validated) and stores it in
+// tx: the one path of an operator's quota change (PUT .../quota) and of an
+// approved quota increase. It returns the change for the audit entry
+// ("vpcs 3 -> 5").
+func (s *Server) applyQuota(c *call, tx store.Tx, p *domain.Project, in apitype.QuotaUpdate) (string, error) {
+	before := p.Limits(s.cfg.Quotas)
+	var changes []string
+	if in.VPCs != nil {
+		changes = append(changes, fmt.Sprintf("vpcs %d -> %d", p.VPCQuota, *in.VPCs))
+		p.VPCQuota = *in.VPCs
 	}
-	return c.reply(0, s.projectOut(p))
+	if in.Services != nil {
+		changes = append(changes, fmt.Sprintf("services %d -> %d", before.Services, *in.Services))
+		p.ServiceQuota = in.Services
+	}
+	if in.Nodes != nil {
+		changes = append(changes, fmt.Sprintf("nodes %d -> %d", before.Nodes, *in.Nodes))
+		p.NodeQuota = in.Nodes
+	}
+	p.UpdatedAt = s.now()
+	return strings.Join(changes, ", "), store.Put(c.ctx, tx, p)
 }
 
 // ---- tokens ----

@@ -63,6 +63,13 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},
 
+		{Method: "POST", Pattern: "/v1/projects/{p}/support-requests", Action: "support.request.create", Access: ProjectWrite, Summary: "File a support request to the operator (a quota increase)", Request: apitype.SupportRequestCreate{}, Response: apitype.SupportRequest{}, Status: http.StatusCreated, Handler: s.createSupportRequest},
+		{Method: "GET", Pattern: "/v1/projects/{p}/support-requests", Access: ProjectRead, Summary: "List the project's support requests", Response: apitype.List[apitype.SupportRequest]{}, Handler: s.listSupportRequests},
+		{Method: "GET", Pattern: "/v1/projects/{p}/support-requests/{id}", Access: ProjectRead, Summary: "Get a support request", Response: apitype.SupportRequest{}, Handler: s.getSupportRequest},
+		{Method: "GET", Pattern: "/v1/support-requests", Access: Operator, Summary: "List every project's support requests (operator; ?state=open selects the queue)", Response: apitype.List[apitype.SupportRequest]{}, Handler: s.listAllSupportRequests},
+		{Method: "POST", Pattern: "/v1/support-requests/{id}/approve", Action: "support.request.approve", Access: Operator, Summary: "Approve a support request, raising the project's quota (operator)", Request: apitype.SupportDecision{}, Response: apitype.SupportRequest{}, Handler: s.approveSupportRequest},
+		{Method: "POST", Pattern: "/v1/support-requests/{id}/decline", Action: "support.request.decline", Access: Operator, Summary: "Decline a support request with a reply (operator)", Request: apitype.SupportDecision{}, Response: apitype.SupportRequest{}, Handler: s.declineSupportRequest},
+
 		{Method: "GET", Pattern: "/v1/projects/{p}/audit", Access: ProjectRead, Summary: "List the project's audit entries", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listProjectAudit},
 		{Method: "GET", Pattern: "/v1/audit", Access: Operator, Summary: "List all audit entries (operator)", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listAudit},
 		{Method: "GET", Pattern: "/v1/audit/verify", Access: Operator, Summary: "Verify the audit hash chain and checkpoints (operator)", Response: apitype.AuditVerify{}, Handler: s.verifyAudit},

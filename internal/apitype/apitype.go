@@ -336,3 +336,38 @@ type Identity struct {
 	ProjectID string `json:"project_id,omitempty"`
 	Name      string `json:"name,omitempty"`
 }
+
+// SupportRequest is a tenant's request to the platform operator: today a
+// quota increase (resource vpcs, services or nodes, from current to
+// requested). State is open, approved or declined; reply is the
+// operator's answer.
+type SupportRequest struct {
+	ID        string     `json:"id"`
+	ProjectID string     `json:"project_id"`
+	Type      string     `json:"type"`
+	Resource  string     `json:"resource"`
+	Requested int        `json:"requested"`
+	Current   int        `json:"current"`
+	Message   string     `json:"message"`
+	Requester string     `json:"requester"`
+	State     string     `json:"state"`
+	Reply     string     `json:"reply,omitempty"`
+	DecidedBy string     `json:"decided_by,omitempty"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+}
+
+// SupportRequestCreate files a support request. Type defaults to
+// quota_increase.
+type SupportRequestCreate struct {
+	Type      string `json:"type,omitempty"`
+	Resource  string `json:"resource"`
+	Requested int    `json:"requested"`
+	Message   string `json:"message"`
+}
+
+// SupportDecision approves or declines a support request (operator); a
+// decline needs the reply.
+type SupportDecision struct {
+	Reply string `json:"reply,omitempty"`
+}

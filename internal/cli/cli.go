@@ -132,6 +132,7 @@ needed in the command's arguments, where other users can see it. Commands on a p
 		a.serviceCmd(),
 		a.operationCmd(),
 		a.quotaCmd(),
+		a.supportCmd(),
 		a.operatorCmd(),
 		a.hostCmd(),
 		a.auditCmd(),

@@ -105,6 +105,8 @@ var (
 		"audit":            []apitype.AuditEntry{{Seq: 1, Time: t0, Actor: "operator:tok-op", Action: "project.create", Target: "proj-aaaa", Outcome: "success", Hash: "ab"}},
 		"verify-ok":        apitype.AuditVerify{OK: true, Entries: 10, Checkpoints: 1},
 		"verify-bad":       apitype.AuditVerify{Entries: 10, FirstBad: 4, Problem: "hash mismatch"},
+		"support-requests": []apitype.SupportRequest{{ID: "sup-aaaa", ProjectID: "proj-aaaa", Type: "quota_increase", Resource: "vpcs", Current: 3, Requested: 5, Message: "one VPC\nper region", Requester: "admin:tok-a", State: "open", CreatedAt: t0},
+			{ID: "sup-bbbb", ProjectID: "proj-aaaa", Type: "quota_increase", Resource: "nodes", Current: 30, Requested: 60, Message: "replicas", State: "declined", Reply: "the host is full", DecidedBy: "operator:tok-op", CreatedAt: t0}},
 	}
 )
 

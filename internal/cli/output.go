@@ -164,6 +164,10 @@ func render(w io.Writer, format string, v any) error {
 		for _, e := range v {
 			row(tw, strconv.FormatInt(e.Seq, 10), ts(e.Time), e.Actor, dash(e.ProjectID), e.Action, dash(e.Target), e.Outcome, e.Detail)
 		}
+	case apitype.SupportRequest:
+		supportRows(tw, v)
+	case []apitype.SupportRequest:
+		supportRows(tw, v...)
 	case apitype.AuditVerify:
 		if v.OK {
 			after = append(after, "ok")
