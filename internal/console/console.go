@@ -134,6 +134,11 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /console/allowlist/row", c.read(c.allowlistRow))
 	c.mux.Handle("GET /console/services/{id}/explain", c.read(c.explain))
 
+	c.mux.Handle("GET /console/support", c.read(c.support))
+	c.mux.Handle("POST /console/support", c.write(c.fileSupport))
+	c.mux.Handle("POST /console/support/{id}/approve", c.write(c.approveSupport))
+	c.mux.Handle("POST /console/support/{id}/decline", c.write(c.declineSupport))
+
 	c.mux.Handle("GET /console/audit", c.read(c.audit))
 	c.mux.Handle("GET /console/audit/verify", c.read(c.auditVerify))
 

@@ -210,7 +210,7 @@ func TestViewer(t *testing.T) {
 	b := e.signIn(e.viewerA)
 	postForm := regexp.MustCompile(`<form method="post" action="([^"]+)"`)
 	for _, p := range []string{"/console/vpcs", "/console/services", "/console/services/" + f.svc.ID, "/console/services/" + f.svc.ID + "/allowlist",
-		"/console/services/" + f.svc.ID + "/network", "/console/audit"} {
+		"/console/services/" + f.svc.ID + "/network", "/console/audit", "/console/support"} {
 		body := b.mustGet(p)
 		for _, m := range postForm.FindAllStringSubmatch(body, -1) {
 			if m[1] != "/console/signout" {
@@ -573,7 +573,7 @@ type normaliser struct {
 func newNormaliser() *normaliser { return &normaliser{ids: map[string]string{}, n: map[string]int{}} }
 
 var (
-	idRE   = regexp.MustCompile(`\b(proj|tok|vpc|pcx|svc|node|op|req)-[a-z2-7]{16}\b`)
+	idRE   = regexp.MustCompile(`\b(proj|tok|vpc|pcx|svc|node|op|req|sup)-[a-z2-7]{16}\b`)
 	rowRE  = regexp.MustCompile(`\b(row|cidr|desc)-\d+\b`)
 	timeRE = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ`)
 	csrfVR = regexp.MustCompile(`("csrf" value="|"X-CSRF-Token": ")[A-Za-z0-9_-]+`)
@@ -635,7 +635,7 @@ func TestLabels(t *testing.T) {
 	b := e.signIn(e.operator)
 	b.mustPost("/console/project", url.Values{"project": {e.A}})
 	svc := "/console/services/" + f.svc.ID
-	control := regexp.MustCompile(`<(input|select)\b[^>]*>`)
+	control := regexp.MustCompile(`<(input|select|textarea)\b[^>]*>`)
 	attr := func(tag, name string) string {
 		m := regexp.MustCompile(`\s` + name + `="([^"]*)"`).FindStringSubmatch(tag)
 		if m == nil {
@@ -643,8 +643,17 @@ func TestLabels(t *testing.T) {
 		}
 		return m[1]
 	}
-	for _, p := range []string{"/console/vpcs", "/console/services", svc, svc + "/network", svc + "/allowlist/edit", svc + "/explain", "/console/audit"} {
-		body := b.mustGet(p)
+	if _, err := e.api(e.adminA).CreateSupportRequest(context.Background(), e.A, apitype.SupportRequestCreate{Resource: "vpcs", Requested: 5, Message: "more"}); err != nil {
+		t.Fatal(err)
+	}
+	ab := e.signIn(e.adminA)
+	for _, p := range []string{"/console/vpcs", "/console/services", svc, svc + "/network", svc + "/allowlist/edit", svc + "/explain", "/console/audit", "/console/support", "tenant:/console/support"} {
+		var body string
+		if tp, ok := strings.CutPrefix(p, "tenant:"); ok {
+			body = ab.mustGet(tp)
+		} else {
+			body = b.mustGet(p)
+		}
 		for _, tag := range control.FindAllString(body, -1) {
 			if attr(tag, "type") == "hidden" {
 				continue

@@ -101,7 +101,16 @@ type pages struct {
 }
 
 var funcs = template.FuncMap{
-	"time": func(t time.Time) string {
+	"time": func(v any) string {
+		var t time.Time
+		switch x := v.(type) {
+		case time.Time:
+			t = x
+		case *time.Time:
+			if x != nil {
+				t = *x
+			}
+		}
 		if t.IsZero() {
 			return ""
 		}
@@ -120,6 +129,13 @@ var funcs = template.FuncMap{
 	"wrap":     func(v view, row any) rowView { return rowView{V: v, Row: row} },
 	"hintView": func(h hintData) view { return view{Data: h} },
 	"list":     func(s ...string) []string { return s },
+	"decideErr": func(d *supportData, id string) *problem {
+		if d.DecideFor != id {
+			return nil
+		}
+		return d.Errs.For("reply")
+	},
+	"resources": func() []string { return supportResources },
 	"peerErr": func(d *vpcsData, vpc, field string) *problem {
 		if d.PeerFor != vpc {
 			return nil
