@@ -46,9 +46,11 @@ func TestPrefixWriter(t *testing.T) {
 // the IDs the walkthrough needs.
 func TestPrintUp(t *testing.T) {
 	var b bytes.Buffer
-	printUp(&b, "https://127.0.0.1:8443", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
+	printUp(&b, "https://127.0.0.1:8443", "https://127.0.0.1:8443/console/signin/link?code=C0DE", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
 	for _, want := range []string{
 		"  console:         https://127.0.0.1:8443/console/\n",
+		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n",
+		"  API:             https://127.0.0.1:8443\n",
 		"export MOAT_PROJECT=$(moat project create demo -o id)",
 		"open to the internet until its allowlist is set",
 		"moat down --data-dir /var/lib/moat",

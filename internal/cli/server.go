@@ -19,6 +19,7 @@ import (
 
 	"github.com/moatdb/moat/internal/agent"
 	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/console"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/up"
@@ -293,16 +294,25 @@ func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsLi
 	if err != nil {
 		fmt.Fprintf(stdout, "note: could not remember the data directory (%v): pass --data-dir or set MOAT_DATA_DIR\n", err)
 	}
-	printUp(stdout, st.CP.URL(), cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
+	// A one-time link signs the operator into the console: a code that
+	// stands for the operator token once, for a short time (the token
+	// never goes in a URL).
+	link := ""
+	if tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AdminTokenFile)); err == nil {
+		link = st.CP.URL() + st.CP.Console.SignInLink(strings.TrimSpace(string(tok)), console.DefaultLinkTTL)
+	}
+	printUp(stdout, st.CP.URL(), link, cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
 	return st.Run(ctx)
 }
 
-func printUp(w io.Writer, url, dir, laptop, dnsAddr string) {
+func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
-	fmt.Fprintf(w, `Moat is up.
-  console:         %s/console/
-  API:             %s
+	fmt.Fprintf(w, "Moat is up.\n  console:         %s/console/\n", url)
+	if link != "" {
+		fmt.Fprintf(w, "  sign in:         %s\n                   (the operator, once, within %s; then sign in with the operator token)\n", link, console.DefaultLinkTTL)
+	}
+	fmt.Fprintf(w, `  API:             %s
   API CA:          %s
   operator token:  %s
 
@@ -318,7 +328,7 @@ The moat sim, service psql, explain and verify commands use this data directory
 Service names resolve through the platform DNS server (on this host: %s).
 Stop it with Ctrl-C (nodes keep running and are reattached), or remove everything:
   moat down --data-dir %s
-`, url, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
+`, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
 }
 
 func downCmd() *cobra.Command {

@@ -101,6 +101,8 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("GET /console/{$}", c.home)
 	c.mux.HandleFunc("GET /console/signin", c.signinForm)
 	c.mux.HandleFunc("POST /console/signin", c.signin)
+	c.mux.HandleFunc("GET "+linkPath, c.signinLinkForm)
+	c.mux.HandleFunc("POST "+linkPath, c.signinWithLink)
 	c.mux.Handle("POST /console/signout", c.write(c.signout))
 	c.mux.Handle("POST /console/project", c.write(c.switchProject))
 

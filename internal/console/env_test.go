@@ -31,6 +31,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 type env struct {
 	t        testing.TB
 	cp       *controlplane.ControlPlane
+	con      *console.Console
 	srv      *httptest.Server
 	operator string
 	// A is a project with one token per role; B another project.
@@ -65,7 +66,7 @@ func newEnvWith(t testing.TB, configure func(*console.Config)) *env {
 	mux := http.NewServeMux()
 	mux.Handle(console.Prefix, con)
 	mux.Handle("/", cp.API)
-	e := &env{t: t, cp: cp, srv: httptest.NewTLSServer(mux)}
+	e := &env{t: t, cp: cp, con: con, srv: httptest.NewTLSServer(mux)}
 	t.Cleanup(e.srv.Close)
 	raw, err := os.ReadFile(filepath.Join(dir, controlplane.AdminTokenFile))
 	if err != nil {

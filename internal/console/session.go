@@ -93,10 +93,12 @@ type sessions struct {
 
 	mu   sync.Mutex
 	byID map[string]*session
+	// links are the live one-time sign-in links by the hash of their code.
+	links map[string]signinLink
 }
 
 func newSessions(ttl time.Duration, now func() time.Time) *sessions {
-	return &sessions{ttl: ttl, now: now, key: []byte(rand.Text() + rand.Text()), byID: map[string]*session{}}
+	return &sessions{ttl: ttl, now: now, key: []byte(rand.Text() + rand.Text()), byID: map[string]*session{}, links: map[string]signinLink{}}
 }
 
 func randomToken() string {
@@ -180,6 +182,9 @@ type signinData struct {
 	Token   string // the sign-in form's CSRF token
 	Expired bool
 	Error   *problem
+	// Link is a one-time sign-in code to exchange (the link `moat up`
+	// prints): the page offers a button that posts it.
+	Link string
 }
 
 func (c *Console) signinForm(w http.ResponseWriter, r *http.Request) {
@@ -193,15 +198,24 @@ func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status in
 	c.render(w, r, nil, status, "signin", "Sign in", d)
 }
 
-func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+// signinCSRF reports whether a sign-in form carries the token bound to
+// the browser's pre-session cookie.
+func (c *Console) signinCSRF(r *http.Request) bool {
 	pre, err := r.Cookie(preCookie)
 	want := ""
 	if err == nil && pre.Value != "" {
 		want = c.sessions.signinToken(pre.Value)
 	}
 	got := r.PostFormValue(csrfField)
-	if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		c.renderSignin(w, r, http.StatusForbidden, signinData{Error: &problem{Msg: "The sign-in form expired or is not from this console; it has been reloaded, sign in again."}})
+	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// formExpired is the refusal of a sign-in form without its CSRF token.
+var formExpired = &problem{Msg: "The sign-in form expired or is not from this console; it has been reloaded, sign in again."}
+
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+	if !c.signinCSRF(r) {
+		c.renderSignin(w, r, http.StatusForbidden, signinData{Error: formExpired})
 		return
 	}
 	token := strings.TrimSpace(r.PostFormValue("token"))
@@ -209,6 +223,12 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		c.renderSignin(w, r, http.StatusBadRequest, signinData{Error: &problem{Field: "token", Msg: "an API token is required", Hint: "paste the operator token (admin.token in the server's data directory) or a project token (moat_…)"}})
 		return
 	}
+	c.startSession(w, r, token)
+}
+
+// startSession signs the browser in with token: the API says who it is
+// (a refusal is shown on the sign-in page), and the session cookie is set.
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, token string) {
 	ctx := withRemote(r.Context(), r.RemoteAddr)
 	cl := c.clientFor(token)
 	id, note, projects, err := identify(ctx, cl)
