@@ -2,21 +2,15 @@ package console_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/browsertest"
 	"github.com/moatdb/moat/internal/domain"
-	"github.com/moatdb/moat/internal/testenv"
 )
 
 // TestBrowser walks the console in a real headless Chromium against an
@@ -27,117 +21,9 @@ import (
 // Content-Security-Policy violation. Screenshots of each step go to
 // $MOAT_ARTIFACTS, else a temporary directory.
 func TestBrowser(t *testing.T) {
-	chromium := testenv.MustHaveCommand(t, "chromium")
-	testenv.MustNotBeShort(t, "starts a browser")
+	br := browsertest.New(t, "console", 90*time.Second)
 	e := newEnv(t)
-	shots := os.Getenv("MOAT_ARTIFACTS")
-	if shots == "" {
-		shots = t.TempDir()
-	} else {
-		shots = filepath.Join(shots, "console")
-		if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// The test server's certificate is its own; the console is still
-		// served over HTTPS (Secure cookies, a secure context).
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
-
-	var mu sync.Mutex
-	var violations []string
-	listen := chromedp.Listen(ctx, func(ev any) {
-		var text string
-		switch ev := ev.(type) {
-		case *log.EventEntryAdded:
-			text = ev.Entry.Text
-		case log.EventEntryAdded:
-			text = ev.Entry.Text
-		case *runtime.EventExceptionThrown:
-			text = exceptionText(ev.ExceptionDetails)
-		case runtime.EventExceptionThrown:
-			text = exceptionText(ev.ExceptionDetails)
-		default:
-			return
-		}
-		if strings.Contains(text, "Content Security Policy") || strings.HasPrefix(text, "exception") {
-			mu.Lock()
-			violations = append(violations, text)
-			mu.Unlock()
-		}
-	})
-	if listen != nil {
-		t.Fatal(listen)
-	}
-	n := 0
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			n++
-			return os.WriteFile(filepath.Join(shots, fmt.Sprintf("%02d-%s.png", n, name)), buf, 0o644)
-		})
-	}
-	// waitText waits until the element sel's text holds want.
-	// waitText waits until the element sel's text holds want; it asks
-	// again when a navigation replaced the page under the question.
-	waitText := func(sel, want string) chromedp.Action[chromedp.Void] {
-		expr := fmt.Sprintf(`(document.querySelector(%q)?.textContent || "").includes(%q)`, sel, want)
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			deadline := time.Now().Add(15 * time.Second)
-			for {
-				ok, err := chromedp.Evaluate[bool](expr)(ctx, tg)
-				if err == nil && ok {
-					return nil
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("wait for %q in %s: last %v, %v", want, sel, ok, err)
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		})
-	}
-	// clear empties an input the user typed into (chromedp.Clear resets
-	// only what the page's HTML set).
-	clear := func(sel string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).value = "") === ""`, sel))(ctx, tg)
-			return err
-		})
-	}
-	run := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			loc, _ := chromedp.Run(ctx, chromedp.Location())
-			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").outerHTML`))
-			t.Fatalf("%s: %v (at %s)\n%s", step, err, loc, html)
-		}
-	}
+	run, shot, waitText, clear := br.Run, br.Shot, browsertest.WaitText, browsertest.Clear
 
 	run("sign in",
 		chromedp.Navigate(e.srv.URL+"/console/"),
@@ -222,28 +108,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#token`)),
 		shot("signed-out"),
 	)
-	location, err := chromedp.Run(ctx, chromedp.Location())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasSuffix(location, "/console/signin") {
+	if location := br.Location(); !strings.HasSuffix(location, "/console/signin") {
 		t.Errorf("after sign-out /console/vpcs is at %s, want the sign-in page", location)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, v := range violations {
-		t.Errorf("browser: %s", v)
-	}
-	t.Logf("screenshots in %s", shots)
-}
-
-func exceptionText(d *runtime.ExceptionDetails) string {
-	if d == nil {
-		return "exception"
-	}
-	text := "exception: " + d.Text
-	if d.Exception != nil {
-		text += " " + d.Exception.Description
-	}
-	return text
 }
