@@ -14,6 +14,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/domain"
 )
 
 // problem is an error shown next to a field (Field set) or above a form:
@@ -124,7 +125,10 @@ var funcs = template.FuncMap{
 		}
 		return addressCount(p)
 	},
-	"settled":  settled,
+	"settled": settled,
+	// opEnded: an operation polls until it succeeds or fails (running is
+	// not its end, as it is a service's steady state).
+	"opEnded":  func(state string) bool { return domain.OperationMachine.Terminal(state) },
 	"fieldErr": func(id string, p *problem) fieldError { return fieldError{ID: id, Problem: p} },
 	"wrap":     func(v view, row any) rowView { return rowView{V: v, Row: row} },
 	"hintView": func(h hintData) view { return view{Data: h} },
