@@ -10,7 +10,7 @@ import (
 	"github.com/moatdb/moat/internal/store"
 )
 
-// Support requests (design 0016): a tenant files one, the operator
+// Support requests (design 0015): a tenant files one, the operator
 // approves it (raising the quota through applyQuota, the path of PUT
 // .../quota) or declines it with a reply. Each step is an audit entry of
 // the request's project.

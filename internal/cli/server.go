@@ -310,7 +310,7 @@ func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string) {
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, "Moat is up.\n  console:         %s/console/\n", url)
 	if link != "" {
-		fmt.Fprintf(w, "  sign in:         %s\n                   (the operator, once, within %s; then sign in with the operator token)\n", link, console.DefaultLinkTTL)
+		fmt.Fprintf(w, "  sign in:         %s\n                   (as the operator, once, within %d minutes; then with the operator token)\n", link, int(console.DefaultLinkTTL.Minutes()))
 	}
 	fmt.Fprintf(w, `  API:             %s
   API CA:          %s

@@ -10,7 +10,7 @@ import (
 )
 
 // supportCmd is the support group: tenants file quota increases, the
-// operator approves or declines them (design 0016).
+// operator approves or declines them (design 0015).
 func (a *app) supportCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "support", Short: "Support requests to the platform operator (quota increases)"}
 	cmd.AddCommand(a.supportRequestCmd(), a.supportListCmd(), a.supportDecideCmd(true), a.supportDecideCmd(false))

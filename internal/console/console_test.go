@@ -500,6 +500,16 @@ func TestServiceNetworkExplainAudit(t *testing.T) {
 	if frag := b.mustGet("/console/operations/" + op); !strings.Contains(frag, "service.attach") {
 		t.Errorf("operation fragment: %s", frag)
 	}
+	// Running is not an operation's end: it is still followed, until it
+	// succeeds.
+	edit(t, e, op, func(o *domain.Operation) { o.Start("attach", time.Now()) })
+	if frag := b.mustGet("/console/operations/" + op); !strings.Contains(frag, ">running<") || !strings.Contains(frag, `hx-get="/console/operations/`+op+`"`) {
+		t.Errorf("a running operation is not followed live: %s", frag)
+	}
+	edit(t, e, op, func(o *domain.Operation) { o.Succeed(time.Now()) })
+	if frag := b.mustGet("/console/operations/" + op); !strings.Contains(frag, ">succeeded<") || strings.Contains(frag, "hx-get") {
+		t.Errorf("a succeeded operation is still polled: %s", frag)
+	}
 	edit(t, e, f.svc.ID, func(s *domain.Service) { s.State = "running" })
 	if frag := b.mustGet(svc + "/live"); !strings.Contains(frag, ">running<") || strings.Contains(frag, "hx-trigger") {
 		t.Errorf("live fragment of a running service: %s", frag)
