@@ -78,6 +78,19 @@ func TestSupport(t *testing.T) {
 	}
 
 	op := e.signIn(e.operator)
+	other := e.signIn(e.operator)
+	// The operator's forms need the session's own CSRF token too.
+	for _, path := range []string{"/console/support/" + vpcsReq + "/approve", "/console/support/" + nodesReq + "/decline"} {
+		for name, csrf := range map[string]string{"no token": "", "another session's token": other.csrf} {
+			op.csrf = ""
+			if resp, body := op.post(path, url.Values{"csrf": {csrf}, "reply": {"forged"}}); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+				t.Errorf("POST %s with %s: %s, want 403 naming the CSRF token", path, name, resp.Status)
+			}
+		}
+	}
+	if rs, _ := e.api(e.adminA).ListSupportRequests(ctx, e.A, "open"); len(rs) != 2 {
+		t.Fatalf("open requests after forged answers: %d, want 2", len(rs))
+	}
 	body = op.mustGet("/console/support")
 	if !strings.Contains(body, `id="support-`+vpcsReq+`"`) || !strings.Contains(body, `<label for="reply-`+vpcsReq+`">`) {
 		t.Fatalf("operator's queue:\n%s", body)
@@ -87,7 +100,7 @@ func TestSupport(t *testing.T) {
 	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, `<p id="reply-`+nodesReq+`-error" class="field-error" aria-live="polite"><span class="msg">a reply is required to decline</span>`) {
 		t.Errorf("decline without reply: %s\n%s", resp.Status, body)
 	}
-	op.mustPost("/console/support/"+nodesReq+"/decline", url.Values{"reply": {"the host is full"}})
+	op.mustPost("/console/support/"+nodesReq+"/decline", url.Values{"reply": {"the host is full " + evil}})
 	op.mustPost("/console/support/"+vpcsReq+"/approve", url.Values{"reply": {"done"}})
 	body = op.mustGet("/console/support")
 	if !strings.Contains(body, "No open requests.") || !strings.Contains(body, "the host is full") {
@@ -98,6 +111,7 @@ func TestSupport(t *testing.T) {
 		t.Errorf("quotas after the answers = %d VPCs, %d nodes, %v; want 5, 30", p.VPCQuota, p.NodeQuota, err)
 	}
 	body = b.mustGet("/console/support")
+	checkInert(t, "tenant's page with the operator's reply", body, evil)
 	for _, want := range []string{`<span class="state state-approved">approved</span>`, "done", `<span class="state state-declined">declined</span>`, "the host is full", "5 VPCs"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("tenant's page lacks %q", want)
