@@ -309,6 +309,8 @@ func TestHelpGolden(t *testing.T) {
 		{"sim", "host", "--help"},
 		{"sim", "host", "create", "--help"},
 		{"sim", "exec", "--help"},
+		{"support", "request", "--help"},
+		{"support", "decline", "--help"},
 	} {
 		code, stdout, stderr := runCLI(t, nil, args...)
 		if code != 0 || stderr != "" {

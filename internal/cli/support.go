@@ -115,7 +115,11 @@ func (a *app) supportDecideCmd(approve bool) *cobra.Command {
 			return a.print(r)
 		},
 	}
-	cmd.Flags().StringVar(&reply, "reply", "", "the answer the requester sees")
+	usage := "the answer the requester sees"
+	if !approve {
+		usage = "why, which the requester sees (required)"
+	}
+	cmd.Flags().StringVar(&reply, "reply", "", usage)
 	if !approve {
 		cmd.Use, cmd.Short = "decline ID --reply TEXT", "Decline a support request with a reply saying why (operator)"
 		cmd.MarkFlagRequired("reply")
