@@ -22,6 +22,10 @@ type servicesData struct {
 	// Created is the service just created, with its admin password (shown
 	// once).
 	Created *apitype.Service
+	// Project holds the service and node quotas; Nodes counts the live
+	// services' nodes.
+	Project apitype.Project
+	Nodes   int
 }
 
 func (c *Console) services(q *req) error {
@@ -45,7 +49,11 @@ func (c *Console) loadServices(q *req) (*servicesData, error) {
 	for _, s := range all {
 		if !domain.Gone(s.State) {
 			d.Services = append(d.Services, s)
+			d.Nodes += s.Nodes
 		}
+	}
+	if d.Project, err = q.api.GetProject(q.ctx, q.project()); err != nil {
+		return nil, err
 	}
 	d.Regions, err = q.api.ListRegions(q.ctx)
 	return d, err
