@@ -276,12 +276,12 @@ func TestServiceAndNodeQuotas(t *testing.T) {
 	}
 	e.must(201, nil, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "a", Region: "us-east-1", Nodes: 3})
 	r := e.do("POST", base+"/services", admin, apitype.ServiceCreate{Name: "b", Region: "us-east-1", Nodes: 2})
-	if r.Status != 409 || r.Problem.Code != "quota_exceeded" || !strings.Contains(r.Problem.Detail, "node quota") || !strings.Contains(r.Problem.Hint, base+"/quota") {
+	if r.Status != 409 || r.Problem.Code != "quota_exceeded" || !strings.Contains(r.Problem.Detail, "node quota") || !strings.Contains(r.Problem.Hint, base+"/support-requests") {
 		t.Errorf("5th node = %d %+v, want 409 quota_exceeded naming the node quota and how to raise it", r.Status, r.Problem)
 	}
 	e.must(201, nil, "POST", base+"/services", admin, apitype.ServiceCreate{Name: "b", Region: "us-east-1", Nodes: 1})
 	r = e.do("POST", base+"/services", admin, apitype.ServiceCreate{Name: "c", Region: "us-east-1", Nodes: 1})
-	if r.Status != 409 || !strings.Contains(r.Problem.Detail, "service quota") || !strings.Contains(r.Problem.Hint, `{"services": N}`) {
+	if r.Status != 409 || !strings.Contains(r.Problem.Detail, "service quota") || !strings.Contains(r.Problem.Hint, "moat support request --services N") {
 		t.Errorf("3rd service = %d %+v, want 409 naming the service quota", r.Status, r.Problem)
 	}
 	three, eight := 3, 8

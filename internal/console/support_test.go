@@ -2,11 +2,14 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moatdb/moat/internal/apitype"
 )
 
 // TestSupport: a tenant files a quota increase from the form (the API's
@@ -21,6 +24,17 @@ func TestSupport(t *testing.T) {
 	const evil = `<script>alert(1)</script>`
 	b := e.signIn(e.adminA)
 
+	// A create refused by the quota links to the form.
+	for i, cidr := range []string{"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"} {
+		if _, err := e.api(e.adminA).CreateVPC(ctx, e.A, apitype.VPCCreate{Name: fmt.Sprintf("v%d", i), Region: "us-east-1", CIDR: cidr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mustGet("/console/vpcs")
+	if resp, body := b.post("/console/vpcs", url.Values{"name": {"fourth"}, "region": {"us-east-1"}, "cidr": {"10.4.0.0/16"}}); resp.StatusCode != http.StatusUnprocessableEntity ||
+		!strings.Contains(body, `moat support request --vpcs N (or the console&#39;s Support page)</span> <a href="/console/support#request">Request a quota increase</a>`) {
+		t.Errorf("4th VPC: %s, want the quota refusal with a link to the request form\n%s", resp.Status, body)
+	}
 	// The VPC page's quota line leads to the form, preset to VPCs.
 	if body := b.mustGet("/console/vpcs"); !strings.Contains(body, `href="/console/support?resource=vpcs#request">Request a quota increase</a>`) {
 		t.Fatalf("VPC page has no quota request link:\n%s", body)
@@ -117,7 +131,7 @@ func TestSupport(t *testing.T) {
 			t.Errorf("tenant's page lacks %q", want)
 		}
 	}
-	if body := b.mustGet("/console/vpcs"); !strings.Contains(body, "0 of 5 VPCs used") {
+	if body := b.mustGet("/console/vpcs"); !strings.Contains(body, "3 of 5 VPCs used") {
 		t.Error("VPC page does not show the raised quota")
 	}
 	body = b.mustGet("/console/audit?action=support.")

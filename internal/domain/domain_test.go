@@ -115,7 +115,7 @@ func TestNewVPC(t *testing.T) {
 		{"ok", "net", "us-east-1", "10.0.128.0/17", existing, 3, nil},
 		{"overlap", "net", "us-east-1", "10.0.0.0/16", existing, 3, &errSummary{CodeCIDROverlap, "cidr", "choose a range that overlaps none of the project's VPCs"}},
 		{"deleted does not count", "net", "us-east-1", "10.0.0.0/17", deletedOverlap, 3, nil},
-		{"quota", "net", "us-east-1", "10.9.0.0/16", three, 3, &errSummary{CodeQuotaExceeded, "", "delete a VPC, or ask an operator (support) to raise the project's VPC quota"}},
+		{"quota", "net", "us-east-1", "10.9.0.0/16", three, 3, &errSummary{CodeQuotaExceeded, "", "delete a VPC, or ask an operator for more: moat support request --vpcs N (or the console's Support page)"}},
 		{"raised quota", "net", "us-east-1", "10.9.0.0/16", three, 4, nil},
 		{"unknown region", "net", "mars-1", "10.9.0.0/16", nil, 3, &errSummary{CodeInvalidRegion, "region", "supported regions: us-east-1, eu-west-1"}},
 		{"unsupported region", "net", "ap-south-1", "10.9.0.0/16", nil, 3, &errSummary{CodeUnsupportedRegion, "region", "supported regions: us-east-1, eu-west-1"}},

@@ -151,11 +151,11 @@ func CheckServiceQuota(p *Project, def Quotas, others []*Service, nodes int) err
 		}
 	}
 	if live >= q.Services {
-		return Conflictf(CodeQuotaExceeded, "", fmt.Sprintf(`delete a service, or ask an operator to raise the project's service quota (PUT /v1/projects/%s/quota {"services": N})`, p.ID),
+		return Conflictf(CodeQuotaExceeded, "", fmt.Sprintf(`delete a service, or ask an operator for more: moat support request --services N (POST /v1/projects/%s/support-requests, or the console's Support page)`, p.ID),
 			"service quota: the project already has %d of its %d services", live, q.Services)
 	}
 	if liveNodes+nodes > q.Nodes {
-		return Conflictf(CodeQuotaExceeded, "nodes", fmt.Sprintf(`use fewer nodes, delete a service, or ask an operator to raise the project's node quota (PUT /v1/projects/%s/quota {"nodes": N})`, p.ID),
+		return Conflictf(CodeQuotaExceeded, "nodes", fmt.Sprintf(`use fewer nodes, delete a service, or ask an operator for more: moat support request --nodes N (POST /v1/projects/%s/support-requests, or the console's Support page)`, p.ID),
 			"node quota: the project's services have %d of its %d nodes, and this one needs %d more", liveNodes, q.Nodes, nodes)
 	}
 	return nil

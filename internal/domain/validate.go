@@ -64,7 +64,7 @@ func NewVPC(catalog Catalog, p *Project, name, region, cidr string, others []*VP
 		}
 	}
 	if live >= p.VPCQuota {
-		return nil, Conflictf(CodeQuotaExceeded, "", "delete a VPC, or ask an operator (support) to raise the project's VPC quota",
+		return nil, Conflictf(CodeQuotaExceeded, "", "delete a VPC, or ask an operator for more: moat support request --vpcs N (or the console's Support page)",
 			"the project already has %d of its %d VPCs", live, p.VPCQuota)
 	}
 	return &VPC{Meta: Meta{Name: name, ProjectID: p.ID, State: VPCMachine.Initial}, Region: region, CIDR: prefix.String()}, nil
