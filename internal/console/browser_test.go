@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +103,27 @@ func TestBrowser(t *testing.T) {
 		waitText("#applied", "applied on every node"),
 		shot("allowlist-applied"),
 	)
+	// The Support form by keyboard alone: Tab reaches every control in
+	// order, typing goes into the focused one, Enter on the button sends.
+	var visited []string
+	run("support request by keyboard",
+		chromedp.Navigate(e.srv.URL+"/console/vpcs"),
+		chromedp.Click(chromedp.CSS(`#request-quota`)),
+		chromedp.WaitVisible(chromedp.CSS(`#support-message`)),
+		tabTo(&visited, "support-message"),
+		chromedp.KeyEvent("more environments"),
+		tabTo(&visited, "support-send"),
+		chromedp.KeyEvent("\r"),
+		waitText(".alert.ok", "is filed: vpcs quota 3 → 5"),
+		shot("support-filed"),
+	)
+	if i, j := slices.Index(visited, "support-resource"), slices.Index(visited, "support-requested"); i < 0 || j < i {
+		t.Errorf("Tab order on the Support page: %v, want the quota select, then the new quota, then the message", visited)
+	}
+	rs, err := e.api(e.adminA).ListSupportRequests(context.Background(), e.A, "open")
+	if err != nil || len(rs) != 1 || rs[0].Message != "more environments" || rs[0].Requested != 5 {
+		t.Errorf("requests after the keyboard: %+v, %v", rs, err)
+	}
 	run("sign out",
 		chromedp.Click(`//button[text()="Sign out"]`),
 		chromedp.WaitVisible(chromedp.CSS(`#token`)),
@@ -111,4 +134,25 @@ func TestBrowser(t *testing.T) {
 	if location := br.Location(); !strings.HasSuffix(location, "/console/signin") {
 		t.Errorf("after sign-out /console/vpcs is at %s, want the sign-in page", location)
 	}
+}
+
+// tabTo presses Tab until the element with id has the focus (at most 60
+// times), appending the ID of each element focused on the way to visited.
+func tabTo(visited *[]string, id string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for range 60 {
+			if _, err := chromedp.KeyEvent("\t")(ctx, tg); err != nil {
+				return err
+			}
+			got, err := chromedp.Evaluate[string](`document.activeElement ? document.activeElement.id : ""`)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			*visited = append(*visited, got)
+			if got == id {
+				return nil
+			}
+		}
+		return fmt.Errorf("Tab never reached #%s (focused: %v)", id, *visited)
+	})
 }
