@@ -206,3 +206,27 @@ func Clear(sel string) chromedp.Action[chromedp.Void] {
 		return err
 	})
 }
+
+// WaitHTMX waits (at most WaitTimeout) until htmx has processed the
+// element sel selects (its triggers are listening): typing into an input
+// htmx has just swapped in, before that, fires no request.
+func WaitHTMX(sel string) chromedp.Action[chromedp.Void] {
+	expr := fmt.Sprintf(`(() => { const d = document.querySelector(%q)?.["htmx-internal-data"]; return !!(d && d.initHash); })()`, sel)
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		deadline := time.Now().Add(WaitTimeout)
+		for {
+			ok, err := chromedp.Evaluate[bool](expr)(ctx, tg)
+			if err == nil && ok {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("wait for htmx to process %s: last %v, %v", sel, ok, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}

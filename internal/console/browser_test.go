@@ -81,6 +81,7 @@ func TestBrowser(t *testing.T) {
 		waitText("#rows tr:first-child .field-hint", "becomes 203.0.113.7/32: 1 address"),
 		chromedp.Click(`//button[text()="Add row"]`),
 		chromedp.WaitVisible(chromedp.CSS(`#rows tr:nth-child(2) input[name=cidr]`)),
+		browsertest.WaitHTMX(`#rows tr:nth-child(2) input[name=cidr]`),
 		chromedp.SendKeys(chromedp.CSS(`#rows tr:nth-child(2) input[name=cidr]`), "198.51.100.7/24"),
 		waitText("#rows tr:nth-child(2) .field-hint", "Hint: use 198.51.100.0/24"),
 		clear(`#rows tr:nth-child(2) input[name=cidr]`),
