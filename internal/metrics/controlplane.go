@@ -296,17 +296,7 @@ func (m *ControlPlane) WALArchive(project, service, node string, lastSuccess, la
 	if m == nil {
 		return
 	}
-	if !lastSuccess.IsZero() {
-		m.walLastSuccess.WithLabelValues(project, service, node).Set(unix(lastSuccess))
-	}
-	if !lastFailure.IsZero() {
-		m.walLastFailure.WithLabelValues(project, service, node).Set(unix(lastFailure))
-	}
-	f := 0.0
-	if failing {
-		f = 1
-	}
-	m.walFailing.WithLabelValues(project, service, node).Set(f)
+	setWAL(m.walLastSuccess, m.walLastFailure, m.walFailing, []string{project, service, node}, lastSuccess, lastFailure, failing)
 }
 
 // Certificate kinds for CertExpiry.
