@@ -1,6 +1,10 @@
 package apitype
 
-import "time"
+import (
+	"time"
+
+	"github.com/moatdb/moat/internal/metrics/pgstat"
+)
 
 // HostDesired is the desired state of one agent host at a revision: every
 // node placed on it. Agents long-poll GET /v1/hosts/{host}/desired?after=N.
@@ -134,6 +138,10 @@ type NodeReport struct {
 	Archive *ArchiveStatus `json:"archive,omitempty"`
 	// Volume is the node's encrypted volume, when it has one.
 	Volume *NodeVolume `json:"volume,omitempty"`
+	// Postgres is the node's latest PostgreSQL statistics, read by the
+	// agent as the monitoring role, for the project's tenants
+	// (GET /v1/projects/{p}/metrics).
+	Postgres *pgstat.Snapshot `json:"postgres,omitempty"`
 }
 
 // NodeVolume is a node's encrypted volume as its agent last saw it.
