@@ -161,4 +161,3 @@ func TestStatsInReport(t *testing.T) {
 		t.Errorf("a node being wiped reports statistics %+v", rep.Postgres)
 	}
 }
-

@@ -58,6 +58,9 @@ type Route struct {
 	Response any
 	// Status is the success status (200 when zero).
 	Status int
+	// ContentType is the success response's media type when it is not
+	// JSON (the Prometheus text format of the tenants' metrics).
+	ContentType string
 	// Credential marks a route whose answer hands out a credential (a
 	// token's secret, a password): on project routes it needs role admin
 	// whatever its Access (issue 10).

@@ -72,8 +72,9 @@ func (s *Server) hostReport(c *call) error {
 	var notes []string
 	var ended []*domain.Operation  // tasks this report ended, for the metrics
 	var enforced []*domain.Service // services every node enforces the allowlist of
+	var stats []nodeStats          // the nodes' PostgreSQL statistics, for the tenants
 	err := c.mutate(func(tx store.Tx) error {
-		ended = ended[:0]
+		ended, stats = ended[:0], stats[:0]
 		touched := map[string]bool{}
 		now := s.now()
 		for i, r := range in.Nodes {
@@ -98,6 +99,9 @@ func (s *Server) hostReport(c *call) error {
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
+			}
+			if r.Postgres != nil {
+				stats = append(stats, nodeStats{node: n, snap: *r.Postgres})
 			}
 			for j, t := range r.Tasks {
 				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
@@ -139,7 +143,9 @@ func (s *Server) hostReport(c *call) error {
 	}
 	for _, op := range ended {
 		s.cfg.Metrics.OperationDone(op.Type, op.State, op.UpdatedAt.Sub(op.CreatedAt))
+		s.observeEnded(op)
 	}
+	s.keepStats(stats)
 	for _, svc := range enforced {
 		s.allowlistEnforced(svc)
 	}

@@ -42,6 +42,9 @@ func NewTenants() *Tenants { return &Tenants{nodes: map[string]tenantNode{}} }
 
 // Update stores s as the latest snapshot of node s.Node in project.
 func (t *Tenants) Update(project string, s pgstat.Snapshot) {
+	if t == nil {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.nodes[s.Node]; ok && old.snap.At.After(s.At) {
@@ -50,8 +53,11 @@ func (t *Tenants) Update(project string, s pgstat.Snapshot) {
 	t.nodes[s.Node] = tenantNode{project: project, snap: s}
 }
 
-// Forget drops a node that is gone.
+// Forget drops a node that is gone. A nil *Tenants keeps nothing.
 func (t *Tenants) Forget(node string) {
+	if t == nil {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.nodes, node)
