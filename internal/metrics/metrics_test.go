@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/moatdb/moat/internal/metrics"
+	"github.com/moatdb/moat/internal/metrics/promtest"
 	"github.com/moatdb/moat/internal/pgtest"
 	"github.com/moatdb/moat/internal/testenv"
 )
@@ -120,7 +120,7 @@ func TestPlatformExpositionPassesPromtool(t *testing.T) {
 	reg := exercised(t)
 	srv := httptest.NewServer(metrics.Handler(reg))
 	defer srv.Close()
-	promtoolCheckMetrics(t, get(t, srv.Client(), srv.URL, ""))
+	promtest.CheckMetrics(t, get(t, srv.Client(), srv.URL, ""))
 }
 
 func get(t *testing.T, c *http.Client, url, token string) []byte {
@@ -145,18 +145,6 @@ func get(t *testing.T, c *http.Client, url, token string) []byte {
 		t.Fatalf("GET %s: %s\n%s", url, resp.Status, body)
 	}
 	return body
-}
-
-// promtoolCheckMetrics fails t unless `promtool check metrics` accepts the
-// exposition.
-func promtoolCheckMetrics(t *testing.T, exposition []byte) {
-	t.Helper()
-	promtool := testenv.MustHaveCommand(t, "promtool")
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(exposition)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, exposition)
-	}
 }
 
 func TestRevisionLag(t *testing.T) {
