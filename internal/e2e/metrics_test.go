@@ -21,7 +21,8 @@ import (
 // project's tenant endpoint (HTTPS with the API's CA, a viewer token),
 // and finds the service's pg_up, read by the agent as moat_monitor, and
 // the allowlist change's enforcement in the latency histogram. Every
-// exposition passes promtool check metrics.
+// exposition passes promtool check metrics. The service's node shows its
+// encrypted volume.
 func TestPrometheus(t *testing.T) {
 	e := startStack(t, "", "", func(c *up.Config) {
 		c.ControlPlane.MetricsListen, c.AgentMetricsListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -29,6 +30,9 @@ func TestPrometheus(t *testing.T) {
 	})
 	e.newProject("metrics")
 	svc, _ := e.createService("db", 1)
+	if v := svc.NodeList[0].Volume; v == nil || v.Format != "LUKS2" || v.Cipher != "aes-xts-plain64" || v.Size < 10<<30-(64<<20) || v.Used <= 0 || v.Full {
+		t.Errorf("the running node's volume = %+v, want a LUKS2 aes-xts-plain64 volume of about 10 GiB, partly used", v)
+	}
 	e.setAllowlist(svc.ID, "203.0.113.0/24")
 	viewer, err := e.op.CreateToken(e.ctx(), e.project, apitype.TokenCreate{Role: "viewer", Name: "prometheus"})
 	if err != nil {
