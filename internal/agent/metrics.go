@@ -17,8 +17,15 @@ import (
 
 // The agent's observability: its own Prometheus metrics (metrics.Agent,
 // served on Config.MetricsListen), and the scrapes of each node's
-// PostgreSQL statistics that go to the control plane in the node's report
-// for the project's tenants (design 0013).
+// PostgreSQL statistics that go to the control plane (StatsSink) for the
+// project's tenants (design 0013).
+
+// StatsSink is a Source that also takes the nodes' PostgreSQL statistics
+// (APISource does: POST /v1/hosts/{host}/stats). With a Source that is
+// not one, the agent reads no statistics.
+type StatsSink interface {
+	Stats(ctx context.Context, host string, s apitype.HostStats) error
+}
 
 // DefaultStatsInterval is how often the agent reads each node's
 // statistics when Config.StatsInterval is zero.
@@ -83,10 +90,11 @@ func (a *Agent) serveMetrics(ctx context.Context) {
 }
 
 // scrapeLoop reads every node's statistics every Config.StatsInterval
-// until ctx ends. It runs beside the nodes' workers, so a slow server
-// never delays an apply.
+// and sends them, until ctx ends. It runs beside the nodes' workers, so a
+// slow server never delays an apply.
 func (a *Agent) scrapeLoop(ctx context.Context) {
-	if a.plat.scrape == nil {
+	sink, ok := a.cfg.Source.(StatsSink)
+	if a.plat.scrape == nil || !ok {
 		return
 	}
 	every := a.cfg.StatsInterval
@@ -95,6 +103,7 @@ func (a *Agent) scrapeLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	lastErr := "" // the last send's error, logged when it changes
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,19 +116,38 @@ func (a *Agent) scrapeLoop(ctx context.Context) {
 			nodes = append(nodes, n)
 		}
 		a.mu.Unlock()
-		scraped := false
+		var st apitype.HostStats
 		for _, n := range nodes {
-			scraped = n.scrapeStats(ctx) || scraped
+			if n.scrapeStats(ctx) {
+				st.Nodes = append(st.Nodes, n.currentStats())
+			}
 		}
-		if scraped {
-			a.kickReport()
+		if len(st.Nodes) == 0 {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := sink.Stats(sctx, a.cfg.Host, st)
+		cancel()
+		if msg := errText(err); msg != lastErr && ctx.Err() == nil {
+			if err != nil {
+				a.log.Warn("send postgresql statistics", "err", err) // the next round sends newer ones
+			}
+			lastErr = msg
 		}
 	}
 }
 
+// currentStats returns the node's latest statistics (scrapeStats set
+// them).
+func (n *node) currentStats() pgstat.Snapshot {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return *n.stats
+}
+
 // scrapeStats reads the node's statistics as the monitoring role, if the
 // node is reported (applied, or failed) and not being wiped, and keeps
-// them for its report. A server that cannot be read gives a snapshot with
+// them to send. A server that cannot be read gives a snapshot with
 // Up false (pg_up 0 for the tenant). It reports whether it scraped.
 func (n *node) scrapeStats(ctx context.Context) bool {
 	n.mu.Lock()

@@ -111,10 +111,10 @@ func TestAgentMetricsFollowApplies(t *testing.T) {
 	}
 }
 
-// A reported node's statistics ride in its report, named by service and
-// node; a server that cannot be read gives a snapshot that is down; a
-// node being wiped sends none.
-func TestStatsInReport(t *testing.T) {
+// A reported node's statistics are read as the monitoring role over its
+// socket, named by service and node; a server that cannot be read gives a
+// snapshot that is down; a node being wiped has none.
+func TestScrapeStats(t *testing.T) {
 	t.Parallel()
 	n, _ := fakeNode(t)
 	var dsns []string
@@ -135,11 +135,10 @@ func TestStatsInReport(t *testing.T) {
 	if !n.scrapeStats(context.Background()) {
 		t.Fatal("did not scrape a running node")
 	}
-	rep, ok := n.currentReport()
-	if !ok || rep.Postgres == nil || !rep.Postgres.Up || rep.Postgres.Service != want.ServiceID || rep.Postgres.Node != n.id {
-		t.Fatalf("report = %+v (ok %v), want the node's snapshot, up", rep.Postgres, ok)
+	if s := n.currentStats(); !s.Up || s.Service != want.ServiceID || s.Node != n.id {
+		t.Fatalf("stats = %+v, want the node's snapshot, up", s)
 	}
-	if len(dsns) != 1 || dsns[0] == "" || !strings.Contains(dsns[0], "user='moat_monitor'") || !strings.Contains(dsns[0], "host='"+n.socketDir()+"'") {
+	if len(dsns) != 1 || !strings.Contains(dsns[0], "user='moat_monitor'") || !strings.Contains(dsns[0], "host='"+n.socketDir()+"'") {
 		t.Errorf("scraped %q, want the monitoring role over the node's socket", dsns)
 	}
 	if got, _ := value(t, n.a.Gatherer(), "moat_agent_postgres_scrapes_total", map[string]string{"node": n.id, "outcome": "ok"}); got != 1 {
@@ -148,8 +147,8 @@ func TestStatsInReport(t *testing.T) {
 
 	fail = errors.New("connection refused")
 	n.scrapeStats(context.Background())
-	if rep, _ := n.currentReport(); rep.Postgres == nil || rep.Postgres.Up {
-		t.Errorf("after a failed scrape the report has %+v, want a snapshot that is down", rep.Postgres)
+	if s := n.currentStats(); s.Up {
+		t.Errorf("after a failed scrape the stats are %+v, want a snapshot that is down", s)
 	}
 
 	want.State = stateDeleting
@@ -157,7 +156,53 @@ func TestStatsInReport(t *testing.T) {
 	if n.scrapeStats(context.Background()) {
 		t.Error("scraped a node being wiped")
 	}
-	if rep, _ := n.currentReport(); rep.Postgres != nil {
-		t.Errorf("a node being wiped reports statistics %+v", rep.Postgres)
+}
+
+// statsSource is a fakeSource that takes statistics.
+type statsSource struct {
+	*fakeSource
+	got chan apitype.HostStats
+}
+
+func (s statsSource) Stats(ctx context.Context, host string, st apitype.HostStats) error {
+	select {
+	case s.got <- st:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// The agent sends its nodes' statistics every StatsInterval, to a source
+// that takes them.
+func TestStatsSent(t *testing.T) {
+	t.Parallel()
+	n, _ := fakeNode(t)
+	a := n.a
+	src := statsSource{newFakeSource("h"), make(chan apitype.HostStats)}
+	a.cfg.Source, a.cfg.StatsInterval = src, 10*time.Millisecond
+	a.plat.scrape = func(context.Context, string) (pgstat.Snapshot, error) {
+		return pgstat.Snapshot{At: time.Now(), Up: true, Role: pgstat.RolePrimary}, nil
+	}
+	want := fakeDesired()
+	n.set(want, 1, false)
+	n.applyAndReport(context.Background(), want, 1)
+	a.nodes[n.id] = n
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.scrapeLoop(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case st := <-src.got:
+		if len(st.Nodes) != 1 || st.Nodes[0].Node != n.id || !st.Nodes[0].Up {
+			t.Errorf("sent %+v, want the node's snapshot", st)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no statistics sent")
 	}
 }

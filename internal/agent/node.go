@@ -74,9 +74,9 @@ type node struct {
 	// whether the worker reported it full.
 	volume     *apitype.NodeVolume
 	volumeFull bool
-	// stats are the node's latest PostgreSQL statistics (under mu);
-	// statsErr the last scrape's error, logged when it changes (the
-	// scraper's own).
+	// stats are the node's latest PostgreSQL statistics, for the
+	// tenants (under mu); statsErr the last scrape's error, logged when
+	// it changes (the scraper's own).
 	stats    *pgstat.Snapshot
 	statsErr string
 }
@@ -110,7 +110,6 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	rep.Tasks = n.taskReportsLocked()
 	rep.Archive = n.archive
 	rep.Volume = n.volume
-	rep.Postgres = n.stats
 	return rep, n.hasRep && !n.gone
 }
 

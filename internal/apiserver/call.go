@@ -49,7 +49,8 @@ type Route struct {
 	Method  string
 	Pattern string // Go 1.22 ServeMux pattern, under /v1
 	// Action names the route in the audit log (e.g. "vpc.create"); every
-	// route that is not a GET is audited.
+	// route that is not a GET is audited, but for the agents' statistics
+	// (POST /v1/hosts/{host}/stats), which change nothing stored.
 	Action  string
 	Access  Access
 	Summary string

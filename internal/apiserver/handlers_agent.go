@@ -72,9 +72,8 @@ func (s *Server) hostReport(c *call) error {
 	var notes []string
 	var ended []*domain.Operation  // tasks this report ended, for the metrics
 	var enforced []*domain.Service // services every node enforces the allowlist of
-	var stats []nodeStats          // the nodes' PostgreSQL statistics, for the tenants
 	err := c.mutate(func(tx store.Tx) error {
-		ended, stats = ended[:0], stats[:0]
+		ended = ended[:0]
 		touched := map[string]bool{}
 		now := s.now()
 		for i, r := range in.Nodes {
@@ -99,9 +98,6 @@ func (s *Server) hostReport(c *call) error {
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
-			}
-			if r.Postgres != nil {
-				stats = append(stats, nodeStats{node: n, snap: *r.Postgres})
 			}
 			for j, t := range r.Tasks {
 				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
@@ -145,7 +141,6 @@ func (s *Server) hostReport(c *call) error {
 		s.cfg.Metrics.OperationDone(op.Type, op.State, op.UpdatedAt.Sub(op.CreatedAt))
 		s.observeEnded(op)
 	}
-	s.keepStats(stats)
 	for _, svc := range enforced {
 		s.allowlistEnforced(svc)
 	}

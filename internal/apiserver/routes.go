@@ -60,6 +60,7 @@ func (s *Server) routeTable() []Route {
 
 		{Method: "GET", Pattern: "/v1/hosts/{host}/desired", Access: Agent, Summary: "Long-poll a host's desired state newer than ?after= (agents)", Response: apitype.HostDesired{}, Handler: s.hostDesired},
 		{Method: "POST", Pattern: "/v1/hosts/{host}/report", Action: "host.report", Access: Agent, Summary: "Report what a host's agent applied (agents)", Request: apitype.HostReport{}, Status: 204, Handler: s.hostReport},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/stats", Action: "host.stats", Access: Agent, Summary: "Send the PostgreSQL statistics of a host's nodes, for the tenants' metrics (agents; kept in memory, not audited)", Request: apitype.HostStats{}, Status: 204, Handler: s.hostStats},
 
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},

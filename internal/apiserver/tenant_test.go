@@ -12,10 +12,11 @@ import (
 	"github.com/moatdb/moat/internal/store"
 )
 
-// TestTenantMetrics: the statistics an agent reports for a node are
+// TestTenantMetrics: the statistics an agent posts for its nodes are
 // served at GET /v1/projects/{p}/metrics in the Prometheus text format,
-// under the node's own service and ID (not the report's say), to a
-// viewer of the project; another project sees none of them.
+// under the node's own service and ID (not the snapshot's say), to a
+// viewer of the project; another project sees none of them; a node not on
+// the posting agent's host is ignored; posting writes no audit entry.
 func TestTenantMetrics(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -38,10 +39,17 @@ func TestTenantMetrics(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	snap := pgstat.Snapshot{Service: "svc-other", Node: "nod-other", At: time.Now(), Up: true, Role: pgstat.RolePrimary,
+	auditBefore := auditCount(e)
+	snap := pgstat.Snapshot{Service: "svc-other", Node: node.ID, At: time.Now(), Up: true, Role: pgstat.RolePrimary,
 		Databases: []pgstat.Database{{ID: "5", Name: "defaultdb", SizeBytes: 7_000_000, XactCommit: 42}}}
-	e.must(204, nil, "POST", "/v1/hosts/h1/report", agent, apitype.HostReport{Nodes: []apitype.NodeReport{
-		{NodeID: node.ID, Revision: 1, State: apitype.NodeReportRunning, Postgres: &snap}}})
+	elsewhere := pgstat.Snapshot{Node: "nod-unknown", At: time.Now(), Up: true}
+	e.must(204, nil, "POST", "/v1/hosts/h1/stats", agent, apitype.HostStats{Nodes: []pgstat.Snapshot{snap, elsewhere}})
+	if n := auditCount(e); n != auditBefore {
+		t.Errorf("statistics added %d audit entries, want none (they change nothing stored)", n-auditBefore)
+	}
+	// Another host's agent cannot post for this node.
+	other := e.addAgentToken("h2")
+	e.must(204, nil, "POST", "/v1/hosts/h2/stats", other, apitype.HostStats{Nodes: []pgstat.Snapshot{{Node: node.ID, At: time.Now(), Up: false}}})
 
 	r := e.must(200, nil, "GET", "/v1/projects/"+a+"/metrics", viewerA, nil)
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
@@ -57,8 +65,8 @@ func TestTenantMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
-	if strings.Contains(body, "svc-other") || strings.Contains(body, "nod-other") {
-		t.Errorf("the report's own service or node names reached the exposition:\n%s", body)
+	if strings.Contains(body, "svc-other") || strings.Contains(body, "nod-unknown") {
+		t.Errorf("the snapshot's own service, or a node not on the host, reached the exposition:\n%s", body)
 	}
 	if r := e.do("GET", "/v1/projects/"+a+"/metrics", adminB, nil); r.Status != 404 || r.Problem.Code != "not_found" {
 		t.Errorf("another project's token = %d %s, want 404 not_found", r.Status, r.Problem.Code)

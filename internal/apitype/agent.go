@@ -138,10 +138,15 @@ type NodeReport struct {
 	Archive *ArchiveStatus `json:"archive,omitempty"`
 	// Volume is the node's encrypted volume, when it has one.
 	Volume *NodeVolume `json:"volume,omitempty"`
-	// Postgres is the node's latest PostgreSQL statistics, read by the
-	// agent as the monitoring role, for the project's tenants
-	// (GET /v1/projects/{p}/metrics).
-	Postgres *pgstat.Snapshot `json:"postgres,omitempty"`
+}
+
+// HostStats is the latest PostgreSQL statistics of a host's nodes, read by
+// its agent as the monitoring role every few seconds, for the projects'
+// tenants (GET /v1/projects/{p}/metrics). Agents post it to
+// /v1/hosts/{host}/stats; the control plane keeps it in memory only (it
+// is neither stored nor audited, unlike a HostReport).
+type HostStats struct {
+	Nodes []pgstat.Snapshot `json:"nodes"`
 }
 
 // NodeVolume is a node's encrypted volume as its agent last saw it.

@@ -18,7 +18,7 @@ const DefaultMaxAge = time.Minute
 
 // Tenants keeps the latest PostgreSQL snapshot of every node, by project,
 // and renders one project's snapshots with postgres_exporter's names. The
-// control plane calls Update for each snapshot in an agent's report and
+// control plane calls Update for each snapshot an agent sends and
 // mounts Handler behind GET /v1/projects/{p}/metrics once the caller is
 // authorised for {p}. Safe for concurrent use.
 type Tenants struct {
