@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/metrics/pgstat"
 	"github.com/moatdb/moat/internal/pki"
 )
@@ -204,5 +208,58 @@ func TestStatsSent(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no statistics sent")
+	}
+}
+
+// The agent's metrics listener stays on loopback unless asked otherwise,
+// and serves the agent's metrics while it runs.
+func TestMetricsListener(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("/tmp", "moat-agent-metrics-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Host: "h", Source: newFakeSource("h"), DataDir: dir, MetricsListen: "0.0.0.0:0"}
+	if _, err := New(cfg); !errors.Is(err, metrics.ErrPublicAddress) {
+		t.Fatalf("New with metrics on 0.0.0.0 = %v, want ErrPublicAddress", err)
+	}
+	cfg.MetricsListen = "127.0.0.1:0"
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	url := a.MetricsURL()
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("MetricsURL = %q, want http://127.0.0.1:PORT/metrics", url)
+	}
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(url)
+		if err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+	if !strings.Contains(string(body), "moat_agent_apply_passes_total 0") {
+		t.Errorf("the agent's metrics lack moat_agent_apply_passes_total:\n%s", body)
 	}
 }
