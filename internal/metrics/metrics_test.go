@@ -191,6 +191,11 @@ moat_node_state{node="n2",project="p",service="s",state="creating"} 1
 	if n := testutil.CollectAndCount(reg, "moat_node_state"); n != 0 {
 		t.Errorf("after forgetting the service: %d series left, want 0", n)
 	}
+	// A node recorded again after being forgotten has its series back.
+	cp.NodeState("p", "s", "n2", "creating")
+	if n := testutil.CollectAndCount(reg, "moat_node_state"); n != 1 {
+		t.Errorf("recorded again after ForgetService: %d series, want 1", n)
+	}
 }
 
 func TestAllowlistPendingClearedWhenEnforced(t *testing.T) {
