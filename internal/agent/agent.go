@@ -34,6 +34,10 @@
 //	nodes/<node-id>/archive.json, restore/   see backup.go
 //	bin/moat                  the moat binary PostgreSQL's archive_command runs
 //
+// It serves its own Prometheus metrics (Config.MetricsListen) and sends
+// each node's PostgreSQL statistics, read as the monitoring role, for the
+// tenants' metrics (metrics.go).
+//
 // It is imported by internal/cli (moat agent, moat up) and by tests.
 package agent
 
@@ -104,7 +108,9 @@ type Config struct {
 	MetricsListen string
 	MetricsPublic bool
 	// StatsInterval is how often each node's PostgreSQL statistics are
-	// read for its report (DefaultStatsInterval when zero).
+	// read and sent to the control plane for the tenants' metrics
+	// (DefaultStatsInterval when zero; only with a Source that is a
+	// StatsSink).
 	StatsInterval time.Duration
 }
 
