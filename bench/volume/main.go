@@ -5,11 +5,13 @@
 // against a one-block-at-a-time x/crypto/xts loop; then sequential
 // write/read and the 8 KiB write+fdatasync rate on the mounted volume
 // (userspace engine: FUSE, loop, ext4) against ext4 on a plain loop
-// device over a file on the same disk. It needs root, /dev/fuse, loop
-// devices, mkfs.ext4 and losetup. It also times a 10 GiB volume's format,
-// first serve and destroy.
+// device over a file on the same disk; then pgbench TPS (fixed scale and
+// clients, PostgreSQL's default durability) on a cluster on each. It
+// needs root, /dev/fuse, loop devices, mkfs.ext4, losetup and PostgreSQL
+// (pg_config --bindir, the postgres user). It also times a 10 GiB
+// volume's format, first serve and destroy.
 //
-//	go run ./bench/volume [-mb 256] [-fsyncs 2000]
+//	go run ./bench/volume [-mb 256] [-fsyncs 2000] [-pgscale 10 -pgclients 8 -pgseconds 20 -pgruns 3]
 package main
 
 import (
@@ -38,14 +40,19 @@ func main() {
 	fsyncs := flag.Int("fsyncs", 2000, "8 KiB write+fdatasync operations")
 	runs := flag.Int("runs", 3, "rounds, alternating the cases (the median is printed)")
 	dir := flag.String("dir", "/var/tmp", "directory for the volume files")
+	var pg pgbenchConfig
+	flag.IntVar(&pg.scale, "pgscale", 10, "pgbench scale factor (10: 1 million accounts, about 160 MB)")
+	flag.IntVar(&pg.clients, "pgclients", 8, "pgbench clients")
+	flag.IntVar(&pg.seconds, "pgseconds", 20, "seconds of each pgbench run")
+	flag.IntVar(&pg.runs, "pgruns", 3, "pgbench runs on each volume, alternating (0: no pgbench)")
 	flag.Parse()
-	if err := run(*mb, *fsyncs, *runs, *dir); err != nil {
+	if err := run(*mb, *fsyncs, *runs, *dir, pg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/volume: error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mb, fsyncs, runs int, dir string) error {
+func run(mb, fsyncs, runs int, dir string, pg pgbenchConfig) error {
 	fmt.Printf("bench/volume %s, %d cores, GOMAXPROCS %d, %s\n\n", time.Now().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel())
 	if err := engine(runs); err != nil {
 		return err
@@ -58,7 +65,7 @@ func run(mb, fsyncs, runs int, dir string) error {
 	if err := lifecycle(work, 10<<30); err != nil {
 		return err
 	}
-	size := int64(mb)*2<<20 + 64<<20
+	size := max(int64(mb)*2<<20+64<<20, 2<<30) // room for pgbench's cluster too
 
 	plain, err := plainVolume(work, size)
 	if err != nil {
@@ -87,7 +94,7 @@ func run(mb, fsyncs, runs int, dir string) error {
 	fmt.Printf("| sequential write | %.0f MB/s | %.0f MB/s | %.2f× |\n", plainRes.write, encRes.write, encRes.write/plainRes.write)
 	fmt.Printf("| sequential read | %.0f MB/s | %.0f MB/s | %.2f× |\n", plainRes.read, encRes.read, encRes.read/plainRes.read)
 	fmt.Printf("| 8 KiB write + fdatasync | %.0f /s | %.0f /s | %.2f× |\n", plainRes.fsync, encRes.fsync, encRes.fsync/plainRes.fsync)
-	return nil
+	return pgbench(work, plain, enc, pg)
 }
 
 // engine prints the per-core crypto table.

@@ -34,6 +34,10 @@
 //	nodes/<node-id>/archive.json, restore/   see backup.go
 //	bin/moat                  the moat binary PostgreSQL's archive_command runs
 //
+// It serves its own Prometheus metrics (Config.MetricsListen) and sends
+// each node's PostgreSQL statistics, read as the monitoring role, for the
+// tenants' metrics (metrics.go).
+//
 // It is imported by internal/cli (moat agent, moat up) and by tests.
 package agent
 
@@ -98,6 +102,16 @@ type Config struct {
 	// serve` process), where its PostgreSQL data lives. Zero: the data
 	// lives in the node's directory, unencrypted.
 	VolumeSize int64
+	// MetricsListen, when set, is the HOST:PORT the agent serves its
+	// Prometheus metrics on (plain HTTP, /metrics): loopback only unless
+	// MetricsPublic (metrics.Listen).
+	MetricsListen string
+	MetricsPublic bool
+	// StatsInterval is how often each node's PostgreSQL statistics are
+	// read and sent to the control plane for the tenants' metrics
+	// (DefaultStatsInterval when zero; only with a Source that is a
+	// StatsSink).
+	StatsInterval time.Duration
 }
 
 // DefaultVolumeSize is the size of a node's volume where a setting asks
@@ -133,6 +147,9 @@ type Agent struct {
 	// enforces the desired state of revision rev; took is how long the
 	// firewall's transaction took.
 	onFirewall func(nodeID string, rev int64, took time.Duration)
+	// obs holds the agent's metrics (metrics.go).
+	obs observer
+
 	// onVolumeKey, when set (tests), sees a new volume's key before it is
 	// handed to its server, to check that it is written nowhere.
 	onVolumeKey func(container string, key []byte)
@@ -187,6 +204,9 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent config: %w", err)
 		}
 	}
+	if err := a.listenMetrics(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
 	return a, nil
 }
 
@@ -207,6 +227,7 @@ func newAgent(cfg Config, plat platform) *Agent {
 		reportKick:   make(chan struct{}, 1),
 		archiveEvery: 10 * time.Second,
 		plat:         plat,
+		obs:          newObserver(),
 	}
 }
 
@@ -227,10 +248,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 		a.wg.Wait()
 	}()
-	a.wg.Add(1)
+	a.wg.Add(3)
 	go func() {
 		defer a.wg.Done()
 		a.reporter(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.serveMetrics(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.scrapeLoop(ctx)
 	}()
 
 	var after int64
@@ -342,6 +371,7 @@ func (a *Agent) forget(n *node) bool {
 		return false
 	}
 	delete(a.nodes, n.id)
+	a.obs.rec.ForgetNode(n.id)
 	return true
 }
 
@@ -392,6 +422,7 @@ func (a *Agent) reporter(ctx context.Context) {
 			continue
 		}
 		backoff = pollBackoffMin
+		a.observeReport(r)
 	}
 }
 

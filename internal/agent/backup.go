@@ -505,6 +505,7 @@ func (n *node) runTask(ctx context.Context, want apitype.NodeDesired, t apitype.
 	} else {
 		n.a.log.Info("task done", "node", n.id, "task", t.ID, "type", t.Type, "duration", time.Since(t0))
 	}
+	n.observeTask(t, rep)
 	return rep, true
 }
 
@@ -694,6 +695,7 @@ func (n *node) setArchive(st *apitype.ArchiveStatus) {
 	changed := (st == nil) != (n.archive == nil) || (st != nil && *st != *n.archive)
 	n.archive = st
 	n.mu.Unlock()
+	n.observeArchive(st)
 	if changed {
 		n.a.kickReport()
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/metrics/pgstat"
 	"github.com/moatdb/moat/internal/nft"
 	"github.com/moatdb/moat/internal/postgres"
 )
@@ -73,6 +74,11 @@ type node struct {
 	// whether the worker reported it full.
 	volume     *apitype.NodeVolume
 	volumeFull bool
+	// stats are the node's latest PostgreSQL statistics, for the
+	// tenants (under mu); statsErr the last scrape's error, logged when
+	// it changes (the scraper's own).
+	stats    *pgstat.Snapshot
+	statsErr string
 }
 
 func newNode(a *Agent, id string) *node {
@@ -121,6 +127,7 @@ func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 	changed := !had || old.Revision != rev || old.AllowlistRevision != allowRev || old.State != state || old.Message != msg
 	n.mu.Unlock()
 	if changed {
+		n.a.obs.rec.NodeState(n.id, state)
 		n.a.kickReport()
 	}
 }
@@ -196,6 +203,7 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	if ctx.Err() != nil {
 		return
 	}
+	n.observeApply(time.Since(t0), err)
 	if errors.Is(err, errWaiting) {
 		// Not a failure: the node waits for the control plane.
 		n.a.log.Debug("node waits", "node", n.id, "revision", rev, "reason", err)
@@ -226,6 +234,7 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	n.appliedRev = rev
 	n.a.log.Debug("node applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision, "duration", time.Since(t0))
 	n.volumeFull = false
+	n.observeCerts(want)
 	n.reportVolume(rev, want, n.checkVolume())
 }
 
@@ -478,6 +487,9 @@ func (n *node) applyFirewall(_ context.Context, s *spec) error {
 	ran, err := n.marks.firewall.run(fingerprint(n.net.ID(), pol), func() error {
 		return n.net.Firewall().Apply(pol)
 	})
+	if ran {
+		n.a.obs.rec.ObserveFirewallApply(n.id, time.Since(t0), len(s.acc.v4)+len(s.acc.v6)+len(s.acc.peers), err)
+	}
 	if err != nil || !ran {
 		return err
 	}

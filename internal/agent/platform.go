@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/metrics/pgstat"
 	"github.com/moatdb/moat/internal/nft"
 	"github.com/moatdb/moat/internal/postgres"
 )
@@ -80,6 +81,9 @@ type platform struct {
 	runTask func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error)
 	// vol makes and destroys the nodes' volumes (volume.go).
 	vol volumes
+	// scrape reads a node's statistics as the monitoring role (dsn:
+	// postgres.MonitorDSN); nil reads none (metrics.go).
+	scrape func(ctx context.Context, dsn string) (pgstat.Snapshot, error)
 }
 
 // hostPlatform is the platform of a real host.
@@ -96,6 +100,7 @@ func hostPlatform() platform {
 		runTask: func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
 			return n.task(ctx, want, t)
 		},
+		scrape: scrapeDSN,
 	}
 }
 

@@ -21,3 +21,8 @@ func (s APISource) Desired(ctx context.Context, host string, after int64) (apity
 func (s APISource) Report(ctx context.Context, host string, r apitype.HostReport) error {
 	return s.Client.ReportHost(ctx, host, r)
 }
+
+// Stats posts to /v1/hosts/{host}/stats.
+func (s APISource) Stats(ctx context.Context, host string, st apitype.HostStats) error {
+	return s.Client.HostStats(ctx, host, st)
+}

@@ -49,7 +49,8 @@ type Route struct {
 	Method  string
 	Pattern string // Go 1.22 ServeMux pattern, under /v1
 	// Action names the route in the audit log (e.g. "vpc.create"); every
-	// route that is not a GET is audited.
+	// route that is not a GET is audited, but for the agents' statistics
+	// (POST /v1/hosts/{host}/stats), which change nothing stored.
 	Action  string
 	Access  Access
 	Summary string
@@ -58,6 +59,9 @@ type Route struct {
 	Response any
 	// Status is the success status (200 when zero).
 	Status int
+	// ContentType is the success response's media type when it is not
+	// JSON (the Prometheus text format of the tenants' metrics).
+	ContentType string
 	// Credential marks a route whose answer hands out a credential (a
 	// token's secret, a password): on project routes it needs role admin
 	// whatever its Access (issue 10).

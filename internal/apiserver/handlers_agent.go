@@ -139,6 +139,7 @@ func (s *Server) hostReport(c *call) error {
 	}
 	for _, op := range ended {
 		s.cfg.Metrics.OperationDone(op.Type, op.State, op.UpdatedAt.Sub(op.CreatedAt))
+		s.observeEnded(op)
 	}
 	for _, svc := range enforced {
 		s.allowlistEnforced(svc)

@@ -92,6 +92,7 @@ func TestMetricsRecorded(t *testing.T) {
 		`moat_api_requests_total{route="/",status="404"} 1`,
 		`moat_host_last_heartbeat_timestamp_seconds{host="h1"} `,
 		`moat_operations_total{kind="service.backup",outcome="failed"} 1`,
+		`moat_backup_failures_total{project="` + p + `",service="` + svc.ID + `"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)

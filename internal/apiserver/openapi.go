@@ -33,7 +33,7 @@ func (s *Server) OpenAPI() map[string]any {
 		for _, m := range pathParam.FindAllStringSubmatch(rt.Pattern, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
-		if rt.Method == "GET" && strings.HasSuffix(rt.Pattern, "s") || strings.HasSuffix(rt.Pattern, "/audit") {
+		if rt.Method == "GET" && rt.ContentType == "" && strings.HasSuffix(rt.Pattern, "s") || strings.HasSuffix(rt.Pattern, "/audit") {
 			params = append(params,
 				map[string]any{"name": "limit", "in": "query", "schema": map[string]any{"type": "integer", "minimum": 1, "maximum": maxPageSize}},
 				map[string]any{"name": "page_token", "in": "query", "schema": map[string]any{"type": "string"}})
@@ -59,9 +59,12 @@ func (s *Server) OpenAPI() map[string]any {
 			status = http.StatusOK
 		}
 		ok := map[string]any{"description": http.StatusText(status)}
-		if rt.Response != nil {
+		switch {
+		case rt.ContentType != "":
+			ok["content"] = map[string]any{rt.ContentType: map[string]any{"schema": map[string]any{"type": "string"}}}
+		case rt.Response != nil:
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": g.ref(reflect.TypeOf(rt.Response))}}
-		} else {
+		default:
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
 		}
 		problem := map[string]any{"description": "problem details", "content": map[string]any{

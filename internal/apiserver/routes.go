@@ -55,10 +55,12 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/backups", Action: "service.backup.create", Access: ProjectWrite, Summary: "Take a base backup now (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.createBackup},
 
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/password", Action: "service.password.reset", Access: ProjectAdmin, Summary: "Reset the service admin's password (shown once)", Response: apitype.PasswordReset{}, Credential: true, Handler: s.resetPassword},
+		{Method: "GET", Pattern: "/v1/projects/{p}/metrics", Access: ProjectRead, Summary: "Get the PostgreSQL metrics of the project's services' nodes, in the Prometheus text format (postgres_exporter's names)", ContentType: metricsContentType, Handler: s.projectMetrics},
 		{Method: "GET", Pattern: "/v1/projects/{p}/ca", Access: ProjectRead, Summary: "Get the project CA certificate (PEM) clients verify servers with", Response: apitype.CA{}, Handler: s.getProjectCA},
 
 		{Method: "GET", Pattern: "/v1/hosts/{host}/desired", Access: Agent, Summary: "Long-poll a host's desired state newer than ?after= (agents)", Response: apitype.HostDesired{}, Handler: s.hostDesired},
 		{Method: "POST", Pattern: "/v1/hosts/{host}/report", Action: "host.report", Access: Agent, Summary: "Report what a host's agent applied (agents)", Request: apitype.HostReport{}, Status: 204, Handler: s.hostReport},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/stats", Action: "host.stats", Access: Agent, Summary: "Send the PostgreSQL statistics of a host's nodes, for the tenants' metrics (agents; kept in memory, not audited)", Request: apitype.HostStats{}, Status: 204, Handler: s.hostStats},
 
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},

@@ -72,6 +72,10 @@ type Config struct {
 	// Metrics records every request (route = the matched pattern) and
 	// the hosts' reports; nil records nothing.
 	Metrics *metrics.ControlPlane
+	// Tenants keeps the nodes' PostgreSQL statistics the agents report,
+	// served per project at GET /v1/projects/{p}/metrics (default: a store
+	// of the Server's own).
+	Tenants *metrics.Tenants
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).
@@ -135,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.IdempotencyTTL <= 0 {
 		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if cfg.Tenants == nil {
+		cfg.Tenants = metrics.NewTenants()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), allowPending: map[string]time.Time{}, allowApplied: map[string]int64{}}
 	if cfg.RefusalLimit <= 0 {

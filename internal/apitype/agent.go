@@ -1,6 +1,10 @@
 package apitype
 
-import "time"
+import (
+	"time"
+
+	"github.com/moatdb/moat/internal/metrics/pgstat"
+)
 
 // HostDesired is the desired state of one agent host at a revision: every
 // node placed on it. Agents long-poll GET /v1/hosts/{host}/desired?after=N.
@@ -134,6 +138,15 @@ type NodeReport struct {
 	Archive *ArchiveStatus `json:"archive,omitempty"`
 	// Volume is the node's encrypted volume, when it has one.
 	Volume *NodeVolume `json:"volume,omitempty"`
+}
+
+// HostStats is the latest PostgreSQL statistics of a host's nodes, read by
+// its agent as the monitoring role every few seconds, for the projects'
+// tenants (GET /v1/projects/{p}/metrics). Agents post it to
+// /v1/hosts/{host}/stats; the control plane keeps it in memory only (it
+// is neither stored nor audited, unlike a HostReport).
+type HostStats struct {
+	Nodes []pgstat.Snapshot `json:"nodes"`
 }
 
 // NodeVolume is a node's encrypted volume as its agent last saw it.

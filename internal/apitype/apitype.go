@@ -184,9 +184,15 @@ type Node struct {
 	AZ      string `json:"az"`
 	State   string `json:"state"`
 	Address string `json:"address,omitempty"`
+	// StateInfo explains the state: why a failed node failed
+	// (volume_full when its encrypted volume is full).
+	StateInfo *StateInfo `json:"state_info,omitempty"`
 	// Archive is the node's WAL archiving as its agent last saw it (a
 	// primary's; nil before the first report).
 	Archive *ArchiveStatus `json:"archive,omitempty"`
+	// Volume is the node's encrypted volume (format, cipher, size and
+	// bytes used) as its agent last saw it; nil without one.
+	Volume *NodeVolume `json:"volume,omitempty"`
 }
 
 // ArchiveStatus is a node's WAL archiving: PostgreSQL's pg_stat_archiver.

@@ -258,8 +258,8 @@ func serviceRows(w io.Writer, ss ...apitype.Service) {
 	}
 }
 
-// serviceNotes are the lines under a single service: how to connect, and
-// an in-flight operation.
+// serviceNotes are the lines under a single service: how to connect, an
+// in-flight operation, and its nodes (state, volume, WAL archiving).
 func serviceNotes(s apitype.Service) []string {
 	var out []string
 	if c := s.Connection; c != nil {
@@ -269,6 +269,7 @@ func serviceNotes(s apitype.Service) []string {
 		out = append(out, "operation: "+s.OperationID)
 	}
 	for _, n := range s.NodeList {
+		out = append(out, nodeNotes(n)...)
 		a := n.Archive
 		switch {
 		case a == nil:
@@ -291,4 +292,39 @@ func operationRows(w io.Writer, ops ...apitype.Operation) {
 		}
 		row(w, o.ID, o.Type, o.TargetID, dash(o.VPCID), o.State, errText, ts(o.UpdatedAt), dash(o.BackupLabel))
 	}
+}
+
+// nodeNotes are a node's lines under its service: its state and volume,
+// and why it failed.
+func nodeNotes(n apitype.Node) []string {
+	line := fmt.Sprintf("node %s: #%d %s %s %s", n.ID, n.Index, n.AZ, stateOf(n.State, n.StateInfo), dash(n.Address))
+	if v := n.Volume; v != nil {
+		engine := ""
+		if v.Engine != "" {
+			engine = " (" + v.Engine + ")"
+		}
+		line += fmt.Sprintf(", volume %s %s%s: %s of %s used", v.Format, v.Cipher, engine, byteSize(v.Used), byteSize(v.Size))
+		if v.Full {
+			line += ", FULL"
+		}
+	}
+	out := []string{line}
+	if i := n.StateInfo; i != nil && i.Message != "" {
+		out = append(out, fmt.Sprintf("warning: node %s: %s", n.ID, i.Message))
+	}
+	return out
+}
+
+// byteSize is b in binary units (1.5 GiB).
+func byteSize(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return strconv.FormatInt(b, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }

@@ -34,8 +34,9 @@ func serverCommands() []*cobra.Command {
 }
 
 func agentCmd() *cobra.Command {
-	var url, tokenFile, caFile, host, dataDir, logLevel string
+	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen string
 	var volumeGiB int64
+	var metricsPublic bool
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: PostgreSQL, pg_hba and firewall of this host's nodes",
@@ -57,6 +58,7 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30,
+				MetricsListen: metricsListen, MetricsPublic: metricsPublic,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -71,6 +73,8 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 0, "put each node's data on its own encrypted volume of this many GiB (10 is a good size; 0: unencrypted, in the node's directory)")
+	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "HOST:PORT to serve the agent's Prometheus metrics on, plain HTTP at /metrics (default: off; loopback only unless --metrics-public)")
+	c.Flags().BoolVar(&metricsPublic, "metrics-public", false, "allow --metrics-listen on a non-loopback address (the metrics are unauthenticated)")
 	return c
 }
 
@@ -196,8 +200,9 @@ func serverCmd() *cobra.Command {
 func upCmd() *cobra.Command {
 	var f daemonFlags
 	var (
-		dnsListen string
-		volumeGiB int64
+		dnsListen    string
+		volumeGiB    int64
+		agentMetrics string
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -222,11 +227,13 @@ func upCmd() *cobra.Command {
 			if err := installMissing(cmd.Context(), cmd.OutOrStdout()); err != nil {
 				return err
 			}
-			return runUp(cmd.Context(), cmd.OutOrStdout(), cfg, dnsListen, volumeGiB<<30)
+			return runUp(cmd.Context(), cmd.OutOrStdout(), up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"),
+				DNSListen: dnsListen, VolumeSize: volumeGiB << 30, AgentMetricsListen: agentMetrics})
 		},
 	}
 	f.register(c)
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 10, "size of each node's encrypted volume in GiB (sparse; 0: nodes keep their data in plain directories)")
+	c.Flags().StringVar(&agentMetrics, "agent-metrics-listen", "", "HOST:PORT to serve the agent's Prometheus metrics on (default: off; loopback only unless --metrics-public)")
 	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
 }
@@ -272,12 +279,13 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 }
 
 // runUp runs moat up's components until ctx ends.
-func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsListen string, volumeSize int64) error {
+func runUp(ctx context.Context, stdout io.Writer, ucfg up.Config) error {
+	cfg := ucfg.ControlPlane
 	pidPath := filepath.Join(cfg.DataDir, pidFile)
 	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
 		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"), DNSListen: dnsListen, VolumeSize: volumeSize})
+	st, err := up.New(ctx, ucfg)
 	if err != nil {
 		return err
 	}
@@ -302,6 +310,11 @@ func runUp(ctx context.Context, stdout io.Writer, cfg controlplane.Config, dnsLi
 		link = st.CP.URL() + st.CP.Console.SignInLink(strings.TrimSpace(string(tok)), console.DefaultLinkTTL)
 	}
 	printUp(stdout, st.CP.URL(), link, cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
+	for _, m := range []struct{ what, url string }{{"control plane", st.CP.MetricsURL()}, {"agent", st.Agent.MetricsURL()}} {
+		if m.url != "" {
+			fmt.Fprintf(stdout, "Prometheus metrics (%s): %s\n", m.what, m.url)
+		}
+	}
 	return st.Run(ctx)
 }
 

@@ -39,6 +39,13 @@ func (c *Client) ReportHost(ctx context.Context, host string, r apitype.HostRepo
 	return err
 }
 
+// HostStats sends the PostgreSQL statistics of host's nodes, for the
+// tenants' metrics (POST /v1/hosts/{host}/stats).
+func (c *Client) HostStats(ctx context.Context, host string, s apitype.HostStats) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: hostPath(host) + "/stats", in: s})
+	return err
+}
+
 func hostPath(host string) string { return "/v1/hosts/" + url.PathEscape(host) }
 
 // longPoller returns the client for long polls: c itself, or, when c's

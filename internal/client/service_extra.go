@@ -20,3 +20,12 @@ func (c *Client) ResetPassword(ctx context.Context, p, svc string, opts ...CallO
 func (c *Client) GetProjectCA(ctx context.Context, p string, opts ...CallOption) (apitype.CA, error) {
 	return get[apitype.CA](ctx, c, proj(p)+"/ca", opts)
 }
+
+// ProjectMetrics returns the PostgreSQL metrics of project p's nodes in
+// the Prometheus text exposition format (GET /v1/projects/{p}/metrics),
+// as a tenant's Prometheus scrapes them.
+func (c *Client) ProjectMetrics(ctx context.Context, p string, opts ...CallOption) ([]byte, error) {
+	var raw []byte
+	_, err := c.do(ctx, request{method: http.MethodGet, path: proj(p) + "/metrics", out: &raw, opts: collect(opts)})
+	return raw, err
+}

@@ -25,6 +25,9 @@ func TestPasswordAndCA(t *testing.T) {
 			json.NewEncoder(w).Encode(apitype.PasswordReset{User: "moatadmin", Password: "pw"})
 		case "GET /v1/projects/proj-a/ca":
 			json.NewEncoder(w).Encode(apitype.CA{ProjectID: "proj-a", PEM: "PEM"})
+		case "GET /v1/projects/proj-a/metrics":
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			w.Write([]byte("pg_up{node=\"n\",role=\"primary\",service=\"s\"} 1\n"))
 		default:
 			http.NotFound(w, r)
 		}
@@ -38,9 +41,13 @@ func TestPasswordAndCA(t *testing.T) {
 	if want := (apitype.CA{ProjectID: "proj-a", PEM: "PEM"}); err != nil || ca != want {
 		t.Errorf("GetProjectCA = %+v, %v, want %+v", ca, err, want)
 	}
+	m, err := c.ProjectMetrics(ctx, "proj-a")
+	if want := "pg_up{node=\"n\",role=\"primary\",service=\"s\"} 1\n"; err != nil || string(m) != want {
+		t.Errorf("ProjectMetrics = %q, %v, want %q", m, err, want)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(calls) != 2 {
+	if len(calls) != 3 {
 		t.Errorf("calls = %q, want one of each (a reset is never retried)", calls)
 	}
 }

@@ -141,7 +141,10 @@ type ControlPlane struct {
 	listener net.Listener
 	// Metrics records the control plane's metrics into metricsReg (nil
 	// when MetricsListen is ""); metricsLn is their listener.
-	Metrics    *metrics.ControlPlane
+	Metrics *metrics.ControlPlane
+	// Tenants keeps the nodes' PostgreSQL statistics for the API's
+	// GET /v1/projects/{p}/metrics (with or without MetricsListen).
+	Tenants    *metrics.Tenants
 	metricsReg *prometheus.Registry
 	metricsLn  net.Listener
 }
@@ -188,6 +191,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		cp.metricsReg = metrics.NewRegistry()
 		cp.Metrics = metrics.NewControlPlane(cp.metricsReg)
 	}
+	cp.Tenants = metrics.NewTenants()
 	if cp.Keys, err = secret.LoadOrCreateKey(filepath.Join(cfg.DataDir, MasterKeyFile)); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
@@ -230,6 +234,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cp.InternalCA, err = cp.loadOrCreateCA(ctx, "internal_ca", "Moat internal CA"); err != nil {
 		return nil, err
 	}
+	cp.observeCerts()
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
 	}
@@ -253,7 +258,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants,
 	})
 	if err != nil {
 		return nil, err
@@ -264,7 +269,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
-			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics})
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics, Tenants: cp.Tenants})
 		if err != nil {
 			return nil, err
 		}

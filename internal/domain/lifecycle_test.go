@@ -62,6 +62,7 @@ func TestNewOperation(t *testing.T) {
 
 func TestNodeApplyReport(t *testing.T) {
 	archive := &ArchiveStatus{LastArchivedWAL: "000000010000000000000003"}
+	fullVolume := &NodeVolume{Format: "LUKS2", Cipher: "aes-xts-plain64", Engine: "userspace", Size: 1 << 30, Used: 1 << 30, Full: true}
 	for _, tc := range []struct {
 		name     string
 		from     string
@@ -81,6 +82,9 @@ func TestNodeApplyReport(t *testing.T) {
 		{"running wiped ignored", StateRunning, nil, NodeReport{State: NodeReportWiped}, StateRunning, nil, nil},
 		{"deleting does not run again", StateDeleting, nil, NodeReport{State: NodeReportRunning}, StateDeleting, nil, nil},
 		{"unknown state", StateRunning, nil, NodeReport{State: "sleeping"}, StateRunning, nil, &errSummary{CodeInvalidState, "state", "use running, failed or wiped"}},
+		{"full volume says so", StateRunning, nil, NodeReport{State: NodeReportFailed, Message: "volume full", Volume: fullVolume}, StateFailed,
+			&Info{Code: CodeVolumeFull, Message: volumeFullMessage, Cause: "volume full"}, nil},
+		{"freed volume runs again", StateFailed, &Info{Code: CodeVolumeFull}, NodeReport{State: NodeReportRunning, Volume: &NodeVolume{Format: "LUKS2", Size: 1 << 30, Used: 1 << 29}}, StateRunning, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &Node{Meta: Meta{ID: "node-1", State: tc.from, StateInfo: tc.info}, AppliedAllowlistRevision: 1}
@@ -99,6 +103,9 @@ func TestNodeApplyReport(t *testing.T) {
 			}
 			if tc.report.Archive != nil && (n.Archive == nil || *n.Archive != *tc.report.Archive || n.Archive == tc.report.Archive) {
 				t.Errorf("node archive = %+v, want a copy of %+v", n.Archive, tc.report.Archive)
+			}
+			if tc.report.Volume != nil && (n.Volume == nil || *n.Volume != *tc.report.Volume || n.Volume == tc.report.Volume) {
+				t.Errorf("node volume = %+v, want a copy of %+v", n.Volume, tc.report.Volume)
 			}
 		})
 	}

@@ -302,10 +302,24 @@ type Node struct {
 	CertNotAfterAt time.Time `json:"cert_not_after,omitzero"`
 	// Archive is the node's WAL archiving as its agent last reported it.
 	Archive *ArchiveStatus `json:"archive,omitempty"`
+	// Volume is the node's encrypted volume as its agent last reported it.
+	Volume *NodeVolume `json:"volume,omitempty"`
 	// What the agent last reported applying.
 	AppliedRevision          int64     `json:"applied_revision,omitempty"`
 	AppliedAllowlistRevision int64     `json:"applied_allowlist_revision,omitempty"`
 	ReportedAt               time.Time `json:"reported_at,omitzero"`
+}
+
+// NodeVolume is a node's encrypted volume: its format and cipher, the
+// engine serving it (dm-crypt or userspace), its size and the bytes used
+// in its file system; Full when PostgreSQL has no room left to write.
+type NodeVolume struct {
+	Format string `json:"format"`
+	Cipher string `json:"cipher"`
+	Engine string `json:"engine,omitempty"`
+	Size   int64  `json:"size"`
+	Used   int64  `json:"used"`
+	Full   bool   `json:"full,omitempty"`
 }
 
 // ArchiveStatus is a node's WAL archiving (PostgreSQL's pg_stat_archiver):

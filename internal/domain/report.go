@@ -27,6 +27,8 @@ type NodeReport struct {
 	State   string
 	Message string
 	Archive *ArchiveStatus
+	// Volume is the node's volume, when it has one.
+	Volume *NodeVolume
 }
 
 // TaskReport is an agent's result of a node task (the operation of the
@@ -50,9 +52,10 @@ type BaseBackup struct {
 func (n *Node) AcceptsReports() bool { return !Gone(n.State) }
 
 // ApplyReport records an agent's report on the node: the revisions it
-// enforces, its WAL archiving, and the state it reports (running: a
-// creating or failed node runs; failed: a creating or running node fails;
-// wiped: a deleting node may be removed). Only a running report advances
+// enforces, its WAL archiving and volume, and the state it reports
+// (running: a creating or failed node runs; failed: a creating or running
+// node fails, with CodeVolumeFull when its volume is full; wiped: a
+// deleting node may be removed). Only a running report advances
 // the revisions: applied means enforced, and a node that failed enforces
 // nothing new. The agent's failure text is kept as the internal cause
 // only. An unknown report state is an Invalid error about field "state".
@@ -66,6 +69,10 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 	if a := r.Archive; a != nil {
 		c := *a
 		n.Archive = &c
+	}
+	if v := r.Volume; v != nil {
+		c := *v
+		n.Volume = &c
 	}
 	if r.State == NodeReportRunning {
 		n.AppliedRevision = r.Revision
@@ -88,6 +95,9 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 			}
 		}
 		n.StateInfo = &Info{Code: CodeNodeFailed, Message: "the node's PostgreSQL could not be set up or started", Cause: r.Message}
+		if r.Volume != nil && r.Volume.Full {
+			n.StateInfo = &Info{Code: CodeVolumeFull, Message: volumeFullMessage, Cause: r.Message}
+		}
 	case NodeReportWiped:
 		if n.State == StateDeleting {
 			n.StateInfo = &Info{Code: CodeWiped, Message: "PostgreSQL stopped and data wiped"}
@@ -99,6 +109,14 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 // CodeNodeFailed is the state info code of a node its agent reported
 // failed.
 const CodeNodeFailed = "node_failed"
+
+// CodeVolumeFull is the state info code of a node whose agent reported it
+// failed because its volume is full; it runs again once space is freed.
+const CodeVolumeFull = "volume_full"
+
+const volumeFullMessage = "the node's encrypted volume is full, so PostgreSQL cannot write: free space " +
+	"(DROP or TRUNCATE what is not needed; DELETE then VACUUM FULL) and the node runs again; " +
+	"a larger volume needs a new service (restore this one into it)"
 
 // CodeTaskFailed is the error code of a backup or WAL-switch operation
 // whose node task failed.

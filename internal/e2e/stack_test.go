@@ -54,6 +54,17 @@ func start(t testing.TB, dir, prefix string) *env {
 // configure. Scheduled backups are off unless configure turns them on.
 func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Config)) *env {
 	t.Helper()
+	return startStack(t, dir, prefix, func(c *up.Config) {
+		if configure != nil {
+			configure(&c.ControlPlane)
+		}
+	})
+}
+
+// startStack is start with the stack's configuration adjusted by
+// configure (nil: none).
+func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *env {
+	t.Helper()
 	require(t)
 	if dir == "" {
 		// Not t.TempDir(): its parents are 0700 and the postgres user
@@ -74,15 +85,16 @@ func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Co
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cpCfg := controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1}
+	cfg := up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
+		CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t),
+		VolumeSize: 10 << 30} // every node on its own encrypted volume, as in moat up
 	if configure != nil {
-		configure(&cpCfg)
+		configure(&cfg)
 	}
 	if os.Getenv("MOAT_E2E_LOG") != "" {
-		cpCfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.ControlPlane.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := up.New(ctx, up.Config{ControlPlane: cpCfg, CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t),
-		VolumeSize: 10 << 30}) // every node on its own encrypted volume, as in moat up
+	st, err := up.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

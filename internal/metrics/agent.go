@@ -1,14 +1,17 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Agent holds one host agent's metrics: its apply passes, the firewall and
-// its scrapes of PostgreSQL. The host is the scrape target, so it is not a
-// label. A nil *Agent records nothing.
+// Agent holds one host agent's metrics: its apply passes, the firewall,
+// its nodes' states, backups, WAL archiving and certificates, and its
+// scrapes of PostgreSQL. The host is the scrape target, so it is not a
+// label; nodes are (IDs, forgotten with ForgetNode). A nil *Agent records
+// nothing.
 type Agent struct {
 	passes          prometheus.Counter
 	passDuration    prometheus.Histogram
@@ -19,19 +22,30 @@ type Agent struct {
 	firewallDuration *prometheus.HistogramVec
 	firewallElements *prometheus.GaugeVec
 
+	nodeState         *prometheus.GaugeVec
+	backupLastSuccess *prometheus.GaugeVec
+	backupFailures    *prometheus.CounterVec
+	walLastSuccess    *prometheus.GaugeVec
+	walLastFailure    *prometheus.GaugeVec
+	walFailing        *prometheus.GaugeVec
+	certExpiry        *prometheus.GaugeVec
+
 	pgScrapes *prometheus.CounterVec
+
+	mu sync.Mutex // a node state's delete and set do not interleave
 }
 
 // NewAgent registers an agent's metrics with reg.
 func NewAgent(reg prometheus.Registerer) *Agent {
+	node := []string{"node"}
 	m := &Agent{
 		passes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moat_agent_apply_passes_total",
-			Help: "Passes applying the desired state to this host's nodes.",
+			Help: "Applies of a node's desired state on this host.",
 		}),
 		passDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "moat_agent_apply_duration_seconds",
-			Help:    "Duration of an apply pass.",
+			Help:    "Duration of a node's apply.",
 			Buckets: passBuckets,
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -40,7 +54,7 @@ func NewAgent(reg prometheus.Registerer) *Agent {
 		}, []string{"kind"}),
 		appliedRevision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "moat_agent_applied_revision",
-			Help: "The desired-state revision this host last applied.",
+			Help: "The desired-state revision every node of this host enforces (the oldest of its nodes').",
 		}),
 		firewallApplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_firewall_applies_total",
@@ -50,36 +64,72 @@ func NewAgent(reg prometheus.Registerer) *Agent {
 			Name:    "moat_firewall_apply_duration_seconds",
 			Help:    "Duration of a node's firewall apply, read-back included.",
 			Buckets: firewallBuckets,
-		}, []string{"node"}),
+		}, node),
 		firewallElements: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "moat_firewall_set_elements",
 			Help: "Elements in a node's allowlist sets after its last apply.",
-		}, []string{"node"}),
+		}, node),
+		nodeState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_node_state",
+			Help: "1 for the state the agent last reported for each node (running, failed, wiped).",
+		}, []string{"node", "state"}),
+		backupLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_backup_last_success_timestamp_seconds",
+			Help: "When the last base backup taken on each node succeeded.",
+		}, node),
+		backupFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_agent_backup_failures_total",
+			Help: "Failed base backups on each node.",
+		}, node),
+		walLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_wal_archive_last_success_timestamp_seconds",
+			Help: "When each primary last archived a WAL segment.",
+		}, node),
+		walLastFailure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_wal_archive_last_failure_timestamp_seconds",
+			Help: "When each primary last failed to archive a WAL segment.",
+		}, node),
+		walFailing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_wal_archive_failing",
+			Help: "1 when a primary's last WAL archive attempt failed.",
+		}, node),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moat_agent_certificate_expiry_timestamp_seconds",
+			Help: "When each node's certificates expire, by kind (node, replication).",
+		}, []string{"kind", "node"}),
 		pgScrapes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_agent_postgres_scrapes_total",
 			Help: "Scrapes of a node's PostgreSQL statistics, by outcome.",
 		}, []string{"node", "outcome"}),
 	}
 	reg.MustRegister(m.passes, m.passDuration, m.errors, m.appliedRevision,
-		m.firewallApplies, m.firewallDuration, m.firewallElements, m.pgScrapes)
+		m.firewallApplies, m.firewallDuration, m.firewallElements,
+		m.nodeState, m.backupLastSuccess, m.backupFailures, m.walLastSuccess,
+		m.walLastFailure, m.walFailing, m.certExpiry, m.pgScrapes)
 	return m
 }
 
-// ApplyPass records one pass over the host's desired state, the revision
-// it applied, and one error kind per error ("firewall", "postgres",
-// "tls", ...: constants).
-func (m *Agent) ApplyPass(d time.Duration, revision int64, errKinds ...string) {
+// ApplyPass records one apply of a node's desired state and the kind of
+// its error, if any ("firewall", "volume", "postgres": constants of the
+// caller).
+func (m *Agent) ApplyPass(d time.Duration, errKind string) {
 	if m == nil {
 		return
 	}
 	m.passes.Inc()
 	m.passDuration.Observe(d.Seconds())
-	if len(errKinds) == 0 {
-		m.appliedRevision.Set(float64(revision))
+	if errKind != "" {
+		m.errors.WithLabelValues(errKind).Inc()
 	}
-	for _, k := range errKinds {
-		m.errors.WithLabelValues(k).Inc()
+}
+
+// SetAppliedRevision records the revision every node of the host
+// enforces.
+func (m *Agent) SetAppliedRevision(rev int64) {
+	if m == nil {
+		return
 	}
+	m.appliedRevision.Set(float64(rev))
 }
 
 // ObserveFirewallApply records one firewall apply on a node: its duration,
@@ -93,6 +143,60 @@ func (m *Agent) ObserveFirewallApply(node string, d time.Duration, elements int,
 	if err == nil {
 		m.firewallElements.WithLabelValues(node).Set(float64(elements))
 	}
+}
+
+// NodeState records the state the agent reports for a node: its series
+// for that state is 1, those for its other states are removed.
+func (m *Agent) NodeState(node, state string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodeState.DeletePartialMatch(prometheus.Labels{"node": node})
+	m.nodeState.WithLabelValues(node, state).Set(1)
+}
+
+// BackupResult records a base backup on a node that finished at t.
+func (m *Agent) BackupResult(node string, ok bool, t time.Time) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.backupLastSuccess.WithLabelValues(node).Set(unix(t))
+		m.backupFailures.WithLabelValues(node) // present at 0
+		return
+	}
+	m.backupFailures.WithLabelValues(node).Inc()
+}
+
+// WALArchive records a primary's WAL archiving as last read
+// (pg_stat_archiver); zero times are left out.
+func (m *Agent) WALArchive(node string, lastSuccess, lastFailure time.Time, failing bool) {
+	if m == nil {
+		return
+	}
+	setWAL(m.walLastSuccess, m.walLastFailure, m.walFailing, []string{node}, lastSuccess, lastFailure, failing)
+}
+
+// setWAL sets the three WAL archiving gauges of one primary (labels).
+func setWAL(success, failure, failingVec *prometheus.GaugeVec, labels []string, lastSuccess, lastFailure time.Time, failing bool) {
+	if !lastSuccess.IsZero() {
+		success.WithLabelValues(labels...).Set(unix(lastSuccess))
+	}
+	if !lastFailure.IsZero() {
+		failure.WithLabelValues(labels...).Set(unix(lastFailure))
+	}
+	failingVec.WithLabelValues(labels...).Set(boolFloat(failing))
+}
+
+// CertExpiry records when a node's certificate of kind (CertNode,
+// CertReplication) expires.
+func (m *Agent) CertExpiry(kind, node string, notAfter time.Time) {
+	if m == nil {
+		return
+	}
+	m.certExpiry.WithLabelValues(kind, node).Set(unix(notAfter))
 }
 
 // PostgresScrape records one scrape of a node's statistics (pgstat).
@@ -109,8 +213,13 @@ func (m *Agent) ForgetNode(node string) {
 		return
 	}
 	l := prometheus.Labels{"node": node}
-	m.firewallApplies.DeletePartialMatch(l)
-	m.firewallDuration.DeletePartialMatch(l)
-	m.firewallElements.DeletePartialMatch(l)
-	m.pgScrapes.DeletePartialMatch(l)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.firewallApplies, m.firewallDuration, m.firewallElements, m.nodeState,
+		m.backupLastSuccess, m.backupFailures, m.walLastSuccess, m.walLastFailure,
+		m.walFailing, m.certExpiry, m.pgScrapes,
+	} {
+		v.DeletePartialMatch(l)
+	}
 }

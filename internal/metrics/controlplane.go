@@ -66,6 +66,9 @@ type ControlPlane struct {
 	mu      sync.Mutex // guards desired and applied, to keep lags consistent
 	desired int64
 	applied map[string]int64 // by host
+	// states is each node's state series, so that recording the same
+	// state again (every reconciler pass) costs a map lookup.
+	states map[string][3]string // node → project, service, state
 }
 
 // NewControlPlane registers the control plane's metrics with reg.
@@ -167,6 +170,7 @@ func NewControlPlane(reg prometheus.Registerer) *ControlPlane {
 		}, []string{"project", "service", "node", "state"}),
 
 		applied: map[string]int64{},
+		states:  map[string][3]string{},
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.reconcilePasses, m.reconcileDuration,
 		m.reconcileErrors, m.desiredRevision, m.hostApplied, m.hostLag, m.hostHeartbeat,
@@ -296,17 +300,7 @@ func (m *ControlPlane) WALArchive(project, service, node string, lastSuccess, la
 	if m == nil {
 		return
 	}
-	if !lastSuccess.IsZero() {
-		m.walLastSuccess.WithLabelValues(project, service, node).Set(unix(lastSuccess))
-	}
-	if !lastFailure.IsZero() {
-		m.walLastFailure.WithLabelValues(project, service, node).Set(unix(lastFailure))
-	}
-	f := 0.0
-	if failing {
-		f = 1
-	}
-	m.walFailing.WithLabelValues(project, service, node).Set(f)
+	setWAL(m.walLastSuccess, m.walLastFailure, m.walFailing, []string{project, service, node}, lastSuccess, lastFailure, failing)
 }
 
 // Certificate kinds for CertExpiry.
@@ -336,7 +330,14 @@ func (m *ControlPlane) NodeState(project, service, node, state string) {
 	}
 	m.mu.Lock() // a delete and a set must not interleave with another's
 	defer m.mu.Unlock()
-	m.nodeState.DeletePartialMatch(prometheus.Labels{"node": node})
+	cur := [3]string{project, service, state}
+	if old, ok := m.states[node]; ok {
+		if old == cur {
+			return
+		}
+		m.nodeState.DeleteLabelValues(old[0], old[1], node, old[2])
+	}
+	m.states[node] = cur
 	m.nodeState.WithLabelValues(project, service, node, state).Set(1)
 }
 
@@ -348,6 +349,7 @@ func (m *ControlPlane) ForgetNode(node string) {
 	l := prometheus.Labels{"node": node}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.states, node)
 	for _, v := range []*prometheus.GaugeVec{m.walLastSuccess, m.walLastFailure, m.walFailing, m.certExpiry, m.nodeState} {
 		v.DeletePartialMatch(l)
 	}
@@ -362,6 +364,11 @@ func (m *ControlPlane) ForgetService(project, service string) {
 	l := prometheus.Labels{"project": project, "service": service}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for node, s := range m.states {
+		if s[0] == project && s[1] == service {
+			delete(m.states, node)
+		}
+	}
 	m.allowlistEnforce.DeletePartialMatch(l)
 	m.backupFailures.DeletePartialMatch(l)
 	for _, v := range []*prometheus.GaugeVec{m.allowlistPending, m.backupLastSuccess, m.backupInterval, m.walLastSuccess, m.walLastFailure, m.walFailing, m.nodeState} {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/moatdb/moat/internal/metrics"
+	"github.com/moatdb/moat/internal/metrics/promtest"
 	"github.com/moatdb/moat/internal/pgtest"
 	"github.com/moatdb/moat/internal/testenv"
 )
@@ -58,8 +58,14 @@ func exercise(cp *metrics.ControlPlane, ag *metrics.Agent) {
 	cp.CertExpiry(metrics.CertNode, "prj-1", "node-1", now.Add(90*24*time.Hour))
 	cp.CertExpiry(metrics.CertAPI, "", "", now.Add(365*24*time.Hour))
 	cp.NodeState("prj-1", "svc-1", "node-1", "running")
-	ag.ApplyPass(20*time.Millisecond, 12, "firewall")
-	ag.ApplyPass(20*time.Millisecond, 12)
+	ag.ApplyPass(20*time.Millisecond, "firewall")
+	ag.ApplyPass(20*time.Millisecond, "")
+	ag.SetAppliedRevision(12)
+	ag.NodeState("node-1", "running")
+	ag.BackupResult("node-1", true, now)
+	ag.BackupResult("node-1", false, now)
+	ag.WALArchive("node-1", now, now.Add(-time.Hour), false)
+	ag.CertExpiry(metrics.CertNode, "node-1", now.Add(90*24*time.Hour))
 	ag.ObserveFirewallApply("node-1", 3*time.Millisecond, 42, nil)
 	ag.ObserveFirewallApply("node-1", 3*time.Millisecond, 0, errors.New("netlink"))
 	ag.PostgresScrape("node-1", nil)
@@ -114,7 +120,7 @@ func TestPlatformExpositionPassesPromtool(t *testing.T) {
 	reg := exercised(t)
 	srv := httptest.NewServer(metrics.Handler(reg))
 	defer srv.Close()
-	promtoolCheckMetrics(t, get(t, srv.Client(), srv.URL, ""))
+	promtest.CheckMetrics(t, get(t, srv.Client(), srv.URL, ""))
 }
 
 func get(t *testing.T, c *http.Client, url, token string) []byte {
@@ -139,18 +145,6 @@ func get(t *testing.T, c *http.Client, url, token string) []byte {
 		t.Fatalf("GET %s: %s\n%s", url, resp.Status, body)
 	}
 	return body
-}
-
-// promtoolCheckMetrics fails t unless `promtool check metrics` accepts the
-// exposition.
-func promtoolCheckMetrics(t *testing.T, exposition []byte) {
-	t.Helper()
-	promtool := testenv.MustHaveCommand(t, "promtool")
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(exposition)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, exposition)
-	}
 }
 
 func TestRevisionLag(t *testing.T) {
@@ -196,6 +190,11 @@ moat_node_state{node="n2",project="p",service="s",state="creating"} 1
 	cp.ForgetNode("n1")
 	if n := testutil.CollectAndCount(reg, "moat_node_state"); n != 0 {
 		t.Errorf("after forgetting the service: %d series left, want 0", n)
+	}
+	// A node recorded again after being forgotten has its series back.
+	cp.NodeState("p", "s", "n2", "creating")
+	if n := testutil.CollectAndCount(reg, "moat_node_state"); n != 1 {
+		t.Errorf("recorded again after ForgetService: %d series, want 1", n)
 	}
 }
 

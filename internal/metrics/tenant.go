@@ -18,7 +18,7 @@ const DefaultMaxAge = time.Minute
 
 // Tenants keeps the latest PostgreSQL snapshot of every node, by project,
 // and renders one project's snapshots with postgres_exporter's names. The
-// control plane calls Update for each snapshot in an agent's report and
+// control plane calls Update for each snapshot an agent sends and
 // mounts Handler behind GET /v1/projects/{p}/metrics once the caller is
 // authorised for {p}. Safe for concurrent use.
 type Tenants struct {
@@ -42,6 +42,9 @@ func NewTenants() *Tenants { return &Tenants{nodes: map[string]tenantNode{}} }
 
 // Update stores s as the latest snapshot of node s.Node in project.
 func (t *Tenants) Update(project string, s pgstat.Snapshot) {
+	if t == nil {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.nodes[s.Node]; ok && old.snap.At.After(s.At) {
@@ -50,8 +53,11 @@ func (t *Tenants) Update(project string, s pgstat.Snapshot) {
 	t.nodes[s.Node] = tenantNode{project: project, snap: s}
 }
 
-// Forget drops a node that is gone.
+// Forget drops a node that is gone. A nil *Tenants keeps nothing.
 func (t *Tenants) Forget(node string) {
+	if t == nil {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.nodes, node)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/metrics/pgstat"
+	"github.com/moatdb/moat/internal/metrics/promtest"
 	"github.com/moatdb/moat/internal/pgtest"
 )
 
@@ -82,7 +83,7 @@ func TestTenantExposition(t *testing.T) {
 			t.Errorf("exposition contains %q (another project's, or a stale node's values)", never)
 		}
 	}
-	promtoolCheckMetrics(t, []byte(out))
+	promtest.CheckMetrics(t, []byte(out))
 }
 
 func TestTenantKeepsNewestAndForgets(t *testing.T) {
@@ -132,5 +133,5 @@ func TestTenantExpositionFromPostgres(t *testing.T) {
 		!strings.Contains(out, `pg_database_size_bytes{datname="postgres"`) {
 		t.Errorf("exposition of a live server lacks pg_up 1 or the database size:\n%s", out)
 	}
-	promtoolCheckMetrics(t, []byte(out))
+	promtest.CheckMetrics(t, []byte(out))
 }

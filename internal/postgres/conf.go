@@ -188,7 +188,7 @@ func renderSettings(kv [][2]string) (string, error) {
 
 // renderIdent renders pg_ident.conf: the map "moat" lets the agent's OS
 // user (root, normally) and the postgres OS user log in as Superuser over
-// the Unix socket.
+// the Unix socket, and the agent's OS user as MonitorUser.
 func renderIdent(osUser string) string {
 	var b strings.Builder
 	b.WriteString("# Written by Moat: do not edit.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n")
@@ -199,6 +199,7 @@ func renderIdent(osUser string) string {
 	for _, u := range users {
 		fmt.Fprintf(&b, "moat %s %s\n", u, Superuser)
 	}
+	fmt.Fprintf(&b, "moat %s %s\n", osUser, MonitorUser)
 	return b.String()
 }
 

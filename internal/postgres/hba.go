@@ -29,10 +29,11 @@ const roleRule = "use lowercase letters, digits and '_', starting with a letter 
 
 // RenderHBA renders pg_hba.conf for p. It is pure. In order:
 //
-//   - local connections: Superuser only, by peer identity through the map
-//     "moat" (the agent's management path, and its base backups over the
-//     replication protocol);
-//   - Superuser and the replication role never log in over the network;
+//   - local connections: Superuser and MonitorUser only, by peer identity
+//     through the map "moat" (the agent's management path, its base
+//     backups over the replication protocol, its statistics scrapes);
+//   - Superuser, the replication role and MonitorUser never log in over
+//     the network;
 //   - hostssl replication from each replica, certificate authentication;
 //   - hostssl from each allowed source, scram-sha-256;
 //   - a catch-all reject: plaintext and every other source are refused
@@ -61,16 +62,17 @@ func RenderHBA(p Policy) (string, error) {
 	line := func(typ, db, user, addr, method string) {
 		fmt.Fprintf(&b, "%-7s %-11s %-18s %-43s %s\n", typ, db, user, addr, method)
 	}
-	su, ru := `"`+Superuser+`"`, `"`+repl+`"`
+	su, ru, mu := `"`+Superuser+`"`, `"`+repl+`"`, `"`+MonitorUser+`"`
 	b.WriteString("# Written by Moat from the node's policy: do not edit.\n")
 	b.WriteString("# TYPE  DATABASE    USER               ADDRESS                                     METHOD\n")
-	b.WriteString("# Management: the Unix socket, the superuser only, by peer identity.\n")
+	b.WriteString("# Management: the Unix socket, the superuser and the monitoring role only, by peer identity.\n")
 	line("local", "all", su, "", "peer map=moat")
 	line("local", "replication", su, "", "peer map=moat")
+	line("local", "all", mu, "", "peer map=moat")
 	line("local", "all", "all", "", "reject")
 	line("local", "replication", "all", "", "reject")
-	b.WriteString("# The superuser and the replication role never log in over the network.\n")
-	for _, r := range []string{su, ru} {
+	b.WriteString("# The superuser, the replication and the monitoring roles never log in over the network.\n")
+	for _, r := range []string{su, ru, mu} {
 		line("host", "all", r, "0.0.0.0/0", "reject")
 		line("host", "all", r, "::/0", "reject")
 	}

@@ -130,7 +130,7 @@ func FuzzRenderHBA(f *testing.F) {
 			}
 			rules++
 			typ, db, user, addr, method := m[1], m[2], m[3], m[4], m[5]
-			if user != "all" && user != `"`+Superuser+`"` && user != `"`+repl+`"` {
+			if user != "all" && user != `"`+Superuser+`"` && user != `"`+repl+`"` && user != `"`+MonitorUser+`"` {
 				t.Fatalf("line %q names role %s, not in the policy", line, user)
 			}
 			if typ == "local" {
@@ -159,7 +159,7 @@ func FuzzRenderHBA(f *testing.F) {
 				t.Fatalf("line %q: method %s over the network", line, method)
 			}
 		}
-		if want := 4 + 4 + len(wantRepl) + len(wantAllow) + 4; rules != want {
+		if want := 5 + 6 + len(wantRepl) + len(wantAllow) + 4; rules != want {
 			t.Fatalf("%d rules, want %d:\n%s", rules, want, out)
 		}
 		if !slices.Equal(gotAllow, wantAllow) || !slices.Equal(gotRepl, wantRepl) {

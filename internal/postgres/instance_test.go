@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/moatdb/moat/internal/metrics/pgstat"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/testenv"
 )
@@ -643,5 +644,35 @@ func TestClose(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !errors.Is(err, os.ErrNotExist) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		t.Errorf("postmaster %d after Stop: %v, want it gone (reaped):\n%s", pid, err, b)
+	}
+}
+
+// TestMonitorRole: Bootstrap makes MonitorUser; the agent (its OS user,
+// by peer identity over the socket) scrapes the statistics as it, which
+// cannot write, and it never logs in over the network.
+func TestMonitorRole(t *testing.T) {
+	requirePostgres(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	in, _ := primary(t, ctx, "monitor", nil)
+	cfg := in.Config()
+	dsn := MonitorDSN(cfg.SocketDir, cfg.Port)
+	snap, err := pgstat.ScrapeDSN(ctx, dsn, 10*time.Second)
+	if err != nil || !snap.Up || snap.Role != pgstat.RolePrimary {
+		t.Fatalf("ScrapeDSN as %s = up %v role %q, %v; want a primary's snapshot", MonitorUser, snap.Up, snap.Role, err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE monitor_writes (x int)"); pgErr(err) == nil || pgErr(err).Code != "25006" {
+		t.Errorf("CREATE TABLE as %s: %v, want read-only transaction (25006)", MonitorUser, err)
+	}
+	f := certs(t)
+	_, err = pgx.Connect(ctx, clientDSN(t, in, "127.0.0.1", MonitorUser, "", f.project, "verify-full"))
+	if pgErr(err) == nil || pgErr(err).Code != "28000" {
+		t.Errorf("%s over the network: %v, want rejected by pg_hba (28000)", MonitorUser, err)
 	}
 }

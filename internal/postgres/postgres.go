@@ -43,6 +43,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/moatdb/moat/internal/metrics/pgstat"
 )
 
 // Names the API and the control plane rely on.
@@ -59,6 +61,10 @@ const (
 	// Superuser is the bootstrap superuser, reachable only over the Unix
 	// socket by peer authentication.
 	Superuser = "postgres"
+	// MonitorUser is the role the agent reads statistics as (a member of
+	// pg_monitor, read-only; pgstat.MonitorRoleSQL), reachable only over
+	// the Unix socket by the agent's peer identity.
+	MonitorUser = pgstat.MonitorRole
 )
 
 // ErrNotInitialized is returned by Start when the data directory holds no

@@ -15,10 +15,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/moatdb/moat/internal/metrics/pgstat"
 )
 
 // connect opens a management connection to db as Superuser over the Unix
 // socket (peer authentication through the map "moat").
+// MonitorDSN is the connection string of MonitorUser to the server whose
+// Unix socket is in socketDir (peer authentication: the agent's OS user),
+// for pgstat.ScrapeDSN.
+func MonitorDSN(socketDir string, port int) string {
+	return conninfo("host", socketDir, "port", strconv.Itoa(port), "user", MonitorUser, "dbname", "postgres",
+		"sslmode", "disable", "connect_timeout", "5", "application_name", "moat-monitor")
+}
+
 func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(conninfo(
 		"host", in.cfg.SocketDir,
@@ -41,7 +51,8 @@ func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 
 // Bootstrap creates the roles and the database of a new primary: AdminUser
 // (LOGIN CREATEDB and pg_monitor, no password until SetPassword), ReplicationUser (LOGIN
-// REPLICATION, certificate authentication only) and Database, owned by
+// REPLICATION, certificate authentication only), MonitorUser (pg_monitor,
+// read-only, for the agent's statistics scrapes) and Database, owned by
 // AdminUser. It is idempotent. The server must be running.
 func (in *Instance) Bootstrap(ctx context.Context) error {
 	conn, err := in.connect(ctx, "postgres")
@@ -70,6 +81,12 @@ func (in *Instance) Bootstrap(ctx context.Context) error {
 	// (pg_stat_replication, pg_stat_ssl), read-only.
 	if _, err := conn.Exec(ctx, "GRANT pg_monitor TO "+pgx.Identifier{AdminUser}.Sanitize()); err != nil {
 		return fmt.Errorf("bootstrap: grant pg_monitor: %w", err)
+	}
+	// The agent's statistics scrapes: pg_monitor, read-only, peer only.
+	for _, q := range pgstat.MonitorRoleSQL() {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("bootstrap: monitoring role: %w", err)
+		}
 	}
 	var n int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", Database).Scan(&n); err != nil {

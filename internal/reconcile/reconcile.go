@@ -41,9 +41,13 @@ type Config struct {
 	BackupInterval time.Duration
 	BackupKeep     int
 	BackupKeepAge  time.Duration
-	// Metrics records every pass (with the kinds of its errors) and every
-	// operation the reconciler ends; nil records nothing.
+	// Metrics records every pass (with the kinds of its errors), every
+	// operation the reconciler ends, and the fleet each pass reads (node
+	// states, certificates, WAL archiving, backups; metrics.go); nil
+	// records nothing.
 	Metrics *metrics.ControlPlane
+	// Tenants, when set, forgets the statistics of nodes that are gone.
+	Tenants *metrics.Tenants
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring), with the
@@ -57,6 +61,8 @@ type Sealer interface {
 type Reconciler struct {
 	cfg Config
 	log *slog.Logger
+	// seen is what the last pass recorded in the metrics (metrics.go).
+	seen fleetSeen
 }
 
 // CertValidity is a node certificate's lifetime; RenewBefore is how long
@@ -149,6 +155,7 @@ func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 	if err != nil {
 		return []string{errKindStore}, err
 	}
+	r.observe(ctx, nodes, svcs)
 	var errs []error
 	keep := func(kind string, err error) {
 		if err == nil {

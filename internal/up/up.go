@@ -59,6 +59,13 @@ type Config struct {
 	// VolumeSize, when positive, puts every node's data on its own
 	// encrypted volume of that many bytes (agent.Config.VolumeSize).
 	VolumeSize int64
+	// AgentMetricsListen, when set, is where the agent serves its
+	// Prometheus metrics (agent.Config.MetricsListen; public only with
+	// ControlPlane.MetricsPublic).
+	AgentMetricsListen string
+	// StatsInterval is how often the agent reads its nodes' PostgreSQL
+	// statistics (agent.Config.StatsInterval; tests shorten it).
+	StatsInterval time.Duration
 }
 
 // Stack is a running machine's worth of Moat.
@@ -147,7 +154,8 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
-		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize})
+		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize,
+		MetricsListen: cfg.AgentMetricsListen, MetricsPublic: cfg.ControlPlane.MetricsPublic, StatsInterval: cfg.StatsInterval})
 	if err != nil {
 		return nil, err
 	}

@@ -19,10 +19,16 @@ type Info struct {
 	// Of the file system, when mounted:
 	Used  int64 `json:"used"`
 	Avail int64 `json:"avail"`
-	// Full: no space left for an unprivileged writer (PostgreSQL): the
-	// node reports it as its state instead of failing writes silently.
+	// Full: too little space left for an unprivileged writer
+	// (PostgreSQL) to go on: less than fullMargin. The node reports it
+	// as its state instead of failing writes silently.
 	Full bool `json:"full"`
 }
+
+// fullMargin is the free space below which a volume of size bytes counts
+// as full: one WAL segment (PostgreSQL's next allocation may be one), or
+// 1% of a small volume.
+func fullMargin(size int64) int64 { return min(16<<20, size/100) }
 
 // Stat describes the container and, when it is mounted at mountpoint, its
 // file system's use.
@@ -62,7 +68,7 @@ func Stat(container, mountpoint string) (Info, error) {
 		}
 		info.Used = int64(st.Blocks-st.Bfree) * st.Bsize
 		info.Avail = int64(st.Bavail) * st.Bsize
-		info.Full = st.Bavail == 0
+		info.Full = st.Bavail == 0 || info.Avail < fullMargin(info.Size)
 	}
 	return info, nil
 }

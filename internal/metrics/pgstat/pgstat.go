@@ -5,7 +5,7 @@
 // a role that is a member of pg_monitor and nothing more.
 //
 // The agent scrapes each node (ScrapeDSN) every few seconds and sends the
-// latest Snapshot in its report; the control plane renders the snapshots of
+// latest Snapshots to the control plane (apitype.HostStats); it renders the snapshots of
 // a project for that project's tenants (internal/metrics.Tenants). This
 // package only reads; it imports no Prometheus code, so the wire types may
 // carry a Snapshot.

@@ -3,7 +3,8 @@
 // configuration of scrape jobs every second, its database in the test's
 // temporary directory, its web API on a free loopback port. Without the
 // binary the test skips (fails under CI=true; `apt-get install
-// prometheus`); under -short it skips.
+// prometheus`); under -short it skips. CheckMetrics lints an exposition
+// with promtool.
 //
 // Only tests import promtest.
 package promtest
@@ -172,5 +173,17 @@ func (s *Server) WaitFor(tb testing.TB, query, want string, timeout time.Duratio
 			return
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// CheckMetrics fails tb unless `promtool check metrics` (Debian's
+// prometheus package) accepts the exposition.
+func CheckMetrics(tb testing.TB, exposition []byte) {
+	tb.Helper()
+	promtool := testenv.MustHaveCommand(tb, "promtool")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Errorf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, exposition)
 	}
 }
