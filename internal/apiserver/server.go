@@ -72,6 +72,9 @@ type Config struct {
 	// Metrics records every request (route = the matched pattern) and
 	// the hosts' reports; nil records nothing.
 	Metrics *metrics.ControlPlane
+	// Ops configures operator access (its CAs and the operator path's
+	// addresses); nil answers its routes 503 ops_unavailable.
+	Ops *OpsConfig
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).

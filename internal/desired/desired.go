@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -38,6 +39,14 @@ type Input struct {
 	Ops map[string][]*domain.Operation
 	// Sources are the services restored services come from.
 	Sources map[string]*domain.Service
+	// Now is the clock grants are judged by; OpsUserCA the operators' SSH
+	// CA (none: no operator endpoint), OpsGrants the live and revoked
+	// operator grants, SupportGrants the active support grants by project
+	// (see ops.go).
+	Now           time.Time
+	OpsUserCA     string
+	OpsGrants     []*domain.OpsGrant
+	SupportGrants map[string][]*domain.SupportGrant
 }
 
 // Compile returns Host's desired state.
@@ -105,6 +114,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 		}
+		nd.Ops = compileOps(in, n)
 		out.Nodes = append(out.Nodes, nd)
 	}
 	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {
@@ -234,5 +244,5 @@ func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 			}
 		}
 	}
-	return in, nil
+	return in, loadOps(ctx, tx, &in)
 }
