@@ -483,6 +483,7 @@ func (s *Server) createSupportGrant(c *call) error {
 	if err != nil {
 		return err
 	}
+	g.PasswordSealed = s.cfg.Keys.Seal([]byte(NewSecret()), domain.SupportPasswordAD(g.ID))
 	return c.create(func(tx store.Tx) (any, error) {
 		c.target = g.ID
 		c.detail = fmt.Sprintf("reason=%q expires=%s privileges=%s", g.Reason, g.ExpiresAt.Format(time.RFC3339), strings.Join(domain.SupportPrivileges, ","))

@@ -112,6 +112,8 @@ type NodeSupport struct {
 	Role       string    `json:"role"`
 	Privileges []string  `json:"privileges"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Password is the role's password (redacted when printed or logged).
+	Password string `json:"password"`
 }
 
 // OpsHostCertRequest is an agent registering a node's endpoint: its host

@@ -114,7 +114,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 		}
-		nd.Ops = compileOps(in, n)
+		if nd.Ops, err = compileOps(in, n); err != nil {
+			return out, fmt.Errorf("node %s: %w", n.ID, err)
+		}
 		out.Nodes = append(out.Nodes, nd)
 	}
 	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {

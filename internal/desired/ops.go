@@ -19,9 +19,9 @@ const MetaOpsUserCA = "ops_user_ca_pub"
 // grants for it that are active, the serials of its revoked grants whose
 // certificates have not expired, and the support role while its project
 // has an active support grant. Nil without an operator CA or a clock.
-func compileOps(in Input, n *domain.Node) *apitype.NodeOps {
+func compileOps(in Input, n *domain.Node) (*apitype.NodeOps, error) {
 	if in.OpsUserCA == "" || in.Now.IsZero() {
-		return nil
+		return nil, nil
 	}
 	o := &apitype.NodeOps{UserCA: in.OpsUserCA}
 	for _, g := range in.OpsGrants {
@@ -40,10 +40,14 @@ func compileOps(in Input, n *domain.Node) *apitype.NodeOps {
 	slices.Sort(o.Grants)
 	slices.Sort(o.RevokedSerials)
 	if sg := domain.ActiveSupportGrant(in.SupportGrants[n.ProjectID], in.Now); sg != nil {
+		pw, err := in.Open(sg.PasswordSealed, domain.SupportPasswordAD(sg.ID))
+		if err != nil {
+			return nil, fmt.Errorf("unseal the password of support grant %s: %w", sg.ID, err)
+		}
 		o.Support = &apitype.NodeSupport{GrantID: sg.ID, Role: domain.SupportRole(sg.ID),
-			Privileges: slices.Clone(domain.SupportPrivileges), ExpiresAt: sg.ExpiresAt}
+			Privileges: slices.Clone(domain.SupportPrivileges), ExpiresAt: sg.ExpiresAt, Password: string(pw)}
 	}
-	return o
+	return o, nil
 }
 
 // loadOps reads the operator CA and the grants Compile needs into in.

@@ -38,7 +38,14 @@ type SupportGrant struct {
 	Reason    string     `json:"reason"`
 	ExpiresAt time.Time  `json:"expires_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// PasswordSealed is the temporary role's password, sealed with
+	// SupportPasswordAD; the agents set it and hand it only to the psql
+	// sessions of the grant.
+	PasswordSealed []byte `json:"password_sealed,omitempty"`
 }
+
+// SupportPasswordAD binds a support grant's sealed role password to it.
+func SupportPasswordAD(id string) []byte { return []byte("support-password:" + id) }
 
 func (*SupportGrant) Kind() string     { return "support_grant" }
 func (g *SupportGrant) Parent() string { return g.ProjectID }

@@ -59,6 +59,10 @@ const (
 	// Superuser is the bootstrap superuser, reachable only over the Unix
 	// socket by peer authentication.
 	Superuser = "postgres"
+	// SupportGroup is the group of the temporary roles of operators'
+	// support sessions (design 0012): pg_hba admits its members from the
+	// node itself only.
+	SupportGroup = "moat_support"
 )
 
 // ErrNotInitialized is returned by Start when the data directory holds no
