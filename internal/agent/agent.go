@@ -98,6 +98,14 @@ type Config struct {
 	// serve` process), where its PostgreSQL data lives. Zero: the data
 	// lives in the node's directory, unencrypted.
 	VolumeSize int64
+	// OpsListen, when set, is the IP address on the operator path (loopback
+	// for moat up) where each node's operator SSH endpoint listens, one
+	// port per node (ops.go; design 0012). The Source must then be an
+	// OpsSource.
+	OpsListen string
+	// OpsUser is the dedicated account operators' shells run as (default
+	// DefaultOpsUser, created when missing).
+	OpsUser string
 }
 
 // DefaultVolumeSize is the size of a node's volume where a setting asks
@@ -136,6 +144,9 @@ type Agent struct {
 	// onVolumeKey, when set (tests), sees a new volume's key before it is
 	// handed to its server, to check that it is written nowhere.
 	onVolumeKey func(container string, key []byte)
+
+	// ops runs the nodes' operator endpoints (nil without OpsListen).
+	ops *opsEndpoints
 }
 
 // stateFile is the last desired state, under DataDir.
@@ -167,6 +178,12 @@ func New(cfg Config) (*Agent, error) {
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	a := newAgent(cfg, hostPlatform())
 	a.plat.vol = &hostVolumes{a: a}
+	if cfg.OpsListen != "" {
+		var err error
+		if a.ops, err = newOpsEndpoints(a); err != nil {
+			return nil, err
+		}
+	}
 	if os.Geteuid() == 0 {
 		if err := checkTraversable(filepath.Dir(a.cfg.DataDir), a.cfg.PGUser); err != nil {
 			return nil, fmt.Errorf("agent config: %w", err)
@@ -283,8 +300,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // dispatch hands each node its part of d and starts a worker for new
 // nodes; nodes absent from d, and node directories nobody knows, are
-// stopped and wiped.
+// stopped and wiped. The operator endpoints follow d too.
 func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
+	if a.ops != nil {
+		a.ops.sync(ctx, d)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := map[string]bool{}

@@ -140,6 +140,8 @@ needed in the command's arguments, where other users can see it. Commands on a p
 		a.backupCmd(),
 		a.explainCmd(),
 		a.verifyCmd(),
+		a.opsCmd(),
+		a.supportCmd(),
 	)
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(walCommands()...)

@@ -33,7 +33,7 @@ func serverCommands() []*cobra.Command {
 }
 
 func agentCmd() *cobra.Command {
-	var url, tokenFile, caFile, host, dataDir, logLevel string
+	var url, tokenFile, caFile, host, dataDir, logLevel, opsListen string
 	var volumeGiB int64
 	c := &cobra.Command{
 		Use:   "agent",
@@ -55,7 +55,7 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30,
+			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30, OpsListen: opsListen,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -69,6 +69,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&host, "host", up.Host, "this host's name (nodes are placed on hosts by name)")
 	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.Flags().StringVar(&opsListen, "ops-listen", up.OpsListen, "the IP address on the operator path where the nodes' operator SSH endpoints listen, one port each (\"\": none)")
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 0, "put each node's data on its own encrypted volume of this many GiB (10 is a good size; 0: unencrypted, in the node's directory)")
 	return c
 }

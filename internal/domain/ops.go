@@ -20,6 +20,11 @@ const PrefixOpsGrant = "grant-"
 // login name of the node's dedicated operator account.
 const OpsPrincipal = "moat-ops"
 
+// OpsPsqlCommand is the command line of a `moat ops psql` session: the
+// node's endpoint runs psql as the project's support role, and refuses it
+// without an active support grant.
+const OpsPsqlCommand = "moat-psql"
+
 // Limits of an operator grant.
 const (
 	// DefaultOpsTTL is a grant's lifetime when none is asked for.

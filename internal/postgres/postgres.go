@@ -332,6 +332,10 @@ func validHost(h string) bool {
 	return len(h) <= 253 && dnsRE.MatchString(h)
 }
 
+// BinDir is where the PostgreSQL binaries are when no Config.BinDir says:
+// $MOAT_PG_BINDIR, else `pg_config --bindir`.
+func BinDir() (string, error) { return findBinDir() }
+
 // findBinDir finds the PostgreSQL server binaries as pgtest does:
 // $MOAT_PG_BINDIR, else `pg_config --bindir` (Debian keeps them off PATH).
 func findBinDir() (string, error) {
