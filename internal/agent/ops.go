@@ -512,7 +512,7 @@ func (r *nsRunner) Run(ctx context.Context, c *ops.Command) (int, error) {
 		conninfo := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=require application_name=moat-support connect_timeout=5",
 			nd.Address, nd.Port, nd.Database, sup.Role)
 		cmd := *c
-		cmd.Line = "exec " + shellQuote(r.ep.m.psql) + " " + shellQuote(conninfo)
+		cmd.Line = "exec " + shellQuote(r.ep.m.psql) + " -X " + shellQuote(conninfo)
 		sr.Env = append(sr.Env, "PGPASSWORD="+sup.Password)
 		c = &cmd
 	}
