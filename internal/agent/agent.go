@@ -21,6 +21,10 @@
 // (base backups, WAL switches) run beside its worker and are cancelled
 // when the node is wiped or the agent stops.
 //
+// With Config.OpsListen it also runs each node's operator SSH endpoint on
+// that address, and keeps the temporary PostgreSQL role of its project's
+// support grant (ops.go; design 0012).
+//
 // Files, under Config.DataDir:
 //
 //	agent-state.json          the last desired state (mode 0600: it holds keys)

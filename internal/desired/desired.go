@@ -1,7 +1,8 @@
 // Package desired compiles the desired state of an agent host from the
 // control plane's objects: for every node placed on the host, its
-// PostgreSQL identity, certificates, and the access policy its firewall and
-// pg_hba enforce. Compile is a pure function of its Input; Load reads that
+// PostgreSQL identity, certificates, the access policy its firewall and
+// pg_hba enforce, and its operator endpoint's grants and support role
+// (ops.go). Compile is a pure function of its Input; Load reads that
 // Input from a store transaction. Imported by the API server (the agents'
 // long poll). The labels of the sealed keys it opens are domain's.
 package desired
