@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/ops"
 	scram "github.com/moatdb/moat/internal/password"
@@ -266,19 +268,24 @@ func (ep *opsEndpoint) run(ctx context.Context, nd apitype.NodeDesired) {
 		return
 	}
 	defer ln.Close()
-	var hc apitype.OpsHostCert
-	for backoff := pollBackoffMin; ; backoff = min(backoff*2, retryMax) {
-		hc, err = ep.m.src.OpsHostCert(ctx, ep.m.a.cfg.Host, apitype.OpsHostCertRequest{NodeID: ep.node, PublicKey: key.AuthorizedKey(), Endpoint: ln.Addr().String()})
-		if err == nil {
-			break
+	req := apitype.OpsHostCertRequest{NodeID: ep.node, PublicKey: key.AuthorizedKey(), Endpoint: ln.Addr().String()}
+	hs, userCA, err := ep.register(ctx, key, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("operator endpoint not started", "err", err)
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("register operator endpoint", "err", err)
-		sleep(ctx, backoff)
+		return
 	}
-	srv, err := ep.server(ctx, key, hc, nd.Namespace, cred)
+	srv, err := ops.New(ops.Config{
+		HostSigner: hs,
+		UserCA:     userCA,
+		Granted:    func(g string) bool { return ep.granted(ctx, g) },
+		Revoked:    ep.isRevoked,
+		Audit:      ep.audit,
+		Runner:     &nsRunner{ep: ep, ns: nd.Namespace, cred: cred},
+		Record:     ep.record,
+		Logger:     log.With("component", "ops"),
+	})
 	if err != nil {
 		log.Error("operator endpoint not started", "err", err)
 		return
@@ -287,10 +294,14 @@ func (ep *opsEndpoint) run(ctx context.Context, nd apitype.NodeDesired) {
 	ep.srv = srv
 	ep.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		ep.keepSupport(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		ep.renew(ctx, key, req, hs)
 	}()
 	log.Info("operator endpoint listening", "address", ln.Addr().String())
 	if err := srv.Serve(ctx, ln); err != nil {
@@ -299,34 +310,90 @@ func (ep *opsEndpoint) run(ctx context.Context, nd apitype.NodeDesired) {
 	wg.Wait()
 }
 
-// server makes the endpoint's ops.Server.
-func (ep *opsEndpoint) server(ctx context.Context, key *ops.Key, hc apitype.OpsHostCert, ns string, cred *syscall.Credential) (*ops.Server, error) {
+// register registers the endpoint with the control plane, retrying until
+// it answers or ctx ends, and returns the host key with its certificate
+// and the operators' CA.
+func (ep *opsEndpoint) register(ctx context.Context, key *ops.Key, req apitype.OpsHostCertRequest) (*hostSigner, ssh.PublicKey, error) {
+	var hc apitype.OpsHostCert
+	var err error
+	for backoff := pollBackoffMin; ; backoff = min(backoff*2, retryMax) {
+		if hc, err = ep.m.src.OpsHostCert(ctx, ep.m.a.cfg.Host, req); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		ep.m.a.log.Warn("register operator endpoint", "node", ep.node, "err", err)
+		sleep(ctx, backoff)
+	}
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hc.Certificate))
 	if err != nil {
-		return nil, fmt.Errorf("host certificate: %w", err)
+		return nil, nil, fmt.Errorf("host certificate: %w", err)
 	}
 	cert, ok := pk.(*ssh.Certificate)
 	if !ok {
-		return nil, errors.New("host certificate: not a certificate")
+		return nil, nil, errors.New("host certificate: not a certificate")
 	}
 	signer, err := ssh.NewCertSigner(cert, key)
 	if err != nil {
-		return nil, fmt.Errorf("host certificate: %w", err)
+		return nil, nil, fmt.Errorf("host certificate: %w", err)
 	}
 	userCA, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hc.UserCA))
 	if err != nil {
-		return nil, fmt.Errorf("operators' CA: %w", err)
+		return nil, nil, fmt.Errorf("operators' CA: %w", err)
 	}
-	return ops.New(ops.Config{
-		HostSigner: signer,
-		UserCA:     userCA,
-		Granted:    func(g string) bool { return ep.granted(ctx, g) },
-		Revoked:    ep.isRevoked,
-		Audit:      ep.audit,
-		Runner:     &nsRunner{ep: ep, ns: ns, cred: cred},
-		Record:     ep.record,
-		Logger:     ep.m.a.log.With("node", ep.node, "component", "ops"),
-	})
+	hs := &hostSigner{cert: cert}
+	hs.cur.Store(&signer)
+	return hs, userCA, nil
+}
+
+// renew registers the endpoint again when two thirds of its host
+// certificate's remaining validity have passed, and swaps the new one in.
+func (ep *opsEndpoint) renew(ctx context.Context, key *ops.Key, req apitype.OpsHostCertRequest, hs *hostSigner) {
+	for {
+		// Two thirds of what is left, and not more often than a minute.
+		left := time.Until(time.Unix(int64(hs.certificate().ValidBefore), 0))
+		sleep(ctx, max(left*2/3, time.Minute))
+		if ctx.Err() != nil {
+			return
+		}
+		fresh, _, err := ep.register(ctx, key, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				ep.m.a.log.Error("renew the operator endpoint's host certificate", "node", ep.node, "err", err)
+			}
+			return
+		}
+		hs.swap(fresh)
+		ep.m.a.log.Info("operator endpoint's host certificate renewed", "node", ep.node)
+	}
+}
+
+// hostSigner is the endpoint's host key with its current host
+// certificate, swapped when renewed (the server reads it per connection).
+type hostSigner struct {
+	mu   sync.Mutex
+	cert *ssh.Certificate
+	cur  atomic.Pointer[ssh.Signer]
+}
+
+func (h *hostSigner) PublicKey() ssh.PublicKey { return (*h.cur.Load()).PublicKey() }
+
+func (h *hostSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	return (*h.cur.Load()).Sign(r, data)
+}
+
+func (h *hostSigner) certificate() *ssh.Certificate {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cert
+}
+
+func (h *hostSigner) swap(fresh *hostSigner) {
+	h.mu.Lock()
+	h.cert = fresh.certificate()
+	h.mu.Unlock()
+	h.cur.Store(fresh.cur.Load())
 }
 
 // audit queues an endpoint event for the control plane.
@@ -382,7 +449,12 @@ func (m *opsEndpoints) send(ctx context.Context) {
 	flush := func(ctx context.Context) bool {
 		for len(evs) > 0 {
 			n := min(len(evs), 500)
-			if err := m.src.OpsEvents(ctx, m.a.cfg.Host, apitype.OpsEvents{Events: evs[:n]}); err != nil {
+			err := m.src.OpsEvents(ctx, m.a.cfg.Host, apitype.OpsEvents{Events: evs[:n]})
+			if refused(err) {
+				// Retrying cannot help (a node no longer on this host,
+				// say): the batch would block every later event.
+				m.a.log.Error("operator audit events refused by the control plane; dropped", "err", err, "events", n)
+			} else if err != nil {
 				if ctx.Err() == nil {
 					m.a.log.Warn("send operator audit events", "err", err, "pending", len(evs))
 				}
@@ -391,7 +463,10 @@ func (m *opsEndpoints) send(ctx context.Context) {
 			evs = evs[n:]
 		}
 		for len(recs) > 0 {
-			if err := m.src.OpsRecording(ctx, m.a.cfg.Host, recs[0]); err != nil {
+			err := m.src.OpsRecording(ctx, m.a.cfg.Host, recs[0])
+			if refused(err) {
+				m.a.log.Error("operator session recording refused by the control plane; dropped", "err", err, "session", recs[0].SessionID)
+			} else if err != nil {
 				if ctx.Err() == nil {
 					m.a.log.Warn("send operator session recording", "err", err, "session", recs[0].SessionID)
 				}
@@ -439,6 +514,13 @@ func (m *opsEndpoints) send(ctx context.Context) {
 		retry = time.After(backoff)
 		backoff = min(backoff*2, pollBackoffMax)
 	}
+}
+
+// refused reports whether err is the control plane refusing a request
+// for good (4xx but 429), not a failure to reach it.
+func refused(err error) bool {
+	var ce *client.Error
+	return errors.As(err, &ce) && ce.Status >= 400 && ce.Status < 500 && ce.Status != 429
 }
 
 // account returns the operator account's credential, creating the account

@@ -3,9 +3,12 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -80,5 +83,44 @@ func TestPsqlNeedsSupport(t *testing.T) {
 		if err != nil || code != 1 || !strings.Contains(stderr.String(), "no active support grant") {
 			t.Errorf("%s: moat-psql = %d, %v, %q; want 1 and the reason", name, code, err, stderr.String())
 		}
+	}
+}
+
+// TestHostSignerSwap: a renewed host certificate is what the endpoint
+// presents from then on, signing with the same key.
+func TestHostSignerSwap(t *testing.T) {
+	ca, err := ops.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ops.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signerFor := func(ttl time.Duration) *hostSigner {
+		c, err := ca.IssueHost(key.PublicKey(), "node-abcdefghijklmnop", nil, time.Now(), ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.NewCertSigner(c, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &hostSigner{cert: c}
+		hs.cur.Store(&s)
+		return hs
+	}
+	hs, fresh := signerFor(time.Hour), signerFor(48*time.Hour)
+	hs.swap(fresh)
+	got := hs.PublicKey().(*ssh.Certificate)
+	if got.Serial != fresh.certificate().Serial || hs.certificate() != fresh.certificate() {
+		t.Errorf("after the swap the endpoint presents serial %d, want the renewed %d", got.Serial, fresh.certificate().Serial)
+	}
+	sig, err := hs.Sign(rand.Reader, []byte("data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Verify([]byte("data"), sig); err != nil {
+		t.Errorf("signature does not verify against the presented certificate: %v", err)
 	}
 }
