@@ -98,7 +98,7 @@ type opsEndpoints struct {
 	started bool
 	epWG    sync.WaitGroup
 	cred    *syscall.Credential
-	psql    string
+	bin     string // the PostgreSQL binaries
 }
 
 func newOpsEndpoints(a *Agent) (*opsEndpoints, error) {
@@ -563,14 +563,15 @@ func (m *opsEndpoints) account() (*syscall.Credential, error) {
 		}
 	}
 	m.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
-	m.psql = filepath.Join(bin, "psql")
+	m.bin = bin
 	return m.cred, nil
 }
 
 // nsRunner runs a session's commands inside the node's network namespace
-// as the operator account. The command moat-psql runs psql as the node's
-// support role while the project's support grant lasts, and nothing
-// otherwise.
+// as the operator account. Two fixed commands are the agent's: moat-psql
+// runs psql as the node's support role while the project's support grant
+// lasts, and nothing otherwise; moat-pg-status runs pg_ctl status as the
+// PostgreSQL user.
 type nsRunner struct {
 	ep   *opsEndpoint
 	ns   string
@@ -594,8 +595,22 @@ func (r *nsRunner) Run(ctx context.Context, c *ops.Command) (int, error) {
 		conninfo := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=require application_name=moat-support connect_timeout=5",
 			nd.Address, nd.Port, nd.Database, sup.Role)
 		cmd := *c
-		cmd.Line = "exec " + shellQuote(r.ep.m.psql) + " -X " + shellQuote(conninfo)
+		cmd.Line = "exec " + shellQuote(filepath.Join(r.ep.m.bin, "psql")) + " -X " + shellQuote(conninfo)
 		sr.Env = append(sr.Env, "PGPASSWORD="+sup.Password)
+		c = &cmd
+	}
+	if strings.TrimSpace(c.Line) == domain.OpsPgStatusCommand {
+		// pg_ctl needs the data directory, closed to the operator
+		// account: this fixed command runs as the PostgreSQL user and
+		// reads nothing from the session.
+		_, uid, gid, err := lookupUser(r.ep.m.a.cfg.PGUser)
+		if err != nil {
+			return 0, err
+		}
+		cmd := *c
+		cmd.Line = "exec " + shellQuote(filepath.Join(r.ep.m.bin, "pg_ctl")) + " status -D " + shellQuote(r.ep.m.a.nodeDataDir(r.ep.node))
+		cmd.Stdin = strings.NewReader("")
+		sr.Credential = &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
 		c = &cmd
 	}
 	h, err := netns.GetFromName(r.ns)
@@ -755,4 +770,9 @@ func createSupportRole(ctx context.Context, conn *pgx.Conn, sup *apitype.NodeSup
 		}
 	}
 	return nil
+}
+
+// nodeDataDir is node id's data directory, as its worker has it.
+func (a *Agent) nodeDataDir(id string) string {
+	return (&node{a: a, id: id, dir: filepath.Join(a.nodesDir, id)}).dataDir()
 }

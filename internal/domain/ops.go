@@ -25,6 +25,11 @@ const OpsPrincipal = "moat-ops"
 // without an active support grant.
 const OpsPsqlCommand = "moat-psql"
 
+// OpsPgStatusCommand is the command line of pg_ctl status on a node, which
+// needs the data directory closed to the operator account: the endpoint
+// runs it as the PostgreSQL user.
+const OpsPgStatusCommand = "moat-pg-status"
+
 // Limits of an operator grant.
 const (
 	// DefaultOpsTTL is a grant's lifetime when none is asked for.
