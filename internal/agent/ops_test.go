@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/ops"
 )
@@ -123,4 +124,54 @@ func TestHostSignerSwap(t *testing.T) {
 	if err := got.Verify([]byte("data"), sig); err != nil {
 		t.Errorf("signature does not verify against the presented certificate: %v", err)
 	}
+}
+
+// recordingSource records the event batches it takes and refuses those
+// naming a node it does not know, as the control plane does.
+type recordingSource struct {
+	opsSourceStub
+	refusedBatch chan struct{}
+	got          chan []apitype.OpsEvent
+}
+
+func (*recordingSource) OpsGrantLive(context.Context, string, string, string) (bool, error) {
+	return false, nil
+}
+
+func (r *recordingSource) OpsEvents(_ context.Context, _ string, e apitype.OpsEvents) error {
+	for _, ev := range e.Events {
+		if ev.NodeID != "node-a" {
+			r.refusedBatch <- struct{}{}
+			return &client.Error{Problem: apitype.Problem{Status: 400, Code: "not_found"}}
+		}
+	}
+	r.got <- e.Events
+	return nil
+}
+
+// TestRefusedEventsDoNotBlock: a batch the control plane refuses for good
+// is dropped, and the events after it still go out.
+func TestRefusedEventsDoNotBlock(t *testing.T) {
+	src := &recordingSource{refusedBatch: make(chan struct{}, 4), got: make(chan []apitype.OpsEvent, 4)}
+	ep := newTestEndpoint(src)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ep.m.send(ctx)
+	}()
+	ep.m.events <- apitype.OpsEvent{NodeID: "node-gone", Action: ops.ActionExec}
+	<-src.refusedBatch
+	ep.m.events <- apitype.OpsEvent{NodeID: "node-a", Action: ops.ActionExec, Command: "uptime"}
+	select {
+	case evs := <-src.got:
+		if len(evs) != 1 || evs[0].Command != "uptime" {
+			t.Errorf("sent %+v, want the later event alone", evs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event after a refused batch was never sent")
+	}
+	cancel()
+	<-done
 }
