@@ -60,8 +60,16 @@ func loadOps(ctx context.Context, tx store.Tx, in *Input) error {
 		return fmt.Errorf("operator CA: %w", err)
 	}
 	in.OpsUserCA = string(ca)
-	if in.OpsGrants, err = store.List[domain.OpsGrant](ctx, tx, store.Query{States: []string{domain.StateActive, domain.StateRevoked}}); err != nil {
-		return fmt.Errorf("operator grants: %w", err)
+	// The grants of this host's nodes only (a grant's parent is its node).
+	for _, n := range in.Nodes {
+		if n.Host != in.Host {
+			continue
+		}
+		gs, err := store.List[domain.OpsGrant](ctx, tx, store.Query{Parent: n.ID, States: []string{domain.StateActive, domain.StateRevoked}})
+		if err != nil {
+			return fmt.Errorf("operator grants of %s: %w", n.ID, err)
+		}
+		in.OpsGrants = append(in.OpsGrants, gs...)
 	}
 	in.SupportGrants = map[string][]*domain.SupportGrant{}
 	for p := range in.Projects {
