@@ -21,6 +21,10 @@
 // (base backups, WAL switches) run beside its worker and are cancelled
 // when the node is wiped or the agent stops.
 //
+// With Config.OpsListen it also runs each node's operator SSH endpoint on
+// that address, and keeps the temporary PostgreSQL role of its project's
+// support grant (ops.go; design 0012).
+//
 // Files, under Config.DataDir:
 //
 //	agent-state.json          the last desired state (mode 0600: it holds keys)
@@ -112,6 +116,14 @@ type Config struct {
 	// (DefaultStatsInterval when zero; only with a Source that is a
 	// StatsSink).
 	StatsInterval time.Duration
+	// OpsListen, when set, is the IP address on the operator path (loopback
+	// for moat up) where each node's operator SSH endpoint listens, one
+	// port per node (ops.go; design 0012). The Source must then be an
+	// OpsSource.
+	OpsListen string
+	// OpsUser is the dedicated account operators' shells run as (default
+	// DefaultOpsUser, created when missing).
+	OpsUser string
 }
 
 // DefaultVolumeSize is the size of a node's volume where a setting asks
@@ -153,6 +165,9 @@ type Agent struct {
 	// onVolumeKey, when set (tests), sees a new volume's key before it is
 	// handed to its server, to check that it is written nowhere.
 	onVolumeKey func(container string, key []byte)
+
+	// ops runs the nodes' operator endpoints (nil without OpsListen).
+	ops *opsEndpoints
 }
 
 // stateFile is the last desired state, under DataDir.
@@ -184,6 +199,12 @@ func New(cfg Config) (*Agent, error) {
 	cfg.DataDir = filepath.Clean(cfg.DataDir)
 	a := newAgent(cfg, hostPlatform())
 	a.plat.vol = &hostVolumes{a: a}
+	if cfg.OpsListen != "" {
+		var err error
+		if a.ops, err = newOpsEndpoints(a); err != nil {
+			return nil, err
+		}
+	}
 	if os.Geteuid() == 0 {
 		if err := checkTraversable(filepath.Dir(a.cfg.DataDir), a.cfg.PGUser); err != nil {
 			return nil, fmt.Errorf("agent config: %w", err)
@@ -312,8 +333,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // dispatch hands each node its part of d and starts a worker for new
 // nodes; nodes absent from d, and node directories nobody knows, are
-// stopped and wiped.
+// stopped and wiped. The operator endpoints follow d too.
 func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
+	if a.ops != nil {
+		a.ops.sync(ctx, d)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := map[string]bool{}

@@ -62,6 +62,21 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/hosts/{host}/report", Action: "host.report", Access: Agent, Summary: "Report what a host's agent applied (agents)", Request: apitype.HostReport{}, Status: 204, Handler: s.hostReport},
 		{Method: "POST", Pattern: "/v1/hosts/{host}/stats", Action: "host.stats", Access: Agent, Summary: "Send the PostgreSQL statistics of a host's nodes, for the tenants' metrics (agents; kept in memory, not audited)", Request: apitype.HostStats{}, Status: 204, Handler: s.hostStats},
 
+		{Method: "POST", Pattern: "/v1/hosts/{host}/ops/host-cert", Action: "ops.endpoint.register", Access: Agent, Summary: "Register a node's operator endpoint and sign its host key (agents)", Request: apitype.OpsHostCertRequest{}, Response: apitype.OpsHostCert{}, Handler: s.opsHostCert},
+		{Method: "GET", Pattern: "/v1/hosts/{host}/ops/grants/{id}", Access: Agent, Summary: "Check that an operator grant is live for a node (?node=; agents)", Response: apitype.OpsGrantCheck{}, Handler: s.opsGrantLive},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/ops/events", Action: "ops.events", Access: Agent, Summary: "Send operator endpoints' audit events (agents)", Request: apitype.OpsEvents{}, Handler: s.opsEvents, Status: 204},
+		{Method: "POST", Pattern: "/v1/hosts/{host}/ops/recordings", Action: "ops.recording.store", Access: Agent, Summary: "Store a terminal session's recording, sealed (agents)", Request: apitype.OpsRecordingUpload{}, Handler: s.opsRecording, Status: 204},
+
+		{Method: "POST", Pattern: "/v1/ops/grants", Action: "ops.grant.create", Access: Operator, Summary: "Grant an operator SSH access to a node and sign the session key's certificate (operator)", Request: apitype.OpsGrantCreate{}, Response: apitype.OpsGrantIssued{}, Status: http.StatusCreated, Credential: true, Handler: s.createOpsGrant},
+		{Method: "GET", Pattern: "/v1/ops/grants", Access: Operator, Summary: "List operator grants (operator; ?node= filters)", Response: apitype.List[apitype.OpsGrant]{}, Handler: s.listOpsGrants},
+		{Method: "POST", Pattern: "/v1/ops/grants/{id}/revoke", Action: "ops.grant.revoke", Access: Operator, Summary: "Revoke an operator grant; its live sessions end (operator)", Response: apitype.OpsGrant{}, Handler: s.revokeOpsGrant},
+		{Method: "GET", Pattern: "/v1/ops/sessions", Access: Operator, Summary: "List operator sessions (operator; ?node= filters)", Response: apitype.List[apitype.OpsSession]{}, Handler: s.listOpsSessions},
+		{Method: "GET", Pattern: "/v1/ops/sessions/{id}/recordings/{n}", Access: Operator, Summary: "Get a session's terminal recording, asciicast v2 (operator)", Response: apitype.OpsRecording{}, Handler: s.getOpsRecording},
+
+		{Method: "POST", Pattern: "/v1/projects/{p}/support-grants", Action: "support_grant.create", Access: ProjectAdmin, Summary: "Allow operators data access (moat ops psql) for a while", Request: apitype.SupportGrantCreate{}, Response: apitype.SupportGrant{}, Status: http.StatusCreated, Handler: s.createSupportGrant},
+		{Method: "GET", Pattern: "/v1/projects/{p}/support-grants", Access: ProjectRead, Summary: "List support grants", Response: apitype.List[apitype.SupportGrant]{}, Handler: s.listSupportGrants},
+		{Method: "POST", Pattern: "/v1/projects/{p}/support-grants/{id}/revoke", Action: "support_grant.revoke", Access: ProjectAdmin, Summary: "Revoke a support grant: operators' data access ends at once", Response: apitype.SupportGrant{}, Handler: s.revokeSupportGrant},
+
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations", Access: ProjectRead, Summary: "List operations", Response: apitype.List[apitype.Operation]{}, Handler: s.listOperations},
 		{Method: "GET", Pattern: "/v1/projects/{p}/operations/{id}", Access: ProjectRead, Summary: "Get an operation", Response: apitype.Operation{}, Handler: s.getOperation},
 

@@ -76,6 +76,9 @@ type Config struct {
 	// served per project at GET /v1/projects/{p}/metrics (default: a store
 	// of the Server's own).
 	Tenants *metrics.Tenants
+	// Ops configures operator access (its CAs and the operator path's
+	// addresses); nil answers its routes 503 ops_unavailable.
+	Ops *OpsConfig
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).

@@ -63,6 +63,9 @@ type NodeDesired struct {
 	// Restore, on the primary of a restored service until it is restored,
 	// is where its data comes from instead of initdb.
 	Restore *NodeRestore `json:"restore,omitempty"`
+	// Ops configures the node's operator SSH endpoint (design 0012); nil:
+	// the control plane has no operator CA (no endpoint runs).
+	Ops *NodeOps `json:"ops,omitempty"`
 }
 
 // NodeArchive is where a node's backups go: the region's object store

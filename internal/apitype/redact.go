@@ -42,6 +42,12 @@ func (r *NodeRestore) Redacted() *NodeRestore {
 func (n NodeDesired) Redacted() NodeDesired {
 	n.TLS = n.TLS.Redacted()
 	n.Restore = n.Restore.Redacted()
+	if n.Ops != nil && n.Ops.Support != nil {
+		o, sup := *n.Ops, *n.Ops.Support
+		sup.Password = redact(sup.Password)
+		o.Support = &sup
+		n.Ops = &o
+	}
 	return n
 }
 

@@ -141,6 +141,7 @@ needed in the command's arguments, where other users can see it. Commands on a p
 		a.backupCmd(),
 		a.explainCmd(),
 		a.verifyCmd(),
+		a.opsCmd(),
 	)
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(walCommands()...)

@@ -175,7 +175,7 @@ func render(w io.Writer, format string, v any) error {
 			after = append(after, fmt.Sprintf("broken at entry %d: %s", v.FirstBad, v.Problem))
 		}
 	default:
-		if !simTable(tw, v) {
+		if !simTable(tw, v) && !opsTable(tw, v) {
 			return fmt.Errorf("no table format for %T; use -o json", v)
 		}
 	}

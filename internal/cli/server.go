@@ -34,7 +34,7 @@ func serverCommands() []*cobra.Command {
 }
 
 func agentCmd() *cobra.Command {
-	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen string
+	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen, opsListen string
 	var volumeGiB int64
 	var metricsPublic bool
 	c := &cobra.Command{
@@ -57,7 +57,7 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30,
+			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30, OpsListen: opsListen,
 				MetricsListen: metricsListen, MetricsPublic: metricsPublic,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
@@ -72,6 +72,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().StringVar(&host, "host", up.Host, "this host's name (nodes are placed on hosts by name)")
 	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.Flags().StringVar(&opsListen, "ops-listen", up.OpsListen, "the IP address on the operator path where the nodes' operator SSH endpoints listen, one port each (\"\": none)")
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 0, "put each node's data on its own encrypted volume of this many GiB (10 is a good size; 0: unencrypted, in the node's directory)")
 	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "HOST:PORT to serve the agent's Prometheus metrics on, plain HTTP at /metrics (default: off; loopback only unless --metrics-public)")
 	c.Flags().BoolVar(&metricsPublic, "metrics-public", false, "allow --metrics-listen on a non-loopback address (the metrics are unauthenticated)")

@@ -10,10 +10,12 @@ import (
 )
 
 // supportCmd is the support group: tenants file quota increases, the
-// operator approves or declines them (design 0015).
+// operator approves or declines them (design 0015); tenants' admins grant
+// and revoke operators' data access (support_grant.go, design 0012).
 func (a *app) supportCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "support", Short: "Support requests to the platform operator (quota increases)"}
+	cmd := &cobra.Command{Use: "support", Short: "Support: quota increase requests, and your consent to operator data access"}
 	cmd.AddCommand(a.supportRequestCmd(), a.supportListCmd(), a.supportDecideCmd(true), a.supportDecideCmd(false))
+	cmd.AddCommand(a.supportGrantCmds()...)
 	return cmd
 }
 

@@ -1,6 +1,7 @@
 // Package controlplane runs the Moat control plane (`moat server`): it
 // prepares the data directory on first start (master key, API CA, operator
-// token; an agent token only for `moat up`'s host), keeps it private (files
+// token, the operators' SSH CA and host CA; an agent token only for `moat
+// up`'s host), keeps it private (files
 // 0600), opens the store, serves the API over hardened HTTPS only (TLS 1.2
 // AEAD or 1.3, X25519 first, session-ticket keys rotated), signs audit
 // checkpoints into the store and the append-only checkpoint file, purges
@@ -115,6 +116,10 @@ type Config struct {
 	// address unless MetricsPublic is set (metrics.ErrPublicAddress).
 	MetricsListen string
 	MetricsPublic bool
+	// OpsSources are the addresses operators reach nodes' SSH endpoints
+	// from, written into their certificates' source-address (default
+	// DefaultOpsSources: the agents' relays on loopback).
+	OpsSources []string
 }
 
 // ControlPlane is a running control plane's parts.
@@ -238,6 +243,10 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "moat.test"
 	}
+	opsCfg, err := cp.opsConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var backups objstore.Store
 	backupDir := ""
 	if cfg.BackupDir != "-" {
@@ -258,7 +267,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg,
 	})
 	if err != nil {
 		return nil, err

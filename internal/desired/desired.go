@@ -1,7 +1,8 @@
 // Package desired compiles the desired state of an agent host from the
 // control plane's objects: for every node placed on the host, its
-// PostgreSQL identity, certificates, and the access policy its firewall and
-// pg_hba enforce. Compile is a pure function of its Input; Load reads that
+// PostgreSQL identity, certificates, the access policy its firewall and
+// pg_hba enforce, and its operator endpoint's grants and support role
+// (ops.go). Compile is a pure function of its Input; Load reads that
 // Input from a store transaction. Imported by the API server (the agents'
 // long poll). The labels of the sealed keys it opens are domain's.
 package desired
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -38,6 +40,14 @@ type Input struct {
 	Ops map[string][]*domain.Operation
 	// Sources are the services restored services come from.
 	Sources map[string]*domain.Service
+	// Now is the clock grants are judged by; OpsUserCA the operators' SSH
+	// CA (none: no operator endpoint), OpsGrants the live and revoked
+	// operator grants, SupportGrants the active support grants by project
+	// (see ops.go).
+	Now           time.Time
+	OpsUserCA     string
+	OpsGrants     []*domain.OpsGrant
+	SupportGrants map[string][]*domain.SupportGrant
 }
 
 // Compile returns Host's desired state.
@@ -104,6 +114,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			if nd.Restore, err = restore(in, svc, n); err != nil {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)
 			}
+		}
+		if nd.Ops, err = compileOps(in, n); err != nil {
+			return out, fmt.Errorf("node %s: %w", n.ID, err)
 		}
 		out.Nodes = append(out.Nodes, nd)
 	}
@@ -234,5 +247,5 @@ func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 			}
 		}
 	}
-	return in, nil
+	return in, loadOps(ctx, tx, &in)
 }

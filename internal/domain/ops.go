@@ -20,6 +20,16 @@ const PrefixOpsGrant = "grant-"
 // login name of the node's dedicated operator account.
 const OpsPrincipal = "moat-ops"
 
+// OpsPsqlCommand is the command line of a `moat ops psql` session: the
+// node's endpoint runs psql as the project's support role, and refuses it
+// without an active support grant.
+const OpsPsqlCommand = "moat-psql"
+
+// OpsPgStatusCommand is the command line of pg_ctl status on a node, which
+// needs the data directory closed to the operator account: the endpoint
+// runs it as the PostgreSQL user.
+const OpsPgStatusCommand = "moat-pg-status"
+
 // Limits of an operator grant.
 const (
 	// DefaultOpsTTL is a grant's lifetime when none is asked for.
@@ -204,3 +214,86 @@ func (g *OpsGrant) CertValidity(now time.Time) (after, before time.Time, err err
 	}
 	return now.Add(-OpsClockSkew), g.ExpiresAt, nil
 }
+
+// StateClosed is an operator session that ended.
+const StateClosed = "closed"
+
+// OpsSession is one SSH connection of an operator to a node's endpoint,
+// from authentication to close, as the node's agent reported it. Its ID is
+// the endpoint's session ID; ProjectID is the node's project.
+type OpsSession struct {
+	Meta
+	GrantID  string     `json:"grant_id"`
+	NodeID   string     `json:"node_id"`
+	Operator string     `json:"operator"`
+	Remote   string     `json:"remote"`
+	OpenedAt time.Time  `json:"opened_at"`
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+	// CloseReason is why it ended: client, revoked, expired, shutdown.
+	CloseReason string `json:"close_reason,omitempty"`
+	DurationMS  int64  `json:"duration_ms,omitempty"`
+	BytesIn     int64  `json:"bytes_in,omitempty"`
+	BytesOut    int64  `json:"bytes_out,omitempty"`
+	// Commands counts the exec requests; Recordings the recorded
+	// terminal channels (numbered from 1).
+	Commands   int `json:"commands,omitempty"`
+	Recordings int `json:"recordings,omitempty"`
+}
+
+func (*OpsSession) Kind() string     { return "ops_session" }
+func (s *OpsSession) Parent() string { return s.NodeID }
+
+// NewOpsSession is the session id of grant g opened from remote at.
+func NewOpsSession(id string, g *OpsGrant, project, remote string, at time.Time) *OpsSession {
+	at = at.UTC()
+	return &OpsSession{
+		Meta:    Meta{ID: id, ProjectID: project, State: StateActive, CreatedAt: at, UpdatedAt: at},
+		GrantID: g.ID, NodeID: g.NodeID, Operator: g.Operator, Remote: remote, OpenedAt: at,
+	}
+}
+
+// Close records the session's end at: why, how long and how many bytes.
+// Closing a closed session changes nothing.
+func (s *OpsSession) Close(reason string, d time.Duration, in, out int64, at time.Time) {
+	if s.State == StateClosed {
+		return
+	}
+	at = at.UTC()
+	s.State = StateClosed
+	s.ClosedAt = &at
+	s.UpdatedAt = at
+	s.CloseReason = reason
+	s.DurationMS = d.Milliseconds()
+	s.BytesIn, s.BytesOut = in, out
+}
+
+// OpsEndpoint is a node's operator SSH endpoint as its agent registered it:
+// where the operator path reaches it and its host certificate (signed by
+// the host CA the CLI pins). Its ID is OpsEndpointID of the node's.
+type OpsEndpoint struct {
+	Meta
+	Host string `json:"host"`
+	// Address is host:port on the operator path.
+	Address string `json:"address"`
+	// HostKey and HostCert are in authorized_keys form.
+	HostKey  string    `json:"host_key"`
+	HostCert string    `json:"host_cert"`
+	IssuedAt time.Time `json:"issued_at"`
+}
+
+func (*OpsEndpoint) Kind() string     { return "ops_endpoint" }
+func (e *OpsEndpoint) Parent() string { return e.Host }
+
+// NewOpsEndpoint is the endpoint of node n registered by its host's agent
+// at now.
+func NewOpsEndpoint(n *Node, address, hostKey, hostCert string, now time.Time) *OpsEndpoint {
+	now = now.UTC()
+	return &OpsEndpoint{
+		Meta: Meta{ID: OpsEndpointID(n.ID), ProjectID: n.ProjectID, State: StateActive, CreatedAt: now, UpdatedAt: now},
+		Host: n.Host, Address: address, HostKey: hostKey, HostCert: hostCert, IssuedAt: now,
+	}
+}
+
+// OpsEndpointID is the ID of node nodeID's endpoint record (IDs are unique
+// across kinds in the store).
+func OpsEndpointID(nodeID string) string { return "ep-" + nodeID }

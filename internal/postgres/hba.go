@@ -36,6 +36,9 @@ const roleRule = "use lowercase letters, digits and '_', starting with a letter 
 //     the network;
 //   - hostssl replication from each replica, certificate authentication;
 //   - hostssl from each allowed source, scram-sha-256;
+//   - hostssl for members of SupportGroup from the node's own addresses
+//     (samehost), scram-sha-256: an operator's support session while the
+//     tenant's support grant lasts (the group has no members otherwise);
 //   - a catch-all reject: plaintext and every other source are refused
 //     with SQLSTATE 28000.
 //
@@ -84,6 +87,9 @@ func RenderHBA(p Policy) (string, error) {
 	for _, a := range allow {
 		line("hostssl", "all", "all", a.String(), "scram-sha-256")
 	}
+	b.WriteString("# Operator support sessions (design 0012): members of " + SupportGroup + ", temporary roles\n")
+	b.WriteString("# that exist only while the tenant's support grant lasts, from the node itself.\n")
+	line("hostssl", "all", "+"+SupportGroup, "samehost", "scram-sha-256")
 	b.WriteString("# Everything else, plaintext included, is rejected (SQLSTATE 28000).\n")
 	for _, db := range []string{"all", "replication"} {
 		line("host", db, "all", "0.0.0.0/0", "reject")

@@ -65,6 +65,10 @@ const (
 	// pg_monitor, read-only; pgstat.MonitorRoleSQL), reachable only over
 	// the Unix socket by the agent's peer identity.
 	MonitorUser = pgstat.MonitorRole
+	// SupportGroup is the group of the temporary roles of operators'
+	// support sessions (design 0012): pg_hba admits its members from the
+	// node itself only.
+	SupportGroup = "moat_support"
 )
 
 // ErrNotInitialized is returned by Start when the data directory holds no
@@ -333,6 +337,10 @@ func validHost(h string) bool {
 	}
 	return len(h) <= 253 && dnsRE.MatchString(h)
 }
+
+// BinDir is where the PostgreSQL binaries are when no Config.BinDir says:
+// $MOAT_PG_BINDIR, else `pg_config --bindir`.
+func BinDir() (string, error) { return findBinDir() }
 
 // findBinDir finds the PostgreSQL server binaries as pgtest does:
 // $MOAT_PG_BINDIR, else `pg_config --bindir` (Debian keeps them off PATH).

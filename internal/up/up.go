@@ -37,6 +37,10 @@ import (
 // Host is the agent host name of the single machine.
 const Host = "local"
 
+// OpsListen is where the nodes' operator SSH endpoints listen: this
+// machine's loopback, the operator path of a single machine (design 0012).
+const OpsListen = "127.0.0.1"
+
 // LaptopHost is the simulated internet host every `moat up` has.
 const LaptopHost = "laptop"
 
@@ -155,7 +159,8 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
 		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize,
-		MetricsListen: cfg.AgentMetricsListen, MetricsPublic: cfg.ControlPlane.MetricsPublic, StatsInterval: cfg.StatsInterval})
+		MetricsListen: cfg.AgentMetricsListen, MetricsPublic: cfg.ControlPlane.MetricsPublic, StatsInterval: cfg.StatsInterval,
+		OpsListen: OpsListen})
 	if err != nil {
 		return nil, err
 	}

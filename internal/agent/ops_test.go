@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/ops"
+)
+
+// fakeOpsSource answers grant checks from live and counts them.
+type fakeOpsSource struct {
+	opsSourceStub
+	live   map[string]bool
+	checks int
+}
+
+type opsSourceStub struct{}
+
+func (opsSourceStub) OpsHostCert(context.Context, string, apitype.OpsHostCertRequest) (apitype.OpsHostCert, error) {
+	return apitype.OpsHostCert{}, nil
+}
+func (opsSourceStub) OpsEvents(context.Context, string, apitype.OpsEvents) error { return nil }
+func (opsSourceStub) OpsRecording(context.Context, string, apitype.OpsRecordingUpload) error {
+	return nil
+}
+
+func (f *fakeOpsSource) OpsGrantLive(_ context.Context, _, grant, _ string) (bool, error) {
+	f.checks++
+	return f.live[grant], nil
+}
+
+func newTestEndpoint(src OpsSource) *opsEndpoint {
+	m := &opsEndpoints{a: newAgent(Config{Host: "h1"}, platform{}), src: src, eps: map[string]*opsEndpoint{},
+		events: make(chan apitype.OpsEvent, 1), recs: make(chan apitype.OpsRecordingUpload, 1)}
+	return &opsEndpoint{m: m, node: "node-a", kick: make(chan struct{}, 1),
+		grants: map[string]bool{}, ended: map[string]bool{}, revoked: map[uint64]bool{}}
+}
+
+// TestOpsEndpointGrants: the desired state's grants are live; a grant
+// newer than it is asked of the control plane; one that left it is dead
+// for good without asking; revoked serials stay revoked.
+func TestOpsEndpointGrants(t *testing.T) {
+	src := &fakeOpsSource{live: map[string]bool{"grant-new": true, "grant-a": true}}
+	ep := newTestEndpoint(src)
+	ctx := context.Background()
+	ep.update(apitype.NodeDesired{NodeID: "node-a", Ops: &apitype.NodeOps{Grants: []string{"grant-a"}, RevokedSerials: []uint64{7}}})
+	if !ep.granted(ctx, "grant-a") || src.checks != 0 {
+		t.Errorf("grant in the desired state: granted=%v after %d checks, want true without asking", ep.granted(ctx, "grant-a"), src.checks)
+	}
+	if !ep.granted(ctx, "grant-new") || ep.granted(ctx, "grant-x") || src.checks != 2 {
+		t.Errorf("newer grants: want grant-new live and grant-x not, by asking (%d checks)", src.checks)
+	}
+	ep.update(apitype.NodeDesired{NodeID: "node-a", Ops: &apitype.NodeOps{}})
+	before := src.checks
+	if ep.granted(ctx, "grant-a") || src.checks != before {
+		t.Errorf("a grant that left the desired state is granted or asked about (%d checks)", src.checks-before)
+	}
+	if !ep.isRevoked(7) || ep.isRevoked(8) {
+		t.Errorf("revoked serials: 7=%v 8=%v, want only 7", ep.isRevoked(7), ep.isRevoked(8))
+	}
+}
+
+// TestPsqlNeedsSupport: moat-psql runs nothing without an active support
+// role (none, or past its expiry), and says why.
+func TestPsqlNeedsSupport(t *testing.T) {
+	ep := newTestEndpoint(&fakeOpsSource{})
+	r := &nsRunner{ep: ep, ns: "moat-test-none"}
+	for name, sup := range map[string]*apitype.NodeSupport{
+		"none":    nil,
+		"expired": {GrantID: "sgr-x", Role: "moat_support_x", ExpiresAt: time.Now().Add(-time.Second)},
+	} {
+		ep.update(apitype.NodeDesired{NodeID: "node-a", Ops: &apitype.NodeOps{Support: sup}})
+		var stderr bytes.Buffer
+		code, err := r.Run(context.Background(), &ops.Command{Line: domain.OpsPsqlCommand, Stdin: strings.NewReader(""), Stdout: &stderr, Stderr: &stderr})
+		if err != nil || code != 1 || !strings.Contains(stderr.String(), "no active support grant") {
+			t.Errorf("%s: moat-psql = %d, %v, %q; want 1 and the reason", name, code, err, stderr.String())
+		}
+	}
+}
+
+// TestHostSignerSwap: a renewed host certificate is what the endpoint
+// presents from then on, signing with the same key.
+func TestHostSignerSwap(t *testing.T) {
+	ca, err := ops.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ops.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signerFor := func(ttl time.Duration) *hostSigner {
+		c, err := ca.IssueHost(key.PublicKey(), "node-abcdefghijklmnop", nil, time.Now(), ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.NewCertSigner(c, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &hostSigner{cert: c}
+		hs.cur.Store(&s)
+		return hs
+	}
+	hs, fresh := signerFor(time.Hour), signerFor(48*time.Hour)
+	hs.swap(fresh)
+	got := hs.PublicKey().(*ssh.Certificate)
+	if got.Serial != fresh.certificate().Serial || hs.certificate() != fresh.certificate() {
+		t.Errorf("after the swap the endpoint presents serial %d, want the renewed %d", got.Serial, fresh.certificate().Serial)
+	}
+	sig, err := hs.Sign(rand.Reader, []byte("data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Verify([]byte("data"), sig); err != nil {
+		t.Errorf("signature does not verify against the presented certificate: %v", err)
+	}
+}
+
+// recordingSource records the event batches it takes and refuses those
+// naming a node it does not know, as the control plane does.
+type recordingSource struct {
+	opsSourceStub
+	refusedBatch chan struct{}
+	got          chan []apitype.OpsEvent
+}
+
+func (*recordingSource) OpsGrantLive(context.Context, string, string, string) (bool, error) {
+	return false, nil
+}
+
+func (r *recordingSource) OpsEvents(_ context.Context, _ string, e apitype.OpsEvents) error {
+	for _, ev := range e.Events {
+		if ev.NodeID != "node-a" {
+			r.refusedBatch <- struct{}{}
+			return &client.Error{Problem: apitype.Problem{Status: 400, Code: "not_found"}}
+		}
+	}
+	r.got <- e.Events
+	return nil
+}
+
+// TestRefusedEventsDoNotBlock: a batch the control plane refuses for good
+// is dropped, and the events after it still go out.
+func TestRefusedEventsDoNotBlock(t *testing.T) {
+	src := &recordingSource{refusedBatch: make(chan struct{}, 4), got: make(chan []apitype.OpsEvent, 4)}
+	ep := newTestEndpoint(src)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ep.m.send(ctx)
+	}()
+	ep.m.events <- apitype.OpsEvent{NodeID: "node-gone", Action: ops.ActionExec}
+	<-src.refusedBatch
+	ep.m.events <- apitype.OpsEvent{NodeID: "node-a", Action: ops.ActionExec, Command: "uptime"}
+	select {
+	case evs := <-src.got:
+		if len(evs) != 1 || evs[0].Command != "uptime" {
+			t.Errorf("sent %+v, want the later event alone", evs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event after a refused batch was never sent")
+	}
+	cancel()
+	<-done
+}

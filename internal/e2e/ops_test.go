@@ -1,0 +1,380 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/cli"
+	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/ops"
+	"github.com/moatdb/moat/internal/testenv"
+)
+
+// TestOperatorAccess runs operator access end to end on one stack: Debian's
+// ssh through `moat ops ssh` with an issued certificate runs commands in
+// the node as the operator account, which can neither read the data nor
+// log in to PostgreSQL; the endpoint is filtered from every simulated
+// internet host, a customer VPC host and another service's node; a revoked
+// grant's session is cut within a second; a terminal session is recorded
+// and replayed; `moat ops psql` is refused until the tenant's support grant
+// and stops when it is revoked; the tenant's `moat audit list` shows it all
+// and `moat audit verify` passes.
+func TestOperatorAccess(t *testing.T) {
+	testenv.MustHaveCommand(t, "ssh")
+	e := start(t, "", "")
+	e.newProject("ops")
+	ctx := e.ctx()
+	svc, _ := e.createService("db", 1)
+	other, _ := e.createService("other", 1)
+	node := svc.NodeList[0]
+	admin, err := e.op.CreateToken(ctx, e.project, apitype.TokenCreate{Role: "admin", Name: "tenant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	psql := filepath.Join(strings.TrimSpace(string(bin)), "psql")
+
+	// A command through Debian's ssh, as the operator account, inside the
+	// node: no data files, no PostgreSQL.
+	dataDir := filepath.Join(e.dir, "agent", "volumes", node.ID, "pgdata")
+	socketDir := filepath.Join(e.dir, "agent", "nodes", node.ID, "run")
+	for _, p := range []string{dataDir, filepath.Join(dataDir, "PG_VERSION"), socketDir} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("the node's files: %v", err)
+		}
+	}
+	script := fmt.Sprintf(`id -un; ip -brief addr | grep -q %s && echo in-node; ls %s >/dev/null 2>&1 || echo no-data; `+
+		`%s -X -At "host=%s port=5432 dbname=defaultdb user=moatadmin sslmode=require connect_timeout=3" -c 'select 1' </dev/null >/dev/null 2>&1 || echo no-tcp-login; `+
+		`%s -X -At -h %s -U postgres -c 'select 1' </dev/null >/dev/null 2>&1 || echo no-socket-login`,
+		node.Address, dataDir, psql, node.Address, psql, socketDir)
+	code, out, errOut := e.moatAs("", "", "ops", "ssh", node.ID, "--reason", "INC-1: check the node", "--", script)
+	if code != 0 {
+		t.Fatalf("moat ops ssh = %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if got := strings.Fields(out); strings.Join(got, " ") != "moat-ops in-node no-data no-tcp-login no-socket-login" {
+		t.Errorf("operator session printed %q, want the operator account inside the node, refused the data and PostgreSQL", out)
+	}
+	// pg_ctl status, which needs the data directory, is the agent's to run.
+	if code, out, errOut := e.moatAs("", "", "ops", "ssh", node.ID, "--reason", "INC-1: check the node", "--", "moat-pg-status"); code != 0 || !strings.Contains(out, "server is running") {
+		t.Errorf("moat-pg-status = %d %q %q, want the server running", code, out, errOut)
+	}
+	gs, err := e.op.ListOpsGrants(ctx, node.ID)
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("grants = %+v, %v", gs, err)
+	}
+	earlier := map[string]bool{}
+	for _, g := range gs {
+		earlier[g.ID] = true
+	}
+
+	// Filtered from every simulated host and another service's node.
+	endpoint := e.opsEndpoint(node.ID)
+	_, port, _ := net.SplitHostPort(endpoint)
+	acct, err := e.stack.Sim.CreateAccount(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
+	if _, err := e.stack.Sim.CreateHost(ctx, "app", cvpc.ID); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := e.stack.Sim.ListHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := map[string]string{e.stack.Cloud.HostNS("n-" + strings.TrimPrefix(other.NodeList[0].ID, "node-")): "another service's node"}
+	for _, h := range hosts {
+		probes[h.NS] = "sim host " + h.Name + " (" + h.Network + ")"
+	}
+	for ns, who := range probes {
+		for _, p := range []string{"22", port} {
+			addr := net.JoinHostPort(node.Address, p)
+			if err := e.probe(ns, addr); err != nil {
+				t.Errorf("from %s, %s: %v", who, addr, err)
+			}
+		}
+	}
+
+	// Revocation cuts a live session within a second.
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := e.moatAs("", "", "ops", "ssh", node.ID, "--reason", "INC-2: watch a long job", "--", "sleep 60")
+		done <- code
+	}()
+	live := e.waitOpsSession(node.ID, func(s apitype.OpsSession) bool { return s.State == "active" && !earlier[s.GrantID] })
+	t0 := time.Now()
+	if _, err := e.op.RevokeOpsGrant(ctx, live.GrantID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		took := time.Since(t0)
+		t.Logf("revoked session ended %s after the revocation (ssh exit %d)", took, code)
+		if took > time.Second || code == 0 {
+			t.Errorf("revoked session ended after %s with exit %d, want within 1s and a failure", took, code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked session still runs after 10s")
+	}
+	e.waitOpsSession(node.ID, func(s apitype.OpsSession) bool { return s.ID == live.ID && s.CloseReason == ops.CloseRevoked })
+
+	// A terminal session is recorded; moat ops replay prints it.
+	rec := e.terminalSession(node.ID, "echo recorded-$((6*7))\nexit\n")
+	e.waitOpsSession(node.ID, func(s apitype.OpsSession) bool { return s.ID == rec && s.Recordings == 1 })
+	if code, out, errOut := e.moatAs("", "", "ops", "replay", rec, "--raw"); code != 0 || !strings.Contains(out, "recorded-42") || !strings.HasPrefix(out, `{"version":2`) {
+		t.Errorf("moat ops replay = %d %q %q, want the asciicast v2 recording with the output", code, out, errOut)
+	}
+
+	// Data access: refused without the tenant's consent.
+	query := "select current_user || ':' || pg_has_role(current_user, 'pg_read_all_data', 'member');\n"
+	if code, _, errOut := e.moatAs("", query, "ops", "psql", node.ID, "--reason", "INC-3: slow queries"); code == 0 || !strings.Contains(errOut, "no active support grant") {
+		t.Errorf("moat ops psql without a support grant = %d %q, want refused", code, errOut)
+	}
+	code, out, errOut = e.moatAs(admin.Secret, "", "support", "grant", "--ttl", "2h", "--reason", "ticket 77: slow queries", "-o", "id")
+	if code != 0 {
+		t.Fatalf("moat support grant = %d %q", code, errOut)
+	}
+	sg := strings.TrimSpace(out)
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, errOut = e.moatAs("", query, "ops", "psql", node.ID, "--reason", "INC-3: slow queries")
+		if code == 0 && strings.Contains(out, "moat_support_") {
+			break
+		}
+		last = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+		if time.Now().After(deadline) {
+			t.Fatalf("moat ops psql with a support grant: %s", last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(out, ":true") {
+		t.Errorf("support session %q: want a member of pg_read_all_data", out)
+	}
+	if code, _, errOut := e.moatAs("", "create table t (i int);\n", "ops", "psql", node.ID, "--reason", "INC-3: slow queries"); !strings.Contains(errOut, "read-only transaction") {
+		t.Errorf("support session writing = %d %q, want a read-only refusal", code, errOut)
+	}
+	// A session open when the grant is revoked is ended, its role
+	// dropped, and the next session refused.
+	pg := e.nodeSuperuser(socketDir)
+	go func() {
+		code, _, _ := e.moatAs("", "select pg_sleep(60);\n", "ops", "psql", node.ID, "--reason", "INC-3: slow queries")
+		done <- code
+	}()
+	e.waitSQL(pg, "select count(*) from pg_stat_activity where usename like 'moat\\_support\\_%'", "1")
+	if code, _, errOut := e.moatAs(admin.Secret, "", "support", "revoke", sg); code != 0 {
+		t.Fatalf("moat support revoke = %d %q", code, errOut)
+	}
+	select {
+	case code := <-done:
+		if code == 0 {
+			t.Error("the support session ended well after its grant was revoked, want a failure")
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("the support session still runs 15s after its grant was revoked")
+	}
+	e.waitSQL(pg, "select count(*) from pg_roles where rolname like 'moat\\_support\\_%'", "0")
+	if code, _, errOut := e.moatAs("", query, "ops", "psql", node.ID, "--reason", "INC-3: slow queries"); code == 0 || !strings.Contains(errOut, "no active support grant") {
+		t.Errorf("moat ops psql after the support grant was revoked = %d %q, want refused", code, errOut)
+	}
+
+	// The tenant sees it all; the chain is intact.
+	code, out, errOut = e.moatAs(admin.Secret, "", "audit", "list", "-o", "json")
+	if code != 0 {
+		t.Fatalf("moat audit list = %d %q", code, errOut)
+	}
+	for _, want := range []string{`"ops.grant.create"`, `INC-1: check the node`, `"ops.session.open"`, `"ops.exec"`, `id -un`, `"ops.session.close"`,
+		`"ops.grant.revoke"`, `"support_grant.create"`, `"support_grant.revoke"`, `no_support_grant`, `support_grant=` + sg, `moat-psql`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the tenant's audit log lacks %s", want)
+		}
+	}
+	if code, out, errOut := e.moatAs("", "", "audit", "verify"); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("moat audit verify = %d %q %q", code, out, errOut)
+	}
+}
+
+// nodeSuperuser connects to a node's PostgreSQL over its socket as the
+// superuser, as the agent does (peer authentication maps root).
+func (e *env) nodeSuperuser(socketDir string) *pgx.Conn {
+	e.t.Helper()
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.TLSConfig, cfg.Fallbacks = socketDir, 5432, "postgres", "postgres", nil, nil
+	conn, err := pgx.ConnectConfig(e.ctx(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// waitSQL waits until query's one value prints as want.
+func (e *env) waitSQL(conn *pgx.Conn, query, want string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got any
+		if err := conn.QueryRow(e.ctx(), query).Scan(&got); err != nil {
+			e.t.Fatal(err)
+		}
+		if fmt.Sprint(got) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s = %v, want %s", query, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// moatAs runs a moat API command with token (the operator's when "") and
+// stdin.
+func (e *env) moatAs(token, stdin string, args ...string) (int, string, string) {
+	e.t.Helper()
+	if token == "" {
+		tok, err := os.ReadFile(filepath.Join(e.dir, controlplane.AdminTokenFile))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		token = strings.TrimSpace(string(tok))
+	}
+	// Before the command: what follows "--" is the remote command.
+	args = append([]string{"--url=" + e.stack.CP.URL(), "--token=" + token,
+		"--ca=" + filepath.Join(e.dir, controlplane.APICAFile), "--project=" + e.project}, args...)
+	var out, errb bytes.Buffer
+	code := cli.Main(e.ctx(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// opsEndpoint is the address of node's endpoint, from a grant.
+func (e *env) opsEndpoint(node string) string {
+	e.t.Helper()
+	k, err := ops.NewKey()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	g, err := e.op.CreateOpsGrant(e.ctx(), apitype.OpsGrantCreate{NodeID: node, Reason: "INC-0: endpoint address", PublicKey: k.AuthorizedKey()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.op.RevokeOpsGrant(e.ctx(), g.Grant.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	return g.Endpoint
+}
+
+// probe checks that a TCP connection to addr from namespace ns gets no
+// answer at all (filtered: neither accepted nor refused).
+func (e *env) probe(ns, addr string) error {
+	return e.stack.Cloud.Do(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 1500*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return errors.New("connected")
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return fmt.Errorf("not filtered: %w", err)
+	})
+}
+
+// waitOpsSession waits for a session of node matching ok.
+func (e *env) waitOpsSession(node string, ok func(apitype.OpsSession) bool) apitype.OpsSession {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		xs, err := e.op.ListOpsSessions(e.ctx(), node)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, x := range xs {
+			if ok(x) {
+				return x
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no matching operator session of %s among %+v", node, xs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// terminalSession runs input in a shell on a terminal with Go's client
+// and returns the session's ID.
+func (e *env) terminalSession(node, input string) string {
+	e.t.Helper()
+	ctx := e.ctx()
+	k, err := ops.NewKey()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	g, err := e.op.CreateOpsGrant(ctx, apitype.OpsGrantCreate{NodeID: node, Reason: "INC-4: look around", PublicKey: k.AuthorizedKey()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(g.Certificate))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	hostCA, _, _, _, err := ssh.ParseAuthorizedKey([]byte(g.HostCA))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	oc, err := ops.NewClient(k, pk.(*ssh.Certificate), hostCA, node)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sc, err := oc.Dial(ctx, g.Endpoint)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer sc.Close()
+	sess, err := sc.NewSession()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := sess.RequestPty("xterm", 24, 80, ssh.TerminalModes{}); err != nil {
+		e.t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sess.Stdin, sess.Stdout = strings.NewReader(input), &out
+	if err := sess.Shell(); err != nil {
+		e.t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- sess.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			e.t.Errorf("terminal session: %v (output %q)", err, out.String())
+		}
+	case <-wctx.Done():
+		e.t.Fatalf("terminal session did not end; output %q", out.String())
+	}
+	sc.Close() // the session (the connection) ends
+	x := e.waitOpsSession(node, func(s apitype.OpsSession) bool { return s.GrantID == g.Grant.ID && s.State == "closed" })
+	return x.ID
+}
