@@ -229,7 +229,7 @@ func TestPrune(t *testing.T) {
 func putManifest(t *testing.T, st objstore.Store, key []byte, b Backup) {
 	t.Helper()
 	mkey := strings.TrimSuffix(b.Object, ".tar") + ".json"
-	if err := putManifest(context.Background(), st, key, mkey, b); err != nil {
+	if err := writeManifest(context.Background(), st, key, mkey, b); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Put(context.Background(), b.Object, strings.NewReader("tar")); err != nil {

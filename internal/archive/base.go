@@ -187,7 +187,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
 	b.HeaderSHA256 = hex.EncodeToString(hd[:])
-	if err := putManifest(ctx, st, ak, mkey, b); err != nil {
+	if err := writeManifest(ctx, st, ak, mkey, b); err != nil {
 		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
 	return b, nil
@@ -213,10 +213,10 @@ func StoreManifest(ctx context.Context, cfg *Config, b Backup) error {
 	if !strings.HasPrefix(b.Object, prefix) || !strings.HasSuffix(b.Object, ".tar") {
 		return fmt.Errorf("store manifest: object %q: want a .tar under %s", b.Object, prefix)
 	}
-	return putManifest(ctx, st, ak, strings.TrimSuffix(b.Object, ".tar")+".json", b)
+	return writeManifest(ctx, st, ak, strings.TrimSuffix(b.Object, ".tar")+".json", b)
 }
 
-func putManifest(ctx context.Context, st objstore.Store, ak []byte, mkey string, b Backup) error {
+func writeManifest(ctx context.Context, st objstore.Store, ak []byte, mkey string, b Backup) error {
 	mj, err := sealManifest(ak, mkey, b)
 	if err != nil {
 		return err
