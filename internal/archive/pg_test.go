@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -412,15 +411,6 @@ func writeFile(t *testing.T, path string, data []byte, perm os.FileMode) {
 	if err := os.Chmod(path, perm); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func writeJSON(t *testing.T, path string, v any, perm os.FileMode) {
-	t.Helper()
-	raw, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, path, raw, perm)
 }
 
 func randHex(n int) string {
