@@ -33,6 +33,10 @@ import (
 // socketTimeout bounds one request on a node's socket.
 const socketTimeout = 5 * time.Minute
 
+// maxSocketFile bounds a file sent over a node's socket, either way: the
+// agent holds it in memory (a WAL segment is 16 MiB on Moat's nodes).
+const maxSocketFile = 64 << 20
+
 type sockRequest struct {
 	Op   string `json:"op"` // "push" or "fetch"
 	Name string `json:"name"`
@@ -59,6 +63,11 @@ type Server struct {
 	// applies).
 	PeerUID int
 	Logger  *slog.Logger
+
+	// one serves one request at a time (PostgreSQL's archiver and a
+	// recovery ask one at a time): a node makes the agent hold at most
+	// one file of its.
+	one sync.Mutex
 }
 
 // Listen makes a Unix socket at path that only uid (and root) may
@@ -150,7 +159,9 @@ func (s *Server) serve(c net.Conn) {
 			return
 		}
 	}
-	br := bufio.NewReader(io.LimitReader(c, 4096+maxWALSize))
+	s.one.Lock()
+	defer s.one.Unlock()
+	br := bufio.NewReader(io.LimitReader(c, 4096+maxSocketFile))
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		failed("failed", fmt.Errorf("read request: %w", err))
@@ -168,12 +179,16 @@ func (s *Server) serve(c net.Conn) {
 			failed("failed", errors.New("push: this node does not archive"))
 			return
 		}
-		if req.Size < 0 || req.Size > maxWALSize {
-			failed("failed", fmt.Errorf("push %s: size %d out of range", req.Name, req.Size))
+		if req.Size < 0 || req.Size > maxSocketFile {
+			failed("failed", fmt.Errorf("push %s: size %d: at most %d bytes", req.Name, req.Size, maxSocketFile))
 			return
 		}
-		data := make([]byte, req.Size)
-		if _, err := io.ReadFull(br, data); err != nil {
+		// Grown as it arrives: a size claimed is not memory taken.
+		data, err := io.ReadAll(io.LimitReader(br, req.Size))
+		if err == nil && int64(len(data)) != req.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
 			failed("failed", fmt.Errorf("push %s: read: %w", req.Name, err))
 			return
 		}
@@ -193,7 +208,7 @@ func (s *Server) serve(c net.Conn) {
 			return
 		}
 		var buf bytes.Buffer
-		if err := FetchTo(ctx, cfg, req.Name, &limitWriter{w: &buf, n: maxWALSize}); err != nil {
+		if err := FetchTo(ctx, cfg, req.Name, &limitWriter{w: &buf, n: maxSocketFile}); err != nil {
 			if errors.Is(err, ErrNotFound) {
 				reply(sockReply{Code: "not_found", Message: err.Error()}, nil)
 				return
@@ -215,7 +230,7 @@ type limitWriter struct {
 
 func (l *limitWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > l.n {
-		return 0, fmt.Errorf("larger than %d bytes", maxWALSize)
+		return 0, fmt.Errorf("larger than %d bytes", maxSocketFile)
 	}
 	l.n -= int64(len(p))
 	return l.w.Write(p)

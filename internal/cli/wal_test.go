@@ -146,8 +146,7 @@ func TestWALCommandsAgent(t *testing.T) {
 	}
 	// Another user than the node's (here: this process's, as the server
 	// expects someone else): refused.
-	other := *srv
-	other.PeerUID = os.Getuid() + 1
+	other := &archive.Server{Archive: srv.Archive, Restore: srv.Restore, PeerUID: os.Getuid() + 1, Logger: srv.Logger}
 	sock2 := filepath.Join(dir, "other.sock")
 	l2, err := archive.Listen(sock2, -1, -1)
 	if err != nil {
