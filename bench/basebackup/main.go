@@ -339,9 +339,17 @@ func (e *env) moat(pubPEM, privFile string, compress bool) func(ctx context.Cont
 				return result{}, err
 			}
 		}
+		privPEM, err := os.ReadFile(privFile)
+		if err != nil {
+			return result{}, err
+		}
+		authKey, err := backup.AuthKey(privPEM)
+		if err != nil {
+			return result{}, err
+		}
 		cfg := &archive.Config{Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: store},
 			Region: "eu-west-1", Service: "svc-bench", Timeline: 1, PublicKey: pubPEM, PGBinDir: e.bin,
-			PrivateKeyFile: privFile}
+			PrivateKeyFile: privFile, AuthKey: authKey}
 		var r result
 		var fetch func(w io.Writer) error
 		t := time.Now()
@@ -402,7 +410,7 @@ func (e *env) moat(pubPEM, privFile string, compress bool) func(ctx context.Cont
 		t = time.Now()
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(fetch(pw)) }()
-		_, err := e.sh(ctx, false, pr, "tar", "-xf", "-", "-C", rdir)
+		_, err = e.sh(ctx, false, pr, "tar", "-xf", "-", "-C", rdir)
 		pr.CloseWithError(errors.New("tar exited"))
 		if err != nil {
 			return r, err

@@ -35,7 +35,7 @@
 //	nodes/<node-id>/tls       server certificate and key, CAs, replication client cert
 //	nodes/<node-id>/run       the Unix socket, the management path
 //	nodes/<node-id>/postgres.log
-//	nodes/<node-id>/archive.json, restore/   see backup.go
+//	nodes/<node-id>/archive.sock  the node's archive socket: see backup.go
 //	bin/moat                  the moat binary PostgreSQL's archive_command runs
 //
 // It serves its own Prometheus metrics (Config.MetricsListen) and sends

@@ -2,20 +2,25 @@ package agent
 
 import (
 	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/postgres"
 )
 
 // TestArchiveStatus: a primary archives its WAL into the store (encrypted,
-// as the postgres user), and when the store stops taking files the
-// agent's report says archiving is failing, then recovers.
+// through the agent's socket: the postgres user can neither read nor
+// write the store), and when the store stops taking files the agent's
+// report says archiving is failing, then recovers.
 func TestArchiveStatus(t *testing.T) {
 	t.Parallel()
 	requirePostgres(t)
@@ -30,6 +35,11 @@ func TestArchiveStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	privPEM, _ := backup.MarshalPrivateKeyPEM(key)
+	authKey, err := backup.AuthKey(privPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := filepath.Join(dir, "store")
 	const host, nodeID = "host-a", "nod-arch"
 	src := newFakeSource(host)
@@ -39,7 +49,7 @@ func TestArchiveStatus(t *testing.T) {
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
 			TLS: cs.node(t, "a.svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
-			BackupPublicKeyPEM: string(pub), Archive: &apitype.NodeArchive{Region: "us-east-1", StoreDir: store},
+			BackupPublicKeyPEM: string(pub), BackupAuthKey: authKey, Archive: &apitype.NodeArchive{Region: "us-east-1", StoreDir: store},
 		}}
 	})
 	exe, err := os.Executable() // runs as moat: see main_test.go
@@ -75,12 +85,36 @@ func TestArchiveStatus(t *testing.T) {
 	if b, err := os.ReadFile(walFile); err != nil || len(b) < 6 || string(b[:4]) != "moat" {
 		t.Fatalf("archived %s: %v, starts %q, want a moat1 file", walFile, err, b[:min(len(b), 8)])
 	}
+	// Archived by the agent with a record the service's key authenticates.
+	rc := &archive.Config{Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: store}, Region: "us-east-1", Service: "svc-arch",
+		Timeline: 1, PublicKey: string(pub), PrivateKey: key, AuthKey: authKey}
+	if err := archive.FetchTo(ctx, rc, seg, io.Discard); err != nil {
+		t.Errorf("FetchTo(%s) with the service's keys: %v", seg, err)
+	}
+	// The node's user can neither write nor read the store.
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat(store); err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("store %v, %v: want root's, mode 0700", fi.Mode(), err)
+		}
+		for _, script := range []string{"echo x > " + store + "/planted", "ls " + store, "echo x > " + walFile} {
+			sh := exec.Command("/bin/sh", "-c", script)
+			_, uid, gid, err := lookupUser("postgres")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, NoSetGroups: true}}
+			if out, err := sh.CombinedOutput(); err == nil {
+				t.Errorf("as the postgres user, %q succeeded (%s): nodes reach the store", script, out)
+			}
+		}
+	}
 
-	// The store refuses new files: the report says archiving fails.
-	if err := os.Chmod(store, 0o500); err != nil {
+	// The store refuses new files: the report says archiving fails. (The
+	// agent is root: a file where its directory should be stops it.)
+	if err := os.RemoveAll(filepath.Join(store, "us-east-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(store, "us-east-1")); err != nil { // root removes what postgres could reuse
+	if err := os.WriteFile(filepath.Join(store, "us-east-1"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	failed := switchWAL()
@@ -104,7 +138,7 @@ func TestArchiveStatus(t *testing.T) {
 	}
 
 	// Writable again: the next switch wakes the archiver, which catches up.
-	if err := os.Chmod(store, 0o750); err != nil {
+	if err := os.Remove(filepath.Join(store, "us-east-1")); err != nil {
 		t.Fatal(err)
 	}
 	next := switchWAL()

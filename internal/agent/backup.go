@@ -1,47 +1,49 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/atomicfile"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/postgres"
 )
 
-// Backups on a node. A node whose desired state has an Archive archives
-// its WAL: PostgreSQL's archive_command runs `moat wal-push` as the
-// postgres user with the node's archive.json (the store, the service's
-// public key: nothing secret). Base backups and WAL switches are tasks the
-// agent runs itself. A restored primary starts from the source service's
-// base backup (fetched and decrypted by the agent) and replays its WAL
-// through `moat wal-fetch` with restore/restore.json and restore/key.pem,
-// the source's private key, which is deleted once the server is promoted.
+// Backups on a node. A node never opens the backup store (a directory
+// only root reads and writes): the agent serves each node a Unix socket,
+// nodes/<id>/archive.sock, that only the node's OS user may connect to.
+// PostgreSQL's archive_command, `moat wal-push --agent`, hands each WAL
+// file to the agent over it, and the agent archives it into the node's
+// service's prefix with the service's authentication key
+// (NodeDesired.BackupAuthKey, held in memory). Base backups and WAL
+// switches are tasks the agent runs itself. A restored primary starts
+// from the source service's base backup (fetched and decrypted by the
+// agent) and replays its WAL through `moat wal-fetch --agent`: the agent
+// checks each file's record with the source's authentication key and
+// decrypts it with the source's private key, neither of which is written
+// to the node's files.
 //
 // Files under the node's directory:
 //
-//	archive.json           the archive configuration (0644)
-//	restore/restore.json   the restore's archive configuration (0600, postgres)
-//	restore/key.pem        the source's private key, during the restore only
-//	restored               written once the restored server promoted
+//	archive.sock   the node's archive socket (0600, the node's user)
+//	restored       written once the restored server promoted
 const (
-	archiveConfigFile = "archive.json"
-	restoreDirName    = "restore"
-	restoreKeyFile    = "key.pem"
-	restoreConfigFile = "restore.json"
+	archiveSocketFile = "archive.sock"
+	restoreDirName    = "restore" // what an older agent wrote a restore's key into; removed
 	// restoredMarker, in the node's directory, says the restore promoted.
 	restoredMarker = "restored"
 	// archiveTimeout bounds how long a committed transaction waits in
@@ -143,10 +145,13 @@ func (n *node) archiveConfig(want apitype.NodeDesired) (*archive.Config, error) 
 	if !filepath.IsAbs(ar.StoreDir) || strings.ContainsAny(ar.StoreDir, "%'\n") {
 		return nil, fmt.Errorf("archive: store directory %q: want an absolute path without %%, ' or newlines", ar.StoreDir)
 	}
+	if len(want.BackupAuthKey) == 0 {
+		return nil, errors.New("archive: no backup authentication key")
+	}
 	c := &archive.Config{
 		Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: ar.StoreDir},
 		Region: ar.Region, Service: want.ServiceID, Timeline: 1,
-		PublicKey: want.BackupPublicKeyPEM, PGBinDir: n.a.cfg.PGBinDir,
+		PublicKey: want.BackupPublicKeyPEM, PGBinDir: n.a.cfg.PGBinDir, AuthKey: want.BackupAuthKey,
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
@@ -154,40 +159,108 @@ func (n *node) archiveConfig(want apitype.NodeDesired) (*archive.Config, error) 
 	return c, nil
 }
 
-// ensureStore makes the store directory, owned by the postgres user
-// (archive_command writes into it).
+// ensureStore makes the store directory root's alone (0700): no node's
+// user may read or write it, whatever an older agent left there.
 func (a *Agent) ensureStore(dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	uid, gid, err := a.pgOwner()
-	if err != nil || uid < 0 {
-		return err
+	if os.Geteuid() == 0 {
+		if err := os.Lchown(dir, 0, 0); err != nil {
+			return fmt.Errorf("backup store: %w", err)
+		}
 	}
-	if err := checkTraversable(filepath.Dir(dir), a.cfg.PGUser); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("backup store: %w", err)
 	}
-	return os.Chown(dir, uid, gid)
+	return nil
 }
 
-// openStore opens the store for the agent's own writes: what it creates
-// belongs to the postgres user, like what archive_command creates.
+// openStore opens the store for the agent's writes.
 func (a *Agent) openStore(dir string) (objstore.Store, error) {
-	d, err := objstore.NewDir(dir)
-	if err != nil {
+	if err := a.ensureStore(dir); err != nil {
 		return nil, err
 	}
-	uid, gid, err := a.pgOwner()
+	return objstore.NewDir(dir)
+}
+
+// nodeUser returns the uid and gid the node's PostgreSQL runs as, the
+// only user (besides root) its archive socket serves: the postgres user,
+// or the agent's own when it is not root.
+func (n *node) nodeUser() (int, int, error) {
+	uid, gid, err := n.a.pgOwner()
+	if err != nil || uid >= 0 {
+		return uid, gid, err
+	}
+	return os.Getuid(), os.Getgid(), nil
+}
+
+// archiveSocket is a node's archive socket and what it serves: the
+// node's archiving and its restore, each nil when there is none.
+type archiveSocket struct {
+	mu      sync.Mutex
+	l       net.Listener
+	served  chan struct{}
+	archive *archive.Config
+	restore *archive.Config
+}
+
+// serveArchive sets what the node's socket serves, starting it if needed,
+// and returns its path.
+func (n *node) serveArchive(cfg, restore *archive.Config) (string, error) {
+	s := &n.sock
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.archive, s.restore = cfg, restore
+	path := filepath.Join(n.dir, archiveSocketFile)
+	if s.l != nil {
+		return path, nil
+	}
+	uid, gid, err := n.nodeUser()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	if uid >= 0 {
-		d.SetOwner(uid, gid)
+	l, err := archive.Listen(path, uid, gid)
+	if err != nil {
+		return "", err
 	}
-	return d, nil
+	srv := &archive.Server{
+		Archive: func() *archive.Config { s.mu.Lock(); defer s.mu.Unlock(); return s.archive },
+		Restore: func() *archive.Config { s.mu.Lock(); defer s.mu.Unlock(); return s.restore },
+		PeerUID: uid, Logger: n.a.log.With("node", n.id),
+	}
+	s.l, s.served = l, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		if err := srv.Serve(l); err != nil {
+			n.a.log.Error("archive socket", "node", n.id, "err", err)
+		}
+	}(s.served)
+	return path, nil
+}
+
+// endRestore stops serving the node's restore (its keys are forgotten).
+func (n *node) endRestore() {
+	n.sock.mu.Lock()
+	n.sock.restore = nil
+	n.sock.mu.Unlock()
+}
+
+// closeArchive closes the node's archive socket and waits for the
+// requests under way.
+func (n *node) closeArchive() {
+	s := &n.sock
+	s.mu.Lock()
+	l, served := s.l, s.served
+	s.l, s.archive, s.restore = nil, nil, nil
+	s.mu.Unlock()
+	if l != nil {
+		l.Close()
+		<-served
+	}
 }
 
 // restoring returns want.Restore while the node is still to be restored:
@@ -220,8 +293,8 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// backupSettings writes the node's archive (and restore) configuration
-// files and returns the server settings that use them.
+// backupSettings serves the node's archive socket (archiving, and the
+// restore's keys) and returns the server settings that use it.
 func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRestore) (map[string]string, *postgres.Restore, error) {
 	cfg, err := n.archiveConfig(want)
 	if err != nil || (cfg == nil && restore == nil) {
@@ -234,34 +307,31 @@ func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRes
 	if err := n.ensureDirs(); err != nil {
 		return nil, nil, err
 	}
+	var rc *archive.Config
+	if restore != nil {
+		if rc, err = n.restoreConfig(want, restore); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg != nil {
+		if cfg.ObjectStore, err = n.a.openStore(cfg.Store.Dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	sock, err := n.serveArchive(cfg, rc)
+	if err != nil {
+		return nil, nil, err
+	}
 	set := map[string]string{}
 	if cfg != nil {
-		if err := n.a.ensureStore(cfg.Store.Dir); err != nil {
-			return nil, nil, err
-		}
-		b, err := json.MarshalIndent(cfg, "", "  ")
-		if err != nil {
-			return nil, nil, err
-		}
-		p := filepath.Join(n.dir, archiveConfigFile)
-		if old, err := os.ReadFile(p); err != nil || !bytes.Equal(old, b) {
-			if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
-				return nil, nil, fmt.Errorf("archive config: %w", err)
-			}
-		}
 		set["archive_mode"] = "on"
-		set["archive_command"] = shellQuote(bin) + " wal-push --config " + shellQuote(p) + " %p"
+		set["archive_command"] = shellQuote(bin) + " wal-push --agent " + shellQuote(sock) + " %p"
 		set["archive_timeout"] = archiveTimeout
 	}
 	if restore == nil {
 		return set, nil, nil
 	}
-	rc, err := n.restoreConfig(want, restore)
-	if err != nil {
-		return nil, nil, err
-	}
-	rcPath := filepath.Join(n.dir, restoreDirName, restoreConfigFile)
-	set["restore_command"] = shellQuote(bin) + " wal-fetch --config " + shellQuote(rcPath) + " %f %p"
+	set["restore_command"] = shellQuote(bin) + " wal-fetch --agent " + shellQuote(sock) + " %f %p"
 	set["recovery_target_action"] = "promote"
 	if t := restore.ToTime; t != nil {
 		set["recovery_target_time"] = t.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
@@ -280,19 +350,18 @@ func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRes
 	return set, pr, nil
 }
 
-// restoreConfig writes the restore's configuration and the source's
-// private key (when the desired state carries it) and returns the
-// configuration.
+// restoreConfig returns the restore's configuration: the source's store
+// prefix, its private key and the authentication key derived from it,
+// all in memory (the agent serves the restore's WAL over the node's
+// socket; no key is written where the node could read it).
 func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (*archive.Config, error) {
 	if want.Archive == nil {
 		return nil, errors.New("restore: no archive store in the desired state")
 	}
-	dir := filepath.Join(n.dir, restoreDirName)
-	keyPath := filepath.Join(dir, restoreKeyFile)
 	rc := &archive.Config{
 		Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: want.Archive.StoreDir},
 		Region: want.Archive.Region, Service: r.SourceServiceID, Timeline: 1,
-		PublicKey: r.SourcePublicKeyPEM, PrivateKeyFile: keyPath, PGBinDir: n.a.cfg.PGBinDir,
+		PublicKey: r.SourcePublicKeyPEM, PGBinDir: n.a.cfg.PGBinDir,
 	}
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -300,27 +369,15 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 	if r.PrivateKeyPEM == "" {
 		return nil, fmt.Errorf("restore: %w for the source's backup key", errWaiting) // see abandonRestore
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	var err error
+	if rc.PrivateKey, err = backup.ParsePrivateKeyPEM([]byte(r.PrivateKeyPEM)); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if rc.AuthKey, err = backup.AuthKey([]byte(r.PrivateKeyPEM)); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if rc.ObjectStore, err = n.a.openStore(rc.Store.Dir); err != nil {
 		return nil, err
-	}
-	uid, gid, err := n.a.pgOwner()
-	if err != nil {
-		return nil, err
-	}
-	if uid >= 0 {
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, err
-		}
-	}
-	if err := n.a.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
-		return nil, fmt.Errorf("restore key: %w", err)
-	}
-	b, err := json.MarshalIndent(rc, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := n.a.writeOwned(filepath.Join(dir, restoreConfigFile), b, 0o600); err != nil {
-		return nil, fmt.Errorf("restore config: %w", err)
 	}
 	return rc, nil
 }
@@ -355,9 +412,7 @@ func (n *node) promoted(ctx context.Context) error {
 		return fmt.Errorf("mark the restore done: %w", err)
 	}
 	n.a.log.Info("restore finished: promoted", "node", n.id)
-	if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
-		return fmt.Errorf("remove the restore key: %w", err)
-	}
+	n.endRestore()
 	return nil
 }
 
@@ -365,6 +420,7 @@ func (n *node) promoted(ctx context.Context) error {
 // back (the restore failed, its source was deleted). No key of the source
 // stays on the node and no server replays with it; the node waits.
 func (n *node) abandonRestore(ctx context.Context) error {
+	n.endRestore()
 	if err := os.RemoveAll(filepath.Join(n.dir, restoreDirName)); err != nil {
 		return fmt.Errorf("remove the restore key: %w", err)
 	}

@@ -70,6 +70,8 @@ type node struct {
 	// archiveAt when the worker read it.
 	archive   *apitype.ArchiveStatus
 	archiveAt time.Time
+	// sock is the node's archive socket (see backup.go).
+	sock archiveSocket
 	// volume is the node's volume as last read (under mu); volumeFull
 	// whether the worker reported it full.
 	volume     *apitype.NodeVolume
@@ -137,6 +139,7 @@ func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 // when ctx ends or the node is forgotten, once the node's tasks returned.
 func (n *node) run(ctx context.Context) {
 	defer n.closeNetwork()
+	defer n.closeArchive()
 	defer func() {
 		n.closeInstance(n.inst)
 		n.inst = nil
@@ -738,6 +741,7 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 // the provider deletes the namespace.
 func (n *node) wipe(ctx context.Context) error {
 	n.stopTasks()
+	n.closeArchive()
 	inst := n.inst
 	if inst == nil {
 		if _, err := os.Stat(n.dir); errors.Is(err, os.ErrNotExist) {

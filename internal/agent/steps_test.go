@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/testenv"
 )
 
@@ -249,15 +250,21 @@ func TestWipeOrder(t *testing.T) {
 	mustApply(t, n, h, fakeDesired(), opFirewall, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
 }
 
-// A restore is done (its marker written, its key removed) only after the
+// A restore is done (its marker written, its keys dropped) only after the
 // checkpoint on the new timeline succeeded: a server still in recovery,
 // one that does not answer and a failing checkpoint all leave it
 // undone, and the next try checkpoints again.
 func TestPromotedCheckpoints(t *testing.T) {
 	t.Parallel()
 	n, h := fakeNode(t)
-	if err := os.MkdirAll(filepath.Join(n.dir, restoreDirName), 0o700); err != nil {
+	if err := os.MkdirAll(n.dir, 0o711); err != nil {
 		t.Fatal(err)
+	}
+	n.sock.restore = &archive.Config{Service: "svc-source"} // the restore's keys, served to wal-fetch
+	hasKeys := func() bool {
+		n.sock.mu.Lock()
+		defer n.sock.mu.Unlock()
+		return n.sock.restore != nil
 	}
 	inst, err := n.bareInstance()
 	if err != nil {
@@ -274,8 +281,8 @@ func TestPromotedCheckpoints(t *testing.T) {
 		if exists(marker) {
 			t.Fatalf("%s: the restore is marked done", what)
 		}
-		if !exists(filepath.Join(n.dir, restoreDirName)) {
-			t.Fatalf("%s: the restore's key was removed", what)
+		if !hasKeys() {
+			t.Fatalf("%s: the restore's keys were dropped", what)
 		}
 	}
 
@@ -295,9 +302,8 @@ func TestPromotedCheckpoints(t *testing.T) {
 	if ops := h.take(); !slices.Equal(ops, []string{opCheckpoint, opCheckpoint}) {
 		t.Errorf("operations %v, want the failed checkpoint then another", ops)
 	}
-	if !exists(marker) || exists(filepath.Join(n.dir, restoreDirName)) {
-		t.Errorf("after the checkpoint: marker %v, key directory %v; want the marker and no key",
-			exists(marker), exists(filepath.Join(n.dir, restoreDirName)))
+	if !exists(marker) || hasKeys() {
+		t.Errorf("after the checkpoint: marker %v, restore keys %v; want the marker and no keys", exists(marker), hasKeys())
 	}
 }
 

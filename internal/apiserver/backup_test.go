@@ -3,6 +3,8 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -40,7 +43,8 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, func(c *apiserver.Config) { c.Backups, c.BackupDir = dir, "/backups" })
+	var keys apiserver.Sealer
+	e := newEnvWith(t, func(c *apiserver.Config) { c.Backups, c.BackupDir, keys = dir, "/backups", c.Keys })
 	p, admin := e.project("acme")
 	agent := e.addAgentToken("h1")
 	var svc apitype.Service
@@ -104,8 +108,21 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	}
 	start := end.Add(-5 * time.Second)
 	key, _ := objstore.Key("us-east-1", svc.ID, 1, objstore.KindBase, "20261123T090000Z.tar")
+	privPEM := setKey(t, e, keys, svc.ID)
+	// A manifest the service's key does not authenticate is refused.
 	mj, _ := json.Marshal(archive.Backup{Label: "20261123T090000Z", Timeline: 1, StartTime: start, EndTime: end, Object: key})
 	if err := dir.Put(ctx, strings.TrimSuffix(key, ".tar")+".json", strings.NewReader(string(mj))); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("GET", path, admin, nil); r.Status != 500 || r.Problem.Code != "backup_store_untrusted" {
+		t.Errorf("listing with a forged manifest = %d %s, want 500", r.Status, r.Body)
+	}
+	ak, err := backup.AuthKey(privPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := archive.StoreManifest(ctx, &archive.Config{Region: "us-east-1", Service: svc.ID, ObjectStore: dir, AuthKey: ak},
+		archive.Backup{Label: "20261123T090000Z", Timeline: 1, StartTime: start, EndTime: end, Object: key}); err != nil {
 		t.Fatal(err)
 	}
 	e.must(200, &backups, "GET", path, admin, nil)
@@ -115,9 +132,6 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	early := end.Add(-time.Minute)
 	if r := restore("r1", &early); r.Status != 400 || r.Problem.Code != "before_first_backup" || r.Problem.Field != "restore_from.to_time" {
 		t.Errorf("restore before the first backup = %d %s", r.Status, r.Body)
-	}
-	if !setKey(e, svc.ID) {
-		t.Fatal("no service to give a key")
 	}
 	later := end.Add(time.Minute)
 	var restored apitype.Service
@@ -145,17 +159,24 @@ func TestBackupOperationAndRestorePlan(t *testing.T) {
 	}
 }
 
-// setKey gives service id a backup key pair's public half (what the
-// reconciler does).
-func setKey(e *env, id string) bool {
+// setKey gives service id a backup key pair (package backup's test key,
+// sealed with keys) and returns its private key.
+func setKey(t *testing.T, e *env, keys apiserver.Sealer, id string) []byte {
+	t.Helper()
+	priv, err := os.ReadFile(filepath.Join("..", "backup", "testdata", "test-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
-	err := e.st.Update(ctx, func(tx store.Tx) error {
+	if err := e.st.Update(ctx, func(tx store.Tx) error {
 		s, err := store.Get[domain.Service](ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		s.BackupPublicKeyPEM = "PUB"
+		s.BackupPublicKeyPEM, s.BackupKeySealed = "PUB", keys.Seal(priv, domain.BackupKeyAD(id))
 		return store.Put(ctx, tx, s)
-	})
-	return err == nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return priv
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -18,9 +19,29 @@ import (
 // in the clear beside each encrypted base backup) to list backups and to
 // choose the one a restore starts from; the agents write it.
 
-// ListBackups lists the base backups of svc in st, oldest first.
-func ListBackups(ctx context.Context, st objstore.Store, svc *domain.Service) ([]archive.Backup, error) {
-	return archive.ListBackups(ctx, &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: st})
+// ListBackups lists the base backups of svc in st, oldest first, each
+// manifest authenticated by the service's backup authentication key
+// (derived from its private key, unsealed with keys). A service without a
+// key pair has no backups.
+func ListBackups(ctx context.Context, st objstore.Store, keys Sealer, svc *domain.Service) ([]archive.Backup, error) {
+	if len(svc.BackupKeySealed) == 0 {
+		return nil, nil
+	}
+	priv, err := keys.Open(svc.BackupKeySealed, domain.BackupKeyAD(svc.ID))
+	if err != nil {
+		return nil, fmt.Errorf("unseal the backup key of %s: %w", svc.ID, err)
+	}
+	ak, err := backup.AuthKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := archive.ListBackups(ctx, &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: st, AuthKey: ak})
+	if errors.Is(err, archive.ErrUnauthenticated) {
+		return nil, &apiError{status: http.StatusInternalServerError, code: "backup_store_untrusted",
+			msg:  "the backup store holds a manifest of service " + svc.ID + " that its key does not authenticate: its backups are not listed or restored until an operator looks",
+			hint: "an operator: inspect the service's prefix in the backup store and remove what the agent did not write"}
+	}
+	return bs, err
 }
 
 func (s *Server) backupStore() (objstore.Store, error) {
@@ -43,7 +64,7 @@ func (s *Server) listBackups(c *call) error {
 	}); err != nil {
 		return err
 	}
-	bs, err := ListBackups(c.ctx, st, svc)
+	bs, err := ListBackups(c.ctx, st, s.cfg.Keys, svc)
 	if err != nil {
 		return err
 	}
@@ -121,7 +142,7 @@ func (s *Server) planRestore(c *call, in *apitype.ServiceCreate) (*domain.Restor
 	}
 	var backups []domain.BaseBackup
 	if !domain.Going(src.State) {
-		bs, err := ListBackups(c.ctx, st, src)
+		bs, err := ListBackups(c.ctx, st, s.cfg.Keys, src)
 		if err != nil {
 			return nil, err
 		}

@@ -54,6 +54,11 @@ type NodeDesired struct {
 	// BackupPublicKeyPEM encrypts the node's backups (the private key
 	// never leaves the control plane).
 	BackupPublicKeyPEM string `json:"backup_public_key_pem,omitempty"`
+	// BackupAuthKey authenticates what the agent stores for the node's
+	// service (backup.AuthKey). The agent keeps it: it never reaches the
+	// node's files or its PostgreSQL, which must not be able to forge a
+	// record in the store.
+	BackupAuthKey []byte `json:"backup_auth_key,omitempty"`
 	// Archive, when set, turns on WAL archiving: every WAL file the node
 	// completes is encrypted to BackupPublicKeyPEM and stored.
 	Archive *NodeArchive `json:"archive,omitempty"`

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -46,7 +45,11 @@ func testConfig(t *testing.T) (push, restore *Config, st *objstore.Dir) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	push = &Config{Version: ConfigVersion, Region: "eu-west-1", Service: "svc-a", Timeline: 1, PublicKey: string(pub), ObjectStore: st}
+	ak, err := backup.AuthKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push = &Config{Version: ConfigVersion, Region: "eu-west-1", Service: "svc-a", Timeline: 1, PublicKey: string(pub), ObjectStore: st, AuthKey: ak}
 	r := *push
 	r.PrivateKeyFile = pf
 	return push, &r, st
@@ -179,7 +182,7 @@ func TestPrune(t *testing.T) {
 		b := Backup{Label: start.Format(labelFormat), Timeline: 1, StartTime: start, EndTime: start.Add(time.Minute),
 			StartWAL: fmt.Sprintf("00000001%016X", 2+2*i)}
 		b.Object, _ = objstore.Key("eu-west-1", "svc-a", 1, objstore.KindBase, b.Label+".tar")
-		putManifest(t, st, b)
+		putManifest(t, st, push.AuthKey, b)
 	}
 	for _, n := range []string{"000000010000000000000001", "000000010000000000000004", "000000010000000000000006",
 		"000000010000000000000007", "000000010000000000000009", "00000002.history"} {
@@ -221,10 +224,12 @@ func TestPrune(t *testing.T) {
 	}
 }
 
-func putManifest(t *testing.T, st objstore.Store, b Backup) {
+// putManifest stores b's manifest, authenticated with key, and a
+// placeholder tar.
+func putManifest(t *testing.T, st objstore.Store, key []byte, b Backup) {
 	t.Helper()
-	raw, _ := json.Marshal(b)
-	if err := st.Put(context.Background(), strings.TrimSuffix(b.Object, ".tar")+".json", bytes.NewReader(raw)); err != nil {
+	mkey := strings.TrimSuffix(b.Object, ".tar") + ".json"
+	if err := writeManifest(context.Background(), st, key, mkey, b); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Put(context.Background(), b.Object, strings.NewReader("tar")); err != nil {

@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
-	"encoding/json"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +50,9 @@ type Backup struct {
 	// KeyFingerprint is the fingerprint of the public key it is
 	// encrypted to.
 	KeyFingerprint string `json:"key_fingerprint"`
+	// HeaderSHA256 is the digest of the stored object's moat1 header
+	// (hex), which pins its content: see backup.HeaderDigest.
+	HeaderSHA256 string `json:"header_sha256"`
 }
 
 // labelFormat is the layout of a backup's label.
@@ -71,6 +74,10 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		return Backup{}, fmt.Errorf("base backup: %w", err)
 	}
 	fp, err := backup.KeyFingerprint(pub)
+	if err != nil {
+		return Backup{}, fmt.Errorf("base backup: %w", err)
+	}
+	ak, err := cfg.authKey()
 	if err != nil {
 		return Backup{}, fmt.Errorf("base backup: %w", err)
 	}
@@ -121,7 +128,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	// measure the tar, and to check that what is stored decompresses
 	// within the reader's limits. A decompression error closes zr, which
 	// fails the tee and so the upload.
-	head := &headBuffer{max: 1 << 20}
+	label := &headBuffer{max: 1 << 20}
 	tail := &tailBuffer{}
 	zr, zw := io.Pipe()
 	type inspection struct {
@@ -130,7 +137,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	}
 	inspected := make(chan inspection, 1)
 	go func() {
-		n, err := decompress(io.MultiWriter(head, tail), zr)
+		n, err := decompress(io.MultiWriter(label, tail), zr)
 		zr.CloseWithError(err)
 		inspected <- inspection{n, err}
 	}()
@@ -143,7 +150,8 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 		zw.CloseWithError(err) // nil: the end of the stream for decompress
 		pw.CloseWithError(err)
 	}()
-	stored := &countReader{r: pr}
+	head := &headBuffer{max: backup.HeaderSize}
+	stored := &countReader{r: io.TeeReader(pr, head)}
 	err = st.Put(ctx, b.Object, stored)
 	pr.CloseWithError(errors.New("upload ended"))
 	if err != nil {
@@ -164,7 +172,7 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	}
 	b.EndTime = cfg.now().UTC()
 	b.Size, b.StoredSize = ins.size, stored.n
-	if err := parseBackupLabel(head.Bytes(), &b); err != nil {
+	if err := parseBackupLabel(label.Bytes(), &b); err != nil {
 		st.Delete(ctx, b.Object)
 		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
@@ -173,14 +181,50 @@ func BaseBackup(ctx context.Context, cfg *Config, connString string) (Backup, er
 	if m := endLSN.FindAllSubmatch(tail.Bytes(), -1); m != nil {
 		b.EndLSN = string(m[len(m)-1][1])
 	}
-	mj, err := json.MarshalIndent(b, "", "  ")
+	hd, err := headerOf(head.Bytes())
 	if err != nil {
+		st.Delete(ctx, b.Object)
 		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
-	if err := st.Put(ctx, mkey, bytes.NewReader(append(mj, '\n'))); err != nil {
-		return Backup{}, fmt.Errorf("base backup %s: store manifest: %w", b.Label, err)
+	b.HeaderSHA256 = hex.EncodeToString(hd[:])
+	if err := writeManifest(ctx, st, ak, mkey, b); err != nil {
+		return Backup{}, fmt.Errorf("base backup %s: %w", b.Label, err)
 	}
 	return b, nil
+}
+
+// StoreManifest stores b's manifest beside b.Object (which must be a tar
+// under cfg's service prefix), authenticated by cfg's authentication key.
+// BaseBackup stores its own; this is for backups stored otherwise (an
+// import, a test).
+func StoreManifest(ctx context.Context, cfg *Config, b Backup) error {
+	ak, err := cfg.authKey()
+	if err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	st, err := cfg.store()
+	if err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	prefix, err := objstore.ServicePrefix(cfg.Region, cfg.Service)
+	if err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	if !strings.HasPrefix(b.Object, prefix) || !strings.HasSuffix(b.Object, ".tar") {
+		return fmt.Errorf("store manifest: object %q: want a .tar under %s", b.Object, prefix)
+	}
+	return writeManifest(ctx, st, ak, strings.TrimSuffix(b.Object, ".tar")+".json", b)
+}
+
+func writeManifest(ctx context.Context, st objstore.Store, ak []byte, mkey string, b Backup) error {
+	mj, err := sealManifest(ak, mkey, b)
+	if err != nil {
+		return err
+	}
+	if err := st.Put(ctx, mkey, bytes.NewReader(mj)); err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	return nil
 }
 
 var (
@@ -244,8 +288,16 @@ func pgBin(cfg *Config, name string) (string, error) {
 }
 
 // ListBackups returns the service's completed base backups, on every
-// timeline, oldest first.
+// timeline, oldest first. Every manifest must be authenticated by the
+// service's authentication key and name the tar beside it: one that is
+// not fails the listing with an error wrapping [ErrUnauthenticated]
+// (something other than the agent wrote into the service's prefix; no
+// caller may act on a listing that ignores it).
 func ListBackups(ctx context.Context, cfg *Config) ([]Backup, error) {
+	ak, err := cfg.authKey()
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
 	st, err := cfg.store()
 	if err != nil {
 		return nil, fmt.Errorf("list backups: %w", err)
@@ -267,9 +319,9 @@ func ListBackups(ctx context.Context, cfg *Config) ([]Backup, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list backups: %w", err)
 		}
-		var b Backup
-		if err := json.Unmarshal(raw, &b); err != nil {
-			return nil, fmt.Errorf("list backups: manifest %s: %w", o.Key, err)
+		b, err := openManifest(ak, o.Key, raw)
+		if err != nil {
+			return nil, fmt.Errorf("list backups: %w", err)
 		}
 		out = append(out, b)
 	}
@@ -277,11 +329,24 @@ func ListBackups(ctx context.Context, cfg *Config) ([]Backup, error) {
 	return out, nil
 }
 
-// FetchBaseBackup writes the plaintext tar of b to w. Only verified bytes
-// reach w, but a backup that fails part way leaves w with a prefix: a
-// restore must treat any error as a failed restore.
+// FetchBaseBackup writes the plaintext tar of b, as ListBackups returned
+// it, to w. The object must be in the service's prefix and its header the
+// one the manifest pins. Only verified bytes reach w, but a backup that
+// fails part way leaves w with a prefix: a restore must treat any error as
+// a failed restore.
 func FetchBaseBackup(ctx context.Context, cfg *Config, b Backup, w io.Writer) error {
 	priv, err := cfg.privateKey()
+	if err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	prefix, err := objstore.ServicePrefix(cfg.Region, cfg.Service)
+	if err != nil {
+		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
+	}
+	if !strings.HasPrefix(b.Object, prefix) || !strings.Contains(b.Object, "/"+string(objstore.KindBase)+"/") {
+		return fmt.Errorf("fetch base backup %s: object %q is not in %s: %w", b.Label, b.Object, prefix, ErrUnauthenticated)
+	}
+	header, err := headerDigest(b.HeaderSHA256)
 	if err != nil {
 		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
 	}
@@ -294,7 +359,7 @@ func FetchBaseBackup(ctx context.Context, cfg *Config, b Backup, w io.Writer) er
 		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
 	}
 	defer rc.Close()
-	if err := Decrypt(w, rc, priv); err != nil {
+	if err := decryptPinned(w, rc, priv, header); err != nil {
 		return fmt.Errorf("fetch base backup %s: %w", b.Label, err)
 	}
 	return nil
@@ -305,7 +370,9 @@ func FetchBaseBackup(ctx context.Context, cfg *Config, b Backup, w io.Writer) er
 // alone), then every archived WAL file from before the start of the oldest
 // backup kept. Timeline history files are kept. keepCount must be at least
 // 1: Prune never deletes the newest backup. It returns the backups it
-// deleted.
+// deleted. It acts only on authenticated manifests (see ListBackups: one
+// that is not fails Prune before it deletes anything) and deletes only
+// objects under the service's prefix; the store refuses links.
 func Prune(ctx context.Context, cfg *Config, keepCount int, keepAge time.Duration) ([]Backup, error) {
 	if keepCount < 1 {
 		return nil, fmt.Errorf("prune: keep count %d: must be at least 1", keepCount)
@@ -327,9 +394,16 @@ func Prune(ctx context.Context, cfg *Config, keepCount int, keepAge time.Duratio
 	cutoff := cfg.now().Add(-keepAge)
 	var deleted []Backup
 	kept := all
+	prefix, err := objstore.ServicePrefix(cfg.Region, cfg.Service)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
 	for i, b := range all[:max(len(all)-keepCount, 0)] {
 		if keepAge > 0 && !b.EndTime.Before(cutoff) {
 			break // this and every newer one are young enough
+		}
+		if !strings.HasPrefix(b.Object, prefix) { // ListBackups checked it; never delete outside
+			return deleted, fmt.Errorf("prune: object %q is not in %s: %w", b.Object, prefix, ErrUnauthenticated)
 		}
 		// The manifest first: a half-deleted backup is not listed.
 		if err := st.Delete(ctx, strings.TrimSuffix(b.Object, ".tar")+".json"); err != nil {
@@ -345,7 +419,6 @@ func Prune(ctx context.Context, cfg *Config, keepCount int, keepAge time.Duratio
 	if len(oldest) != 24 {
 		return deleted, nil
 	}
-	prefix, _ := objstore.ServicePrefix(cfg.Region, cfg.Service)
 	objs, err := st.List(ctx, prefix)
 	if err != nil {
 		return deleted, fmt.Errorf("prune wal: %w", err)

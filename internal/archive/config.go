@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"crypto/rsa"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,11 @@ type Config struct {
 	// PrivateKeyFile is the path of the service's RSA private key, PEM.
 	// Only a restore's configuration has it; Fetch needs it.
 	PrivateKeyFile string `json:"private_key_file,omitempty"`
+	// AuthKeyFile is the path of the service's backup authentication key
+	// (backup.AuthKey, hex): what is stored is MACed with it, and what is
+	// read must verify under it. The agent sets AuthKey instead; nodes
+	// never hold it.
+	AuthKeyFile string `json:"auth_key_file,omitempty"`
 	// PGBinDir holds pg_basebackup. Default: $MOAT_PG_BINDIR, else
 	// `pg_config --bindir`, else PATH.
 	PGBinDir string `json:"pg_bin_dir,omitempty"`
@@ -45,6 +51,10 @@ type Config struct {
 	// ObjectStore, when set, is used instead of opening Store (agents
 	// and tests that already hold one).
 	ObjectStore objstore.Store `json:"-"`
+	// AuthKey, when set, is used instead of AuthKeyFile.
+	AuthKey []byte `json:"-"`
+	// PrivateKey, when set, is used instead of PrivateKeyFile.
+	PrivateKey *rsa.PrivateKey `json:"-"`
 	// Now is the clock that stamps base backups and that Prune measures
 	// ages by; time.Now when nil.
 	Now func() time.Time `json:"-"`
@@ -139,24 +149,48 @@ func (c *Config) publicKey() (*rsa.PublicKey, error) {
 	return backup.ParsePublicKeyPEM([]byte(c.PublicKey))
 }
 
+// authKey returns the service's backup authentication key.
+func (c *Config) authKey() ([]byte, error) {
+	if c.AuthKey != nil {
+		if len(c.AuthKey) != backup.AuthKeySize {
+			return nil, fmt.Errorf("backup authentication key: %d bytes, want %d", len(c.AuthKey), backup.AuthKeySize)
+		}
+		return c.AuthKey, nil
+	}
+	if c.AuthKeyFile == "" {
+		return nil, errors.New("no backup authentication key (auth_key_file in the archive config)")
+	}
+	b, err := os.ReadFile(c.AuthKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read backup authentication key: %w", err)
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(k) != backup.AuthKeySize {
+		return nil, fmt.Errorf("backup authentication key %s: want %d bytes in hex", c.AuthKeyFile, backup.AuthKeySize)
+	}
+	return k, nil
+}
+
 func (c *Config) privateKey() (*rsa.PrivateKey, error) {
-	if c.PrivateKeyFile == "" {
-		return nil, errors.New("no private_key_file in the archive config (only a restore has one)")
-	}
-	b, err := os.ReadFile(c.PrivateKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
-	}
-	k, err := backup.ParsePrivateKeyPEM(b)
-	if err != nil {
-		return nil, err
+	k := c.PrivateKey
+	if k == nil {
+		if c.PrivateKeyFile == "" {
+			return nil, errors.New("no private_key_file in the archive config (only a restore has one)")
+		}
+		b, err := os.ReadFile(c.PrivateKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read private key: %w", err)
+		}
+		if k, err = backup.ParsePrivateKeyPEM(b); err != nil {
+			return nil, err
+		}
 	}
 	pub, err := c.publicKey()
 	if err != nil {
 		return nil, err
 	}
 	if !k.PublicKey.Equal(pub) {
-		return nil, fmt.Errorf("private key %s does not match public_key: %w", c.PrivateKeyFile, backup.ErrWrongKey)
+		return nil, fmt.Errorf("the private key does not match public_key: %w", backup.ErrWrongKey)
 	}
 	return k, nil
 }

@@ -6,10 +6,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -228,16 +228,33 @@ func TestPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env.chown(t, privFile, store, data, sock)
+	env.chown(t, privFile, data, sock) // the store stays root's: nodes never open it
+	authKey, err := backup.AuthKey(privPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := &archive.Config{Version: archive.ConfigVersion, Store: archive.StoreConfig{Dir: store},
-		Region: "eu-west-1", Service: "svc-test", Timeline: 1, PublicKey: string(pubPEM), PGBinDir: env.bin}
-	pushCfg := filepath.Join(dir, "push.json")
-	writeJSON(t, pushCfg, cfg, 0o644)
+		Region: "eu-west-1", Service: "svc-test", Timeline: 1, PublicKey: string(pubPEM), PGBinDir: env.bin, AuthKey: authKey}
 	restoreCfg := *cfg
-	restoreCfg.PrivateKeyFile = privFile
-	fetchCfg := filepath.Join(dir, "restore.json")
-	writeJSON(t, fetchCfg, &restoreCfg, 0o644)
+	restoreCfg.PrivateKey = priv
+	// The agent's side: one socket the postgres user reaches, served
+	// by this (root) process, which alone writes the store.
+	agentSock := filepath.Join(dir, "archive.sock")
+	l, err := archive.Listen(agentSock, int(env.cred.Uid), int(env.cred.Gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &archive.Server{Archive: func() *archive.Config { return cfg }, Restore: func() *archive.Config { return &restoreCfg },
+		PeerUID: int(env.cred.Uid), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		l.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
 
 	initdb := exec.Command(filepath.Join(env.bin, "initdb"), "--no-sync", "-A", "trust", "-U", "postgres",
 		"-E", "UTF8", "--locale=C", "-D", data)
@@ -247,7 +264,7 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
 	src := env.start(t, data, sock, "archive_mode=on", "wal_level=replica",
-		fmt.Sprintf("archive_command=%s=1 %s wal-push --config %s %%p", asMoat, moat, pushCfg))
+		fmt.Sprintf("archive_command=%s=1 %s wal-push --agent %s %%p", asMoat, moat, agentSock))
 	c := src.connect(t, ctx, false)
 
 	marker := "moat-marker-" + randHex(8)
@@ -292,6 +309,15 @@ func TestPostgres(t *testing.T) {
 	if objects < 4 {
 		t.Errorf("store holds %d objects, want WAL files, digests, a base backup and its manifest", objects)
 	}
+	// The postgres user (every node's PostgreSQL) can neither write nor
+	// read the store: it archived through the socket.
+	for _, script := range []string{"echo planted > " + store + "/planted", "ls " + store, "mkdir -p " + store + "/eu-west-1/svc-other"} {
+		sh := exec.Command("/bin/sh", "-c", script)
+		sh.SysProcAttr = &syscall.SysProcAttr{Credential: env.cred}
+		if out, err := sh.CombinedOutput(); err == nil {
+			t.Errorf("as the postgres user, %q succeeded (%s): the store is open to nodes", script, out)
+		}
+	}
 	// ...while the archived WAL does hold it, decrypted.
 	got := filepath.Join(t.TempDir(), "wal")
 	if err := archive.Fetch(ctx, &restoreCfg, first, got); err != nil {
@@ -318,7 +344,7 @@ func TestPostgres(t *testing.T) {
 	writeFile(t, filepath.Join(restored, "recovery.signal"), nil, 0o600)
 	env.chown(t, filepath.Join(restored, "recovery.signal"))
 	dst := env.start(t, restored, sock,
-		fmt.Sprintf("restore_command=%s=1 %s wal-fetch --config %s %%f %%p", asMoat, moat, fetchCfg))
+		fmt.Sprintf("restore_command=%s=1 %s wal-fetch --agent %s %%f %%p", asMoat, moat, agentSock))
 	rc := dst.connect(t, ctx, true)
 	var n int
 	var v string
@@ -385,15 +411,6 @@ func writeFile(t *testing.T, path string, data []byte, perm os.FileMode) {
 	if err := os.Chmod(path, perm); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func writeJSON(t *testing.T, path string, v any, perm os.FileMode) {
-	t.Helper()
-	raw, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, path, raw, perm)
 }
 
 func randHex(n int) string {

@@ -1,12 +1,10 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -31,8 +29,8 @@ var ErrNotFound = errors.New("archive: not in the archive")
 var ErrConflict = errors.New("archive: a different file is already archived under this name")
 
 // digestSuffix names the object beside each WAL file that holds its
-// keyed digest; it is written after the file, so it also marks a
-// completed Push.
+// record (its keyed digests, MACed; see auth.go); it is written after the
+// file, so it also marks a completed Push.
 const digestSuffix = ".digest"
 
 // walKey returns the key of WAL file name (a segment, a .partial or
@@ -55,40 +53,38 @@ func walTimeline(name string, def uint32) uint32 {
 	return def
 }
 
-// digestKey derives the HMAC key for WAL digests from the public key: a
-// guess can be confirmed only by someone who holds it.
-func digestKey(pub *rsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("marshal public key: %w", err)
-	}
-	h := sha256.New()
-	h.Write([]byte("moat archive wal digest v1\x00"))
-	h.Write(der)
-	return h.Sum(nil), nil
-}
-
-func fileDigest(path string, key []byte) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := hmac.New(sha256.New, key)
-	if _, err := io.Copy(m, f); err != nil {
-		return nil, err
-	}
-	return m.Sum(nil), nil
-}
+// maxWALSize bounds a WAL file Push archives: it is read into memory
+// once (PostgreSQL's largest segment size is 1 GiB; Moat's nodes use the
+// default 16 MiB).
+const maxWALSize = 1 << 30
 
 // Push archives the WAL file at walPath (PostgreSQL's %p, relative to the
 // data directory, which is the archive_command's working directory): it
-// encrypts it (moat1, compressed) into the store under its name. Pushing a
-// file that is already archived with the same content succeeds without
-// storing it again; a different content under the same name is an error
-// wrapping [ErrConflict].
+// reads it once and archives its bytes with [PushData].
 func Push(ctx context.Context, cfg *Config, walPath string) error {
 	name := filepath.Base(walPath)
+	f, err := os.Open(walPath)
+	if err != nil {
+		return fmt.Errorf("push %s: %w", name, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxWALSize+1))
+	if err != nil {
+		return fmt.Errorf("push %s: %w", name, err)
+	}
+	if len(data) > maxWALSize {
+		return fmt.Errorf("push %s: larger than %d bytes", name, maxWALSize)
+	}
+	return PushData(ctx, cfg, name, data)
+}
+
+// PushData archives data as the WAL file name: it encrypts it (moat1,
+// compressed) into the store and then stores its record (name.digest,
+// MACed with the service's authentication key; see ErrUnauthenticated).
+// Pushing a file that is already archived with the same content succeeds
+// without storing it again; a different content under the same name is
+// an error wrapping [ErrConflict].
+func PushData(ctx context.Context, cfg *Config, name string, data []byte) error {
 	key, err := walKey(cfg, name)
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
@@ -97,60 +93,60 @@ func Push(ctx context.Context, cfg *Config, walPath string) error {
 	if err != nil {
 		return fmt.Errorf("push %s: %w", name, err)
 	}
+	ak, err := cfg.authKey()
+	if err != nil {
+		return fmt.Errorf("push %s: %w", name, err)
+	}
 	st, err := cfg.store()
 	if err != nil {
 		return fmt.Errorf("push %s: %w", name, err)
 	}
-	dk, err := digestKey(pub)
-	if err != nil {
-		return fmt.Errorf("push %s: %w", name, err)
-	}
-	sum, err := fileDigest(walPath, dk)
-	if err != nil {
-		return fmt.Errorf("push %s: %w", name, err)
-	}
-	want := hex.EncodeToString(sum) + "\n"
+	plain := authMAC(ak, "moat wal plaintext v2", data)
 
 	have, err := readSmall(ctx, st, key+digestSuffix)
 	switch {
 	case err == nil:
-		if !hmac.Equal(have, []byte(want)) {
-			return fmt.Errorf("push %s: %w (key %s)", name, ErrConflict, key)
+		// A record that does not verify is not the agent's: replaced
+		// below, as if absent.
+		if old, _, err := openWALRecord(ak, key, have); err == nil {
+			if !hmac.Equal(old, plain) {
+				return fmt.Errorf("push %s: %w (key %s)", name, ErrConflict, key)
+			}
+			if _, err := st.Stat(ctx, key); err == nil {
+				return nil // archived before, identical
+			} else if !errors.Is(err, objstore.ErrNotFound) {
+				return fmt.Errorf("push %s: %w", name, err)
+			}
+			// The record without its file: someone deleted the file. Store it again.
 		}
-		if _, err := st.Stat(ctx, key); err == nil {
-			return nil // archived before, identical
-		} else if !errors.Is(err, objstore.ErrNotFound) {
-			return fmt.Errorf("push %s: %w", name, err)
-		}
-		// The digest without its file: someone deleted the file. Store it again.
 	case !errors.Is(err, objstore.ErrNotFound):
 		return fmt.Errorf("push %s: %w", name, err)
 	}
 
-	f, err := os.Open(walPath)
+	header, err := putEncrypted(ctx, st, key, bytes.NewReader(data), pub)
 	if err != nil {
 		return fmt.Errorf("push %s: %w", name, err)
 	}
-	defer f.Close()
-	if err := putEncrypted(ctx, st, key, f, pub); err != nil {
-		return fmt.Errorf("push %s: %w", name, err)
-	}
-	if err := st.Put(ctx, key+digestSuffix, strings.NewReader(want)); err != nil {
+	if err := st.Put(ctx, key+digestSuffix, strings.NewReader(walRecord(ak, key, plain, header))); err != nil {
 		return fmt.Errorf("push %s: %w", name, err)
 	}
 	return nil
 }
 
 // putEncrypted streams src through a compressing moat1 writer into the
-// store under key.
-func putEncrypted(ctx context.Context, st objstore.Store, key string, src io.Reader, pub *rsa.PublicKey) error {
+// store under key and returns the digest of the header it stored.
+func putEncrypted(ctx context.Context, st objstore.Store, key string, src io.Reader, pub *rsa.PublicKey) ([32]byte, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(Encrypt(pw, src, pub, EncryptOptions{Format: backup.FormatMoat1, Compress: true}))
 	}()
-	err := st.Put(ctx, key, pr)
+	head := &headBuffer{max: backup.HeaderSize}
+	err := st.Put(ctx, key, io.TeeReader(pr, head))
 	pr.CloseWithError(errors.New("upload ended")) // unblocks the writer if Put returned early
-	return err
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return headerOf(head.Bytes())
 }
 
 func readSmall(ctx context.Context, st objstore.Store, key string) ([]byte, error) {
@@ -159,16 +155,30 @@ func readSmall(ctx context.Context, st objstore.Store, key string) ([]byte, erro
 		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadAll(io.LimitReader(rc, 4096))
+	return io.ReadAll(io.LimitReader(rc, 64<<10))
 }
 
 // Fetch restores the archived WAL file walName (PostgreSQL's %f) to dest
-// (%p): it fetches, decrypts and verifies the whole file into a temporary
-// file beside dest and renames it into place, so dest never holds
-// unverified bytes. A file the archive does not hold returns an error
-// wrapping [ErrNotFound]; a file that fails to verify, one wrapping
-// backup.ErrAuth, ErrTruncated, ErrFormat or ErrWrongKey.
+// (%p): it writes what [FetchTo] yields to a temporary file beside dest
+// and renames it into place only once all of it verified, so dest never
+// holds unverified bytes.
 func Fetch(ctx context.Context, cfg *Config, walName, dest string) error {
+	return atomicfile.Write(dest, 0o600, func(w io.Writer) error {
+		return FetchTo(ctx, cfg, walName, w)
+	})
+}
+
+// FetchTo writes the plaintext of the archived WAL file walName to w. It
+// first checks the file's record (name.digest) with the service's
+// authentication key, then decrypts the file with the private key,
+// checking that it is the file the record names; w receives only verified
+// segments, but a file that fails part way leaves w with a prefix. A file
+// the archive does not hold (or holds without its record: a Push that did
+// not complete) returns an error wrapping [ErrNotFound]; a record the key
+// does not authenticate, one wrapping [ErrUnauthenticated]; a file that
+// fails to verify, one wrapping backup.ErrAuth, ErrTruncated, ErrFormat or
+// ErrWrongKey.
+func FetchTo(ctx context.Context, cfg *Config, walName string, w io.Writer) error {
 	key, err := walKey(cfg, walName)
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
@@ -177,7 +187,22 @@ func Fetch(ctx context.Context, cfg *Config, walName, dest string) error {
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", walName, err)
 	}
+	ak, err := cfg.authKey()
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", walName, err)
+	}
 	st, err := cfg.store()
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", walName, err)
+	}
+	rec, err := readSmall(ctx, st, key+digestSuffix)
+	if errors.Is(err, objstore.ErrNotFound) {
+		return fmt.Errorf("fetch %s: %w", walName, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", walName, err)
+	}
+	_, header, err := openWALRecord(ak, key, rec)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", walName, err)
 	}
@@ -189,13 +214,21 @@ func Fetch(ctx context.Context, cfg *Config, walName, dest string) error {
 		return fmt.Errorf("fetch %s: %w", walName, err)
 	}
 	defer rc.Close()
-	err = atomicfile.Write(dest, 0o600, func(w io.Writer) error {
-		// moat1 releases verified segments as it goes; the temporary file
-		// is renamed only once the final segment verified.
-		return Decrypt(w, rc, priv)
-	})
-	if err != nil {
+	if err := decryptPinned(w, rc, priv, header); err != nil {
 		return fmt.Errorf("fetch %s: %w", walName, err)
+	}
+	return nil
+}
+
+// decryptPinned decrypts the moat1 file src, whose header must have the
+// digest header, to dst.
+func decryptPinned(dst io.Writer, src io.Reader, priv *rsa.PrivateKey, header [32]byte) error {
+	r, err := backup.NewPinnedReader(src, priv, header)
+	if err != nil {
+		return fmt.Errorf("decrypt: %w", err)
+	}
+	if _, err := io.Copy(dst, r); err != nil {
+		return fmt.Errorf("decrypt: %w", err)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func Decode(src io.Reader, priv *rsa.PrivateKey) (io.Reader, error) {
 	case FormatMoat1:
 		return NewReader(src, priv)
 	default:
-		return newPghoa1Reader(src, seekerOf(src), priv, Pghoa1ReaderOptions{})
+		return newPghoa1Reader(src, priv, Pghoa1ReaderOptions{})
 	}
 }
 

@@ -21,7 +21,9 @@
 // Both formats are public-key encryption without sender authentication:
 // anyone holding a service's public key can produce a valid file. The
 // formats protect confidentiality and detect modification of a file; they do
-// not prove which node wrote it. Access control on the object store does.
+// not prove who wrote it. Package archive does, with records MACed under
+// [AuthKey] that pin a moat1 file by its header ([HeaderDigest],
+// [NewPinnedReader]).
 //
 // Who may import it: package archive (WAL and base backups written on a
 // node, which holds only the public key, and read back by a restore, with

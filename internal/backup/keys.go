@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -128,4 +129,26 @@ func checkPublicKey(pub *rsa.PublicKey) error {
 		return fmt.Errorf("rsa key has %d bits, want at least %d", pub.N.BitLen(), minKeyBits)
 	}
 	return nil
+}
+
+// AuthKeySize is the size of the key [AuthKey] derives.
+const AuthKeySize = 32
+
+// AuthKey derives a service's backup authentication key from its private
+// key (PEM, as the control plane stores it sealed): HKDF-SHA256 of the
+// key's DER with the label "moat backup auth v1". The key MACs what the
+// agent stores for the service (package archive), so that a file written
+// with the public key alone, which anyone may hold, is refused. Whoever
+// holds the private key can derive it; the control plane gives it to the
+// agents of the service's nodes, never to the nodes themselves.
+func AuthKey(privPEM []byte) ([]byte, error) {
+	blk, _ := pem.Decode(privPEM)
+	if blk == nil || (blk.Type != "PRIVATE KEY" && blk.Type != "RSA PRIVATE KEY") {
+		return nil, errors.New("backup auth key: the private key is not a PEM private key")
+	}
+	k, err := hkdf.Key(sha256.New, blk.Bytes, nil, "moat backup auth v1", AuthKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("backup auth key: %w", err)
+	}
+	return k, nil
 }

@@ -524,6 +524,39 @@ func NewReader(src io.Reader, priv *rsa.PrivateKey) (io.Reader, error) {
 	return newMoat1Reader(src, h, priv, 0)
 }
 
+// HeaderSize bounds the size of a moat1 header: a prefix of a file this
+// long always holds the whole header.
+const HeaderSize = fixedHeaderSize + maxWrappedSize + tagSize
+
+// HeaderDigest returns the SHA-256 of the moat1 header at the start of
+// r. Every segment tag of a moat1 file binds its header, under a MAC key
+// only the private key unwraps, so a digest of the header stands for the
+// whole file: whoever pins it (package archive, in a record MACed with a
+// key the writer of a forgery does not hold) pins the file's content,
+// which [NewPinnedReader] then checks as it reads.
+func HeaderDigest(r io.Reader) ([32]byte, error) {
+	h, err := readMoat1Header(r)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(h.raw), nil
+}
+
+// NewPinnedReader is [NewReader] for a file whose header must have the
+// digest header (see [HeaderDigest]). A different header is an error
+// wrapping [ErrAuth], before anything is unwrapped or released; the
+// segments then verify under that header as NewReader's do.
+func NewPinnedReader(src io.Reader, priv *rsa.PrivateKey, header [32]byte) (io.Reader, error) {
+	h, err := readMoat1Header(src)
+	if err != nil {
+		return nil, err
+	}
+	if got := sha256.Sum256(h.raw); subtle.ConstantTimeCompare(got[:], header[:]) != 1 {
+		return nil, fmt.Errorf("moat1 header: not the file recorded for this object: %w", ErrAuth)
+	}
+	return newMoat1Reader(src, h, priv, 0)
+}
+
 func newMoat1Reader(src io.Reader, h *moat1Header, priv *rsa.PrivateKey, workers int) (io.Reader, error) {
 	if priv == nil {
 		return nil, errors.New("moat1: no private key")

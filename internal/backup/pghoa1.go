@@ -133,7 +133,7 @@ func (w *pghoa1Writer) Close() error {
 
 // Pghoa1ReaderOptions configures [NewPghoa1Reader]. The zero value is valid.
 type Pghoa1ReaderOptions struct {
-	// TempDir is where a non-seekable source is spooled once it exceeds
+	// TempDir is where the body is spooled once it exceeds
 	// 4 MiB; "" means os.TempDir().
 	TempDir string
 }
@@ -143,12 +143,12 @@ type Pghoa1ReaderOptions struct {
 // at its end, NewPghoa1Reader reads and verifies the whole file before it
 // returns; the returned reader releases only verified bytes.
 //
-// If src is an io.ReadSeeker the body is read twice: once to verify, then
-// (after seeking back) to decrypt. The caller must make sure the source
-// does not change between the two passes (a local file it owns). Any other
-// source is spooled: in memory up to 4 MiB, beyond that to an unlinked
-// temporary file in opts.TempDir, closed when the reader returns EOF or an
-// error.
+// The body is read from src exactly once: the bytes the MAC covers are
+// spooled (in memory up to 4 MiB, beyond that to an unlinked temporary
+// file in opts.TempDir that only this process holds) and decrypted from
+// the spool. A seekable source is never read a second time, so a file
+// changed after verification cannot release unverified plaintext. The
+// spool is closed when the reader returns EOF or an error.
 //
 // An empty src is the empty plaintext, as in pghoard. (Decode, which sees
 // no format, refuses empty input.)
@@ -161,17 +161,15 @@ func NewPghoa1Reader(src io.Reader, priv *rsa.PrivateKey, opts Pghoa1ReaderOptio
 		}
 		return nil, fmt.Errorf("read pghoa1 header: %w", err)
 	}
-	return newPghoa1Reader(io.MultiReader(bytes.NewReader(first[:]), src), seekerOf(src), priv, opts)
+	return newPghoa1Reader(io.MultiReader(bytes.NewReader(first[:]), src), priv, opts)
 }
 
-func seekerOf(r io.Reader) io.ReadSeeker {
-	s, _ := r.(io.ReadSeeker)
-	return s
-}
+// afterPghoa1Verify, when set (by tests), runs once the MAC has verified
+// and before any plaintext is released: a test changes the source there.
+var afterPghoa1Verify func()
 
-// newPghoa1Reader reads from src, which continues in seeker if that is
-// non-nil (src may be a MultiReader over bytes already consumed).
-func newPghoa1Reader(src io.Reader, seeker io.ReadSeeker, priv *rsa.PrivateKey, opts Pghoa1ReaderOptions) (io.Reader, error) {
+// newPghoa1Reader reads src once, spooling its body.
+func newPghoa1Reader(src io.Reader, priv *rsa.PrivateKey, opts Pghoa1ReaderOptions) (io.Reader, error) {
 	if priv == nil {
 		return nil, errors.New("pghoa1: no private key")
 	}
@@ -204,30 +202,11 @@ func newPghoa1Reader(src io.Reader, seeker io.ReadSeeker, priv *rsa.PrivateKey, 
 	}
 	th := &tailHasher{h: hmac.New(sha256.New, material[32:])}
 
-	// Pass 1: MAC the ciphertext, keeping (or spooling) it if unseekable.
-	var (
-		body  io.Reader
-		start int64
-		sp    *spool
-	)
-	if seeker != nil {
-		// src reads through to seeker without buffering, so seeker is
-		// now at the first body byte.
-		start, err = seeker.Seek(0, io.SeekCurrent)
-		if err != nil {
-			seeker = nil
-		}
-	}
-	if seeker != nil {
-		if _, err := io.Copy(th, seeker); err != nil {
-			return nil, fmt.Errorf("read pghoa1 body: %w", err)
-		}
-	} else {
-		sp = &spool{dir: opts.TempDir}
-		if _, err := io.Copy(io.MultiWriter(th, sp), src); err != nil {
-			sp.Close()
-			return nil, fmt.Errorf("read pghoa1 body: %w", err)
-		}
+	// One read of the body: MAC it and spool it; decrypt the spool.
+	sp := &spool{dir: opts.TempDir}
+	if _, err := io.Copy(io.MultiWriter(th, sp), src); err != nil {
+		sp.Close()
+		return nil, fmt.Errorf("read pghoa1 body: %w", err)
 	}
 	if th.n < tagSize {
 		sp.Close()
@@ -237,19 +216,13 @@ func newPghoa1Reader(src io.Reader, seeker io.ReadSeeker, priv *rsa.PrivateKey, 
 		sp.Close()
 		return nil, fmt.Errorf("pghoa1 body: modified or truncated: %w", ErrAuth)
 	}
-
-	// Pass 2: decrypt exactly the verified number of bytes.
-	if seeker != nil {
-		if _, err := seeker.Seek(start, io.SeekStart); err != nil {
-			return nil, fmt.Errorf("pghoa1 rewind: %w", err)
-		}
-		body = seeker
-	} else {
-		body, err = sp.reader()
-		if err != nil {
-			sp.Close()
-			return nil, err
-		}
+	if afterPghoa1Verify != nil {
+		afterPghoa1Verify()
+	}
+	body, err := sp.reader()
+	if err != nil {
+		sp.Close()
+		return nil, err
 	}
 	return &pghoa1Reader{
 		src:    io.LimitReader(body, th.total),
@@ -276,8 +249,8 @@ func (r *pghoa1Reader) Read(p []byte) (int, error) {
 	r.left -= int64(n)
 	if errors.Is(err, io.EOF) {
 		if r.left != 0 {
-			// The source changed between the two passes.
-			err = fmt.Errorf("pghoa1 body: source shrank after verification: %w", ErrTruncated)
+			// The spool lost bytes: never released as complete.
+			err = fmt.Errorf("pghoa1 body: spool shrank after verification: %w", ErrTruncated)
 		}
 	} else if err != nil {
 		err = fmt.Errorf("read pghoa1 body: %w", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -111,4 +113,68 @@ func TestTamperPghoa1(t *testing.T) {
 	}
 	_, err := NewPghoa1Reader(bytes.NewReader(enc), otherKey(t), Pghoa1ReaderOptions{})
 	check(t, "wrong key", nil, err, pt, 0, []error{ErrWrongKey})
+}
+
+// TestPghoa1SourceSwappedAfterVerify changes the file being read once its
+// MAC has verified: a reader that read the file a second time to decrypt
+// would release the new, unverified bytes. The plaintext must be the one
+// verified.
+func TestPghoa1SourceSwappedAfterVerify(t *testing.T) {
+	for _, size := range []int{1000, pghoa1MemorySpool + 1000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			pt := randBytes(uint64(size)+7, size)
+			enc := encryptPghoa1(t, pt)
+			path := filepath.Join(t.TempDir(), "wal.pghoa1")
+			if err := os.WriteFile(path, enc, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			swapped := false
+			afterPghoa1Verify = func() {
+				// Same length, every body byte flipped: decrypting it
+				// would yield the flipped plaintext.
+				evil := bytes.Clone(enc)
+				for i := len(evil) - tagSize - 1; i > len(evil)-tagSize-size; i-- {
+					evil[i] ^= 0xff
+				}
+				if err := os.WriteFile(path, evil, 0o600); err != nil {
+					t.Error(err)
+				}
+				swapped = true
+			}
+			t.Cleanup(func() { afterPghoa1Verify = nil })
+			for _, open := range []func() (io.Reader, error){
+				func() (io.Reader, error) {
+					return NewPghoa1Reader(f, testKey(t), Pghoa1ReaderOptions{TempDir: t.TempDir()})
+				},
+				func() (io.Reader, error) { return Decode(f, testKey(t)) },
+			} {
+				if _, err := f.Seek(0, io.SeekStart); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, enc, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				swapped = false
+				r, err := open()
+				if err != nil {
+					t.Fatalf("open: %v", err)
+				}
+				if !swapped {
+					t.Fatal("the hook did not run")
+				}
+				got, err := readAll(r)
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+				if !bytes.Equal(got, pt) {
+					t.Fatalf("read %d bytes that are not the verified plaintext: bytes changed after verification were released", len(got))
+				}
+			}
+		})
+	}
 }

@@ -104,7 +104,7 @@ func (f *daemonFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.regions, "regions", "", "supported regions as CODE:AZ,AZ;CODE:AZ,... (default us-east-1 and eu-west-1 with AZs a, b, c)")
 	c.Flags().IntVar(&f.maxAllow, "max-allowlist", domain.DefaultMaxAllowEntries, "maximum entries in a service allowlist")
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	c.Flags().StringVar(&f.backupDir, "backup-dir", "", "the backup store, a directory the postgres user can reach (default DATA-DIR/backups; - turns backups off)")
+	c.Flags().StringVar(&f.backupDir, "backup-dir", "", "the backup store, a directory the control plane and the agents alone open (default DATA-DIR/backups; - turns backups off)")
 	c.Flags().DurationVar(&f.backupInterval, "backup-interval", 24*time.Hour, "take a base backup of a service when its newest is this old (0: only on request)")
 	c.Flags().IntVar(&f.backupKeep, "backup-keep", 7, "keep at least this many base backups per service")
 	c.Flags().DurationVar(&f.backupKeepAge, "backup-keep-age", 0, "also keep every base backup younger than this")

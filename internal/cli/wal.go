@@ -32,71 +32,90 @@ func walCommands() []*cobra.Command {
 }
 
 func walPushCmd() *cobra.Command {
-	var config string
+	var config, agent string
 	c := &cobra.Command{
-		Use:   "wal-push --config FILE PATH",
+		Use:   "wal-push (--agent SOCKET | --config FILE) PATH",
 		Short: "Archive one WAL file, encrypted (PostgreSQL's archive_command)",
-		Long: `Archive one WAL file: encrypt it to the service's public key and store it.
+		Long: `Archive one WAL file: encrypt it to the service's public key and store it
+with a record authenticated by the service's backup authentication key.
 
-Use it as PostgreSQL's archive_command:
+On a Moat node PostgreSQL runs it with --agent: the file goes to the agent
+over the node's socket (only the node's OS user may connect), and the agent,
+which alone writes the backup store, archives it in the node's service:
 
-  archive_command = 'moat wal-push --config /etc/moat/archive.json %p'
+  archive_command = 'moat wal-push --agent /var/lib/moat/nodes/ID/archive.sock %p'
+
+Outside an agent, --config names an archive configuration that opens the
+store itself (the store and auth_key_file must then be the caller's alone).
 
 It exits 0 once the file is stored. Archiving a file that is already archived
 with the same content succeeds; a different content under the same name fails
 (PostgreSQL retries, and the operator must look). Any failure exits 1 with a
 message on stderr, which PostgreSQL logs, and PostgreSQL retries later.
 
-The configuration file (JSON; unknown fields are errors) is readable by the
-postgres user; it holds no secret:
+The configuration file (JSON; unknown fields are errors):
 
   {"version": 1,
    "store": {"dir": "/var/lib/moat/archive"},
    "region": "eu-west-1", "service": "svc-aaaa", "timeline": 1,
-   "public_key": "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n"}
+   "public_key": "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n",
+   "auth_key_file": "/etc/moat/auth.key"}
 
 For S3, "store": {"s3": {"endpoint", "bucket", "region", "access_key_id",
 "secret_access_key_file", "path_style", "insecure"}}.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := archive.LoadConfig(config)
-			if err != nil {
-				return withHint(err, "see the archive config described in moat wal-push --help")
-			}
-			if err := archive.Push(cmd.Context(), cfg, a[0]); err != nil {
-				if errors.Is(err, archive.ErrConflict) {
-					return withHint(err, "two servers archive to the same service, or the archive was altered; do not delete the archived file without finding out why")
+			var err error
+			switch {
+			case (agent == "") == (config == ""):
+				return withHint(errors.New("wal-push: give one of --agent and --config"), "on a Moat node the agent's archive_command uses --agent")
+			case agent != "":
+				err = archive.PushVia(cmd.Context(), agent, a[0])
+			default:
+				cfg, lerr := archive.LoadConfig(config)
+				if lerr != nil {
+					return withHint(lerr, "see the archive config described in moat wal-push --help")
 				}
-				return err
+				err = archive.Push(cmd.Context(), cfg, a[0])
 			}
-			return nil
+			if errors.Is(err, archive.ErrConflict) {
+				return withHint(err, "two servers archive to the same service, or the archive was altered; do not delete the archived file without finding out why")
+			}
+			return err
 		},
 	}
-	c.Flags().StringVar(&config, "config", "", "archive configuration file (JSON)")
-	c.MarkFlagRequired("config")
+	c.Flags().StringVar(&agent, "agent", "", "the agent's archive socket for this node")
+	c.Flags().StringVar(&config, "config", "", "archive configuration file (JSON), to open the store directly")
 	return c
 }
 
 func walFetchCmd() *cobra.Command {
-	var config string
+	var config, agent string
 	c := &cobra.Command{
-		Use:   "wal-fetch --config FILE NAME PATH",
+		Use:   "wal-fetch (--agent SOCKET | --config FILE) NAME PATH",
 		Short: "Restore one archived WAL file (PostgreSQL's restore_command)",
-		Long: `Restore one archived WAL file: fetch, decrypt and verify it, then write it
-to PATH (atomically: PATH never holds unverified bytes).
+		Long: `Restore one archived WAL file: fetch it, check its record with the service's
+backup authentication key, decrypt and verify it, then write it to PATH
+(atomically: PATH never holds unverified bytes). A file whose record the key
+does not authenticate (one planted by anyone holding only the public key) is
+refused.
 
-Use it as PostgreSQL's restore_command, with a configuration that names the
-service's private key (private_key_file):
+On a Moat node the agent, which holds the keys, does this over the node's
+socket during a restore:
 
-  restore_command = 'moat wal-fetch --config /etc/moat/restore.json %f %p'
+  restore_command = 'moat wal-fetch --agent /var/lib/moat/nodes/ID/archive.sock %f %p'
+
+Outside an agent, --config names a configuration with private_key_file and
+auth_key_file.
 
 Exit status:
   0    restored
   1    not in the archive (normal: PostgreSQL asks for files that do not
        exist, and ends recovery at the first missing segment)
-  126  any other failure: a corrupt or tampered file, a wrong key, an
-       unreachable store, a bad command line. PostgreSQL aborts recovery on
-       an exit status above 125 rather than ending it early.`,
+  126  any other failure: a corrupt, tampered or unauthenticated file, a
+       wrong key, an unreachable store or agent, a bad command line.
+       PostgreSQL aborts recovery on an exit status above 125 rather than
+       ending it early.`,
 		Args: func(cmd *cobra.Command, a []string) error {
 			if err := cobra.ExactArgs(2)(cmd, a); err != nil {
 				return abortRecovery(cmd.ErrOrStderr(), err)
@@ -104,14 +123,19 @@ Exit status:
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if config == "" {
-				return abortRecovery(cmd.ErrOrStderr(), errors.New(`required flag(s) "config" not set`))
+			var err error
+			switch {
+			case (agent == "") == (config == ""):
+				return abortRecovery(cmd.ErrOrStderr(), errors.New("give one of --agent and --config"))
+			case agent != "":
+				err = archive.FetchVia(cmd.Context(), agent, a[0], a[1])
+			default:
+				cfg, lerr := archive.LoadConfig(config)
+				if lerr != nil {
+					return abortRecovery(cmd.ErrOrStderr(), lerr)
+				}
+				err = archive.Fetch(cmd.Context(), cfg, a[0], a[1])
 			}
-			cfg, err := archive.LoadConfig(config)
-			if err != nil {
-				return abortRecovery(cmd.ErrOrStderr(), err)
-			}
-			err = archive.Fetch(cmd.Context(), cfg, a[0], a[1])
 			switch {
 			case err == nil:
 				return nil
@@ -123,7 +147,8 @@ Exit status:
 			}
 		},
 	}
-	c.Flags().StringVar(&config, "config", "", "archive configuration file (JSON) with private_key_file")
+	c.Flags().StringVar(&agent, "agent", "", "the agent's archive socket for this node")
+	c.Flags().StringVar(&config, "config", "", "archive configuration file (JSON) with private_key_file and auth_key_file")
 	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return abortRecovery(cmd.ErrOrStderr(), err) })
 	return c
 }

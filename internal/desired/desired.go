@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
 )
@@ -108,6 +109,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		}
 		if in.ArchiveDir != "" {
 			nd.Archive = &apitype.NodeArchive{Region: svc.Region, StoreDir: in.ArchiveDir}
+			if nd.BackupAuthKey, err = authKey(in, svc); err != nil {
+				return out, fmt.Errorf("node %s: %w", n.ID, err)
+			}
 		}
 		if n.Index == 0 && nd.State != domain.StateDeleting {
 			nd.Tasks = tasks(in.Ops[svc.ID])
@@ -178,6 +182,19 @@ func restore(in Input, svc *domain.Service, n *domain.Node) (*apitype.NodeRestor
 		}
 	}
 	return r, nil
+}
+
+// authKey is the authentication key of svc's backups, for the agent of
+// its nodes (nil while the service has no key pair).
+func authKey(in Input, svc *domain.Service) ([]byte, error) {
+	if len(svc.BackupKeySealed) == 0 {
+		return nil, nil
+	}
+	priv, err := in.Open(svc.BackupKeySealed, domain.BackupKeyAD(svc.ID))
+	if err != nil {
+		return nil, fmt.Errorf("unseal the backup key of %s: %w", svc.ID, err)
+	}
+	return backup.AuthKey(priv)
 }
 
 func strs(ps []netip.Prefix) []string {

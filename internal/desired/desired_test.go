@@ -1,19 +1,26 @@
 package desired
 
 import (
+	"bytes"
+	"encoding/pem"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 )
 
 func open(sealed, ad []byte) ([]byte, error) {
 	if string(sealed) == "" {
 		return nil, errors.New("nothing sealed")
+	}
+	if strings.HasPrefix(string(ad), "service-backup-key:") { // a PEM, as backup.AuthKey needs
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ad}), nil
 	}
 	return []byte("key-of:" + string(ad)), nil
 }
@@ -91,7 +98,7 @@ func TestCompileBackups(t *testing.T) {
 		BackupPublicKeyPEM: "SRC-PUB", BackupKeySealed: []byte("sealed")}
 	to := mustTime(t, "2026-11-23T10:00:00Z")
 	dst := &domain.Service{Meta: domain.Meta{ID: "svc-dst", ProjectID: "proj-a", State: domain.StateCreating}, Region: "us-east-1",
-		BackupPublicKeyPEM: "DST-PUB", RestoreFrom: "svc-src", RestoreToTime: to, RestoreBackup: "20261123T090000Z", OperationID: "op-restore"}
+		BackupPublicKeyPEM: "DST-PUB", BackupKeySealed: []byte("sealed"), RestoreFrom: "svc-src", RestoreToTime: to, RestoreBackup: "20261123T090000Z", OperationID: "op-restore"}
 	nokey := &domain.Service{Meta: domain.Meta{ID: "svc-nokey", ProjectID: "proj-a", State: domain.StateCreating}, Region: "us-east-1"}
 	node := func(id, svc string, idx int, state string) *domain.Node {
 		return &domain.Node{Meta: domain.Meta{ID: id, ProjectID: "proj-a", State: state}, ServiceID: svc, Index: idx,
@@ -136,6 +143,13 @@ func TestCompileBackups(t *testing.T) {
 		if a := nodes[id].Archive; a == nil || a.StoreDir != in.ArchiveDir || a.Region != "us-east-1" {
 			t.Errorf("%s archive = %+v", id, a)
 		}
+		svcKey, _ := open([]byte("sealed"), domain.BackupKeyAD(nodes[id].ServiceID))
+		if want, _ := backup.AuthKey(svcKey); len(want) == 0 || !bytes.Equal(nodes[id].BackupAuthKey, want) {
+			t.Errorf("%s backup auth key = %x, want %x (its service's)", id, nodes[id].BackupAuthKey, want)
+		}
+	}
+	if bytes.Equal(nodes["node-s0"].BackupAuthKey, nodes["node-d0"].BackupAuthKey) {
+		t.Errorf("two services have the same backup auth key")
 	}
 	wantTasks := []apitype.NodeTask{{ID: "op-b", Type: apitype.TaskBaseBackup}, {ID: "op-w", Type: apitype.TaskSwitchWAL}}
 	if diff := cmp.Diff(wantTasks, nodes["node-s0"].Tasks); diff != "" {
@@ -154,7 +168,8 @@ func TestCompileBackups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRestore.PrivateKeyPEM = "key-of:service-backup-key:svc-src"
+	srcKey, _ := open([]byte("sealed"), domain.BackupKeyAD("svc-src"))
+	wantRestore.PrivateKeyPEM = string(srcKey)
 	if diff := cmp.Diff(wantRestore, byID(got)["node-d0"].Restore); diff != "" {
 		t.Errorf("restore at its restore step (-want +got):\n%s", diff)
 	}

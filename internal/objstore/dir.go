@@ -2,48 +2,36 @@ package objstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
+// ErrSymlink is returned (wrapped) for a key whose path in a [Dir] store
+// goes through, or ends at, a symbolic link. The store never follows one:
+// nothing Moat writes is a link, so one is a sign of tampering, and
+// following it could make a deletion (retention runs as root) remove a file
+// outside the store.
+var ErrSymlink = errors.New("objstore: symbolic link in the store")
+
 // Dir is a [Store] in a local directory. A key is a path below the root.
+// Every access goes through an [os.Root] (no path ever resolves outside
+// the directory, whatever links it holds) and refuses any path with a
+// symbolic link in it ([ErrSymlink]); List skips links. Files are created
+// 0640 and directories 0750, owned by the calling process: the directory
+// is meant to be the agent's and the control plane's alone.
 type Dir struct {
-	root string
-	// uid and gid own what Put creates, when set (see SetOwner).
-	uid, gid int
-	owned    bool
-}
-
-// SetOwner makes Put give the directories and files it creates to uid and
-// gid: a root process (the agent, taking a base backup) then writes into a
-// store the postgres user (archive_command) writes into too.
-func (d *Dir) SetOwner(uid, gid int) {
-	d.uid, d.gid, d.owned = uid, gid, true
-}
-
-// mkdirAll is os.MkdirAll giving every directory it creates to the owner.
-func (d *Dir) mkdirAll(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	if parent := filepath.Dir(dir); parent != dir && len(parent) >= len(d.root) {
-		if err := d.mkdirAll(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if d.owned {
-		return os.Chown(dir, d.uid, d.gid)
-	}
-	return nil
+	root *os.Root
+	abs  string
 }
 
 var _ Store = (*Dir)(nil)
@@ -51,42 +39,79 @@ var _ Store = (*Dir)(nil)
 // NewDir returns a store rooted at root, which must be an existing
 // directory.
 func NewDir(root string) (*Dir, error) {
-	fi, err := os.Stat(root)
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open dir store: %w", err)
+	}
+	fi, err := os.Stat(abs)
 	if err != nil {
 		return nil, fmt.Errorf("open dir store: %w", err)
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open dir store: %s is not a directory", root)
 	}
-	abs, err := filepath.Abs(root)
+	r, err := os.OpenRoot(abs)
 	if err != nil {
 		return nil, fmt.Errorf("open dir store: %w", err)
 	}
-	return &Dir{root: abs}, nil
+	return &Dir{root: r, abs: abs}, nil
 }
 
-func (d *Dir) path(key string) (string, error) {
+// Root returns the store's directory.
+func (d *Dir) Root() string { return d.abs }
+
+// path returns key's path relative to the root, after checking that no
+// element of it is a symbolic link. With last false the final element
+// (which need not exist) is not checked.
+func (d *Dir) path(key string, last bool) (string, error) {
 	if err := ValidKey(key); err != nil {
 		return "", err
 	}
-	return filepath.Join(d.root, filepath.FromSlash(key)), nil
+	elems := strings.Split(key, "/")
+	n := len(elems) - 1
+	if last {
+		n++
+	}
+	for i := 1; i <= n; i++ {
+		p := strings.Join(elems[:i], "/")
+		fi, err := d.root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			break // nothing below it exists either
+		}
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%s: %w", p, ErrSymlink)
+		}
+	}
+	return filepath.FromSlash(key), nil
 }
 
 // Put writes r to a temporary file next to the key's path, fsyncs it,
 // renames it into place and fsyncs the directory, so that after a crash
 // the key holds either the old object or the whole new one.
 func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
-	p, err := d.path(key)
+	p, err := d.path(key, true)
 	if err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
 	dir := filepath.Dir(p)
 	var f *os.File
+	var tmp string
 	for try := 0; ; try++ {
-		if err := d.mkdirAll(dir); err != nil {
+		if err := d.root.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("put %s: %w", key, err)
 		}
-		f, err = os.CreateTemp(dir, ".tmp-*")
+		// MkdirAll followed any link planted meanwhile, within the root
+		// only; check again before writing through it.
+		if _, err := d.path(key, true); err != nil {
+			return fmt.Errorf("put: %w", err)
+		}
+		var rnd [8]byte
+		rand.Read(rnd[:])
+		tmp = filepath.Join(dir, ".tmp-"+hex.EncodeToString(rnd[:]))
+		f, err = d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o640)
 		if errors.Is(err, fs.ErrNotExist) && try < 3 {
 			continue // a Delete removed the directory as it emptied
 		}
@@ -98,7 +123,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(f.Name())
+			d.root.Remove(tmp)
 		}
 	}()
 	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
@@ -106,11 +131,6 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	}
 	if err := f.Chmod(0o640); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if d.owned {
-		if err := f.Chown(d.uid, d.gid); err != nil {
-			return fmt.Errorf("put %s: %w", key, err)
-		}
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
@@ -121,17 +141,17 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	if err := os.Rename(f.Name(), p); err != nil {
+	if err := d.root.Rename(tmp, p); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := d.syncDir(dir); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return nil
 }
 
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+func (d *Dir) syncDir(dir string) error {
+	f, err := d.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
@@ -143,11 +163,14 @@ func syncDir(dir string) error {
 }
 
 func (d *Dir) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	p, err := d.path(key)
+	p, err := d.path(key, false)
 	if err != nil {
 		return nil, fmt.Errorf("get: %w", err)
 	}
-	f, err := os.Open(p)
+	f, err := d.root.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("get %s: %w", key, ErrSymlink)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, notFound(err))
 	}
@@ -159,11 +182,11 @@ func (d *Dir) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 }
 
 func (d *Dir) Stat(ctx context.Context, key string) (ObjectInfo, error) {
-	p, err := d.path(key)
+	p, err := d.path(key, true)
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("stat: %w", err)
 	}
-	fi, err := os.Stat(p)
+	fi, err := d.root.Lstat(p)
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("stat %s: %w", key, notFound(err))
 	}
@@ -173,17 +196,27 @@ func (d *Dir) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	return ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
+// List walks the deepest directory the prefix names; it lists regular
+// files only (links and anything below a linked directory are not
+// followed).
 func (d *Dir) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
-	// Walk only the deepest directory the prefix names.
-	start := d.root
+	start := "."
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
-		start = filepath.Join(d.root, filepath.FromSlash(prefix[:i]))
-		if !strings.HasPrefix(start, d.root+string(filepath.Separator)) && start != d.root {
+		start = path.Clean(prefix[:i])
+		if start == ".." || strings.HasPrefix(start, "../") || path.IsAbs(start) {
 			return nil, fmt.Errorf("list %q: %w", prefix, ErrInvalidKey)
+		}
+		if start != "." {
+			if _, err := d.path(start, true); err != nil {
+				if errors.Is(err, ErrSymlink) {
+					return nil, nil // nothing under a link is in the store
+				}
+				return nil, fmt.Errorf("list %q: %w", prefix, err)
+			}
 		}
 	}
 	var out []ObjectInfo
-	err := filepath.WalkDir(start, func(p string, de fs.DirEntry, err error) error {
+	err := fs.WalkDir(d.root.FS(), start, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -200,14 +233,9 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 			return nil // temporary files
 		}
 		if !de.Type().IsRegular() {
-			return nil
+			return nil // directories are walked, links skipped
 		}
-		rel, err := filepath.Rel(d.root, p)
-		if err != nil {
-			return err
-		}
-		key := filepath.ToSlash(rel)
-		if !strings.HasPrefix(key, prefix) {
+		if !strings.HasPrefix(p, prefix) {
 			return nil
 		}
 		fi, err := de.Info()
@@ -217,7 +245,7 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 			}
 			return err
 		}
-		out = append(out, ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+		out = append(out, ObjectInfo{Key: p, Size: fi.Size(), ModTime: fi.ModTime()})
 		return nil
 	})
 	if err != nil {
@@ -227,18 +255,29 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 	return out, nil
 }
 
+// Delete removes the regular file at key. A link there or on the way is
+// refused ([ErrSymlink]), not removed or followed.
 func (d *Dir) Delete(ctx context.Context, key string) error {
-	p, err := d.path(key)
+	p, err := d.path(key, true)
 	if err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	fi, err := d.root.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("delete %s: %w", key, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("delete %s: not a regular file (%v): %w", key, fi.Mode().Type(), ErrSymlink)
+	}
+	if err := d.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	// Directories left empty go too (a key's directories are only its
 	// prefix, as in S3); one another Put just filled stays (ENOTEMPTY).
-	for dir := filepath.Dir(p); len(dir) > len(d.root); dir = filepath.Dir(dir) {
-		if os.Remove(dir) != nil {
+	for dir := filepath.Dir(p); dir != "." && dir != "/"; dir = filepath.Dir(dir) {
+		if d.root.Remove(dir) != nil {
 			break
 		}
 	}

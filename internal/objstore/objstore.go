@@ -3,8 +3,9 @@
 // atomic: readers see the whole new object or nothing.
 //
 // It moves opaque bytes (what package backup produced) and knows nothing of
-// their format. Who may import it: package archive (which stores WAL and
-// base backups through it, for the agent and moat wal-push/wal-fetch), the
+// their format. The directory store never follows a symbolic link
+// ([ErrSymlink]). Who may import it: package archive (which stores WAL and
+// base backups through it, for the agent), the
 // control plane that opens the store, the API server (listing backups), the
 // reconcilers (retention, restores) and the benchmarks.
 package objstore

@@ -10,15 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
-	"github.com/moatdb/moat/internal/testenv"
 )
 
 // testStore is the conformance suite every Store passes. s must be empty.
@@ -260,31 +257,67 @@ func TestKey(t *testing.T) {
 	}
 }
 
-func TestDirOwner(t *testing.T) {
+// TestDirSymlinks plants links in the store (to a file and to a directory
+// outside it, and one within it): no operation follows one, Delete removes
+// nothing outside, List lists nothing through one.
+func TestDirSymlinks(t *testing.T) {
 	t.Parallel()
-	testenv.MustHaveRoot(t) // to chown
+	ctx := context.Background()
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
 	d, err := NewDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const uid, gid = 4242, 4343
-	d.SetOwner(uid, gid)
-	if err := d.Put(context.Background(), "r/s/00000001/wal/x", strings.NewReader("x")); err != nil {
+	if err := d.Put(ctx, "r/s/00000001/wal/real", strings.NewReader("real")); err != nil {
 		t.Fatal(err)
 	}
-	for _, rel := range []string{"r", "r/s", "r/s/00000001", "r/s/00000001/wal", "r/s/00000001/wal/x"} {
-		fi, err := os.Stat(filepath.Join(root, rel))
-		if err != nil {
+	links := map[string]string{
+		"r/s/00000001/wal/file-link": victim,                                       // a file outside
+		"r/s/00000001/base":          outside,                                      // a directory outside
+		"r/s/00000001/wal/in-link":   filepath.Join(root, "r/s/00000001/wal/real"), // within the store
+		"r/t":                        outside,                                      // a whole service
+	}
+	for k, target := range links {
+		if err := os.Symlink(target, filepath.Join(root, filepath.FromSlash(k))); err != nil {
 			t.Fatal(err)
 		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if st.Uid != uid || st.Gid != gid {
-			t.Errorf("%s owned by %d:%d, want %d:%d", rel, st.Uid, st.Gid, uid, gid)
+	}
+	for _, k := range []string{"r/s/00000001/wal/file-link", "r/s/00000001/base/victim", "r/s/00000001/wal/in-link", "r/t/victim"} {
+		if err := d.Delete(ctx, k); !errors.Is(err, ErrSymlink) {
+			t.Errorf("Delete(%q) = %v, want ErrSymlink", k, err)
+		}
+		if rc, err := d.Get(ctx, k); err == nil {
+			rc.Close()
+			t.Errorf("Get(%q) followed a link", k)
+		}
+		if _, err := d.Stat(ctx, k); err == nil {
+			t.Errorf("Stat(%q) followed a link", k)
 		}
 	}
-	if fi, _ := os.Stat(root); fi.Sys().(*syscall.Stat_t).Uid == uid {
-		t.Errorf("the root itself was given away")
+	if err := d.Put(ctx, "r/s/00000001/base/planted", strings.NewReader("x")); !errors.Is(err, ErrSymlink) {
+		t.Errorf("Put through a linked directory = %v, want ErrSymlink", err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "keep me" {
+		t.Fatalf("the file outside the store is %q, %v: a link was followed", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
+		t.Errorf("Put wrote outside the store")
+	}
+	for _, prefix := range []string{"", "r/", "r/s/", "r/t/"} {
+		objs, err := d.List(ctx, prefix)
+		if err != nil {
+			t.Fatalf("List(%q): %v", prefix, err)
+		}
+		for _, o := range objs {
+			if o.Key != "r/s/00000001/wal/real" {
+				t.Errorf("List(%q) lists %q, through or at a link", prefix, o.Key)
+			}
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -266,7 +267,21 @@ func (r *Reconciler) prune(ctx context.Context, s *domain.Service) error {
 			return nil // it may need what retention would delete: later
 		}
 	}
-	deleted, err := archive.Prune(ctx, &archive.Config{Region: s.Region, Service: s.ID, ObjectStore: r.cfg.Backups}, r.cfg.BackupKeep, r.cfg.BackupKeepAge)
+	if len(s.BackupKeySealed) == 0 {
+		return nil // no key pair: nothing was backed up
+	}
+	priv, err := r.cfg.Keys.Open(s.BackupKeySealed, domain.BackupKeyAD(s.ID))
+	if err != nil {
+		return fmt.Errorf("retention of %s: unseal the backup key: %w", s.ID, err)
+	}
+	ak, err := backup.AuthKey(priv)
+	if err != nil {
+		return fmt.Errorf("retention of %s: %w", s.ID, err)
+	}
+	// Prune acts only on manifests the key authenticates: one that is
+	// not (written by something other than an agent) fails it, and
+	// retention deletes nothing until an operator looks.
+	deleted, err := archive.Prune(ctx, &archive.Config{Region: s.Region, Service: s.ID, ObjectStore: r.cfg.Backups, AuthKey: ak}, r.cfg.BackupKeep, r.cfg.BackupKeepAge)
 	if err != nil {
 		return fmt.Errorf("retention of %s: %w", s.ID, err)
 	}

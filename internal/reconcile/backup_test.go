@@ -1,16 +1,21 @@
 package reconcile_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/backup"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/reconcile"
+	"github.com/moatdb/moat/internal/secret"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -34,8 +39,30 @@ func (f *fixture) edit(o domain.Object, fn func()) {
 }
 
 func backupService(f *fixture, state string) *domain.Service {
-	return f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: state},
-		Region: "us-east-1", NodeCount: 1, BackupPublicKeyPEM: "PUB", BackupKeySealed: []byte("sealed")}).(*domain.Service)
+	id := domain.NewID(domain.PrefixService)
+	return f.put(&domain.Service{Meta: domain.Meta{ID: id, ProjectID: "proj-test", State: state},
+		Region: "us-east-1", NodeCount: 1, BackupPublicKeyPEM: "PUB", BackupKeySealed: sealedTestKey(f.t, id)}).(*domain.Service)
+}
+
+// testKeyPEM is package backup's test key (generating one per test is
+// slow).
+func testKeyPEM(t *testing.T) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "backup", "testdata", "test-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// sealedTestKey seals the test key for service id with the fixture's
+// keyring.
+func sealedTestKey(t *testing.T, id string) []byte {
+	keys, err := secret.NewKeyring(make([]byte, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys.Seal(testKeyPEM(t), domain.BackupKeyAD(id))
 }
 
 func primary(f *fixture, svc, state string) *domain.Node {
@@ -232,24 +259,28 @@ func TestPruneAfterBackup(t *testing.T) {
 	f := newFixtureWith(t, func(c *reconcile.Config) { c.Backups, c.BackupKeep = dir, 2 })
 	svc := backupService(f, domain.StateRunning)
 	ctx := context.Background()
+	ak, err := backup.AuthKey(testKeyPEM(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acfg := &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: dir, AuthKey: ak}
 	t0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	for i := range 4 {
 		start := t0.Add(time.Duration(i) * 24 * time.Hour)
 		label := start.Format("20060102T150405Z")
 		key, _ := objstore.Key(svc.Region, svc.ID, 1, objstore.KindBase, label+".tar")
 		b := archive.Backup{Label: label, Timeline: 1, StartWAL: "00000001000000000000000" + string(rune('1'+i)), StartTime: start, EndTime: start.Add(time.Minute), Object: key}
-		mj, _ := json.Marshal(b)
 		if err := dir.Put(ctx, key, strings.NewReader("encrypted")); err != nil {
 			t.Fatal(err)
 		}
-		if err := dir.Put(ctx, strings.TrimSuffix(key, ".tar")+".json", strings.NewReader(string(mj))); err != nil {
+		if err := archive.StoreManifest(ctx, acfg, b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cur := get[domain.Service](f, svc.ID)
 	f.edit(cur, func() { cur.LastBackupAt = t0.Add(72*time.Hour + time.Minute) })
 	f.mustOnce()
-	left, err := archive.ListBackups(ctx, &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: dir})
+	left, err := archive.ListBackups(ctx, acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,5 +289,65 @@ func TestPruneAfterBackup(t *testing.T) {
 	}
 	if s := get[domain.Service](f, svc.ID); !s.PrunedAt.Equal(s.LastBackupAt) {
 		t.Errorf("pruned at %v, last backup %v", s.PrunedAt, s.LastBackupAt)
+	}
+}
+
+// TestPruneRefusesForgedManifest: a manifest in service A's prefix that
+// A's key does not authenticate, naming service B's backup, stops A's
+// retention (an error every pass, nothing deleted, PrunedAt not
+// advanced) and leaves B's backup alone.
+func TestPruneRefusesForgedManifest(t *testing.T) {
+	t.Parallel()
+	dir, err := objstore.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Backups, c.BackupKeep = dir, 1 })
+	a, b := backupService(f, domain.StateRunning), backupService(f, domain.StateCreating)
+	ctx := context.Background()
+	ak, err := backup.AuthKey(testKeyPEM(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	var objects []string
+	put := func(svc *domain.Service, start time.Time) archive.Backup {
+		key, _ := objstore.Key(svc.Region, svc.ID, 1, objstore.KindBase, start.Format("20060102T150405Z")+".tar")
+		bk := archive.Backup{Label: start.Format("20060102T150405Z"), Timeline: 1, StartWAL: "000000010000000000000002", StartTime: start, EndTime: start.Add(time.Minute), Object: key}
+		if err := dir.Put(ctx, key, strings.NewReader("encrypted")); err != nil {
+			t.Fatal(err)
+		}
+		if err := archive.StoreManifest(ctx, &archive.Config{Region: svc.Region, Service: svc.ID, ObjectStore: dir, AuthKey: ak}, bk); err != nil {
+			t.Fatal(err)
+		}
+		objects = append(objects, key)
+		return bk
+	}
+	victim := put(b, t0)
+	put(a, t0.Add(24*time.Hour))
+	put(a, t0.Add(48*time.Hour))
+	// The forged manifest: older than A's backups, so retention would
+	// delete its object first.
+	forged := victim
+	forged.Label = "20261101T000000Z"
+	fkey, _ := objstore.Key(a.Region, a.ID, 1, objstore.KindBase, forged.Label+".json")
+	raw, _ := json.Marshal(forged)
+	if err := dir.Put(ctx, fkey, bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	cur := get[domain.Service](f, a.ID)
+	f.edit(cur, func() { cur.LastBackupAt = t0.Add(49 * time.Hour) })
+	for range 2 {
+		if err := f.once(); err == nil || !strings.Contains(err.Error(), "not authenticated") {
+			t.Fatalf("Once = %v, want retention refused: not authenticated", err)
+		}
+	}
+	for _, k := range objects {
+		if _, err := dir.Stat(ctx, k); err != nil {
+			t.Errorf("%s deleted by a retention that read a forged manifest: %v", k, err)
+		}
+	}
+	if s := get[domain.Service](f, a.ID); !s.PrunedAt.IsZero() {
+		t.Errorf("retention recorded as done (pruned at %v)", s.PrunedAt)
 	}
 }
