@@ -41,6 +41,16 @@ const (
 	MaxAgentVersionLen = 64
 )
 
+// Heartbeats: an agent reports at least every HeartbeatInterval (a
+// report with no node is a heartbeat); a host whose last heartbeat is
+// older than HeartbeatTimeout is down (HeartbeatLate) and unhealthy. The
+// timeout is longer than an agent's lease (DefaultFailoverPolicy), so a
+// host marked down has fenced its nodes already.
+const (
+	HeartbeatInterval = 5 * time.Second
+	HeartbeatTimeout  = 15 * time.Second
+)
+
 // Error and state-info codes of hosts.
 const (
 	CodeInvalidAZ       = "invalid_az"

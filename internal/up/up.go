@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.Cloud.EnsureInternet(ctx); err != nil {
 		return nil, fmt.Errorf("create the simulated internet: %w", err)
 	}
-	s.Provider = local.New(s.Cloud, Host)
+	s.Provider = local.New(s.Cloud)
 	cfg.ControlPlane.Provider = s.Provider
 	cfg.ControlPlane.AgentHost = Host
 	if s.CP, err = controlplane.New(ctx, cfg.ControlPlane); err != nil {
