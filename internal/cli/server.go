@@ -35,6 +35,7 @@ func serverCommands() []*cobra.Command {
 func agentCmd() *cobra.Command {
 	var url, tokenFile, caFile, host, dataDir, logLevel string
 	var volumeGiB int64
+	var noSync bool
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: PostgreSQL, pg_hba and firewall of this host's nodes",
@@ -49,13 +50,13 @@ func agentCmd() *cobra.Command {
 			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return withHint(fmt.Errorf("read agent token: %w", err), "create one for this host with an operator token (moat host token create --host NAME > F) and pass --token-file F")
+				return withHint(fmt.Errorf("read agent token: %w", err), "register the host with an operator token (moat host add NAME --region R --az AZ --token-out F), or make a new token (moat host token create --host NAME), and pass --token-file F")
 			}
 			cl, err := client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: caFile})
 			if err != nil {
 				return err
 			}
-			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30,
+			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30, NoSync: noSync,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -63,7 +64,11 @@ func agentCmd() *cobra.Command {
 			return ag.Run(cmd.Context())
 		},
 	}
+	c.Flags().StringVar(&url, "server", "https://127.0.0.1:8443", "the control plane's API URL")
 	c.Flags().StringVar(&url, "url", "https://127.0.0.1:8443", "the control plane's API URL")
+	c.Flags().MarkDeprecated("url", "use --server")
+	c.Flags().BoolVar(&noSync, "no-sync", false, "skip fsync (tests only: a crash may lose the nodes' data)")
+	c.Flags().MarkHidden("no-sync")
 	c.Flags().StringVar(&tokenFile, "token-file", filepath.Join(DefaultDataDir, controlplane.AgentTokenFile), "file holding the agent token")
 	c.Flags().StringVar(&caFile, "ca", filepath.Join(DefaultDataDir, controlplane.APICAFile), "the API's CA certificate")
 	c.Flags().StringVar(&host, "host", up.Host, "this host's name (nodes are placed on hosts by name)")
