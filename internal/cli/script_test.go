@@ -16,8 +16,8 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/moatdb/moat/internal/controlplane"
-	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/store"
 )
 
