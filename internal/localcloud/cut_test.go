@@ -2,8 +2,8 @@ package localcloud_test
 
 import (
 	"context"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/moatdb/moat/internal/localcloud"
 )

@@ -37,9 +37,9 @@ const AgentsDir = "agents"
 
 // FleetHost is one host of moat up's fleet.
 type FleetHost struct {
-	Name   string
-	Region string
-	AZ     string
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	AZ     string `json:"az"`
 }
 
 // Fleet lists the hosts moat up runs for cat: perAZ per AZ of every
@@ -85,6 +85,9 @@ func (s *Stack) registerHosts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list hosts: %w", err)
 	}
+	if err := s.recordFleet(); err != nil {
+		return err
+	}
 	have := map[string]bool{}
 	for _, h := range known {
 		have[h.Name] = true
@@ -119,7 +122,7 @@ func (s *Stack) registerHosts(ctx context.Context) error {
 // superviseAgent runs host h's agent process until ctx ends, restarting it
 // when it exits, except while the simulator holds the host failed (see
 // Faults); then it stops the agent (SIGTERM; its nodes keep running).
-func (s *Stack) superviseAgent(ctx context.Context, h FleetHost) error {
+func (s *Stack) superviseAgent(ctx context.Context, h FleetHost, apiURL string) error {
 	dir := s.cfg.ControlPlane.DataDir
 	log := s.cfg.ControlPlane.Logger.With("component", "fleet", "host", h.Name)
 	for ctx.Err() == nil {
@@ -127,7 +130,7 @@ func (s *Stack) superviseAgent(ctx context.Context, h FleetHost) error {
 			sleepCtx(ctx, faultPoll)
 			continue
 		}
-		cmd, err := s.agentCommand(h)
+		cmd, err := s.agentCommand(h, apiURL)
 		if err != nil {
 			return err
 		}
@@ -162,8 +165,9 @@ const (
 )
 
 // agentCommand is host h's agent process: this stack's moat binary as
-// `moat agent`, its output appended to agents/<host>.log.
-func (s *Stack) agentCommand(h FleetHost) (*exec.Cmd, error) {
+// `moat agent` reaching the API at apiURL (its hostLink), its output
+// appended to agents/<host>.log.
+func (s *Stack) agentCommand(h FleetHost, apiURL string) (*exec.Cmd, error) {
 	dir := s.cfg.ControlPlane.DataDir
 	bin := s.cfg.MoatBinary
 	if bin == "" {
@@ -172,7 +176,7 @@ func (s *Stack) agentCommand(h FleetHost) (*exec.Cmd, error) {
 			return nil, err
 		}
 	}
-	args := []string{"moat", "agent", "--server", s.CP.URL(), "--host", h.Name,
+	args := []string{"moat", "agent", "--server", apiURL, "--host", h.Name,
 		"--token-file", filepath.Join(dir, TokenFile(h.Name)), "--ca", filepath.Join(dir, controlplane.APICAFile),
 		"--data-dir", AgentDir(dir, h.Name), "--log-level", s.cfg.AgentLogLevel, "--moat-binary", bin}
 	if s.cfg.VolumeSize > 0 {
@@ -214,6 +218,19 @@ func (s *Stack) recordAgent(host string, pid int) error {
 		r.Agents = map[string]int{}
 	}
 	r.Agents[host] = pid
+	return putRecord(dir, r)
+}
+
+// recordFleet notes the fleet's hosts in the stack record.
+func (s *Stack) recordFleet() error {
+	s.recordMu.Lock()
+	defer s.recordMu.Unlock()
+	dir := s.cfg.ControlPlane.DataDir
+	r, err := ReadRecord(dir)
+	if err != nil {
+		return err
+	}
+	r.Hosts = s.fleet
 	return putRecord(dir, r)
 }
 

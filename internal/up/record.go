@@ -28,6 +28,9 @@ type Record struct {
 	// Agents are the pids of the fleet's agent processes, by host (the
 	// last started; Down stops those still running).
 	Agents map[string]int `json:"agents,omitempty"`
+	// Hosts are the fleet's hosts (the simulator fails them by name or
+	// AZ).
+	Hosts []FleetHost `json:"hosts,omitempty"`
 }
 
 // ReadRecord reads dataDir's record; ErrNoStack when there is none.

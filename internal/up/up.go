@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -255,15 +254,25 @@ func (s *Stack) runFleet(ctx context.Context, started time.Time) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, len(s.fleet))
-	for _, h := range s.fleet {
-		go func() { errc <- s.superviseAgent(ctx, h) }()
+	links := make([]*hostLink, len(s.fleet))
+	for i, h := range s.fleet {
+		if links[i], err = listenHostLink(s.cfg.ControlPlane.DataDir, h.Name, s.CP.URL()); err != nil {
+			for _, l := range links[:i] {
+				l.ln.Close()
+			}
+			return fmt.Errorf("link of host %s: %w", h.Name, err)
+		}
+	}
+	errc := make(chan error, 2*len(s.fleet))
+	for i, h := range s.fleet {
+		go func() { errc <- links[i].run(ctx) }()
+		go func() { errc <- s.superviseAgent(ctx, h, links[i].URL()) }()
 	}
 	if err := s.waitFleet(ctx, op, started); err == nil {
 		close(s.ready)
 	}
 	var errs []error
-	for range s.fleet {
+	for range 2 * len(s.fleet) {
 		errs = append(errs, <-errc)
 	}
 	return errors.Join(errs...)
@@ -286,21 +295,18 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 // touched. It reports what it stopped.
 func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
 	stopAgents(ctx, dataDir, timeout)
+	// The simulator's faults end with the stack (its links are deleted).
+	if err := WriteFaults(dataDir, Faults{}); err != nil {
+		return 0, err
+	}
 	agentDirs := agentDirs(dataDir)
 	var pids []string
 	for _, d := range agentDirs {
-		inNodes, _ := filepath.Glob(filepath.Join(d, "nodes", "*", "pgdata", "postmaster.pid"))
-		onVolumes, _ := filepath.Glob(filepath.Join(d, "volumes", "*", "pgdata", "postmaster.pid"))
-		pids = append(append(pids, inNodes...), onVolumes...)
+		pids = append(pids, postmasterFiles(d)...)
 	}
 	for _, f := range pids {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		pid, err := strconv.Atoi(strings.TrimSpace(line))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		pid := postmasterPID(f)
+		if pid == 0 {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGINT)

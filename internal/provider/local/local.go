@@ -42,6 +42,10 @@ func New(cloud *localcloud.Cloud) *Provider { return &Provider{cloud: cloud} }
 // hostName is the local cloud host of a node: "n-" and the node ID's body.
 func hostName(nodeID string) string { return "n-" + strings.TrimPrefix(nodeID, "node-") }
 
+// NodeNamespace is the namespace of node nodeID in cloud (the simulator's
+// failure injection cuts its links).
+func NodeNamespace(cloud *localcloud.Cloud, nodeID string) string { return cloud.HostNS(hostName(nodeID)) }
+
 // PlaceNode creates (or finds) the node's namespace and address for the
 // agent of req.Host.
 func (p *Provider) PlaceNode(ctx context.Context, req provider.NodeRequest) (provider.Placement, error) {
