@@ -74,8 +74,8 @@ func TestFleetFaults(t *testing.T) {
 
 	// Partition: the node is unreachable, the host's heartbeats stop and
 	// the control plane marks it down; its agent and PostgreSQL run on.
-	if _, err := up.PartitionHost(e.ctx(), e.dir, host); err != nil {
-		t.Fatal(err)
+	if out := e.mustMoat("sim", "partition", "host", host, "-o", "json"); !strings.Contains(out, `"action": "partitioned"`) || !strings.Contains(out, svc.NodeList[0].ID) {
+		t.Errorf("moat sim partition host = %s, want the node cut off", out)
 	}
 	if r := ok(); r.code == 0 {
 		t.Errorf("psql to a partitioned host: %v, want a timeout", r)
@@ -87,8 +87,8 @@ func TestFleetFaults(t *testing.T) {
 	if up.AgentPID(e.dir, host) != agentPID || postmaster() != pm {
 		t.Errorf("partition stopped processes: agent %d (was %d), postmaster %d (was %d)", up.AgentPID(e.dir, host), agentPID, postmaster(), pm)
 	}
-	if _, err := up.Recover(e.ctx(), e.dir); err != nil {
-		t.Fatal(err)
+	if out := e.mustMoat("sim", "recover"); !strings.Contains(out, host) {
+		t.Errorf("moat sim recover = %s, want %s recovered", out, host)
 	}
 	waitFor(t, 30*time.Second, func() bool {
 		h, err := e.op.GetHost(e.ctx(), host)
@@ -99,9 +99,7 @@ func TestFleetFaults(t *testing.T) {
 	}
 
 	// Failure: agent and PostgreSQL killed, the agent kept down.
-	if _, err := up.FailHost(e.ctx(), e.dir, host); err != nil {
-		t.Fatal(err)
-	}
+	e.mustMoat("sim", "fail", "host", host)
 	if syscall.Kill(agentPID, 0) == nil || syscall.Kill(pm, 0) == nil {
 		t.Errorf("after fail host: agent %d or postmaster %d still runs", agentPID, pm)
 	}
@@ -115,9 +113,8 @@ func TestFleetFaults(t *testing.T) {
 
 	// A whole AZ: each of its hosts' agents.
 	az := "eu-west-1b"
-	failed, err := up.FailAZ(e.ctx(), e.dir, az)
-	if err != nil || !slices.Equal(failed, []string{"eu-west-1b-1"}) {
-		t.Errorf("FailAZ(%s) = %v, %v", az, failed, err)
+	if out := e.mustMoat("sim", "fail", "az", az, "-o", "value=hosts"); out != "[eu-west-1b-1]" {
+		t.Errorf("moat sim fail az %s = %s, want its one host", az, out)
 	}
 	if pid := up.AgentPID(e.dir, "eu-west-1b-1"); pid != 0 {
 		t.Errorf("agent of a failed AZ runs (pid %d)", pid)
@@ -137,6 +134,17 @@ func TestFleetFaults(t *testing.T) {
 			t.Errorf("host %s: no agent after recover", h)
 		}
 	}
+}
+
+// mustMoat runs the moat command on the stack (env.moat) and returns its
+// output; it fails the test if the command fails.
+func (e *env) mustMoat(args ...string) string {
+	e.t.Helper()
+	code, out, errb := e.moat(args...)
+	if code != 0 {
+		e.t.Fatalf("moat %s: exit %d: %s", strings.Join(args, " "), code, errb)
+	}
+	return strings.TrimSpace(out)
 }
 
 // pidOf is the live process of a pid file's first line, or 0.
