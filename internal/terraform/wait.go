@@ -29,7 +29,9 @@ func waitFor[T any](ctx context.Context, what string, get func(context.Context) 
 		v, err := get(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return v, fmt.Errorf("wait for %s: %w", what, ctx.Err())
+				// The timeout ended a read in flight: the same answer as
+				// when it ends the wait between reads.
+				return v, fmt.Errorf("wait for %s: %w (raise the timeouts block's value if it is still under way)", what, ctx.Err())
 			}
 			return v, err
 		}
