@@ -14,7 +14,9 @@ import (
 // report handler), and chooses a host for a node created without one.
 
 // markLateHosts marks down every active or draining host whose last
-// heartbeat is older than domain.HeartbeatTimeout.
+// heartbeat is older than domain.HeartbeatTimeout, counted at the
+// earliest from the reconciler's start (HeartbeatLateSince: a control
+// plane that was down heard nothing, and blames no host for it).
 func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	var hosts []*domain.Host
 	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
@@ -25,7 +27,7 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	}
 	var errs []error
 	for _, h := range hosts {
-		if !h.HeartbeatLate(r.cfg.Now(), domain.HeartbeatTimeout) {
+		if !h.HeartbeatLateSince(r.cfg.Now(), domain.HeartbeatTimeout, r.started) {
 			continue
 		}
 		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
@@ -34,7 +36,7 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 				return err
 			}
 			now := r.cfg.Now()
-			if !cur.HeartbeatLate(now, domain.HeartbeatTimeout) {
+			if !cur.HeartbeatLateSince(now, domain.HeartbeatTimeout, r.started) {
 				return nil // it heartbeat meanwhile
 			}
 			if err := cur.MarkDown(now.UTC()); err != nil {

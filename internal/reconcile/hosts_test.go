@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +17,11 @@ import (
 func TestMarkLateHosts(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
-	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return now } })
+	var clock atomic.Pointer[time.Time]
+	started := now.Add(-time.Hour) // the reconciler listens for heartbeats from then
+	clock.Store(&started)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	clock.Store(&now)
 	cat := domain.DefaultCatalog()
 	host := func(name string, registered, beat time.Time, drain bool) *domain.Host {
 		h, err := domain.NewHost(cat, name, "us-east-1", "us-east-1a", 0, nil, registered)
@@ -55,6 +60,35 @@ func TestMarkLateHosts(t *testing.T) {
 	}
 	if got := get[domain.Host](f, drained.ID); !got.Cordoned {
 		t.Error("a drained host marked down lost its cordon: it would come back active")
+	}
+}
+
+// TestRestartBlamesNoHost: a reconciler that just started (a control
+// plane back after a while) marks no host down for the silence before it
+// listened; it does once the timeout passed since its start.
+func TestRestartBlamesNoHost(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&start)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	h, err := domain.NewHost(domain.DefaultCatalog(), "h1", "us-east-1", "us-east-1a", 0, nil, start.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Heartbeat("v1", start.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f.put(h)
+	f.mustOnce()
+	if got := get[domain.Host](f, h.ID); got.State != domain.StateActive {
+		t.Errorf("host an hour silent, at the reconciler's start = %s, want active", got.State)
+	}
+	later := start.Add(domain.HeartbeatTimeout + time.Second)
+	clock.Store(&later)
+	f.mustOnce()
+	if got := get[domain.Host](f, h.ID); got.State != domain.StateDown {
+		t.Errorf("host silent for the timeout since the reconciler's start = %s, want down", got.State)
 	}
 }
 

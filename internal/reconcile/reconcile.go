@@ -60,6 +60,9 @@ type Sealer interface {
 type Reconciler struct {
 	cfg Config
 	log *slog.Logger
+	// started is when the reconciler was made: hosts' heartbeats are
+	// expected from then on.
+	started time.Time
 }
 
 // CertValidity is a node certificate's lifetime; RenewBefore is how long
@@ -86,7 +89,7 @@ func New(cfg Config) (*Reconciler, error) {
 	if len(cfg.Catalog.Regions) == 0 {
 		cfg.Catalog = domain.DefaultCatalog()
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger}, nil
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now()}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;

@@ -59,8 +59,33 @@ func Fleet(cat domain.Catalog, perAZ int) []FleetHost {
 	return out
 }
 
+// LegacyHost is the one host of a moat up before the fleet: its agent's
+// directory is DATA-DIR/agent. A data directory that has one keeps it as
+// a drained host (withLegacy), so its nodes keep running and take no
+// company.
+const LegacyHost = "local"
+
 // AgentDir is host's agent directory under dataDir.
-func AgentDir(dataDir, host string) string { return filepath.Join(dataDir, AgentsDir, host) }
+func AgentDir(dataDir, host string) string {
+	if host == LegacyHost {
+		return filepath.Join(dataDir, "agent")
+	}
+	return filepath.Join(dataDir, AgentsDir, host)
+}
+
+// withLegacy adds LegacyHost to fleet when dataDir holds its agent's state
+// (in the first AZ of the catalog's first region: a host has one AZ; its
+// nodes keep theirs).
+func withLegacy(dataDir string, cat domain.Catalog, fleet []FleetHost) []FleetHost {
+	if _, err := os.Stat(filepath.Join(AgentDir(dataDir, LegacyHost), "agent-state.json")); err != nil {
+		return fleet
+	}
+	if len(cat.Regions) == 0 {
+		cat = domain.DefaultCatalog()
+	}
+	r := cat.Regions[0]
+	return append(fleet, FleetHost{Name: LegacyHost, Region: r.Code, AZ: r.AZs[0]})
+}
 
 // TokenFile is host's agent token file, relative to the data directory
 // (for Stack.Client).
@@ -103,6 +128,11 @@ func (s *Stack) registerHosts(ctx context.Context) error {
 				return fmt.Errorf("register host %s: %w", h.Name, err)
 			}
 			secret = out.AgentToken.Secret
+			if h.Name == LegacyHost {
+				if _, err := op.DrainHost(ctx, h.Name); err != nil {
+					return fmt.Errorf("drain host %s: %w", h.Name, err)
+				}
+			}
 		case statErr != nil:
 			t, err := op.CreateAgentToken(ctx, h.Name, "")
 			if err != nil {

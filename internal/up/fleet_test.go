@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -38,6 +39,27 @@ func TestFleet(t *testing.T) {
 		"eu-west-1b-1@eu-west-1/eu-west-1b", "eu-west-1b-2@eu-west-1/eu-west-1b", "eu-west-1c-1@eu-west-1/eu-west-1c", "eu-west-1c-2@eu-west-1/eu-west-1c"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Fleet(default, 2) = %v, want %v", got, want)
+	}
+}
+
+// TestLegacyHost: a data directory with the agent of a moat up before
+// the fleet keeps that host, "local", beside the fleet.
+func TestLegacyHost(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fleet := Fleet(domain.Catalog{}, 1)
+	if got := withLegacy(dir, domain.Catalog{}, fleet); len(got) != len(fleet) {
+		t.Errorf("withLegacy without a legacy agent = %d hosts, want %d", len(got), len(fleet))
+	}
+	if err := os.MkdirAll(AgentDir(dir, LegacyHost), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent", "agent-state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := withLegacy(dir, domain.Catalog{}, fleet)
+	if len(got) != len(fleet)+1 || got[len(fleet)] != (FleetHost{Name: "local", Region: "us-east-1", AZ: "us-east-1a"}) {
+		t.Errorf("withLegacy = %+v, want the fleet and local in us-east-1a", got)
 	}
 }
 

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.AgentLogLevel == "" {
 		cfg.AgentLogLevel = "info"
 	}
-	s := &Stack{cfg: cfg, fleet: Fleet(cfg.ControlPlane.Catalog, cfg.HostsPerAZ), ready: make(chan struct{})}
+	s := &Stack{cfg: cfg, fleet: withLegacy(dir, cfg.ControlPlane.Catalog, Fleet(cfg.ControlPlane.Catalog, cfg.HostsPerAZ)), ready: make(chan struct{})}
 	var err error
 	if s.Cloud, err = Cloud(cfg.CloudPrefix); err != nil {
 		return nil, err
@@ -342,9 +342,9 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 }
 
 // agentDirs are the agent directories under dataDir: the fleet's, and
-// the single agent's of stacks before the fleet ("agent").
+// LegacyHost's.
 func agentDirs(dataDir string) []string {
-	dirs := []string{filepath.Join(dataDir, "agent")}
+	dirs := []string{AgentDir(dataDir, LegacyHost)}
 	entries, _ := os.ReadDir(filepath.Join(dataDir, AgentsDir))
 	for _, e := range entries {
 		if e.IsDir() {
