@@ -44,7 +44,9 @@ func hostName(nodeID string) string { return "n-" + strings.TrimPrefix(nodeID, "
 
 // NodeNamespace is the namespace of node nodeID in cloud (the simulator's
 // failure injection cuts its links).
-func NodeNamespace(cloud *localcloud.Cloud, nodeID string) string { return cloud.HostNS(hostName(nodeID)) }
+func NodeNamespace(cloud *localcloud.Cloud, nodeID string) string {
+	return cloud.HostNS(hostName(nodeID))
+}
 
 // PlaceNode creates (or finds) the node's namespace and address for the
 // agent of req.Host.
