@@ -82,6 +82,14 @@ func (s *Server) getHost(c *call) error {
 	return c.reply(0, hostOut(c, h, nodes, true))
 }
 
+func (s *Server) updateHost(c *call) error {
+	var in apitype.HostUpdate
+	if err := c.decode(&in); err != nil {
+		return err
+	}
+	return s.changeHost(c, func(h *domain.Host) error { return h.SetCapacity(in.Capacity, s.now()) })
+}
+
 func (s *Server) drainHost(c *call) error {
 	return s.changeHost(c, func(h *domain.Host) error { return h.Drain(s.now()) })
 }
@@ -102,7 +110,7 @@ func (s *Server) changeHost(c *call, fn func(*domain.Host) error) error {
 		if err := fn(h); err != nil {
 			return err
 		}
-		c.detail = "name=" + h.Name + " state=" + h.State
+		c.detail = "name=" + h.Name + " state=" + h.State + " capacity=" + strconv.Itoa(h.Capacity)
 		if err := store.Put(c.ctx, tx, h); err != nil {
 			return err
 		}

@@ -45,6 +45,16 @@ func TestHosts(t *testing.T) {
 		}
 	}
 
+	// Capacity.
+	var updated apitype.Host
+	e.must(200, &updated, "PATCH", "/v1/hosts/m1", e.operator, apitype.HostUpdate{Capacity: 3})
+	if updated.Capacity != 3 {
+		t.Errorf("updated = %+v, want capacity 3", updated)
+	}
+	if r := e.do("PATCH", "/v1/hosts/"+h.ID, e.operator, apitype.HostUpdate{}); r.Status != 400 || r.Problem.Field != "capacity" {
+		t.Errorf("capacity 0 = %d %s, want 400 on capacity", r.Status, r.Body)
+	}
+
 	// Heartbeats.
 	tok := created.AgentToken.Secret
 	e.must(204, nil, "POST", "/v1/hosts/m1/report", tok, apitype.HostReport{AgentVersion: "v1.2.3"})

@@ -11,6 +11,11 @@ type HostCreate struct {
 	Capacity int    `json:"capacity,omitempty"`
 }
 
+// HostUpdate changes a host (operator): its capacity, in nodes.
+type HostUpdate struct {
+	Capacity int `json:"capacity"`
+}
+
 // Host is an agent host as operators see it.
 type Host struct {
 	ID        string     `json:"id"`

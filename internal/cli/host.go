@@ -20,7 +20,7 @@ import (
 // printed once (or written to --token-out).
 func (a *app) hostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Hosts that run nodes: add, list, get, drain, activate, remove (operator token)"}
-	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostGet(),
+	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostGet(), a.hostUpdate(),
 		a.hostAction("drain", "Drain a host: it takes no new node, and its nodes are replaced on other hosts", (*client.Client).DrainHost),
 		a.hostAction("activate", "Activate a drained host: it takes new nodes again", (*client.Client).ActivateHost),
 		a.hostAction("remove", "Remove an empty host and revoke its agent tokens (refused while it has nodes: drain it first)", (*client.Client).DeleteHost),
@@ -104,6 +104,29 @@ func (a *app) hostGet() *cobra.Command {
 			return a.print(h)
 		},
 	}
+}
+
+func (a *app) hostUpdate() *cobra.Command {
+	var in apitype.HostUpdate
+	c := &cobra.Command{
+		Use:   "update NAME --capacity N",
+		Short: "Change a host's capacity in nodes (below its load it takes no new node)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			h, err := cl.UpdateHost(cmd.Context(), args[0], in)
+			if err != nil {
+				return err
+			}
+			return a.print(h)
+		},
+	}
+	c.Flags().IntVar(&in.Capacity, "capacity", 0, "how many nodes the host may run (1 to 1000)")
+	c.MarkFlagRequired("capacity")
+	return c
 }
 
 // hostAction is a command that changes the host NAME through do.

@@ -23,6 +23,11 @@ func (c *Client) GetHost(ctx context.Context, host string, opts ...CallOption) (
 	return get[apitype.Host](ctx, c, hostPath(host), opts)
 }
 
+// UpdateHost changes a host's capacity (operator).
+func (c *Client) UpdateHost(ctx context.Context, host string, in apitype.HostUpdate, opts ...CallOption) (apitype.Host, error) {
+	return send[apitype.Host](ctx, c, http.MethodPatch, hostPath(host), in, opts)
+}
+
 // DrainHost cordons a host: it takes no new node and its nodes are
 // replaced elsewhere (operator).
 func (c *Client) DrainHost(ctx context.Context, host string, opts ...CallOption) (apitype.Host, error) {
