@@ -69,6 +69,10 @@ func newStack(b *testing.B) *stack {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Services are placed on hosts whose agents heartbeat.
+	if err := st.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
 	p, err := op.CreateProject(ctx, apitype.ProjectCreate{Name: "bench"})
 	if err != nil {
 		b.Fatal(err)

@@ -54,12 +54,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/volume"
 )
 
@@ -100,6 +102,12 @@ type Config struct {
 	// and restore_command (copied under DataDir/bin for the postgres
 	// user). Default: this process's executable.
 	MoatBinary string
+	// Version is the agent's version, sent with every report (default:
+	// Version()).
+	Version string
+	// HeartbeatEvery is how often the agent reports when nothing changed
+	// (default domain.HeartbeatInterval): the host's heartbeat.
+	HeartbeatEvery time.Duration
 	// VolumeSize, when positive, gives every node its own encrypted
 	// volume of that many bytes (a sparse LUKS2 file under
 	// DataDir/volumes, its key only in the memory of its `moat volume
@@ -238,6 +246,12 @@ func newAgent(cfg Config, plat platform) *Agent {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Version == "" {
+		cfg.Version = Version()
+	}
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = domain.HeartbeatInterval
 	}
 	return &Agent{
 		cfg:          cfg,
@@ -408,29 +422,36 @@ func (a *Agent) kickReport() {
 }
 
 // reporter sends the reports of the nodes in the desired state whenever
-// one changes, retrying with backoff.
+// one changes, retrying with backoff, and a heartbeat (a report without
+// nodes) at once and then whenever HeartbeatEvery passed without a report.
 func (a *Agent) reporter(ctx context.Context) {
 	backoff := pollBackoffMin
 	var retry <-chan time.Time
+	beat := time.NewTimer(0)
+	defer beat.Stop()
 	for {
+		heartbeat := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.reportKick:
 		case <-retry:
+		case <-beat.C:
+			heartbeat = true
 		}
 		retry = nil
-		var r apitype.HostReport
+		r := apitype.HostReport{AgentVersion: a.cfg.Version}
 		a.mu.Lock()
 		for _, n := range a.nodes {
-			if rep, ok := n.currentReport(); ok {
+			if rep, ok := n.currentReport(); ok && !heartbeat {
 				r.Nodes = append(r.Nodes, rep)
 			}
 		}
 		a.mu.Unlock()
-		if len(r.Nodes) == 0 {
+		if len(r.Nodes) == 0 && !heartbeat {
 			continue
 		}
+		beat.Reset(a.cfg.HeartbeatEvery)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := a.cfg.Source.Report(rctx, a.cfg.Host, r)
 		cancel()
@@ -448,6 +469,33 @@ func (a *Agent) reporter(ctx context.Context) {
 		backoff = pollBackoffMin
 		a.observeReport(r)
 	}
+}
+
+// Version is this binary's version: its module version, else its VCS
+// revision (12 hex digits, "+dirty" when modified), else "dev".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) >= 12 {
+		return rev[:12] + dirty
+	}
+	return "dev"
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -79,6 +79,9 @@ func withoutSecrets(v any) any {
 			o.Secret, o.SecretShownOnce = "", SecretShownOnce
 		}
 		return o
+	case apitype.HostCreated:
+		o.AgentToken = withoutSecrets(o.AgentToken).(apitype.Token)
+		return o
 	case apitype.Service:
 		if o.AdminPassword != "" {
 			o.AdminPassword, o.SecretShownOnce = "", SecretShownOnce

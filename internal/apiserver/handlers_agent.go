@@ -69,6 +69,16 @@ func (s *Server) hostReport(c *call) error {
 	if err := c.decode(&in); err != nil {
 		return err
 	}
+	if len(in.Nodes) == 0 {
+		// A heartbeat: recorded without an audit entry unless it brings
+		// the host back from down.
+		if err := s.heartbeat(c, host, in.AgentVersion); err != nil {
+			return err
+		}
+		s.cfg.Metrics.HostHeartbeat(host, time.Now())
+		c.w.WriteHeader(204)
+		return nil
+	}
 	var notes []string
 	var ended []*domain.Operation  // tasks this report ended, for the metrics
 	var enforced []*domain.Service // services every node enforces the allowlist of
@@ -76,6 +86,13 @@ func (s *Server) hostReport(c *call) error {
 		ended = ended[:0]
 		touched := map[string]bool{}
 		now := s.now()
+		back, err := s.recordHeartbeat(c, tx, host, in.AgentVersion)
+		if err != nil {
+			return err
+		}
+		if back {
+			notes = append(notes, "host back up")
+		}
 		for i, r := range in.Nodes {
 			field := fmt.Sprintf("nodes[%d]", i)
 			n, err := store.Get[domain.Node](c.ctx, tx, r.NodeID)
@@ -146,6 +163,44 @@ func (s *Server) hostReport(c *call) error {
 	}
 	c.w.WriteHeader(204)
 	return nil
+}
+
+// heartbeat records a report without nodes: the host's heartbeat, in its
+// own transaction, audited only when the host comes back from down.
+func (s *Server) heartbeat(c *call, host, version string) error {
+	return s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
+		back, err := s.recordHeartbeat(c, tx, host, version)
+		if err != nil || !back {
+			return err
+		}
+		c.detail = "heartbeat: host back up"
+		if err := c.appendAudit(tx, domain.OutcomeSuccess); err != nil {
+			return err
+		}
+		c.audited = true
+		return nil
+	})
+}
+
+// recordHeartbeat records host's heartbeat in tx (domain.Host.Heartbeat)
+// and reports whether it brought the host back from down. A host no
+// operator registered is refused.
+func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string) (bool, error) {
+	h, err := hostByName(c, tx, host)
+	if err != nil {
+		return false, err
+	}
+	if h == nil {
+		return false, errHostNotRegistered(host)
+	}
+	back, err := h.Heartbeat(version, s.now())
+	if err != nil {
+		return false, err
+	}
+	if back {
+		s.log.Info("host back up", "host", host)
+	}
+	return back, store.Put(c.ctx, tx, h)
 }
 
 // inField prefixes the field of a domain error with the report's path to

@@ -69,10 +69,14 @@ func (s *Server) createService(c *call) error {
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return nil, err
 		}
-		region, _ := s.cfg.Catalog.Lookup("region", svc.Region)
+		slots, err := s.place(c, tx, svc)
+		if err != nil {
+			return nil, err
+		}
 		var nodes []*domain.Node
-		for i, az := range domain.SpreadAZs(region, svc.NodeCount) {
-			n := domain.NewNode(svc, i, az, now)
+		for i, sl := range slots {
+			n := domain.NewNode(svc, i, sl.AZ, now)
+			n.Host = sl.Host
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return nil, err
 			}
@@ -85,6 +89,26 @@ func (s *Server) createService(c *call) error {
 		out.AdminPassword = pw
 		return out, nil
 	})
+}
+
+// place chooses the hosts of a new service's nodes (domain.Place over the
+// registered hosts and their load); an impossible placement refuses the
+// create with the reason (409 not_enough_azs or no_capacity).
+func (s *Server) place(c *call, tx store.Tx, svc *domain.Service) ([]domain.Slot, error) {
+	region, err := s.cfg.Catalog.Lookup("region", svc.Region)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := store.List[domain.Host](c.ctx, tx, store.Query{})
+	if err != nil {
+		return nil, err
+	}
+	all, err := store.List[domain.Node](c.ctx, tx, store.Query{})
+	if err != nil {
+		return nil, err
+	}
+	return domain.Place(domain.PlacementRequest{Region: region, Count: svc.NodeCount},
+		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: s.now(), HeartbeatTimeout: domain.HeartbeatTimeout})
 }
 
 func (s *Server) listServices(c *call) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/secret"
 	"github.com/moatdb/moat/internal/store"
 	"github.com/moatdb/moat/internal/store/sqlitestore"
@@ -64,6 +65,13 @@ func newEnvWith(t testing.TB, configure func(*apiserver.Config)) *env {
 	}
 	e.srv, err = apiserver.New(cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if cfg.Now != nil {
+		now = cfg.Now()
+	}
+	if err := fleettest.Register(ctx, st, cfg.Catalog, 0, now); err != nil {
 		t.Fatal(err)
 	}
 	e.http = httptest.NewServer(e.srv)
@@ -472,7 +480,18 @@ func (e *env) addAgentToken(host string) string {
 	tok := &domain.Token{Meta: domain.Meta{ID: domain.NewID(domain.PrefixToken), State: domain.StateActive, CreatedAt: time.Now()},
 		Role: domain.RoleAgent, Hash: apiserver.HashSecret(secretStr), Host: host}
 	ctx := context.Background()
-	if err := e.st.Update(ctx, func(tx store.Tx) error { return store.Put(ctx, tx, tok) }); err != nil {
+	if err := e.st.Update(ctx, func(tx store.Tx) error {
+		// The host is registered (in us-east-1a; healthy once its agent
+		// reports), as an operator does before its agent runs.
+		h, err := domain.NewHost(domain.DefaultCatalog(), host, "us-east-1", "us-east-1a", 0, nil, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := store.Put(ctx, tx, h); err != nil {
+			return err
+		}
+		return store.Put(ctx, tx, tok)
+	}); err != nil {
 		e.t.Fatal(err)
 	}
 	return apiserver.FormatToken(tok.ID, secretStr)

@@ -118,9 +118,13 @@ type NodeTLS struct {
 	ReplKeyPEM    string `json:"repl_key_pem"`
 }
 
-// HostReport is what an agent applied.
+// HostReport is what an agent applied. A report is also the host's
+// heartbeat: agents send one at least every HeartbeatInterval, with no
+// nodes when nothing changed.
 type HostReport struct {
 	Nodes []NodeReport `json:"nodes"`
+	// AgentVersion is the reporting agent's version.
+	AgentVersion string `json:"agent_version,omitempty"`
 }
 
 // Node states an agent reports.

@@ -4,6 +4,8 @@ package cli
 
 import (
 	"bytes"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/up"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,8 +48,9 @@ func TestPrefixWriter(t *testing.T) {
 // the IDs the walkthrough needs.
 func TestPrintUp(t *testing.T) {
 	var b bytes.Buffer
-	printUp(&b, "https://127.0.0.1:8443", "https://127.0.0.1:8443/console/signin/link?code=C0DE", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
+	printUp(&b, "https://127.0.0.1:8443", "https://127.0.0.1:8443/console/signin/link?code=C0DE", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053", up.Fleet(domain.DefaultCatalog(), 1), nil)
 	for _, want := range []string{
+		"  hosts:           6 agents (us-east-1a-1 ... eu-west-1c-1; moat host list), logs in /var/lib/moat/agents\n",
 		"  console:         https://127.0.0.1:8443/console/\n",
 		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n                   (as the operator, once, within 15 minutes; then with the operator token)\n",
 		"  API:             https://127.0.0.1:8443\n",

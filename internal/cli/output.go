@@ -113,6 +113,14 @@ func render(w io.Writer, format string, v any) error {
 		}
 	case []apitype.Token:
 		tokenRows(tw, v...)
+	case apitype.Host:
+		hostRows(tw, v)
+		after = hostNotes(v)
+	case []apitype.Host:
+		hostRows(tw, v...)
+	case apitype.HostCreated:
+		hostRows(tw, v.Host)
+		after = hostCreatedNotes(v)
 	case []apitype.Region:
 		row(tw, "CODE", "AZS")
 		for _, r := range v {

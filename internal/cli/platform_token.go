@@ -4,9 +4,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// operatorCmd and hostCmd are the operator's commands for the platform's own
-// tokens: operator tokens (moat operator token ...) and host-bound agent
-// tokens (moat host token ...). Secrets are printed once, on create.
+// operatorCmd is the operator's commands for operator tokens (moat
+// operator token ...); host-bound agent tokens are moat host token ...
+// (host.go). Secrets are printed once, on create.
 func (a *app) operatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operator", Short: "The platform's operators (operator token)"}
 	tok := &cobra.Command{Use: "token", Short: "Operator tokens: create, list, revoke"}
@@ -30,34 +30,6 @@ func (a *app) operatorCmd() *cobra.Command {
 	create.Flags().StringVar(&name, "name", "", "who holds the token (shown in the audit log)")
 	create.MarkFlagRequired("name")
 	tok.AddCommand(create, a.platformTokenList(false), a.platformTokenDelete())
-	cmd.AddCommand(tok)
-	return cmd
-}
-
-func (a *app) hostCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "host", Short: "Hosts that run nodes (operator token)"}
-	tok := &cobra.Command{Use: "token", Short: "Agent tokens bound to one host: create, list, revoke"}
-	var host, name string
-	create := &cobra.Command{
-		Use:   "create --host H [--name N]",
-		Short: "Create an agent token bound to host H; its secret is printed once",
-		Args:  args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, _, err := a.client()
-			if err != nil {
-				return err
-			}
-			t, err := cl.CreateAgentToken(cmd.Context(), host, name)
-			if err != nil {
-				return err
-			}
-			return a.print(t)
-		},
-	}
-	create.Flags().StringVar(&host, "host", "", "the host whose agent will use the token")
-	create.Flags().StringVar(&name, "name", "", "a name for the token (default agent-HOST)")
-	create.MarkFlagRequired("host")
-	tok.AddCommand(create, a.platformTokenList(true), a.platformTokenDelete())
 	cmd.AddCommand(tok)
 	return cmd
 }

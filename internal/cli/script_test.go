@@ -17,6 +17,7 @@ import (
 
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -53,6 +54,10 @@ func TestScripts(t *testing.T) {
 			if err != nil {
 				cancel()
 				return fmt.Errorf("start control plane: %w", err)
+			}
+			if err := fleettest.Register(ctx, cp.Store, domain.Catalog{}, 0, time.Now()); err != nil {
+				cancel()
+				return err
 			}
 			if err := cp.Listen(); err != nil {
 				cancel()

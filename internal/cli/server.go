@@ -34,9 +34,10 @@ func serverCommands() []*cobra.Command {
 }
 
 func agentCmd() *cobra.Command {
-	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen, opsListen string
+	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen, opsListen, moatBinary string
 	var volumeGiB int64
-	var metricsPublic bool
+	var metricsPublic, noSync bool
+	var statsInterval time.Duration
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: PostgreSQL, pg_hba and firewall of this host's nodes",
@@ -49,16 +50,19 @@ func agentCmd() *cobra.Command {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return withHint(usageErrorf("--log-level %q is not a level", logLevel), "use debug, info, warn or error")
 			}
+			if host == "" {
+				return withHint(usageErrorf("--host is required"), "give the name the host was registered with (moat host list)")
+			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return withHint(fmt.Errorf("read agent token: %w", err), "create one for this host with an operator token (moat host token create --host NAME > F) and pass --token-file F")
+				return withHint(fmt.Errorf("read agent token: %w", err), "register the host with an operator token (moat host add NAME --region R --az AZ --token-out F), or make a new token (moat host token create --host NAME), and pass --token-file F")
 			}
 			cl, err := client.New(client.Config{URL: url, Token: strings.TrimSpace(string(tok)), CAFile: caFile})
 			if err != nil {
 				return err
 			}
 			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30, OpsListen: opsListen,
-				MetricsListen: metricsListen, MetricsPublic: metricsPublic,
+				MetricsListen: metricsListen, MetricsPublic: metricsPublic, StatsInterval: statsInterval, NoSync: noSync, MoatBinary: moatBinary,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -66,10 +70,17 @@ func agentCmd() *cobra.Command {
 			return ag.Run(cmd.Context())
 		},
 	}
+	c.Flags().StringVar(&url, "server", "https://127.0.0.1:8443", "the control plane's API URL")
 	c.Flags().StringVar(&url, "url", "https://127.0.0.1:8443", "the control plane's API URL")
+	c.Flags().MarkDeprecated("url", "use --server")
+	c.Flags().StringVar(&moatBinary, "moat-binary", "", "the moat binary PostgreSQL runs to archive and restore WAL (default: this executable)")
+	c.Flags().BoolVar(&noSync, "no-sync", false, "skip fsync (tests only: a crash may lose the nodes' data)")
+	c.Flags().MarkHidden("no-sync")
+	c.Flags().DurationVar(&statsInterval, "stats-interval", 0, "how often the nodes' PostgreSQL statistics are read for the tenants' metrics (default 15s)")
+	c.Flags().MarkHidden("stats-interval")
 	c.Flags().StringVar(&tokenFile, "token-file", filepath.Join(DefaultDataDir, controlplane.AgentTokenFile), "file holding the agent token")
 	c.Flags().StringVar(&caFile, "ca", filepath.Join(DefaultDataDir, controlplane.APICAFile), "the API's CA certificate")
-	c.Flags().StringVar(&host, "host", up.Host, "this host's name (nodes are placed on hosts by name)")
+	c.Flags().StringVar(&host, "host", "", "this host's name, as registered (moat host add NAME); nodes are placed on hosts by name")
 	c.Flags().StringVar(&dataDir, "data-dir", filepath.Join(DefaultDataDir, "agent"), "where the nodes' data lives")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().StringVar(&opsListen, "ops-listen", up.OpsListen, "the IP address on the operator path where the nodes' operator SSH endpoints listen, one port each (\"\": none)")
@@ -204,12 +215,15 @@ func upCmd() *cobra.Command {
 		dnsListen    string
 		volumeGiB    int64
 		agentMetrics string
+		hostsPerAZ   int
 	)
 	c := &cobra.Command{
 		Use:   "up",
-		Short: "Run everything on this machine: control plane, agent, local provider, simulator",
-		Long: "moat up runs the control plane on its embedded SQLite store in --data-dir, the\n" +
-			"host agent, the local provider (every node is a network namespace) and the\n" +
+		Short: "Run everything on this machine: control plane, a fleet of hosts, local provider, simulator",
+		Long: "moat up runs the control plane on its embedded SQLite store in --data-dir, a\n" +
+			"fleet of hosts (--hosts-per-az per AZ of every region, named like us-east-1a-1,\n" +
+			"each a separate `moat agent` process with its own token and state directory under\n" +
+			"DATA-DIR/agents), the local provider (every node is a network namespace) and the\n" +
 			"simulated customer cloud with an internet host named laptop, and prints how to\n" +
 			"point the CLI at it. It needs root. It runs until interrupted; nodes keep running\n" +
 			"and are reattached by the next `moat up`; `moat down` removes everything.",
@@ -228,13 +242,17 @@ func upCmd() *cobra.Command {
 			if err := installMissing(cmd.Context(), cmd.OutOrStdout()); err != nil {
 				return err
 			}
+			if hostsPerAZ < 1 {
+				return withHint(usageErrorf("--hosts-per-az %d: at least one host per AZ", hostsPerAZ), "give 1 or more")
+			}
 			return runUp(cmd.Context(), cmd.OutOrStdout(), up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"),
-				DNSListen: dnsListen, VolumeSize: volumeGiB << 30, AgentMetricsListen: agentMetrics})
+				DNSListen: dnsListen, VolumeSize: volumeGiB << 30, HostsPerAZ: hostsPerAZ, AgentMetricsListen: agentMetrics, AgentLogLevel: f.logLevel})
 		},
 	}
 	f.register(c)
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 10, "size of each node's encrypted volume in GiB (sparse; 0: nodes keep their data in plain directories)")
 	c.Flags().StringVar(&agentMetrics, "agent-metrics-listen", "", "HOST:PORT to serve the agent's Prometheus metrics on (default: off; loopback only unless --metrics-public)")
+	c.Flags().IntVar(&hostsPerAZ, "hosts-per-az", 1, "hosts (agent processes) per AZ of every region")
 	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
 }
@@ -280,13 +298,13 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 }
 
 // runUp runs moat up's components until ctx ends.
-func runUp(ctx context.Context, stdout io.Writer, ucfg up.Config) error {
-	cfg := ucfg.ControlPlane
+func runUp(ctx context.Context, stdout io.Writer, upCfg up.Config) error {
+	cfg := upCfg.ControlPlane
 	pidPath := filepath.Join(cfg.DataDir, pidFile)
 	if pid, alive := readPid(pidPath); alive && pid != os.Getpid() {
 		return withHint(fmt.Errorf("moat up is already running in %s (pid %d)", cfg.DataDir, pid), "run `moat down --data-dir "+cfg.DataDir+"` first, or use another --data-dir")
 	}
-	st, err := up.New(ctx, ucfg)
+	st, err := up.New(ctx, upCfg)
 	if err != nil {
 		return err
 	}
@@ -310,16 +328,15 @@ func runUp(ctx context.Context, stdout io.Writer, ucfg up.Config) error {
 	if tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AdminTokenFile)); err == nil {
 		link = st.CP.URL() + st.CP.Console.SignInLink(strings.TrimSpace(string(tok)), console.DefaultLinkTTL)
 	}
-	printUp(stdout, st.CP.URL(), link, cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr)
-	for _, m := range []struct{ what, url string }{{"control plane", st.CP.MetricsURL()}, {"agent", st.Agent.MetricsURL()}} {
-		if m.url != "" {
-			fmt.Fprintf(stdout, "Prometheus metrics (%s): %s\n", m.what, m.url)
+	go func() {
+		if st.WaitReady(ctx) == nil {
+			printUp(stdout, st.CP.URL(), link, cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr, st.Hosts(), st.MetricsURLs())
 		}
-	}
+	}()
 	return st.Run(ctx)
 }
 
-func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string) {
+func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string, hosts []up.FleetHost, metricsURLs []up.MetricsURL) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, "Moat is up.\n  console:         %s/console/\n", url)
@@ -329,6 +346,7 @@ func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string) {
 	fmt.Fprintf(w, `  API:             %s
   API CA:          %s
   operator token:  %s
+  hosts:           %d agents (%s ... %s; moat host list), logs in %s
 
 Point the CLI at it (in another shell):
   export MOAT_URL=%s MOAT_CA=%s MOAT_TOKEN=$(cat %s)
@@ -342,7 +360,10 @@ The moat sim, service psql, explain and verify commands use this data directory
 Service names resolve through the platform DNS server (on this host: %s).
 Stop it with Ctrl-C (nodes keep running and are reattached), or remove everything:
   moat down --data-dir %s
-`, url, ca, tok, url, ca, tok, laptop, dnsAddr, dir)
+`, url, ca, tok, len(hosts), hosts[0].Name, hosts[len(hosts)-1].Name, filepath.Join(dir, up.AgentsDir), url, ca, tok, laptop, dnsAddr, dir)
+	for _, m := range metricsURLs {
+		fmt.Fprintf(w, "Prometheus metrics (%s): %s\n", m.What, m.URL)
+	}
 }
 
 func downCmd() *cobra.Command {

@@ -130,7 +130,8 @@ namespaces: hosts on the simulated internet, and customer (AWS) accounts
 with VPCs, hosts in them, a peering inbox, route tables and security-group
 egress rules, to connect to services from; and the clock peering requests
 expire by. These commands work on the local machine, not through the API,
-and need root.`,
+and need root. Failure injection into moat up's fleet: moat sim fail host|az,
+moat sim partition host, moat sim recover.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "", dataDirUsage)
 	// run wraps a subcommand's body: root check, then the simulator.
@@ -165,6 +166,7 @@ and need root.`,
 			}),
 		},
 	)
+	cmd.AddCommand(a.simFaultCmds(func() string { return a.resolveDataDir(dataDir) })...)
 	return cmd
 }
 

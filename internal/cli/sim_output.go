@@ -14,6 +14,8 @@ import (
 // reports whether v is one.
 func simTable(tw io.Writer, v any) bool {
 	switch v := v.(type) {
+	case simFault:
+		simFaultRows(tw, v)
 	case simHost:
 		simHostRows(tw, v)
 	case []simHost:

@@ -21,6 +21,8 @@ import (
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/console"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -52,6 +54,9 @@ func newEnvWith(t testing.TB, configure func(*console.Config)) *env {
 	dir := t.TempDir()
 	cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fleettest.Register(ctx, cp.Store, domain.Catalog{}, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Store.Close() })

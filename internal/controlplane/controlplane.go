@@ -278,7 +278,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
-			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics, Tenants: cp.Tenants})
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Catalog: cfg.Catalog, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics, Tenants: cp.Tenants})
 		if err != nil {
 			return nil, err
 		}

@@ -18,6 +18,8 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 )
 
 // TestMain doubles as the server process of the crash test: with
@@ -27,6 +29,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv("MOAT_TEST_SERVE_DIR"); dir != "" {
 		ctx := context.Background()
 		cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: os.Getenv("MOAT_TEST_SERVE_ADDR"), CheckpointEvery: 8})
+		if err == nil {
+			err = fleettest.Register(ctx, cp.Store, domain.Catalog{}, 0, time.Now())
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

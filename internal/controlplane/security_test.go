@@ -22,6 +22,7 @@ import (
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/store"
 )
 
@@ -50,6 +51,9 @@ func startCP(t *testing.T, dir string, logs *lockedBuffer) (*controlplane.Contro
 	cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fleettest.Register(ctx, cp.Store, domain.Catalog{}, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := cp.Listen(); err != nil {

@@ -41,6 +41,16 @@ const (
 	MaxAgentVersionLen = 64
 )
 
+// Heartbeats: an agent reports at least every HeartbeatInterval (a
+// report with no node is a heartbeat); a host whose last heartbeat is
+// older than HeartbeatTimeout is down (HeartbeatLate) and unhealthy. The
+// timeout is longer than an agent's lease (DefaultFailoverPolicy), so a
+// host marked down has fenced its nodes already.
+const (
+	HeartbeatInterval = 5 * time.Second
+	HeartbeatTimeout  = 15 * time.Second
+)
+
 // Error and state-info codes of hosts.
 const (
 	CodeInvalidAZ       = "invalid_az"
@@ -155,12 +165,23 @@ func (h *Host) Schedulable(now time.Time, timeout time.Duration) bool {
 // down at now: no heartbeat for longer than timeout (counted from its
 // registration if it never heartbeat).
 func (h *Host) HeartbeatLate(now time.Time, timeout time.Duration) bool {
+	return h.HeartbeatLateSince(now, timeout, time.Time{})
+}
+
+// HeartbeatLateSince is HeartbeatLate for an observer that has listened
+// for heartbeats only since listening (a control plane that just started:
+// while it was down no heartbeat could arrive, so a host is not blamed
+// for the silence before).
+func (h *Host) HeartbeatLateSince(now time.Time, timeout time.Duration, listening time.Time) bool {
 	if h.State != StateActive && h.State != StateDraining {
 		return false
 	}
 	last := h.LastHeartbeatAt
 	if last.IsZero() {
 		last = h.CreatedAt
+	}
+	if listening.After(last) {
+		last = listening
 	}
 	return now.Sub(last) > timeout
 }

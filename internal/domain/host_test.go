@@ -72,6 +72,13 @@ func TestHostLifecycle(t *testing.T) {
 	if h.HeartbeatLate(t0.Add(hbTimeout), hbTimeout) || !h.HeartbeatLate(t0.Add(hbTimeout+1), hbTimeout) {
 		t.Errorf("HeartbeatLate is not strict at the timeout")
 	}
+	// A control plane that started listening later gives the host the
+	// timeout from then.
+	restart := t0.Add(time.Hour)
+	if h.HeartbeatLateSince(restart.Add(hbTimeout), hbTimeout, restart) || !h.HeartbeatLateSince(restart.Add(hbTimeout+1), hbTimeout, restart) ||
+		!h.HeartbeatLateSince(t0.Add(hbTimeout+1), hbTimeout, t0.Add(-time.Hour)) {
+		t.Errorf("HeartbeatLateSince does not count from the later of the heartbeat and the listening")
+	}
 	step("mark down", h.MarkDown(t1), StateDown)
 	if h.StateInfo == nil || h.StateInfo.Code != CodeHeartbeatLost || h.Schedulable(t1, hbTimeout) || h.HeartbeatLate(t1.Add(time.Hour), hbTimeout) {
 		t.Errorf("down host: %+v", h)

@@ -47,7 +47,22 @@ func TestPrometheus(t *testing.T) {
 	if ca == nil {
 		t.Fatalf("%s holds no PEM certificate", controlplane.APICAFile)
 	}
-	cpURL, agentURL := e.stack.CP.MetricsURL(), e.stack.Agent.MetricsURL()
+	// The agent of the node's host (each host of the fleet serves its own).
+	cpURL, agentURL := e.stack.CP.MetricsURL(), ""
+	for _, h := range e.stack.Hosts() {
+		got, err := e.op.GetHost(e.ctx(), h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range got.Nodes {
+			if n.ID == svc.NodeList[0].ID {
+				agentURL = e.stack.AgentMetricsURL(h.Name)
+			}
+		}
+	}
+	if agentURL == "" {
+		t.Fatalf("no host of the fleet %v serves agent metrics for node %s", e.stack.Hosts(), svc.NodeList[0].ID)
+	}
 	prom := promtest.Start(t,
 		promtest.Job{Name: "moat", Target: hostOf(t, cpURL)},
 		promtest.Job{Name: "agent", Target: hostOf(t, agentURL)},

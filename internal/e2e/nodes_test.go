@@ -23,13 +23,14 @@ func TestPublicService(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("orders", 1)
-	// The agent token of moat up reads its own host's desired state (the
+	// A host's agent token reads its own host's desired state (the
 	// nodes' keys) only.
-	ag, err := e.stack.Client(controlplane.AgentTokenFile)
+	host := e.stack.Hosts()[0].Name
+	ag, err := e.stack.Client(up.TokenFile(host))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ag.HostDesired(e.ctx(), "another-host", 0); err == nil || !strings.Contains(err.Error(), "for host "+up.Host) {
+	if _, err := ag.HostDesired(e.ctx(), "another-host", 0); err == nil || !strings.Contains(err.Error(), "for host "+host) {
 		t.Errorf("agent token reading another host's desired state: %v, want refused", err)
 	}
 	if svc.Connection == nil || svc.Connection.Address == "" || !strings.HasPrefix(svc.Connection.Address, "198.18.") {
@@ -178,6 +179,16 @@ func TestRestartKeepsNodes(t *testing.T) {
 	}
 }
 
+// nodeDir is the directory of node id under its host's agent.
+func (e *env) nodeDir(id string) string {
+	e.t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(e.dir, up.AgentsDir, "*", "nodes", id))
+	if len(dirs) != 1 {
+		e.t.Fatalf("node %s: directories %v, want one under one host's agent", id, dirs)
+	}
+	return dirs[0]
+}
+
 func waitFor(t testing.TB, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -223,7 +234,7 @@ func TestDeleteServiceWipesNodes(t *testing.T) {
 	if _, err := os.Stat(backups); err != nil {
 		t.Fatalf("backups before delete: %v", err)
 	}
-	dataDir := filepath.Join(e.dir, "agent", "nodes", node.ID)
+	dataDir := e.nodeDir(node.ID)
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Fatalf("node data before delete: %v", err)
 	}

@@ -117,6 +117,12 @@ func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *e
 	if e.op, err = st.Client(controlplane.AdminTokenFile); err != nil {
 		t.Fatal(err)
 	}
+	// Services are placed on hosts whose agents heartbeat.
+	rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+	defer rcancel()
+	if err := st.WaitReady(rctx); err != nil {
+		t.Fatalf("%v (agent logs in %s)", err, filepath.Join(dir, up.AgentsDir))
+	}
 	return e
 }
 

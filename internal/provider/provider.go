@@ -30,7 +30,9 @@ var (
 type NodeRequest struct {
 	NodeID    string
 	ServiceID string
-	AZ        string
+	// Host is the agent host placement chose (domain.Place); AZ is its AZ.
+	Host string
+	AZ   string
 	// VPCID is the VPC the node lives in; "" for a public node.
 	VPCID string
 }

@@ -37,7 +37,7 @@ func TestPassJoinsEveryError(t *testing.T) {
 	var ids []string
 	for i := range 2 {
 		svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateCreating}, Region: "us-east-1", NodeCount: 2}).(*domain.Service)
-		n := f.put(domain.NewNode(svc, i, "a", time.Now())).(*domain.Node)
+		n := f.put(onHost(domain.NewNode(svc, i, "a", time.Now()))).(*domain.Node)
 		ids = append(ids, n.ID)
 	}
 	err := f.once()
@@ -63,7 +63,7 @@ func TestAttachKeepsTheCause(t *testing.T) {
 	f := newFixtureWith(t, func(c *reconcile.Config) { c.Provider, c.Zone = brokenNetwork{c.Provider.(*fakeCloud)}, "moat.test" })
 	f.projectCA()
 	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning}, Region: "us-east-1", NodeCount: 1}).(*domain.Service)
-	n := domain.NewNode(svc, 0, "a", time.Now())
+	n := onHost(domain.NewNode(svc, 0, "a", time.Now()))
 	n.State, n.Address = domain.StateRunning, "198.18.0.5"
 	f.put(n)
 	op := domain.NewOperation("proj-test", domain.OpServiceAttach, svc.ID, time.Now())
@@ -102,4 +102,10 @@ func (f *fixture) projectCA() {
 	}
 	f.put(&domain.Project{Meta: domain.Meta{ID: "proj-test", State: domain.StateActive}, CACertPEM: string(ca.CertPEM),
 		CAKeySealed: keys.Seal(key, domain.ProjectCAKeyAD("proj-test"))})
+}
+
+// onHost gives n the host the API's placement would have chosen.
+func onHost(n *domain.Node) *domain.Node {
+	n.Host = "h1"
+	return n
 }

@@ -32,7 +32,7 @@ func TestMetricsPassErrorKinds(t *testing.T) {
 	f := newFixtureWith(t, func(c *reconcile.Config) { c.Resync, c.Metrics = 20*time.Millisecond, metrics.NewControlPlane(reg) })
 	for i := range 2 {
 		svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateCreating}, Region: "us-east-1", NodeCount: 2}).(*domain.Service)
-		f.put(domain.NewNode(svc, i, "a", time.Now()))
+		f.put(onHost(domain.NewNode(svc, i, "a", time.Now())))
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -66,7 +66,7 @@ func TestMetricsOperationDone(t *testing.T) {
 	})
 	f.projectCA()
 	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning}, Region: "us-east-1", NodeCount: 1}).(*domain.Service)
-	n := domain.NewNode(svc, 0, "a", time.Now())
+	n := onHost(domain.NewNode(svc, 0, "a", time.Now()))
 	n.State, n.Address = domain.StateRunning, "198.18.0.5"
 	f.put(n)
 	op := domain.NewOperation("proj-test", domain.OpServiceAttach, svc.ID, time.Now())

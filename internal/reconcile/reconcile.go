@@ -29,7 +29,10 @@ type Config struct {
 	Keys       Sealer
 	InternalCA *pki.CA
 	Zone       string
-	Logger     *slog.Logger
+	// Catalog is the regions and AZs hosts are placed in (default
+	// domain.DefaultCatalog).
+	Catalog domain.Catalog
+	Logger  *slog.Logger
 	// Resync is the period of a full pass without a store change (0: 2s).
 	Resync time.Duration
 	Now    func() time.Time
@@ -63,6 +66,9 @@ type Reconciler struct {
 	log *slog.Logger
 	// seen is what the last pass recorded in the metrics (metrics.go).
 	seen fleetSeen
+	// started is when the reconciler was made: hosts' heartbeats are
+	// expected from then on.
+	started time.Time
 }
 
 // CertValidity is a node certificate's lifetime; RenewBefore is how long
@@ -86,7 +92,10 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger}, nil
+	if len(cfg.Catalog.Regions) == 0 {
+		cfg.Catalog = domain.DefaultCatalog()
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now()}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;
@@ -139,6 +148,7 @@ const (
 	errKindServiceDelete = "service_delete"
 	errKindBackupKey     = "backup_key"
 	errKindPrune         = "prune"
+	errKindHosts         = "hosts"
 )
 
 // once is Once, also returning the kind of every error (one entry each).
@@ -166,6 +176,7 @@ func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 			kinds = append(kinds, kind)
 		}
 	}
+	keep(errKindHosts, r.markLateHosts(ctx))
 	keep(errKindNetwork, r.networks(ctx))
 	for _, n := range nodes {
 		switch {
@@ -215,15 +226,22 @@ func (r *Reconciler) place(ctx context.Context, n *domain.Node) error {
 	}); err != nil {
 		return err
 	}
-	pl, err := r.cfg.Provider.PlaceNode(ctx, provider.NodeRequest{NodeID: n.ID, ServiceID: n.ServiceID, AZ: n.AZ, VPCID: svc.VPCID})
+	host := n.Host
+	if host == "" {
+		var err error
+		if host, err = r.chooseHost(ctx, n, svc); err != nil {
+			return r.fail(ctx, n, "placement_failed", err)
+		}
+	}
+	pl, err := r.cfg.Provider.PlaceNode(ctx, provider.NodeRequest{NodeID: n.ID, ServiceID: n.ServiceID, Host: host, AZ: n.AZ, VPCID: svc.VPCID})
 	if err != nil {
 		return r.fail(ctx, n, "placement_failed", err)
 	}
 	return r.update(ctx, n.ID, func(tx store.Tx, cur *domain.Node) error {
-		if cur.State != domain.StateCreating || cur.Address != "" {
+		if cur.State != domain.StateCreating || cur.Address != "" || (cur.Host != "" && cur.Host != host) {
 			return errSkip
 		}
-		cur.Host, cur.Namespace, cur.Address = pl.Host, pl.Namespace, pl.Address.String()
+		cur.Host, cur.Namespace, cur.Address = host, pl.Namespace, pl.Address.String()
 		return r.issue(ctx, tx, cur)
 	})
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
 	"github.com/moatdb/moat/internal/sim"
 	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/up"
@@ -164,6 +166,9 @@ func controlPlane(t *testing.T) *server {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cp, err := controlplane.New(ctx, controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupDir: "-"})
+		if err == nil {
+			err = fleettest.Register(ctx, cp.Store, domain.Catalog{}, 0, time.Now())
+		}
 		if err == nil {
 			err = cp.Listen()
 		}

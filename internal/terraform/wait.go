@@ -25,11 +25,15 @@ const (
 // last value read in every case.
 func waitFor[T any](ctx context.Context, what string, get func(context.Context) (T, error), done func(T) (bool, error)) (T, error) {
 	interval := pollFirst
+	timedOut := func() error {
+		return fmt.Errorf("wait for %s: %w (raise the timeouts block's value if it is still under way)", what, ctx.Err())
+	}
 	for {
 		v, err := get(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return v, fmt.Errorf("wait for %s: %w", what, ctx.Err())
+				// The timeout ended a read in flight.
+				return v, timedOut()
 			}
 			return v, err
 		}
@@ -41,7 +45,7 @@ func waitFor[T any](ctx context.Context, what string, get func(context.Context) 
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return v, fmt.Errorf("wait for %s: %w (raise the timeouts block's value if it is still under way)", what, ctx.Err())
+			return v, timedOut()
 		case <-t.C:
 		}
 		interval = min(interval*2, pollMax)

@@ -25,6 +25,12 @@ var ErrNoStack = errors.New("no stack of moat up was started in this data direct
 type Record struct {
 	// Prefix names the stack's namespaces (see localcloud.Config.Prefix).
 	Prefix string `json:"prefix"`
+	// Agents are the pids of the fleet's agent processes, by host (the
+	// last started; Down stops those still running).
+	Agents map[string]int `json:"agents,omitempty"`
+	// Hosts are the fleet's hosts (the simulator fails them by name or
+	// AZ).
+	Hosts []FleetHost `json:"hosts,omitempty"`
 }
 
 // ReadRecord reads dataDir's record; ErrNoStack when there is none.
@@ -60,7 +66,12 @@ func writeRecord(dataDir, prefix string, existing []string) error {
 	case len(existing) > 0 && !ranBefore(dataDir):
 		return fmt.Errorf("namespaces %s* exist (%s, ...) but belong to no stack of data directory %s: another moat up uses them; take it down with moat down --data-dir ITS-DIR, or give this one its own prefix (MOAT_LOCALCLOUD_PREFIX=moat-TAG-)", prefix, existing[0], dataDir)
 	}
-	b, err := json.Marshal(Record{Prefix: prefix})
+	return putRecord(dataDir, Record{Prefix: prefix})
+}
+
+// putRecord writes r as dataDir's record.
+func putRecord(dataDir string, r Record) error {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 // Package up assembles everything `moat up` runs on one machine: the
-// control plane on its embedded store with the local provider, the host
-// agent, and the simulated customer cloud with its internet host "laptop".
+// control plane on its embedded store with the local provider, a fleet of
+// hosts (one per AZ of every region by default, each its own agent
+// process; fleet.go), and the simulated customer cloud with its internet
+// host "laptop".
 // internal/cli runs it for `moat up`; end-to-end tests run it in-process
 // with their own data directory and namespace prefix. Needs root.
 //
@@ -19,8 +21,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,9 +35,6 @@ import (
 	"github.com/moatdb/moat/internal/provider/local"
 	"github.com/moatdb/moat/internal/sim"
 )
-
-// Host is the agent host name of the single machine.
-const Host = "local"
 
 // OpsListen is where the nodes' operator SSH endpoints listen: this
 // machine's loopback, the operator path of a single machine (design 0012).
@@ -61,7 +60,8 @@ type Config struct {
 	// (default: this executable; tests pass theirs, see agent.Config).
 	MoatBinary string
 	// VolumeSize, when positive, puts every node's data on its own
-	// encrypted volume of that many bytes (agent.Config.VolumeSize).
+	// encrypted volume of that many bytes (agent.Config.VolumeSize),
+	// rounded to GiB.
 	VolumeSize int64
 	// AgentMetricsListen, when set, is where the agent serves its
 	// Prometheus metrics (agent.Config.MetricsListen; public only with
@@ -70,14 +70,19 @@ type Config struct {
 	// StatsInterval is how often the agent reads its nodes' PostgreSQL
 	// statistics (agent.Config.StatsInterval; tests shorten it).
 	StatsInterval time.Duration
+	// HostsPerAZ is how many hosts the fleet has in each AZ (default 1).
+	HostsPerAZ int
+	// AgentLogLevel is the agents' log level (default info).
+	AgentLogLevel string
 }
 
 // Stack is a running machine's worth of Moat.
 type Stack struct {
-	cfg   Config
-	CP    *controlplane.ControlPlane
-	Agent *agent.Agent
-	Cloud *localcloud.Cloud
+	cfg Config
+	// agentMetrics is each host's agent metrics address (HOST:PORT).
+	agentMetrics map[string]string
+	CP           *controlplane.ControlPlane
+	Cloud        *localcloud.Cloud
 	// Provider is the control plane's local provider; Run runs it (its
 	// moved-address responders) and closes it.
 	Provider *local.Provider
@@ -90,6 +95,12 @@ type Stack struct {
 	DNSAddr     string
 	InternetDNS netip.AddrPort
 	dnsSockets  []dnsSocket
+
+	// fleet are the hosts whose agents Run supervises.
+	fleet    []FleetHost
+	recordMu sync.Mutex
+	// ready is closed once every host heartbeat after Run started.
+	ready chan struct{}
 }
 
 type dnsSocket struct {
@@ -106,7 +117,8 @@ func Cloud(prefix string) (*localcloud.Cloud, error) {
 }
 
 // New prepares the data directory, the simulated internet, the control
-// plane, the agent and the laptop host. It starts nothing that runs.
+// plane and the laptop host. It starts nothing that runs: Run starts the
+// control plane, registers the fleet and starts its agents.
 func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user")
@@ -129,8 +141,17 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.ControlPlane.Logger == nil {
 		cfg.ControlPlane.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stack{cfg: cfg}
+	if cfg.HostsPerAZ <= 0 {
+		cfg.HostsPerAZ = 1
+	}
+	if cfg.AgentLogLevel == "" {
+		cfg.AgentLogLevel = "info"
+	}
+	s := &Stack{cfg: cfg, fleet: withLegacy(dir, cfg.ControlPlane.Catalog, Fleet(cfg.ControlPlane.Catalog, cfg.HostsPerAZ)), ready: make(chan struct{})}
 	var err error
+	if s.agentMetrics, err = agentMetricsAddrs(cfg.AgentMetricsListen, s.fleet); err != nil {
+		return nil, err
+	}
 	if s.Cloud, err = Cloud(cfg.CloudPrefix); err != nil {
 		return nil, err
 	}
@@ -144,24 +165,12 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.Cloud.EnsureInternet(ctx); err != nil {
 		return nil, fmt.Errorf("create the simulated internet: %w", err)
 	}
-	s.Provider = local.New(s.Cloud, Host)
+	s.Provider = local.New(s.Cloud)
 	cfg.ControlPlane.Provider = s.Provider
-	cfg.ControlPlane.AgentHost = Host
 	if s.CP, err = controlplane.New(ctx, cfg.ControlPlane); err != nil {
 		return nil, err
 	}
 	if err := s.CP.Listen(); err != nil {
-		return nil, err
-	}
-	cl, err := s.Client(controlplane.AgentTokenFile)
-	if err != nil {
-		return nil, err
-	}
-	s.Agent, err = agent.New(agent.Config{Host: Host, Source: agent.APISource{Client: cl}, DataDir: filepath.Join(dir, "agent"),
-		Logger: cfg.ControlPlane.Logger.With("component", "agent"), NoSync: cfg.NoSync, MoatBinary: cfg.MoatBinary, VolumeSize: cfg.VolumeSize,
-		MetricsListen: cfg.AgentMetricsListen, MetricsPublic: cfg.ControlPlane.MetricsPublic, StatsInterval: cfg.StatsInterval,
-		OpsListen: OpsListen})
-	if err != nil {
 		return nil, err
 	}
 	if s.Sim, err = sim.Open(sim.Config{Cloud: s.Cloud, Dir: filepath.Join(dir, "sim")}); err != nil {
@@ -212,7 +221,7 @@ func (s *Stack) listenDNS(ctx context.Context, cfg Config) error {
 }
 
 // Client returns an API client authenticated with the token in the data
-// directory's file (controlplane.AdminTokenFile or AgentTokenFile).
+// directory's file (controlplane.AdminTokenFile, or a host's TokenFile).
 func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 	dir := s.cfg.ControlPlane.DataDir
 	tok, err := os.ReadFile(filepath.Join(dir, tokenFile))
@@ -222,17 +231,21 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 	return client.New(client.Config{URL: s.CP.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(dir, controlplane.APICAFile)})
 }
 
-// Run runs the control plane, its provider and the agent until ctx ends
-// or one fails. Nodes keep running after it returns (moved addresses keep
-// their namespaces, without their responders); Down removes them.
+// Run runs the control plane, its provider and the fleet's agent
+// processes until ctx ends or one fails; it stops the agents (SIGTERM)
+// before it returns. Nodes keep running after it returns (moved addresses
+// keep their namespaces, without their responders); Down removes them.
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	started := time.Now()
+	// Agents a killed moat up left behind run an old configuration.
+	stopAgents(ctx, s.cfg.ControlPlane.DataDir, agentStopTimeout)
 	n := 4 + len(s.dnsSockets)
 	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
 	go func() { errc <- s.Provider.Run(ctx) }()
-	go func() { errc <- s.Agent.Run(ctx) }()
+	go func() { errc <- s.runFleet(ctx, started) }()
 	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
 	for _, d := range s.dnsSockets {
 		go func() { errc <- s.DNS.Serve(ctx, d.pc, d.ln) }()
@@ -245,6 +258,40 @@ func (s *Stack) Run(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// runFleet registers the fleet's hosts, runs and supervises their agents
+// until ctx ends, and closes s.ready once every host heartbeat.
+func (s *Stack) runFleet(ctx context.Context, started time.Time) error {
+	if err := s.registerHosts(ctx); err != nil {
+		return err
+	}
+	op, err := s.Client(controlplane.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	links := make([]*hostLink, len(s.fleet))
+	for i, h := range s.fleet {
+		if links[i], err = listenHostLink(s.cfg.ControlPlane.DataDir, h.Name, s.CP.URL()); err != nil {
+			for _, l := range links[:i] {
+				l.ln.Close()
+			}
+			return fmt.Errorf("link of host %s: %w", h.Name, err)
+		}
+	}
+	errc := make(chan error, 2*len(s.fleet))
+	for i, h := range s.fleet {
+		go func() { errc <- links[i].run(ctx) }()
+		go func() { errc <- s.superviseAgent(ctx, h, links[i].URL()) }()
+	}
+	if err := s.waitFleet(ctx, op, started); err == nil {
+		close(s.ready)
+	}
+	var errs []error
+	for range 2 * len(s.fleet) {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
 }
 
 // PSQLArgs returns the argv that runs psql against a service with
@@ -263,17 +310,19 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 // removes no namespace (ErrNoStack): another directory's stack is never
 // touched. It reports what it stopped.
 func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (postmasters int, err error) {
-	pids, _ := filepath.Glob(filepath.Join(dataDir, "agent", "nodes", "*", "pgdata", "postmaster.pid"))
-	onVolumes, _ := filepath.Glob(filepath.Join(dataDir, "agent", "volumes", "*", "pgdata", "postmaster.pid"))
-	pids = append(pids, onVolumes...)
+	stopAgents(ctx, dataDir, timeout)
+	// The simulator's faults end with the stack (its links are deleted).
+	if err := WriteFaults(dataDir, Faults{}); err != nil {
+		return 0, err
+	}
+	agentDirs := agentDirs(dataDir)
+	var pids []string
+	for _, d := range agentDirs {
+		pids = append(pids, postmasterFiles(d)...)
+	}
 	for _, f := range pids {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		pid, err := strconv.Atoi(strings.TrimSpace(line))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		pid := postmasterPID(f)
+		if pid == 0 {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGINT)
@@ -289,7 +338,10 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		prefix = r.Prefix
 	}
-	volErr := agent.DestroyVolumes(filepath.Join(dataDir, "agent"))
+	var volErr error
+	for _, d := range agentDirs {
+		volErr = errors.Join(volErr, agent.DestroyVolumes(d))
+	}
 	cloud, err := Cloud(prefix)
 	if err != nil {
 		return postmasters, errors.Join(volErr, err)
@@ -303,6 +355,19 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 	}
 	return postmasters, volErr
+}
+
+// agentDirs are the agent directories under dataDir: the fleet's, and
+// LegacyHost's.
+func agentDirs(dataDir string) []string {
+	dirs := []string{AgentDir(dataDir, LegacyHost)}
+	entries, _ := os.ReadDir(filepath.Join(dataDir, AgentsDir))
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, filepath.Join(dataDir, AgentsDir, e.Name()))
+		}
+	}
+	return dirs
 }
 
 // WaitGone waits until process pid has exited, at most timeout.

@@ -25,23 +25,35 @@ import (
 	"github.com/moatdb/moat/internal/provider"
 )
 
-// Provider places nodes in namespaces of one local cloud.
+// Provider places nodes in namespaces of one local cloud. Every host of
+// the fleet is a process on this machine, so all of them share the one
+// substrate: a node's namespace and address are the same whichever host
+// runs it, and its host's agent is the one that realises it.
 type Provider struct {
 	cloud *localcloud.Cloud
-	host  string
 	moved movedHosts
 }
 
 var _ provider.Provider = (*Provider)(nil)
 
-// New returns a provider on cloud whose nodes are run by the agent of host.
-func New(cloud *localcloud.Cloud, host string) *Provider { return &Provider{cloud: cloud, host: host} }
+// New returns a provider on cloud.
+func New(cloud *localcloud.Cloud) *Provider { return &Provider{cloud: cloud} }
 
 // hostName is the local cloud host of a node: "n-" and the node ID's body.
 func hostName(nodeID string) string { return "n-" + strings.TrimPrefix(nodeID, "node-") }
 
-// PlaceNode creates (or finds) the node's namespace and address.
+// NodeNamespace is the namespace of node nodeID in cloud (the simulator's
+// failure injection cuts its links).
+func NodeNamespace(cloud *localcloud.Cloud, nodeID string) string {
+	return cloud.HostNS(hostName(nodeID))
+}
+
+// PlaceNode creates (or finds) the node's namespace and address for the
+// agent of req.Host.
 func (p *Provider) PlaceNode(ctx context.Context, req provider.NodeRequest) (provider.Placement, error) {
+	if req.Host == "" {
+		return provider.Placement{}, fmt.Errorf("place node %s: no host chosen", req.NodeID)
+	}
 	if req.VPCID != "" {
 		return provider.Placement{}, fmt.Errorf("place node %s: VPC nodes are not supported yet", req.NodeID)
 	}
@@ -57,7 +69,7 @@ func (p *Provider) PlaceNode(ctx context.Context, req provider.NodeRequest) (pro
 	if !ok {
 		return provider.Placement{}, fmt.Errorf("place node %s: host %s has no internet address", req.NodeID, h.Name)
 	}
-	return provider.Placement{Host: p.host, Namespace: h.NS, Address: addr}, nil
+	return provider.Placement{Host: req.Host, Namespace: h.NS, Address: addr}, nil
 }
 
 // RemoveNode deletes the node's namespace.

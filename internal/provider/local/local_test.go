@@ -28,7 +28,7 @@ func newProvider(t *testing.T) (*local.Provider, *localcloud.Cloud) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	return local.New(c, "local"), c
+	return local.New(c), c
 }
 
 // TestPeeringVerdicts runs requests the local cloud refuses or fails

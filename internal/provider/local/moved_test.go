@@ -31,7 +31,7 @@ func TestMovedClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl, err := p.PlaceNode(ctx, provider.NodeRequest{NodeID: "node-moved"})
+	pl, err := p.PlaceNode(ctx, provider.NodeRequest{NodeID: "node-moved", Host: "local"})
 	if err != nil {
 		t.Fatal(err)
 	}

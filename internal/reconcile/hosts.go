@@ -1,0 +1,85 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Hosts: the reconciler marks a host down when its heartbeats are late
+// (domain.Host.HeartbeatLate; the heartbeat brings it back, in the API's
+// report handler), and chooses a host for a node created without one.
+
+// markLateHosts marks down every active or draining host whose last
+// heartbeat is older than domain.HeartbeatTimeout, counted at the
+// earliest from the reconciler's start (HeartbeatLateSince: a control
+// plane that was down heard nothing, and blames no host for it).
+func (r *Reconciler) markLateHosts(ctx context.Context) error {
+	var hosts []*domain.Host
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		hosts, err = store.List[domain.Host](ctx, tx, store.Query{})
+		return err
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range hosts {
+		if !h.HeartbeatLateSince(r.cfg.Now(), domain.HeartbeatTimeout, r.started) {
+			continue
+		}
+		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
+			cur, err := store.Get[domain.Host](ctx, tx, h.ID)
+			if err != nil {
+				return err
+			}
+			now := r.cfg.Now()
+			if !cur.HeartbeatLateSince(now, domain.HeartbeatTimeout, r.started) {
+				return nil // it heartbeat meanwhile
+			}
+			if err := cur.MarkDown(now.UTC()); err != nil {
+				return err
+			}
+			r.log.Warn("host down: heartbeats stopped", "host", cur.Name, "last_heartbeat_at", cur.LastHeartbeatAt)
+			return store.Put(ctx, tx, cur)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("mark host %s down: %w", h.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// chooseHost places a node that has no host yet (made before hosts were
+// first-class) with domain.Place, beside its service's other nodes.
+func (r *Reconciler) chooseHost(ctx context.Context, n *domain.Node, svc *domain.Service) (string, error) {
+	var hosts []*domain.Host
+	var all []*domain.Node
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		if hosts, err = store.List[domain.Host](ctx, tx, store.Query{}); err != nil {
+			return err
+		}
+		all, err = store.List[domain.Node](ctx, tx, store.Query{})
+		return err
+	}); err != nil {
+		return "", err
+	}
+	region, err := r.cfg.Catalog.Lookup("region", svc.Region)
+	if err != nil {
+		return "", err
+	}
+	var keep []*domain.Node
+	for _, o := range all {
+		if o.ServiceID == n.ServiceID && o.ID != n.ID && o.Host != "" && !domain.Going(o.State) {
+			keep = append(keep, o)
+		}
+	}
+	slots, err := domain.Place(domain.PlacementRequest{Region: region, Count: 1, Keep: keep, PreferAZ: n.AZ},
+		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: r.cfg.Now(), HeartbeatTimeout: domain.HeartbeatTimeout})
+	if err != nil {
+		return "", err
+	}
+	return slots[0].Host, nil
+}

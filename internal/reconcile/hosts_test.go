@@ -1,0 +1,116 @@
+package reconcile_test
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/fleettest"
+	"github.com/moatdb/moat/internal/reconcile"
+)
+
+// TestMarkLateHosts: a pass marks down the active and draining hosts whose
+// heartbeats are older than domain.HeartbeatTimeout (or that never
+// heartbeat since their registration), and leaves the others.
+func TestMarkLateHosts(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	started := now.Add(-time.Hour) // the reconciler listens for heartbeats from then
+	clock.Store(&started)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	clock.Store(&now)
+	cat := domain.DefaultCatalog()
+	host := func(name string, registered, beat time.Time, drain bool) *domain.Host {
+		h, err := domain.NewHost(cat, name, "us-east-1", "us-east-1a", 0, nil, registered)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !beat.IsZero() {
+			if _, err := h.Heartbeat("v1", beat); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if drain {
+			if err := h.Drain(registered); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return f.put(h).(*domain.Host)
+	}
+	late := host("late", now.Add(-time.Hour), now.Add(-domain.HeartbeatTimeout-time.Second), false)
+	fresh := host("fresh", now.Add(-time.Hour), now.Add(-domain.HeartbeatTimeout+time.Second), false)
+	silent := host("silent", now.Add(-time.Minute), time.Time{}, false)
+	newcomer := host("newcomer", now.Add(-time.Second), time.Time{}, false)
+	drained := host("drained", now.Add(-time.Hour), now.Add(-time.Minute), true)
+	f.mustOnce()
+	for _, tc := range []struct {
+		h     *domain.Host
+		state string
+	}{{late, domain.StateDown}, {fresh, domain.StateActive}, {silent, domain.StateDown}, {newcomer, domain.StateActive}, {drained, domain.StateDown}} {
+		got := get[domain.Host](f, tc.h.ID)
+		if got.State != tc.state {
+			t.Errorf("host %s = %s, want %s", got.Name, got.State, tc.state)
+		}
+		if tc.state == domain.StateDown && (got.StateInfo == nil || got.StateInfo.Code != domain.CodeHeartbeatLost) {
+			t.Errorf("host %s state info = %+v, want %s", got.Name, got.StateInfo, domain.CodeHeartbeatLost)
+		}
+	}
+	if got := get[domain.Host](f, drained.ID); !got.Cordoned {
+		t.Error("a drained host marked down lost its cordon: it would come back active")
+	}
+}
+
+// TestRestartBlamesNoHost: a reconciler that just started (a control
+// plane back after a while) marks no host down for the silence before it
+// listened; it does once the timeout passed since its start.
+func TestRestartBlamesNoHost(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&start)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	h, err := domain.NewHost(domain.DefaultCatalog(), "h1", "us-east-1", "us-east-1a", 0, nil, start.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Heartbeat("v1", start.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f.put(h)
+	f.mustOnce()
+	if got := get[domain.Host](f, h.ID); got.State != domain.StateActive {
+		t.Errorf("host an hour silent, at the reconciler's start = %s, want active", got.State)
+	}
+	later := start.Add(domain.HeartbeatTimeout + time.Second)
+	clock.Store(&later)
+	f.mustOnce()
+	if got := get[domain.Host](f, h.ID); got.State != domain.StateDown {
+		t.Errorf("host silent for the timeout since the reconciler's start = %s, want down", got.State)
+	}
+}
+
+// TestPlaceNodeWithoutHost: a node created without a host (before hosts
+// were first-class) is placed by the reconciler through domain.Place; with
+// no healthy host the node says why and nothing reaches the provider.
+func TestPlaceNodeWithoutHost(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateCreating}, Region: "us-east-1", NodeCount: 1}).(*domain.Service)
+	n := f.put(domain.NewNode(svc, 0, "us-east-1b", time.Now())).(*domain.Node)
+	f.once()
+	if got := get[domain.Node](f, n.ID); got.StateInfo == nil || !strings.Contains(got.StateInfo.Cause, "us-east-1 has 0 healthy AZs; a 1-node service needs 1") {
+		t.Errorf("node without a healthy host: state info = %+v, want the placement's reason", got.StateInfo)
+	}
+	if err := fleettest.Register(t.Context(), f.store, domain.Catalog{}, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f.once()
+	// The fake provider refuses every node: reaching it means a host was
+	// chosen.
+	if got := get[domain.Node](f, n.ID); got.StateInfo == nil || !strings.Contains(got.StateInfo.Cause, "no nodes here") {
+		t.Errorf("node with hosts registered: state info = %+v, want the provider's refusal", got.StateInfo)
+	}
+}
