@@ -76,6 +76,11 @@ type Config struct {
 	// served per project at GET /v1/projects/{p}/metrics (default: a store
 	// of the Server's own).
 	Tenants *metrics.Tenants
+	// SignInLink mints a one-time console sign-in link for token and
+	// returns its path and query and when it expires (the control
+	// plane's, over its console); nil: this server serves no console and
+	// POST /v1/console/links answers 501.
+	SignInLink func(token string) (path string, expires time.Time)
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).

@@ -49,7 +49,7 @@ func TestPrintUp(t *testing.T) {
 	printUp(&b, "https://127.0.0.1:8443", "https://127.0.0.1:8443/console/signin/link?code=C0DE", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053")
 	for _, want := range []string{
 		"  console:         https://127.0.0.1:8443/console/\n",
-		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n                   (as the operator, once, within 15 minutes; then with the operator token)\n",
+		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n                   (as the operator, once, within 15 minutes; then with the operator token, or a new link: moat console link)\n",
 		"  API:             https://127.0.0.1:8443\n",
 		"export MOAT_PROJECT=$(moat project create demo -o id)",
 		"open to the internet until its allowlist is set",
