@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/netnstest"
+	"github.com/moatdb/moat/internal/postgres"
+	"github.com/moatdb/moat/internal/testenv"
+	"github.com/moatdb/moat/internal/volume"
+)
+
+// TestVolumeServerKilled kills the volume server of a node while its
+// PostgreSQL writes: the writer gets an error, the node is reported
+// failed with its volume lost (the form the fleet's replacement acts on),
+// the agent goes on applying another node on the same host, and the
+// failed node's wipe completes: nothing of it stays mounted, attached or
+// on disk, so nothing hung on the dead volume.
+func TestVolumeServerKilled(t *testing.T) {
+	t.Parallel()
+	losetup := mustHaveVolumeNodes(t)
+	if volume.HasDeviceMapper() {
+		t.Skip("device-mapper present: the kernel holds the key, there is no userspace server to kill")
+	}
+	pair := netnstest.NewPair(t, 0)
+	dir := dataDir(t)
+	cs := newCerts(t)
+	const host, victim, bystander = "host-vk", "nod-vk1", "nod-vk2"
+	cleanVolumeNode(t, dir, victim)
+	cleanVolumeNode(t, dir, bystander)
+	node := func(id, svc string, ns *netnstest.NS, addr string) apitype.NodeDesired {
+		return apitype.NodeDesired{
+			NodeID: id, ServiceID: svc, ProjectID: "prj-vk", Role: apitype.RolePrimary, State: stateCreating,
+			Namespace: ns.Name, Address: addr, Port: 5432,
+			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
+			TLS: cs.node(t, id+".svc.test", addr), AllowlistRevision: 1,
+		}
+	}
+	src := newFakeSource(host)
+	src.update(func(d *apitype.HostDesired) {
+		d.Nodes = []apitype.NodeDesired{
+			node(victim, "svc-vk1", pair.Server, pair.ServerV4.String()),
+			node(bystander, "svc-vk2", pair.Client, pair.ClientV4.String()),
+		}
+	})
+	exe, err := os.Executable() // runs as moat: see main_test.go
+	if err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
+		MoatBinary: exe, VolumeSize: 256 << 20}, nil)
+	src.waitReport(t, victim, 2*time.Minute, running(1))
+	src.waitReport(t, bystander, 2*time.Minute, running(1))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	container := filepath.Join(dir, "volumes", victim+volumeExt)
+	mnt := filepath.Join(dir, "volumes", victim)
+	fuseData := filepath.Join(container+".fuse", "data")
+
+	// A writer commits (each commit an fsync of the WAL through the
+	// volume) until it fails.
+	conn := mgmt(ctx, t, dir, victim, postgres.Database)
+	if _, err := conn.Exec(ctx, "CREATE TABLE w (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	writeErr := make(chan error, 1)
+	wrote := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			if _, err := conn.Exec(ctx, "INSERT INTO w SELECT repeat('x', 1000) FROM generate_series(1, 200)"); err != nil {
+				writeErr <- err
+				return
+			}
+			if i == 5 {
+				close(wrote)
+			}
+		}
+	}()
+	select {
+	case <-wrote:
+	case err := <-writeErr:
+		t.Fatalf("writer failed before the kill: %v", err)
+	}
+	pid := volumeServerPID(t, container)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the volume server: %v", err)
+	}
+	killed := time.Now()
+	select {
+	case err := <-writeErr:
+		t.Logf("writer, %v after the kill: %v", time.Since(killed).Round(time.Millisecond), err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("writer hung 30s after the volume server was killed")
+	}
+	rep := src.waitReport(t, victim, time.Minute, func(r apitype.NodeReport) bool {
+		return r.State == apitype.NodeReportFailed
+	})
+	t.Logf("node reported %s %v after the kill: %s", rep.State, time.Since(killed).Round(time.Millisecond), rep.Message)
+	if !strings.Contains(rep.Message, "volume key lost") {
+		t.Errorf("failed node's report message %q, want it to say the volume key is lost", rep.Message)
+	}
+	pg, err := os.ReadFile(filepath.Join(dir, "nodes", victim, "postgres.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ioErrs []string
+	for _, l := range strings.Split(string(pg), "\n") {
+		if strings.Contains(l, "Input/output error") || strings.Contains(l, "Read-only file system") {
+			ioErrs = append(ioErrs, l)
+		}
+	}
+	if len(ioErrs) == 0 {
+		t.Errorf("PostgreSQL's log shows no I/O error after its volume server was killed:\n%s", pg)
+	}
+	t.Logf("PostgreSQL's I/O errors:\n%s", strings.Join(ioErrs, "\n"))
+
+	// The agent goes on with the other node: a new allowlist revision is
+	// applied, its PostgreSQL answers.
+	src.update(func(d *apitype.HostDesired) { d.Nodes[1].AllowlistRevision = 2 })
+	src.waitReport(t, bystander, time.Minute, running(2))
+	var n int
+	if err := mgmt(ctx, t, dir, bystander, postgres.Database).QueryRow(ctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+		t.Errorf("the other node's PostgreSQL: %d, %v", n, err)
+	}
+
+	// The failed node's wipe: nothing of it is left mounted or attached,
+	// which also proves no process of it hangs on the dead volume (a
+	// process in D state would hold the file system busy).
+	t.Cleanup(func() { // runs first: before the cleanups unmount anything
+		if t.Failed() {
+			t.Logf("processes in D state on the dead volume: %q", stuckOn(mnt))
+		}
+	})
+	rev := src.update(func(d *apitype.HostDesired) { d.Nodes[0].State = stateDeleting })
+	src.waitReport(t, victim, time.Minute, func(r apitype.NodeReport) bool {
+		return r.State == apitype.NodeReportWiped && r.Revision == rev
+	})
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{mnt, container + ".fuse"} {
+		if strings.Contains(string(mounts), " "+p+" ") {
+			t.Errorf("%s is still mounted after the wipe", p)
+		}
+	}
+	if out, err := exec.Command(losetup, "-a").CombinedOutput(); err != nil {
+		t.Errorf("losetup -a: %v: %s", err, out)
+	} else if strings.Contains(string(out), fuseData) {
+		t.Errorf("a loop device is left on the dead volume after the wipe:\n%s", out)
+	}
+	for _, p := range []string{container, mnt, container + ".fuse"} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the wipe: %v, want it gone", p, err)
+		}
+	}
+	if err := mgmt(ctx, t, dir, bystander, postgres.Database).QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Errorf("the other node's PostgreSQL after the wipe: %v", err)
+	}
+}
+
+// mustHaveVolumeNodes ends t unless the host can run nodes on volumes
+// served from userspace (or by dm-crypt); it returns losetup's path.
+func mustHaveVolumeNodes(t *testing.T) string {
+	t.Helper()
+	requirePostgres(t)
+	testenv.MustHaveCommand(t, "mkfs.ext4")
+	losetup := testenv.MustHaveCommand(t, "losetup")
+	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
+		if _, err := os.Stat(p); err != nil {
+			testenv.Unavailable(t, "needs %s: %v", p, err)
+		}
+	}
+	return losetup
+}
+
+// cleanVolumeNode registers a cleanup, run before dataDir's, that stops
+// the PostgreSQL a failure left on node's volume and destroys the volume.
+// Call it once per node; the last call also unmounts the volumes
+// directory the agent made a shared mount of itself.
+func cleanVolumeNode(t *testing.T, dir, nodeID string) {
+	volumes := filepath.Join(dir, "volumes")
+	t.Cleanup(func() {
+		if err := unix.Unmount(volumes, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			t.Errorf("unmount the volumes directory: %v", err)
+		}
+	})
+	container, mnt := filepath.Join(volumes, nodeID+volumeExt), filepath.Join(volumes, nodeID)
+	t.Cleanup(func() {
+		nd := filepath.Join(dir, "nodes", nodeID)
+		in, err := postgres.New(postgres.Config{DataDir: filepath.Join(mnt, "pgdata"), TLSDir: filepath.Join(nd, "tls"),
+			SocketDir: filepath.Join(nd, "run"), LogFile: filepath.Join(nd, "postgres.log"),
+			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused")})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			in.Stop(ctx)
+			cancel()
+		}
+		if err := volume.Destroy(container, mnt); err != nil {
+			t.Errorf("clean up the volume of %s: %v", nodeID, err)
+		}
+	})
+}
+
+// volumeServerPID returns the PID of the `moat volume serve` process of
+// container.
+func volumeServerPID(t *testing.T, container string) int {
+	t.Helper()
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		args := strings.Split(string(b), "\x00")
+		if slices.Contains(args, "serve") && slices.Contains(args, container) {
+			pid, err := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pid
+		}
+	}
+	t.Fatalf("no volume server for %s", container)
+	return 0
+}
+
+// stuckOn returns the processes in uninterruptible sleep (D) whose
+// working directory is under dir.
+func stuckOn(dir string) []string {
+	var stuck []string
+	cwds, _ := filepath.Glob("/proc/[0-9]*/cwd")
+	for _, c := range cwds {
+		cwd, err := os.Readlink(c)
+		if err != nil || !strings.HasPrefix(cwd, dir) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(filepath.Dir(c), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i:]), ") D") {
+			stuck = append(stuck, string(stat[:i+1]))
+		}
+	}
+	return stuck
+}
