@@ -491,8 +491,8 @@ func TestVolumeLostAndFull(t *testing.T) {
 	h.take()
 	n.supervise(context.Background(), want, 1)
 	rep, _ = n.currentReport()
-	if rep.State != apitype.NodeReportFailed || rep.Message != errVolumeLost.Error() {
-		t.Errorf("volume server gone: report %+v, want failed: %v", rep, errVolumeLost)
+	if rep.State != apitype.NodeReportFailed || rep.Message != errVolumeLost.Error() || rep.Volume == nil || !rep.Volume.Lost {
+		t.Errorf("volume server gone: report %+v (volume %+v), want failed: %v, the volume lost", rep, rep.Volume, errVolumeLost)
 	}
 	for _, op := range h.take() {
 		if op != opFirewall {
@@ -503,8 +503,8 @@ func TestVolumeLostAndFull(t *testing.T) {
 	n2 := newNode(n.a, "nod-1")
 	n2.set(want, 2, false)
 	n2.applyAndReport(context.Background(), want, 2)
-	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed {
-		t.Errorf("creating node on a lost volume: report %+v, want failed at once", rep)
+	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed || rep.Volume == nil || !rep.Volume.Lost {
+		t.Errorf("creating node on a lost volume: report %+v (volume %+v), want failed at once, the volume lost", rep, rep.Volume)
 	}
 	// Wiping it destroys the volume.
 	h.take()

@@ -215,6 +215,7 @@ func (n *node) applyVolume(ctx context.Context, _ *spec) error {
 		}
 	case exists:
 		n.marks = marks{firewall: n.marks.firewall} // what was applied on it is gone
+		n.setVolumeLost()
 		return errVolumeLost
 	default:
 		if err := mkdir0711(n.a.volumesDir); err != nil {
@@ -229,6 +230,19 @@ func (n *node) applyVolume(ctx context.Context, _ *spec) error {
 	}
 	n.marks.volume.key = file
 	return nil
+}
+
+// setVolumeLost records for the report that the node's volume lost its
+// key (the control plane then shows the node failed with volume_lost).
+func (n *node) setVolumeLost() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v := apitype.NodeVolume{Format: volume.FormatName}
+	if n.volume != nil {
+		v = *n.volume
+	}
+	v.Lost, v.Full = true, false
+	n.volume = &v
 }
 
 // volumeLost returns errVolumeLost if the node's volume, once served, no
