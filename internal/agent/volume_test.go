@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,12 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/postgres"
-	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/volume"
 )
 
@@ -32,14 +32,7 @@ import (
 // and restarted agent adopts the served volume while PostgreSQL keeps
 // serving, and the wipe leaves no mount, no loop device and no file.
 func TestVolumeNode(t *testing.T) {
-	requirePostgres(t)
-	testenv.MustHaveCommand(t, "mkfs.ext4")
-	losetup := testenv.MustHaveCommand(t, "losetup")
-	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
-		if _, err := os.Stat(p); err != nil {
-			testenv.Unavailable(t, "needs %s: %v", p, err)
-		}
-	}
+	losetup := mustHaveVolumeNodes(t)
 	exe, err := os.Executable() // runs as moat: see main_test.go
 	if err != nil {
 		t.Fatal(err)
@@ -51,23 +44,7 @@ func TestVolumeNode(t *testing.T) {
 	container := filepath.Join(dir, "volumes", nodeID+volumeExt)
 	mnt := filepath.Join(dir, "volumes", nodeID)
 	pgdata := filepath.Join(mnt, "pgdata")
-	t.Cleanup(func() { // before dataDir's: whatever a failure left
-		in, err := postgres.New(postgres.Config{DataDir: pgdata, TLSDir: filepath.Join(dir, "nodes", nodeID, "tls"),
-			SocketDir: filepath.Join(dir, "nodes", nodeID, "run"), LogFile: filepath.Join(dir, "nodes", nodeID, "postgres.log"),
-			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused")})
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			in.Stop(ctx)
-			cancel()
-		}
-		if err := volume.Destroy(container, mnt); err != nil {
-			t.Errorf("clean up the volume: %v", err)
-		}
-		// The agent made its volumes directory a shared mount of itself.
-		if err := unix.Unmount(filepath.Join(dir, "volumes"), unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount the volumes directory: %v", err)
-		}
-	})
+	cleanVolumeNode(t, dir, nodeID)
 
 	src := newFakeSource(host)
 	src.update(func(d *apitype.HostDesired) {
@@ -155,12 +132,15 @@ func TestVolumeNode(t *testing.T) {
 	})
 
 	// The agent stops (an upgrade): the volume's server and PostgreSQL
-	// run on; a new agent adopts the volume.
+	// run on, answering new connections throughout; a new agent adopts
+	// the volume.
 	pid := pidOf(t, pgdata)
+	probed := probe(dir, nodeID)
 	stop()
 	if _, served, err := (&hostVolumes{}).Served(container, mnt); err != nil || !served {
 		t.Fatalf("agent stopped: volume served %v (%v), want served", served, err)
 	}
+	probed.next(t)
 	var one int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM marker").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("agent stopped: marker rows %d (%v), want 1", one, err)
@@ -179,6 +159,11 @@ func TestVolumeNode(t *testing.T) {
 	}
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM marker").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("agent restarted: marker rows %d (%v), want 1", one, err)
+	}
+	if n, err := probed.stop(); err != nil || n < 2 {
+		t.Errorf("PostgreSQL while the agent stopped and restarted: %d connections, then %v; want every one to answer", n, err)
+	} else {
+		t.Logf("PostgreSQL answered all %d new connections while the agent stopped and restarted", n)
 	}
 	conn.Close(ctx)
 
@@ -204,6 +189,79 @@ func TestVolumeNode(t *testing.T) {
 	for _, p := range []string{container, mnt, container + ".fuse"} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s after the wipe: %v, want it gone", p, err)
+		}
+	}
+}
+
+// prober connects to a node's PostgreSQL and queries it every 20 ms.
+type prober struct {
+	answered chan struct{} // a probe succeeded
+	stop     func() (int, error)
+}
+
+// probe starts a prober of node's PostgreSQL. Its stop function ends it
+// and returns the number of probes and the first failure (probing stops
+// there).
+func probe(dir, nodeID string) *prober {
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	p := &prober{answered: make(chan struct{}, 1)}
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		cfg, err := pgx.ParseConfig("sslmode=disable")
+		if err != nil {
+			r.err = err
+			return
+		}
+		cfg.Host, cfg.Port, cfg.User, cfg.Database = filepath.Join(dir, "nodes", nodeID, "run"), 5432, "postgres", postgres.Database
+		cfg.ConnectTimeout = 5 * time.Second
+		for ; ; r.n++ {
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err == nil {
+				var one int
+				err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+				conn.Close(context.Background())
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.err = fmt.Errorf("probe %d: %w", r.n+1, err)
+				return
+			}
+			select {
+			case p.answered <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	p.stop = func() (int, error) {
+		cancel()
+		r := <-done
+		return r.n, r.err
+	}
+	return p
+}
+
+// next waits for a probe that starts after the call to succeed.
+func (p *prober) next(t *testing.T) {
+	t.Helper()
+	for range 2 { // the first may have started before
+		select {
+		case <-p.answered:
+		case <-time.After(10 * time.Second):
+			t.Errorf("PostgreSQL did not answer a probe within 10s")
+			return
 		}
 	}
 }
