@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,11 +181,150 @@ func TestVolumeServerKilled(t *testing.T) {
 	}
 }
 
+// volumeParentEnv makes the test binary a stand-in agent process: it
+// starts a volume server as the agent does (hostVolumes.Create), says
+// "ready" and waits to be killed.
+const volumeParentEnv = "MOAT_AGENT_TEST_VOLUME_PARENT"
+
+func init() {
+	// Before TestMain: this process is the stand-in agent, not a test run.
+	if v := os.Getenv(volumeParentEnv); v != "" {
+		os.Exit(volumeParent(v))
+	}
+}
+
+func volumeParent(v string) int {
+	os.Unsetenv(volumeParentEnv)  // the server is this binary too
+	args := strings.Split(v, "|") // data dir|container|mountpoint|moat binary
+	h := &hostVolumes{a: &Agent{cfg: Config{DataDir: args[0], MoatBinary: args[3]}}}
+	if err := h.Create(context.Background(), args[1], args[2], 64<<20); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin) // until killed (or the test is gone)
+	return 0
+}
+
+// TestVolumeServerOutlivesKilledAgent: an agent process killed with
+// SIGKILL (no cleanup of its own) leaves its volume servers serving: each
+// is in its own session, needs nothing more from its parent once its
+// file system is mounted, and goes on reparented; the volume is still
+// served and readable and writable, and its wipe ends the server.
+func TestVolumeServerOutlivesKilledAgent(t *testing.T) {
+	t.Parallel()
+	mustHaveVolumes(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := dataDir(t)
+	const nodeID = "nod-orphan"
+	cleanVolumeNode(t, dir, nodeID)
+	container, mnt := filepath.Join(dir, "volumes", nodeID+volumeExt), filepath.Join(dir, "volumes", nodeID)
+	if err := mkdir0711(filepath.Join(dir, "volumes")); err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(exe, "-test.run=^$")
+	agent.Env = append(os.Environ(), volumeParentEnv+"="+strings.Join([]string{dir, container, mnt, exe}, "|"))
+	var stderr strings.Builder
+	agent.Stderr = &stderr
+	stdin, err := agent.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	out, err := agent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		agent.Process.Kill()
+		agent.Wait()
+		t.Fatalf("stand-in agent: %q: %s", line, stderr.String())
+	}
+	server := volumeServerPID(t, container)
+	if got := ppid(t, server); got != agent.Process.Pid {
+		t.Fatalf("volume server's parent is %d, want the agent %d", got, agent.Process.Pid)
+	}
+	if err := agent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	agent.Wait()
+
+	if got := ppid(t, server); got == agent.Process.Pid {
+		t.Fatalf("volume server's parent is still the killed agent %d", got)
+	}
+	if _, served, err := (&hostVolumes{}).Served(container, mnt); err != nil || !served {
+		t.Fatalf("agent killed: volume served %v (%v), want served", served, err)
+	}
+	f := filepath.Join(mnt, "after-kill")
+	if err := os.WriteFile(f, []byte("still here"), 0o600); err != nil {
+		t.Fatalf("agent killed: write to the volume: %v", err)
+	}
+	if b, err := os.ReadFile(f); err != nil || string(b) != "still here" {
+		t.Fatalf("agent killed: read back %q, %v", b, err)
+	}
+
+	if err := (&hostVolumes{}).Destroy(container, mnt); err != nil {
+		t.Fatal(err)
+	}
+	// Destroy waited for the server to let go of the container; it is
+	// gone (or a zombie its new parent has not reaped yet).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", server))
+		if err != nil || procState(string(stat)) == "Z" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volume server %d still runs 10s after the wipe: %s", server, stat)
+		}
+	}
+}
+
+// ppid returns the parent of process pid.
+func ppid(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(stat[strings.LastIndexByte(string(stat), ')'):]), " ")
+	fields := strings.Fields(after) // state ppid ...
+	p, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// procState returns the state letter of a /proc/PID/stat line (its
+// command name may hold spaces and parentheses).
+func procState(stat string) string {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return ""
+	}
+	return stat[i+2 : i+3]
+}
+
 // mustHaveVolumeNodes ends t unless the host can run nodes on volumes
 // served from userspace (or by dm-crypt); it returns losetup's path.
 func mustHaveVolumeNodes(t *testing.T) string {
 	t.Helper()
 	requirePostgres(t)
+	return mustHaveVolumes(t)
+}
+
+// mustHaveVolumes ends t unless the host can serve volumes; it returns
+// losetup's path.
+func mustHaveVolumes(t *testing.T) string {
+	t.Helper()
+	testenv.MustHaveRoot(t)
 	testenv.MustHaveCommand(t, "mkfs.ext4")
 	losetup := testenv.MustHaveCommand(t, "losetup")
 	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
@@ -258,9 +400,8 @@ func stuckOn(dir string) []string {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ...: comm may hold spaces and parentheses.
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i:]), ") D") {
-			stuck = append(stuck, string(stat[:i+1]))
+		if procState(string(stat)) == "D" {
+			stuck = append(stuck, string(stat))
 		}
 	}
 	return stuck
