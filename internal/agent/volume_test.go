@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +58,11 @@ func TestVolumeNode(t *testing.T) {
 			AllowV4: []string{pair.ClientV4.String() + "/32"}, AllowlistRevision: 1,
 		}}
 	})
-	cfg := Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
+	// The agents' logs go to the test's log and to logs, searched for
+	// the key at the end.
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := Config{Host: host, Source: src, DataDir: dir, Logger: logger, NoSync: true,
 		MoatBinary: exe, VolumeSize: 256 << 20}
 	var keyMu sync.Mutex
 	var key []byte
@@ -105,15 +111,17 @@ func TestVolumeNode(t *testing.T) {
 		t.Errorf("the marker row is not in the cluster's files: the check above proves nothing")
 	}
 
-	// The key is in no file under the agent's directory.
+	// The key is in no file under the agent's directory (its state, the
+	// volume server's log, PostgreSQL's files and log, the volume's
+	// file system), nor in the volume server's command line or
+	// environment.
 	keyMu.Lock()
 	k := key
 	keyMu.Unlock()
 	if len(k) != volume.KeySize {
 		t.Fatalf("key seen by the test hook: %d bytes, want %d", len(k), volume.KeySize)
 	}
-	forms := [][]byte{k[:32], k[32:], []byte(hex.EncodeToString(k[:32])), []byte(hex.EncodeToString(k[32:])),
-		[]byte(base64.StdEncoding.EncodeToString(k[:30])), []byte(base64.StdEncoding.EncodeToString(k[33:63]))}
+	files := 0
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
@@ -122,14 +130,25 @@ func TestVolumeNode(t *testing.T) {
 		if err != nil {
 			return nil // a file removed meanwhile
 		}
-		for _, f := range forms {
-			if bytes.Contains(b, f) {
-				t.Errorf("the volume key is in %s", p)
-				break
-			}
+		files++
+		if hasKey(b, k) {
+			t.Errorf("the volume key is in %s", p)
 		}
 		return nil
 	})
+	if files < 100 {
+		t.Errorf("searched %d files for the key, want the node's whole tree", files)
+	}
+	server := volumeServerPID(t, container)
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", server, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hasKey(b, k) {
+			t.Errorf("the volume key is in the volume server's %s", f)
+		}
+	}
 
 	// The agent stops (an upgrade): the volume's server and PostgreSQL
 	// run on, answering new connections throughout; a new agent adopts
@@ -148,8 +167,7 @@ func TestVolumeNode(t *testing.T) {
 	src.mu.Lock()
 	delete(src.reports, nodeID)
 	src.mu.Unlock()
-	startAgent(t, Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
-		MoatBinary: exe, VolumeSize: 256 << 20}, nil)
+	startAgent(t, cfg, nil)
 	rep = src.waitReport(t, nodeID, time.Minute, running(1))
 	if rep.Volume == nil {
 		t.Errorf("adopted volume not reported")
@@ -191,6 +209,45 @@ func TestVolumeNode(t *testing.T) {
 			t.Errorf("%s after the wipe: %v, want it gone", p, err)
 		}
 	}
+
+	// Nor did either agent log it, from the volume's creation to its wipe.
+	if l := logs.String(); !strings.Contains(l, "volume destroyed") {
+		t.Errorf("the agents' log has no volume destroyed line: the search proves nothing")
+	} else if hasKey([]byte(l), k) {
+		t.Errorf("the volume key is in the agents' log")
+	}
+}
+
+// hasKey reports whether b holds a key in any form: raw, hex or base64,
+// either half of it.
+func hasKey(b, key []byte) bool {
+	for _, f := range [][]byte{key[:32], key[32:],
+		[]byte(hex.EncodeToString(key[:32])), []byte(hex.EncodeToString(key[32:])),
+		[]byte(base64.StdEncoding.EncodeToString(key[:30])), []byte(base64.StdEncoding.EncodeToString(key[33:63])),
+		[]byte(base64.RawURLEncoding.EncodeToString(key[:30])), []byte(base64.RawURLEncoding.EncodeToString(key[33:63]))} {
+		if bytes.Contains(b, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // prober connects to a node's PostgreSQL and queries it every 20 ms.
