@@ -153,6 +153,8 @@ type Agent struct {
 	// onVolumeKey, when set (tests), sees a new volume's key before it is
 	// handed to its server, to check that it is written nowhere.
 	onVolumeKey func(container string, key []byte)
+	// volumeCheckTimeout, when set (tests), replaces volumeCheckTimeout.
+	volumeCheckTimeout time.Duration
 }
 
 // stateFile is the last desired state, under DataDir.

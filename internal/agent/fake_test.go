@@ -122,6 +122,15 @@ func (v fakeVolumes) Stat(container, _ string) (volume.Info, error) {
 	return volume.Info{Format: volume.FormatName, Cipher: "aes-xts-plain64", Size: 1 << 30, Mounted: v.h.volumes[container], Full: v.h.full}, nil
 }
 
+func (v fakeVolumes) Check(string, time.Duration) error { return nil }
+
+func (v fakeVolumes) Kill(container string) error {
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	v.h.volumes[container] = false
+	return nil
+}
+
 func (v fakeVolumes) Destroy(container, _ string) error {
 	return v.h.record(opDestroyVol, func() { delete(v.h.volumes, container) })
 }

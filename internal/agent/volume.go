@@ -40,6 +40,11 @@ type volumes interface {
 	// Destroy unmounts the volume, stops its server (the key is gone),
 	// overwrites the header and removes the file.
 	Destroy(container, mountpoint string) error
+	// Check returns an error wrapping volume.ErrUnresponsive if the
+	// volume's server does not answer a read within timeout.
+	Check(container string, timeout time.Duration) error
+	// Kill kills the volume's server: its key, and the volume, are lost.
+	Kill(container string) error
 }
 
 // errVolumeLost: the node's volume exists but no server holds its key
@@ -49,6 +54,12 @@ var errVolumeLost = errors.New("volume key lost: the node's volume server is gon
 
 // volumeReadyTimeout bounds a new volume's start (mkfs included).
 const volumeReadyTimeout = 2 * time.Minute
+
+// volumeCheckTimeout is how long a volume's server may take to answer the
+// supervision's read of one sector before it counts as hung: far beyond
+// what a loaded host takes (microseconds to milliseconds), short enough
+// that a node whose I/O is frozen is failed and replaced.
+const volumeCheckTimeout = 30 * time.Second
 
 // hostVolumes runs `<DataDir>/bin/moat volume serve` per volume.
 type hostVolumes struct {
@@ -164,6 +175,12 @@ func (h *hostVolumes) Stat(container, mountpoint string) (volume.Info, error) {
 	return volume.Stat(container, mountpoint)
 }
 
+func (h *hostVolumes) Check(container string, timeout time.Duration) error {
+	return volume.Check(container, timeout)
+}
+
+func (h *hostVolumes) Kill(container string) error { return volume.Kill(container) }
+
 func (h *hostVolumes) Destroy(container, mountpoint string) error {
 	if err := volume.Destroy(container, mountpoint); err != nil {
 		return err
@@ -246,14 +263,32 @@ func (n *node) setVolumeLost() {
 }
 
 // volumeLost returns errVolumeLost if the node's volume, once served, no
-// longer is (its server died).
+// longer is (its server died), or if its server does not answer a read
+// in time: then it is killed, so that the node fails at once and for good
+// (PostgreSQL's I/O fails instead of hanging, and a primary frozen with it
+// cannot resume writing after the fleet has replaced it).
 func (n *node) volumeLost() error {
 	if n.marks.volume.key == "" {
 		return nil
 	}
-	_, served, err := n.a.plat.vol.Served(n.volumeFile(), n.volumeMount())
-	if err != nil || served {
+	file := n.volumeFile()
+	_, served, err := n.a.plat.vol.Served(file, n.volumeMount())
+	if err != nil {
 		return nil // an unreadable state is not a lost key; the apply says more
+	}
+	if !served {
+		return errVolumeLost
+	}
+	timeout := volumeCheckTimeout
+	if n.a.volumeCheckTimeout > 0 {
+		timeout = n.a.volumeCheckTimeout
+	}
+	if err := n.a.plat.vol.Check(file, timeout); !errors.Is(err, volume.ErrUnresponsive) {
+		return nil // answered; or gone, which the next check sees
+	}
+	n.a.log.Error("volume server does not answer; killing it, the node is lost", "node", n.id, "container", file, "timeout", timeout)
+	if err := n.a.plat.vol.Kill(file); err != nil {
+		n.a.log.Error("kill volume server", "node", n.id, "container", file, "err", err)
 	}
 	return errVolumeLost
 }

@@ -25,13 +25,15 @@ import (
 	"github.com/moatdb/moat/internal/volume"
 )
 
-// TestVolumeServerKilled kills the volume server of a node while its
+// TestVolumeServerFaults kills the volume server of a node while its
 // PostgreSQL writes: the writer gets an error, the node is reported
 // failed with its volume lost (the form the fleet's replacement acts on),
 // the agent goes on applying another node on the same host, and the
 // failed node's wipe completes: nothing of it stays mounted, attached or
-// on disk, so nothing hung on the dead volume.
-func TestVolumeServerKilled(t *testing.T) {
+// on disk, so nothing hung on the dead volume. Then the other node's
+// server stops answering (SIGSTOP): the agent kills it and reports that
+// node's volume lost too.
+func TestVolumeServerFaults(t *testing.T) {
 	t.Parallel()
 	losetup := mustHaveVolumeNodes(t)
 	if volume.HasDeviceMapper() {
@@ -62,8 +64,8 @@ func TestVolumeServerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startAgent(t, Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
-		MoatBinary: exe, VolumeSize: 256 << 20}, nil)
+	startAgentWith(t, Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
+		MoatBinary: exe, VolumeSize: 256 << 20}, func(a *Agent) { a.volumeCheckTimeout = time.Second })
 	src.waitReport(t, victim, 2*time.Minute, running(1))
 	src.waitReport(t, bystander, 2*time.Minute, running(1))
 
@@ -178,6 +180,33 @@ func TestVolumeServerKilled(t *testing.T) {
 	}
 	if err := mgmt(ctx, t, dir, bystander, postgres.Database).QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
 		t.Errorf("the other node's PostgreSQL after the wipe: %v", err)
+	}
+
+	// The other node's server stops answering: the supervision's read
+	// finds it within a second, the agent kills it (its I/O fails rather
+	// than hangs, and it cannot resume) and reports the volume lost.
+	pid = volumeServerPID(t, filepath.Join(dir, "volumes", bystander+volumeExt))
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop the volume server: %v", err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) }) // if it was not killed
+	stopped := time.Now()
+	rep = src.waitReport(t, bystander, time.Minute, func(r apitype.NodeReport) bool {
+		return r.State == apitype.NodeReportFailed
+	})
+	t.Logf("node reported %s %v after its volume server stopped: %s", rep.State, time.Since(stopped).Round(time.Millisecond), rep.Message)
+	if !strings.Contains(rep.Message, "volume key lost") || rep.Volume == nil || !rep.Volume.Lost {
+		t.Errorf("hung server's node report: message %q, volume %+v; want the volume key lost", rep.Message, rep.Volume)
+	}
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && procState(string(stat)) != "Z" {
+		t.Errorf("the stopped volume server still exists after its node failed: %s", stat)
+	}
+	rev = src.update(func(d *apitype.HostDesired) { d.Nodes[1].State = stateDeleting })
+	src.waitReport(t, bystander, time.Minute, func(r apitype.NodeReport) bool {
+		return r.State == apitype.NodeReportWiped && r.Revision == rev
+	})
+	if _, err := os.Stat(filepath.Join(dir, "volumes", bystander+volumeExt)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the hung server's volume after the wipe: %v, want it gone", err)
 	}
 }
 

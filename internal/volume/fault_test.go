@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,9 +13,10 @@ import (
 )
 
 // TestDestroyHungServer: a server that does not answer (stopped here,
-// with dirty data in its file system that the unmount must flush) does
-// not hold the wipe up: Destroy kills it after its grace, the unmount's
-// I/O fails, and nothing is left mounted, attached or on disk.
+// with dirty data in its file system that the unmount must flush) is
+// found by Check, and does not hold the wipe up: Destroy kills it after
+// its grace, the unmount's I/O fails, and nothing is left mounted,
+// attached or on disk.
 func TestDestroyHungServer(t *testing.T) {
 	mustHaveVolumeHost(t)
 	if HasDeviceMapper() {
@@ -34,10 +36,16 @@ func TestDestroyHungServer(t *testing.T) {
 	if pids, err := lockHolders(container); err != nil || !slices.Equal(pids, []int{s.cmd.Process.Pid}) {
 		t.Fatalf("lockHolders = %v, %v; want the server %d", pids, err, s.cmd.Process.Pid)
 	}
+	if err := Check(container, 5*time.Second); err != nil {
+		t.Fatalf("Check of a served volume: %v", err)
+	}
 	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cmd.Process.Signal(syscall.SIGCONT) })
+	if err := Check(container, 500*time.Millisecond); !errors.Is(err, ErrUnresponsive) {
+		t.Fatalf("Check of a stopped server = %v, want ErrUnresponsive", err)
+	}
 
 	const grace = time.Second
 	t0 := time.Now()

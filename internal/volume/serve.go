@@ -354,13 +354,11 @@ func destroy(container, mountpoint string, grace time.Duration) error {
 	return nil
 }
 
-// resolveParent returns path with its symbolic links resolved, as the
-// kernel shows paths; when path itself cannot be resolved (a dead FUSE
-// mount), those of its parent.
+// resolveParent returns path with the symbolic links of its parent
+// resolved, as the kernel shows paths. Path itself is not looked at: it
+// may be a FUSE mount whose server is dead (the stat fails) or does not
+// answer (the stat would wait for it).
 func resolveParent(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
-	}
 	parent, err := filepath.EvalSymlinks(filepath.Dir(path))
 	if err != nil {
 		return path
