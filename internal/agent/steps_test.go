@@ -515,3 +515,39 @@ func TestVolumeLostAndFull(t *testing.T) {
 		t.Errorf("wipe of a lost volume's node did %v, want the volume destroyed", ops)
 	}
 }
+
+// A node whose volume's server does not answer is lost: the supervision
+// kills the server and reports the volume lost; a wipe does the same
+// before it stops PostgreSQL (whose I/O would hang).
+func TestVolumeHung(t *testing.T) {
+	t.Parallel()
+	for _, wipe := range []bool{false, true} {
+		n, h := fakeVolumeNode(t)
+		want := fakeDesired()
+		n.set(want, 1, false)
+		n.applyAndReport(context.Background(), want, 1)
+		if rep, _ := n.currentReport(); rep.State != apitype.NodeReportRunning {
+			t.Fatalf("report %+v, want running", rep)
+		}
+		file := n.volumeFile()
+		h.mu.Lock()
+		h.hung[file] = true
+		h.mu.Unlock()
+		if wipe {
+			if err := n.wipe(context.Background()); err != nil {
+				t.Fatalf("wipe with a hung volume server: %v", err)
+			}
+		} else {
+			n.supervise(context.Background(), want, 1)
+			if rep, _ := n.currentReport(); rep.State != apitype.NodeReportFailed || rep.Volume == nil || !rep.Volume.Lost {
+				t.Errorf("hung volume server: report %+v (volume %+v), want failed, the volume lost", rep, rep.Volume)
+			}
+		}
+		h.mu.Lock()
+		served, hung := h.volumes[file], h.hung[file]
+		h.mu.Unlock()
+		if served || hung {
+			t.Errorf("wipe %v: volume served %v, hung %v after the check; want its server killed", wipe, served, hung)
+		}
+	}
+}

@@ -276,30 +276,43 @@ func (n *node) volumeLost() error {
 	if err != nil {
 		return nil // an unreadable state is not a lost key; the apply says more
 	}
-	if !served {
+	if !served || n.killHungVolume() {
 		return errVolumeLost
 	}
+	return nil
+}
+
+// killHungVolume kills the node's volume server if it does not answer a
+// read in time, and reports whether it did.
+func (n *node) killHungVolume() bool {
+	file := n.volumeFile()
 	timeout := volumeCheckTimeout
 	if n.a.volumeCheckTimeout > 0 {
 		timeout = n.a.volumeCheckTimeout
 	}
 	if err := n.a.plat.vol.Check(file, timeout); !errors.Is(err, volume.ErrUnresponsive) {
-		return nil // answered; or gone, which the next check sees
+		return false // answered; or gone, which the lock shows
 	}
 	n.a.log.Error("volume server does not answer; killing it, the node is lost", "node", n.id, "container", file, "timeout", timeout)
 	if err := n.a.plat.vol.Kill(file); err != nil {
 		n.a.log.Error("kill volume server", "node", n.id, "container", file, "err", err)
 	}
-	return errVolumeLost
+	return true
 }
 
-// volumeGone reports whether the node's volume exists with no server.
+// volumeGone reports whether the node's volume exists with no server,
+// killing first a server that does not answer: the wipe then knows
+// PostgreSQL's files are unreadable, instead of waiting for a
+// PostgreSQL whose I/O hangs.
 func (n *node) volumeGone() bool {
 	if !n.a.hasVolume() {
 		return false
 	}
 	exists, served, err := n.a.plat.vol.Served(n.volumeFile(), n.volumeMount())
-	return err == nil && exists && !served
+	if err != nil || !exists {
+		return false
+	}
+	return !served || n.killHungVolume()
 }
 
 // checkVolume reads the node's volume and records it for the report; it

@@ -30,21 +30,24 @@ import (
 // failed with its volume lost (the form the fleet's replacement acts on),
 // the agent goes on applying another node on the same host, and the
 // failed node's wipe completes: nothing of it stays mounted, attached or
-// on disk, so nothing hung on the dead volume. Then the other node's
-// server stops answering (SIGSTOP): the agent kills it and reports that
-// node's volume lost too.
+// on disk, so nothing hung on the dead volume. Then servers stop
+// answering (SIGSTOP): a third node's, with its PostgreSQL's I/O waiting
+// on it, as the node is deleted (the wipe kills the server and
+// completes), and the other node's (the supervision kills it and reports
+// that node's volume lost too).
 func TestVolumeServerFaults(t *testing.T) {
 	t.Parallel()
 	losetup := mustHaveVolumeNodes(t)
 	if volume.HasDeviceMapper() {
 		t.Skip("device-mapper present: the kernel holds the key, there is no userspace server to kill")
 	}
-	pair := netnstest.NewPair(t, 0)
+	pair, pair2 := netnstest.NewPair(t, 0), netnstest.NewPair(t, 0)
 	dir := dataDir(t)
 	cs := newCerts(t)
-	const host, victim, bystander = "host-vk", "nod-vk1", "nod-vk2"
+	const host, victim, bystander, frozen = "host-vk", "nod-vk1", "nod-vk2", "nod-vk3"
 	cleanVolumeNode(t, dir, victim)
 	cleanVolumeNode(t, dir, bystander)
+	cleanVolumeNode(t, dir, frozen)
 	node := func(id, svc string, ns *netnstest.NS, addr string) apitype.NodeDesired {
 		return apitype.NodeDesired{
 			NodeID: id, ServiceID: svc, ProjectID: "prj-vk", Role: apitype.RolePrimary, State: stateCreating,
@@ -58,6 +61,7 @@ func TestVolumeServerFaults(t *testing.T) {
 		d.Nodes = []apitype.NodeDesired{
 			node(victim, "svc-vk1", pair.Server, pair.ServerV4.String()),
 			node(bystander, "svc-vk2", pair.Client, pair.ClientV4.String()),
+			node(frozen, "svc-vk3", pair2.Server, pair2.ServerV4.String()),
 		}
 	})
 	exe, err := os.Executable() // runs as moat: see main_test.go
@@ -68,12 +72,12 @@ func TestVolumeServerFaults(t *testing.T) {
 		MoatBinary: exe, VolumeSize: 256 << 20}, func(a *Agent) { a.volumeCheckTimeout = time.Second })
 	src.waitReport(t, victim, 2*time.Minute, running(1))
 	src.waitReport(t, bystander, 2*time.Minute, running(1))
+	src.waitReport(t, frozen, 2*time.Minute, running(1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	container := filepath.Join(dir, "volumes", victim+volumeExt)
 	mnt := filepath.Join(dir, "volumes", victim)
-	fuseData := filepath.Join(container+".fuse", "data")
 
 	// A writer commits (each commit an fsync of the WAL through the
 	// volume) until it fails.
@@ -159,28 +163,46 @@ func TestVolumeServerFaults(t *testing.T) {
 	src.waitReport(t, victim, time.Minute, func(r apitype.NodeReport) bool {
 		return r.State == apitype.NodeReportWiped && r.Revision == rev
 	})
-	mounts, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{mnt, container + ".fuse"} {
-		if strings.Contains(string(mounts), " "+p+" ") {
-			t.Errorf("%s is still mounted after the wipe", p)
-		}
-	}
-	if out, err := exec.Command(losetup, "-a").CombinedOutput(); err != nil {
-		t.Errorf("losetup -a: %v: %s", err, out)
-	} else if strings.Contains(string(out), fuseData) {
-		t.Errorf("a loop device is left on the dead volume after the wipe:\n%s", out)
-	}
-	for _, p := range []string{container, mnt, container + ".fuse"} {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s after the wipe: %v, want it gone", p, err)
-		}
-	}
+	assertVolumeGone(t, losetup, dir, victim)
 	if err := mgmt(ctx, t, dir, bystander, postgres.Database).QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
 		t.Errorf("the other node's PostgreSQL after the wipe: %v", err)
 	}
+
+	// The third node's server stops answering while a writer syncs a
+	// file on its volume (its I/O waits, in D state), and the node is
+	// deleted: the wipe finds the server hung, kills it (the waiting I/O
+	// fails instead of waiting for ever), stops PostgreSQL and completes.
+	fpid := volumeServerPID(t, filepath.Join(dir, "volumes", frozen+volumeExt))
+	if err := syscall.Kill(fpid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop the volume server: %v", err)
+	}
+	t.Cleanup(func() { syscall.Kill(fpid, syscall.SIGCONT) }) // if it was not killed
+	fwrite := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(dir, "volumes", frozen, "frozen"))
+		if err == nil {
+			_, err = f.Write(make([]byte, 1<<20))
+			if err == nil {
+				err = f.Sync()
+			}
+			f.Close()
+		}
+		fwrite <- err
+	}()
+	rev = src.update(func(d *apitype.HostDesired) { d.Nodes[2].State = stateDeleting })
+	src.waitReport(t, frozen, time.Minute, func(r apitype.NodeReport) bool {
+		return r.State == apitype.NodeReportWiped && r.Revision == rev
+	})
+	select {
+	case err := <-fwrite:
+		if err == nil {
+			t.Errorf("a file synced on a volume whose server was stopped")
+		}
+		t.Logf("writer on the frozen volume: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Errorf("writer on the frozen volume still waits 30s after the node was wiped")
+	}
+	assertVolumeGone(t, losetup, dir, frozen)
 
 	// The other node's server stops answering: the supervision's read
 	// finds it within a second, the agent kills it (its I/O fails rather
@@ -205,8 +227,32 @@ func TestVolumeServerFaults(t *testing.T) {
 	src.waitReport(t, bystander, time.Minute, func(r apitype.NodeReport) bool {
 		return r.State == apitype.NodeReportWiped && r.Revision == rev
 	})
-	if _, err := os.Stat(filepath.Join(dir, "volumes", bystander+volumeExt)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the hung server's volume after the wipe: %v, want it gone", err)
+	assertVolumeGone(t, losetup, dir, bystander)
+}
+
+// assertVolumeGone checks that nothing of node's volume is left after its
+// wipe: no mount (/proc/mounts), no loop device (losetup -a), no file.
+func assertVolumeGone(t *testing.T, losetup, dir, nodeID string) {
+	t.Helper()
+	container, mnt := filepath.Join(dir, "volumes", nodeID+volumeExt), filepath.Join(dir, "volumes", nodeID)
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{mnt, container + ".fuse"} {
+		if strings.Contains(string(mounts), " "+p+" ") {
+			t.Errorf("%s is still mounted after the wipe", p)
+		}
+	}
+	if out, err := exec.Command(losetup, "-a").CombinedOutput(); err != nil {
+		t.Errorf("losetup -a: %v: %s", err, out)
+	} else if strings.Contains(string(out), container) {
+		t.Errorf("a loop device is left on %s's volume after the wipe:\n%s", nodeID, out)
+	}
+	for _, p := range []string{container, mnt, container + ".fuse", mnt + ".log"} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the wipe: %v, want it gone", p, err)
+		}
 	}
 }
 

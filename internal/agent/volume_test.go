@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -190,25 +189,7 @@ func TestVolumeNode(t *testing.T) {
 	src.waitReport(t, nodeID, time.Minute, func(r apitype.NodeReport) bool {
 		return r.State == apitype.NodeReportWiped && r.Revision == rev
 	})
-	mounts, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(mounts), filepath.Join(dir, "volumes")+"/") {
-		t.Errorf("a volume's mount is left after the wipe:\n%s", mounts)
-	}
-	out, err := exec.Command(losetup, "-a").CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup -a: %v: %s", err, out)
-	}
-	if strings.Contains(string(out), filepath.Join(dir, "volumes")) {
-		t.Errorf("a loop device is left after the wipe:\n%s", out)
-	}
-	for _, p := range []string{container, mnt, container + ".fuse"} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s after the wipe: %v, want it gone", p, err)
-		}
-	}
+	assertVolumeGone(t, losetup, dir, nodeID)
 
 	// Nor did either agent log it, from the volume's creation to its wipe.
 	if l := logs.String(); !strings.Contains(l, "volume destroyed") {
