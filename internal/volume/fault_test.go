@@ -3,6 +3,7 @@ package volume
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,6 +44,7 @@ func TestDestroyHungServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cmd.Process.Signal(syscall.SIGCONT) })
+	waitStopped(t, s.cmd.Process.Pid)
 	if err := Check(container, 500*time.Millisecond); !errors.Is(err, ErrUnresponsive) {
 		t.Fatalf("Check of a stopped server = %v, want ErrUnresponsive", err)
 	}
@@ -68,6 +70,29 @@ func TestDestroyHungServer(t *testing.T) {
 	assertNothingLeft(t, container, mnt, devs[0])
 	if _, err := os.Stat(container); !os.IsNotExist(err) {
 		t.Errorf("container after Destroy: %v, want it gone", err)
+	}
+}
+
+// waitStopped waits until every thread of process pid is stopped (a
+// signal's delivery is asynchronous).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(stats) > 0
+		for _, s := range stats {
+			b, err := os.ReadFile(s)
+			i := bytes.LastIndexByte(b, ')')
+			if err == nil && i > 0 && i+2 < len(b) && b[i+2] != 'T' {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped 10s after SIGSTOP", pid)
+		}
 	}
 }
 
