@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -184,12 +185,29 @@ func TestVolumeNode(t *testing.T) {
 	}
 	conn.Close(ctx)
 
-	// Deleted: nothing mounted or attached, no file.
+	// Deleted: nothing mounted or attached, no file, and the header was
+	// overwritten before the file went (seen through a second link).
+	keep := filepath.Join(dir, "volumes", nodeID+".keep")
+	if err := os.Link(container, keep); err != nil {
+		t.Fatal(err)
+	}
 	rev := src.update(func(d *apitype.HostDesired) { d.Nodes[0].State = stateDeleting })
 	src.waitReport(t, nodeID, time.Minute, func(r apitype.NodeReport) bool {
 		return r.State == apitype.NodeReportWiped && r.Revision == rev
 	})
 	assertVolumeGone(t, losetup, dir, nodeID)
+	if f, err := os.Open(keep); err != nil {
+		t.Error(err)
+	} else {
+		if _, err := volume.ReadHeader(f); !errors.Is(err, volume.ErrNotLUKS2) {
+			t.Errorf("the wiped volume's header: ReadHeader = %v, want ErrNotLUKS2 (overwritten)", err)
+		}
+		head := make([]byte, 16<<20) // both headers and the keyslot area
+		if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, make([]byte, len(head))) {
+			t.Errorf("the wiped volume's first 16 MiB are not all zeros (%v)", err)
+		}
+		f.Close()
+	}
 
 	// Nor did either agent log it, from the volume's creation to its wipe.
 	if l := logs.String(); !strings.Contains(l, "volume destroyed") {
