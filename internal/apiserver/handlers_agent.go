@@ -29,16 +29,18 @@ func (s *Server) hostDesired(c *call) error {
 		}
 		after = n
 	}
-	rev, err := s.cfg.Store.Revision(c.ctx)
+	// The host's own revision: only changes it reads wake it (see
+	// desired.Bump), and its desired state is read by host.
+	rev, err := s.cfg.Store.HostRevision(c.ctx, host)
 	if err != nil {
 		return err
 	}
 	if rev <= after {
 		ctx, cancel := context.WithTimeout(c.ctx, LongPoll)
-		rev, err = s.cfg.Store.WaitRevision(ctx, after)
+		rev, err = s.cfg.Store.WaitHostRevision(ctx, host, after)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && c.ctx.Err() == nil {
-			rev, err = s.cfg.Store.Revision(c.ctx)
+			rev, err = s.cfg.Store.HostRevision(c.ctx, host)
 		}
 		if err != nil {
 			return err
@@ -57,7 +59,7 @@ func (s *Server) hostDesired(c *call) error {
 	if err != nil {
 		return err
 	}
-	s.cfg.Metrics.SetDesiredRevision(rev)
+	s.cfg.Metrics.SetHostDesired(host, rev)
 	s.cfg.Metrics.HostHeartbeat(host, time.Now())
 	return c.reply(0, out)
 }
@@ -196,7 +198,7 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 		return nil, err
 	}
 	// The task leaves the desired state.
-	if _, err := tx.BumpRevision(c.ctx); err != nil {
+	if _, err := desired.Bump(c.ctx, tx, desired.Affected{Services: []string{n.ServiceID}}); err != nil {
 		return nil, err
 	}
 	if op.Live() {
@@ -225,8 +227,8 @@ func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service
 	}
 	if published {
 		// A running service is published in DNS, which follows the
-		// revision.
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		// global revision; no host's desired state reads the rollup.
+		if _, err := tx.BumpHosts(c.ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -281,7 +283,7 @@ func (s *Server) resetPassword(c *call) error {
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{svc.ID}})
 		return err
 	})
 	if err != nil {
