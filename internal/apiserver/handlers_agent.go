@@ -29,22 +29,9 @@ func (s *Server) hostDesired(c *call) error {
 		}
 		after = n
 	}
-	// The host's own revision: only changes it reads wake it (see
-	// desired.Bump), and its desired state is read by host.
-	rev, err := s.cfg.Store.HostRevision(c.ctx, host)
+	rev, err := s.pollRevision(c.ctx, host, after)
 	if err != nil {
 		return err
-	}
-	if rev <= after {
-		ctx, cancel := context.WithTimeout(c.ctx, LongPoll)
-		rev, err = s.cfg.Store.WaitHostRevision(ctx, host, after)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) && c.ctx.Err() == nil {
-			rev, err = s.cfg.Store.HostRevision(c.ctx, host)
-		}
-		if err != nil {
-			return err
-		}
 	}
 	var out apitype.HostDesired
 	err = c.view(func(tx store.Tx) error {
@@ -62,6 +49,43 @@ func (s *Server) hostDesired(c *call) error {
 	s.cfg.Metrics.SetHostDesired(host, rev)
 	s.cfg.Metrics.HostHeartbeat(host, time.Now())
 	return c.reply(0, out)
+}
+
+// pollRevision waits up to LongPoll for host's own desired-state revision
+// to pass after (only changes that affect the host wake it: see
+// desired.Bump), and returns the revision to label its desired state with.
+//
+// A host no change has affected yet has revision 0 and an empty state at
+// every revision: it is labelled with the global revision, so that a new
+// agent's first poll (after=0) answers at once and the next waits for the
+// host's first change. Any label from the global revision at or below the
+// snapshot read next is sound, since host revisions are its values.
+func (s *Server) pollRevision(ctx context.Context, host string, after int64) (int64, error) {
+	rev, err := s.cfg.Store.HostRevision(ctx, host)
+	if err != nil || rev > after {
+		return rev, err
+	}
+	if rev == 0 {
+		global, err := s.cfg.Store.Revision(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if after == 0 || after > global { // a first poll; or one from before a restore
+			return global, nil
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, LongPoll)
+	defer cancel()
+	rev, err = s.cfg.Store.WaitHostRevision(wctx, host, after)
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return rev, err
+	}
+	// Nothing new: normally the agent's own revision; a lower one after a
+	// control-plane restore (the agent applies it).
+	if rev, err = s.cfg.Store.HostRevision(ctx, host); err != nil || rev > 0 {
+		return rev, err
+	}
+	return after, nil
 }
 
 func (s *Server) hostReport(c *call) error {
