@@ -185,9 +185,9 @@ func testWaitHostRevisionContext(t *testing.T, s store.Store) {
 func testListByHost(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	nodes := []*domain.Node{
-		{Meta: domain.Meta{ID: "node-1", ProjectID: "proj-1", State: domain.StateRunning}, ServiceID: "svc-1", Host: "h-a"},
-		{Meta: domain.Meta{ID: "node-2", ProjectID: "proj-1", State: domain.StateRunning}, ServiceID: "svc-1", Host: "h-b"},
-		{Meta: domain.Meta{ID: "node-3", ProjectID: "proj-1", State: domain.StateCreating}, ServiceID: "svc-2"},
+		{Meta: domain.Meta{ID: "node-1", ProjectID: "proj-1"}, ServiceID: "svc-1", Host: "h-a"},
+		{Meta: domain.Meta{ID: "node-2", ProjectID: "proj-1"}, ServiceID: "svc-1", Host: "h-b"},
+		{Meta: domain.Meta{ID: "node-3", ProjectID: "proj-1"}, ServiceID: "svc-2"},
 	}
 	update(t, s, func(tx store.Tx) error {
 		for _, n := range nodes {
