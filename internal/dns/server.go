@@ -33,6 +33,10 @@ type Config struct {
 	// Nameservers are the apex NS records Watch builds zones with (see
 	// Build).
 	Nameservers []Nameserver
+	// ZoneFile, when set, is where Watch also writes every zone it swaps
+	// in (WriteZoneFile), for servers in other processes that follow it
+	// (FollowZoneFile) and keep answering while this one is down.
+	ZoneFile string
 	Logger      *slog.Logger
 	// TTL of every record, and of negative answers; DefaultTTL when zero.
 	// Whole seconds, 1 s to 1 h.
@@ -53,6 +57,7 @@ type Server struct {
 	ttl         uint32
 	readTimeout time.Duration
 	idleTimeout time.Duration
+	zoneFile    string
 	zone        atomic.Pointer[Zone]
 }
 
@@ -90,7 +95,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	return &Server{
-		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger,
+		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger, zoneFile: cfg.ZoneFile,
 		ttl: uint32(cfg.TTL / time.Second), readTimeout: cfg.ReadTimeout, idleTimeout: cfg.IdleTimeout,
 	}, nil
 }
