@@ -37,6 +37,9 @@ type Config struct {
 	// in (WriteZoneFile), for servers in other processes that follow it
 	// (FollowZoneFile) and keep answering while this one is down.
 	ZoneFile string
+	// ZoneWritten, when set, is called after each write of ZoneFile (moat
+	// up signals the server process to reread it at once).
+	ZoneWritten func()
 	Logger      *slog.Logger
 	// TTL of every record, and of negative answers; DefaultTTL when zero.
 	// Whole seconds, 1 s to 1 h.
@@ -58,6 +61,7 @@ type Server struct {
 	readTimeout time.Duration
 	idleTimeout time.Duration
 	zoneFile    string
+	zoneWritten func()
 	zone        atomic.Pointer[Zone]
 }
 
@@ -95,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	return &Server{
-		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger, zoneFile: cfg.ZoneFile,
+		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger, zoneFile: cfg.ZoneFile, zoneWritten: cfg.ZoneWritten,
 		ttl: uint32(cfg.TTL / time.Second), readTimeout: cfg.ReadTimeout, idleTimeout: cfg.IdleTimeout,
 	}, nil
 }

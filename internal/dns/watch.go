@@ -76,7 +76,9 @@ func (s *Server) Watch(ctx context.Context, st store.Store, build BuildFunc) err
 			return err
 		})
 		if err == nil && s.zoneFile != "" {
-			err = WriteZoneFile(s.zoneFile, z)
+			if err = WriteZoneFile(s.zoneFile, z); err == nil && s.zoneWritten != nil {
+				s.zoneWritten()
+			}
 		}
 		if err == nil {
 			err = s.SetZone(z)

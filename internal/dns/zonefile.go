@@ -107,13 +107,14 @@ func ReadZoneFile(path string) (*Zone, error) {
 }
 
 // FollowZoneFile serves the zone in path: it loads it now and again
-// whenever the file changes (checked every interval; WriteZoneFile replaces
-// it by a rename), and swaps it in. Until the file exists the server
+// whenever the file changes (checked every interval, and at once on each
+// receive from reload, which may be nil; WriteZoneFile replaces it by a
+// rename), and swaps it in. Until the file exists the server
 // answers SERVFAIL; a file that cannot be read or decoded is logged and the
 // last good zone keeps being served, so the server answers from the last
 // zone it holds whatever happens to the writer. It returns nil when ctx is
 // done.
-func (s *Server) FollowZoneFile(ctx context.Context, path string, interval time.Duration) error {
+func (s *Server) FollowZoneFile(ctx context.Context, path string, interval time.Duration, reload <-chan struct{}) error {
 	var last os.FileInfo
 	var lastErr string
 	t := time.NewTicker(interval)
@@ -147,6 +148,7 @@ func (s *Server) FollowZoneFile(ctx context.Context, path string, interval time.
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-reload:
 		}
 	}
 }

@@ -93,7 +93,7 @@ func TestFollowZoneFile(t *testing.T) {
 	addr := start(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- s.FollowZoneFile(ctx, path, 10*time.Millisecond) }()
+	go func() { done <- s.FollowZoneFile(ctx, path, 10*time.Millisecond, nil) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -140,4 +140,30 @@ func TestFollowZoneFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSerial(9)
+}
+
+// TestFollowZoneFileReload: a reload rereads the file at once, long before
+// the next poll.
+func TestFollowZoneFileReload(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "zone.json")
+	s := newServer(t, dns.Config{})
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.FollowZoneFile(ctx, path, time.Hour, reload) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("FollowZoneFile: %v", err)
+		}
+	}()
+	if err := dns.WriteZoneFile(path, testZone(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	reload <- struct{}{} // the first reread is done once the second is received
+	if z := s.Zone(); z == nil || z.Serial() != 3 {
+		t.Errorf("after a reload: zone %v, want serial 3", z)
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -73,17 +72,13 @@ type Stack struct {
 	Sim      *sim.Sim
 	// Laptop is the internet host clients run on.
 	Laptop sim.Host
-	// DNS is the platform's authoritative server; DNSAddr its loopback
-	// address and InternetDNS its address on the simulated internet.
+	// DNS builds the platform's zone and writes it for the DNS server
+	// process (moat dns serve, see startDNS), whose loopback address is
+	// DNSAddr and address on the simulated internet InternetDNS.
 	DNS         *dns.Server
 	DNSAddr     string
 	InternetDNS netip.AddrPort
-	dnsSockets  []dnsSocket
-}
-
-type dnsSocket struct {
-	pc net.PacketConn
-	ln net.Listener
+	dnsPID      int
 }
 
 // Cloud returns the local cloud for prefix ("" means "moat-").
@@ -163,37 +158,22 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	return s, nil
 }
 
-// listenDNS opens the DNS server's sockets on loopback and inside the
-// internet namespace, and makes the laptop resolve through it.
+// listenDNS makes the platform DNS server answer on loopback and inside
+// the internet namespace, from the zone the control plane writes (see
+// startDNS), and makes the laptop resolve through it.
 func (s *Stack) listenDNS(ctx context.Context, cfg Config) error {
 	zone := cfg.ControlPlane.Domain
 	if zone == "" {
 		zone = dns.DefaultDomain
 	}
 	var err error
-	if s.DNS, err = dns.New(dns.Config{Domain: zone, Logger: cfg.ControlPlane.Logger.With("component", "dns")}); err != nil {
+	s.DNS, err = dns.New(dns.Config{Domain: zone, Logger: cfg.ControlPlane.Logger.With("component", "dns"),
+		ZoneFile: filepath.Join(cfg.ControlPlane.DataDir, ZoneFile), ZoneWritten: s.zoneWritten})
+	if err != nil {
 		return err
 	}
-	addr := cfg.DNSListen
-	if addr == "" {
-		addr = "127.0.0.1:8053"
-	}
-	pc, ln, err := dns.Listen(ctx, addr)
-	if err != nil {
-		return fmt.Errorf("dns on %s: %w", addr, err)
-	}
-	s.DNSAddr = pc.LocalAddr().String()
-	s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
-	s.InternetDNS = netip.AddrPortFrom(localcloud.InternetGateway, 53)
-	err = s.Cloud.Do(s.Cloud.InternetNS(), func() error {
-		pc, ln, err := dns.Listen(ctx, s.InternetDNS.String())
-		if err == nil {
-			s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
-		}
+	if err := s.startDNS(ctx, cfg, zone); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("dns on the simulated internet: %w", err)
 	}
 	return s.Cloud.SetResolver(s.Laptop.NS, s.InternetDNS.Addr())
 }
@@ -210,20 +190,18 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 }
 
 // Run runs the control plane, its provider and the agent until ctx ends
-// or one fails. Nodes keep running after it returns (moved addresses keep
-// their namespaces, without their responders); Down removes them.
+// or one fails. Nodes and the DNS server process keep running after it
+// returns (moved addresses keep their namespaces, without their
+// responders); Down removes them.
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 4 + len(s.dnsSockets)
+	const n = 4
 	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
 	go func() { errc <- s.Provider.Run(ctx) }()
 	go func() { errc <- s.Agent.Run(ctx) }()
 	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
-	for _, d := range s.dnsSockets {
-		go func() { errc <- s.DNS.Serve(ctx, d.pc, d.ln) }()
-	}
 	err := <-errc
 	cancel()
 	for range n - 1 {
@@ -244,7 +222,7 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 
 // Down stops every node PostgreSQL under dataDir's agent directory,
 // destroys the nodes' encrypted volumes (their keys end with their
-// servers) and removes the namespaces of the stack of dataDir (and with
+// servers), stops the DNS server process and removes the namespaces of the stack of dataDir (and with
 // them their nftables tables): those of prefix, or when prefix is "" those
 // of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
@@ -276,7 +254,7 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		prefix = r.Prefix
 	}
-	volErr := agent.DestroyVolumes(filepath.Join(dataDir, "agent"))
+	volErr := errors.Join(agent.DestroyVolumes(filepath.Join(dataDir, "agent")), stopDNS(ctx, dataDir, timeout))
 	cloud, err := Cloud(prefix)
 	if err != nil {
 		return postmasters, errors.Join(volErr, err)
