@@ -60,8 +60,8 @@ type result struct {
 	p50, p99     time.Duration // until every affected host has the change
 	put          time.Duration // p50 of the PUT alone (its commit)
 	fan          time.Duration // p99 from the PUT's answer to the last host's
-	woken        float64 // hosts whose poll a change answered, mean
-	reads        float64 // store records read per change, mean
+	woken        float64       // hosts whose poll a change answered, mean
+	reads        float64       // store records read per change, mean
 }
 
 func BenchmarkFanout(b *testing.B) {
