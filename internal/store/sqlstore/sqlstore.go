@@ -132,8 +132,8 @@ func (s *Store) host(h string) *hostRev {
 // observe records that the global revision is at least rev and each host
 // of hosts at least its value, waking the waiters of what grew. When fed
 // is set, hosts are every change through rev (the feed was read); when
-// local is, they are this process's commit of rev.
-func (s *Store) observe(rev int64, hosts map[string]int64, fed, local bool) {
+// first is, they are this process's commit of the revisions first to rev.
+func (s *Store) observe(rev int64, hosts map[string]int64, fed bool, first int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for h, r := range hosts {
@@ -143,9 +143,9 @@ func (s *Store) observe(rev int64, hosts map[string]int64, fed, local bool) {
 			e.changed = make(chan struct{})
 		}
 	}
-	if fed || local && rev == s.fed+1 {
-		// This commit follows every one seen: the feed is complete
-		// through it.
+	if fed || first > 0 && first == s.fed+1 {
+		// The feed was read, or this commit follows every change known:
+		// every host's revision is known through rev.
 		s.fed = max(s.fed, rev)
 	}
 	if rev > s.rev {
@@ -158,7 +158,7 @@ func (s *Store) observe(rev int64, hosts map[string]int64, fed, local bool) {
 // Observe records that the revision is now at least rev, waking
 // WaitRevision callers. pgstore calls it on each notification.
 func (s *Store) Observe(rev int64) {
-	s.observe(rev, nil, false, false)
+	s.observe(rev, nil, false, 0)
 }
 
 // Recheck reads the revision and the hosts' revisions changed since the
@@ -202,7 +202,7 @@ func (s *Store) Recheck(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read host revisions: %w", err)
 	}
-	s.observe(rev, hosts, true, false)
+	s.observe(rev, hosts, true, 0)
 	return nil
 }
 
@@ -284,7 +284,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 	}
 	committed = true
 	if t.bumped > 0 {
-		s.observe(t.bumped, t.hosts, false, true)
+		s.observe(t.bumped, t.hosts, false, t.first)
 	}
 	return nil
 }

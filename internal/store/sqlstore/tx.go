@@ -25,7 +25,9 @@ type tx struct {
 	s        *Store
 	tx       *sql.Tx
 	readOnly bool
-	bumped   int64 // the revision BumpRevision or BumpHosts set, announced at commit
+	// first and bumped are the first and last revisions BumpRevision or
+	// BumpHosts set (one apart per bump), announced at commit.
+	first, bumped int64
 	// hosts are the hosts BumpHosts named (allHosts: BumpRevision), with
 	// the revision each got, announced at commit.
 	hosts map[string]int64
@@ -219,6 +221,9 @@ func (t *tx) bump(ctx context.Context, hosts ...string) (int64, error) {
 		if err := t.exec(ctx, t.s.d.NotifySQL, s); err != nil {
 			return 0, fmt.Errorf("notify: %w", err)
 		}
+	}
+	if t.first == 0 {
+		t.first = rev
 	}
 	t.bumped = rev
 	return rev, nil

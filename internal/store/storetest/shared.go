@@ -23,6 +23,7 @@ func RunShared(t *testing.T, maxWake time.Duration, newPair func(t *testing.T) (
 		{"SharedData", testSharedData},
 		{"SharedWaitRevision", testSharedWaitRevision},
 		{"SharedWaitHostRevision", testSharedWaitHostRevision},
+		{"SharedInterleavedHostRevisions", testSharedInterleavedHostRevisions},
 		{"SharedSerializedUpdates", testSharedSerializedUpdates},
 	}
 	for _, tt := range tests {
@@ -159,5 +160,20 @@ func testSharedWaitHostRevision(t *testing.T, a, b store.Store, maxWake time.Dur
 		rev = bumpHosts(t, writer, "h-y")
 		// h-y returns the revision of the change that named it, not h-x's.
 		expectWake(t, "the other store's WaitHostRevision(h-y)", y, rev, time.Now(), maxWake)
+	}
+}
+
+// testSharedInterleavedHostRevisions: a store that commits right after
+// another store's commit it has not heard of yet still wakes the waiters
+// of the other commit's hosts (its own commit does not hide the other).
+func testSharedInterleavedHostRevisions(t *testing.T, a, b store.Store, maxWake time.Duration) {
+	ctx := t.Context()
+	x := waitHost(ctx, b, "h-x", 0)
+	time.Sleep(20 * time.Millisecond) // let it block
+	revX := bumpHosts(t, a, "h-x")
+	bumpHosts(t, b, "h-y") // before b hears of a's commit, most likely
+	expectWake(t, "WaitHostRevision(h-x) after another store's commit and this one's", x, revX, time.Now(), maxWake)
+	if rev, err := b.WaitHostRevision(ctx, "h-y", 0); err != nil || rev != revX+1 {
+		t.Errorf("WaitHostRevision(h-y, 0) = %d, %v; want %d", rev, err, revX+1)
 	}
 }
