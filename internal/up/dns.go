@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/moatdb/moat/internal/atomicfile"
 	"github.com/moatdb/moat/internal/dns"
-	"github.com/moatdb/moat/internal/localcloud"
 )
 
 // The platform DNS server runs in a process of its own (moat dns serve),
@@ -38,6 +36,8 @@ const (
 	dnsLogFile = "dns/server.log"
 	// dnsReadyTimeout bounds its start.
 	dnsReadyTimeout = 30 * time.Second
+	// dnsCheckInterval is how often moat up checks that it still runs.
+	dnsCheckInterval = time.Second
 )
 
 // dnsServer is the record of a running DNS server process.
@@ -71,7 +71,7 @@ func readDNSServer(dataDir string) (dnsServer, bool) {
 }
 
 // startDNS makes the platform DNS server answer on listen (loopback) and
-// at the internet gateway's port 53: the server a previous moat up of this
+// at s.InternetDNS: the server a previous moat up of this
 // data directory started, if it still runs there, or a new one.
 func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 	dir := cfg.ControlPlane.DataDir
@@ -83,10 +83,12 @@ func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 	if listen == "" {
 		listen = "127.0.0.1:8053"
 	}
-	s.InternetDNS = netip.AddrPortFrom(localcloud.InternetGateway, 53)
 	if r, ok := readDNSServer(dir); ok {
 		if r.Prefix == s.Cloud.Prefix() && r.Internet == s.InternetDNS.String() && sameListen(listen, r.Loopback) {
-			s.DNSAddr, s.dnsPID = r.Loopback, r.PID
+			if s.DNSAddr != r.Loopback {
+				s.DNSAddr = r.Loopback
+			}
+			s.dnsPID.Store(int64(r.PID))
 			return nil
 		}
 		if err := stopDNS(ctx, dir, 10*time.Second); err != nil {
@@ -120,7 +122,9 @@ func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 	if err != nil {
 		return fmt.Errorf("dns on %s: %w", listen, err)
 	}
-	s.DNSAddr = pc.LocalAddr().String()
+	if a := pc.LocalAddr().String(); a != s.DNSAddr {
+		s.DNSAddr = a // (a restart by superviseDNS binds the same)
+	}
 	if err := add(pc, ln); err != nil {
 		return fmt.Errorf("dns on %s: %w", listen, err)
 	}
@@ -185,8 +189,8 @@ func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 		<-exited
 		return fmt.Errorf("dns server: %w (its log: %s)", err, logf.Name())
 	}
-	s.dnsPID = cmd.Process.Pid
-	rec, _ := json.Marshal(dnsServer{PID: s.dnsPID, Loopback: s.DNSAddr, Internet: s.InternetDNS.String(), Prefix: s.Cloud.Prefix(), ZoneFile: zoneFile})
+	s.dnsPID.Store(int64(cmd.Process.Pid))
+	rec, _ := json.Marshal(dnsServer{PID: cmd.Process.Pid, Loopback: s.DNSAddr, Internet: s.InternetDNS.String(), Prefix: s.Cloud.Prefix(), ZoneFile: zoneFile})
 	if err := atomicfile.WriteFile(filepath.Join(dir, dnsServerFile), append(rec, '\n'), 0o644); err != nil {
 		cmd.Process.Kill()
 		<-exited
@@ -209,8 +213,36 @@ func sameListen(want, have string) bool {
 
 // zoneWritten tells the DNS server process to reread the zone file.
 func (s *Stack) zoneWritten() {
-	if s.dnsPID > 0 {
-		syscall.Kill(s.dnsPID, syscall.SIGHUP) // if it is gone, nobody needs it
+	if pid := int(s.dnsPID.Load()); pid > 0 {
+		syscall.Kill(pid, syscall.SIGHUP) // if it is gone, superviseDNS restarts it
+	}
+}
+
+// superviseDNS starts the DNS server process again (on the same addresses,
+// from the zone file) if it ends while moat up runs. It returns nil when
+// ctx ends.
+func (s *Stack) superviseDNS(ctx context.Context) error {
+	log := s.cfg.ControlPlane.Logger.With("component", "dns")
+	t := time.NewTicker(dnsCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, ok := readDNSServer(s.cfg.ControlPlane.DataDir); ok {
+			continue
+		}
+		cfg := s.cfg
+		cfg.DNSListen = s.DNSAddr // the port it had
+		if err := s.startDNS(ctx, cfg, s.DNS.Domain()); err != nil {
+			if ctx.Err() == nil {
+				log.Error("dns server process ended and does not restart; retrying", "err", err)
+			}
+			continue
+		}
+		log.Warn("dns server process ended; restarted", "pid", s.dnsPID.Load())
 	}
 }
 

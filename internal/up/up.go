@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,7 +79,7 @@ type Stack struct {
 	DNS         *dns.Server
 	DNSAddr     string
 	InternetDNS netip.AddrPort
-	dnsPID      int
+	dnsPID      atomic.Int64 // of the DNS server process
 }
 
 // Cloud returns the local cloud for prefix ("" means "moat-").
@@ -172,6 +173,7 @@ func (s *Stack) listenDNS(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	s.InternetDNS = netip.AddrPortFrom(localcloud.InternetGateway, 53)
 	if err := s.startDNS(ctx, cfg, zone); err != nil {
 		return err
 	}
@@ -196,12 +198,13 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const n = 4
+	const n = 5
 	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
 	go func() { errc <- s.Provider.Run(ctx) }()
 	go func() { errc <- s.Agent.Run(ctx) }()
 	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
+	go func() { errc <- s.superviseDNS(ctx) }()
 	err := <-errc
 	cancel()
 	for range n - 1 {
