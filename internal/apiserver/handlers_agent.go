@@ -29,20 +29,9 @@ func (s *Server) hostDesired(c *call) error {
 		}
 		after = n
 	}
-	rev, err := s.cfg.Store.Revision(c.ctx)
+	rev, err := s.pollRevision(c.ctx, host, after)
 	if err != nil {
 		return err
-	}
-	if rev <= after {
-		ctx, cancel := context.WithTimeout(c.ctx, LongPoll)
-		rev, err = s.cfg.Store.WaitRevision(ctx, after)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) && c.ctx.Err() == nil {
-			rev, err = s.cfg.Store.Revision(c.ctx)
-		}
-		if err != nil {
-			return err
-		}
 	}
 	var out apitype.HostDesired
 	err = c.view(func(tx store.Tx) error {
@@ -57,9 +46,46 @@ func (s *Server) hostDesired(c *call) error {
 	if err != nil {
 		return err
 	}
-	s.cfg.Metrics.SetDesiredRevision(rev)
+	s.cfg.Metrics.SetHostDesired(host, rev)
 	s.cfg.Metrics.HostHeartbeat(host, time.Now())
 	return c.reply(0, out)
+}
+
+// pollRevision waits up to LongPoll for host's own desired-state revision
+// to pass after (only changes that affect the host wake it: see
+// desired.Bump), and returns the revision to label its desired state with.
+//
+// A host no change has affected yet has revision 0 and an empty state at
+// every revision: it is labelled with the global revision, so that a new
+// agent's first poll (after=0) answers at once and the next waits for the
+// host's first change. Any label from the global revision at or below the
+// snapshot read next is sound, since host revisions are its values.
+func (s *Server) pollRevision(ctx context.Context, host string, after int64) (int64, error) {
+	rev, err := s.cfg.Store.HostRevision(ctx, host)
+	if err != nil || rev > after {
+		return rev, err
+	}
+	if rev == 0 {
+		global, err := s.cfg.Store.Revision(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if after == 0 || after > global { // a first poll; or one from before a restore
+			return global, nil
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, LongPoll)
+	defer cancel()
+	rev, err = s.cfg.Store.WaitHostRevision(wctx, host, after)
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return rev, err
+	}
+	// Nothing new: normally the agent's own revision; a lower one after a
+	// control-plane restore (the agent applies it).
+	if rev, err = s.cfg.Store.HostRevision(ctx, host); err != nil || rev > 0 {
+		return rev, err
+	}
+	return after, nil
 }
 
 func (s *Server) hostReport(c *call) error {
@@ -252,7 +278,7 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 		return nil, err
 	}
 	// The task leaves the desired state.
-	if _, err := tx.BumpRevision(c.ctx); err != nil {
+	if _, err := desired.Bump(c.ctx, tx, desired.Affected{Services: []string{n.ServiceID}}); err != nil {
 		return nil, err
 	}
 	if op.Live() {
@@ -281,8 +307,8 @@ func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service
 	}
 	if published {
 		// A running service is published in DNS, which follows the
-		// revision.
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		// global revision; no host's desired state reads the rollup.
+		if _, err := tx.BumpHosts(c.ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +363,7 @@ func (s *Server) resetPassword(c *call) error {
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{svc.ID}})
 		return err
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/backup"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -94,7 +95,7 @@ func (s *Server) createBackup(c *call) error {
 			return err
 		}
 		c.detail = "operation=" + op.ID
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{id}})
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
 )
@@ -169,7 +170,7 @@ func (s *Server) deleteHost(c *call) error {
 			}
 			c.detail += " revoked=" + t.ID
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Hosts: []string{h.Name}})
 		return err
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
 )
@@ -44,7 +45,8 @@ func (s *Server) createVPC(c *call) error {
 		if err := store.Put(c.ctx, tx, v); err != nil {
 			return nil, err
 		}
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		// A new VPC has no services: only the reconciler follows it.
+		if _, err := tx.BumpHosts(c.ctx); err != nil {
 			return nil, err
 		}
 		return vpcOut(v), nil
@@ -113,7 +115,7 @@ func (s *Server) deleteVPC(c *call) error {
 		if err := store.Put(c.ctx, tx, v); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{VPCs: []string{v.ID}})
 		return err
 	})
 	if err != nil {
@@ -152,7 +154,7 @@ func (s *Server) createPeering(c *call) error {
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return nil, err
 		}
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		if _, err := desired.Bump(c.ctx, tx, desired.Affected{VPCs: []string{v.ID}}); err != nil {
 			return nil, err
 		}
 		return peeringOut(p), nil
@@ -196,7 +198,7 @@ func (s *Server) deletePeering(c *call) error {
 		if err := store.Put(c.ctx, tx, p); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{VPCs: []string{p.VPCID}})
 		return err
 	})
 	if err != nil {

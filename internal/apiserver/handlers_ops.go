@@ -12,6 +12,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/ops"
 	"github.com/moatdb/moat/internal/store"
@@ -177,7 +178,7 @@ func (s *Server) createOpsGrant(c *call) error {
 		if err := store.Put(c.ctx, tx, g); err != nil {
 			return err
 		}
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		if _, err := desired.Bump(c.ctx, tx, desired.Affected{Hosts: []string{n.Host}}); err != nil {
 			return err
 		}
 		c.target, c.detail = g.ID, detail+fmt.Sprintf(" serial=%d", g.Serial)
@@ -223,8 +224,7 @@ func (s *Server) revokeOpsGrant(c *call) error {
 		if err := store.Put(c.ctx, tx, g); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
-		return err
+		return bumpNodeHost(c, tx, g.NodeID)
 	})
 	if err != nil {
 		return err
@@ -490,7 +490,7 @@ func (s *Server) createSupportGrant(c *call) error {
 		if err := store.Put(c.ctx, tx, g); err != nil {
 			return nil, err
 		}
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		if err := bumpProjectHosts(c, tx, g.ProjectID); err != nil {
 			return nil, err
 		}
 		return supportGrantOut(g, now), nil
@@ -523,11 +523,39 @@ func (s *Server) revokeSupportGrant(c *call) error {
 		if err := store.Put(c.ctx, tx, g); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
-		return err
+		return bumpProjectHosts(c, tx, g.ProjectID)
 	})
 	if err != nil {
 		return err
 	}
 	return c.reply(0, supportGrantOut(g, now))
+}
+
+// bumpNodeHost wakes the host of node id (its grants changed); a node that
+// is gone has no host to wake.
+func bumpNodeHost(c *call, tx store.Tx, id string) error {
+	n, err := store.Get[domain.Node](c.ctx, tx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = desired.Bump(c.ctx, tx, desired.Affected{Hosts: []string{n.Host}})
+	return err
+}
+
+// bumpProjectHosts wakes the hosts of every node of project (its support
+// grants changed: each primary makes or drops the support role).
+func bumpProjectHosts(c *call, tx store.Tx, project string) error {
+	svcs, err := store.List[domain.Service](c.ctx, tx, store.Query{ProjectID: project})
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(svcs))
+	for i, svc := range svcs {
+		ids[i] = svc.ID
+	}
+	_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: ids})
+	return err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/audit"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/password"
 	"github.com/moatdb/moat/internal/store"
@@ -82,7 +83,8 @@ func (s *Server) createService(c *call) error {
 			}
 			nodes = append(nodes, n)
 		}
-		if _, err := tx.BumpRevision(c.ctx); err != nil {
+		// Its nodes have no host until the reconciler places them.
+		if _, err := desired.Bump(c.ctx, tx, desired.Affected{Services: []string{svc.ID}}); err != nil {
 			return nil, err
 		}
 		out := s.serviceOut(c, svc, nodes)
@@ -167,7 +169,7 @@ func (s *Server) deleteService(c *call) error {
 				return err
 			}
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{id}})
 		return err
 	})
 	if err != nil {
@@ -227,7 +229,7 @@ func (s *Server) putAllowlist(c *call) error {
 		if err := store.Put(c.ctx, tx, svc); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(c.ctx)
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{id}})
 		return err
 	})
 	if err != nil {
@@ -254,7 +256,7 @@ func (s *Server) startOperation(c *call, tx store.Tx, svc *domain.Service, typ, 
 		return nil, err
 	}
 	c.detail = "operation=" + op.ID
-	_, err := tx.BumpRevision(c.ctx)
+	_, err := desired.Bump(c.ctx, tx, desired.Affected{Services: []string{svc.ID}})
 	return op, err
 }
 

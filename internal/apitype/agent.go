@@ -9,7 +9,10 @@ import (
 // HostDesired is the desired state of one agent host at a revision: every
 // node placed on it. Agents long-poll GET /v1/hosts/{host}/desired?after=N.
 type HostDesired struct {
-	Host     string        `json:"host"`
+	Host string `json:"host"`
+	// Revision is the host's own desired-state revision: the platform's
+	// revision at the last change that affected this host (only those
+	// answer its long poll).
 	Revision int64         `json:"revision"`
 	Nodes    []NodeDesired `json:"nodes"`
 }

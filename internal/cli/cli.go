@@ -147,6 +147,7 @@ needed in the command's arguments, where other users can see it. Commands on a p
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(walCommands()...)
 	root.AddCommand(volumeCommands()...)
+	root.AddCommand(dnsCommands()...)
 	for _, c := range root.Commands() {
 		groupArgs(c)
 	}

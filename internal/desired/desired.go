@@ -3,8 +3,10 @@
 // PostgreSQL identity, certificates, the access policy its firewall and
 // pg_hba enforce, and its operator endpoint's grants and support role
 // (ops.go). Compile is a pure function of its Input; Load reads that
-// Input from a store transaction. Imported by the API server (the agents'
-// long poll). The labels of the sealed keys it opens are domain's.
+// Input from a store transaction, by host; Bump is its inverse, the hosts
+// whose desired state a change reads, so that a change wakes only those.
+// Imported by the API server (the agents' long poll, and its changes) and
+// the reconcilers. The labels of the sealed keys it opens are domain's.
 package desired
 
 import (
@@ -206,62 +208,60 @@ func strs(ps []netip.Prefix) []string {
 }
 
 // Load reads Compile's input for host from tx at the store's current
-// revision.
+// revision. It reads by host (the store's host index): the host's nodes,
+// then their services and what those read, never the rest of the
+// platform.
 func Load(ctx context.Context, tx store.Tx, host, zone string) (Input, error) {
 	in := Input{Host: host, Zone: zone, Services: map[string]*domain.Service{}, Projects: map[string]*domain.Project{}, VPCs: map[string]*domain.VPC{},
 		Ops: map[string][]*domain.Operation{}, Sources: map[string]*domain.Service{}}
-	all, err := store.List[domain.Node](ctx, tx, store.Query{})
+	mine, err := store.List[domain.Node](ctx, tx, store.Query{Host: host})
 	if err != nil {
 		return in, err
 	}
-	want := map[string]bool{}
-	for _, n := range all {
-		if n.Host == host {
-			want[n.ServiceID] = true
-		}
-	}
-	for _, n := range all {
-		if !want[n.ServiceID] {
+	for _, m := range mine {
+		if in.Services[m.ServiceID] != nil {
 			continue
 		}
-		in.Nodes = append(in.Nodes, n)
-		if in.Services[n.ServiceID] == nil {
-			svc, err := store.Get[domain.Service](ctx, tx, n.ServiceID)
+		svc, err := store.Get[domain.Service](ctx, tx, m.ServiceID)
+		if err != nil {
+			return in, fmt.Errorf("node %s: %w", m.ID, err)
+		}
+		in.Services[svc.ID] = svc
+		nodes, err := store.List[domain.Node](ctx, tx, store.Query{Parent: svc.ID})
+		if err != nil {
+			return in, err
+		}
+		in.Nodes = append(in.Nodes, nodes...)
+		ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
+		if err != nil {
+			return in, err
+		}
+		in.Ops[svc.ID] = ops
+		if svc.RestoreFrom != "" {
+			src, err := store.Get[domain.Service](ctx, tx, svc.RestoreFrom)
 			if err != nil {
-				return in, fmt.Errorf("node %s: %w", n.ID, err)
+				return in, fmt.Errorf("service %s: restore source: %w", svc.ID, err)
 			}
-			in.Services[svc.ID] = svc
-			ops, err := store.List[domain.Operation](ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: svc.ID, States: domain.LiveOperationStates})
+			in.Sources[src.ID] = src
+		}
+		if in.Projects[svc.ProjectID] == nil {
+			p, err := store.Get[domain.Project](ctx, tx, svc.ProjectID)
 			if err != nil {
 				return in, err
 			}
-			in.Ops[svc.ID] = ops
-			if svc.RestoreFrom != "" {
-				src, err := store.Get[domain.Service](ctx, tx, svc.RestoreFrom)
-				if err != nil {
-					return in, fmt.Errorf("service %s: restore source: %w", svc.ID, err)
-				}
-				in.Sources[src.ID] = src
+			in.Projects[p.ID] = p
+		}
+		if svc.VPCID != "" && in.VPCs[svc.VPCID] == nil {
+			v, err := store.Get[domain.VPC](ctx, tx, svc.VPCID)
+			if err != nil {
+				return in, err
 			}
-			if in.Projects[svc.ProjectID] == nil {
-				p, err := store.Get[domain.Project](ctx, tx, svc.ProjectID)
-				if err != nil {
-					return in, err
-				}
-				in.Projects[p.ID] = p
+			in.VPCs[v.ID] = v
+			ps, err := store.List[domain.Peering](ctx, tx, store.Query{ProjectID: v.ProjectID, Parent: v.ID})
+			if err != nil {
+				return in, err
 			}
-			if svc.VPCID != "" && in.VPCs[svc.VPCID] == nil {
-				v, err := store.Get[domain.VPC](ctx, tx, svc.VPCID)
-				if err != nil {
-					return in, err
-				}
-				in.VPCs[v.ID] = v
-				ps, err := store.List[domain.Peering](ctx, tx, store.Query{ProjectID: v.ProjectID, Parent: v.ID})
-				if err != nil {
-					return in, err
-				}
-				in.Peerings = append(in.Peerings, ps...)
-			}
+			in.Peerings = append(in.Peerings, ps...)
 		}
 	}
 	return in, loadOps(ctx, tx, &in)

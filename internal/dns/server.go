@@ -33,6 +33,13 @@ type Config struct {
 	// Nameservers are the apex NS records Watch builds zones with (see
 	// Build).
 	Nameservers []Nameserver
+	// ZoneFile, when set, is where Watch also writes every zone it swaps
+	// in (WriteZoneFile), for servers in other processes that follow it
+	// (FollowZoneFile) and keep answering while this one is down.
+	ZoneFile string
+	// ZoneWritten, when set, is called after each write of ZoneFile (moat
+	// up signals the server process to reread it at once).
+	ZoneWritten func()
 	Logger      *slog.Logger
 	// TTL of every record, and of negative answers; DefaultTTL when zero.
 	// Whole seconds, 1 s to 1 h.
@@ -53,6 +60,8 @@ type Server struct {
 	ttl         uint32
 	readTimeout time.Duration
 	idleTimeout time.Duration
+	zoneFile    string
+	zoneWritten func()
 	zone        atomic.Pointer[Zone]
 }
 
@@ -90,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	return &Server{
-		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger,
+		origin: origin, addrs: cfg.Addrs, nameservers: cfg.Nameservers, log: cfg.Logger, zoneFile: cfg.ZoneFile, zoneWritten: cfg.ZoneWritten,
 		ttl: uint32(cfg.TTL / time.Second), readTimeout: cfg.ReadTimeout, idleTimeout: cfg.IdleTimeout,
 	}, nil
 }

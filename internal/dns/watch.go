@@ -28,7 +28,8 @@ func Load(ctx context.Context, tx store.Tx, origin string, rev int64, nameserver
 }
 
 // Watch keeps the server's zone current: it builds the zone now and again
-// after every change of st's desired-state revision, and swaps it in. A
+// after every change of st's desired-state revision, and swaps it in (and
+// writes it to the configured ZoneFile). A
 // nil build is Load with the server's domain and nameservers. Errors are
 // logged and retried with backoff while the last good zone keeps being
 // served. It returns nil when ctx is done.
@@ -74,6 +75,11 @@ func (s *Server) Watch(ctx context.Context, st store.Store, build BuildFunc) err
 			z, err = build(ctx, tx, rev)
 			return err
 		})
+		if err == nil && s.zoneFile != "" {
+			if err = WriteZoneFile(s.zoneFile, z); err == nil && s.zoneWritten != nil {
+				s.zoneWritten()
+			}
+		}
 		if err == nil {
 			err = s.SetZone(z)
 		}

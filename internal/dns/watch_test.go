@@ -25,7 +25,8 @@ func TestWatch(t *testing.T) {
 	}
 	defer st.Close()
 
-	s := newServer(t, dns.Config{Nameservers: []dns.Nameserver{ns1}})
+	zoneFile := filepath.Join(t.TempDir(), "zone.json")
+	s := newServer(t, dns.Config{Nameservers: []dns.Nameserver{ns1}, ZoneFile: zoneFile})
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.Watch(wctx, st, nil) }()
@@ -79,4 +80,12 @@ func TestWatch(t *testing.T) {
 		return len(z.Lookup(pubName)) == 0 &&
 			slices.Equal(z.Lookup(pubPrivName), []netip.Addr{netip.MustParseAddr("10.0.0.7")}) && z.Serial() == uint32(rev)
 	})
+	// The zone file holds what is served (written before the next wait).
+	f, err := dns.ReadZoneFile(zoneFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Serial() != uint32(rev) || !slices.Equal(f.Lookup(pubPrivName), []netip.Addr{netip.MustParseAddr("10.0.0.7")}) {
+		t.Errorf("zone file: serial %d, %s = %v; want serial %d, 10.0.0.7", f.Serial(), pubPrivName, f.Lookup(pubPrivName), rev)
+	}
 }

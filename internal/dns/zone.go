@@ -6,10 +6,14 @@
 // A Zone is computed by a pure function (Build) from services and nodes; a
 // Server answers queries from the Zone it was last given (SetZone, a
 // lock-free atomic swap), and Watch rebuilds the zone on every change of the
-// store's desired-state revision. The server is authoritative only: it never
-// recurses, refuses names outside its zone and serves IPv4 addresses only.
+// store's desired-state revision. So that names resolve while the control
+// plane is down or restarting, Watch can also write each zone to a file
+// (WriteZoneFile, atomic) that a server in another process follows
+// (FollowZoneFile, `moat dns serve`), answering from the last zone it read.
+// The server is authoritative only: it never recurses, refuses names
+// outside its zone and serves IPv4 addresses only.
 //
-// Imported by the control plane's wiring (internal/cli) and tests; it
+// Imported by the control plane's wiring (internal/cli, internal/up) and tests; it
 // imports domain (which names services) and store, never a provider or
 // the simulator.
 package dns
@@ -39,8 +43,8 @@ type Nameserver struct {
 
 // Record is one A record of a zone.
 type Record struct {
-	Name string // canonical: lower case, fully qualified
-	Addr netip.Addr
+	Name string     `json:"name"` // canonical: lower case, fully qualified
+	Addr netip.Addr `json:"addr"`
 }
 
 // Zone is an immutable snapshot of the service zone. Build makes one; a
@@ -109,14 +113,20 @@ func Build(origin string, serial int64, services []*domain.Service, nodes []*dom
 		}
 		z.add(miekg.CanonicalName(domain.ServiceName(svc, zoneName)), addr.Unmap())
 	}
+	z.findENTs()
+	return z, nil
+}
+
+// findENTs records the empty non-terminals: the names between the origin
+// and a name with records that have none of their own.
+func (z *Zone) findENTs() {
 	for name := range z.hosts {
-		for parent := parentName(name); parent != o && parent != ""; parent = parentName(parent) {
+		for parent := parentName(name); parent != z.origin && parent != ""; parent = parentName(parent) {
 			if _, ok := z.hosts[parent]; !ok {
 				z.ents[parent] = true
 			}
 		}
 	}
-	return z, nil
 }
 
 func (z *Zone) add(name string, a netip.Addr) {

@@ -69,6 +69,9 @@ type ControlPlane struct {
 	// states is each node's state series, so that recording the same
 	// state again (every reconciler pass) costs a map lookup.
 	states map[string][3]string // node → project, service, state
+	// hostDesired is each host's own desired revision (a change wakes
+	// only the hosts it affects); a host without one is behind desired.
+	hostDesired map[string]int64
 }
 
 // NewControlPlane registers the control plane's metrics with reg.
@@ -169,8 +172,9 @@ func NewControlPlane(reg prometheus.Registerer) *ControlPlane {
 			Help: "1 for each node's current state.",
 		}, []string{"project", "service", "node", "state"}),
 
-		applied: map[string]int64{},
-		states:  map[string][3]string{},
+		applied:     map[string]int64{},
+		states:      map[string][3]string{},
+		hostDesired: map[string]int64{},
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.reconcilePasses, m.reconcileDuration,
 		m.reconcileErrors, m.desiredRevision, m.hostApplied, m.hostLag, m.hostHeartbeat,
@@ -216,8 +220,35 @@ func (m *ControlPlane) SetDesiredRevision(rev int64) {
 	m.desired = rev
 	m.desiredRevision.Set(float64(rev))
 	for host, a := range m.applied {
+		m.hostLag.WithLabelValues(host).Set(float64(max(0, m.hostTarget(host)-a)))
+	}
+}
+
+// SetHostDesired records the desired revision served to host (its own:
+// the last change that affected it), which its lag is measured against;
+// the desired state's revision is at least that.
+func (m *ControlPlane) SetHostDesired(host string, rev int64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hostDesired[host] = rev
+	if rev > m.desired {
+		m.desired = rev
+		m.desiredRevision.Set(float64(rev))
+	}
+	if a, ok := m.applied[host]; ok {
 		m.hostLag.WithLabelValues(host).Set(float64(max(0, rev-a)))
 	}
+}
+
+// hostTarget is the revision host should have applied. m.mu must be held.
+func (m *ControlPlane) hostTarget(host string) int64 {
+	if r, ok := m.hostDesired[host]; ok {
+		return r
+	}
+	return m.desired
 }
 
 // SetHostApplied records the revision a host reported applied.
@@ -229,7 +260,7 @@ func (m *ControlPlane) SetHostApplied(host string, rev int64) {
 	defer m.mu.Unlock()
 	m.applied[host] = rev
 	m.hostApplied.WithLabelValues(host).Set(float64(rev))
-	m.hostLag.WithLabelValues(host).Set(float64(max(0, m.desired-rev)))
+	m.hostLag.WithLabelValues(host).Set(float64(max(0, m.hostTarget(host)-rev)))
 }
 
 // HostHeartbeat records that host's agent was heard from at t (a report or
@@ -384,6 +415,7 @@ func (m *ControlPlane) ForgetHost(host string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.applied, host)
+	delete(m.hostDesired, host)
 	for _, v := range []*prometheus.GaugeVec{m.hostApplied, m.hostLag, m.hostHeartbeat} {
 		v.DeleteLabelValues(host)
 	}

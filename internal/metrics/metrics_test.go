@@ -188,6 +188,31 @@ moat_host_revision_lag{host="b"} 2
 	}
 }
 
+// TestHostRevisionLag: a host is behind its own desired revision (a change
+// wakes only the hosts it affects), not the platform's.
+func TestHostRevisionLag(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	cp := metrics.NewControlPlane(reg)
+	cp.SetHostApplied("a", 5)
+	cp.SetHostDesired("a", 7)
+	cp.SetHostDesired("b", 12)
+	cp.SetHostApplied("b", 12)
+	cp.SetDesiredRevision(20) // changes to other hosts
+	want := `
+# HELP moat_desired_state_revision The desired state's current revision.
+# TYPE moat_desired_state_revision gauge
+moat_desired_state_revision 20
+# HELP moat_host_revision_lag Revisions each host is behind the desired state.
+# TYPE moat_host_revision_lag gauge
+moat_host_revision_lag{host="a"} 2
+moat_host_revision_lag{host="b"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "moat_host_revision_lag", "moat_desired_state_revision"); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestNodeStateKeepsOneState(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/store"
@@ -132,7 +133,7 @@ func (r *Reconciler) advance(ctx context.Context, op *domain.Operation) error {
 					return err
 				}
 			}
-			rev, err := tx.BumpRevision(ctx)
+			rev, err := desired.Bump(ctx, tx, desired.Affected{Services: []string{s.ID}})
 			if err != nil {
 				return err
 			}
@@ -239,7 +240,7 @@ func (r *Reconciler) finishOp(ctx context.Context, id string, info *domain.Info)
 				return err
 			}
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{s.ID}})
 		return err
 	})
 	if err == nil && done != nil {
@@ -261,7 +262,7 @@ func (r *Reconciler) updateOp(ctx context.Context, id string, fn func(store.Tx, 
 		if err := store.Put(ctx, tx, o); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{o.TargetID}})
 		return err
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/audit"
 	"github.com/moatdb/moat/internal/backup"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/objstore"
 	"github.com/moatdb/moat/internal/store"
@@ -193,7 +194,7 @@ func (r *Reconciler) failRestore(ctx context.Context, opID string, why domain.In
 		if err := store.Put(ctx, tx, s); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{s.ID}})
 		return err
 	})
 }
@@ -244,7 +245,7 @@ func (r *Reconciler) scheduleBackups(ctx context.Context, svcs []*domain.Service
 				return err
 			}
 			r.log.Info("scheduled base backup", "service", s.ID, "operation", op.ID, "last_backup_at", s.LastBackupAt)
-			_, err = tx.BumpRevision(ctx)
+			_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{cur.ID}})
 			return err
 		}))
 	}

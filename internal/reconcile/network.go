@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/provider"
 	"github.com/moatdb/moat/internal/store"
@@ -123,7 +124,7 @@ func (r *Reconciler) requestPeering(ctx context.Context, p *domain.Peering, vpc 
 	}
 	if p.CloudPeeringID == "" {
 		id := r.cfg.Provider.NewPeeringID()
-		cur, err := record(ctx, r, p.ID, false, func(cur *domain.Peering) error {
+		cur, err := record(ctx, r, p.ID, nil, func(cur *domain.Peering) error {
 			if cur.State != domain.StateProvisioning || cur.CloudPeeringID != "" {
 				return errSkip
 			}
@@ -268,7 +269,8 @@ func lostInfo() *domain.Info {
 // and edit applied, if it is still in the state it was read in; the move
 // bumps the desired-state revision.
 func (r *Reconciler) movePeering(ctx context.Context, seen *domain.Peering, to string, info *domain.Info, edit func(*domain.Peering)) error {
-	_, err := record(ctx, r, seen.ID, true, func(cur *domain.Peering) error {
+	bump := func(cur *domain.Peering) desired.Affected { return desired.Affected{VPCs: []string{cur.VPCID}} }
+	_, err := record(ctx, r, seen.ID, bump, func(cur *domain.Peering) error {
 		if cur.State != seen.State {
 			return errSkip
 		}
@@ -288,7 +290,8 @@ func (r *Reconciler) movePeering(ctx context.Context, seen *domain.Peering, to s
 
 // moveVPC is movePeering for VPCs.
 func (r *Reconciler) moveVPC(ctx context.Context, seen *domain.VPC, to string, info *domain.Info, edit func(*domain.VPC)) error {
-	_, err := record(ctx, r, seen.ID, true, func(cur *domain.VPC) error {
+	bump := func(cur *domain.VPC) desired.Affected { return desired.Affected{VPCs: []string{cur.ID}} }
+	_, err := record(ctx, r, seen.ID, bump, func(cur *domain.VPC) error {
 		if cur.State != seen.State {
 			return errSkip
 		}
@@ -308,9 +311,9 @@ func (r *Reconciler) moveVPC(ctx context.Context, seen *domain.VPC, to string, i
 
 // record applies fn to the current object id in one transaction and
 // writes it (the store checks its revision), bumping the desired-state
-// revision when bump is set. It returns the written object, or nil when fn
-// returned errSkip and nothing was written.
-func record[T any, P store.Ptr[T]](ctx context.Context, r *Reconciler, id string, bump bool, fn func(P) error) (P, error) {
+// revision of the hosts bump names when it is set. It returns the written
+// object, or nil when fn returned errSkip and nothing was written.
+func record[T any, P store.Ptr[T]](ctx context.Context, r *Reconciler, id string, bump func(P) desired.Affected, fn func(P) error) (P, error) {
 	var out P
 	err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 		cur, err := store.Get[T, P](ctx, tx, id)
@@ -324,8 +327,8 @@ func record[T any, P store.Ptr[T]](ctx context.Context, r *Reconciler, id string
 		if err := store.Put(ctx, tx, cur); err != nil {
 			return err
 		}
-		if bump {
-			if _, err := tx.BumpRevision(ctx); err != nil {
+		if bump != nil {
+			if _, err := desired.Bump(ctx, tx, bump(cur)); err != nil {
 				return err
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/backup"
+	"github.com/moatdb/moat/internal/desired"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/metrics"
 	"github.com/moatdb/moat/internal/objstore"
@@ -340,7 +341,7 @@ func (r *Reconciler) finishDelete(ctx context.Context, s *domain.Service) error 
 		if err := store.Put(ctx, tx, cur); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{cur.ID}})
 		return err
 	})
 }
@@ -362,13 +363,15 @@ func (r *Reconciler) fail(ctx context.Context, n *domain.Node, code string, caus
 var errSkip = errors.New("skip")
 
 // update applies fn to the current node in a transaction and bumps the
-// desired-state revision; fn returning errSkip writes nothing.
+// desired-state revision of its service's hosts and its own, before and
+// after fn (placed, or deleted); fn returning errSkip writes nothing.
 func (r *Reconciler) update(ctx context.Context, id string, fn func(store.Tx, *domain.Node) error) error {
 	err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
 		cur, err := store.Get[domain.Node](ctx, tx, id)
 		if err != nil {
 			return err
 		}
+		was := cur.Host
 		if err := fn(tx, cur); err != nil {
 			return err
 		}
@@ -376,7 +379,7 @@ func (r *Reconciler) update(ctx context.Context, id string, fn func(store.Tx, *d
 		if err := store.Put(ctx, tx, cur); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{cur.ServiceID}, Hosts: []string{was, cur.Host}})
 		return err
 	})
 	if errors.Is(err, errSkip) {
@@ -410,7 +413,7 @@ func (r *Reconciler) backupKey(ctx context.Context, id string) error {
 		if err := store.Put(ctx, tx, s); err != nil {
 			return err
 		}
-		_, err = tx.BumpRevision(ctx)
+		_, err = desired.Bump(ctx, tx, desired.Affected{Services: []string{id}})
 		return err
 	})
 }

@@ -40,6 +40,16 @@ type Store interface {
 	// after, and returns it; or returns ctx's error. A change committed by
 	// any server sharing the store wakes it.
 	WaitRevision(ctx context.Context, after int64) (int64, error)
+	// HostRevision returns host's desired-state revision: the revision of
+	// the last change that affected host (Tx.BumpHosts naming it, or
+	// Tx.BumpRevision). Host revisions are values of the global revision,
+	// so they compare with it.
+	HostRevision(ctx context.Context, host string) (int64, error)
+	// WaitHostRevision blocks until host's desired-state revision is
+	// greater than after, and returns it; or returns ctx's error. Only a
+	// change that affects host wakes it, committed by any server sharing
+	// the store.
+	WaitHostRevision(ctx context.Context, host string, after int64) (int64, error)
 	Close() error
 }
 
@@ -52,6 +62,9 @@ type Record struct {
 	Parent    string
 	Name      string
 	State     string
+	// Host is the agent host a node is placed on ("" for other kinds): an
+	// index, so that a host's desired state is read by host.
+	Host string
 	// Revision is the stored revision on read. On Put it is the revision
 	// the writer read (0 to create).
 	Revision int64
@@ -65,6 +78,7 @@ type Query struct {
 	Kind      string
 	ProjectID string // "" for all projects
 	Parent    string // "" for any parent
+	Host      string // "" for any host (see Record.Host)
 	// IncludeDeleted also returns records in state "deleted".
 	IncludeDeleted bool
 	// States, when set, returns only records in one of these states
@@ -101,9 +115,17 @@ type Tx interface {
 	// it returns ErrConflict and writes nothing.
 	Put(ctx context.Context, rec Record) (int64, error)
 
-	// BumpRevision increments the desired-state revision; watchers wake
-	// when the transaction commits.
+	// BumpRevision increments the desired-state revision and makes it
+	// every host's: every WaitRevision and WaitHostRevision wakes when the
+	// transaction commits. It is for changes whose affected hosts are not
+	// known; BumpHosts wakes only those named.
 	BumpRevision(ctx context.Context) (int64, error)
+	// BumpHosts increments the desired-state revision and makes it the
+	// revision of each of hosts: at commit WaitRevision wakes, and
+	// WaitHostRevision of those hosts only. With no hosts only the global
+	// revision moves (a change no host's desired state reads: DNS, the
+	// reconcilers' work).
+	BumpHosts(ctx context.Context, hosts ...string) (int64, error)
 
 	// AppendAudit stores e, whose Seq must be one more than the last.
 	AppendAudit(ctx context.Context, e domain.AuditEntry) error
@@ -168,9 +190,13 @@ func Put(ctx context.Context, tx Tx, obj domain.Object) error {
 	if err != nil {
 		return fmt.Errorf("encode %s %s: %w", obj.Kind(), m.ID, err)
 	}
+	var host string
+	if n, ok := obj.(*domain.Node); ok {
+		host = n.Host
+	}
 	rev, err := tx.Put(ctx, Record{
 		Kind: obj.Kind(), ID: m.ID, ProjectID: m.ProjectID, Parent: obj.Parent(),
-		Name: m.Name, State: m.State, Revision: m.Revision, Data: data,
+		Name: m.Name, State: m.State, Host: host, Revision: m.Revision, Data: data,
 	})
 	if err != nil {
 		return err

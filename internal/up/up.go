@@ -17,12 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -89,23 +89,19 @@ type Stack struct {
 	Sim      *sim.Sim
 	// Laptop is the internet host clients run on.
 	Laptop sim.Host
-	// DNS is the platform's authoritative server; DNSAddr its loopback
-	// address and InternetDNS its address on the simulated internet.
+	// DNS builds the platform's zone and writes it for the DNS server
+	// process (moat dns serve, see startDNS), whose loopback address is
+	// DNSAddr and address on the simulated internet InternetDNS.
 	DNS         *dns.Server
 	DNSAddr     string
 	InternetDNS netip.AddrPort
-	dnsSockets  []dnsSocket
+	dnsPID      atomic.Int64 // of the DNS server process
 
 	// fleet are the hosts whose agents Run supervises.
 	fleet    []FleetHost
 	recordMu sync.Mutex
 	// ready is closed once every host heartbeat after Run started.
 	ready chan struct{}
-}
-
-type dnsSocket struct {
-	pc net.PacketConn
-	ln net.Listener
 }
 
 // Cloud returns the local cloud for prefix ("" means "moat-").
@@ -185,37 +181,23 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	return s, nil
 }
 
-// listenDNS opens the DNS server's sockets on loopback and inside the
-// internet namespace, and makes the laptop resolve through it.
+// listenDNS makes the platform DNS server answer on loopback and inside
+// the internet namespace, from the zone the control plane writes (see
+// startDNS), and makes the laptop resolve through it.
 func (s *Stack) listenDNS(ctx context.Context, cfg Config) error {
 	zone := cfg.ControlPlane.Domain
 	if zone == "" {
 		zone = dns.DefaultDomain
 	}
 	var err error
-	if s.DNS, err = dns.New(dns.Config{Domain: zone, Logger: cfg.ControlPlane.Logger.With("component", "dns")}); err != nil {
+	s.DNS, err = dns.New(dns.Config{Domain: zone, Logger: cfg.ControlPlane.Logger.With("component", "dns"),
+		ZoneFile: filepath.Join(cfg.ControlPlane.DataDir, ZoneFile), ZoneWritten: s.zoneWritten})
+	if err != nil {
 		return err
 	}
-	addr := cfg.DNSListen
-	if addr == "" {
-		addr = "127.0.0.1:8053"
-	}
-	pc, ln, err := dns.Listen(ctx, addr)
-	if err != nil {
-		return fmt.Errorf("dns on %s: %w", addr, err)
-	}
-	s.DNSAddr = pc.LocalAddr().String()
-	s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
 	s.InternetDNS = netip.AddrPortFrom(localcloud.InternetGateway, 53)
-	err = s.Cloud.Do(s.Cloud.InternetNS(), func() error {
-		pc, ln, err := dns.Listen(ctx, s.InternetDNS.String())
-		if err == nil {
-			s.dnsSockets = append(s.dnsSockets, dnsSocket{pc, ln})
-		}
+	if err := s.startDNS(ctx, cfg, zone); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("dns on the simulated internet: %w", err)
 	}
 	return s.Cloud.SetResolver(s.Laptop.NS, s.InternetDNS.Addr())
 }
@@ -231,25 +213,24 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 	return client.New(client.Config{URL: s.CP.URL(), Token: strings.TrimSpace(string(tok)), CAFile: filepath.Join(dir, controlplane.APICAFile)})
 }
 
-// Run runs the control plane, its provider and the fleet's agent
-// processes until ctx ends or one fails; it stops the agents (SIGTERM)
-// before it returns. Nodes keep running after it returns (moved addresses
-// keep their namespaces, without their responders); Down removes them.
+// Run runs the control plane, its provider, the fleet's agent processes
+// and the DNS server process's supervision until ctx ends or one fails;
+// it stops the agents (SIGTERM) before it returns. Nodes and the DNS
+// server process keep running after it returns (moved addresses keep
+// their namespaces, without their responders); Down removes them.
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	started := time.Now()
 	// Agents a killed moat up left behind run an old configuration.
 	stopAgents(ctx, s.cfg.ControlPlane.DataDir, agentStopTimeout)
-	n := 4 + len(s.dnsSockets)
+	const n = 5
 	errc := make(chan error, n)
 	go func() { errc <- s.CP.Run(ctx) }()
 	go func() { errc <- s.Provider.Run(ctx) }()
 	go func() { errc <- s.runFleet(ctx, started) }()
 	go func() { errc <- s.DNS.Watch(ctx, s.CP.Store, nil) }()
-	for _, d := range s.dnsSockets {
-		go func() { errc <- s.DNS.Serve(ctx, d.pc, d.ln) }()
-	}
+	go func() { errc <- s.superviseDNS(ctx) }()
 	err := <-errc
 	cancel()
 	for range n - 1 {
@@ -304,7 +285,7 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 
 // Down stops every node PostgreSQL under dataDir's agent directory,
 // destroys the nodes' encrypted volumes (their keys end with their
-// servers) and removes the namespaces of the stack of dataDir (and with
+// servers), stops the DNS server process and removes the namespaces of the stack of dataDir (and with
 // them their nftables tables): those of prefix, or when prefix is "" those
 // of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
@@ -342,6 +323,7 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 	for _, d := range agentDirs {
 		volErr = errors.Join(volErr, agent.DestroyVolumes(d))
 	}
+	volErr = errors.Join(volErr, stopDNS(ctx, dataDir, timeout))
 	cloud, err := Cloud(prefix)
 	if err != nil {
 		return postmasters, errors.Join(volErr, err)

@@ -4,11 +4,13 @@
 // Every read-write transaction first locks the desired-state revision's
 // row in meta (SELECT … FOR UPDATE), which serializes read-write
 // transactions across all servers; read-only ones run at REPEATABLE READ
-// and never wait. BumpRevision sends NOTIFY moat_revision, delivered at
-// commit: each Store LISTENs on a connection of its own, so WaitRevision
-// wakes within milliseconds of a commit on any server (and rereads the
-// revision when that connection is re-established, and every few seconds
-// while someone waits, in case a notification was missed). The schema is
+// and never wait. BumpRevision and BumpHosts send NOTIFY moat_revision,
+// delivered at commit: each Store LISTENs on a connection of its own, and
+// on each notification reads the hosts' revisions that changed (the change
+// feed), so WaitRevision and the affected hosts' WaitHostRevision wake
+// within milliseconds of a commit on any server (and it rereads them when
+// that connection is re-established, and every few seconds while someone
+// waits, in case a notification was missed). The schema is
 // migrated (goose, embedded, under an advisory lock) at Open.
 //
 // Only the CLI wiring and tests import it; everything else uses store.Store.
@@ -127,6 +129,9 @@ func (s *Store) listenLoop(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.C
 				if rev, err := strconv.ParseInt(n.Payload, 10, 64); err == nil {
 					s.Observe(rev)
 				}
+				// The hosts the commit affected: an error is retried by
+				// the next notification or the poll.
+				s.Recheck(ctx)
 			}
 			conn.Close(context.Background())
 			conn = nil

@@ -25,7 +25,12 @@ type tx struct {
 	s        *Store
 	tx       *sql.Tx
 	readOnly bool
-	bumped   int64 // the revision BumpRevision set, announced at commit
+	// first and bumped are the first and last revisions BumpRevision or
+	// BumpHosts set (one apart per bump), announced at commit.
+	first, bumped int64
+	// hosts are the hosts BumpHosts named (allHosts: BumpRevision), with
+	// the revision each got, announced at commit.
+	hosts map[string]int64
 }
 
 func (t *tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
@@ -44,18 +49,21 @@ func (t *tx) writable(op string) error {
 	return nil
 }
 
-const recordColumns = "kind, id, project_id, parent, name, state, revision, seq, data"
+const recordColumns = "kind, id, project_id, parent, name, state, host, revision, seq, data"
 
-func scanRecord(sc interface{ Scan(...any) error }) (store.Record, error) {
+func (t *tx) scanRecord(sc interface{ Scan(...any) error }) (store.Record, error) {
 	var r store.Record
 	var data string
-	err := sc.Scan(&r.Kind, &r.ID, &r.ProjectID, &r.Parent, &r.Name, &r.State, &r.Revision, &r.Seq, &data)
+	err := sc.Scan(&r.Kind, &r.ID, &r.ProjectID, &r.Parent, &r.Name, &r.State, &r.Host, &r.Revision, &r.Seq, &data)
 	r.Data = []byte(data)
+	if err == nil {
+		t.s.recordsRead.Add(1)
+	}
 	return r, err
 }
 
 func (t *tx) Get(ctx context.Context, kind, id string) (store.Record, error) {
-	r, err := scanRecord(t.queryRow(ctx, "SELECT "+recordColumns+" FROM records WHERE id = ? AND kind = ?", id, kind))
+	r, err := t.scanRecord(t.queryRow(ctx, "SELECT "+recordColumns+" FROM records WHERE id = ? AND kind = ?", id, kind))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("get %s %s: %w", kind, id, store.ErrNotFound)
 	}
@@ -76,6 +84,10 @@ func (t *tx) List(ctx context.Context, q store.Query) ([]store.Record, error) {
 	if q.Parent != "" {
 		b.WriteString(" AND parent = ?")
 		args = append(args, q.Parent)
+	}
+	if q.Host != "" {
+		b.WriteString(" AND host = ?")
+		args = append(args, q.Host)
 	}
 	if !q.IncludeDeleted {
 		b.WriteString(" AND state <> ?")
@@ -99,7 +111,7 @@ func (t *tx) List(ctx context.Context, q store.Query) ([]store.Record, error) {
 	defer rows.Close()
 	var out []store.Record
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		r, err := t.scanRecord(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", q.Kind, err)
 		}
@@ -124,9 +136,9 @@ func (t *tx) Put(ctx context.Context, rec store.Record) (int64, error) {
 	}
 	if rec.Revision == 0 {
 		var seq int64
-		err := t.queryRow(ctx, `INSERT INTO records (kind, id, project_id, parent, name, state, revision, data)
-			VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (id) DO NOTHING RETURNING seq`,
-			rec.Kind, rec.ID, rec.ProjectID, rec.Parent, rec.Name, rec.State, string(rec.Data)).Scan(&seq)
+		err := t.queryRow(ctx, `INSERT INTO records (kind, id, project_id, parent, name, state, host, revision, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (id) DO NOTHING RETURNING seq`,
+			rec.Kind, rec.ID, rec.ProjectID, rec.Parent, rec.Name, rec.State, rec.Host, string(rec.Data)).Scan(&seq)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, fmt.Errorf("%s: the ID exists: %w", op, store.ErrConflict)
 		}
@@ -136,9 +148,9 @@ func (t *tx) Put(ctx context.Context, rec store.Record) (int64, error) {
 		return 1, nil
 	}
 	var rev int64
-	err := t.queryRow(ctx, `UPDATE records SET project_id = ?, parent = ?, name = ?, state = ?, data = ?, revision = revision + 1
+	err := t.queryRow(ctx, `UPDATE records SET project_id = ?, parent = ?, name = ?, state = ?, host = ?, data = ?, revision = revision + 1
 		WHERE id = ? AND kind = ? AND revision = ? RETURNING revision`,
-		rec.ProjectID, rec.Parent, rec.Name, rec.State, string(rec.Data), rec.ID, rec.Kind, rec.Revision).Scan(&rev)
+		rec.ProjectID, rec.Parent, rec.Name, rec.State, rec.Host, string(rec.Data), rec.ID, rec.Kind, rec.Revision).Scan(&rev)
 	if err == nil {
 		return rev, nil
 	}
@@ -156,27 +168,62 @@ func (t *tx) Put(ctx context.Context, rec store.Record) (int64, error) {
 }
 
 func (t *tx) BumpRevision(ctx context.Context) (int64, error) {
-	const op = "bump revision"
-	if err := t.writable(op); err != nil {
+	rev, err := t.bump(ctx, allHosts)
+	if err != nil {
+		return 0, fmt.Errorf("bump revision: %w", err)
+	}
+	return rev, nil
+}
+
+func (t *tx) BumpHosts(ctx context.Context, hosts ...string) (int64, error) {
+	for _, h := range hosts {
+		if h == "" || h == allHosts {
+			return 0, fmt.Errorf("bump hosts: %q is not a host name", h)
+		}
+	}
+	rev, err := t.bump(ctx, hosts...)
+	if err != nil {
+		return 0, fmt.Errorf("bump hosts: %w", err)
+	}
+	return rev, nil
+}
+
+// bump increments the global revision and records it as the revision of
+// each of hosts (allHosts: of every host).
+func (t *tx) bump(ctx context.Context, hosts ...string) (int64, error) {
+	if err := t.writable("bump"); err != nil {
 		return 0, err
 	}
 	var v []byte
 	if err := t.queryRow(ctx, "SELECT value FROM meta WHERE key = ?", RevisionKey).Scan(&v); err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
+		return 0, err
 	}
 	rev, err := parseRevision(v)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
+		return 0, err
 	}
 	rev++
 	s := strconv.FormatInt(rev, 10)
 	if err := t.exec(ctx, "UPDATE meta SET value = ? WHERE key = ?", []byte(s), RevisionKey); err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
+		return 0, err
+	}
+	for _, h := range hosts {
+		if err := t.exec(ctx, `INSERT INTO host_revisions (host, revision) VALUES (?, ?)
+			ON CONFLICT (host) DO UPDATE SET revision = excluded.revision`, h, rev); err != nil {
+			return 0, fmt.Errorf("host %s: %w", h, err)
+		}
+		if t.hosts == nil {
+			t.hosts = map[string]int64{}
+		}
+		t.hosts[h] = rev
 	}
 	if t.s.d.NotifySQL != "" {
 		if err := t.exec(ctx, t.s.d.NotifySQL, s); err != nil {
-			return 0, fmt.Errorf("%s: notify: %w", op, err)
+			return 0, fmt.Errorf("notify: %w", err)
 		}
+	}
+	if t.first == 0 {
+		t.first = rev
 	}
 	t.bumped = rev
 	return rev, nil

@@ -22,6 +22,8 @@ func RunShared(t *testing.T, maxWake time.Duration, newPair func(t *testing.T) (
 	}{
 		{"SharedData", testSharedData},
 		{"SharedWaitRevision", testSharedWaitRevision},
+		{"SharedWaitHostRevision", testSharedWaitHostRevision},
+		{"SharedInterleavedHostRevisions", testSharedInterleavedHostRevisions},
 		{"SharedSerializedUpdates", testSharedSerializedUpdates},
 	}
 	for _, tt := range tests {
@@ -138,4 +140,40 @@ func testSharedSerializedUpdates(t *testing.T, a, b store.Store, _ time.Duration
 		}
 		return nil
 	})
+}
+
+// testSharedWaitHostRevision: a change through one store wakes the other's
+// waiters of the hosts it names, and only those.
+func testSharedWaitHostRevision(t *testing.T, a, b store.Store, maxWake time.Duration) {
+	ctx := t.Context()
+	for round := range 2 {
+		waiter, writer := a, b
+		if round == 1 {
+			waiter, writer = b, a
+		}
+		after := hostRevs(t, waiter, "h-x")["h-x"]
+		x := waitHost(ctx, waiter, "h-x", after)
+		y := waitHost(ctx, waiter, "h-y", hostRevs(t, waiter, "h-y")["h-y"])
+		time.Sleep(20 * time.Millisecond) // let them block
+		rev := bumpHosts(t, writer, "h-x")
+		expectWake(t, "the other store's WaitHostRevision(h-x)", x, rev, time.Now(), maxWake)
+		rev = bumpHosts(t, writer, "h-y")
+		// h-y returns the revision of the change that named it, not h-x's.
+		expectWake(t, "the other store's WaitHostRevision(h-y)", y, rev, time.Now(), maxWake)
+	}
+}
+
+// testSharedInterleavedHostRevisions: a store that commits right after
+// another store's commit it has not heard of yet still wakes the waiters
+// of the other commit's hosts (its own commit does not hide the other).
+func testSharedInterleavedHostRevisions(t *testing.T, a, b store.Store, maxWake time.Duration) {
+	ctx := t.Context()
+	x := waitHost(ctx, b, "h-x", 0)
+	time.Sleep(20 * time.Millisecond) // let it block
+	revX := bumpHosts(t, a, "h-x")
+	bumpHosts(t, b, "h-y") // before b hears of a's commit, most likely
+	expectWake(t, "WaitHostRevision(h-x) after another store's commit and this one's", x, revX, time.Now(), maxWake)
+	if rev, err := b.WaitHostRevision(ctx, "h-y", 0); err != nil || rev != revX+1 {
+		t.Errorf("WaitHostRevision(h-y, 0) = %d, %v; want %d", rev, err, revX+1)
+	}
 }
