@@ -152,7 +152,8 @@ func TestBrowser(t *testing.T) {
 	run("operator signs in",
 		chromedp.SendKeys(chromedp.CSS(`#token`), e.operator),
 		chromedp.Submit(chromedp.CSS(`#token`)),
-		chromedp.WaitVisible(chromedp.CSS(`main`)),
+		// The sign-in page has a main too: wait for the signed-in page.
+		chromedp.WaitVisible(`//button[text()="Sign out"]`),
 	)
 	for _, page := range []struct{ path, shows string }{
 		{"/console/support", "Decline"}, {"/console/vpcs", "VPCs"}, {"/console/audit/verify", "The audit log is intact"},
