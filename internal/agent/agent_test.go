@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/postgres"
@@ -180,7 +181,7 @@ func dataDir(t *testing.T) string {
 				in, err := postgres.New(postgres.Config{
 					DataDir: filepath.Join(nd, "pgdata"), TLSDir: filepath.Join(nd, "tls"),
 					SocketDir: filepath.Join(nd, "run"), LogFile: filepath.Join(nd, "postgres.log"),
-					ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"),
+					ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(e.Name()),
 				})
 				if err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -193,11 +194,33 @@ func dataDir(t *testing.T) string {
 			})
 		}
 		wg.Wait()
+		removeNodeUsers(t, entries)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove the data directory: %v", err)
 		}
 	})
 	return dir
+}
+
+// nodeUserOrPostgres is the user of node id, or postgres if it has none.
+func nodeUserOrPostgres(id string) string {
+	u := domain.NodeUser(id)
+	if _, err := user.Lookup(u); err != nil {
+		return "postgres"
+	}
+	return u
+}
+
+// removeNodeUsers removes the users of the nodes whose directories are
+// entries (nodes a test left running).
+func removeNodeUsers(t *testing.T, entries []os.DirEntry) {
+	t.Helper()
+	users := hostUsersFor()
+	for _, e := range entries {
+		if err := users.Remove(domain.NodeUser(e.Name())); err != nil {
+			t.Errorf("remove the user of node %s: %v", e.Name(), err)
+		}
+	}
 }
 
 func testLogger(t *testing.T) *slog.Logger {

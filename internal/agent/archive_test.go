@@ -14,7 +14,7 @@ import (
 )
 
 // TestArchiveStatus: a primary archives its WAL into the store (encrypted,
-// as the postgres user), and when the store stops taking files the
+// as the node's user), and when the store stops taking files the
 // agent's report says archiving is failing, then recovers.
 func TestArchiveStatus(t *testing.T) {
 	t.Parallel()
@@ -77,6 +77,10 @@ func TestArchiveStatus(t *testing.T) {
 	}
 
 	// The store refuses new files: the report says archiving fails.
+	storeMode, err := os.Stat(store)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Chmod(store, 0o500); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +108,7 @@ func TestArchiveStatus(t *testing.T) {
 	}
 
 	// Writable again: the next switch wakes the archiver, which catches up.
-	if err := os.Chmod(store, 0o750); err != nil {
+	if err := os.Chmod(store, storeMode.Mode()&(os.ModePerm|os.ModeSetgid)); err != nil {
 		t.Fatal(err)
 	}
 	next := switchWAL()

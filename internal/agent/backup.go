@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,7 +25,7 @@ import (
 
 // Backups on a node. A node whose desired state has an Archive archives
 // its WAL: PostgreSQL's archive_command runs `moat wal-push` as the
-// postgres user with the node's archive.json (the store, the service's
+// node's user (osuser.go) with the node's archive.json (the store, the service's
 // public key: nothing secret). Base backups and WAL switches are tasks the
 // agent runs itself. A restored primary starts from the source service's
 // base backup (fetched and decrypted by the agent) and replays its WAL
@@ -33,9 +34,9 @@ import (
 //
 // Files under the node's directory:
 //
-//	archive.json           the archive configuration (0644)
-//	restore/restore.json   the restore's archive configuration (0600, postgres)
-//	restore/key.pem        the source's private key, during the restore only
+//	archive.json           the archive configuration (0600, the node's user)
+//	restore/restore.json   the restore's archive configuration (0600, the node's user)
+//	restore/key.pem        the source's private key, during the restore only (0600, the node's user)
 //	restored               written once the restored server promoted
 const (
 	archiveConfigFile = "archive.json"
@@ -104,30 +105,34 @@ func (a *Agent) moatBinary() (string, error) {
 	return dst, nil
 }
 
-// pgOwner returns the uid and gid of the postgres user, or -1, -1 when
-// the agent is not root (files are then its own).
-func (a *Agent) pgOwner() (int, int, error) {
+// storeOwner owns the local backup store's directories: the postgres
+// user and StoreGroup, every node user's second group (archive_command
+// runs as the node's user); unchanged when the agent is not root.
+func (a *Agent) storeOwner() (owner, error) {
 	if os.Geteuid() != 0 {
-		return -1, -1, nil
+		return unchanged, nil
 	}
-	_, uid, gid, err := lookupUser(a.cfg.PGUser)
+	_, uid, _, err := lookupUser(a.cfg.PGUser)
 	if err != nil {
-		return 0, 0, err
+		return owner{}, err
 	}
-	return int(uid), int(gid), nil
+	g, err := user.LookupGroup(StoreGroup)
+	if err != nil {
+		return owner{}, fmt.Errorf("backup store group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return owner{}, fmt.Errorf("backup store group %s has gid %q", StoreGroup, g.Gid)
+	}
+	return owner{int(uid), gid}, nil
 }
 
-// writeOwned writes data to path atomically with mode perm, owned by the
-// postgres user.
-func (a *Agent) writeOwned(path string, data []byte, perm os.FileMode) error {
+// writeAs writes data to path atomically with mode perm, owned by o.
+func writeAs(path string, data []byte, perm os.FileMode, o owner) error {
 	if err := atomicfile.WriteFile(path, data, perm); err != nil {
 		return err
 	}
-	uid, gid, err := a.pgOwner()
-	if err != nil || uid < 0 {
-		return err
-	}
-	return os.Chown(path, uid, gid)
+	return o.chown(path)
 }
 
 // archiveConfig is the node's archive configuration, or nil when it does
@@ -154,8 +159,9 @@ func (n *node) archiveConfig(want apitype.NodeDesired) (*archive.Config, error) 
 	return c, nil
 }
 
-// ensureStore makes the store directory, owned by the postgres user
-// (archive_command writes into it).
+// ensureStore makes the store directory, owned by the postgres user and
+// writable by StoreGroup (archive_command, run as each node's user,
+// writes into it); setgid, so that what is made in it is the group's.
 func (a *Agent) ensureStore(dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
@@ -163,14 +169,17 @@ func (a *Agent) ensureStore(dir string) error {
 	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	uid, gid, err := a.pgOwner()
-	if err != nil || uid < 0 {
+	o, err := a.storeOwner()
+	if err != nil || o == unchanged {
 		return err
 	}
 	if err := checkTraversable(filepath.Dir(dir), a.cfg.PGUser); err != nil {
 		return fmt.Errorf("backup store: %w", err)
 	}
-	return os.Chown(dir, uid, gid)
+	if err := o.chown(dir); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o770|os.ModeSetgid)
 }
 
 // openStore opens the store for the agent's own writes: what it creates
@@ -180,12 +189,12 @@ func (a *Agent) openStore(dir string) (objstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	uid, gid, err := a.pgOwner()
+	o, err := a.storeOwner()
 	if err != nil {
 		return nil, err
 	}
-	if uid >= 0 {
-		d.SetOwner(uid, gid)
+	if o != unchanged {
+		d.SetOwner(o.uid, o.gid)
 	}
 	return d, nil
 }
@@ -212,7 +221,7 @@ func (n *node) resumeRecovery() error {
 		return nil
 	}
 	n.a.log.Warn("restore: the server stopped before promoting; resuming archive recovery", "node", n.id)
-	return n.a.writeOwned(sig, nil, 0o600)
+	return n.writeOwned(sig, nil, 0o600)
 }
 
 func exists(p string) bool {
@@ -231,7 +240,11 @@ func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRes
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := n.ensureDirs(); err != nil {
+	o, err := n.owner()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := n.ensureDirs(o); err != nil {
 		return nil, nil, err
 	}
 	set := map[string]string{}
@@ -245,7 +258,7 @@ func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRes
 		}
 		p := filepath.Join(n.dir, archiveConfigFile)
 		if old, err := os.ReadFile(p); err != nil || !bytes.Equal(old, b) {
-			if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
+			if err := n.writeOwned(p, b, 0o600); err != nil {
 				return nil, nil, fmt.Errorf("archive config: %w", err)
 			}
 		}
@@ -303,23 +316,21 @@ func (n *node) restoreConfig(want apitype.NodeDesired, r *apitype.NodeRestore) (
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	uid, gid, err := n.a.pgOwner()
+	o, err := n.owner()
 	if err != nil {
 		return nil, err
 	}
-	if uid >= 0 {
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, err
-		}
+	if err := o.chown(dir); err != nil {
+		return nil, err
 	}
-	if err := n.a.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
+	if err := n.writeOwned(keyPath, []byte(r.PrivateKeyPEM), 0o600); err != nil {
 		return nil, fmt.Errorf("restore key: %w", err)
 	}
 	b, err := json.MarshalIndent(rc, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := n.a.writeOwned(filepath.Join(dir, restoreConfigFile), b, 0o600); err != nil {
+	if err := n.writeOwned(filepath.Join(dir, restoreConfigFile), b, 0o600); err != nil {
 		return nil, fmt.Errorf("restore config: %w", err)
 	}
 	return rc, nil

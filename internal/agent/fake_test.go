@@ -64,6 +64,8 @@ type fakeHost struct {
 	// container); full: every volume is full.
 	volumes map[string]bool
 	full    bool
+	// users are the nodes' users.
+	users fakeUsers
 }
 
 func newFakeHost() *fakeHost {
@@ -98,8 +100,49 @@ func (h *fakeHost) platform() platform {
 			h.record(opTaskCancel, nil)
 			return nil, ctx.Err()
 		},
-		vol: fakeVolumes{h},
+		vol:   fakeVolumes{h},
+		users: &h.users,
 	}
+}
+
+// fakeUsers are the nodes' users: which exist. They are not recorded
+// among the operations (no ordering test is about them).
+type fakeUsers struct {
+	mu    sync.Mutex
+	exist map[string]bool
+}
+
+func (u *fakeUsers) Ensure(name string) (owner, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.exist == nil {
+		u.exist = map[string]bool{}
+	}
+	u.exist[name] = true
+	return unchanged, nil
+}
+
+func (u *fakeUsers) Lookup(name string) (owner, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.exist[name] {
+		return owner{}, fmt.Errorf("node user %s: unknown user", name)
+	}
+	return unchanged, nil
+}
+
+func (u *fakeUsers) Remove(name string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.exist, name)
+	return nil
+}
+
+// has reports whether the user name exists.
+func (u *fakeUsers) has(name string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.exist[name]
 }
 
 // fakeVolumes are containers that exist and are served or not.

@@ -514,7 +514,11 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 		want.Archive, want.BackupPublicKeyPEM, s.restore)
 	restart := fingerprint(want.Namespace, nsID, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.Archive != nil)
 	_, err := n.marks.instance.run(key, func() error {
-		if err := n.ensureDirs(); err != nil {
+		o, err := n.a.plat.users.Ensure(n.osUser())
+		if err != nil {
+			return err
+		}
+		if err := n.ensureDirs(o); err != nil {
 			return err
 		}
 		cfg, err := n.pgConfig(want, s.addr, s.port, s.primary)
@@ -662,12 +666,23 @@ func (n *node) tlsDir() string    { return filepath.Join(n.dir, "tls") }
 func (n *node) socketDir() string { return filepath.Join(n.dir, "run") }
 func (n *node) logFile() string   { return filepath.Join(n.dir, "postgres.log") }
 
-// ensureDirs makes the node's directory, traversable by the postgres user.
-func (n *node) ensureDirs() error {
+// ensureDirs makes the node's directory: root's, mode 0710 and group the
+// node user's o, so that only that user enters it; 0711 when the agent is
+// not root (o unchanged).
+func (n *node) ensureDirs(o owner) error {
 	if err := mkdir0711(n.a.nodesDir); err != nil {
 		return err
 	}
-	return mkdir0711(n.dir)
+	if o == unchanged {
+		return mkdir0711(n.dir)
+	}
+	if err := os.Mkdir(n.dir, 0o710); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chown(n.dir, -1, o.gid); err != nil {
+		return err
+	}
+	return os.Chmod(n.dir, 0o710)
 }
 
 func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, primary bool) (postgres.Config, error) {
@@ -691,7 +706,7 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 		ServerKeyPEM:    []byte(t.KeyPEM),
 		CAPEM:           []byte(t.InternalCAPEM),
 		Exec:            []string{"ip", "netns", "exec", want.Namespace},
-		User:            n.a.cfg.PGUser,
+		User:            n.osUser(),
 		NoSync:          n.a.cfg.NoSync,
 		Logger:          n.a.log.With("node", n.id),
 	}
@@ -721,7 +736,7 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 
 // wipe ends the node, in this order: its tasks are cancelled and waited
 // for (they use the server), PostgreSQL is stopped, then its files and the
-// node's directory are removed, then its firewall is closed. The
+// node's directory are removed, then its user, then its firewall is closed. The
 // firewall's table stays in force (the agent never opens or removes one):
 // the provider deletes the namespace.
 func (n *node) wipe(ctx context.Context) error {
@@ -730,6 +745,9 @@ func (n *node) wipe(ctx context.Context) error {
 	if inst == nil {
 		if _, err := os.Stat(n.dir); errors.Is(err, os.ErrNotExist) {
 			if err := n.destroyVolume(); err != nil {
+				return err
+			}
+			if err := n.a.plat.users.Remove(n.osUser()); err != nil {
 				return err
 			}
 			n.forgetTasks()
@@ -757,6 +775,12 @@ func (n *node) wipe(ctx context.Context) error {
 	if err := os.RemoveAll(n.dir); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
+	// Its user last: nothing of the node is left for a later user of
+	// the same uid. (A failure here is retried: the node's directory is
+	// gone, so the next wipe only destroys the volume and removes it.)
+	if err := n.a.plat.users.Remove(n.osUser()); err != nil {
+		return err
+	}
 	n.a.log.Info("node wiped", "node", n.id)
 	n.closeInstance(n.inst)
 	n.inst, n.marks = nil, marks{}
@@ -768,8 +792,13 @@ func (n *node) wipe(ctx context.Context) error {
 
 // bareInstance returns an instance for the node's directories, to stop
 // and wipe a node whose desired state is unknown. Its certificate is a
-// placeholder: it is never written.
+// placeholder: it is never written. It runs as the node's user, or as
+// Config.PGUser for a node made before nodes had their own.
 func (n *node) bareInstance() (instance, error) {
+	u := n.osUser()
+	if _, err := n.owner(); err != nil {
+		u = n.a.cfg.PGUser
+	}
 	return n.a.plat.newInstance(postgres.Config{
 		BinDir:        n.a.cfg.PGBinDir,
 		DataDir:       n.dataDir(),
@@ -778,7 +807,7 @@ func (n *node) bareInstance() (instance, error) {
 		LogFile:       n.logFile(),
 		ServerCertPEM: []byte("unused"),
 		ServerKeyPEM:  []byte("unused"),
-		User:          n.a.cfg.PGUser,
+		User:          u,
 		Logger:        n.a.log.With("node", n.id),
 	})
 }

@@ -80,6 +80,8 @@ type platform struct {
 	runTask func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error)
 	// vol makes and destroys the nodes' volumes (volume.go).
 	vol volumes
+	// users makes and removes the nodes' users (osuser.go).
+	users users
 }
 
 // hostPlatform is the platform of a real host.
@@ -96,6 +98,7 @@ func hostPlatform() platform {
 		runTask: func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
 			return n.task(ctx, want, t)
 		},
+		users: hostUsersFor(),
 	}
 }
 

@@ -41,9 +41,24 @@ func (d *Dir) mkdirAll(dir string) error {
 		return err
 	}
 	if d.owned {
-		return os.Chown(dir, d.uid, d.gid)
+		if err := os.Chown(dir, d.uid, d.gid); err != nil {
+			return err
+		}
 	}
-	return nil
+	return shareLikeParent(dir)
+}
+
+// shareLikeParent makes dir 02770 when its parent is setgid: a store
+// whose root is setgid is shared by its group (the agent's nodes each
+// write it as their own user, see internal/agent), so every directory in
+// it stays writable by that group, whatever the writer's umask
+// (PostgreSQL runs archive_command under umask 077).
+func shareLikeParent(dir string) error {
+	pfi, err := os.Stat(filepath.Dir(dir))
+	if err != nil || pfi.Mode()&fs.ModeSetgid == 0 {
+		return err
+	}
+	return os.Chmod(dir, 0o770|fs.ModeSetgid)
 }
 
 var _ Store = (*Dir)(nil)

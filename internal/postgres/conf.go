@@ -187,14 +187,14 @@ func renderSettings(kv [][2]string) (string, error) {
 }
 
 // renderIdent renders pg_ident.conf: the map "moat" lets the agent's OS
-// user (root, normally) and the postgres OS user log in as Superuser over
-// the Unix socket.
-func renderIdent(osUser string) string {
+// user (root, normally) and the OS user the server runs as (runAs, ""
+// when it is the agent's) log in as Superuser over the Unix socket.
+func renderIdent(osUser, runAs string) string {
 	var b strings.Builder
 	b.WriteString("# Written by Moat: do not edit.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n")
 	users := []string{osUser}
-	if osUser != Superuser {
-		users = append(users, Superuser)
+	if runAs != "" && runAs != osUser {
+		users = append(users, runAs)
 	}
 	for _, u := range users {
 		fmt.Fprintf(&b, "moat %s %s\n", u, Superuser)

@@ -244,7 +244,7 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 
 // Down stops every node PostgreSQL under dataDir's agent directory,
 // destroys the nodes' encrypted volumes (their keys end with their
-// servers) and removes the namespaces of the stack of dataDir (and with
+// servers), removes the nodes' operating-system users and removes the namespaces of the stack of dataDir (and with
 // them their nftables tables): those of prefix, or when prefix is "" those
 // of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
@@ -276,7 +276,7 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 		}
 		prefix = r.Prefix
 	}
-	volErr := agent.DestroyVolumes(filepath.Join(dataDir, "agent"))
+	volErr := errors.Join(agent.DestroyVolumes(filepath.Join(dataDir, "agent")), agent.RemoveNodeUsers(filepath.Join(dataDir, "agent")))
 	cloud, err := Cloud(prefix)
 	if err != nil {
 		return postmasters, errors.Join(volErr, err)
