@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -768,6 +769,69 @@ func TestState(t *testing.T) {
 	got, err = a.loadState()
 	if err != nil || got.Nodes[0].Restore == nil || got.Nodes[0].Restore.BackupLabel != "L" {
 		t.Fatalf("loadState() = %+v, %v", got, err)
+	}
+}
+
+// TestStateSealsNodeKeys: the nodes' private keys are not in the state
+// file, only sealed under the host's state key (0600, beside it); the
+// state loads back whole, and not without that key.
+func TestStateSealsNodeKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := &Agent{cfg: Config{Host: "h1", DataDir: dir, NoSync: true}}
+	cs := newCerts(t)
+	tls1, tls2 := cs.node(t, "n1.test"), cs.node(t, "n2.test")
+	want := apitype.HostDesired{Host: "h1", Revision: 9, Nodes: []apitype.NodeDesired{{NodeID: "n1", TLS: tls1}, {NodeID: "n2", TLS: tls2}}}
+	if err := a.saveState(want); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{tls1.KeyPEM, tls1.ReplKeyPEM, tls2.KeyPEM, tls2.ReplKeyPEM} {
+		body := strings.Split(k, "\n")[1] // the key's first base64 line
+		if strings.Contains(string(raw), body) || strings.Contains(string(raw), "PRIVATE KEY") {
+			t.Fatalf("the state file holds a node's private key:\n%s", raw)
+		}
+	}
+	if !strings.Contains(string(raw), tls1.CertPEM[30:60]) {
+		t.Errorf("the state file lacks the node's certificate:\n%s", raw)
+	}
+	st, err := os.Stat(filepath.Join(dir, stateKeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state key file: %v, %v, want mode 0600", st, err)
+	}
+	got, err := a.loadState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Nodes[0].TLS != tls1 || got.Nodes[1].TLS != tls2 {
+		t.Errorf("loadState() TLS = %v, %v; want the saved ones", got.Nodes[0].TLS.Redacted(), got.Nodes[1].TLS.Redacted())
+	}
+
+	// Without the key the state does not load (the agent then waits for
+	// the control plane); keys swapped between nodes do not open.
+	var s state
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Sealed["n1"], s.Sealed["n2"] = s.Sealed["n2"], s.Sealed["n1"]
+	swapped, _ := json.Marshal(s)
+	if err := os.WriteFile(filepath.Join(dir, stateFile), swapped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.loadState(); err == nil {
+		t.Errorf("loadState() with keys swapped between nodes: no error")
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFile), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, stateKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.loadState(); err == nil {
+		t.Errorf("loadState() without the state key: no error")
 	}
 }
 
