@@ -48,6 +48,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -284,8 +285,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // dispatch hands each node its part of d and starts a worker for new
-// nodes; nodes absent from d, and node directories nobody knows, are
-// stopped and wiped.
+// nodes. A node is wiped only when d says so (its state is deleting, or
+// d.Deleted names it): a node absent from d and not named deleted, or a
+// node directory nobody knows, is kept as it is and reported as an error
+// (a wrong --host, or a control plane restored from an older backup,
+// must not wipe a host).
 func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -294,9 +298,21 @@ func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 		seen[nd.NodeID] = true
 		a.nodeLocked(ctx, nd.NodeID).set(nd, d.Revision, false)
 	}
+	deleted := map[string]bool{}
+	for _, id := range d.Deleted {
+		deleted[id] = true
+	}
+	var kept []string
 	for id, n := range a.nodes {
-		if !seen[id] {
+		switch {
+		case seen[id]:
+		case deleted[id]:
 			n.set(apitype.NodeDesired{}, d.Revision, true)
+		default:
+			n.hold()
+			if exists(n.dir) {
+				kept = append(kept, id)
+			}
 		}
 	}
 	entries, err := os.ReadDir(a.nodesDir)
@@ -309,7 +325,16 @@ func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 		if !e.IsDir() || seen[id] || a.nodes[id] != nil || !nodeIDRE.MatchString(id) {
 			continue
 		}
+		if !deleted[id] {
+			kept = append(kept, id)
+			continue
+		}
 		a.nodeLocked(ctx, id).set(apitype.NodeDesired{}, d.Revision, true)
+	}
+	if len(kept) > 0 {
+		slices.Sort(kept)
+		a.log.Error("nodes on this host are neither in its desired state nor named deleted: kept as they are, not wiped; check the agent's --host",
+			"host", a.cfg.Host, "revision", d.Revision, "nodes", kept, "desired_nodes", len(d.Nodes))
 	}
 }
 
@@ -333,14 +358,15 @@ func (a *Agent) nodeLocked(ctx context.Context, id string) *node {
 	return n
 }
 
-// forget removes n once its worker is done with it, unless it was given a
-// new desired state meanwhile; it reports whether it did.
+// forget removes n once its worker is done with it (wiped, or held and
+// wiped before), unless it was given a new desired state meanwhile; it
+// reports whether it did.
 func (a *Agent) forget(n *node) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.gone || a.nodes[n.id] != n {
+	if (!n.gone && !n.held) || a.nodes[n.id] != n {
 		return false
 	}
 	delete(a.nodes, n.id)

@@ -691,8 +691,11 @@ func TestReplica(t *testing.T) {
 	}
 	rc.Close(ctx)
 
-	// A node that disappears from the desired state is stopped and wiped.
-	src.update(func(d *apitype.HostDesired) { d.Nodes = []apitype.NodeDesired{primary} })
+	// A node that leaves the desired state, named deleted, is stopped and
+	// wiped.
+	src.update(func(d *apitype.HostDesired) {
+		d.Nodes, d.Deleted = []apitype.NodeDesired{primary}, []string{"nod-r"}
+	})
 	for {
 		_, err := os.Stat(filepath.Join(dir, "nodes", "nod-r"))
 		if errors.Is(err, os.ErrNotExist) {

@@ -38,7 +38,10 @@ type node struct {
 	mu   sync.Mutex
 	want apitype.NodeDesired
 	rev  int64
-	gone bool // absent from the desired state: wipe and forget
+	gone bool // named deleted in the desired state: wipe and forget
+	// held: absent from the desired state without being named deleted;
+	// kept as last applied (supervised, never wiped), not reported.
+	held bool
 	rep  apitype.NodeReport
 	// hasRep: rep is to be sent (the node is in the desired state and
 	// something was applied or failed).
@@ -86,11 +89,24 @@ func newNode(a *Agent, id string) *node {
 // not in it) and wakes its worker.
 func (n *node) set(nd apitype.NodeDesired, rev int64, gone bool) {
 	n.mu.Lock()
-	n.want, n.rev, n.gone = nd, rev, gone
+	n.want, n.rev, n.gone, n.held = nd, rev, gone, false
 	if gone {
 		n.hasRep = false
 	}
 	n.mu.Unlock()
+	n.wake()
+}
+
+// hold keeps the node as it is: it left the desired state without being
+// named deleted (its worker forgets it if it was wiped already).
+func (n *node) hold() {
+	n.mu.Lock()
+	n.held, n.hasRep = true, false
+	n.mu.Unlock()
+	n.wake()
+}
+
+func (n *node) wake() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -104,7 +120,7 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	rep.Tasks = n.taskReportsLocked()
 	rep.Archive = n.archive
 	rep.Volume = n.volume
-	return rep, n.hasRep && !n.gone
+	return rep, n.hasRep && !n.gone && !n.held
 }
 
 // setReport records the node's report and wakes the reporter if it
@@ -149,8 +165,21 @@ func (n *node) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		n.mu.Lock()
-		want, rev, gone := n.want, n.rev, n.gone
+		want, rev, gone, held := n.want, n.rev, n.gone, n.held
 		n.mu.Unlock()
+
+		if held {
+			// Out of the desired state, not named deleted: nothing
+			// changes; a server that died is restarted (fail-static).
+			// One already wiped has nothing left to keep.
+			if n.wiped && n.a.forget(n) {
+				return
+			}
+			if !n.wiped {
+				n.supervise(ctx, want, rev)
+			}
+			continue
+		}
 
 		if gone || want.State == stateDeleting {
 			if !n.wiped {

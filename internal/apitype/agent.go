@@ -8,6 +8,11 @@ type HostDesired struct {
 	Host     string        `json:"host"`
 	Revision int64         `json:"revision"`
 	Nodes    []NodeDesired `json:"nodes"`
+	// Deleted names the host's nodes that were deleted. An agent wipes a
+	// node it has only when the desired state says so: the node's state
+	// is deleting, or its ID is here. A node in neither (a wrong --host,
+	// a control plane restored from an old backup) is kept.
+	Deleted []string `json:"deleted,omitempty"`
 }
 
 // Node roles.

@@ -48,6 +48,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		bySvc[n.ServiceID] = append(bySvc[n.ServiceID], n)
 	}
 	for _, n := range in.Nodes {
+		if n.Host == in.Host && domain.Gone(n.State) {
+			out.Deleted = append(out.Deleted, n.ID)
+		}
 		if n.Host != in.Host || n.Address == "" || domain.Gone(n.State) {
 			continue
 		}
@@ -107,6 +110,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		}
 		out.Nodes = append(out.Nodes, nd)
 	}
+	slices.Sort(out.Deleted)
 	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {
 		if a.NodeID < b.NodeID {
 			return -1
