@@ -292,13 +292,15 @@ func newCerts(t *testing.T) certs {
 	return certs{p, i}
 }
 
-func (c certs) node(t *testing.T, names ...string) apitype.NodeTLS {
+// node issues node id's server certificate for names and its
+// replication client certificate (named id).
+func (c certs) node(t *testing.T, id string, names ...string) apitype.NodeTLS {
 	t.Helper()
 	cert, key, err := c.project.IssueServer(names, 24*time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, rk, err := c.internal.IssueClient(replUser, 24*time.Hour, time.Now())
+	rc, rk, err := c.internal.IssueClient(id, 24*time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +431,7 @@ func TestNode(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-1", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS:     cs.node(t, name, pair.ServerV4.String()),
+			TLS:     cs.node(t, nodeID, name, pair.ServerV4.String()),
 			AllowV4: []string{allowed.String() + "/32"}, AllowlistRevision: allowRev,
 		}}
 	})
@@ -641,9 +643,11 @@ func TestReplica(t *testing.T) {
 	}
 	primary, replica := base, base
 	primary.NodeID, primary.Role, primary.Namespace, primary.Address = "nod-p", apitype.RolePrimary, pair.Server.Name, pAddr
-	primary.TLS, primary.Peers = cs.node(t, "p.svc.test", pAddr), []string{rAddr + "/32"}
+	primary.TLS, primary.Peers = cs.node(t, "nod-p", "p.svc.test", pAddr), []string{rAddr + "/32"}
+	primary.PeerNodes = []apitype.PeerNode{{NodeID: "nod-r", Address: rAddr}}
 	replica.NodeID, replica.Index, replica.Role, replica.Namespace, replica.Address = "nod-r", 1, apitype.RoleReplica, pair.Client.Name, rAddr
-	replica.TLS, replica.Peers = cs.node(t, "r.svc.test", rAddr), []string{pAddr + "/32"}
+	replica.TLS, replica.Peers = cs.node(t, "nod-r", "r.svc.test", rAddr), []string{pAddr + "/32"}
+	replica.PeerNodes = []apitype.PeerNode{{NodeID: "nod-p", Address: pAddr}}
 	replica.PrimaryAddress, replica.PrimaryName = pAddr, "p.svc.test"
 
 	src := newFakeSource(host)
@@ -783,7 +787,7 @@ func TestStateSealsNodeKeys(t *testing.T) {
 	dir := t.TempDir()
 	a := &Agent{cfg: Config{Host: "h1", DataDir: dir, NoSync: true}}
 	cs := newCerts(t)
-	tls1, tls2 := cs.node(t, "n1.test"), cs.node(t, "n2.test")
+	tls1, tls2 := cs.node(t, "n1", "n1.test"), cs.node(t, "n2", "n2.test")
 	want := apitype.HostDesired{Host: "h1", Revision: 9, Nodes: []apitype.NodeDesired{{NodeID: "n1", TLS: tls1}, {NodeID: "n2", TLS: tls2}}}
 	if err := a.saveState(want); err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func TestArchiveStatus(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-arch", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS: cs.node(t, "a.svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
+			TLS: cs.node(t, nodeID, "a.svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
 			BackupPublicKeyPEM: string(pub), Archive: &apitype.NodeArchive{Region: "us-east-1", StoreDir: store},
 		}}
 	})

@@ -315,6 +315,8 @@ func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int6
 // access is a node's parsed access policy.
 type access struct {
 	v4, v6, peers []netip.Prefix
+	// replicas are the peers by name, for pg_hba's replication lines.
+	replicas []postgres.Replica
 }
 
 func parseAccess(nd apitype.NodeDesired) (access, error) {
@@ -354,6 +356,13 @@ func parseAccess(nd apitype.NodeDesired) (access, error) {
 	}
 	if err := parse("peers", nd.Peers, &acc.peers, true, true); err != nil {
 		return acc, err
+	}
+	for i, p := range nd.PeerNodes {
+		var addr []netip.Prefix
+		if err := parse(fmt.Sprintf("peer_nodes[%d].address", i), []string{p.Address}, &addr, true, true); err != nil {
+			return acc, err
+		}
+		acc.replicas = append(acc.replicas, postgres.Replica{Name: p.NodeID, Addr: addr[0]})
 	}
 	return acc, nil
 }
@@ -596,7 +605,7 @@ func (n *node) applyHBA(_ context.Context, s *spec) error {
 	if repl == "" {
 		repl = postgres.ReplicationUser
 	}
-	s.hba = postgres.Policy{Allow: slices.Concat(s.acc.v4, s.acc.v6), Replicas: s.acc.peers, ReplicationUser: repl}
+	s.hba = postgres.Policy{Allow: slices.Concat(s.acc.v4, s.acc.v6), Replicas: s.acc.replicas, ReplicationUser: repl}
 	_, err := n.marks.hba.run(fingerprint(n.marks.instance.key, s.hba), func() error {
 		return n.inst.WriteHBA(s.hba)
 	})

@@ -37,7 +37,7 @@ func TestNodeUsersSeparate(t *testing.T) {
 			NodeID: id, ServiceID: "svc-" + id, ProjectID: proj, Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: port,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS: cs.node(t, id+".svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
+			TLS: cs.node(t, id, id+".svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
 		}
 	}
 	src := newFakeSource(host)

@@ -51,6 +51,10 @@ type NodeDesired struct {
 	AllowV6           []string `json:"allow_v6"`
 	Peers             []string `json:"peers"`
 	AllowlistRevision int64    `json:"allowlist_revision"`
+	// PeerNodes name the other nodes: a primary accepts each one's
+	// replication certificate (its common name is the node ID) only from
+	// that node's address.
+	PeerNodes []PeerNode `json:"peer_nodes,omitempty"`
 
 	// BackupPublicKeyPEM encrypts the node's backups (the private key
 	// never leaves the control plane).
@@ -64,6 +68,12 @@ type NodeDesired struct {
 	// Restore, on the primary of a restored service until it is restored,
 	// is where its data comes from instead of initdb.
 	Restore *NodeRestore `json:"restore,omitempty"`
+}
+
+// PeerNode is another node of the service.
+type PeerNode struct {
+	NodeID  string `json:"node_id"`
+	Address string `json:"address"`
 }
 
 // NodeArchive is where a node's backups go: the region's object store

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -68,6 +69,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			return out, fmt.Errorf("node %s: unseal replication key: %w", n.ID, err)
 		}
 		var peers []netip.Addr
+		var peerNodes []apitype.PeerNode
 		var primary *domain.Node
 		for _, o := range bySvc[n.ServiceID] {
 			if o.Index == 0 {
@@ -78,8 +80,10 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			}
 			if a, err := netip.ParseAddr(o.Address); err == nil {
 				peers = append(peers, a)
+				peerNodes = append(peerNodes, apitype.PeerNode{NodeID: domain.ReplCertName(o), Address: a.String()})
 			}
 		}
+		slices.SortFunc(peerNodes, func(a, b apitype.PeerNode) int { return strings.Compare(a.NodeID, b.NodeID) })
 		if in.ArchiveDir != "" && svc.BackupPublicKeyPEM == "" && n.State == domain.StateCreating {
 			continue // it starts archiving from the first WAL file: wait for its key
 		}
@@ -92,6 +96,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
 			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
 			AllowlistRevision:  svc.AllowlistRevision,
+			PeerNodes:          peerNodes,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
 		if n.Index > 0 && primary != nil {

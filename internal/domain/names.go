@@ -68,6 +68,11 @@ func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
 // ReplKeyAD binds a node's sealed replication client key to the node.
 func ReplKeyAD(nodeID string) []byte { return []byte("node-repl-key:" + nodeID) }
 
+// ReplCertName is the common name of n's replication client
+// certificate: its ID. A primary accepts it only from n's address, for
+// the replication role (pg_ident maps the name to the role).
+func ReplCertName(n *Node) string { return n.ID }
+
 // NodeUserPrefix starts the name of every node's operating-system user.
 const NodeUserPrefix = "moat-n-"
 

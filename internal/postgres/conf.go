@@ -219,22 +219,6 @@ func renderSettings(kv [][2]string) (string, error) {
 	return b.String(), nil
 }
 
-// renderIdent renders pg_ident.conf: the map "moat" lets the agent's OS
-// user (root, normally) and the OS user the server runs as (runAs, ""
-// when it is the agent's) log in as Superuser over the Unix socket.
-func renderIdent(osUser, runAs string) string {
-	var b strings.Builder
-	b.WriteString("# Written by Moat: do not edit.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n")
-	users := []string{osUser}
-	if runAs != "" && runAs != osUser {
-		users = append(users, runAs)
-	}
-	for _, u := range users {
-		fmt.Fprintf(&b, "moat %s %s\n", u, Superuser)
-	}
-	return b.String()
-}
-
 // identRE is what may appear unquoted in pg_ident.conf as a system user.
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 

@@ -192,7 +192,16 @@ func (in *Instance) writeFiles(dir string) error {
 	if err := in.writeFile(filepath.Join(dir, confFile), []byte(conf), 0o600); err != nil {
 		return err
 	}
-	return in.writeFile(filepath.Join(dir, "pg_ident.conf"), []byte(renderIdent(in.osUser, in.runAs())), 0o600)
+	return in.writeIdent(dir, in.policy)
+}
+
+// writeIdent writes pg_ident.conf for policy p in the cluster in dir.
+func (in *Instance) writeIdent(dir string, p Policy) error {
+	ident, err := RenderIdent(p, in.osUser, in.runAs())
+	if err != nil {
+		return err
+	}
+	return in.writeFile(filepath.Join(dir, "pg_ident.conf"), []byte(ident), 0o600)
 }
 
 func (in *Instance) writeTLS() error {
@@ -254,16 +263,23 @@ func (in *Instance) UpdateTLS(serverCertPEM, serverKeyPEM, caPEM []byte) error {
 	return nil
 }
 
-// WriteHBA renders p and replaces pg_hba.conf atomically; call Reload
-// afterwards for the server to use it.
+// WriteHBA renders p and replaces pg_ident.conf (the replicas' maps),
+// then pg_hba.conf, atomically each; call Reload afterwards for the
+// server to use them.
 func (in *Instance) WriteHBA(p Policy) error {
 	hba, err := RenderHBA(p)
 	if err != nil {
 		return err
 	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	if !in.initialized() {
 		return fmt.Errorf("write pg_hba: %s: %w", in.cfg.DataDir, ErrNotInitialized)
 	}
+	if err := in.writeIdent(in.cfg.DataDir, p); err != nil {
+		return fmt.Errorf("write pg_ident: %w", err)
+	}
+	in.policy = p
 	if err := in.writeFile(filepath.Join(in.cfg.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("write pg_hba: %w", err)
 	}

@@ -20,7 +20,7 @@
 //	DataDir/                 the cluster; postgresql.conf includes moat.conf
 //	DataDir/moat.conf        every setting Moat controls (rewritten whole)
 //	DataDir/pg_hba.conf      rendered by RenderHBA (rewritten whole)
-//	DataDir/pg_ident.conf    maps the agent's OS user and Config.User to postgres for peer auth
+//	DataDir/pg_ident.conf    RenderIdent: the agent's OS user and Config.User to postgres (peer auth), each replica's certificate name to the replication role
 //	TLSDir/                  server certificate and key, CA, replica client cert
 //	SocketDir/               the Unix socket
 //	LogFile                  the postmaster's stderr
@@ -143,8 +143,9 @@ type Upstream struct {
 	Host string
 	// Port is the primary's port. Default 5432.
 	Port int
-	// User is the replication role. Default ReplicationUser. It must equal
-	// the common name of the client certificate.
+	// User is the replication role. Default ReplicationUser. The primary
+	// maps the common name of the client certificate (the replica's node
+	// ID) to it (Policy.Replicas).
 	User string
 	// ClientCertPEM and ClientKeyPEM are the replica's client certificate,
 	// issued by a CA in the primary's Config.CAPEM.
@@ -169,7 +170,8 @@ type Instance struct {
 	cred    *syscall.Credential // nil: run as ourselves
 	osUser  string              // the user this process runs as, mapped to Superuser
 	log     *slog.Logger
-	mu      sync.Mutex // serialises Init, Start, Stop, Wipe, Close
+	mu      sync.Mutex // serialises Init, Start, Stop, Wipe, Close, WriteHBA
+	policy  Policy     // the last WriteHBA's, for pg_ident.conf; under mu
 	childMu sync.Mutex
 	child   *child // the postmaster, when this process started it and watches it
 
