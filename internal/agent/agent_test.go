@@ -45,6 +45,8 @@ type fakeSource struct {
 	changed chan struct{} // closed when d changes
 	down    bool
 	reports map[string]apitype.NodeReport
+	// history has every report of each node, in order.
+	history map[string][]apitype.NodeReport
 	rchange chan struct{} // closed when a report arrives
 	// published records when each revision was published.
 	published map[int64]time.Time
@@ -57,6 +59,7 @@ func newFakeSource(host string) *fakeSource {
 		d:         apitype.HostDesired{Host: host},
 		changed:   make(chan struct{}),
 		reports:   map[string]apitype.NodeReport{},
+		history:   map[string][]apitype.NodeReport{},
 		rchange:   make(chan struct{}),
 		published: map[int64]time.Time{},
 	}
@@ -93,6 +96,7 @@ func (s *fakeSource) Report(ctx context.Context, host string, r apitype.HostRepo
 	}
 	for _, n := range r.Nodes {
 		s.reports[n.NodeID] = n
+		s.history[n.NodeID] = append(s.history[n.NodeID], n)
 	}
 	close(s.rchange)
 	s.rchange = make(chan struct{})

@@ -46,6 +46,8 @@ type node struct {
 	// hasRep: rep is to be sent (the node is in the desired state and
 	// something was applied or failed).
 	hasRep bool
+	// enforcedAllow is the allowlist revision of the last running report.
+	enforcedAllow int64
 
 	// The worker's own state.
 	appliedRev int64 // revision of the last successful apply; -1 none
@@ -124,13 +126,21 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 }
 
 // setReport records the node's report and wakes the reporter if it
-// changed.
+// changed. Applied means enforced: a running report says the node
+// enforces allowRev; a failed one claims only the allowlist revision of
+// the last running report, whatever allowRev the failed apply was for.
 func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 	n.mu.Lock()
 	old, had := n.rep, n.hasRep
 	if n.gone {
 		n.mu.Unlock()
 		return
+	}
+	switch state {
+	case apitype.NodeReportRunning:
+		n.enforcedAllow = allowRev
+	case apitype.NodeReportFailed:
+		allowRev = n.enforcedAllow
 	}
 	n.rep = apitype.NodeReport{NodeID: n.id, Revision: rev, AllowlistRevision: allowRev, State: state, Message: msg, AppliedAt: time.Now().UTC()}
 	n.hasRep = true
