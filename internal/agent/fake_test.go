@@ -339,7 +339,7 @@ func (in *fakeInstance) Wipe() error {
 	return in.h.record(opWipe, nil)
 }
 
-func (in *fakeInstance) TerminateSessions(context.Context, []netip.Prefix) (int, error) {
+func (in *fakeInstance) TerminateSessions(context.Context, postgres.Access) (int, error) {
 	return 0, in.h.record(opTerminate, nil)
 }
 

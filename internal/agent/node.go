@@ -650,12 +650,18 @@ func (n *node) applyRunning(ctx context.Context, s *spec) error {
 	return err
 }
 
-// applySessions cuts the client sessions the new pg_hba no longer admits.
+// applySessions cuts the client sessions the node's whole access no
+// longer admits, whatever removed it: a source outside the allowed ones
+// (an allowlist change, a peering deleted or a customer CIDR removed,
+// which narrow them), or a session to an address the node no longer has
+// (a detach or a move, which take its old address away while the new
+// allowlist may still cover the old source).
 func (n *node) applySessions(ctx context.Context, s *spec) error {
-	_, err := n.marks.sessions.run(n.marks.hba.key, func() error {
+	acc := postgres.Access{Allowed: s.hba.Allow, Local: []netip.Addr{s.addr}}
+	_, err := n.marks.sessions.run(fingerprint(n.marks.hba.key, acc), func() error {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		k, err := n.inst.TerminateSessions(tctx, s.hba.Allow)
+		k, err := n.inst.TerminateSessions(tctx, acc)
 		if k > 0 {
 			n.a.log.Info("revoked sessions terminated", "node", n.id, "revision", s.rev, "sessions", k)
 		}

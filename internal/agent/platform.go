@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/vishvananda/netns"
 
@@ -55,8 +54,8 @@ type instance interface {
 	Stop(ctx context.Context) error
 	// Wipe removes the cluster and the files; the server must be stopped.
 	Wipe() error
-	// TerminateSessions ends client sessions from outside allowed.
-	TerminateSessions(ctx context.Context, allowed []netip.Prefix) (int, error)
+	// TerminateSessions ends the client sessions acc no longer admits.
+	TerminateSessions(ctx context.Context, acc postgres.Access) (int, error)
 	// Bootstrap creates the admin user, the database and the replication
 	// role repl on a primary. Idempotent.
 	Bootstrap(ctx context.Context, repl string) error

@@ -346,7 +346,7 @@ func TestNarrowAllowlist(t *testing.T) {
 		c.Close(ctx)
 	}
 
-	n, err := in.TerminateSessions(ctx, allow)
+	n, err := in.TerminateSessions(ctx, Access{Allowed: allow})
 	if err != nil || n != 1 {
 		t.Fatalf("TerminateSessions = %d, %v, want 1", n, err)
 	}
