@@ -54,7 +54,7 @@ func TestVolumeNode(t *testing.T) {
 	t.Cleanup(func() { // before dataDir's: whatever a failure left
 		in, err := postgres.New(postgres.Config{DataDir: pgdata, TLSDir: filepath.Join(dir, "nodes", nodeID, "tls"),
 			SocketDir: filepath.Join(dir, "nodes", nodeID, "run"), LogFile: filepath.Join(dir, "nodes", nodeID, "postgres.log"),
-			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused")})
+			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(nodeID)})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			in.Stop(ctx)
