@@ -66,6 +66,8 @@ type fakeHost struct {
 	full    bool
 	// users are the nodes' users.
 	users fakeUsers
+	// cut is the access each TerminateSessions kept sessions to.
+	cut []postgres.Access
 }
 
 func newFakeHost() *fakeHost {
@@ -339,8 +341,8 @@ func (in *fakeInstance) Wipe() error {
 	return in.h.record(opWipe, nil)
 }
 
-func (in *fakeInstance) TerminateSessions(context.Context, postgres.Access) (int, error) {
-	return 0, in.h.record(opTerminate, nil)
+func (in *fakeInstance) TerminateSessions(_ context.Context, acc postgres.Access) (int, error) {
+	return 0, in.h.record(opTerminate, func() { in.h.cut = append(in.h.cut, acc) })
 }
 
 func (in *fakeInstance) Bootstrap(context.Context, string) error {

@@ -106,6 +106,28 @@ func TestApplyNarrowAllowlist(t *testing.T) {
 	mustApply(t, n, h, want, opFirewall, opHBA, opReload, opTerminate)
 }
 
+// A detach or a move changes the node's address but may leave its
+// allowed sources covering the old ones (0.0.0.0/0): the sessions are
+// still cut to those on the new address.
+func TestApplyAddressChangeCutsSessions(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.AllowV4 = []string{"0.0.0.0/0"}
+	mustApply(t, n, h, want, opFirewall, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
+	want.State, want.Address = stateRunning, "198.18.0.9"
+	ops, err := applyOps(t, n, h, want)
+	if err != nil || !slices.Contains(ops, opTerminate) {
+		t.Fatalf("address change: apply = %v doing %v, want sessions cut", err, ops)
+	}
+	h.mu.Lock()
+	last := h.cut[len(h.cut)-1]
+	h.mu.Unlock()
+	if !slices.Equal(last.Local, []netip.Addr{netip.MustParseAddr("198.18.0.9")}) || !slices.Equal(last.Allowed, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}) {
+		t.Errorf("sessions kept to %+v, want sources 0.0.0.0/0 to 198.18.0.9 only", last)
+	}
+}
+
 // A failing firewall ends the apply: PostgreSQL is neither started nor
 // given the new access, and the next apply tries the firewall again.
 func TestApplyFirewallFailure(t *testing.T) {
