@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -174,10 +175,15 @@ func (n *node) writeOwned(path string, data []byte, perm os.FileMode) error {
 
 // RemoveNodeUsers removes the users of the nodes under an agent's data
 // directory (whose postmasters must have stopped): for `moat down`, which
-// leaves the nodes' files but no user behind. It does nothing when this
-// process is not root.
+// leaves the nodes' files but no user behind. The files are given to root
+// first, so that no later user made with a freed uid or gid owns them (a
+// later agent gives them to the node's new user, see postgres.Init). It
+// does nothing when this process is not root.
 func RemoveNodeUsers(dataDir string) error {
 	us := hostUsersFor()
+	if _, ok := us.(selfUsers); ok {
+		return nil
+	}
 	entries, err := os.ReadDir(filepath.Join(dataDir, "nodes"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -187,9 +193,20 @@ func RemoveNodeUsers(dataDir string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if e.IsDir() && nodeIDRE.MatchString(e.Name()) {
-			errs = append(errs, us.Remove(domain.NodeUser(e.Name())))
+		if !e.IsDir() || !nodeIDRE.MatchString(e.Name()) {
+			continue
 		}
+		err := filepath.WalkDir(filepath.Join(dataDir, "nodes", e.Name()), func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, 0, 0)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("give node %s's files to root: %w", e.Name(), err))
+			continue
+		}
+		errs = append(errs, us.Remove(domain.NodeUser(e.Name())))
 	}
 	return errors.Join(errs...)
 }

@@ -137,3 +137,46 @@ func TestNodeUsersSeparate(t *testing.T) {
 		t.Errorf("user %s of the running node: %v", userA, err)
 	}
 }
+
+// TestRemoveNodeUsers: `moat down` leaves a node's files to root and
+// removes its user.
+func TestRemoveNodeUsers(t *testing.T) {
+	t.Parallel()
+	testenv.MustHaveRoot(t)
+	testenv.MustHaveCommand(t, "useradd")
+	dir := t.TempDir()
+	id := "nod-down-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)
+	users := hostUsersFor()
+	o, err := users.Ensure(domain.NodeUser(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { users.Remove(domain.NodeUser(id)) })
+	file := filepath.Join(dir, "nodes", id, "pgdata", "PG_VERSION")
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("15\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, filepath.Dir(file)} {
+		if err := o.chown(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveNodeUsers(dir); err != nil {
+		t.Fatalf("RemoveNodeUsers: %v", err)
+	}
+	if _, err := users.Lookup(domain.NodeUser(id)); err == nil {
+		t.Errorf("user %s still exists", domain.NodeUser(id))
+	}
+	for _, p := range []string{file, filepath.Dir(file)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+			t.Errorf("%s is %d:%d after down, want root's", p, st.Uid, st.Gid)
+		}
+	}
+}
