@@ -77,14 +77,18 @@ type Config struct {
 	// Source gives the desired state and takes reports.
 	Source Source
 	// DataDir holds the agent's state and the nodes' data. It must be
-	// absolute and every directory above it traversable by the postgres
-	// user (so not under /root); the agent creates it (mode 0711).
+	// absolute and every directory above it traversable by other users
+	// (the nodes' users; so not under /root); the agent creates it (mode
+	// 0711).
 	DataDir string
 	// PGBinDir holds initdb, postgres and pg_basebackup. Default:
 	// $MOAT_PG_BINDIR, else `pg_config --bindir`.
 	PGBinDir string
-	// PGUser is the operating-system user PostgreSQL runs as when the agent
-	// runs as root. Default "postgres".
+	// PGUser is the operating-system user that owns the local backup store
+	// (with the group StoreGroup) and that stands for "another user" in
+	// the check that DataDir's parents are traversable. Default
+	// "postgres". Each node's PostgreSQL runs as its own user when the
+	// agent runs as root (osuser.go).
 	PGUser string
 	// Logger receives the agent's events. Default: discard.
 	Logger *slog.Logger

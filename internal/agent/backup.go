@@ -62,7 +62,7 @@ var errWaiting = errors.New("waiting for the control plane")
 
 const waitRetry = 200 * time.Millisecond
 
-// moatBinary returns the path of the moat binary the postgres user runs
+// moatBinary returns the path of the moat binary the nodes' users run
 // for archive_command and restore_command: a copy of Config.MoatBinary
 // under DataDir/bin, a directory that user can reach (the binary itself
 // may live under /root).
@@ -183,7 +183,8 @@ func (a *Agent) ensureStore(dir string) error {
 }
 
 // openStore opens the store for the agent's own writes: what it creates
-// belongs to the postgres user, like what archive_command creates.
+// belongs to the store's owner and group, like what archive_command
+// creates.
 func (a *Agent) openStore(dir string) (objstore.Store, error) {
 	d, err := objstore.NewDir(dir)
 	if err != nil {

@@ -98,7 +98,7 @@ func Cloud(prefix string) (*localcloud.Cloud, error) {
 // plane, the agent and the laptop host. It starts nothing that runs.
 func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user")
+		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and each node's PostgreSQL runs as its own user")
 	}
 	dir := cfg.ControlPlane.DataDir
 	if dir == "" {
@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	// The postgres user must traverse the data directory to reach the
+	// The nodes' users must traverse the data directory to reach their
 	// nodes' data; the secrets in it are files of mode 0600.
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
