@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -176,10 +177,44 @@ func (a *Agent) ensureStore(dir string) error {
 	if err := checkTraversable(filepath.Dir(dir), a.cfg.PGUser); err != nil {
 		return fmt.Errorf("backup store: %w", err)
 	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSetgid == 0 {
+		// A store made before nodes had their own users: its
+		// directories become the group's too (once: the root's setgid
+		// bit, set last, says it is done).
+		if err := shareStore(dir, o.gid); err != nil {
+			return fmt.Errorf("backup store: %w", err)
+		}
+	}
 	if err := o.chown(dir); err != nil {
 		return err
 	}
 	return os.Chmod(dir, 0o770|os.ModeSetgid)
+}
+
+// shareStore gives everything under the store root dir to group gid:
+// directories 02770, files readable by the group. Symbolic links are left
+// alone (and not followed).
+func shareStore(dir string, gid int) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		if err := os.Lchown(p, -1, gid); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.Chmod(p, 0o770|os.ModeSetgid)
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.Chmod(p, fi.Mode().Perm()|0o040)
+	})
 }
 
 // openStore opens the store for the agent's own writes: what it creates

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -178,5 +179,58 @@ func TestRemoveNodeUsers(t *testing.T) {
 		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
 			t.Errorf("%s is %d:%d after down, want root's", p, st.Uid, st.Gid)
 		}
+	}
+}
+
+// TestStoreSharedOnUpgrade: a backup store made when every node ran as
+// postgres (directories 0750, files 0640 or 0600) is given to the store
+// group once, so that the nodes' own users archive into it.
+func TestStoreSharedOnUpgrade(t *testing.T) {
+	t.Parallel()
+	testenv.MustHaveRoot(t)
+	testenv.MustHaveCommand(t, "useradd")
+	if _, err := user.Lookup("postgres"); err != nil {
+		testenv.Unavailable(t, "needs the postgres user: %v", err)
+	}
+	id := "nod-store-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)
+	users := hostUsersFor()
+	if _, err := users.Ensure(domain.NodeUser(id)); err != nil { // makes the store group too
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { users.Remove(domain.NodeUser(id)) })
+	dir := dataDir(t)
+	store := filepath.Join(dir, "store")
+	wal := filepath.Join(store, "us-east-1", "svc-old", "00000001", "wal")
+	if err := os.MkdirAll(wal, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(wal, "000000010000000000000001")
+	if err := os.WriteFile(seg, []byte("moat1..."), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(Config{Host: "h", Source: newFakeSource("h"), DataDir: dir}, hostPlatform())
+	if err := a.ensureStore(store); err != nil {
+		t.Fatalf("ensureStore: %v", err)
+	}
+	o, err := a.storeOwner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{
+		store: 0o770 | os.ModeDir | os.ModeSetgid, wal: 0o770 | os.ModeDir | os.ModeSetgid,
+		filepath.Dir(wal): 0o770 | os.ModeDir | os.ModeSetgid, seg: 0o640,
+	} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != want || int(st.Gid) != o.gid {
+			t.Errorf("%s: mode %v gid %d, want %v and the store group %d", p, fi.Mode(), st.Gid, want, o.gid)
+		}
+	}
+	// The node's user writes a new object next to the old ones.
+	if out, err := exec.Command("setpriv", "--reuid="+domain.NodeUser(id), "--regid="+domain.NodeUser(id), "--init-groups", "--",
+		"touch", filepath.Join(wal, "000000010000000000000002")).CombinedOutput(); err != nil {
+		t.Errorf("the node's user cannot write into the old store: %v: %s", err, out)
 	}
 }
