@@ -54,7 +54,7 @@ func TestVolumeNode(t *testing.T) {
 	t.Cleanup(func() { // before dataDir's: whatever a failure left
 		in, err := postgres.New(postgres.Config{DataDir: pgdata, TLSDir: filepath.Join(dir, "nodes", nodeID, "tls"),
 			SocketDir: filepath.Join(dir, "nodes", nodeID, "run"), LogFile: filepath.Join(dir, "nodes", nodeID, "postgres.log"),
-			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused")})
+			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(nodeID)})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			in.Stop(ctx)
@@ -75,7 +75,7 @@ func TestVolumeNode(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-1", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS:     cs.node(t, "n1.svc.test", pair.ServerV4.String()),
+			TLS:     cs.node(t, nodeID, "n1.svc.test", pair.ServerV4.String()),
 			AllowV4: []string{pair.ClientV4.String() + "/32"}, AllowlistRevision: 1,
 		}}
 	})
