@@ -48,18 +48,7 @@ func TestPrometheus(t *testing.T) {
 		t.Fatalf("%s holds no PEM certificate", controlplane.APICAFile)
 	}
 	// The agent of the node's host (each host of the fleet serves its own).
-	cpURL, agentURL := e.stack.CP.MetricsURL(), ""
-	for _, h := range e.stack.Hosts() {
-		got, err := e.op.GetHost(e.ctx(), h.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range got.Nodes {
-			if n.ID == svc.NodeList[0].ID {
-				agentURL = e.stack.AgentMetricsURL(h.Name)
-			}
-		}
-	}
+	cpURL, agentURL := e.stack.CP.MetricsURL(), e.stack.AgentMetricsURL(e.nodeHost(svc.NodeList[0].ID))
 	if agentURL == "" {
 		t.Fatalf("no host of the fleet %v serves agent metrics for node %s", e.stack.Hosts(), svc.NodeList[0].ID)
 	}
@@ -120,4 +109,22 @@ func httpGet(t *testing.T, url string) []byte {
 		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
 	}
 	return body
+}
+
+// nodeHost is the name of the fleet host that runs node id.
+func (e *env) nodeHost(id string) string {
+	e.t.Helper()
+	for _, h := range e.stack.Hosts() {
+		got, err := e.op.GetHost(e.ctx(), h.Name)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, n := range got.Nodes {
+			if n.ID == id {
+				return h.Name
+			}
+		}
+	}
+	e.t.Fatalf("no host of the fleet %v runs node %s", e.stack.Hosts(), id)
+	return ""
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/ops"
 	"github.com/moatdb/moat/internal/testenv"
+	"github.com/moatdb/moat/internal/up"
 )
 
 // TestOperatorAccess runs operator access end to end on one stack: Debian's
@@ -52,8 +53,9 @@ func TestOperatorAccess(t *testing.T) {
 
 	// A command through Debian's ssh, as the operator account, inside the
 	// node: no data files, no PostgreSQL.
-	dataDir := filepath.Join(e.dir, "agent", "volumes", node.ID, "pgdata")
-	socketDir := filepath.Join(e.dir, "agent", "nodes", node.ID, "run")
+	agentDir := up.AgentDir(e.dir, e.nodeHost(node.ID))
+	dataDir := filepath.Join(agentDir, "volumes", node.ID, "pgdata")
+	socketDir := filepath.Join(agentDir, "nodes", node.ID, "run")
 	for _, p := range []string{dataDir, filepath.Join(dataDir, "PG_VERSION"), socketDir} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("the node's files: %v", err)
