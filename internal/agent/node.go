@@ -189,14 +189,15 @@ func (n *node) run(ctx context.Context) {
 		n.mu.Unlock()
 
 		if held {
-			// Out of the desired state, not named deleted: nothing
-			// changes; a server that died is restarted (fail-static).
-			// One already wiped has nothing left to keep.
+			// Out of the desired state, not named deleted: nothing is
+			// applied (not even again in a recreated namespace); a
+			// server that died in its namespace is restarted
+			// (fail-static). One already wiped has nothing to keep.
 			if n.wiped && n.a.forget(n) {
 				return
 			}
-			if !n.wiped {
-				n.supervise(ctx, want, rev)
+			if !n.wiped && !n.nsChanged() {
+				n.restartIfDead(ctx, want, rev)
 			}
 			continue
 		}
@@ -315,6 +316,11 @@ func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int6
 			n.reportVolume(rev, want, full)
 		}
 	}
+	n.restartIfDead(ctx, want, rev)
+}
+
+// restartIfDead starts the node's PostgreSQL again if it is not running.
+func (n *node) restartIfDead(ctx context.Context, want apitype.NodeDesired, rev int64) {
 	if n.inst == nil || n.inst.Running() {
 		return
 	}

@@ -584,9 +584,25 @@ func TestAgentKeepsNodesNotNamedDeleted(t *testing.T) {
 		t.Fatalf("node directories after a desired state without them: %s %v, %s %v; want both kept", nodeDir, exists(nodeDir), stray, exists(stray))
 	}
 
+	// A kept node's server that dies is started again; nothing is applied.
+	pgdata := filepath.Join(nodeDir, "pgdata")
+	h.mu.Lock()
+	h.running[pgdata] = false
+	h.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.isRunning(pgdata) {
+		if time.Now().After(deadline) {
+			t.Fatal("the kept node's server was not restarted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ops := h.take(); !slices.Equal(ops, []string{opStart}) {
+		t.Errorf("kept node whose server died: operations %v, want only %s", ops, opStart)
+	}
+
 	// Named deleted: both are wiped; the other node runs on.
 	rev := src.update(func(d *apitype.HostDesired) { d.Deleted = []string{want.NodeID, "nod-stray"} })
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for exists(nodeDir) || exists(stray) {
 		if time.Now().After(deadline) {
 			t.Fatalf("nodes named deleted at revision %d not wiped: %s %v, %s %v", rev, nodeDir, exists(nodeDir), stray, exists(stray))
