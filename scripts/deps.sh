@@ -66,4 +66,10 @@ if ! id postgres >/dev/null 2>&1; then
   echo "deps: the postgres system user is missing (the postgresql-15 package creates it)" >&2
   exit 1
 fi
+# terraform is no Debian package: say how to get it. Without it the
+# Terraform provider's acceptance tests skip locally and fail under CI=true.
+if ! have terraform; then
+  echo "deps: note: terraform is not on PATH; internal/terraform's acceptance tests need it (and fail without it when CI=true):" >&2
+  echo "deps:   install it from https://developer.hashicorp.com/terraform/install (a single binary on PATH)" >&2
+fi
 echo "deps: ok (PostgreSQL binaries in $(pg_bindir))"

@@ -182,6 +182,8 @@ type Agent struct {
 
 	// ops runs the nodes' operator endpoints (nil without OpsListen).
 	ops *opsEndpoints
+	// volumeCheckTimeout, when set (tests), replaces volumeCheckTimeout.
+	volumeCheckTimeout time.Duration
 }
 
 // stateFile is the last desired state, under DataDir.

@@ -61,9 +61,11 @@ type fakeHost struct {
 	// taskStarted receives a task's ID as it starts.
 	taskStarted chan string
 	// volumes is whether each container's server runs (absent: no
-	// container); full: every volume is full.
+	// container); full: every volume is full; hung: the containers whose
+	// server does not answer.
 	volumes map[string]bool
 	full    bool
+	hung    map[string]bool
 	// users are the nodes' users.
 	users fakeUsers
 	// cut is the access each TerminateSessions kept sessions to.
@@ -74,6 +76,7 @@ func newFakeHost() *fakeHost {
 	return &fakeHost{
 		fail: map[string]error{}, ns: map[string]int{}, allowed: map[string][]netip.Prefix{},
 		running: map[string]bool{}, taskStarted: make(chan string, 16), volumes: map[string]bool{},
+		hung: map[string]bool{},
 	}
 }
 
@@ -165,6 +168,23 @@ func (v fakeVolumes) Stat(container, _ string) (volume.Info, error) {
 	v.h.mu.Lock()
 	defer v.h.mu.Unlock()
 	return volume.Info{Format: volume.FormatName, Cipher: "aes-xts-plain64", Size: 1 << 30, Mounted: v.h.volumes[container], Full: v.h.full}, nil
+}
+
+func (v fakeVolumes) Check(container string, _ time.Duration) error {
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	if v.h.hung[container] {
+		return volume.ErrUnresponsive
+	}
+	return nil
+}
+
+func (v fakeVolumes) Kill(container string) error {
+	v.h.mu.Lock()
+	defer v.h.mu.Unlock()
+	v.h.volumes[container] = false
+	delete(v.h.hung, container)
+	return nil
 }
 
 func (v fakeVolumes) Destroy(container, _ string) error {

@@ -526,8 +526,8 @@ func TestVolumeLostAndFull(t *testing.T) {
 	h.take()
 	n.supervise(context.Background(), want, 1)
 	rep, _ = n.currentReport()
-	if rep.State != apitype.NodeReportFailed || rep.Message != errVolumeLost.Error() {
-		t.Errorf("volume server gone: report %+v, want failed: %v", rep, errVolumeLost)
+	if rep.State != apitype.NodeReportFailed || rep.Message != errVolumeLost.Error() || rep.Volume == nil || !rep.Volume.Lost {
+		t.Errorf("volume server gone: report %+v (volume %+v), want failed: %v, the volume lost", rep, rep.Volume, errVolumeLost)
 	}
 	for _, op := range h.take() {
 		if op != opFirewall {
@@ -538,8 +538,8 @@ func TestVolumeLostAndFull(t *testing.T) {
 	n2 := newNode(n.a, "nod-1")
 	n2.set(want, 2, false)
 	n2.applyAndReport(context.Background(), want, 2)
-	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed {
-		t.Errorf("creating node on a lost volume: report %+v, want failed at once", rep)
+	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed || rep.Volume == nil || !rep.Volume.Lost {
+		t.Errorf("creating node on a lost volume: report %+v (volume %+v), want failed at once, the volume lost", rep, rep.Volume)
 	}
 	// Wiping it destroys the volume.
 	h.take()
@@ -614,4 +614,40 @@ func TestAgentKeepsNodesNotNamedDeleted(t *testing.T) {
 			want.NodeID, h.users.has(domain.NodeUser(want.NodeID)), other.NodeID, h.users.has(domain.NodeUser(other.NodeID)))
 	}
 	stop()
+}
+
+// A node whose volume's server does not answer is lost: the supervision
+// kills the server and reports the volume lost; a wipe does the same
+// before it stops PostgreSQL (whose I/O would hang).
+func TestVolumeHung(t *testing.T) {
+	t.Parallel()
+	for _, wipe := range []bool{false, true} {
+		n, h := fakeVolumeNode(t)
+		want := fakeDesired()
+		n.set(want, 1, false)
+		n.applyAndReport(context.Background(), want, 1)
+		if rep, _ := n.currentReport(); rep.State != apitype.NodeReportRunning {
+			t.Fatalf("report %+v, want running", rep)
+		}
+		file := n.volumeFile()
+		h.mu.Lock()
+		h.hung[file] = true
+		h.mu.Unlock()
+		if wipe {
+			if err := n.wipe(context.Background()); err != nil {
+				t.Fatalf("wipe with a hung volume server: %v", err)
+			}
+		} else {
+			n.supervise(context.Background(), want, 1)
+			if rep, _ := n.currentReport(); rep.State != apitype.NodeReportFailed || rep.Volume == nil || !rep.Volume.Lost {
+				t.Errorf("hung volume server: report %+v (volume %+v), want failed, the volume lost", rep, rep.Volume)
+			}
+		}
+		h.mu.Lock()
+		served, hung := h.volumes[file], h.hung[file]
+		h.mu.Unlock()
+		if served || hung {
+			t.Errorf("wipe %v: volume served %v, hung %v after the check; want its server killed", wipe, served, hung)
+		}
+	}
 }

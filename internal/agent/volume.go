@@ -40,6 +40,11 @@ type volumes interface {
 	// Destroy unmounts the volume, stops its server (the key is gone),
 	// overwrites the header and removes the file.
 	Destroy(container, mountpoint string) error
+	// Check returns an error wrapping volume.ErrUnresponsive if the
+	// volume's server does not answer a read within timeout.
+	Check(container string, timeout time.Duration) error
+	// Kill kills the volume's server: its key, and the volume, are lost.
+	Kill(container string) error
 }
 
 // errVolumeLost: the node's volume exists but no server holds its key
@@ -49,6 +54,12 @@ var errVolumeLost = errors.New("volume key lost: the node's volume server is gon
 
 // volumeReadyTimeout bounds a new volume's start (mkfs included).
 const volumeReadyTimeout = 2 * time.Minute
+
+// volumeCheckTimeout is how long a volume's server may take to answer the
+// supervision's read of one sector before it counts as hung: far beyond
+// what a loaded host takes (microseconds to milliseconds), short enough
+// that a node whose I/O is frozen is failed and replaced.
+const volumeCheckTimeout = 30 * time.Second
 
 // hostVolumes runs `<DataDir>/bin/moat volume serve` per volume.
 type hostVolumes struct {
@@ -164,6 +175,12 @@ func (h *hostVolumes) Stat(container, mountpoint string) (volume.Info, error) {
 	return volume.Stat(container, mountpoint)
 }
 
+func (h *hostVolumes) Check(container string, timeout time.Duration) error {
+	return volume.Check(container, timeout)
+}
+
+func (h *hostVolumes) Kill(container string) error { return volume.Kill(container) }
+
 func (h *hostVolumes) Destroy(container, mountpoint string) error {
 	if err := volume.Destroy(container, mountpoint); err != nil {
 		return err
@@ -215,6 +232,7 @@ func (n *node) applyVolume(ctx context.Context, _ *spec) error {
 		}
 	case exists:
 		n.marks = marks{firewall: n.marks.firewall} // what was applied on it is gone
+		n.setVolumeLost()
 		return errVolumeLost
 	default:
 		if err := mkdir0711(n.a.volumesDir); err != nil {
@@ -231,26 +249,70 @@ func (n *node) applyVolume(ctx context.Context, _ *spec) error {
 	return nil
 }
 
+// setVolumeLost records for the report that the node's volume lost its
+// key (the control plane then shows the node failed with volume_lost).
+func (n *node) setVolumeLost() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v := apitype.NodeVolume{Format: volume.FormatName}
+	if n.volume != nil {
+		v = *n.volume
+	}
+	v.Lost, v.Full = true, false
+	n.volume = &v
+}
+
 // volumeLost returns errVolumeLost if the node's volume, once served, no
-// longer is (its server died).
+// longer is (its server died), or if its server does not answer a read
+// in time: then it is killed, so that the node fails at once and for good
+// (PostgreSQL's I/O fails instead of hanging, and a primary frozen with it
+// cannot resume writing after the fleet has replaced it).
 func (n *node) volumeLost() error {
 	if n.marks.volume.key == "" {
 		return nil
 	}
-	_, served, err := n.a.plat.vol.Served(n.volumeFile(), n.volumeMount())
-	if err != nil || served {
+	file := n.volumeFile()
+	_, served, err := n.a.plat.vol.Served(file, n.volumeMount())
+	if err != nil {
 		return nil // an unreadable state is not a lost key; the apply says more
 	}
-	return errVolumeLost
+	if !served || n.killHungVolume() {
+		return errVolumeLost
+	}
+	return nil
 }
 
-// volumeGone reports whether the node's volume exists with no server.
+// killHungVolume kills the node's volume server if it does not answer a
+// read in time, and reports whether it did.
+func (n *node) killHungVolume() bool {
+	file := n.volumeFile()
+	timeout := volumeCheckTimeout
+	if n.a.volumeCheckTimeout > 0 {
+		timeout = n.a.volumeCheckTimeout
+	}
+	if err := n.a.plat.vol.Check(file, timeout); !errors.Is(err, volume.ErrUnresponsive) {
+		return false // answered; or gone, which the lock shows
+	}
+	n.a.log.Error("volume server does not answer; killing it, the node is lost", "node", n.id, "container", file, "timeout", timeout)
+	if err := n.a.plat.vol.Kill(file); err != nil {
+		n.a.log.Error("kill volume server", "node", n.id, "container", file, "err", err)
+	}
+	return true
+}
+
+// volumeGone reports whether the node's volume exists with no server,
+// killing first a server that does not answer: the wipe then knows
+// PostgreSQL's files are unreadable, instead of waiting for a
+// PostgreSQL whose I/O hangs.
 func (n *node) volumeGone() bool {
 	if !n.a.hasVolume() {
 		return false
 	}
 	exists, served, err := n.a.plat.vol.Served(n.volumeFile(), n.volumeMount())
-	return err == nil && exists && !served
+	if err != nil || !exists {
+		return false
+	}
+	return !served || n.killHungVolume()
 }
 
 // checkVolume reads the node's volume and records it for the report; it

@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,12 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/postgres"
-	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/volume"
 )
 
@@ -32,14 +34,7 @@ import (
 // and restarted agent adopts the served volume while PostgreSQL keeps
 // serving, and the wipe leaves no mount, no loop device and no file.
 func TestVolumeNode(t *testing.T) {
-	requirePostgres(t)
-	testenv.MustHaveCommand(t, "mkfs.ext4")
-	losetup := testenv.MustHaveCommand(t, "losetup")
-	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
-		if _, err := os.Stat(p); err != nil {
-			testenv.Unavailable(t, "needs %s: %v", p, err)
-		}
-	}
+	losetup := mustHaveVolumeNodes(t)
 	exe, err := os.Executable() // runs as moat: see main_test.go
 	if err != nil {
 		t.Fatal(err)
@@ -51,23 +46,7 @@ func TestVolumeNode(t *testing.T) {
 	container := filepath.Join(dir, "volumes", nodeID+volumeExt)
 	mnt := filepath.Join(dir, "volumes", nodeID)
 	pgdata := filepath.Join(mnt, "pgdata")
-	t.Cleanup(func() { // before dataDir's: whatever a failure left
-		in, err := postgres.New(postgres.Config{DataDir: pgdata, TLSDir: filepath.Join(dir, "nodes", nodeID, "tls"),
-			SocketDir: filepath.Join(dir, "nodes", nodeID, "run"), LogFile: filepath.Join(dir, "nodes", nodeID, "postgres.log"),
-			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(nodeID)})
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			in.Stop(ctx)
-			cancel()
-		}
-		if err := volume.Destroy(container, mnt); err != nil {
-			t.Errorf("clean up the volume: %v", err)
-		}
-		// The agent made its volumes directory a shared mount of itself.
-		if err := unix.Unmount(filepath.Join(dir, "volumes"), unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount the volumes directory: %v", err)
-		}
-	})
+	cleanVolumeNode(t, dir, nodeID)
 
 	src := newFakeSource(host)
 	src.update(func(d *apitype.HostDesired) {
@@ -79,7 +58,11 @@ func TestVolumeNode(t *testing.T) {
 			AllowV4: []string{pair.ClientV4.String() + "/32"}, AllowlistRevision: 1,
 		}}
 	})
-	cfg := Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
+	// The agents' logs go to the test's log and to logs, searched for
+	// the key at the end.
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := Config{Host: host, Source: src, DataDir: dir, Logger: logger, NoSync: true,
 		MoatBinary: exe, VolumeSize: 256 << 20}
 	var keyMu sync.Mutex
 	var key []byte
@@ -128,15 +111,17 @@ func TestVolumeNode(t *testing.T) {
 		t.Errorf("the marker row is not in the cluster's files: the check above proves nothing")
 	}
 
-	// The key is in no file under the agent's directory.
+	// The key is in no file under the agent's directory (its state, the
+	// volume server's log, PostgreSQL's files and log, the volume's
+	// file system), nor in the volume server's command line or
+	// environment.
 	keyMu.Lock()
 	k := key
 	keyMu.Unlock()
 	if len(k) != volume.KeySize {
 		t.Fatalf("key seen by the test hook: %d bytes, want %d", len(k), volume.KeySize)
 	}
-	forms := [][]byte{k[:32], k[32:], []byte(hex.EncodeToString(k[:32])), []byte(hex.EncodeToString(k[32:])),
-		[]byte(base64.StdEncoding.EncodeToString(k[:30])), []byte(base64.StdEncoding.EncodeToString(k[33:63]))}
+	files := 0
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
@@ -145,22 +130,36 @@ func TestVolumeNode(t *testing.T) {
 		if err != nil {
 			return nil // a file removed meanwhile
 		}
-		for _, f := range forms {
-			if bytes.Contains(b, f) {
-				t.Errorf("the volume key is in %s", p)
-				break
-			}
+		files++
+		if hasKey(b, k) {
+			t.Errorf("the volume key is in %s", p)
 		}
 		return nil
 	})
+	if files < 100 {
+		t.Errorf("searched %d files for the key, want the node's whole tree", files)
+	}
+	server := volumeServerPID(t, container)
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", server, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hasKey(b, k) {
+			t.Errorf("the volume key is in the volume server's %s", f)
+		}
+	}
 
 	// The agent stops (an upgrade): the volume's server and PostgreSQL
-	// run on; a new agent adopts the volume.
+	// run on, answering new connections throughout; a new agent adopts
+	// the volume.
 	pid := pidOf(t, pgdata)
+	probed := probe(dir, nodeID)
 	stop()
 	if _, served, err := (&hostVolumes{}).Served(container, mnt); err != nil || !served {
 		t.Fatalf("agent stopped: volume served %v (%v), want served", served, err)
 	}
+	probed.next(t)
 	var one int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM marker").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("agent stopped: marker rows %d (%v), want 1", one, err)
@@ -168,8 +167,7 @@ func TestVolumeNode(t *testing.T) {
 	src.mu.Lock()
 	delete(src.reports, nodeID)
 	src.mu.Unlock()
-	startAgent(t, Config{Host: host, Source: src, DataDir: dir, Logger: testLogger(t), NoSync: true,
-		MoatBinary: exe, VolumeSize: 256 << 20}, nil)
+	startAgent(t, cfg, nil)
 	rep = src.waitReport(t, nodeID, time.Minute, running(1))
 	if rep.Volume == nil {
 		t.Errorf("adopted volume not reported")
@@ -180,30 +178,146 @@ func TestVolumeNode(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM marker").Scan(&one); err != nil || one != 1 {
 		t.Fatalf("agent restarted: marker rows %d (%v), want 1", one, err)
 	}
+	if n, err := probed.stop(); err != nil || n < 2 {
+		t.Errorf("PostgreSQL while the agent stopped and restarted: %d connections, then %v; want every one to answer", n, err)
+	} else {
+		t.Logf("PostgreSQL answered all %d new connections while the agent stopped and restarted", n)
+	}
 	conn.Close(ctx)
 
-	// Deleted: nothing mounted or attached, no file.
+	// Deleted: nothing mounted or attached, no file, and the header was
+	// overwritten before the file went (seen through a second link).
+	keep := filepath.Join(dir, "volumes", nodeID+".keep")
+	if err := os.Link(container, keep); err != nil {
+		t.Fatal(err)
+	}
 	rev := src.update(func(d *apitype.HostDesired) { d.Nodes[0].State = stateDeleting })
 	src.waitReport(t, nodeID, time.Minute, func(r apitype.NodeReport) bool {
 		return r.State == apitype.NodeReportWiped && r.Revision == rev
 	})
-	mounts, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		t.Fatal(err)
+	assertVolumeGone(t, losetup, dir, nodeID)
+	if f, err := os.Open(keep); err != nil {
+		t.Error(err)
+	} else {
+		if _, err := volume.ReadHeader(f); !errors.Is(err, volume.ErrNotLUKS2) {
+			t.Errorf("the wiped volume's header: ReadHeader = %v, want ErrNotLUKS2 (overwritten)", err)
+		}
+		head := make([]byte, 16<<20) // both headers and the keyslot area
+		if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, make([]byte, len(head))) {
+			t.Errorf("the wiped volume's first 16 MiB are not all zeros (%v)", err)
+		}
+		f.Close()
 	}
-	if strings.Contains(string(mounts), filepath.Join(dir, "volumes")+"/") {
-		t.Errorf("a volume's mount is left after the wipe:\n%s", mounts)
+
+	// Nor did either agent log it, from the volume's creation to its wipe.
+	if l := logs.String(); !strings.Contains(l, "volume destroyed") {
+		t.Errorf("the agents' log has no volume destroyed line: the search proves nothing")
+	} else if hasKey([]byte(l), k) {
+		t.Errorf("the volume key is in the agents' log")
 	}
-	out, err := exec.Command(losetup, "-a").CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup -a: %v: %s", err, out)
+}
+
+// hasKey reports whether b holds a key in any form: raw, hex or base64,
+// either half of it.
+func hasKey(b, key []byte) bool {
+	for _, f := range [][]byte{key[:32], key[32:],
+		[]byte(hex.EncodeToString(key[:32])), []byte(hex.EncodeToString(key[32:])),
+		[]byte(base64.StdEncoding.EncodeToString(key[:30])), []byte(base64.StdEncoding.EncodeToString(key[33:63])),
+		[]byte(base64.RawURLEncoding.EncodeToString(key[:30])), []byte(base64.RawURLEncoding.EncodeToString(key[33:63]))} {
+		if bytes.Contains(b, f) {
+			return true
+		}
 	}
-	if strings.Contains(string(out), filepath.Join(dir, "volumes")) {
-		t.Errorf("a loop device is left after the wipe:\n%s", out)
+	return false
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// prober connects to a node's PostgreSQL and queries it every 20 ms.
+type prober struct {
+	answered chan struct{} // a probe succeeded
+	stop     func() (int, error)
+}
+
+// probe starts a prober of node's PostgreSQL. Its stop function ends it
+// and returns the number of probes and the first failure (probing stops
+// there).
+func probe(dir, nodeID string) *prober {
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		n   int
+		err error
 	}
-	for _, p := range []string{container, mnt, container + ".fuse"} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s after the wipe: %v, want it gone", p, err)
+	done := make(chan result, 1)
+	p := &prober{answered: make(chan struct{}, 1)}
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		cfg, err := pgx.ParseConfig("sslmode=disable")
+		if err != nil {
+			r.err = err
+			return
+		}
+		cfg.Host, cfg.Port, cfg.User, cfg.Database = filepath.Join(dir, "nodes", nodeID, "run"), 5432, "postgres", postgres.Database
+		cfg.ConnectTimeout = 5 * time.Second
+		for ; ; r.n++ {
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err == nil {
+				var one int
+				err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+				conn.Close(context.Background())
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.err = fmt.Errorf("probe %d: %w", r.n+1, err)
+				return
+			}
+			select {
+			case p.answered <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	p.stop = func() (int, error) {
+		cancel()
+		r := <-done
+		return r.n, r.err
+	}
+	return p
+}
+
+// next waits for a probe that starts after the call to succeed.
+func (p *prober) next(t *testing.T) {
+	t.Helper()
+	for range 2 { // the first may have started before
+		select {
+		case <-p.answered:
+		case <-time.After(10 * time.Second):
+			t.Errorf("PostgreSQL did not answer a probe within 10s")
+			return
 		}
 	}
 }

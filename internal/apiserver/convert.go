@@ -83,7 +83,7 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 	for _, n := range nodes {
 		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address, StateInfo: c.infoFor(n.StateInfo)}
 		if v := n.Volume; v != nil && !domain.Gone(n.State) {
-			node.Volume = &apitype.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full}
+			node.Volume = &apitype.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
 		}
 		if a := n.Archive; a != nil && !domain.Gone(n.State) {
 			node.Archive = &apitype.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
@@ -130,7 +130,7 @@ func auditOut(e domain.AuditEntry) apitype.AuditEntry {
 func nodeReportIn(r apitype.NodeReport) domain.NodeReport {
 	out := domain.NodeReport{Revision: r.Revision, AllowlistRevision: r.AllowlistRevision, State: r.State, Message: r.Message}
 	if v := r.Volume; v != nil {
-		out.Volume = &domain.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full}
+		out.Volume = &domain.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
 	}
 	if a := r.Archive; a != nil {
 		out.Archive = &domain.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,

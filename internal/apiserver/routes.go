@@ -95,6 +95,8 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/support-requests/{id}/decline", Action: "support.request.decline", Access: Operator, Summary: "Decline a support request with a reply (operator)", Request: apitype.SupportDecision{}, Response: apitype.SupportRequest{}, Handler: s.declineSupportRequest},
 
 		{Method: "GET", Pattern: "/v1/projects/{p}/audit", Access: ProjectRead, Summary: "List the project's audit entries", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listProjectAudit},
+		{Method: "POST", Pattern: "/v1/console/links", Action: "console.link.create", Access: Operator, Summary: "Mint a one-time console sign-in link for the caller's operator token (operator; valid 15 minutes, for one sign-in)", Response: apitype.ConsoleLink{}, Status: http.StatusCreated, Credential: true, Handler: s.createConsoleLink},
+
 		{Method: "GET", Pattern: "/v1/audit", Access: Operator, Summary: "List all audit entries (operator)", Response: apitype.List[apitype.AuditEntry]{}, Handler: s.listAudit},
 		{Method: "GET", Pattern: "/v1/audit/verify", Access: Operator, Summary: "Verify the audit hash chain and checkpoints (operator)", Response: apitype.AuditVerify{}, Handler: s.verifyAudit},
 	}

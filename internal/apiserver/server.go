@@ -79,6 +79,11 @@ type Config struct {
 	// Ops configures operator access (its CAs and the operator path's
 	// addresses); nil answers its routes 503 ops_unavailable.
 	Ops *OpsConfig
+	// SignInLink mints a one-time console sign-in link for token and
+	// returns its path and query and when it expires (the control
+	// plane's, over its console); nil: this server serves no console and
+	// POST /v1/console/links answers 501.
+	SignInLink func(token string) (path string, expires time.Time)
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring).

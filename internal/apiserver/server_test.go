@@ -496,3 +496,14 @@ func (e *env) addAgentToken(host string) string {
 	}
 	return apiserver.FormatToken(tok.ID, secretStr)
 }
+
+// TestConsoleLinkWithoutConsole: an API served without a console (no
+// Config.SignInLink) answers the operator's link request 501 with a hint.
+func TestConsoleLinkWithoutConsole(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.do("POST", "/v1/console/links", e.operator, nil)
+	if r.Status != 501 || r.Problem.Code != "console_unavailable" || r.Problem.Hint == "" {
+		t.Errorf("POST /v1/console/links without a console = %d %+v, want 501 console_unavailable with a hint", r.Status, r.Problem)
+	}
+}

@@ -2,6 +2,7 @@ package apiserver_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,7 +15,8 @@ import (
 // TestNodeVolumeShown: GET service shows each node's volume as its agent
 // reported it, and a node whose volume is full is failed with the code
 // volume_full and a message that says what to do (the agent's own text
-// only to operators).
+// only to operators); one whose volume lost its key is failed with the
+// code volume_lost.
 func TestNodeVolumeShown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -73,5 +75,14 @@ func TestNodeVolumeShown(t *testing.T) {
 	report(apitype.NodeReportRunning, "", vol)
 	if n := get(admin); n.State != domain.StateRunning || n.StateInfo != nil || n.Volume.Full {
 		t.Errorf("node after space was freed = %+v, want running", n)
+	}
+
+	lost := vol
+	lost.Lost = true
+	report(apitype.NodeReportFailed, "volume key lost: the node's volume server is gone", lost)
+	n = get(admin)
+	if n.State != domain.StateFailed || n.Volume == nil || !n.Volume.Lost || n.StateInfo == nil || n.StateInfo.Code != domain.CodeVolumeLost ||
+		!strings.Contains(n.StateInfo.Message, "replaced") {
+		t.Errorf("node whose volume lost its key = %+v (volume %+v, info %+v), want failed, volume_lost, saying it is replaced", n, n.Volume, n.StateInfo)
 	}
 }

@@ -187,6 +187,10 @@ type NodeVolume struct {
 	// Full: no space is left for PostgreSQL; the node is then reported
 	// failed with the message "volume full".
 	Full bool `json:"full,omitempty"`
+	// Lost: the volume's server is gone with its key (killed, or the
+	// host restarted), so its data can never be read again; the node is
+	// reported failed and must be replaced.
+	Lost bool `json:"lost,omitempty"`
 }
 
 // Task report states.

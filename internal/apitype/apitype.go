@@ -343,6 +343,14 @@ type Identity struct {
 	Name      string `json:"name,omitempty"`
 }
 
+// ConsoleLink is a one-time console sign-in link (POST /v1/console/links):
+// a URL holding a code that stands for the caller's operator token once,
+// until ExpiresAt. The token itself is never in the URL.
+type ConsoleLink struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
 // SupportRequest is a tenant's request to the platform operator: today a
 // quota increase (resource vpcs, services or nodes, from current to
 // requested). State is open, approved or declined; reply is the

@@ -136,6 +136,7 @@ needed in the command's arguments, where other users can see it. Commands on a p
 		a.operatorCmd(),
 		a.hostCmd(),
 		a.auditCmd(),
+		a.consoleCmd(),
 		a.caCmd(),
 		a.simCmd(),
 		a.backupCmd(),

@@ -8,6 +8,8 @@ import (
 	"github.com/moatdb/moat/internal/up"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -52,7 +54,7 @@ func TestPrintUp(t *testing.T) {
 	for _, want := range []string{
 		"  hosts:           6 agents (us-east-1a-1 ... eu-west-1c-1; moat host list), logs in /var/lib/moat/agents\n",
 		"  console:         https://127.0.0.1:8443/console/\n",
-		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n                   (as the operator, once, within 15 minutes; then with the operator token)\n",
+		"  sign in:         https://127.0.0.1:8443/console/signin/link?code=C0DE\n                   (as the operator, once, within 15 minutes; then with the operator token, or a new link: moat console link)\n",
 		"  API:             https://127.0.0.1:8443\n",
 		"export MOAT_PROJECT=$(moat project create demo -o id)",
 		"open to the internet until its allowlist is set",
@@ -61,5 +63,37 @@ func TestPrintUp(t *testing.T) {
 		if !bytes.Contains(b.Bytes(), []byte(want)) {
 			t.Errorf("moat up's banner lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestREADMEShowsWhatMoatUpPrints: the output the README's walkthrough
+// shows under `moat up` (its lines but those abridged with "...") is what
+// printUp prints, so the two cannot drift apart (the README test runs the
+// walkthrough's other commands, not moat up).
+func TestREADMEShowsWhatMoatUpPrints(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, shown, ok := strings.Cut(string(readme), "\n# moat up --data-dir /var/lib/moat\n")
+	if !ok {
+		t.Fatal("README.md has no `# moat up --data-dir /var/lib/moat` line")
+	}
+	shown, _, _ = strings.Cut(shown, "\n```")
+	var b bytes.Buffer
+	printUp(&b, "https://127.0.0.1:8443", "https://127.0.0.1:8443/console/signin/link?code=C0DE", "/var/lib/moat", "198.19.0.1", "127.0.0.1:8053", up.Fleet(domain.DefaultCatalog(), 1), nil)
+	printed := strings.Split(b.String(), "\n")
+	n := 0
+	for _, l := range strings.Split(shown, "\n") {
+		if strings.Contains(l, "...") || strings.TrimSpace(l) == "" {
+			continue
+		}
+		n++
+		if !slices.Contains(printed, l) {
+			t.Errorf("README.md shows %q under moat up; moat up prints no such line:\n%s", l, b.String())
+		}
+	}
+	if n < 4 {
+		t.Errorf("compared %d lines of README.md's moat up output, want its banner", n)
 	}
 }

@@ -315,6 +315,9 @@ func nodeNotes(n apitype.Node) []string {
 		if v.Full {
 			line += ", FULL"
 		}
+		if v.Lost {
+			line += ", KEY LOST"
+		}
 	}
 	out := []string{line}
 	if i := n.StateInfo; i != nil && i.Message != "" {

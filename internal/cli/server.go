@@ -200,7 +200,7 @@ func serverCmd() *cobra.Command {
 			if err := cp.Listen(); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "moat server: API at %s (CA %s)\n", cp.URL(), filepath.Join(cfg.DataDir, controlplane.APICAFile))
+			printServer(cmd.OutOrStdout(), cp.URL(), cp.OperatorSignInLink(), cfg.DataDir)
 			return cp.Run(cmd.Context())
 		},
 	}
@@ -324,25 +324,34 @@ func runUp(ctx context.Context, stdout io.Writer, upCfg up.Config) error {
 	// A one-time link signs the operator into the console: a code that
 	// stands for the operator token once, for a short time (the token
 	// never goes in a URL).
-	link := ""
-	if tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AdminTokenFile)); err == nil {
-		link = st.CP.URL() + st.CP.Console.SignInLink(strings.TrimSpace(string(tok)), console.DefaultLinkTTL)
-	}
 	go func() {
 		if st.WaitReady(ctx) == nil {
-			printUp(stdout, st.CP.URL(), link, cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr, st.Hosts(), st.MetricsURLs())
+			printUp(stdout, st.CP.URL(), st.CP.OperatorSignInLink(), cfg.DataDir, st.Laptop.Addr.String(), st.DNSAddr, st.Hosts(), st.MetricsURLs())
 		}
 	}()
 	return st.Run(ctx)
+}
+
+// printServer tells the operator where moat server answers and how to
+// sign in to its console.
+func printServer(w io.Writer, url, link, dir string) {
+	fmt.Fprintf(w, "moat server: API at %s (CA %s)\n  console:         %s/console/\n", url, filepath.Join(dir, controlplane.APICAFile), url)
+	printLink(w, link)
+}
+
+// printLink prints a one-time operator sign-in link ("" prints nothing).
+func printLink(w io.Writer, link string) {
+	if link != "" {
+		fmt.Fprintf(w, "  sign in:         %s\n                   (as the operator, once, within %d minutes; then with the operator token, or a new link: moat console link)\n",
+			link, int(console.DefaultLinkTTL.Minutes()))
+	}
 }
 
 func printUp(w io.Writer, url, link, dir, laptop, dnsAddr string, hosts []up.FleetHost, metricsURLs []up.MetricsURL) {
 	ca := filepath.Join(dir, controlplane.APICAFile)
 	tok := filepath.Join(dir, controlplane.AdminTokenFile)
 	fmt.Fprintf(w, "Moat is up.\n  console:         %s/console/\n", url)
-	if link != "" {
-		fmt.Fprintf(w, "  sign in:         %s\n                   (as the operator, once, within %d minutes; then with the operator token)\n", link, int(console.DefaultLinkTTL.Minutes()))
-	}
+	printLink(w, link)
 	fmt.Fprintf(w, `  API:             %s
   API CA:          %s
   operator token:  %s

@@ -225,6 +225,12 @@ func (c *Client) VerifyAudit(ctx context.Context, opts ...CallOption) (apitype.A
 	return get[apitype.AuditVerify](ctx, c, "/v1/audit/verify", opts)
 }
 
+// CreateConsoleLink mints a one-time console sign-in link for the
+// client's own operator token (operator).
+func (c *Client) CreateConsoleLink(ctx context.Context, opts ...CallOption) (apitype.ConsoleLink, error) {
+	return send[apitype.ConsoleLink](ctx, c, http.MethodPost, "/v1/console/links", nil, opts)
+}
+
 func etagOf(h http.Header) string {
 	if h == nil {
 		return ""

@@ -19,7 +19,8 @@ import (
 // in-process control plane: sign in, be refused 10.0.0.7/17 with the hint
 // shown before and after submit, create the VPC, edit the allowlist (remove
 // the wide-open rows, add rows, see the normalisation, save, see the
-// applied state arrive live), sign out. It fails on any
+// applied state arrive live), reach every control of every page with Tab
+// alone (a tenant's and the operator's), sign out. It fails on any
 // Content-Security-Policy violation. Screenshots of each step go to
 // $MOAT_ARTIFACTS, else a temporary directory.
 func TestBrowser(t *testing.T) {
@@ -104,6 +105,17 @@ func TestBrowser(t *testing.T) {
 		waitText("#applied", "applied on every node"),
 		shot("allowlist-applied"),
 	)
+	// Every control of every page is reachable with Tab alone.
+	for _, page := range []string{"/console/vpcs", "/console/services", "/console/services/" + svc.ID,
+		"/console/services/" + svc.ID + "/network", "/console/services/" + svc.ID + "/allowlist",
+		"/console/services/" + svc.ID + "/allowlist/edit", "/console/services/" + svc.ID + "/explain?from=203.0.113.9",
+		"/console/audit", "/console/support"} {
+		run("keyboard reaches every control of "+page,
+			chromedp.Navigate(e.srv.URL+page),
+			chromedp.WaitVisible(chromedp.CSS(`main`)),
+			tabEverywhere(),
+		)
+	}
 	// The Support form by keyboard alone: Tab reaches every control in
 	// order, typing goes into the focused one, Enter on the button sends.
 	var visited []string
@@ -135,6 +147,22 @@ func TestBrowser(t *testing.T) {
 	if location := br.Location(); !strings.HasSuffix(location, "/console/signin") {
 		t.Errorf("after sign-out /console/vpcs is at %s, want the sign-in page", location)
 	}
+	// The operator's controls too: the support queue (approve, decline),
+	// the quota, audit verify.
+	run("operator signs in",
+		chromedp.SendKeys(chromedp.CSS(`#token`), e.operator),
+		chromedp.Submit(chromedp.CSS(`#token`)),
+		chromedp.WaitVisible(chromedp.CSS(`main`)),
+	)
+	for _, page := range []struct{ path, shows string }{
+		{"/console/support", "Decline"}, {"/console/vpcs", "VPCs"}, {"/console/audit/verify", "The audit log is intact"},
+	} {
+		run("keyboard reaches every operator control of "+page.path,
+			chromedp.Navigate(e.srv.URL+page.path),
+			waitText("main", page.shows),
+			tabEverywhere(),
+		)
+	}
 }
 
 // tabTo presses Tab until the element with id has the focus (at most 60
@@ -155,5 +183,59 @@ func tabTo(visited *[]string, id string) chromedp.Action[chromedp.Void] {
 			}
 		}
 		return fmt.Errorf("Tab never reached #%s (focused: %v)", id, *visited)
+	})
+}
+
+// tabEverywhere presses Tab until every visible control of the page (links,
+// buttons, inputs, selects, text areas, the summaries of closed details) has
+// had the focus, and fails naming the controls it never reached.
+func tabEverywhere() chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		n, err := chromedp.Evaluate[int](`(() => {
+  // Inside a closed details only its own summary shows.
+  const folded = e => {
+    for (let a = e.parentElement; a; a = a.parentElement) {
+      if (a.tagName === 'DETAILS' && !a.open && !(e.tagName === 'SUMMARY' && e.parentElement === a)) return true;
+    }
+    return false;
+  };
+  const els = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary')]
+    .filter(e => e.getClientRects().length > 0 && !e.disabled && !folded(e));
+  els.forEach((e, i) => e.dataset.kb = String(i));
+  return els.length;
+})()`)(ctx, tg)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("the page has no controls")
+		}
+		seen := map[string]bool{}
+		for range 3*n + 10 {
+			if _, err := chromedp.KeyEvent("\t")(ctx, tg); err != nil {
+				return err
+			}
+			kb, err := chromedp.Evaluate[string](`document.activeElement && document.activeElement.dataset.kb || ""`)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			if kb != "" {
+				seen[kb] = true
+			}
+			if len(seen) == n {
+				return nil
+			}
+		}
+		var missed []string
+		for i := range n {
+			if !seen[fmt.Sprint(i)] {
+				html, err := chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector('[data-kb="%d"]').outerHTML.slice(0, 160)`, i))(ctx, tg)
+				if err != nil {
+					return err
+				}
+				missed = append(missed, html)
+			}
+		}
+		return fmt.Errorf("Tab reached %d of %d controls; never: %s", len(seen), n, strings.Join(missed, "; "))
 	})
 }

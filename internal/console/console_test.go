@@ -789,3 +789,22 @@ func TestSessionExpires(t *testing.T) {
 		t.Errorf("post after the TTL: %s", resp.Status)
 	}
 }
+
+// TestNodeStateInfo: the service page's node table says why a node failed
+// (the API's state_info), e.g. a full volume.
+func TestNodeStateInfo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	f := e.fixture(t)
+	svc, err := e.api(e.adminA).GetService(context.Background(), e.A, f.svc.ID)
+	if err != nil || len(svc.NodeList) == 0 {
+		t.Fatalf("service %+v, %v: want a node", svc, err)
+	}
+	edit(t, e, svc.NodeList[0].ID, func(n *domain.Node) {
+		n.State, n.StateInfo = "failed", &domain.Info{Code: "volume_full", Message: "its encrypted volume is full"}
+	})
+	body := e.signIn(e.adminA).mustGet("/console/services/" + f.svc.ID)
+	if !strings.Contains(body, `<span class="state state-failed">failed</span>: its encrypted volume is full (volume_full)`) {
+		t.Errorf("service page does not say why the node failed:\n%s", body)
+	}
+}

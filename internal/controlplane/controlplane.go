@@ -268,6 +268,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
 		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg,
+		SignInLink: cp.signInLink,
 	})
 	if err != nil {
 		return nil, err
@@ -317,6 +318,26 @@ func (cp *ControlPlane) MetricsURL() string {
 func (cp *ControlPlane) URL() string {
 	u, _ := cp.url.Load().(string)
 	return u
+}
+
+// signInLink mints a one-time console sign-in link for token (the API's
+// POST /v1/console/links): its path and query, and its expiry.
+func (cp *ControlPlane) signInLink(token string) (string, time.Time) {
+	expires := time.Now().Add(console.DefaultLinkTTL) // not after the console's own expiry
+	return cp.Console.SignInLink(token, console.DefaultLinkTTL), expires
+}
+
+// OperatorSignInLink mints a one-time console sign-in link for the
+// operator token of the data directory (admin.token), as `moat up` and
+// `moat server` print it: the console's URL once Listen has bound it,
+// or "" when the token file is unreadable.
+func (cp *ControlPlane) OperatorSignInLink() string {
+	tok, err := os.ReadFile(filepath.Join(cp.cfg.DataDir, AdminTokenFile))
+	if err != nil {
+		return ""
+	}
+	path, _ := cp.signInLink(strings.TrimSpace(string(tok)))
+	return cp.URL() + path
 }
 
 // Listen binds the API listener and, with MetricsListen, the metrics

@@ -84,6 +84,8 @@ func TestNodeApplyReport(t *testing.T) {
 		{"unknown state", StateRunning, nil, NodeReport{State: "sleeping"}, StateRunning, nil, &errSummary{CodeInvalidState, "state", "use running, failed or wiped"}},
 		{"full volume says so", StateRunning, nil, NodeReport{State: NodeReportFailed, Message: "volume full", Volume: fullVolume}, StateFailed,
 			&Info{Code: CodeVolumeFull, Message: volumeFullMessage, Cause: "volume full"}, nil},
+		{"lost volume says so", StateRunning, nil, NodeReport{State: NodeReportFailed, Message: "volume key lost", Volume: &NodeVolume{Format: "LUKS2", Lost: true}}, StateFailed,
+			&Info{Code: CodeVolumeLost, Message: volumeLostMessage, Cause: "volume key lost"}, nil},
 		{"freed volume runs again", StateFailed, &Info{Code: CodeVolumeFull}, NodeReport{State: NodeReportRunning, Volume: &NodeVolume{Format: "LUKS2", Size: 1 << 30, Used: 1 << 29}}, StateRunning, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

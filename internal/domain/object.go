@@ -320,6 +320,7 @@ type NodeVolume struct {
 	Size   int64  `json:"size"`
 	Used   int64  `json:"used"`
 	Full   bool   `json:"full,omitempty"`
+	Lost   bool   `json:"lost,omitempty"`
 }
 
 // ArchiveStatus is a node's WAL archiving (PostgreSQL's pg_stat_archiver):

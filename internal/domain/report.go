@@ -54,7 +54,8 @@ func (n *Node) AcceptsReports() bool { return !Gone(n.State) }
 // ApplyReport records an agent's report on the node: the revisions it
 // enforces, its WAL archiving and volume, and the state it reports
 // (running: a creating or failed node runs; failed: a creating or running
-// node fails, with CodeVolumeFull when its volume is full; wiped: a
+// node fails, with CodeVolumeFull when its volume is full and
+// CodeVolumeLost when its volume's key is gone; wiped: a
 // deleting node may be removed). Only a running report advances
 // the revisions: applied means enforced, and a node that failed enforces
 // nothing new. The agent's failure text is kept as the internal cause
@@ -95,7 +96,10 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 			}
 		}
 		n.StateInfo = &Info{Code: CodeNodeFailed, Message: "the node's PostgreSQL could not be set up or started", Cause: r.Message}
-		if r.Volume != nil && r.Volume.Full {
+		switch v := r.Volume; {
+		case v != nil && v.Lost:
+			n.StateInfo = &Info{Code: CodeVolumeLost, Message: volumeLostMessage, Cause: r.Message}
+		case v != nil && v.Full:
 			n.StateInfo = &Info{Code: CodeVolumeFull, Message: volumeFullMessage, Cause: r.Message}
 		}
 	case NodeReportWiped:
@@ -117,6 +121,15 @@ const CodeVolumeFull = "volume_full"
 const volumeFullMessage = "the node's encrypted volume is full, so PostgreSQL cannot write: free space " +
 	"(DROP or TRUNCATE what is not needed; DELETE then VACUUM FULL) and the node runs again; " +
 	"a larger volume needs a new service (restore this one into it)"
+
+// CodeVolumeLost is the state info code of a node whose agent reported it
+// failed because its volume's key is gone (its volume server died, or the
+// host restarted): the node never runs again and is to be replaced.
+const CodeVolumeLost = "volume_lost"
+
+const volumeLostMessage = "the node's encrypted volume lost its key (its volume server stopped, or the host restarted), " +
+	"so its data cannot be read again: by design the key is never stored; the node is to be replaced " +
+	"from the service's replicas, or the service restored from a backup"
 
 // CodeTaskFailed is the error code of a backup or WAL-switch operation
 // whose node task failed.

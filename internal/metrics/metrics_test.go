@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -110,9 +111,26 @@ func TestPlatformNamesAndLabels(t *testing.T) {
 				if !allowedLabels[l.GetName()] {
 					t.Errorf("%s: label %q is not in the bounded set", name, l.GetName())
 				}
+				if isAddress(l.GetValue()) {
+					t.Errorf("%s: label %s=%q is an address or a CIDR", name, l.GetName(), l.GetValue())
+				}
 			}
 		}
 	}
+}
+
+// isAddress reports whether a label value is an IP address, a CIDR or a
+// host:port: values no platform label may carry (unbounded, and a
+// tenant's).
+func isAddress(v string) bool {
+	if _, err := netip.ParseAddr(v); err == nil {
+		return true
+	}
+	if _, err := netip.ParsePrefix(v); err == nil {
+		return true
+	}
+	_, err := netip.ParseAddrPort(v)
+	return err == nil
 }
 
 func TestPlatformExpositionPassesPromtool(t *testing.T) {

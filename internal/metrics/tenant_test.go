@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,25 @@ func TestTenantExposition(t *testing.T) {
 			t.Errorf("exposition contains %q (another project's, or a stale node's values)", never)
 		}
 	}
+	checkTenantLabels(t, out)
 	promtest.CheckMetrics(t, []byte(out))
+}
+
+// checkTenantLabels fails t if a series of out is labelled with a user or
+// a client address (postgres_exporter's usename, client_addr), or a label
+// value is an address or a CIDR.
+func checkTenantLabels(t *testing.T, out string) {
+	t.Helper()
+	n := 0
+	for _, m := range regexp.MustCompile(`([a-z_]+)="([^"]*)"`).FindAllStringSubmatch(out, -1) {
+		n++
+		if m[1] == "usename" || m[1] == "client_addr" || m[1] == "client_hostname" || isAddress(m[2]) {
+			t.Errorf("tenant exposition has label %s=%q: never a user or an address", m[1], m[2])
+		}
+	}
+	if n == 0 {
+		t.Error("tenant exposition has no labels to check")
+	}
 }
 
 func TestTenantKeepsNewestAndForgets(t *testing.T) {
@@ -133,5 +152,6 @@ func TestTenantExpositionFromPostgres(t *testing.T) {
 		!strings.Contains(out, `pg_database_size_bytes{datname="postgres"`) {
 		t.Errorf("exposition of a live server lacks pg_up 1 or the database size:\n%s", out)
 	}
+	checkTenantLabels(t, out)
 	promtest.CheckMetrics(t, []byte(out))
 }

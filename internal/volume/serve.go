@@ -294,11 +294,38 @@ func waitUnlocked(container string, timeout time.Duration) error {
 	}
 }
 
+// destroyGrace is how long Destroy lets the volume's server answer before
+// it kills it.
+const destroyGrace = 10 * time.Second
+
 // Destroy wipes a volume: Unmount, then the LUKS header area (both
 // headers and the keyslot area) is overwritten and synced, and the file
-// and its FUSE directory are removed.
+// and its FUSE directory are removed. A server that does not answer
+// (stopped, or hung) does not hold the wipe up: after destroyGrace it is
+// killed, the kernel aborts its FUSE connection, and the I/O waiting on
+// it (the file system's flush at unmount) fails; the data is being
+// destroyed anyway.
 func Destroy(container, mountpoint string) error {
-	if err := Unmount(container, mountpoint); err != nil {
+	return destroy(container, mountpoint, destroyGrace)
+}
+
+func destroy(container, mountpoint string, grace time.Duration) error {
+	done := make(chan struct{})
+	watchdog := make(chan error, 1)
+	go func() {
+		select {
+		case <-done:
+			watchdog <- nil
+		case <-time.After(grace):
+			watchdog <- killServer(container)
+		}
+	}()
+	err := Unmount(container, mountpoint)
+	close(done)
+	if kerr := <-watchdog; kerr != nil {
+		err = errors.Join(err, kerr)
+	}
+	if err != nil {
 		return fmt.Errorf("destroy volume: %w", err)
 	}
 	f, err := os.OpenFile(container, os.O_RDWR, 0)
@@ -327,13 +354,11 @@ func Destroy(container, mountpoint string) error {
 	return nil
 }
 
-// resolveParent returns path with its symbolic links resolved, as the
-// kernel shows paths; when path itself cannot be resolved (a dead FUSE
-// mount), those of its parent.
+// resolveParent returns path with the symbolic links of its parent
+// resolved, as the kernel shows paths. Path itself is not looked at: it
+// may be a FUSE mount whose server is dead (the stat fails) or does not
+// answer (the stat would wait for it).
 func resolveParent(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
-	}
 	parent, err := filepath.EvalSymlinks(filepath.Dir(path))
 	if err != nil {
 		return path
