@@ -27,7 +27,9 @@
 //
 // Files, under Config.DataDir:
 //
-//	agent-state.json          the last desired state (mode 0600: it holds keys)
+//	agent-state.json          the last desired state (mode 0600), its nodes' private keys sealed
+//	agent-state.key           the host key they are sealed with (mode 0600)
+//	nodes/<node-id>/          root's, mode 0710, group the node user's (osuser.go)
 //	nodes/<node-id>/pgdata    the cluster (without volumes)
 //	volumes/<node-id>.luks    the node's encrypted volume (Config.VolumeSize)
 //	volumes/<node-id>/pgdata  the cluster, on the volume's file system
@@ -55,6 +57,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -84,14 +87,17 @@ type Config struct {
 	// Source gives the desired state and takes reports.
 	Source Source
 	// DataDir holds the agent's state and the nodes' data. It must be
-	// absolute and every directory above it traversable by the postgres
-	// user (so not under /root); the agent creates it (mode 0711).
+	// absolute and every directory above it traversable by other users
+	// (the nodes' users; so not under /root); the agent creates it (mode
+	// 0711).
 	DataDir string
 	// PGBinDir holds initdb, postgres and pg_basebackup. Default:
 	// $MOAT_PG_BINDIR, else `pg_config --bindir`.
 	PGBinDir string
-	// PGUser is the operating-system user PostgreSQL runs as when the agent
-	// runs as root. Default "postgres".
+	// PGUser is the operating-system user that stands for "another user"
+	// in the check that DataDir's parents are traversable. Default
+	// "postgres". Each node's PostgreSQL runs as its own user when the
+	// agent runs as root (osuser.go).
 	PGUser string
 	// Logger receives the agent's events. Default: discard.
 	Logger *slog.Logger
@@ -348,8 +354,12 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // dispatch hands each node its part of d and starts a worker for new
-// nodes; nodes absent from d, and node directories nobody knows, are
-// stopped and wiped. The operator endpoints follow d too.
+// nodes. A node is wiped only when d says so (its state is deleting, or
+// d.Deleted names it): a node absent from d and not named deleted, or a
+// node directory nobody knows, is kept as it is and reported as an error
+// (a wrong --host, or a control plane restored from an older backup,
+// must not wipe a host). The operator
+// endpoints follow d too.
 func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 	if a.ops != nil {
 		a.ops.sync(ctx, d)
@@ -361,9 +371,21 @@ func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 		seen[nd.NodeID] = true
 		a.nodeLocked(ctx, nd.NodeID).set(nd, d.Revision, false)
 	}
+	deleted := map[string]bool{}
+	for _, id := range d.Deleted {
+		deleted[id] = true
+	}
+	var kept []string
 	for id, n := range a.nodes {
-		if !seen[id] {
+		switch {
+		case seen[id]:
+		case deleted[id]:
 			n.set(apitype.NodeDesired{}, d.Revision, true)
+		default:
+			n.hold()
+			if exists(n.dir) {
+				kept = append(kept, id)
+			}
 		}
 	}
 	entries, err := os.ReadDir(a.nodesDir)
@@ -376,7 +398,16 @@ func (a *Agent) dispatch(ctx context.Context, d apitype.HostDesired) {
 		if !e.IsDir() || seen[id] || a.nodes[id] != nil || !nodeIDRE.MatchString(id) {
 			continue
 		}
+		if !deleted[id] {
+			kept = append(kept, id)
+			continue
+		}
 		a.nodeLocked(ctx, id).set(apitype.NodeDesired{}, d.Revision, true)
+	}
+	if len(kept) > 0 {
+		slices.Sort(kept)
+		a.log.Error("nodes on this host are neither in its desired state nor named deleted: kept as they are, not wiped; check the agent's --host",
+			"host", a.cfg.Host, "revision", d.Revision, "nodes", kept, "desired_nodes", len(d.Nodes))
 	}
 }
 
@@ -400,14 +431,15 @@ func (a *Agent) nodeLocked(ctx context.Context, id string) *node {
 	return n
 }
 
-// forget removes n once its worker is done with it, unless it was given a
-// new desired state meanwhile; it reports whether it did.
+// forget removes n once its worker is done with it (wiped, or held and
+// wiped before), unless it was given a new desired state meanwhile; it
+// reports whether it did.
 func (a *Agent) forget(n *node) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.gone || a.nodes[n.id] != n {
+	if (!n.gone && !n.held) || a.nodes[n.id] != n {
 		return false
 	}
 	delete(a.nodes, n.id)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/netnstest"
 	"github.com/moatdb/moat/internal/pki"
 	"github.com/moatdb/moat/internal/postgres"
@@ -43,6 +45,8 @@ type fakeSource struct {
 	changed chan struct{} // closed when d changes
 	down    bool
 	reports map[string]apitype.NodeReport
+	// history has every report of each node, in order.
+	history map[string][]apitype.NodeReport
 	rchange chan struct{} // closed when a report arrives
 	// published records when each revision was published.
 	published map[int64]time.Time
@@ -55,6 +59,7 @@ func newFakeSource(host string) *fakeSource {
 		d:         apitype.HostDesired{Host: host},
 		changed:   make(chan struct{}),
 		reports:   map[string]apitype.NodeReport{},
+		history:   map[string][]apitype.NodeReport{},
 		rchange:   make(chan struct{}),
 		published: map[int64]time.Time{},
 	}
@@ -91,6 +96,7 @@ func (s *fakeSource) Report(ctx context.Context, host string, r apitype.HostRepo
 	}
 	for _, n := range r.Nodes {
 		s.reports[n.NodeID] = n
+		s.history[n.NodeID] = append(s.history[n.NodeID], n)
 	}
 	close(s.rchange)
 	s.rchange = make(chan struct{})
@@ -180,7 +186,7 @@ func dataDir(t *testing.T) string {
 				in, err := postgres.New(postgres.Config{
 					DataDir: filepath.Join(nd, "pgdata"), TLSDir: filepath.Join(nd, "tls"),
 					SocketDir: filepath.Join(nd, "run"), LogFile: filepath.Join(nd, "postgres.log"),
-					ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"),
+					ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(e.Name()),
 				})
 				if err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -193,11 +199,33 @@ func dataDir(t *testing.T) string {
 			})
 		}
 		wg.Wait()
+		removeNodeUsers(t, entries)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove the data directory: %v", err)
 		}
 	})
 	return dir
+}
+
+// nodeUserOrPostgres is the user of node id, or postgres if it has none.
+func nodeUserOrPostgres(id string) string {
+	u := domain.NodeUser(id)
+	if _, err := user.Lookup(u); err != nil {
+		return "postgres"
+	}
+	return u
+}
+
+// removeNodeUsers removes the users of the nodes whose directories are
+// entries (nodes a test left running).
+func removeNodeUsers(t *testing.T, entries []os.DirEntry) {
+	t.Helper()
+	users := hostUsersFor()
+	for _, e := range entries {
+		if err := users.Remove(domain.NodeUser(e.Name())); err != nil {
+			t.Errorf("remove the user of node %s: %v", e.Name(), err)
+		}
+	}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -268,13 +296,15 @@ func newCerts(t *testing.T) certs {
 	return certs{p, i}
 }
 
-func (c certs) node(t *testing.T, names ...string) apitype.NodeTLS {
+// node issues node id's server certificate for names and its
+// replication client certificate (named id).
+func (c certs) node(t *testing.T, id string, names ...string) apitype.NodeTLS {
 	t.Helper()
 	cert, key, err := c.project.IssueServer(names, 24*time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, rk, err := c.internal.IssueClient(replUser, 24*time.Hour, time.Now())
+	rc, rk, err := c.internal.IssueClient(id, 24*time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +435,7 @@ func TestNode(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-1", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS:     cs.node(t, name, pair.ServerV4.String()),
+			TLS:     cs.node(t, nodeID, name, pair.ServerV4.String()),
 			AllowV4: []string{allowed.String() + "/32"}, AllowlistRevision: allowRev,
 		}}
 	})
@@ -617,9 +647,11 @@ func TestReplica(t *testing.T) {
 	}
 	primary, replica := base, base
 	primary.NodeID, primary.Role, primary.Namespace, primary.Address = "nod-p", apitype.RolePrimary, pair.Server.Name, pAddr
-	primary.TLS, primary.Peers = cs.node(t, "p.svc.test", pAddr), []string{rAddr + "/32"}
+	primary.TLS, primary.Peers = cs.node(t, "nod-p", "p.svc.test", pAddr), []string{rAddr + "/32"}
+	primary.PeerNodes = []apitype.PeerNode{{NodeID: "nod-r", Address: rAddr}}
 	replica.NodeID, replica.Index, replica.Role, replica.Namespace, replica.Address = "nod-r", 1, apitype.RoleReplica, pair.Client.Name, rAddr
-	replica.TLS, replica.Peers = cs.node(t, "r.svc.test", rAddr), []string{pAddr + "/32"}
+	replica.TLS, replica.Peers = cs.node(t, "nod-r", "r.svc.test", rAddr), []string{pAddr + "/32"}
+	replica.PeerNodes = []apitype.PeerNode{{NodeID: "nod-p", Address: pAddr}}
 	replica.PrimaryAddress, replica.PrimaryName = pAddr, "p.svc.test"
 
 	src := newFakeSource(host)
@@ -667,8 +699,11 @@ func TestReplica(t *testing.T) {
 	}
 	rc.Close(ctx)
 
-	// A node that disappears from the desired state is stopped and wiped.
-	src.update(func(d *apitype.HostDesired) { d.Nodes = []apitype.NodeDesired{primary} })
+	// A node that leaves the desired state, named deleted, is stopped and
+	// wiped.
+	src.update(func(d *apitype.HostDesired) {
+		d.Nodes, d.Deleted = []apitype.NodeDesired{primary}, []string{"nod-r"}
+	})
 	for {
 		_, err := os.Stat(filepath.Join(dir, "nodes", "nod-r"))
 		if errors.Is(err, os.ErrNotExist) {
@@ -745,6 +780,69 @@ func TestState(t *testing.T) {
 	got, err = a.loadState()
 	if err != nil || got.Nodes[0].Restore == nil || got.Nodes[0].Restore.BackupLabel != "L" {
 		t.Fatalf("loadState() = %+v, %v", got, err)
+	}
+}
+
+// TestStateSealsNodeKeys: the nodes' private keys are not in the state
+// file, only sealed under the host's state key (0600, beside it); the
+// state loads back whole, and not without that key.
+func TestStateSealsNodeKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := &Agent{cfg: Config{Host: "h1", DataDir: dir, NoSync: true}}
+	cs := newCerts(t)
+	tls1, tls2 := cs.node(t, "n1", "n1.test"), cs.node(t, "n2", "n2.test")
+	want := apitype.HostDesired{Host: "h1", Revision: 9, Nodes: []apitype.NodeDesired{{NodeID: "n1", TLS: tls1}, {NodeID: "n2", TLS: tls2}}}
+	if err := a.saveState(want); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{tls1.KeyPEM, tls1.ReplKeyPEM, tls2.KeyPEM, tls2.ReplKeyPEM} {
+		body := strings.Split(k, "\n")[1] // the key's first base64 line
+		if strings.Contains(string(raw), body) || strings.Contains(string(raw), "PRIVATE KEY") {
+			t.Fatalf("the state file holds a node's private key:\n%s", raw)
+		}
+	}
+	if !strings.Contains(string(raw), tls1.CertPEM[30:60]) {
+		t.Errorf("the state file lacks the node's certificate:\n%s", raw)
+	}
+	st, err := os.Stat(filepath.Join(dir, stateKeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state key file: %v, %v, want mode 0600", st, err)
+	}
+	got, err := a.loadState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Nodes[0].TLS != tls1 || got.Nodes[1].TLS != tls2 {
+		t.Errorf("loadState() TLS = %v, %v; want the saved ones", got.Nodes[0].TLS.Redacted(), got.Nodes[1].TLS.Redacted())
+	}
+
+	// Without the key the state does not load (the agent then waits for
+	// the control plane); keys swapped between nodes do not open.
+	var s state
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Sealed["n1"], s.Sealed["n2"] = s.Sealed["n2"], s.Sealed["n1"]
+	swapped, _ := json.Marshal(s)
+	if err := os.WriteFile(filepath.Join(dir, stateFile), swapped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.loadState(); err == nil {
+		t.Errorf("loadState() with keys swapped between nodes: no error")
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFile), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, stateKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.loadState(); err == nil {
+		t.Errorf("loadState() without the state key: no error")
 	}
 }
 

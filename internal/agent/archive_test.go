@@ -18,7 +18,7 @@ import (
 )
 
 // TestArchiveStatus: a primary archives its WAL into the store (encrypted,
-// through the agent's socket: the postgres user can neither read nor
+// through the agent's socket: the node's user can neither read nor
 // write the store), and when the store stops taking files the agent's
 // report says archiving is failing, then recovers.
 func TestArchiveStatus(t *testing.T) {
@@ -48,7 +48,7 @@ func TestArchiveStatus(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-arch", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS: cs.node(t, "a.svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
+			TLS: cs.node(t, nodeID, "a.svc.test", pair.ServerV4.String()), AllowlistRevision: 1,
 			BackupPublicKeyPEM: string(pub), BackupAuthKey: authKey, Archive: &apitype.NodeArchive{Region: "us-east-1", StoreDir: store},
 		}}
 	})

@@ -63,7 +63,7 @@ var errWaiting = errors.New("waiting for the control plane")
 
 const waitRetry = 200 * time.Millisecond
 
-// moatBinary returns the path of the moat binary the postgres user runs
+// moatBinary returns the path of the moat binary the nodes' users run
 // for archive_command and restore_command: a copy of Config.MoatBinary
 // under DataDir/bin, a directory that user can reach (the binary itself
 // may live under /root).
@@ -104,32 +104,6 @@ func (a *Agent) moatBinary() (string, error) {
 	}
 	a.binPath = dst
 	return dst, nil
-}
-
-// pgOwner returns the uid and gid of the postgres user, or -1, -1 when
-// the agent is not root (files are then its own).
-func (a *Agent) pgOwner() (int, int, error) {
-	if os.Geteuid() != 0 {
-		return -1, -1, nil
-	}
-	_, uid, gid, err := lookupUser(a.cfg.PGUser)
-	if err != nil {
-		return 0, 0, err
-	}
-	return int(uid), int(gid), nil
-}
-
-// writeOwned writes data to path atomically with mode perm, owned by the
-// postgres user.
-func (a *Agent) writeOwned(path string, data []byte, perm os.FileMode) error {
-	if err := atomicfile.WriteFile(path, data, perm); err != nil {
-		return err
-	}
-	uid, gid, err := a.pgOwner()
-	if err != nil || uid < 0 {
-		return err
-	}
-	return os.Chown(path, uid, gid)
 }
 
 // archiveConfig is the node's archive configuration, or nil when it does
@@ -188,14 +162,17 @@ func (a *Agent) openStore(dir string) (objstore.Store, error) {
 }
 
 // nodeUser returns the uid and gid the node's PostgreSQL runs as, the
-// only user (besides root) its archive socket serves: the postgres user,
-// or the agent's own when it is not root.
+// only user (besides root) its archive socket serves: the node's own user
+// (osuser.go), or the agent's when it is not root.
 func (n *node) nodeUser() (int, int, error) {
-	uid, gid, err := n.a.pgOwner()
-	if err != nil || uid >= 0 {
-		return uid, gid, err
+	o, err := n.owner()
+	if err != nil {
+		return 0, 0, err
 	}
-	return os.Getuid(), os.Getgid(), nil
+	if o == unchanged {
+		return os.Getuid(), os.Getgid(), nil
+	}
+	return o.uid, o.gid, nil
 }
 
 // archiveSocket is a node's archive socket and what it serves: the
@@ -285,7 +262,7 @@ func (n *node) resumeRecovery() error {
 		return nil
 	}
 	n.a.log.Warn("restore: the server stopped before promoting; resuming archive recovery", "node", n.id)
-	return n.a.writeOwned(sig, nil, 0o600)
+	return n.writeOwned(sig, nil, 0o600)
 }
 
 func exists(p string) bool {
@@ -304,7 +281,11 @@ func (n *node) backupSettings(want apitype.NodeDesired, restore *apitype.NodeRes
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := n.ensureDirs(); err != nil {
+	o, err := n.owner()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := n.ensureDirs(o); err != nil {
 		return nil, nil, err
 	}
 	var rc *archive.Config

@@ -66,6 +66,10 @@ type fakeHost struct {
 	volumes map[string]bool
 	full    bool
 	hung    map[string]bool
+	// users are the nodes' users.
+	users fakeUsers
+	// cut is the access each TerminateSessions kept sessions to.
+	cut []postgres.Access
 }
 
 func newFakeHost() *fakeHost {
@@ -101,8 +105,49 @@ func (h *fakeHost) platform() platform {
 			h.record(opTaskCancel, nil)
 			return nil, ctx.Err()
 		},
-		vol: fakeVolumes{h},
+		vol:   fakeVolumes{h},
+		users: &h.users,
 	}
+}
+
+// fakeUsers are the nodes' users: which exist. They are not recorded
+// among the operations (no ordering test is about them).
+type fakeUsers struct {
+	mu    sync.Mutex
+	exist map[string]bool
+}
+
+func (u *fakeUsers) Ensure(name string) (owner, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.exist == nil {
+		u.exist = map[string]bool{}
+	}
+	u.exist[name] = true
+	return unchanged, nil
+}
+
+func (u *fakeUsers) Lookup(name string) (owner, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.exist[name] {
+		return owner{}, fmt.Errorf("node user %s: unknown user", name)
+	}
+	return unchanged, nil
+}
+
+func (u *fakeUsers) Remove(name string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.exist, name)
+	return nil
+}
+
+// has reports whether the user name exists.
+func (u *fakeUsers) has(name string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.exist[name]
 }
 
 // fakeVolumes are containers that exist and are served or not.
@@ -316,8 +361,8 @@ func (in *fakeInstance) Wipe() error {
 	return in.h.record(opWipe, nil)
 }
 
-func (in *fakeInstance) TerminateSessions(context.Context, []netip.Prefix) (int, error) {
-	return 0, in.h.record(opTerminate, nil)
+func (in *fakeInstance) TerminateSessions(_ context.Context, acc postgres.Access) (int, error) {
+	return 0, in.h.record(opTerminate, func() { in.h.cut = append(in.h.cut, acc) })
 }
 
 func (in *fakeInstance) Bootstrap(context.Context, string) error {

@@ -39,11 +39,16 @@ type node struct {
 	mu   sync.Mutex
 	want apitype.NodeDesired
 	rev  int64
-	gone bool // absent from the desired state: wipe and forget
+	gone bool // named deleted in the desired state: wipe and forget
+	// held: absent from the desired state without being named deleted;
+	// kept as last applied (supervised, never wiped), not reported.
+	held bool
 	rep  apitype.NodeReport
 	// hasRep: rep is to be sent (the node is in the desired state and
 	// something was applied or failed).
 	hasRep bool
+	// enforcedAllow is the allowlist revision of the last running report.
+	enforcedAllow int64
 
 	// The worker's own state.
 	appliedRev int64 // revision of the last successful apply; -1 none
@@ -94,11 +99,24 @@ func newNode(a *Agent, id string) *node {
 // not in it) and wakes its worker.
 func (n *node) set(nd apitype.NodeDesired, rev int64, gone bool) {
 	n.mu.Lock()
-	n.want, n.rev, n.gone = nd, rev, gone
+	n.want, n.rev, n.gone, n.held = nd, rev, gone, false
 	if gone {
 		n.hasRep = false
 	}
 	n.mu.Unlock()
+	n.wake()
+}
+
+// hold keeps the node as it is: it left the desired state without being
+// named deleted (its worker forgets it if it was wiped already).
+func (n *node) hold() {
+	n.mu.Lock()
+	n.held, n.hasRep = true, false
+	n.mu.Unlock()
+	n.wake()
+}
+
+func (n *node) wake() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -112,17 +130,25 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	rep.Tasks = n.taskReportsLocked()
 	rep.Archive = n.archive
 	rep.Volume = n.volume
-	return rep, n.hasRep && !n.gone
+	return rep, n.hasRep && !n.gone && !n.held
 }
 
 // setReport records the node's report and wakes the reporter if it
-// changed.
+// changed. Applied means enforced: a running report says the node
+// enforces allowRev; a failed one claims only the allowlist revision of
+// the last running report, whatever allowRev the failed apply was for.
 func (n *node) setReport(rev int64, allowRev int64, state, msg string) {
 	n.mu.Lock()
 	old, had := n.rep, n.hasRep
 	if n.gone {
 		n.mu.Unlock()
 		return
+	}
+	switch state {
+	case apitype.NodeReportRunning:
+		n.enforcedAllow = allowRev
+	case apitype.NodeReportFailed:
+		allowRev = n.enforcedAllow
 	}
 	n.rep = apitype.NodeReport{NodeID: n.id, Revision: rev, AllowlistRevision: allowRev, State: state, Message: msg, AppliedAt: time.Now().UTC()}
 	n.hasRep = true
@@ -159,8 +185,22 @@ func (n *node) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		n.mu.Lock()
-		want, rev, gone := n.want, n.rev, n.gone
+		want, rev, gone, held := n.want, n.rev, n.gone, n.held
 		n.mu.Unlock()
+
+		if held {
+			// Out of the desired state, not named deleted: nothing is
+			// applied (not even again in a recreated namespace); a
+			// server that died in its namespace is restarted
+			// (fail-static). One already wiped has nothing to keep.
+			if n.wiped && n.a.forget(n) {
+				return
+			}
+			if !n.wiped && !n.nsChanged() {
+				n.restartIfDead(ctx, want, rev)
+			}
+			continue
+		}
 
 		if gone || want.State == stateDeleting {
 			if !n.wiped {
@@ -276,6 +316,11 @@ func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int6
 			n.reportVolume(rev, want, full)
 		}
 	}
+	n.restartIfDead(ctx, want, rev)
+}
+
+// restartIfDead starts the node's PostgreSQL again if it is not running.
+func (n *node) restartIfDead(ctx context.Context, want apitype.NodeDesired, rev int64) {
 	if n.inst == nil || n.inst.Running() {
 		return
 	}
@@ -298,6 +343,8 @@ func (n *node) supervise(ctx context.Context, want apitype.NodeDesired, rev int6
 // access is a node's parsed access policy.
 type access struct {
 	v4, v6, peers []netip.Prefix
+	// replicas are the peers by name, for pg_hba's replication lines.
+	replicas []postgres.Replica
 }
 
 func parseAccess(nd apitype.NodeDesired) (access, error) {
@@ -337,6 +384,13 @@ func parseAccess(nd apitype.NodeDesired) (access, error) {
 	}
 	if err := parse("peers", nd.Peers, &acc.peers, true, true); err != nil {
 		return acc, err
+	}
+	for i, p := range nd.PeerNodes {
+		var addr []netip.Prefix
+		if err := parse(fmt.Sprintf("peer_nodes[%d].address", i), []string{p.Address}, &addr, true, true); err != nil {
+			return acc, err
+		}
+		acc.replicas = append(acc.replicas, postgres.Replica{Name: p.NodeID, Addr: addr[0]})
 	}
 	return acc, nil
 }
@@ -529,7 +583,11 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 		want.Archive, want.BackupPublicKeyPEM, s.restore)
 	restart := fingerprint(want.Namespace, nsID, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.Archive != nil)
 	_, err := n.marks.instance.run(key, func() error {
-		if err := n.ensureDirs(); err != nil {
+		o, err := n.a.plat.users.Ensure(n.osUser())
+		if err != nil {
+			return err
+		}
+		if err := n.ensureDirs(o); err != nil {
 			return err
 		}
 		cfg, err := n.pgConfig(want, s.addr, s.port, s.primary)
@@ -578,7 +636,7 @@ func (n *node) applyHBA(_ context.Context, s *spec) error {
 	if repl == "" {
 		repl = postgres.ReplicationUser
 	}
-	s.hba = postgres.Policy{Allow: slices.Concat(s.acc.v4, s.acc.v6), Replicas: s.acc.peers, ReplicationUser: repl}
+	s.hba = postgres.Policy{Allow: slices.Concat(s.acc.v4, s.acc.v6), Replicas: s.acc.replicas, ReplicationUser: repl}
 	_, err := n.marks.hba.run(fingerprint(n.marks.instance.key, s.hba), func() error {
 		return n.inst.WriteHBA(s.hba)
 	})
@@ -613,12 +671,18 @@ func (n *node) applyRunning(ctx context.Context, s *spec) error {
 	return err
 }
 
-// applySessions cuts the client sessions the new pg_hba no longer admits.
+// applySessions cuts the client sessions the node's whole access no
+// longer admits, whatever removed it: a source outside the allowed ones
+// (an allowlist change, a peering deleted or a customer CIDR removed,
+// which narrow them), or a session to an address the node no longer has
+// (a detach or a move, which take its old address away while the new
+// allowlist may still cover the old source).
 func (n *node) applySessions(ctx context.Context, s *spec) error {
-	_, err := n.marks.sessions.run(n.marks.hba.key, func() error {
+	acc := postgres.Access{Allowed: s.hba.Allow, Local: []netip.Addr{s.addr}}
+	_, err := n.marks.sessions.run(fingerprint(n.marks.hba.key, acc), func() error {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		k, err := n.inst.TerminateSessions(tctx, s.hba.Allow)
+		k, err := n.inst.TerminateSessions(tctx, acc)
 		if k > 0 {
 			n.a.log.Info("revoked sessions terminated", "node", n.id, "revision", s.rev, "sessions", k)
 		}
@@ -677,12 +741,23 @@ func (n *node) tlsDir() string    { return filepath.Join(n.dir, "tls") }
 func (n *node) socketDir() string { return filepath.Join(n.dir, "run") }
 func (n *node) logFile() string   { return filepath.Join(n.dir, "postgres.log") }
 
-// ensureDirs makes the node's directory, traversable by the postgres user.
-func (n *node) ensureDirs() error {
+// ensureDirs makes the node's directory: root's, mode 0710 and group the
+// node user's o, so that only that user enters it; 0711 when the agent is
+// not root (o unchanged).
+func (n *node) ensureDirs(o owner) error {
 	if err := mkdir0711(n.a.nodesDir); err != nil {
 		return err
 	}
-	return mkdir0711(n.dir)
+	if o == unchanged {
+		return mkdir0711(n.dir)
+	}
+	if err := os.Mkdir(n.dir, 0o710); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := os.Chown(n.dir, -1, o.gid); err != nil {
+		return err
+	}
+	return os.Chmod(n.dir, 0o710)
 }
 
 func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, primary bool) (postgres.Config, error) {
@@ -706,7 +781,7 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 		ServerKeyPEM:    []byte(t.KeyPEM),
 		CAPEM:           []byte(t.InternalCAPEM),
 		Exec:            []string{"ip", "netns", "exec", want.Namespace},
-		User:            n.a.cfg.PGUser,
+		User:            n.osUser(),
 		NoSync:          n.a.cfg.NoSync,
 		Logger:          n.a.log.With("node", n.id),
 	}
@@ -736,7 +811,7 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 
 // wipe ends the node, in this order: its tasks are cancelled and waited
 // for (they use the server), PostgreSQL is stopped, then its files and the
-// node's directory are removed, then its firewall is closed. The
+// node's directory are removed, then its user, then its firewall is closed. The
 // firewall's table stays in force (the agent never opens or removes one):
 // the provider deletes the namespace.
 func (n *node) wipe(ctx context.Context) error {
@@ -746,6 +821,9 @@ func (n *node) wipe(ctx context.Context) error {
 	if inst == nil {
 		if _, err := os.Stat(n.dir); errors.Is(err, os.ErrNotExist) {
 			if err := n.destroyVolume(); err != nil {
+				return err
+			}
+			if err := n.a.plat.users.Remove(n.osUser()); err != nil {
 				return err
 			}
 			n.forgetTasks()
@@ -773,6 +851,12 @@ func (n *node) wipe(ctx context.Context) error {
 	if err := os.RemoveAll(n.dir); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
+	// Its user last: nothing of the node is left for a later user of
+	// the same uid. (A failure here is retried: the node's directory is
+	// gone, so the next wipe only destroys the volume and removes it.)
+	if err := n.a.plat.users.Remove(n.osUser()); err != nil {
+		return err
+	}
 	n.a.log.Info("node wiped", "node", n.id)
 	n.closeInstance(n.inst)
 	n.inst, n.marks = nil, marks{}
@@ -784,8 +868,13 @@ func (n *node) wipe(ctx context.Context) error {
 
 // bareInstance returns an instance for the node's directories, to stop
 // and wipe a node whose desired state is unknown. Its certificate is a
-// placeholder: it is never written.
+// placeholder: it is never written. It runs as the node's user, or as
+// Config.PGUser for a node made before nodes had their own.
 func (n *node) bareInstance() (instance, error) {
+	u := n.osUser()
+	if _, err := n.owner(); err != nil {
+		u = n.a.cfg.PGUser
+	}
 	return n.a.plat.newInstance(postgres.Config{
 		BinDir:        n.a.cfg.PGBinDir,
 		DataDir:       n.dataDir(),
@@ -794,7 +883,7 @@ func (n *node) bareInstance() (instance, error) {
 		LogFile:       n.logFile(),
 		ServerCertPEM: []byte("unused"),
 		ServerKeyPEM:  []byte("unused"),
-		User:          n.a.cfg.PGUser,
+		User:          u,
 		Logger:        n.a.log.With("node", n.id),
 	})
 }

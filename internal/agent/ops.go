@@ -535,8 +535,8 @@ func (m *opsEndpoints) account() (*syscall.Credential, error) {
 	if name == "" {
 		name = DefaultOpsUser
 	}
-	if name == m.a.cfg.PGUser || name == "root" {
-		return nil, fmt.Errorf("the operator account %q must not be root or the PostgreSQL user", name)
+	if name == m.a.cfg.PGUser || name == "root" || strings.HasPrefix(name, domain.NodeUserPrefix) {
+		return nil, fmt.Errorf("the operator account %q must not be root, the PostgreSQL user or a node's user", name)
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -601,9 +601,9 @@ func (r *nsRunner) Run(ctx context.Context, c *ops.Command) (int, error) {
 	}
 	if strings.TrimSpace(c.Line) == domain.OpsPgStatusCommand {
 		// pg_ctl needs the data directory, closed to the operator
-		// account: this fixed command runs as the PostgreSQL user and
-		// reads nothing from the session.
-		_, uid, gid, err := lookupUser(r.ep.m.a.cfg.PGUser)
+		// account: this fixed command runs as the node's user and reads
+		// nothing from the session.
+		_, uid, gid, err := lookupUser(domain.NodeUser(r.ep.node))
 		if err != nil {
 			return 0, err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/vishvananda/netns"
 
@@ -56,8 +55,8 @@ type instance interface {
 	Stop(ctx context.Context) error
 	// Wipe removes the cluster and the files; the server must be stopped.
 	Wipe() error
-	// TerminateSessions ends client sessions from outside allowed.
-	TerminateSessions(ctx context.Context, allowed []netip.Prefix) (int, error)
+	// TerminateSessions ends the client sessions acc no longer admits.
+	TerminateSessions(ctx context.Context, acc postgres.Access) (int, error)
 	// Bootstrap creates the admin user, the database and the replication
 	// role repl on a primary. Idempotent.
 	Bootstrap(ctx context.Context, repl string) error
@@ -84,6 +83,8 @@ type platform struct {
 	// scrape reads a node's statistics as the monitoring role (dsn:
 	// postgres.MonitorDSN); nil reads none (metrics.go).
 	scrape func(ctx context.Context, dsn string) (pgstat.Snapshot, error)
+	// users makes and removes the nodes' users (osuser.go).
+	users users
 }
 
 // hostPlatform is the platform of a real host.
@@ -101,6 +102,7 @@ func hostPlatform() platform {
 			return n.task(ctx, want, t)
 		},
 		scrape: scrapeDSN,
+		users:  hostUsersFor(),
 	}
 }
 

@@ -11,15 +11,46 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/atomicfile"
+	"github.com/moatdb/moat/internal/secret"
 )
 
-// stateVersion is the version of agent-state.json's format.
-const stateVersion = 1
+// stateVersion is the version of agent-state.json's format: 2 seals the
+// nodes' private keys (1 held them in plain text; it is still read).
+const stateVersion = 2
 
-// state is agent-state.json: the last desired state received.
+// stateKeyFile, under DataDir, is the host key agent-state.json's node
+// keys are sealed with (mode 0600, like the state; never in the state).
+const stateKeyFile = "agent-state.key"
+
+// state is agent-state.json: the last desired state received, without
+// the nodes' private keys, which are in Sealed.
 type state struct {
 	Version int                 `json:"version"`
 	Desired apitype.HostDesired `json:"desired"`
+	// Sealed are the nodes' private keys by node ID, sealed (AES-256-GCM)
+	// under stateKeyFile and bound to the host, the node and the key.
+	Sealed map[string]sealedKeys `json:"sealed,omitempty"`
+}
+
+// sealedKeys are one node's private keys, sealed.
+type sealedKeys struct {
+	Key     []byte `json:"key,omitempty"`
+	ReplKey []byte `json:"repl_key,omitempty"`
+}
+
+// stateKeyAD binds a sealed key of the state to its host, node and field.
+func stateKeyAD(host, node, field string) []byte {
+	return []byte("moat agent-state key\x00" + host + "\x00" + node + "\x00" + field)
+}
+
+// stateKeyring returns the host key of the state file, making it if
+// missing.
+func (a *Agent) stateKeyring() (*secret.Keyring, error) {
+	k, err := secret.LoadOrCreateKey(filepath.Join(a.cfg.DataDir, stateKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent state key: %w", err)
+	}
+	return k, nil
 }
 
 // loadState returns the persisted desired state, or nil when there is
@@ -38,16 +69,44 @@ func (a *Agent) loadState() (*apitype.HostDesired, error) {
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("load agent state: %w", err)
 	}
-	if s.Version != stateVersion {
+	if s.Version != stateVersion && s.Version != 1 {
 		return nil, fmt.Errorf("load agent state: version %d, want %d", s.Version, stateVersion)
 	}
 	if s.Desired.Host != a.cfg.Host {
 		return nil, fmt.Errorf("load agent state: it is host %q's, not %q's", s.Desired.Host, a.cfg.Host)
 	}
+	if len(s.Sealed) == 0 {
+		return &s.Desired, nil
+	}
+	keys, err := a.stateKeyring()
+	if err != nil {
+		return nil, fmt.Errorf("load agent state: %w", err)
+	}
+	for i, nd := range s.Desired.Nodes {
+		sk, ok := s.Sealed[nd.NodeID]
+		if !ok {
+			continue
+		}
+		for _, f := range []struct {
+			name   string
+			sealed []byte
+			dst    *string
+		}{{"key", sk.Key, &s.Desired.Nodes[i].TLS.KeyPEM}, {"repl_key", sk.ReplKey, &s.Desired.Nodes[i].TLS.ReplKeyPEM}} {
+			if f.sealed == nil {
+				continue
+			}
+			p, err := keys.Open(f.sealed, stateKeyAD(a.cfg.Host, nd.NodeID, f.name))
+			if err != nil {
+				return nil, fmt.Errorf("load agent state: node %s: open %s: %w", nd.NodeID, f.name, err)
+			}
+			*f.dst = string(p)
+		}
+	}
 	return &s.Desired, nil
 }
 
-// saveState writes d to agent-state.json atomically, mode 0600.
+// saveState writes d to agent-state.json atomically, mode 0600, with the
+// nodes' private keys sealed under the host's state key.
 func (a *Agent) saveState(d apitype.HostDesired) error {
 	if d.Host == "" {
 		d.Host = a.cfg.Host
@@ -55,14 +114,35 @@ func (a *Agent) saveState(d apitype.HostDesired) error {
 	// A restore's private key is never written down here: a restarted
 	// agent gets it from the control plane again.
 	d.Nodes = slices.Clone(d.Nodes)
+	s := state{Version: stateVersion}
 	for i, nd := range d.Nodes {
 		if nd.Restore != nil && nd.Restore.PrivateKeyPEM != "" {
 			r := *nd.Restore
 			r.PrivateKeyPEM = ""
 			d.Nodes[i].Restore = &r
 		}
+		if nd.TLS.KeyPEM == "" && nd.TLS.ReplKeyPEM == "" {
+			continue
+		}
+		keys, err := a.stateKeyring()
+		if err != nil {
+			return fmt.Errorf("save agent state: %w", err)
+		}
+		var sk sealedKeys
+		if nd.TLS.KeyPEM != "" {
+			sk.Key = keys.Seal([]byte(nd.TLS.KeyPEM), stateKeyAD(d.Host, nd.NodeID, "key"))
+		}
+		if nd.TLS.ReplKeyPEM != "" {
+			sk.ReplKey = keys.Seal([]byte(nd.TLS.ReplKeyPEM), stateKeyAD(d.Host, nd.NodeID, "repl_key"))
+		}
+		if s.Sealed == nil {
+			s.Sealed = map[string]sealedKeys{}
+		}
+		s.Sealed[nd.NodeID] = sk
+		d.Nodes[i].TLS.KeyPEM, d.Nodes[i].TLS.ReplKeyPEM = "", ""
 	}
-	b, err := json.Marshal(state{Version: stateVersion, Desired: d})
+	s.Desired = d
+	b, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("save agent state: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/testenv"
 )
 
@@ -104,6 +105,28 @@ func TestApplyNarrowAllowlist(t *testing.T) {
 	mustApply(t, n, h, want, opFirewall, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
 	want.State, want.AllowV4, want.AllowlistRevision = stateRunning, []string{"192.0.2.2/32"}, 2
 	mustApply(t, n, h, want, opFirewall, opHBA, opReload, opTerminate)
+}
+
+// A detach or a move changes the node's address but may leave its
+// allowed sources covering the old ones (0.0.0.0/0): the sessions are
+// still cut to those on the new address.
+func TestApplyAddressChangeCutsSessions(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.AllowV4 = []string{"0.0.0.0/0"}
+	mustApply(t, n, h, want, opFirewall, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
+	want.State, want.Address = stateRunning, "198.18.0.9"
+	ops, err := applyOps(t, n, h, want)
+	if err != nil || !slices.Contains(ops, opTerminate) {
+		t.Fatalf("address change: apply = %v doing %v, want sessions cut", err, ops)
+	}
+	h.mu.Lock()
+	last := h.cut[len(h.cut)-1]
+	h.mu.Unlock()
+	if !slices.Equal(last.Local, []netip.Addr{netip.MustParseAddr("198.18.0.9")}) || !slices.Equal(last.Allowed, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}) {
+		t.Errorf("sessions kept to %+v, want sources 0.0.0.0/0 to 198.18.0.9 only", last)
+	}
 }
 
 // A failing firewall ends the apply: PostgreSQL is neither started nor
@@ -311,7 +334,13 @@ func TestPromotedCheckpoints(t *testing.T) {
 // function is called (or t ends); stop returns once Run returned.
 func runFakeAgent(t *testing.T, h *fakeHost, src *fakeSource) (stop func()) {
 	t.Helper()
-	a := newAgent(Config{Host: "h", Source: src, DataDir: t.TempDir(), NoSync: true, Logger: testLogger(t)}, h.platform())
+	return runFakeAgentIn(t, h, src, t.TempDir())
+}
+
+// runFakeAgentIn is runFakeAgent with its data directory dir.
+func runFakeAgentIn(t *testing.T, h *fakeHost, src *fakeSource, dir string) (stop func()) {
+	t.Helper()
+	a := newAgent(Config{Host: "h", Source: src, DataDir: dir, NoSync: true, Logger: testLogger(t)}, h.platform())
 	if err := mkdir0711(a.nodesDir); err != nil {
 		t.Fatal(err)
 	}
@@ -520,6 +549,71 @@ func TestVolumeLostAndFull(t *testing.T) {
 	if ops := h.take(); !slices.Contains(ops, opDestroyVol) {
 		t.Errorf("wipe of a lost volume's node did %v, want the volume destroyed", ops)
 	}
+}
+
+// An agent whose desired state leaves out its nodes without naming them
+// deleted (a wrong --host, an empty answer) wipes nothing: the node keeps
+// running, an unknown node directory stays. Named deleted, both go.
+func TestAgentKeepsNodesNotNamedDeleted(t *testing.T) {
+	testenv.CheckGoroutines(t)
+	h, src := newFakeHost(), newFakeSource("h")
+	dir := t.TempDir()
+	stray := filepath.Join(dir, "nodes", "nod-stray")
+	if err := os.MkdirAll(filepath.Join(stray, "pgdata"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want := fakeDesired()
+	src.update(func(d *apitype.HostDesired) { d.Nodes = []apitype.NodeDesired{want} })
+	stop := runFakeAgentIn(t, h, src, dir)
+	src.waitReport(t, want.NodeID, 10*time.Second, running(want.AllowlistRevision))
+	h.take()
+
+	// The desired state says nothing of either node, then names another.
+	src.update(func(d *apitype.HostDesired) { d.Nodes = nil })
+	other := fakeDesired()
+	other.NodeID, other.Namespace = "nod-2", "moat-fake-2"
+	src.update(func(d *apitype.HostDesired) { d.Nodes = []apitype.NodeDesired{other} })
+	src.waitReport(t, other.NodeID, 10*time.Second, running(other.AllowlistRevision))
+	for _, op := range h.take() {
+		if op == opStop || op == opWipe {
+			t.Errorf("a node not named deleted was stopped or wiped (%s)", op)
+		}
+	}
+	nodeDir := filepath.Join(dir, "nodes", want.NodeID)
+	if !exists(nodeDir) || !exists(stray) {
+		t.Fatalf("node directories after a desired state without them: %s %v, %s %v; want both kept", nodeDir, exists(nodeDir), stray, exists(stray))
+	}
+
+	// A kept node's server that dies is started again; nothing is applied.
+	pgdata := filepath.Join(nodeDir, "pgdata")
+	h.mu.Lock()
+	h.running[pgdata] = false
+	h.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.isRunning(pgdata) {
+		if time.Now().After(deadline) {
+			t.Fatal("the kept node's server was not restarted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ops := h.take(); !slices.Equal(ops, []string{opStart}) {
+		t.Errorf("kept node whose server died: operations %v, want only %s", ops, opStart)
+	}
+
+	// Named deleted: both are wiped; the other node runs on.
+	rev := src.update(func(d *apitype.HostDesired) { d.Deleted = []string{want.NodeID, "nod-stray"} })
+	deadline = time.Now().Add(10 * time.Second)
+	for exists(nodeDir) || exists(stray) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes named deleted at revision %d not wiped: %s %v, %s %v", rev, nodeDir, exists(nodeDir), stray, exists(stray))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.users.has(domain.NodeUser(want.NodeID)) || !h.users.has(domain.NodeUser(other.NodeID)) {
+		t.Errorf("users after the wipe: %s %v, %s %v; want only the running node's",
+			want.NodeID, h.users.has(domain.NodeUser(want.NodeID)), other.NodeID, h.users.has(domain.NodeUser(other.NodeID)))
+	}
+	stop()
 }
 
 // A node whose volume's server does not answer is lost: the supervision

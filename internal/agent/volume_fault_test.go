@@ -426,7 +426,7 @@ func cleanVolumeNode(t *testing.T, dir, nodeID string) {
 		nd := filepath.Join(dir, "nodes", nodeID)
 		in, err := postgres.New(postgres.Config{DataDir: filepath.Join(mnt, "pgdata"), TLSDir: filepath.Join(nd, "tls"),
 			SocketDir: filepath.Join(nd, "run"), LogFile: filepath.Join(nd, "postgres.log"),
-			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused")})
+			ServerCertPEM: []byte("unused"), ServerKeyPEM: []byte("unused"), User: nodeUserOrPostgres(nodeID)})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			in.Stop(ctx)

@@ -54,7 +54,7 @@ func TestVolumeNode(t *testing.T) {
 			NodeID: nodeID, ServiceID: "svc-1", ProjectID: "prj-1", Role: apitype.RolePrimary, State: stateCreating,
 			Namespace: pair.Server.Name, Address: pair.ServerV4.String(), Port: 5432,
 			Database: postgres.Database, AdminUser: postgres.AdminUser, AdminVerifier: scramVerifier(t, password), ReplicationUser: replUser,
-			TLS:     cs.node(t, "n1.svc.test", pair.ServerV4.String()),
+			TLS:     cs.node(t, nodeID, "n1.svc.test", pair.ServerV4.String()),
 			AllowV4: []string{pair.ClientV4.String() + "/32"}, AllowlistRevision: 1,
 		}}
 	})

@@ -15,6 +15,11 @@ type HostDesired struct {
 	// answer its long poll).
 	Revision int64         `json:"revision"`
 	Nodes    []NodeDesired `json:"nodes"`
+	// Deleted names the host's nodes that were deleted. An agent wipes a
+	// node it has only when the desired state says so: the node's state
+	// is deleting, or its ID is here. A node in neither (a wrong --host,
+	// a control plane restored from an old backup) is kept.
+	Deleted []string `json:"deleted,omitempty"`
 }
 
 // Node roles.
@@ -53,6 +58,10 @@ type NodeDesired struct {
 	AllowV6           []string `json:"allow_v6"`
 	Peers             []string `json:"peers"`
 	AllowlistRevision int64    `json:"allowlist_revision"`
+	// PeerNodes name the other nodes: a primary accepts each one's
+	// replication certificate (its common name is the node ID) only from
+	// that node's address.
+	PeerNodes []PeerNode `json:"peer_nodes,omitempty"`
 
 	// BackupPublicKeyPEM encrypts the node's backups (the private key
 	// never leaves the control plane).
@@ -74,6 +83,12 @@ type NodeDesired struct {
 	// Ops configures the node's operator SSH endpoint (design 0012); nil:
 	// the control plane has no operator CA (no endpoint runs).
 	Ops *NodeOps `json:"ops,omitempty"`
+}
+
+// PeerNode is another node of the service.
+type PeerNode struct {
+	NodeID  string `json:"node_id"`
+	Address string `json:"address"`
 }
 
 // NodeArchive is where a node's backups go: the region's object store

@@ -44,7 +44,7 @@ func agentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
-				return withHint(errors.New("moat agent needs root (network namespaces, nftables, PostgreSQL as the postgres user)"), "run it as root")
+				return withHint(errors.New("moat agent needs root (network namespaces, nftables, each node's PostgreSQL as its own user)"), "run it as root")
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
@@ -230,7 +230,7 @@ func upCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
-				return withHint(errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user"), "run it as root (sudo moat up)")
+				return withHint(errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and each node's PostgreSQL runs as its own user"), "run it as root (sudo moat up)")
 			}
 			if d := os.Getenv("MOAT_DATA_DIR"); d != "" && !cmd.Flags().Changed("data-dir") {
 				f.dataDir = d

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
@@ -61,6 +62,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		bySvc[n.ServiceID] = append(bySvc[n.ServiceID], n)
 	}
 	for _, n := range in.Nodes {
+		if n.Host == in.Host && domain.Gone(n.State) {
+			out.Deleted = append(out.Deleted, n.ID)
+		}
 		if n.Host != in.Host || n.Address == "" || domain.Gone(n.State) {
 			continue
 		}
@@ -78,6 +82,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			return out, fmt.Errorf("node %s: unseal replication key: %w", n.ID, err)
 		}
 		var peers []netip.Addr
+		var peerNodes []apitype.PeerNode
 		var primary *domain.Node
 		for _, o := range bySvc[n.ServiceID] {
 			if o.Index == 0 {
@@ -88,8 +93,10 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			}
 			if a, err := netip.ParseAddr(o.Address); err == nil {
 				peers = append(peers, a)
+				peerNodes = append(peerNodes, apitype.PeerNode{NodeID: domain.ReplCertName(o), Address: a.String()})
 			}
 		}
+		slices.SortFunc(peerNodes, func(a, b apitype.PeerNode) int { return strings.Compare(a.NodeID, b.NodeID) })
 		if in.ArchiveDir != "" && svc.BackupPublicKeyPEM == "" && n.State == domain.StateCreating {
 			continue // it starts archiving from the first WAL file: wait for its key
 		}
@@ -102,6 +109,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				InternalCAPEM: in.InternalCAPEM, ReplCertPEM: n.ReplCertPEM, ReplKeyPEM: string(replKey)},
 			AllowV4: strs(acc.V4), AllowV6: strs(acc.V6), Peers: strs(acc.Peers),
 			AllowlistRevision:  svc.AllowlistRevision,
+			PeerNodes:          peerNodes,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
 		if n.Index > 0 && primary != nil {
@@ -126,6 +134,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		}
 		out.Nodes = append(out.Nodes, nd)
 	}
+	slices.Sort(out.Deleted)
 	slices.SortFunc(out.Nodes, func(a, b apitype.NodeDesired) int {
 		if a.NodeID < b.NodeID {
 			return -1

@@ -40,6 +40,10 @@ func TestCompile(t *testing.T) {
 		return &domain.Node{Meta: domain.Meta{ID: id, ProjectID: "proj-a", State: domain.StateRunning}, ServiceID: svc, Index: idx,
 			Host: host, Namespace: "moat-h-" + id, Address: addr, CertPEM: "CERT-" + id, KeySealed: []byte("s"), ReplCertPEM: "RCERT", ReplKeySealed: []byte("r")}
 	}
+	deleted := func(n *domain.Node) *domain.Node {
+		n.State = domain.StateDeleted
+		return n
+	}
 	in := Input{
 		Host: "h1", Revision: 42, Zone: "moat.test",
 		Nodes: []*domain.Node{
@@ -47,6 +51,8 @@ func TestCompile(t *testing.T) {
 			node("node-p1", "svc-pub", 1, "h2", "198.18.1.2"),
 			node("node-v0", "svc-priv", 0, "h1", "10.0.0.5"),
 			node("node-unplaced", "svc-pub", 2, "h1", ""),
+			deleted(node("node-gone", "svc-pub", 3, "h1", "198.18.1.9")),
+			deleted(node("node-gone-h2", "svc-pub", 4, "h2", "198.18.1.10")),
 		},
 		Services:      map[string]*domain.Service{"svc-pub": pub, "svc-priv": priv},
 		Projects:      map[string]*domain.Project{"proj-a": proj},
@@ -65,14 +71,15 @@ func TestCompile(t *testing.T) {
 			AdminVerifier: "SCRAM", ReplicationUser: "moat_replication",
 			TLS: apitype.NodeTLS{CertPEM: "CERT-node-p0", KeyPEM: "key-of:node-key:node-p0", ProjectCAPEM: "PROJECT-CA",
 				InternalCAPEM: "INTERNAL-CA", ReplCertPEM: "RCERT", ReplKeyPEM: "key-of:node-repl-key:node-p0"},
-			AllowV4: []string{"198.19.0.5/32"}, AllowV6: []string{"2001:db8::/32"}, Peers: []string{"198.18.1.2/32"}, AllowlistRevision: 7},
+			AllowV4: []string{"198.19.0.5/32"}, AllowV6: []string{"2001:db8::/32"}, Peers: []string{"198.18.1.2/32"}, AllowlistRevision: 7,
+			PeerNodes: []apitype.PeerNode{{NodeID: "node-p1", Address: "198.18.1.2"}}},
 		{NodeID: "node-v0", ServiceID: "svc-priv", ProjectID: "proj-a", Index: 0, Role: "primary", State: "running",
 			Namespace: "moat-h-node-v0", Address: "10.0.0.5", Port: 5432, Database: "defaultdb", AdminUser: "moatadmin",
 			ReplicationUser: "moat_replication",
 			TLS: apitype.NodeTLS{CertPEM: "CERT-node-v0", KeyPEM: "key-of:node-key:node-v0", ProjectCAPEM: "PROJECT-CA",
 				InternalCAPEM: "INTERNAL-CA", ReplCertPEM: "RCERT", ReplKeyPEM: "key-of:node-repl-key:node-v0"},
 			AllowV4: []string{"10.0.0.0/17", "172.31.0.0/16"}, AllowV6: []string{}, Peers: []string{}, AllowlistRevision: 2},
-	}}
+	}, Deleted: []string{"node-gone"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Compile mismatch (-want +got):\n%s", diff)
 	}

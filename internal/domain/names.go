@@ -5,6 +5,11 @@ package domain
 // sealed key to the object that holds it. This is their one home: the
 // desired state, the DNS server, the reconcilers and the API all use these.
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // Connection parameters every node uses.
 const (
 	PostgresPort    = 5432
@@ -62,3 +67,25 @@ func NodeKeyAD(nodeID string) []byte { return []byte("node-key:" + nodeID) }
 
 // ReplKeyAD binds a node's sealed replication client key to the node.
 func ReplKeyAD(nodeID string) []byte { return []byte("node-repl-key:" + nodeID) }
+
+// ReplCertName is the common name of n's replication client
+// certificate: its ID. A primary accepts it only from n's address, for
+// the replication role (pg_ident maps the name to the role).
+func ReplCertName(n *Node) string { return n.ID }
+
+// NodeUserPrefix starts the name of every node's operating-system user.
+const NodeUserPrefix = "moat-n-"
+
+// NodeUser is the operating-system user (and group) a node's PostgreSQL
+// runs as on its host: one per node, so that no node's files are readable
+// by another's. A node ID as NewID makes them gives moat-n-<its 16
+// characters>; any other ID (tests) gives moat-n-x-<16 hex digits of its
+// SHA-256>, so two IDs never share a user. Either is a valid user name
+// (lowercase, at most 32 bytes).
+func NodeUser(nodeID string) string {
+	if ValidID(PrefixNode, nodeID) {
+		return NodeUserPrefix + nodeID[len(PrefixNode):]
+	}
+	sum := sha256.Sum256([]byte(nodeID))
+	return NodeUserPrefix + "x-" + hex.EncodeToString(sum[:8])
+}

@@ -38,7 +38,32 @@ var owned = []string{
 	"max_wal_senders", "wal_keep_size", "hot_standby", "primary_conninfo",
 	"hba_file", "ident_file", "data_directory", "config_file",
 	"logging_collector", "log_destination",
+	"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+	"tcp_user_timeout", "idle_in_transaction_session_timeout",
 }
+
+// TLS and session settings (design 0018).
+const (
+	// TLSCiphers are the TLS 1.2 suites offered: ECDHE key exchange and
+	// AEAD encryption only (no CBC, no RSA key exchange). TLS 1.3 suites,
+	// which ssl_ciphers does not govern, are all AEAD.
+	TLSCiphers = "ECDHE+AESGCM:ECDHE+CHACHA20"
+	// TLSCurve is the one ECDH group PostgreSQL 15 offers: ssl_ecdh_curve
+	// names a single curve of OpenSSL's EC_KEY kind, so X25519 cannot be
+	// offered (PostgreSQL 18's ssl_groups takes a list).
+	TLSCurve = "prime256v1"
+	// KeepaliveIdle, KeepaliveInterval and KeepaliveCount detect a
+	// vanished client within idle + interval*count seconds (25 s), and
+	// UserTimeout one that stops acknowledging data (30 s).
+	KeepaliveIdle     = 10
+	KeepaliveInterval = 5
+	KeepaliveCount    = 3
+	UserTimeout       = "30s"
+	// IdleInTransactionTimeout ends a session idle in an open transaction
+	// that long: the most locks and snapshots a stalled client can hold.
+	// A tenant may change it for its own sessions.
+	IdleInTransactionTimeout = "10min"
+)
 
 var settingRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62})?$`)
 
@@ -146,10 +171,18 @@ func (in *Instance) renderConf() (string, error) {
 		{"unix_socket_permissions", "0700"},
 		{"ssl", "on"},
 		{"ssl_min_protocol_version", "TLSv1.2"},
+		{"ssl_ciphers", TLSCiphers},
+		{"ssl_prefer_server_ciphers", "on"},
+		{"ssl_ecdh_curve", TLSCurve},
 		{"ssl_cert_file", filepath.Join(c.TLSDir, serverCertFile)},
 		{"ssl_key_file", filepath.Join(c.TLSDir, serverKeyFile)},
 		{"ssl_ca_file", caFile},
 		{"password_encryption", "scram-sha-256"},
+		{"tcp_keepalives_idle", strconv.Itoa(KeepaliveIdle)},
+		{"tcp_keepalives_interval", strconv.Itoa(KeepaliveInterval)},
+		{"tcp_keepalives_count", strconv.Itoa(KeepaliveCount)},
+		{"tcp_user_timeout", UserTimeout},
+		{"idle_in_transaction_session_timeout", IdleInTransactionTimeout},
 		{"wal_level", "replica"},
 		{"max_wal_senders", "10"},
 		{"wal_keep_size", "256MB"},
@@ -184,23 +217,6 @@ func renderSettings(kv [][2]string) (string, error) {
 		fmt.Fprintf(&b, "%s = %s\n", s[0], q)
 	}
 	return b.String(), nil
-}
-
-// renderIdent renders pg_ident.conf: the map "moat" lets the agent's OS
-// user (root, normally) and the postgres OS user log in as Superuser over
-// the Unix socket, and the agent's OS user as MonitorUser.
-func renderIdent(osUser string) string {
-	var b strings.Builder
-	b.WriteString("# Written by Moat: do not edit.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n")
-	users := []string{osUser}
-	if osUser != Superuser {
-		users = append(users, Superuser)
-	}
-	for _, u := range users {
-		fmt.Fprintf(&b, "moat %s %s\n", u, Superuser)
-	}
-	fmt.Fprintf(&b, "moat %s %s\n", osUser, MonitorUser)
-	return b.String()
 }
 
 // identRE is what may appear unquoted in pg_ident.conf as a system user.

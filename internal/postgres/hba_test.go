@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,14 +32,14 @@ func TestRenderHBAGolden(t *testing.T) {
 		{"empty", Policy{}},
 		{"public", Policy{
 			Allow:    prefixes("203.0.113.0/24", "198.19.0.7/32", "2001:db8::/32"),
-			Replicas: prefixes("198.18.0.2/32", "198.18.0.3/32"),
+			Replicas: []Replica{{"node-b", netip.MustParsePrefix("198.18.0.3/32")}, {"node-a", netip.MustParsePrefix("198.18.0.2/32")}},
 		}},
 		{"open", Policy{Allow: prefixes("0.0.0.0/0", "::/0")}},
 		// Non-canonical, IPv4-mapped and duplicate prefixes; a keyword as
 		// the replication role stays a name (it is quoted).
 		{"canonical", Policy{
 			Allow:           prefixes("10.1.2.3/8", "::ffff:192.0.2.1/128", "192.0.2.1/32", "10.0.0.0/8"),
-			Replicas:        prefixes("::ffff:198.18.0.0/112"),
+			Replicas:        []Replica{{"r.1", netip.MustParsePrefix("::ffff:198.18.0.0/112")}, {"r.1", netip.MustParsePrefix("198.18.0.0/16")}},
 			ReplicationUser: "all",
 		}},
 	}
@@ -75,7 +76,11 @@ func TestRenderHBARejects(t *testing.T) {
 		{ReplicationUser: "a\nhost all all 0.0.0.0/0 trust"},
 		{ReplicationUser: strings.Repeat("a", 64)},
 		{Allow: []netip.Prefix{{}}},
-		{Replicas: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr("10.0.0.1"), 33)}},
+		{Replicas: []Replica{{"r", netip.PrefixFrom(netip.MustParseAddr("10.0.0.1"), 33)}}},
+		{Replicas: []Replica{{"", netip.MustParsePrefix("10.0.0.1/32")}}},
+		{Replicas: []Replica{{"r x", netip.MustParsePrefix("10.0.0.1/32")}}},
+		{Replicas: []Replica{{"/r", netip.MustParsePrefix("10.0.0.1/32")}}},
+		{Replicas: []Replica{{"a", netip.MustParsePrefix("10.0.0.1/32")}, {"b", netip.MustParsePrefix("10.0.0.1/32")}}},
 	}
 	for _, p := range bad {
 		if got, err := RenderHBA(p); err == nil {
@@ -85,7 +90,7 @@ func TestRenderHBARejects(t *testing.T) {
 }
 
 var (
-	hbaRule = regexp.MustCompile(`^(local|host|hostssl) +(all|replication) +(all|"[a-z_][a-z0-9_]*") +(?:(\S+) +)?(peer map=moat|reject|cert|scram-sha-256)$`)
+	hbaRule = regexp.MustCompile(`^(local|host|hostssl) +(all|replication) +(all|"[a-z_][a-z0-9_]*") +(?:(\S+) +)?(peer map=moat|reject|cert map=moat_repl_r[0-9]+|scram-sha-256)$`)
 	hbaNote = regexp.MustCompile(`^# [^\n\r\x00]*$`)
 )
 
@@ -98,7 +103,11 @@ func FuzzRenderHBA(f *testing.F) {
 	f.Add("all", []byte("\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x20"), []byte{})
 	f.Add("x\"\n", []byte{}, []byte{255, 255, 255, 255, 0})
 	f.Fuzz(func(t *testing.T, repl string, allowRaw, replRaw []byte) {
-		p := Policy{ReplicationUser: repl, Allow: rawPrefixes(allowRaw), Replicas: rawPrefixes(replRaw)}
+		var replicas []Replica
+		for i, a := range rawPrefixes(replRaw) {
+			replicas = append(replicas, Replica{Name: "r" + strconv.Itoa(i), Addr: a})
+		}
+		p := Policy{ReplicationUser: repl, Allow: rawPrefixes(allowRaw), Replicas: replicas}
 		out, err := RenderHBA(p)
 		if err != nil {
 			return
@@ -110,7 +119,11 @@ func FuzzRenderHBA(f *testing.F) {
 			t.Fatalf("RenderHBA accepted replication user %q", repl)
 		}
 		wantAllow, _ := canonical(p.Allow)
-		wantRepl, _ := canonical(p.Replicas)
+		wantReplicas, _ := canonicalReplicas(p.Replicas)
+		var wantRepl []netip.Prefix
+		for _, r := range wantReplicas {
+			wantRepl = append(wantRepl, r.Addr)
+		}
 		var gotAllow, gotRepl []netip.Prefix
 		rules := 0
 		for _, line := range strings.SplitAfter(out, "\n") {
@@ -159,13 +172,16 @@ func FuzzRenderHBA(f *testing.F) {
 				}
 				gotAllow = append(gotAllow, a)
 			case "cert":
+				t.Fatalf("line %q: certificate authentication without a map", line)
+			case "reject":
+			default:
+				if !strings.HasPrefix(method, "cert map=") {
+					t.Fatalf("line %q: method %s over the network", line, method)
+				}
 				if typ != "hostssl" || db != "replication" || user != `"`+repl+`"` {
 					t.Fatalf("line %q admits more than replication", line)
 				}
 				gotRepl = append(gotRepl, a)
-			case "reject":
-			default:
-				t.Fatalf("line %q: method %s over the network", line, method)
 			}
 		}
 		if want := 5 + 6 + len(wantRepl) + len(wantAllow) + 1 + 4; rules != want {
@@ -198,4 +214,23 @@ func rawPrefixes(b []byte) []netip.Prefix {
 		b = b[5:]
 	}
 	return out
+}
+
+func TestRenderIdent(t *testing.T) {
+	p := Policy{Replicas: []Replica{{"node-b", netip.MustParsePrefix("198.18.0.3/32")}, {"node-a", netip.MustParsePrefix("198.18.0.2/32")}}}
+	got, err := RenderIdent(p, "root", "moat-n-abc", "root", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# Written by Moat: do not edit.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n" +
+		"moat root postgres\nmoat moat-n-abc postgres\nmoat root moat_monitor\n" +
+		"moat_repl_node-a node-a moat_replication\nmoat_repl_node-b node-b moat_replication\n"
+	if got != want {
+		t.Errorf("RenderIdent = %q, want %q", got, want)
+	}
+	for _, bad := range []string{"Root", "a b", "x\nmoat evil postgres"} {
+		if got, err := RenderIdent(Policy{}, bad); err == nil {
+			t.Errorf("RenderIdent(%q) = %q, want an error", bad, got)
+		}
+	}
 }

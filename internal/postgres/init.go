@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +36,9 @@ func (in *Instance) Init(ctx context.Context) error {
 			return fmt.Errorf("init %s: the data directory holds a replica but the config has no primary", in.cfg.DataDir)
 		case !standby && in.cfg.Primary != nil:
 			return fmt.Errorf("init %s: the data directory holds a primary but the config names a primary to replicate; wipe it first", in.cfg.DataDir)
+		}
+		if err := in.adopt(ctx); err != nil {
+			return fmt.Errorf("init %s: %w", in.cfg.DataDir, err)
 		}
 		if err := in.writeFiles(in.cfg.DataDir); err != nil {
 			return fmt.Errorf("init %s: %w", in.cfg.DataDir, err)
@@ -120,6 +125,50 @@ func (in *Instance) create(ctx context.Context) error {
 	return nil
 }
 
+// runAs is the OS user the server runs as when it is not this process's
+// own: Config.User when this process is root, else "".
+func (in *Instance) runAs() string {
+	if in.cred == nil {
+		return ""
+	}
+	return in.cfg.User
+}
+
+// adopt gives a cluster that belongs to another OS user (a node made
+// before each node had its own user) to Config.User: it stops the
+// server, which runs as that other user, and changes the owner of the
+// data, TLS and socket directories and of everything in them. It does
+// nothing when the data directory is already Config.User's, or when this
+// process is not root.
+func (in *Instance) adopt(ctx context.Context) error {
+	if in.cred == nil {
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(in.cfg.DataDir, &st); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	if st.Uid == in.cred.Uid {
+		return nil
+	}
+	in.log.Warn("data directory belongs to another user; giving it to the node's", "data_dir", in.cfg.DataDir, "uid", st.Uid, "user", in.cfg.User)
+	if err := in.stop(ctx); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	for _, root := range []string{in.cfg.DataDir, in.cfg.TLSDir, in.cfg.SocketDir} {
+		err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, int(in.cred.Uid), int(in.cred.Gid))
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("adopt: %w", err)
+		}
+	}
+	return nil
+}
+
 // initialized reports whether the data directory holds a cluster.
 func (in *Instance) initialized() bool {
 	return exists(filepath.Join(in.cfg.DataDir, "PG_VERSION"))
@@ -143,7 +192,16 @@ func (in *Instance) writeFiles(dir string) error {
 	if err := in.writeFile(filepath.Join(dir, confFile), []byte(conf), 0o600); err != nil {
 		return err
 	}
-	return in.writeFile(filepath.Join(dir, "pg_ident.conf"), []byte(renderIdent(in.osUser)), 0o600)
+	return in.writeIdent(dir, in.policy)
+}
+
+// writeIdent writes pg_ident.conf for policy p in the cluster in dir.
+func (in *Instance) writeIdent(dir string, p Policy) error {
+	ident, err := RenderIdent(p, in.osUser, in.runAs())
+	if err != nil {
+		return err
+	}
+	return in.writeFile(filepath.Join(dir, "pg_ident.conf"), []byte(ident), 0o600)
 }
 
 func (in *Instance) writeTLS() error {
@@ -205,16 +263,23 @@ func (in *Instance) UpdateTLS(serverCertPEM, serverKeyPEM, caPEM []byte) error {
 	return nil
 }
 
-// WriteHBA renders p and replaces pg_hba.conf atomically; call Reload
-// afterwards for the server to use it.
+// WriteHBA renders p and replaces pg_ident.conf (the replicas' maps),
+// then pg_hba.conf, atomically each; call Reload afterwards for the
+// server to use them.
 func (in *Instance) WriteHBA(p Policy) error {
 	hba, err := RenderHBA(p)
 	if err != nil {
 		return err
 	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	if !in.initialized() {
 		return fmt.Errorf("write pg_hba: %s: %w", in.cfg.DataDir, ErrNotInitialized)
 	}
+	if err := in.writeIdent(in.cfg.DataDir, p); err != nil {
+		return fmt.Errorf("write pg_ident: %w", err)
+	}
+	in.policy = p
 	if err := in.writeFile(filepath.Join(in.cfg.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("write pg_hba: %w", err)
 	}

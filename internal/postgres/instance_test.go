@@ -69,13 +69,17 @@ func certs(tb testing.TB) *pkiFixture {
 		if fixtureErr != nil {
 			return
 		}
-		f.replCert, f.replKey, fixtureErr = f.internal.IssueClient(ReplicationUser, time.Hour, now)
+		f.replCert, f.replKey, fixtureErr = f.internal.IssueClient(replicaName, time.Hour, now)
 	})
 	if fixtureErr != nil {
 		tb.Fatal(fixtureErr)
 	}
 	return &fixture
 }
+
+// replicaName is the node name the fixture's replication certificate
+// carries, and the name the primaries' policies expect at 127.0.0.1.
+const replicaName = "replica-2"
 
 func caPEM(ca *pki.CA) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
@@ -161,7 +165,7 @@ func primary(tb testing.TB, ctx context.Context, name string, edit func(*Config)
 	if err := in.Init(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	if err := in.WriteHBA(Policy{Allow: prefixes("127.0.0.1/32", "::1/128"), Replicas: prefixes("127.0.0.1/32")}); err != nil {
+	if err := in.WriteHBA(Policy{Allow: prefixes("127.0.0.1/32", "::1/128"), Replicas: []Replica{{Name: replicaName, Addr: netip.MustParsePrefix("127.0.0.1/32")}}}); err != nil {
 		tb.Fatal(err)
 	}
 	if err := in.Start(ctx); err != nil {
@@ -343,7 +347,7 @@ func TestNarrowAllowlist(t *testing.T) {
 		c.Close(ctx)
 	}
 
-	n, err := in.TerminateSessions(ctx, allow)
+	n, err := in.TerminateSessions(ctx, Access{Allowed: allow})
 	if err != nil || n != 1 {
 		t.Fatalf("TerminateSessions = %d, %v, want 1", n, err)
 	}
@@ -389,7 +393,7 @@ func TestReplica(t *testing.T) {
 	}
 	// A new replica refuses every network client until the agent writes
 	// its policy.
-	if err := repl.WriteHBA(Policy{Allow: prefixes("127.0.0.1/32"), Replicas: prefixes("127.0.0.1/32")}); err != nil {
+	if err := repl.WriteHBA(Policy{Allow: prefixes("127.0.0.1/32"), Replicas: []Replica{{Name: "primary", Addr: netip.MustParsePrefix("127.0.0.1/32")}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := repl.Start(ctx); err != nil {
@@ -442,6 +446,44 @@ func TestReplica(t *testing.T) {
 	}
 	if _, err := rconn.Exec(ctx, "INSERT INTO t VALUES ('x')"); pgErr(err) == nil || pgErr(err).Code != "25006" {
 		t.Errorf("write on the replica: %v, want SQLSTATE 25006 (read-only)", err)
+	}
+}
+
+// TestReplicaCertNamesTheNode: the primary accepts a replication
+// certificate only from the address of the replica it names; another
+// node's certificate (same CA, same role) is refused there.
+func TestReplicaCertNamesTheNode(t *testing.T) {
+	requirePostgres(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f := certs(t)
+	prim, _ := primary(t, ctx, "primary-names", nil)
+	otherCert, otherKey, err := f.internal.IssueClient("replica-3", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name       string
+		cert, key  []byte
+		wantRefuse bool
+	}{
+		{"another node's certificate", otherCert, otherKey, true},
+		{"the replica's own", f.replCert, f.replKey, false},
+	} {
+		repl := newInstance(t, "replica-names", func(cfg *Config) {
+			cfg.Primary = &Upstream{Host: "127.0.0.1", Port: prim.Config().Port, ClientCertPEM: c.cert, ClientKeyPEM: c.key, CAPEM: caPEM(f.project)}
+		})
+		err := repl.Init(ctx)
+		if c.wantRefuse {
+			if err == nil || !strings.Contains(err.Error(), "certificate authentication failed") {
+				t.Errorf("%s: base backup: %v, want certificate authentication failed", c.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: base backup: %v", c.name, err)
+		}
 	}
 }
 

@@ -4,8 +4,10 @@
 // The host agent drives it, one Instance per service node; tests drive it
 // too. It holds no network-namespace code: Config.Exec is a command prefix
 // (for example ip netns exec NODE) under which every PostgreSQL program
-// runs, and the programs drop to the postgres user after that prefix, so
-// the prefix may need root. Management (passwords, reload checks, session
+// runs, and the programs drop to Config.User (the node's own user, for
+// the agent) after that prefix, so the prefix may need root. Everything
+// the Instance writes (data, TLS and socket directories 0700, files 0600)
+// belongs to that user alone. Management (passwords, reload checks, session
 // termination) goes over the node's Unix socket, never the network, so it
 // works from the host's namespace whatever the node's network is.
 //
@@ -18,7 +20,7 @@
 //	DataDir/                 the cluster; postgresql.conf includes moat.conf
 //	DataDir/moat.conf        every setting Moat controls (rewritten whole)
 //	DataDir/pg_hba.conf      rendered by RenderHBA (rewritten whole)
-//	DataDir/pg_ident.conf    maps the agent's OS user to postgres for peer auth
+//	DataDir/pg_ident.conf    RenderIdent: the agent's OS user and Config.User to postgres (peer auth), each replica's certificate name to the replication role
 //	TLSDir/                  server certificate and key, CA, replica client cert
 //	SocketDir/               the Unix socket
 //	LogFile                  the postmaster's stderr
@@ -126,8 +128,10 @@ type Config struct {
 	// root the programs drop to User with setpriv after the prefix; without
 	// a prefix they are started as User directly.
 	Exec []string
-	// User is the operating-system user PostgreSQL runs as when this process
-	// is root. Default "postgres".
+	// User is the operating-system user PostgreSQL runs as, and owns its
+	// files, when this process is root. Default "postgres". The agent
+	// gives every node its own. Init gives a cluster found owned by
+	// another user to this one (stopping its server first).
 	User string
 
 	// Settings are extra server settings written to moat.conf after Moat's
@@ -149,8 +153,9 @@ type Upstream struct {
 	Host string
 	// Port is the primary's port. Default 5432.
 	Port int
-	// User is the replication role. Default ReplicationUser. It must equal
-	// the common name of the client certificate.
+	// User is the replication role. Default ReplicationUser. The primary
+	// maps the common name of the client certificate (the replica's node
+	// ID) to it (Policy.Replicas).
 	User string
 	// ClientCertPEM and ClientKeyPEM are the replica's client certificate,
 	// issued by a CA in the primary's Config.CAPEM.
@@ -175,7 +180,8 @@ type Instance struct {
 	cred    *syscall.Credential // nil: run as ourselves
 	osUser  string              // the user this process runs as, mapped to Superuser
 	log     *slog.Logger
-	mu      sync.Mutex // serialises Init, Start, Stop, Wipe, Close
+	mu      sync.Mutex // serialises Init, Start, Stop, Wipe, Close, WriteHBA
+	policy  Policy     // the last WriteHBA's, for pg_ident.conf; under mu
 	childMu sync.Mutex
 	child   *child // the postmaster, when this process started it and watches it
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -244,11 +245,21 @@ func (in *Instance) PendingRestart(ctx context.Context) (bool, error) {
 	return pending, nil
 }
 
-// TerminateSessions ends the client sessions whose source address is in
-// none of allowed (sources just revoked) and returns how many it ended.
-// Sessions over the Unix socket and replication connections are left
-// alone.
-func (in *Instance) TerminateSessions(ctx context.Context, allowed []netip.Prefix) (int, error) {
+// Access is what a client session must still have to be kept.
+type Access struct {
+	// Allowed are the sources admitted.
+	Allowed []netip.Prefix
+	// Local, when set, are the node's own addresses: a session that came
+	// in on another (one the node no longer has, after a detach or a
+	// move) is ended, whatever its source.
+	Local []netip.Addr
+}
+
+// TerminateSessions ends the client sessions acc no longer admits: from a
+// source in none of acc.Allowed, or to an address not in acc.Local. It
+// returns how many it ended. Sessions over the Unix socket and
+// replication connections are left alone.
+func (in *Instance) TerminateSessions(ctx context.Context, acc Access) (int, error) {
 	conn, err := in.connect(ctx, "postgres")
 	if err != nil {
 		return 0, fmt.Errorf("terminate sessions: %w", err)
@@ -270,10 +281,23 @@ func (in *Instance) TerminateSessions(ctx context.Context, allowed []netip.Prefi
 	if err != nil {
 		return 0, fmt.Errorf("terminate sessions: %w", err)
 	}
+	var local map[int32]netip.Addr
+	if len(acc.Local) > 0 && len(sessions) > 0 {
+		pids := make([]int32, len(sessions))
+		for i, s := range sessions {
+			pids[i] = s.pid
+		}
+		if pm, ok := in.pid(); ok {
+			if local, err = serverAddrs(pm, in.cfg.Port, pids); err != nil {
+				return 0, fmt.Errorf("terminate sessions: %w", err)
+			}
+		}
+	}
 	n := 0
 	for _, s := range sessions {
 		a, err := netip.ParseAddr(s.addr)
-		if err == nil && inside(a, allowed) {
+		to, known := local[s.pid]
+		if err == nil && inside(a, acc.Allowed) && (!known || slices.Contains(acc.Local, to)) {
 			continue
 		}
 		var ok bool

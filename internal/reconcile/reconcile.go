@@ -185,7 +185,7 @@ func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 			keep(errKindPlaceNode, r.place(ctx, n))
 		case n.State == domain.StateDeleting:
 			keep(errKindRemoveNode, r.remove(ctx, n))
-		case n.Address != "" && !domain.Gone(n.State) && pki.NeedsRenewal([]byte(n.CertPEM), r.cfg.Now(), RenewBefore):
+		case n.Address != "" && !domain.Gone(n.State) && (pki.NeedsRenewal([]byte(n.CertPEM), r.cfg.Now(), RenewBefore) || !replCertNamesNode(n)):
 			keep(errKindCertificate, r.renew(ctx, n))
 		}
 	}
@@ -272,7 +272,7 @@ func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) err
 	if err != nil {
 		return fmt.Errorf("issue node certificate: %w", err)
 	}
-	rcert, rkey, err := r.cfg.InternalCA.IssueClient(domain.ReplicationUser, CertValidity, now)
+	rcert, rkey, err := r.cfg.InternalCA.IssueClient(domain.ReplCertName(n), CertValidity, now)
 	if err != nil {
 		return fmt.Errorf("issue replication certificate: %w", err)
 	}
@@ -280,6 +280,14 @@ func (r *Reconciler) issue(ctx context.Context, tx store.Tx, n *domain.Node) err
 	n.ReplCertPEM, n.ReplKeySealed = string(rcert), r.cfg.Keys.Seal(rkey, domain.ReplKeyAD(n.ID))
 	n.CertNotAfterAt = now.Add(CertValidity)
 	return nil
+}
+
+// replCertNamesNode reports whether n's replication certificate names n
+// (one issued before certificates named their node names the role: it is
+// reissued).
+func replCertNamesNode(n *domain.Node) bool {
+	c, err := pki.ParseCert([]byte(n.ReplCertPEM))
+	return err == nil && c.Subject.CommonName == domain.ReplCertName(n)
 }
 
 func (r *Reconciler) renew(ctx context.Context, n *domain.Node) error {

@@ -117,7 +117,7 @@ func Cloud(prefix string) (*localcloud.Cloud, error) {
 // control plane, registers the fleet and starts its agents.
 func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and PostgreSQL runs as the postgres user")
+		return nil, errors.New("moat up needs root: nodes are network namespaces with nftables firewalls, and each node's PostgreSQL runs as its own user")
 	}
 	dir := cfg.ControlPlane.DataDir
 	if dir == "" {
@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	// The postgres user must traverse the data directory to reach the
+	// The nodes' users must traverse the data directory to reach their
 	// nodes' data; the secrets in it are files of mode 0600.
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
@@ -285,7 +285,7 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 
 // Down stops every node PostgreSQL under dataDir's agent directory,
 // destroys the nodes' encrypted volumes (their keys end with their
-// servers), stops the DNS server process and removes the namespaces of the stack of dataDir (and with
+// servers), removes the nodes' operating-system users, stops the DNS server process and removes the namespaces of the stack of dataDir (and with
 // them their nftables tables): those of prefix, or when prefix is "" those
 // of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
@@ -321,7 +321,7 @@ func Down(ctx context.Context, dataDir, prefix string, timeout time.Duration) (p
 	}
 	var volErr error
 	for _, d := range agentDirs {
-		volErr = errors.Join(volErr, agent.DestroyVolumes(d))
+		volErr = errors.Join(volErr, agent.DestroyVolumes(d), agent.RemoveNodeUsers(d))
 	}
 	volErr = errors.Join(volErr, stopDNS(ctx, dataDir, timeout))
 	cloud, err := Cloud(prefix)

@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/moatdb/moat/internal/apitype"
+)
+
+// TestDetachCutsSessions: a client in the customer's peered VPC, idle in
+// an open transaction, loses its session within a second of a detach,
+// although the public allowlist (0.0.0.0/0) covers its address: the
+// address it connected to is no longer the node's.
+func TestDetachCutsSessions(t *testing.T) {
+	e := start(t, "", "")
+	e.newProject("cut")
+	ctx := e.ctx()
+	sc := e.seed("held")
+	svc := e.attach(sc.svc.ID, sc.vpc.ID)
+	pcx, err := e.op.CreatePeering(ctx, e.project, apitype.PeeringCreate{VPCID: sc.vpc.ID, PeerAccountID: sc.acct.ID, PeerVPCID: sc.cvpc.ID, PeerRegion: sc.cvpc.Region, PeerCIDRs: []string{"172.31.0.0/16"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcx = e.waitPeering(pcx.ID, "pending-acceptance")
+	if _, err := e.stack.Sim.Accept(ctx, pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPeering(pcx.ID, "active")
+	if _, err := e.stack.Sim.AddRoute(ctx, sc.cvpc.ID, "10.0.0.0/17", pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.stack.Sim.AddEgress(ctx, sc.cust.Name, "tcp", 5432, "10.0.0.0/17"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The customer's client: psql holding a transaction open (its stdin
+	// stays open until the test ends).
+	stdin, feed := io.Pipe()
+	defer feed.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go e.stack.Sim.Exec(cctx, sc.cust.Name, []string{"env", "PGPASSWORD=" + sc.pw, "psql", "-X", "-At", e.conninfo(svc, "")}, stdin, io.Discard, io.Discard)
+	go fmt.Fprintln(feed, "BEGIN; CREATE TABLE held (x int); INSERT INTO held VALUES (1);")
+
+	mgmt := e.nodeConn(svc.NodeList[0].ID)
+	var pid int32
+	waitFor(t, 20*time.Second, func() bool {
+		err := mgmt.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'
+			AND client_addr << '172.31.0.0/16' AND state = 'idle in transaction'`).Scan(&pid)
+		return err == nil
+	})
+	if pid == 0 {
+		t.Fatal("the customer's session is not idle in its transaction")
+	}
+
+	svc = e.detach(svc.ID)
+	detached := time.Now()
+	if svc.VPCID != "" {
+		t.Fatalf("after detach: attached to %s", svc.VPCID)
+	}
+	var gone time.Duration
+	waitUntil(5*time.Second, func() bool {
+		var n int
+		if err := mgmt.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n); err != nil || n != 0 {
+			return false
+		}
+		gone = time.Since(detached)
+		return true
+	})
+	switch {
+	case gone == 0:
+		t.Errorf("the customer's session (pid %d) still runs 5s after the detach, want it ended within 1s", pid)
+	case gone > time.Second:
+		t.Errorf("the customer's session (pid %d) ended %v after the detach, want within 1s", pid, gone)
+	default:
+		t.Logf("session cut %v after the detach completed", gone)
+	}
+}
+
+// nodeConn is a superuser connection to node's PostgreSQL over its Unix
+// socket (peer authentication as root), closed when the test ends.
+func (e *env) nodeConn(node string) *pgx.Conn {
+	e.t.Helper()
+	cfg, err := pgx.ParseConfig("sslmode=disable")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = filepath.Join(e.nodeDir(node), "run"), 5432, "postgres", "postgres"
+	conn, err := pgx.ConnectConfig(e.ctx(), cfg)
+	if err != nil {
+		e.t.Fatalf("management connection to %s: %v", node, err)
+	}
+	e.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// waitUntil polls cond until it holds or d passes.
+func waitUntil(d time.Duration, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
