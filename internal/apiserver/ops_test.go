@@ -296,3 +296,41 @@ func TestOpsEventsReachTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSpooledEventsOnce: a spooled batch sent again (its answer was lost)
+// is taken once, a batch that overlaps it adds only what is new, and
+// another spool of the host (a reinstalled agent) starts afresh.
+func TestSpooledEventsOnce(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	o.register()
+	now := time.Now().UTC()
+	ev := func(seq uint64, cmd string) apitype.OpsEvent {
+		return apitype.OpsEvent{NodeID: o.node, Time: now, Action: ops.ActionRefused, Reason: "password", Remote: "127.0.0.1:6666", User: cmd, Seq: seq}
+	}
+	count := func() map[string]int {
+		n := map[string]int{}
+		for _, e := range o.audit() {
+			if e.Action == ops.ActionRefused {
+				for _, u := range []string{"u1", "u2", "u3", "u4"} {
+					if strings.Contains(e.Detail, `user="`+u+`"`) {
+						n[u]++
+					}
+				}
+			}
+		}
+		return n
+	}
+	first := apitype.OpsEvents{Spool: "0123456789abcdef", Events: []apitype.OpsEvent{ev(1, "u1"), ev(2, "u2")}}
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, first)
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, first)
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, apitype.OpsEvents{Spool: first.Spool, Events: []apitype.OpsEvent{ev(2, "u2"), ev(3, "u3")}})
+	if got := count(); got["u1"] != 1 || got["u2"] != 1 || got["u3"] != 1 {
+		t.Errorf("entries per event after a batch sent twice and an overlapping one = %v, want each once", got)
+	}
+	// A new spool numbers from 1 again: its events are new.
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, apitype.OpsEvents{Spool: "fedcba9876543210", Events: []apitype.OpsEvent{ev(1, "u4")}})
+	if got := count(); got["u4"] != 1 {
+		t.Errorf("entries of a new spool's first event = %d, want 1", got["u4"])
+	}
+}
