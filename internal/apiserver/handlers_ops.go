@@ -33,6 +33,9 @@ type OpsConfig struct {
 	// Sources are the operator path's addresses, the certificates'
 	// source-address.
 	Sources []string
+	// SupportMinTTL is the shortest support grant a tenant may ask for
+	// (0: domain.MinSupportTTL).
+	SupportMinTTL time.Duration
 }
 
 // metaOpsSerial is the store key of the last operator certificate serial.
@@ -531,7 +534,11 @@ func (s *Server) createSupportGrant(c *call) error {
 		return err
 	}
 	now := s.now()
-	g, err := domain.NewSupportGrant(c.project, c.who.actor(), in.Reason, ttl, now)
+	var minTTL time.Duration
+	if s.cfg.Ops != nil {
+		minTTL = s.cfg.Ops.SupportMinTTL
+	}
+	g, err := domain.NewSupportGrant(c.project, c.who.actor(), in.Reason, ttl, minTTL, now)
 	if err != nil {
 		return err
 	}

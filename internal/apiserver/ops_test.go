@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +333,44 @@ func TestSpooledEventsOnce(t *testing.T) {
 	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, apitype.OpsEvents{Spool: "fedcba9876543210", Events: []apitype.OpsEvent{ev(1, "u4")}})
 	if got := count(); got["u4"] != 1 {
 		t.Errorf("entries of a new spool's first event = %d, want 1", got["u4"])
+	}
+}
+
+// TestNoTenantPathToAShell pins the rule the authorization matrix checks
+// route by route: every operator-access route (a grant and its
+// certificate, sessions, recordings, the endpoints') is for operators or
+// agents only, and no route a project token or any authenticated caller
+// reaches takes or returns an operator-access type. The tenant's routes
+// about operators are support grants: consent, not access.
+func TestNoTenantPathToAShell(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	var opsRoutes, support int
+	for _, rt := range o.srv.Routes() {
+		name := rt.Method + " " + rt.Pattern
+		restricted := rt.Access == apiserver.Operator || rt.Access == apiserver.Agent
+		if strings.Contains(rt.Pattern, "/ops/") || strings.HasPrefix(rt.Pattern, "/v1/ops") {
+			opsRoutes++
+			if !restricted {
+				t.Errorf("%s: access %v, want operator or agent only", name, rt.Access)
+			}
+		}
+		if restricted {
+			continue
+		}
+		for _, v := range []any{rt.Request, rt.Response} {
+			if v == nil {
+				continue
+			}
+			if ty := fmt.Sprintf("%T", v); strings.Contains(ty, "Ops") {
+				t.Errorf("%s (access %v) carries %s", name, rt.Access, ty)
+			}
+		}
+		if strings.Contains(rt.Pattern, "support-grants") {
+			support++
+		}
+	}
+	if opsRoutes < 9 || support != 3 {
+		t.Errorf("found %d operator-access routes and %d support-grant routes, want at least 9 and 3 (the check no longer sees them)", opsRoutes, support)
 	}
 }
