@@ -122,6 +122,9 @@ func newOpsEndpoints(a *Agent) (*opsEndpoints, error) {
 	m := &opsEndpoints{a: a, src: src, eps: map[string]*opsEndpoint{}, kick: make(chan struct{}, 1),
 		events: make(chan apitype.OpsEvent, opsEventQueue), recs: make(chan apitype.OpsRecordingUpload, opsRecordQueue)}
 	if a.cfg.DataDir != "" {
+		if err := mkdir0711(a.cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
 		sp, err := ops.OpenSpool(filepath.Join(a.cfg.DataDir, opsSpoolDir))
 		if err != nil {
 			return nil, err

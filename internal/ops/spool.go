@@ -56,11 +56,14 @@ const (
 	spoolRecReady  = ".cast"
 )
 
-// OpenSpool opens the spool in dir, creating it (and its ID) when missing.
-// Recordings left unfinished by a crash become ready to send.
+// OpenSpool opens the spool in dir, creating it (0700, in an existing
+// parent) and its ID when missing. Recordings left unfinished by a crash
+// become ready to send.
 func OpenSpool(dir string) (*Spool, error) {
-	if err := os.MkdirAll(filepath.Join(dir, spoolRecDir), 0o700); err != nil {
-		return nil, fmt.Errorf("operator spool: %w", err)
+	for _, d := range []string{dir, filepath.Join(dir, spoolRecDir)} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("operator spool: %w", err)
+		}
 	}
 	s := &Spool{dir: dir}
 	b, err := os.ReadFile(filepath.Join(dir, spoolIDFile))
