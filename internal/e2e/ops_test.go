@@ -680,9 +680,10 @@ func (e *env) checkCredentials(node, tenant string) {
 	if _, err := e.op.RevokeOpsGrant(e.ctx(), rg.Grant.ID); err != nil {
 		t.Fatal(err)
 	}
-	for at := time.Now(); ; {
+	for at, tries := time.Now(), 1; ; tries++ {
 		out, errOut, err := e.sshRun(revoked, rg.Endpoint, nil, nil, nil, "echo", "in")
 		if err != nil && strings.Contains(errOut, "Permission denied") {
+			t.Logf("the revoked grant's certificate refused at try %d, %s after the revocation", tries, time.Since(at).Round(time.Millisecond))
 			break
 		}
 		if time.Since(at) > time.Second {
@@ -692,6 +693,7 @@ func (e *env) checkCredentials(node, tenant string) {
 
 	time.Sleep(time.Until(expires.Add(time.Second)))
 	refuse("a certificate one second past its ValidBefore", expiring, nil, nil, nil)
+	t.Logf("a certificate valid until %s: logged in before, refused %s after", expires.Format(time.TimeOnly), time.Since(expires).Round(time.Millisecond))
 
 	// Each refusal is in the tenant's log, on the node.
 	want := map[string]string{ops.ReasonPassword: "", ops.ReasonPlainKey: "", ops.ReasonUnknownCA: "", ops.ReasonWrongPrincipal: "",
