@@ -129,7 +129,9 @@ func newOpsEndpoints(a *Agent) (*opsEndpoints, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.spool = sp
+		if err := m.useSpool(sp, time.Now()); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
@@ -430,6 +432,17 @@ func (ep *opsEndpoint) audit(e ops.Event) {
 			_, err = m.spool.Append(b)
 		}
 		if err == nil {
+			// A session's mark lives from its opening to its close event,
+			// which a crash would leave unsent: the next start closes it.
+			switch e.Action {
+			case ops.ActionSessionOpened:
+				err = m.spool.MarkOpen(e.Session, b)
+			case ops.ActionSessionClosed:
+				err = m.spool.MarkClosed(e.Session)
+			}
+			if err != nil {
+				m.a.log.Error("operator session mark", "node", ep.node, "session", e.Session, "err", err)
+			}
 			m.wake()
 			return
 		}
@@ -440,6 +453,40 @@ func (ep *opsEndpoint) audit(e ops.Event) {
 	default:
 		m.a.log.Error("operator audit event dropped: queue full", "node", ep.node, "action", e.Action, "session", e.Session)
 	}
+}
+
+// useSpool makes sp the endpoints' spool. The sessions a crash left open
+// in it (no close event) are closed at now, as lost: the time until now is
+// an upper bound of their duration, their bytes are unknown.
+func (m *opsEndpoints) useSpool(sp *ops.Spool, now time.Time) error {
+	marks, err := sp.OpenMarks()
+	if err != nil {
+		return err
+	}
+	for session, b := range marks {
+		var open apitype.OpsEvent
+		if err := json.Unmarshal(b, &open); err != nil {
+			m.a.log.Error("operator spool: unreadable session mark dropped", "session", session, "err", err)
+		} else {
+			lost := apitype.OpsEvent{NodeID: open.NodeID, Time: now.UTC(), Action: ops.ActionSessionClosed, Reason: ops.CloseLost,
+				Session: session, Remote: open.Remote, User: open.User, GrantID: open.GrantID, Serial: open.Serial,
+				DurationMS: now.Sub(open.Time).Milliseconds(),
+				Detail:     "the endpoint stopped without closing the session (agent crash): duration until the agent restarted, bytes unknown"}
+			cb, err := json.Marshal(lost)
+			if err != nil {
+				return err
+			}
+			if _, err := sp.Append(cb); err != nil {
+				return err
+			}
+			m.a.log.Warn("operator session closed as lost after a restart", "node", open.NodeID, "session", session, "grant", open.GrantID)
+		}
+		if err := sp.MarkClosed(session); err != nil {
+			return err
+		}
+	}
+	m.spool = sp
+	return nil
 }
 
 // wake tells the sender that the spool has more.

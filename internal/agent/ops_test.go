@@ -270,13 +270,20 @@ func TestSpoolSurvivesAgentCrash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ep.m.spool, ep.m.kick = sp, make(chan struct{}, 1)
+		ep.m.kick = make(chan struct{}, 1)
+		if err := ep.m.useSpool(sp, time.Now()); err != nil {
+			t.Fatal(err)
+		}
 		return ep
 	}
 	down := &spoolSource{down: true, changed: make(chan struct{}, 1)}
 	first := spooled(down)
 	stop := runSender(first.m)
-	first.audit(ops.Event{Action: ops.ActionSessionOpened, Session: "ses-0123456789abcdef", GrantID: "grant-a"})
+	opened := time.Now().Add(-time.Minute)
+	first.audit(ops.Event{Time: opened, Action: ops.ActionSessionOpened, Session: "ses-0123456789abcdef", GrantID: "grant-a", Serial: 7})
+	// A session that closed before the crash is not closed again.
+	first.audit(ops.Event{Action: ops.ActionSessionOpened, Session: "ses-aaaaaaaaaaaaaaaa", GrantID: "grant-a"})
+	first.audit(ops.Event{Action: ops.ActionSessionClosed, Session: "ses-aaaaaaaaaaaaaaaa", GrantID: "grant-a", Reason: ops.CloseClient})
 	first.audit(ops.Event{Action: ops.ActionExec, Session: "ses-0123456789abcdef", GrantID: "grant-a", Command: "uptime"})
 	w, err := first.record(ops.Recording{Session: "ses-0123456789abcdef", Channel: 1})
 	if err != nil {
@@ -287,7 +294,7 @@ func TestSpoolSurvivesAgentCrash(t *testing.T) {
 	}
 	// The control plane got the batch, but its answer was lost.
 	down.await(t, "the first agent's batch", func(bs []apitype.OpsEvents, _ []apitype.OpsRecordingUpload) bool {
-		return len(bs) > 0 && len(bs[len(bs)-1].Events) == 2
+		return len(bs) > 0 && len(bs[len(bs)-1].Events) == 4
 	})
 	stop() // the shutdown flush fails too; then the process is gone (w never closed)
 
@@ -305,10 +312,21 @@ func TestSpoolSurvivesAgentCrash(t *testing.T) {
 	up.mu.Unlock()
 	var got []string
 	for _, e := range b.Events {
-		got = append(got, fmt.Sprintf("%d:%s:%s:%s", e.Seq, e.NodeID, e.Action, e.Command))
+		got = append(got, fmt.Sprintf("%d:%s:%s:%s:%s%s", e.Seq, e.NodeID, e.Session, e.Action, e.Reason, e.Command))
 	}
-	if want := "1:node-a:" + ops.ActionSessionOpened + ":,2:node-a:" + ops.ActionExec + ":uptime"; b.Spool != first.m.spool.ID() || strings.Join(got, ",") != want {
-		t.Errorf("after the crash sent spool %q events %q, want spool %q events %q", b.Spool, got, first.m.spool.ID(), want)
+	want := []string{
+		"1:node-a:ses-0123456789abcdef:" + ops.ActionSessionOpened + ":",
+		"2:node-a:ses-aaaaaaaaaaaaaaaa:" + ops.ActionSessionOpened + ":",
+		"3:node-a:ses-aaaaaaaaaaaaaaaa:" + ops.ActionSessionClosed + ":" + ops.CloseClient,
+		"4:node-a:ses-0123456789abcdef:" + ops.ActionExec + ":uptime",
+		// The session the crash cut is closed by the next agent, as lost.
+		"5:node-a:ses-0123456789abcdef:" + ops.ActionSessionClosed + ":" + ops.CloseLost,
+	}
+	if b.Spool != first.m.spool.ID() || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("after the crash sent spool %q events\n%s\nwant spool %q events\n%s", b.Spool, strings.Join(got, "\n"), first.m.spool.ID(), strings.Join(want, "\n"))
+	}
+	if lost := b.Events[len(b.Events)-1]; lost.GrantID != "grant-a" || lost.Serial != 7 || lost.DurationMS < time.Minute.Milliseconds() {
+		t.Errorf("lost session's close = %+v, want its grant, serial and the time since it opened", lost)
 	}
 	if r.NodeID != "node-a" || r.SessionID != "ses-0123456789abcdef" || r.Channel != 1 || !strings.Contains(r.Cast, "typed before the crash") {
 		t.Errorf("after the crash sent recording %+v", r)

@@ -29,7 +29,9 @@ import (
 // lost), and a new spool (a reinstalled host) is never mistaken for an old
 // one. A recording is written to a file as the session runs; Close makes it
 // ready to send, and a recording whose session a crash cut is made ready
-// when the spool is opened again, up to its last whole line.
+// when the spool is opened again, up to its last whole line. A mark per
+// open session (MarkOpen, MarkClosed) tells the next process which
+// sessions a crash ended without a close event.
 //
 // The directory holds terminal output until it is sent: it is the agent's
 // (0700), like the nodes' keys.
@@ -52,6 +54,7 @@ const (
 	spoolAckedFile = "acked"
 	spoolEventExt  = ".event"
 	spoolRecDir    = "recordings"
+	spoolOpenDir   = "open"
 	spoolRecPart   = ".part"
 	spoolRecReady  = ".cast"
 )
@@ -60,7 +63,7 @@ const (
 // parent) and its ID when missing. Recordings left unfinished by a crash
 // become ready to send.
 func OpenSpool(dir string) (*Spool, error) {
-	for _, d := range []string{dir, filepath.Join(dir, spoolRecDir)} {
+	for _, d := range []string{dir, filepath.Join(dir, spoolRecDir), filepath.Join(dir, spoolOpenDir)} {
 		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("operator spool: %w", err)
 		}
@@ -210,6 +213,50 @@ func (s *Spool) Ack(seq uint64) error {
 		}
 	}
 	return nil
+}
+
+// MarkOpen records that session is open, with data (its opening event):
+// a mark a crash leaves behind tells the next process which sessions
+// ended without a close event.
+func (s *Spool) MarkOpen(session string, data []byte) error {
+	if session == "" || strings.ContainsAny(session, "/\\.") {
+		return fmt.Errorf("operator spool: session %q: bad name", session)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, spoolOpenDir, session), data, 0o600); err != nil {
+		return fmt.Errorf("operator spool: %w", err)
+	}
+	return nil
+}
+
+// MarkClosed removes session's mark.
+func (s *Spool) MarkClosed(session string) error {
+	if session == "" || strings.ContainsAny(session, "/\\.") {
+		return fmt.Errorf("operator spool: session %q: bad name", session)
+	}
+	if err := os.Remove(filepath.Join(s.dir, spoolOpenDir, session)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("operator spool: %w", err)
+	}
+	return nil
+}
+
+// OpenMarks returns the marks of sessions not marked closed, by session.
+func (s *Spool) OpenMarks() (map[string][]byte, error) {
+	des, err := os.ReadDir(filepath.Join(s.dir, spoolOpenDir))
+	if err != nil {
+		return nil, fmt.Errorf("operator spool: %w", err)
+	}
+	out := map[string][]byte{}
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), ".") {
+			continue // a temporary file a crash left
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, spoolOpenDir, de.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("operator spool: %w", err)
+		}
+		out[de.Name()] = b
+	}
+	return out, nil
 }
 
 // SpoolRecording is a recording being written to the spool.

@@ -150,3 +150,33 @@ func TestSpoolRecordings(t *testing.T) {
 		t.Errorf("recordings after Remove = %+v, %v", rs, err)
 	}
 }
+
+// TestSpoolSessionMarks: a session marked open and never closed is found
+// by the next spool on the directory; a closed one is not.
+func TestSpoolSessionMarks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := OpenSpool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ses := range []string{"ses-0123456789abcdef", "ses-fedcba9876543210"} {
+		if err := s.MarkOpen(ses, []byte("opened "+ses)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkClosed("ses-fedcba9876543210"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkOpen("../x", nil); err == nil {
+		t.Error("a session name with a path was accepted")
+	}
+	again, err := OpenSpool(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks, err := again.OpenMarks()
+	if err != nil || len(marks) != 1 || string(marks["ses-0123456789abcdef"]) != "opened ses-0123456789abcdef" {
+		t.Errorf("open marks after a crash = %q, %v; want the session never closed", marks, err)
+	}
+}
