@@ -250,9 +250,15 @@ func TestOperatorAccess(t *testing.T) {
 	if code, out, errOut := e.moatAs("", "", "audit", "verify"); code != 0 || !strings.Contains(out, "ok") {
 		t.Errorf("moat audit verify = %d %q %q", code, out, errOut)
 	}
-	// Everything the agent spooled was sent.
-	if left, err := filepath.Glob(filepath.Join(e.dir, "agent", "ops-spool", "*.event")); err != nil || len(left) != 0 {
-		t.Errorf("events left in the agent's spool: %v, %v", left, err)
+	// Everything the agent spooled was sent, and every session closed.
+	spool := filepath.Join(e.dir, "agent", "ops-spool")
+	if _, err := os.Stat(filepath.Join(spool, "id")); err != nil {
+		t.Errorf("the agent's spool: %v", err)
+	}
+	for _, pattern := range []string{"*.event", "open/*", "recordings/*"} {
+		if left, err := filepath.Glob(filepath.Join(spool, pattern)); err != nil || len(left) != 0 {
+			t.Errorf("left in the agent's spool: %v, %v", left, err)
+		}
 	}
 }
 
