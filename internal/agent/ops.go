@@ -40,8 +40,8 @@ import (
 // runs the operators' shells inside the node's network namespace as the
 // dedicated operator account. Its audit events and recordings go to the
 // control plane through a spool on disk (Config.DataDir/ops-spool), so
-// that a crash of the agent loses none; a grant that leaves the desired state (revoked, expired)
-// ends its sessions at once. While the node's project has an active support
+// that a crash of the agent loses none; a grant that leaves the desired
+// state (revoked, expired) ends its sessions at once. While the node's project has an active support
 // grant, the agent keeps its temporary PostgreSQL role (a member of
 // postgres.SupportGroup with the grant's privileges) on the primary, and
 // drops it and ends its sessions when the grant ends; `moat-psql` sessions
@@ -627,13 +627,24 @@ func (m *opsEndpoints) send(ctx context.Context) {
 }
 
 // post sends one batch of events and reports whether it is done with
-// (taken, or refused for good and dropped).
+// (taken, or refused for good and dropped). The control plane refuses a
+// whole batch for one bad event (a node no longer on this host, say): the
+// events of a refused batch are sent one by one, so that only the bad ones
+// are dropped.
 func (m *opsEndpoints) post(ctx context.Context, b apitype.OpsEvents) bool {
 	err := m.src.OpsEvents(ctx, m.a.cfg.Host, b)
+	if refused(err) && len(b.Events) > 1 {
+		for i := range b.Events {
+			if !m.post(ctx, apitype.OpsEvents{Spool: b.Spool, Events: b.Events[i : i+1]}) {
+				return false
+			}
+		}
+		return true
+	}
 	if refused(err) {
-		// Retrying cannot help (a node no longer on this host, say): the
-		// batch would block every later event.
-		m.a.log.Error("operator audit events refused by the control plane; dropped", "err", err, "events", len(b.Events))
+		// Retrying cannot help: the event would block every later one.
+		m.a.log.Error("operator audit event refused by the control plane; dropped", "err", err,
+			"node", b.Events[0].NodeID, "action", b.Events[0].Action, "session", b.Events[0].Session)
 		return true
 	}
 	if err != nil {

@@ -153,6 +153,30 @@ func (r *recordingSource) OpsEvents(_ context.Context, _ string, e apitype.OpsEv
 	return nil
 }
 
+// TestRefusedBatchKeepsGoodEvents: a batch refused for one bad event is
+// sent again event by event: only the bad one is dropped.
+func TestRefusedBatchKeepsGoodEvents(t *testing.T) {
+	src := &recordingSource{refusedBatch: make(chan struct{}, 4), got: make(chan []apitype.OpsEvent, 4)}
+	ep := newTestEndpoint(src)
+	b := apitype.OpsEvents{Events: []apitype.OpsEvent{
+		{NodeID: "node-a", Action: ops.ActionExec, Command: "uptime"},
+		{NodeID: "node-gone", Action: ops.ActionExec, Command: "ls"},
+		{NodeID: "node-a", Action: ops.ActionExec, Command: "df"},
+	}}
+	if !ep.m.post(context.Background(), b) {
+		t.Fatal("post of a batch with a refused event is not done with")
+	}
+	var got []string
+	for len(src.got) > 0 {
+		for _, e := range <-src.got {
+			got = append(got, e.Command)
+		}
+	}
+	if strings.Join(got, ",") != "uptime,df" || len(src.refusedBatch) != 2 {
+		t.Errorf("taken %q after %d refusals, want uptime and df after 2 (the batch, then ls alone)", got, len(src.refusedBatch))
+	}
+}
+
 // TestRefusedEventsDoNotBlock: a batch the control plane refuses for good
 // is dropped, and the events after it still go out.
 func TestRefusedEventsDoNotBlock(t *testing.T) {
