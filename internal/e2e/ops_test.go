@@ -24,6 +24,7 @@ import (
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/ops"
+	"github.com/moatdb/moat/internal/sim"
 	"github.com/moatdb/moat/internal/store"
 	"github.com/moatdb/moat/internal/testenv"
 )
@@ -31,12 +32,18 @@ import (
 // TestOperatorAccess runs operator access end to end on one stack: Debian's
 // ssh through `moat ops ssh` with an issued certificate runs commands in
 // the node as the operator account, which can neither read the data nor
-// log in to PostgreSQL; the endpoint is filtered from every simulated
-// internet host, a customer VPC host and another service's node; a revoked
-// grant's session is cut within a second; a terminal session is recorded
-// and replayed; `moat ops psql` is refused until the tenant's support grant
-// and stops when it is revoked; the tenant's `moat audit list` shows it all
-// and `moat audit verify` passes.
+// log in to PostgreSQL; the host certificate is checked through the
+// known-hosts file's @cert-authority line; a password, a plain key, a
+// self-signed certificate, another principal, a revoked grant's
+// certificate and one a second past its ValidBefore are refused, each in
+// the tenant's audit log; the endpoint is filtered from every simulated
+// internet host, a customer VPC host, another service's node and a peered
+// customer host that reaches PostgreSQL; a revoked grant's session is cut
+// within a second; a terminal session is recorded, stored sealed, listed
+// with its duration and bytes, and replayed; `moat ops psql` is refused
+// until the tenant's support grant and stops when it is revoked or
+// expires; the tenant's `moat audit list` shows it all, `moat audit
+// verify` passes, and the agent's spool is empty.
 func TestOperatorAccess(t *testing.T) {
 	testenv.MustHaveCommand(t, "ssh")
 	// Support grants as short as a few seconds, to see one end by expiry.
@@ -103,7 +110,8 @@ func TestOperatorAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	cvpc := e.customerVPC(acct.ID, "172.31.0.0/16")
-	if _, err := e.stack.Sim.CreateHost(ctx, "app", cvpc.ID); err != nil {
+	app, err := e.stack.Sim.CreateHost(ctx, "app", cvpc.ID)
+	if err != nil {
 		t.Fatal(err)
 	}
 	hosts, err := e.stack.Sim.ListHosts(ctx)
@@ -122,6 +130,10 @@ func TestOperatorAccess(t *testing.T) {
 			}
 		}
 	}
+
+	// A peered customer host, with its route and security group open,
+	// reaches another service's PostgreSQL, never its operator endpoint.
+	e.probePeered(other, cvpc, app, acct.ID)
 
 	// Revocation cuts a live session within a second.
 	done := make(chan int, 1)
@@ -400,6 +412,70 @@ func (e *env) probe(ns, addr string) error {
 		}
 		return fmt.Errorf("not filtered: %w", err)
 	})
+}
+
+// probePeered attaches service svc to a new provider VPC peered with the
+// customer's VPC cvpc (route and security group open to the ports), and
+// probes svc's node from host: PostgreSQL connects, port 22 and the
+// node's operator endpoint's port get no answer, so the node's own
+// firewall is what filters them.
+func (e *env) probePeered(svc apitype.Service, cvpc sim.VPC, host sim.Host, account string) {
+	t := e.t
+	t.Helper()
+	ctx := e.ctx()
+	vpc, err := e.op.CreateVPC(ctx, e.project, apitype.VPCCreate{Name: "ops-peered", Region: svc.Region, CIDR: "10.0.0.0/17"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitVPC(vpc.ID, "active")
+	attached := e.attach(svc.ID, vpc.ID)
+	node := attached.NodeList[0]
+	pcx, err := e.op.CreatePeering(ctx, e.project, apitype.PeeringCreate{VPCID: vpc.ID, PeerAccountID: account, PeerVPCID: cvpc.ID, PeerRegion: cvpc.Region, PeerCIDRs: []string{cvpc.CIDR.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcx = e.waitPeering(pcx.ID, "pending-acceptance")
+	if _, err := e.stack.Sim.Accept(ctx, pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPeering(pcx.ID, "active")
+	if _, err := e.stack.Sim.AddRoute(ctx, cvpc.ID, vpc.CIDR, pcx.CloudPeeringID); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(e.opsEndpoint(node.ID))
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, open := range []int{5432, 22, p} {
+		if _, err := e.stack.Sim.AddEgress(ctx, host.Name, "tcp", open, vpc.CIDR); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg := net.JoinHostPort(node.Address, "5432")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := e.stack.Cloud.Do(host.NS, func() error {
+			c, err := net.DialTimeout("tcp", pg, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("from peered host %s, PostgreSQL at %s: %v", host.Name, pg, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range []string{"22", port} {
+		addr := net.JoinHostPort(node.Address, p)
+		if err := e.probe(host.NS, addr); err != nil {
+			t.Errorf("from peered host %s, %s: %v", host.Name, addr, err)
+		}
+	}
 }
 
 // waitOpsSession waits for a session of node matching ok.
