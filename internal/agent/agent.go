@@ -39,6 +39,7 @@
 //	nodes/<node-id>/postgres.log
 //	nodes/<node-id>/archive.sock  the node's archive socket: see backup.go
 //	bin/moat                  the moat binary PostgreSQL's archive_command runs
+//	ops-spool/                operator endpoints' audit events and recordings, until sent (ops.Spool)
 //
 // It serves its own Prometheus metrics (Config.MetricsListen) and sends
 // each node's PostgreSQL statistics, read as the monitoring role, for the

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,8 +39,9 @@ import (
 // made in memory, accepts the certificates of the node's live grants, and
 // runs the operators' shells inside the node's network namespace as the
 // dedicated operator account. Its audit events and recordings go to the
-// control plane; a grant that leaves the desired state (revoked, expired)
-// ends its sessions at once. While the node's project has an active support
+// control plane through a spool on disk (Config.DataDir/ops-spool), so
+// that a crash of the agent loses none; a grant that leaves the desired
+// state (revoked, expired) ends its sessions at once. While the node's project has an active support
 // grant, the agent keeps its temporary PostgreSQL role (a member of
 // postgres.SupportGroup with the grant's privileges) on the primary, and
 // drops it and ends its sessions when the grant ends; `moat-psql` sessions
@@ -85,11 +87,19 @@ const (
 	opsGrantCheck   = 5 * time.Second
 )
 
+// opsSpoolDir is the endpoints' spool (ops.Spool), under Config.DataDir.
+const opsSpoolDir = "ops-spool"
+
 // opsEndpoints are the agent's nodes' operator endpoints.
 type opsEndpoints struct {
 	a   *Agent
 	src OpsSource
 
+	// spool holds the events and recordings until the control plane
+	// has them (nil without a data directory: events and recordings
+	// wait in memory, in events and recs).
+	spool  *ops.Spool
+	kick   chan struct{}
 	events chan apitype.OpsEvent
 	recs   chan apitype.OpsRecordingUpload
 
@@ -109,8 +119,21 @@ func newOpsEndpoints(a *Agent) (*opsEndpoints, error) {
 	if net.ParseIP(a.cfg.OpsListen) == nil {
 		return nil, fmt.Errorf("agent config: OpsListen %q is not an IP address", a.cfg.OpsListen)
 	}
-	return &opsEndpoints{a: a, src: src, eps: map[string]*opsEndpoint{},
-		events: make(chan apitype.OpsEvent, opsEventQueue), recs: make(chan apitype.OpsRecordingUpload, opsRecordQueue)}, nil
+	m := &opsEndpoints{a: a, src: src, eps: map[string]*opsEndpoint{}, kick: make(chan struct{}, 1),
+		events: make(chan apitype.OpsEvent, opsEventQueue), recs: make(chan apitype.OpsRecordingUpload, opsRecordQueue)}
+	if a.cfg.DataDir != "" {
+		if err := mkdir0711(a.cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("agent config: %w", err)
+		}
+		sp, err := ops.OpenSpool(filepath.Join(a.cfg.DataDir, opsSpoolDir))
+		if err != nil {
+			return nil, err
+		}
+		if err := m.useSpool(sp, time.Now()); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // opsEndpoint is one node's endpoint.
@@ -396,40 +419,128 @@ func (h *hostSigner) swap(fresh *hostSigner) {
 	h.cur.Store(fresh.cur.Load())
 }
 
-// audit queues an endpoint event for the control plane.
+// audit writes an endpoint event to the spool (memory when there is none,
+// or when writing fails) and wakes the sender.
 func (ep *opsEndpoint) audit(e ops.Event) {
 	ev := apitype.OpsEvent{NodeID: ep.node, Time: e.Time, Action: e.Action, Reason: e.Reason, Detail: e.Detail, Session: e.Session,
 		Remote: e.Remote, User: e.User, GrantID: e.GrantID, Serial: e.Serial, Command: e.Command,
 		DurationMS: e.Duration.Milliseconds(), BytesIn: e.BytesIn, BytesOut: e.BytesOut}
+	m := ep.m
+	if m.spool != nil {
+		b, err := json.Marshal(ev)
+		if err == nil {
+			_, err = m.spool.Append(b)
+		}
+		if err == nil {
+			// A session's mark lives from its opening to its close event,
+			// which a crash would leave unsent: the next start closes it.
+			switch e.Action {
+			case ops.ActionSessionOpened:
+				err = m.spool.MarkOpen(e.Session, b)
+			case ops.ActionSessionClosed:
+				err = m.spool.MarkClosed(e.Session)
+			}
+			if err != nil {
+				m.a.log.Error("operator session mark", "node", ep.node, "session", e.Session, "err", err)
+			}
+			m.wake()
+			return
+		}
+		m.a.log.Error("operator audit event not spooled; kept in memory", "node", ep.node, "action", e.Action, "err", err)
+	}
 	select {
-	case ep.m.events <- ev:
+	case m.events <- ev:
 	default:
-		ep.m.a.log.Error("operator audit event dropped: queue full", "node", ep.node, "action", e.Action, "session", e.Session)
+		m.a.log.Error("operator audit event dropped: queue full", "node", ep.node, "action", e.Action, "session", e.Session)
+	}
+}
+
+// useSpool makes sp the endpoints' spool. The sessions a crash left open
+// in it (no close event) are closed at now, as lost: the time until now is
+// an upper bound of their duration, their bytes are unknown.
+func (m *opsEndpoints) useSpool(sp *ops.Spool, now time.Time) error {
+	marks, err := sp.OpenMarks()
+	if err != nil {
+		return err
+	}
+	for session, b := range marks {
+		var open apitype.OpsEvent
+		if err := json.Unmarshal(b, &open); err != nil {
+			m.a.log.Error("operator spool: unreadable session mark dropped", "session", session, "err", err)
+		} else {
+			lost := apitype.OpsEvent{NodeID: open.NodeID, Time: now.UTC(), Action: ops.ActionSessionClosed, Reason: ops.CloseLost,
+				Session: session, Remote: open.Remote, User: open.User, GrantID: open.GrantID, Serial: open.Serial,
+				DurationMS: now.Sub(open.Time).Milliseconds(),
+				Detail:     "the endpoint stopped without closing the session (agent crash): duration until the agent restarted, bytes unknown"}
+			cb, err := json.Marshal(lost)
+			if err != nil {
+				return err
+			}
+			if _, err := sp.Append(cb); err != nil {
+				return err
+			}
+			m.a.log.Warn("operator session closed as lost after a restart", "node", open.NodeID, "session", session, "grant", open.GrantID)
+		}
+		if err := sp.MarkClosed(session); err != nil {
+			return err
+		}
+	}
+	m.spool = sp
+	return nil
+}
+
+// wake tells the sender that the spool has more.
+func (m *opsEndpoints) wake() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 }
 
 // record returns the destination of a terminal session's recording: a
-// bounded buffer sent to the control plane when the channel ends.
+// file in the spool (a bounded buffer without one), sent to the control
+// plane when the channel ends.
 func (ep *opsEndpoint) record(r ops.Recording) (io.WriteCloser, error) {
-	return &recording{ep: ep, r: r}, nil
+	w := &recording{ep: ep, r: r}
+	if ep.m.spool != nil {
+		f, err := ep.m.spool.CreateRecording(ep.node, r.Session, r.Channel)
+		if err != nil {
+			return nil, err
+		}
+		w.file = f
+	}
+	return w, nil
 }
 
 type recording struct {
-	ep  *opsEndpoint
-	r   ops.Recording
-	buf bytes.Buffer
+	ep   *opsEndpoint
+	r    ops.Recording
+	file *ops.SpoolRecording // nil: buf
+	buf  bytes.Buffer
+	n    int
 }
 
 var errRecordingFull = fmt.Errorf("recording larger than %d bytes", opsMaxRecording)
 
 func (w *recording) Write(p []byte) (int, error) {
-	if w.buf.Len()+len(p) > opsMaxRecording {
+	if w.n+len(p) > opsMaxRecording {
 		return 0, errRecordingFull
+	}
+	w.n += len(p)
+	if w.file != nil {
+		return w.file.Write(p)
 	}
 	return w.buf.Write(p)
 }
 
 func (w *recording) Close() error {
+	if w.file != nil {
+		if err := w.file.Close(); err != nil {
+			return err
+		}
+		w.ep.m.wake()
+		return nil
+	}
 	up := apitype.OpsRecordingUpload{NodeID: w.ep.node, SessionID: w.r.Session, Channel: w.r.Channel, Cast: w.buf.String()}
 	select {
 	case w.ep.m.recs <- up:
@@ -439,42 +550,36 @@ func (w *recording) Close() error {
 	}
 }
 
-// send posts queued events, then recordings (whose sessions the events
-// create), retrying until they are taken; when ctx ends it waits for the
-// endpoints to stop and flushes what they queued.
+// opsBatch bounds the events of one request (the control plane takes
+// up to 1000).
+const opsBatch = 500
+
+// send posts the events, then the recordings (whose sessions the events
+// create): those in memory, then the spool's, retrying until they are
+// taken; when ctx ends it waits for the endpoints to stop and flushes what
+// they left. What it cannot send stays in the spool for the next start.
 func (m *opsEndpoints) send(ctx context.Context) {
 	var evs []apitype.OpsEvent
 	var recs []apitype.OpsRecordingUpload
 	backoff := pollBackoffMin
 	flush := func(ctx context.Context) bool {
 		for len(evs) > 0 {
-			n := min(len(evs), 500)
-			err := m.src.OpsEvents(ctx, m.a.cfg.Host, apitype.OpsEvents{Events: evs[:n]})
-			if refused(err) {
-				// Retrying cannot help (a node no longer on this host,
-				// say): the batch would block every later event.
-				m.a.log.Error("operator audit events refused by the control plane; dropped", "err", err, "events", n)
-			} else if err != nil {
-				if ctx.Err() == nil {
-					m.a.log.Warn("send operator audit events", "err", err, "pending", len(evs))
-				}
+			n := min(len(evs), opsBatch)
+			if !m.post(ctx, apitype.OpsEvents{Events: evs[:n]}) {
 				return false
 			}
 			evs = evs[n:]
 		}
+		if !m.flushSpool(ctx) {
+			return false
+		}
 		for len(recs) > 0 {
-			err := m.src.OpsRecording(ctx, m.a.cfg.Host, recs[0])
-			if refused(err) {
-				m.a.log.Error("operator session recording refused by the control plane; dropped", "err", err, "session", recs[0].SessionID)
-			} else if err != nil {
-				if ctx.Err() == nil {
-					m.a.log.Warn("send operator session recording", "err", err, "session", recs[0].SessionID)
-				}
+			if !m.upload(ctx, recs[0]) {
 				return false
 			}
 			recs = recs[1:]
 		}
-		return true
+		return m.flushRecordings(ctx)
 	}
 	drain := func() {
 		for {
@@ -488,7 +593,11 @@ func (m *opsEndpoints) send(ctx context.Context) {
 			}
 		}
 	}
+	// What a previous run left in the spool goes first.
 	var retry <-chan time.Time
+	if m.spool != nil {
+		m.wake()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -496,7 +605,7 @@ func (m *opsEndpoints) send(ctx context.Context) {
 			drain()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if !flush(fctx) {
-				m.a.log.Error("operator audit events not sent at shutdown", "events", len(evs), "recordings", len(recs))
+				m.a.log.Error("operator audit events not sent at shutdown", "events", len(evs), "recordings", len(recs), "spooled", m.spool != nil)
 			}
 			cancel()
 			return
@@ -504,6 +613,7 @@ func (m *opsEndpoints) send(ctx context.Context) {
 			evs = append(evs, e)
 		case r := <-m.recs:
 			recs = append(recs, r)
+		case <-m.kick:
 		case <-retry:
 		}
 		drain()
@@ -514,6 +624,114 @@ func (m *opsEndpoints) send(ctx context.Context) {
 		retry = time.After(backoff)
 		backoff = min(backoff*2, pollBackoffMax)
 	}
+}
+
+// post sends one batch of events and reports whether it is done with
+// (taken, or refused for good and dropped). The control plane refuses a
+// whole batch for one bad event (a node no longer on this host, say): the
+// events of a refused batch are sent one by one, so that only the bad ones
+// are dropped.
+func (m *opsEndpoints) post(ctx context.Context, b apitype.OpsEvents) bool {
+	err := m.src.OpsEvents(ctx, m.a.cfg.Host, b)
+	if refused(err) && len(b.Events) > 1 {
+		for i := range b.Events {
+			if !m.post(ctx, apitype.OpsEvents{Spool: b.Spool, Events: b.Events[i : i+1]}) {
+				return false
+			}
+		}
+		return true
+	}
+	if refused(err) {
+		// Retrying cannot help: the event would block every later one.
+		m.a.log.Error("operator audit event refused by the control plane; dropped", "err", err,
+			"node", b.Events[0].NodeID, "action", b.Events[0].Action, "session", b.Events[0].Session)
+		return true
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			m.a.log.Warn("send operator audit events", "err", err, "events", len(b.Events))
+		}
+		return false
+	}
+	return true
+}
+
+// upload sends one recording and reports whether it is done with.
+func (m *opsEndpoints) upload(ctx context.Context, r apitype.OpsRecordingUpload) bool {
+	err := m.src.OpsRecording(ctx, m.a.cfg.Host, r)
+	if refused(err) {
+		m.a.log.Error("operator session recording refused by the control plane; dropped", "err", err, "session", r.SessionID)
+		return true
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			m.a.log.Warn("send operator session recording", "err", err, "session", r.SessionID)
+		}
+		return false
+	}
+	return true
+}
+
+// flushSpool sends the spool's events in batches, removing each batch
+// once the control plane has it.
+func (m *opsEndpoints) flushSpool(ctx context.Context) bool {
+	if m.spool == nil {
+		return true
+	}
+	for {
+		es, err := m.spool.Pending(opsBatch)
+		if err != nil {
+			m.a.log.Error("read the operator spool", "err", err)
+			return false
+		}
+		if len(es) == 0 {
+			return true
+		}
+		b := apitype.OpsEvents{Spool: m.spool.ID()}
+		for _, e := range es {
+			var ev apitype.OpsEvent
+			if err := json.Unmarshal(e.Data, &ev); err != nil {
+				m.a.log.Error("operator spool: unreadable event dropped", "seq", e.Seq, "err", err)
+				continue
+			}
+			ev.Seq = e.Seq
+			b.Events = append(b.Events, ev)
+		}
+		if len(b.Events) > 0 && !m.post(ctx, b) {
+			return false
+		}
+		if err := m.spool.Ack(es[len(es)-1].Seq); err != nil {
+			m.a.log.Error("acknowledge operator spool", "err", err)
+			return false
+		}
+	}
+}
+
+// flushRecordings sends the spool's finished recordings.
+func (m *opsEndpoints) flushRecordings(ctx context.Context) bool {
+	if m.spool == nil {
+		return true
+	}
+	rs, err := m.spool.Recordings()
+	if err != nil {
+		m.a.log.Error("read the operator spool", "err", err)
+		return false
+	}
+	for _, r := range rs {
+		cast, err := r.Data()
+		if err != nil {
+			m.a.log.Error("read a spooled recording", "session", r.Session, "err", err)
+			return false
+		}
+		if !m.upload(ctx, apitype.OpsRecordingUpload{NodeID: r.Node, SessionID: r.Session, Channel: r.Channel, Cast: string(cast)}) {
+			return false
+		}
+		if err := r.Remove(); err != nil {
+			m.a.log.Error("remove a sent recording", "session", r.Session, "err", err)
+			return false
+		}
+	}
+	return true
 }
 
 // refused reports whether err is the control plane refusing a request

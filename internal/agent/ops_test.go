@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,6 +153,30 @@ func (r *recordingSource) OpsEvents(_ context.Context, _ string, e apitype.OpsEv
 	return nil
 }
 
+// TestRefusedBatchKeepsGoodEvents: a batch refused for one bad event is
+// sent again event by event: only the bad one is dropped.
+func TestRefusedBatchKeepsGoodEvents(t *testing.T) {
+	src := &recordingSource{refusedBatch: make(chan struct{}, 4), got: make(chan []apitype.OpsEvent, 4)}
+	ep := newTestEndpoint(src)
+	b := apitype.OpsEvents{Events: []apitype.OpsEvent{
+		{NodeID: "node-a", Action: ops.ActionExec, Command: "uptime"},
+		{NodeID: "node-gone", Action: ops.ActionExec, Command: "ls"},
+		{NodeID: "node-a", Action: ops.ActionExec, Command: "df"},
+	}}
+	if !ep.m.post(context.Background(), b) {
+		t.Fatal("post of a batch with a refused event is not done with")
+	}
+	var got []string
+	for len(src.got) > 0 {
+		for _, e := range <-src.got {
+			got = append(got, e.Command)
+		}
+	}
+	if strings.Join(got, ",") != "uptime,df" || len(src.refusedBatch) != 2 {
+		t.Errorf("taken %q after %d refusals, want uptime and df after 2 (the batch, then ls alone)", got, len(src.refusedBatch))
+	}
+}
+
 // TestRefusedEventsDoNotBlock: a batch the control plane refuses for good
 // is dropped, and the events after it still go out.
 func TestRefusedEventsDoNotBlock(t *testing.T) {
@@ -174,4 +202,169 @@ func TestRefusedEventsDoNotBlock(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// spoolSource is a control plane for the spool test: it keeps every batch
+// and recording it is sent and, while down, answers with a network error
+// (after keeping the batch: the answer is what is lost).
+type spoolSource struct {
+	opsSourceStub
+	mu      sync.Mutex
+	down    bool
+	batches []apitype.OpsEvents
+	recs    []apitype.OpsRecordingUpload
+	changed chan struct{}
+}
+
+func (*spoolSource) OpsGrantLive(context.Context, string, string, string) (bool, error) {
+	return false, nil
+}
+
+func (s *spoolSource) OpsEvents(_ context.Context, _ string, e apitype.OpsEvents) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, e)
+	s.notify()
+	if s.down {
+		return errors.New("read: connection reset by peer")
+	}
+	return nil
+}
+
+func (s *spoolSource) OpsRecording(_ context.Context, _ string, r apitype.OpsRecordingUpload) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs = append(s.recs, r)
+	s.notify()
+	if s.down {
+		return errors.New("read: connection reset by peer")
+	}
+	return nil
+}
+
+func (s *spoolSource) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// await waits until ok holds of what the source was sent.
+func (s *spoolSource) await(t *testing.T, what string, ok func([]apitype.OpsEvents, []apitype.OpsRecordingUpload) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		done := ok(s.batches, s.recs)
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-s.changed:
+		case <-deadline:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			t.Fatalf("%s: sent %+v and %d recordings", what, s.batches, len(s.recs))
+		}
+	}
+}
+
+// runSender runs m's sender until the returned stop is called.
+func runSender(m *opsEndpoints) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.send(ctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// TestSpoolSurvivesAgentCrash: events and a recording of an agent that
+// crashes while the control plane does not answer are sent by the next
+// agent on the same data directory, the events with the spool's ID and
+// their sequence numbers (the control plane's deduplication key), and
+// leave the spool once taken.
+func TestSpoolSurvivesAgentCrash(t *testing.T) {
+	dir := t.TempDir()
+	spooled := func(src OpsSource) *opsEndpoint {
+		ep := newTestEndpoint(src)
+		sp, err := ops.OpenSpool(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep.m.kick = make(chan struct{}, 1)
+		if err := ep.m.useSpool(sp, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return ep
+	}
+	down := &spoolSource{down: true, changed: make(chan struct{}, 1)}
+	first := spooled(down)
+	stop := runSender(first.m)
+	opened := time.Now().Add(-time.Minute)
+	first.audit(ops.Event{Time: opened, Action: ops.ActionSessionOpened, Session: "ses-0123456789abcdef", GrantID: "grant-a", Serial: 7})
+	// A session that closed before the crash is not closed again.
+	first.audit(ops.Event{Action: ops.ActionSessionOpened, Session: "ses-aaaaaaaaaaaaaaaa", GrantID: "grant-a"})
+	first.audit(ops.Event{Action: ops.ActionSessionClosed, Session: "ses-aaaaaaaaaaaaaaaa", GrantID: "grant-a", Reason: ops.CloseClient})
+	first.audit(ops.Event{Action: ops.ActionExec, Session: "ses-0123456789abcdef", GrantID: "grant-a", Command: "uptime"})
+	w, err := first.record(ops.Recording{Session: "ses-0123456789abcdef", Channel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, "{\"version\":2}\n[0.5,\"o\",\"typed before the crash\"]\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The control plane got the batch, but its answer was lost.
+	down.await(t, "the first agent's batch", func(bs []apitype.OpsEvents, _ []apitype.OpsRecordingUpload) bool {
+		return len(bs) > 0 && len(bs[len(bs)-1].Events) == 4
+	})
+	stop() // the shutdown flush fails too; then the process is gone (w never closed)
+
+	up := &spoolSource{changed: make(chan struct{}, 1)}
+	second := spooled(up)
+	if second.m.spool.ID() != first.m.spool.ID() {
+		t.Fatalf("spool ID changed across the restart: %s, %s", first.m.spool.ID(), second.m.spool.ID())
+	}
+	stop = runSender(second.m)
+	up.await(t, "the spooled events and recording", func(bs []apitype.OpsEvents, rs []apitype.OpsRecordingUpload) bool {
+		return len(bs) > 0 && len(rs) > 0
+	})
+	up.mu.Lock()
+	b, r := up.batches[0], up.recs[0]
+	up.mu.Unlock()
+	var got []string
+	for _, e := range b.Events {
+		got = append(got, fmt.Sprintf("%d:%s:%s:%s:%s%s", e.Seq, e.NodeID, e.Session, e.Action, e.Reason, e.Command))
+	}
+	want := []string{
+		"1:node-a:ses-0123456789abcdef:" + ops.ActionSessionOpened + ":",
+		"2:node-a:ses-aaaaaaaaaaaaaaaa:" + ops.ActionSessionOpened + ":",
+		"3:node-a:ses-aaaaaaaaaaaaaaaa:" + ops.ActionSessionClosed + ":" + ops.CloseClient,
+		"4:node-a:ses-0123456789abcdef:" + ops.ActionExec + ":uptime",
+		// The session the crash cut is closed by the next agent, as lost.
+		"5:node-a:ses-0123456789abcdef:" + ops.ActionSessionClosed + ":" + ops.CloseLost,
+	}
+	if b.Spool != first.m.spool.ID() || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("after the crash sent spool %q events\n%s\nwant spool %q events\n%s", b.Spool, strings.Join(got, "\n"), first.m.spool.ID(), strings.Join(want, "\n"))
+	}
+	if lost := b.Events[len(b.Events)-1]; lost.GrantID != "grant-a" || lost.Serial != 7 || lost.DurationMS < time.Minute.Milliseconds() {
+		t.Errorf("lost session's close = %+v, want its grant, serial and the time since it opened", lost)
+	}
+	if r.NodeID != "node-a" || r.SessionID != "ses-0123456789abcdef" || r.Channel != 1 || !strings.Contains(r.Cast, "typed before the crash") {
+		t.Errorf("after the crash sent recording %+v", r)
+	}
+	// Taken: nothing is left to send once the sender has stopped.
+	stop()
+	es, err := second.m.spool.Pending(10)
+	rs, rerr := second.m.spool.Recordings()
+	if err != nil || rerr != nil || len(es) != 0 || len(rs) != 0 {
+		t.Errorf("spool after sending: %d events, %d recordings (%v, %v); want none", len(es), len(rs), err, rerr)
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.batches) != 1 || len(up.recs) != 1 {
+		t.Errorf("sent %d batches and %d recordings, want each once", len(up.batches), len(up.recs))
+	}
 }

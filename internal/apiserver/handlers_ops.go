@@ -34,6 +34,9 @@ type OpsConfig struct {
 	// Sources are the operator path's addresses, the certificates'
 	// source-address.
 	Sources []string
+	// SupportMinTTL is the shortest support grant a tenant may ask for
+	// (0: domain.MinSupportTTL).
+	SupportMinTTL time.Duration
 }
 
 // metaOpsSerial is the store key of the last operator certificate serial.
@@ -348,8 +351,38 @@ func (s *Server) opsGrantLive(c *call) error {
 // maxOpsEvents bounds one batch of endpoint events.
 const maxOpsEvents = 1000
 
+// opsSpoolKey is the store key of the last spooled event of host's agent
+// that the control plane took: "<spool ID> <seq>".
+func opsSpoolKey(host string) string { return "ops_events_spool_" + host }
+
+// spoolMark is where a host's spool stands: its ID and the last sequence
+// number taken.
+type spoolMark struct {
+	id  string
+	seq uint64
+}
+
+func (c *call) spoolMark(tx store.Tx, host string) (spoolMark, error) {
+	b, err := tx.GetMeta(c.ctx, opsSpoolKey(host))
+	if errors.Is(err, store.ErrNotFound) {
+		return spoolMark{}, nil
+	}
+	if err != nil {
+		return spoolMark{}, err
+	}
+	id, n, _ := strings.Cut(string(b), " ")
+	seq, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return spoolMark{}, fmt.Errorf("operator spool mark of %s: %w", host, err)
+	}
+	return spoolMark{id, seq}, nil
+}
+
 // opsEvents appends a host's endpoint events to the audit log, in each
-// node's project, and keeps the sessions they describe.
+// node's project, and keeps the sessions they describe. Spooled events the
+// control plane already took (same spool, a sequence number not above the
+// last taken) are skipped: an agent sends a batch again when the answer
+// was lost.
 func (s *Server) opsEvents(c *call) error {
 	var in apitype.OpsEvents
 	if err := c.decode(&in); err != nil {
@@ -358,10 +391,26 @@ func (s *Server) opsEvents(c *call) error {
 	if len(in.Events) > maxOpsEvents {
 		return domain.Invalidf(domain.CodeTooManyEntries, "events", fmt.Sprintf("send at most %d events at a time", maxOpsEvents), "%d events", len(in.Events))
 	}
-	c.target = c.r.PathValue("host")
+	host := c.r.PathValue("host")
+	c.target = host
 	c.detail = fmt.Sprintf("events=%d", len(in.Events))
 	err := c.mutate(func(tx store.Tx) error {
+		mark, err := c.spoolMark(tx, host)
+		if err != nil {
+			return err
+		}
+		if in.Spool != mark.id {
+			mark = spoolMark{id: in.Spool}
+		}
+		taken, skipped := mark.seq, 0
 		for i, e := range in.Events {
+			if in.Spool != "" && e.Seq != 0 {
+				if e.Seq <= mark.seq {
+					skipped++
+					continue
+				}
+				taken = max(taken, e.Seq)
+			}
 			n, err := c.nodeOnHost(tx, fmt.Sprintf("events[%d].node_id", i), e.NodeID)
 			if err != nil {
 				return err
@@ -392,6 +441,12 @@ func (s *Server) opsEvents(c *call) error {
 					return err
 				}
 			}
+		}
+		if skipped > 0 {
+			c.detail += fmt.Sprintf(" already_taken=%d", skipped)
+		}
+		if in.Spool != "" && taken > mark.seq {
+			return tx.PutMeta(c.ctx, opsSpoolKey(host), []byte(in.Spool+" "+strconv.FormatUint(taken, 10)))
 		}
 		return nil
 	})
@@ -479,7 +534,11 @@ func (s *Server) createSupportGrant(c *call) error {
 		return err
 	}
 	now := s.now()
-	g, err := domain.NewSupportGrant(c.project, c.who.actor(), in.Reason, ttl, now)
+	var minTTL time.Duration
+	if s.cfg.Ops != nil {
+		minTTL = s.cfg.Ops.SupportMinTTL
+	}
+	g, err := domain.NewSupportGrant(c.project, c.who.actor(), in.Reason, ttl, minTTL, now)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +295,82 @@ func TestOpsEventsReachTenant(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpooledEventsOnce: a spooled batch sent again (its answer was lost)
+// is taken once, a batch that overlaps it adds only what is new, and
+// another spool of the host (a reinstalled agent) starts afresh.
+func TestSpooledEventsOnce(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	o.register()
+	now := time.Now().UTC()
+	ev := func(seq uint64, cmd string) apitype.OpsEvent {
+		return apitype.OpsEvent{NodeID: o.node, Time: now, Action: ops.ActionRefused, Reason: "password", Remote: "127.0.0.1:6666", User: cmd, Seq: seq}
+	}
+	count := func() map[string]int {
+		n := map[string]int{}
+		for _, e := range o.audit() {
+			if e.Action == ops.ActionRefused {
+				for _, u := range []string{"u1", "u2", "u3", "u4"} {
+					if strings.Contains(e.Detail, `user="`+u+`"`) {
+						n[u]++
+					}
+				}
+			}
+		}
+		return n
+	}
+	first := apitype.OpsEvents{Spool: "0123456789abcdef", Events: []apitype.OpsEvent{ev(1, "u1"), ev(2, "u2")}}
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, first)
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, first)
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, apitype.OpsEvents{Spool: first.Spool, Events: []apitype.OpsEvent{ev(2, "u2"), ev(3, "u3")}})
+	if got := count(); got["u1"] != 1 || got["u2"] != 1 || got["u3"] != 1 {
+		t.Errorf("entries per event after a batch sent twice and an overlapping one = %v, want each once", got)
+	}
+	// A new spool numbers from 1 again: its events are new.
+	o.must(204, nil, "POST", "/v1/hosts/h1/ops/events", o.agent, apitype.OpsEvents{Spool: "fedcba9876543210", Events: []apitype.OpsEvent{ev(1, "u4")}})
+	if got := count(); got["u4"] != 1 {
+		t.Errorf("entries of a new spool's first event = %d, want 1", got["u4"])
+	}
+}
+
+// TestNoTenantPathToAShell pins the rule the authorization matrix checks
+// route by route: every operator-access route (a grant and its
+// certificate, sessions, recordings, the endpoints') is for operators or
+// agents only, and no route a project token or any authenticated caller
+// reaches takes or returns an operator-access type. The tenant's routes
+// about operators are support grants: consent, not access.
+func TestNoTenantPathToAShell(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	var opsRoutes, support int
+	for _, rt := range o.srv.Routes() {
+		name := rt.Method + " " + rt.Pattern
+		restricted := rt.Access == apiserver.Operator || rt.Access == apiserver.Agent
+		if strings.Contains(rt.Pattern, "/ops/") || strings.HasPrefix(rt.Pattern, "/v1/ops") {
+			opsRoutes++
+			if !restricted {
+				t.Errorf("%s: access %v, want operator or agent only", name, rt.Access)
+			}
+		}
+		if restricted {
+			continue
+		}
+		for _, v := range []any{rt.Request, rt.Response} {
+			if v == nil {
+				continue
+			}
+			if ty := fmt.Sprintf("%T", v); strings.Contains(ty, "Ops") {
+				t.Errorf("%s (access %v) carries %s", name, rt.Access, ty)
+			}
+		}
+		if strings.Contains(rt.Pattern, "support-grants") {
+			support++
+		}
+	}
+	if opsRoutes < 9 || support != 3 {
+		t.Errorf("found %d operator-access routes and %d support-grant routes, want at least 9 and 3 (the check no longer sees them)", opsRoutes, support)
 	}
 }

@@ -137,8 +137,12 @@ type OpsGrantCheck struct {
 	Live bool `json:"live"`
 }
 
-// OpsEvents are a node endpoint's audit events, sent by its agent.
+// OpsEvents are a node endpoint's audit events, sent by its agent. Events
+// from the agent's spool carry its ID and their sequence numbers: the
+// control plane skips those it already has (a batch sent again after its
+// answer was lost).
 type OpsEvents struct {
+	Spool  string     `json:"spool,omitempty"`
 	Events []OpsEvent `json:"events"`
 }
 
@@ -158,6 +162,8 @@ type OpsEvent struct {
 	DurationMS int64     `json:"duration_ms,omitempty"`
 	BytesIn    int64     `json:"bytes_in,omitempty"`
 	BytesOut   int64     `json:"bytes_out,omitempty"`
+	// Seq is the event's number in OpsEvents.Spool (0: not spooled).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // OpsRecordingUpload is a finished terminal recording sent by an agent;

@@ -77,7 +77,7 @@ is not a terminal.`,
 	var snode string
 	sessions := &cobra.Command{
 		Use:   "sessions [--node N]",
-		Short: "List operator sessions (who, which node, how long, commands, recordings)",
+		Short: "List operator sessions (who, which node, how long, bytes, commands, recordings)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, _, err := a.client()
@@ -292,10 +292,10 @@ func opsTable(w *tabwriter.Writer, v any) bool {
 	case apitype.OpsGrant:
 		return opsTable(w, []apitype.OpsGrant{v})
 	case []apitype.OpsSession:
-		row(w, "ID", "GRANT", "NODE", "OPERATOR", "STATE", "OPENED", "DURATION", "COMMANDS", "RECORDINGS", "ENDED")
+		row(w, "ID", "GRANT", "NODE", "OPERATOR", "STATE", "OPENED", "DURATION", "BYTES IN/OUT", "COMMANDS", "RECORDINGS", "ENDED")
 		for _, s := range v {
 			row(w, s.ID, s.GrantID, s.NodeID, s.Operator, s.State, ts(s.OpenedAt), (time.Duration(s.DurationMS) * time.Millisecond).String(),
-				strconv.Itoa(s.Commands), strconv.Itoa(s.Recordings), dash(s.CloseReason))
+				strconv.FormatInt(s.BytesIn, 10)+"/"+strconv.FormatInt(s.BytesOut, 10), strconv.Itoa(s.Commands), strconv.Itoa(s.Recordings), dash(s.CloseReason))
 		}
 	case []apitype.SupportGrant:
 		row(w, "ID", "STATE", "EXPIRES", "GRANTED BY", "PRIVILEGES", "REASON")

@@ -120,6 +120,10 @@ type Config struct {
 	// from, written into their certificates' source-address (default
 	// DefaultOpsSources: the agents' relays on loopback).
 	OpsSources []string
+	// SupportMinTTL is the shortest support grant a tenant may ask for
+	// (0: domain.MinSupportTTL, a minute); tests lower it to see a grant
+	// end by expiry.
+	SupportMinTTL time.Duration
 }
 
 // ControlPlane is a running control plane's parts.

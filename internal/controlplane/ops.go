@@ -46,7 +46,7 @@ func (cp *ControlPlane) opsConfig(ctx context.Context) (*apiserver.OpsConfig, er
 	if len(srcs) == 0 {
 		srcs = DefaultOpsSources
 	}
-	return &apiserver.OpsConfig{UserCA: user, HostCA: host, Sources: srcs}, nil
+	return &apiserver.OpsConfig{UserCA: user, HostCA: host, Sources: srcs, SupportMinTTL: cp.cfg.SupportMinTTL}, nil
 }
 
 // loadOrCreateSSHCA returns the SSH CA whose key is sealed in the store

@@ -21,7 +21,10 @@ const (
 	DefaultSupportTTL = 2 * time.Hour
 	// MaxSupportTTL caps a support grant's lifetime.
 	MaxSupportTTL = 72 * time.Hour
-	// MinSupportTTL is the shortest support grant.
+	// MinSupportTTL is the shortest support grant. A control plane's
+	// configuration may lower it (controlplane.Config.SupportMinTTL), which
+	// only the tests do, to see a grant end by expiry in seconds: a shorter
+	// grant narrows the tenant's consent, it never widens it.
 	MinSupportTTL = time.Minute
 )
 
@@ -51,17 +54,21 @@ func (*SupportGrant) Kind() string     { return "support_grant" }
 func (g *SupportGrant) Parent() string { return g.ProjectID }
 
 // NewSupportGrant validates a support grant of project by grantedBy and
-// returns it, made at now, with a fresh ID. A ttl of 0 is DefaultSupportTTL.
-func NewSupportGrant(project, grantedBy, reason string, ttl time.Duration, now time.Time) (*SupportGrant, error) {
+// returns it, made at now, with a fresh ID. A ttl of 0 is DefaultSupportTTL;
+// minTTL is the shortest allowed (0: MinSupportTTL).
+func NewSupportGrant(project, grantedBy, reason string, ttl, minTTL time.Duration, now time.Time) (*SupportGrant, error) {
 	r, err := NormalizeOpsReason(reason)
 	if err != nil {
 		return nil, err
 	}
+	if minTTL <= 0 {
+		minTTL = MinSupportTTL
+	}
 	switch {
 	case ttl == 0:
 		ttl = DefaultSupportTTL
-	case ttl < MinSupportTTL:
-		return nil, Invalidf(CodeInvalidTTL, "ttl", fmt.Sprintf("ask for at least %s", MinSupportTTL), "a support grant of %s is too short", ttl)
+	case ttl < minTTL:
+		return nil, Invalidf(CodeInvalidTTL, "ttl", fmt.Sprintf("ask for at least %s", minTTL), "a support grant of %s is too short", ttl)
 	case ttl > MaxSupportTTL:
 		return nil, Invalidf(CodeInvalidTTL, "ttl", fmt.Sprintf("ask for at most %s, and for a new grant when it ends", MaxSupportTTL), "a support grant of %s is longer than %s", ttl, MaxSupportTTL)
 	}

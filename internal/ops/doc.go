@@ -16,8 +16,11 @@
 //   - Client is the CLI's side: a session key made in memory, Go's SSH
 //     client, or the files and arguments for Debian's ssh with the host CA
 //     pinned through @cert-authority.
+//   - Spool is the agent's durable outbox: events and recordings on disk
+//     until the control plane has them, numbered so that it takes each
+//     event once.
 //
 // The control plane (grants, sealing, the audit log, storing recordings),
-// the agent (running Server in each node on the management interface) and
-// the CLI import it.
+// the agent (running a Server per node on the operator path, with a Spool)
+// and the CLI import it.
 package ops

@@ -31,6 +31,10 @@ const (
 	CloseRevoked  = "revoked"  // Server.Revoke or RevokeSerial
 	CloseExpired  = "expired"  // the certificate's ValidBefore passed
 	CloseShutdown = "shutdown" // the server stopped
+	// CloseLost is a session whose endpoint died without closing it (the
+	// agent crashed): the next agent closes it from its spool, with the
+	// time until then and no byte counts.
+	CloseLost = "lost"
 )
 
 // Event is one audit record of the endpoint. Fields that do not apply are
