@@ -265,7 +265,7 @@ func TestOperatorAccess(t *testing.T) {
 		t.Errorf("moat audit verify = %d %q %q", code, out, errOut)
 	}
 	// Everything the agent spooled was sent, and every session closed.
-	spool := filepath.Join(e.dir, "agent", "ops-spool")
+	spool := filepath.Join(up.AgentDir(e.dir, e.nodeHost(node.ID)), "ops-spool")
 	if _, err := os.Stat(filepath.Join(spool, "id")); err != nil {
 		t.Errorf("the agent's spool: %v", err)
 	}
