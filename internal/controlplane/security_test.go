@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -83,10 +85,13 @@ func startCP(t *testing.T, dir string, logs *lockedBuffer) (*controlplane.Contro
 }
 
 // TestNoSecretAtRest: after a token and a service are created (with
-// Idempotency-Keys, as the client sends them), no file in the data
-// directory — the SQLite database and its WAL included — and no log line
-// holds the token's secret or the service's admin password; every file is
-// 0600 and no directory is readable by others.
+// Idempotency-Keys, as the client sends them), a password reset, an
+// operator token, a host (with its agent token), another agent token and
+// a console link, no file in the data directory — the SQLite database and
+// its WAL included — and no log line holds any of their secrets; every
+// file is 0600 and no directory is readable by others. (TestNoSecretOnDisk
+// in internal/e2e does the same for a whole stack: agents, nodes, the
+// support role's password and the backup authentication key.)
 func TestNoSecretAtRest(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
@@ -116,6 +121,31 @@ func TestNoSecretAtRest(t *testing.T) {
 	}
 	_, tokSecret, _ := strings.Cut(strings.TrimPrefix(tok.Secret, apiserver.TokenPrefix), "_")
 	secrets := map[string]string{"token secret": tokSecret, "admin password": svc.AdminPassword, "reset password": pw.Password}
+	// The operator's credentials: an operator token, a host's agent token
+	// (at registration and another one), a console sign-in link.
+	opTok, err := c.CreateOperatorToken(ctx, "ci-operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := c.CreateHost(ctx, apitype.HostCreate{Name: "h9", Region: "us-east-1", AZ: "us-east-1a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentTok, err := c.CreateAgentToken(ctx, "h9", "spare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := c.CreateConsoleLink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, full := range map[string]string{"operator token": opTok.Secret, "registration agent token": host.AgentToken.Secret, "agent token": agentTok.Secret} {
+		_, sec, _ := strings.Cut(strings.TrimPrefix(full, apiserver.TokenPrefix), "_")
+		secrets[name] = sec
+	}
+	if u, err := url.Parse(link.URL); err == nil {
+		secrets["console link"] = u.Query().Get("code")
+	}
 	for name, s := range secrets {
 		if len(s) < 16 {
 			t.Fatalf("%s %q is too short to search for", name, s)
@@ -200,7 +230,8 @@ func TestAgentTokenForUp(t *testing.T) {
 	}
 }
 
-// TestAPITLS: TLS 1.2 with a CBC suite is refused; X25519 is negotiated;
+// TestAPITLS: TLS 1.2 offers ECDHE with AEAD suites only (CBC, RSA key
+// exchange and the rest refused); X25519 is negotiated;
 // answers carry HSTS.
 func TestAPITLS(t *testing.T) {
 	t.Parallel()
@@ -219,6 +250,26 @@ func TestAPITLS(t *testing.T) {
 	if conn, err := tls.Dial("tcp", addr, cbc); err == nil {
 		conn.Close()
 		t.Errorf("a TLS 1.2 CBC handshake succeeded with %s", tls.CipherSuiteName(conn.ConnectionState().CipherSuite))
+	}
+	// Every TLS 1.2 suite Go knows, one at a time: the server accepts only
+	// ECDHE with an AEAD (GCM or ChaCha20-Poly1305).
+	var accepted []string
+	for _, cs := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if !slices.Contains(cs.SupportedVersions, tls.VersionTLS12) {
+			continue
+		}
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{cs.ID}})
+		if err != nil {
+			continue
+		}
+		conn.Close()
+		accepted = append(accepted, cs.Name)
+		if !strings.HasPrefix(cs.Name, "TLS_ECDHE_") || !(strings.Contains(cs.Name, "_GCM_") || strings.Contains(cs.Name, "CHACHA20_POLY1305")) {
+			t.Errorf("TLS 1.2 suite %s accepted, want ECDHE with an AEAD only", cs.Name)
+		}
+	}
+	if len(accepted) == 0 {
+		t.Errorf("no TLS 1.2 suite accepted")
 	}
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: v})
