@@ -27,11 +27,13 @@
 //
 // Files, under Config.DataDir:
 //
-//	agent-state.json          the last desired state (mode 0600), its nodes' private keys sealed
+//	agent-state.json          the last desired state (mode 0600), its nodes' secrets sealed
+//	                          (private keys, backup authentication keys, support-role passwords)
 //	agent-state.key           the host key they are sealed with (mode 0600)
 //	nodes/<node-id>/          root's, mode 0710, group the node user's (osuser.go)
 //	nodes/<node-id>/pgdata    the cluster (without volumes)
 //	volumes/<node-id>.luks    the node's encrypted volume (Config.VolumeSize)
+//	volumes/<node-id>/        the volume's file system: root's, mode 0710, group the node user's
 //	volumes/<node-id>/pgdata  the cluster, on the volume's file system
 //	volumes/<node-id>.log     the volume server's log
 //	nodes/<node-id>/tls       server certificate and key, CAs, replication client cert

@@ -792,9 +792,16 @@ func TestStateSealsNodeKeys(t *testing.T) {
 	a := &Agent{cfg: Config{Host: "h1", DataDir: dir, NoSync: true}}
 	cs := newCerts(t)
 	tls1, tls2 := cs.node(t, "n1", "n1.test"), cs.node(t, "n2", "n2.test")
-	want := apitype.HostDesired{Host: "h1", Revision: 9, Nodes: []apitype.NodeDesired{{NodeID: "n1", TLS: tls1}, {NodeID: "n2", TLS: tls2}}}
+	authKey := []byte("backup-auth-key-0123456789abcdef")
+	support := &apitype.NodeSupport{GrantID: "sgr-1", Role: "moat_support_1", Password: "support-password-0123456789"}
+	want := apitype.HostDesired{Host: "h1", Revision: 9, Nodes: []apitype.NodeDesired{
+		{NodeID: "n1", TLS: tls1, BackupAuthKey: authKey, Ops: &apitype.NodeOps{UserCA: "ca", Support: support}},
+		{NodeID: "n2", TLS: tls2}}}
 	if err := a.saveState(want); err != nil {
 		t.Fatal(err)
+	}
+	if want.Nodes[0].Ops.Support.Password == "" || want.Nodes[0].BackupAuthKey == nil || want.Nodes[0].TLS.KeyPEM == "" {
+		t.Fatalf("saveState changed the desired state it was given")
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
@@ -804,6 +811,12 @@ func TestStateSealsNodeKeys(t *testing.T) {
 		body := strings.Split(k, "\n")[1] // the key's first base64 line
 		if strings.Contains(string(raw), body) || strings.Contains(string(raw), "PRIVATE KEY") {
 			t.Fatalf("the state file holds a node's private key:\n%s", raw)
+		}
+	}
+	for name, s := range map[string]string{"support role's password": support.Password, "backup authentication key": string(authKey),
+		"backup authentication key (base64)": base64.StdEncoding.EncodeToString(authKey)} {
+		if strings.Contains(string(raw), s) {
+			t.Fatalf("the state file holds the %s:\n%s", name, raw)
 		}
 	}
 	if !strings.Contains(string(raw), tls1.CertPEM[30:60]) {
@@ -819,6 +832,10 @@ func TestStateSealsNodeKeys(t *testing.T) {
 	}
 	if got.Nodes[0].TLS != tls1 || got.Nodes[1].TLS != tls2 {
 		t.Errorf("loadState() TLS = %v, %v; want the saved ones", got.Nodes[0].TLS.Redacted(), got.Nodes[1].TLS.Redacted())
+	}
+	if string(got.Nodes[0].BackupAuthKey) != string(authKey) || got.Nodes[0].Ops == nil || got.Nodes[0].Ops.Support == nil ||
+		got.Nodes[0].Ops.Support.Password != support.Password {
+		t.Errorf("loadState() did not give back the backup authentication key and the support role's password")
 	}
 
 	// Without the key the state does not load (the agent then waits for

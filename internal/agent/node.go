@@ -743,21 +743,36 @@ func (n *node) logFile() string   { return filepath.Join(n.dir, "postgres.log") 
 
 // ensureDirs makes the node's directory: root's, mode 0710 and group the
 // node user's o, so that only that user enters it; 0711 when the agent is
-// not root (o unchanged).
+// not root (o unchanged). The root of the node's volume, once mounted
+// (mkfs makes it 0755), gets the same.
 func (n *node) ensureDirs(o owner) error {
 	if err := mkdir0711(n.a.nodesDir); err != nil {
 		return err
 	}
-	if o == unchanged {
-		return mkdir0711(n.dir)
+	dirs := []string{n.dir}
+	if n.a.hasVolume() {
+		if _, err := os.Stat(n.volumeMount()); err == nil {
+			dirs = append(dirs, n.volumeMount())
+		}
 	}
-	if err := os.Mkdir(n.dir, 0o710); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
+	for _, d := range dirs {
+		if o == unchanged {
+			if err := mkdir0711(d); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.Mkdir(d, 0o710); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := os.Chown(d, -1, o.gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o710); err != nil {
+			return err
+		}
 	}
-	if err := os.Chown(n.dir, -1, o.gid); err != nil {
-		return err
-	}
-	return os.Chmod(n.dir, 0o710)
+	return nil
 }
 
 func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, primary bool) (postgres.Config, error) {

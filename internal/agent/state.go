@@ -23,7 +23,8 @@ const stateVersion = 2
 const stateKeyFile = "agent-state.key"
 
 // state is agent-state.json: the last desired state received, without
-// the nodes' private keys, which are in Sealed.
+// the nodes' secrets (private keys, backup authentication keys, support
+// role passwords), which are in Sealed.
 type state struct {
 	Version int                 `json:"version"`
 	Desired apitype.HostDesired `json:"desired"`
@@ -32,10 +33,51 @@ type state struct {
 	Sealed map[string]sealedKeys `json:"sealed,omitempty"`
 }
 
-// sealedKeys are one node's private keys, sealed.
+// sealedKeys are one node's secrets, sealed: its private keys, the
+// service's backup authentication key and a support grant's role
+// password.
 type sealedKeys struct {
-	Key     []byte `json:"key,omitempty"`
-	ReplKey []byte `json:"repl_key,omitempty"`
+	Key             []byte `json:"key,omitempty"`
+	ReplKey         []byte `json:"repl_key,omitempty"`
+	AuthKey         []byte `json:"backup_auth_key,omitempty"`
+	SupportPassword []byte `json:"support_password,omitempty"`
+}
+
+// secretField is one secret of a node's desired state: the state file
+// holds it only sealed, in sealedKeys.
+type secretField struct {
+	name   string
+	plain  []byte  // the secret in nd (nil: none)
+	sealed *[]byte // where sealedKeys holds it
+	set    func(nd *apitype.NodeDesired, plain []byte)
+}
+
+// secretFields returns nd's secrets, and sk's fields that hold them
+// sealed.
+func secretFields(nd *apitype.NodeDesired, sk *sealedKeys) []secretField {
+	str := func(s string) []byte {
+		if s == "" {
+			return nil
+		}
+		return []byte(s)
+	}
+	var support []byte
+	if nd.Ops != nil && nd.Ops.Support != nil {
+		support = str(nd.Ops.Support.Password)
+	}
+	return []secretField{
+		{"key", str(nd.TLS.KeyPEM), &sk.Key, func(nd *apitype.NodeDesired, p []byte) { nd.TLS.KeyPEM = string(p) }},
+		{"repl_key", str(nd.TLS.ReplKeyPEM), &sk.ReplKey, func(nd *apitype.NodeDesired, p []byte) { nd.TLS.ReplKeyPEM = string(p) }},
+		{"backup_auth_key", nd.BackupAuthKey, &sk.AuthKey, func(nd *apitype.NodeDesired, p []byte) { nd.BackupAuthKey = p }},
+		{"support_password", support, &sk.SupportPassword, func(nd *apitype.NodeDesired, p []byte) {
+			if nd.Ops != nil && nd.Ops.Support != nil {
+				ops, sup := *nd.Ops, *nd.Ops.Support
+				sup.Password = string(p)
+				ops.Support = &sup
+				nd.Ops = &ops
+			}
+		}},
+	}
 }
 
 // stateKeyAD binds a sealed key of the state to its host, node and field.
@@ -87,26 +129,22 @@ func (a *Agent) loadState() (*apitype.HostDesired, error) {
 		if !ok {
 			continue
 		}
-		for _, f := range []struct {
-			name   string
-			sealed []byte
-			dst    *string
-		}{{"key", sk.Key, &s.Desired.Nodes[i].TLS.KeyPEM}, {"repl_key", sk.ReplKey, &s.Desired.Nodes[i].TLS.ReplKeyPEM}} {
-			if f.sealed == nil {
+		for _, f := range secretFields(&nd, &sk) {
+			if *f.sealed == nil {
 				continue
 			}
-			p, err := keys.Open(f.sealed, stateKeyAD(a.cfg.Host, nd.NodeID, f.name))
+			p, err := keys.Open(*f.sealed, stateKeyAD(a.cfg.Host, nd.NodeID, f.name))
 			if err != nil {
 				return nil, fmt.Errorf("load agent state: node %s: open %s: %w", nd.NodeID, f.name, err)
 			}
-			*f.dst = string(p)
+			f.set(&s.Desired.Nodes[i], p)
 		}
 	}
 	return &s.Desired, nil
 }
 
 // saveState writes d to agent-state.json atomically, mode 0600, with the
-// nodes' private keys sealed under the host's state key.
+// nodes' secrets sealed under the host's state key.
 func (a *Agent) saveState(d apitype.HostDesired) error {
 	if d.Host == "" {
 		d.Host = a.cfg.Host
@@ -115,31 +153,36 @@ func (a *Agent) saveState(d apitype.HostDesired) error {
 	// agent gets it from the control plane again.
 	d.Nodes = slices.Clone(d.Nodes)
 	s := state{Version: stateVersion}
+	var keys *secret.Keyring
 	for i, nd := range d.Nodes {
 		if nd.Restore != nil && nd.Restore.PrivateKeyPEM != "" {
 			r := *nd.Restore
 			r.PrivateKeyPEM = ""
 			d.Nodes[i].Restore = &r
 		}
-		if nd.TLS.KeyPEM == "" && nd.TLS.ReplKeyPEM == "" {
-			continue
-		}
-		keys, err := a.stateKeyring()
-		if err != nil {
-			return fmt.Errorf("save agent state: %w", err)
-		}
 		var sk sealedKeys
-		if nd.TLS.KeyPEM != "" {
-			sk.Key = keys.Seal([]byte(nd.TLS.KeyPEM), stateKeyAD(d.Host, nd.NodeID, "key"))
+		sealed := false
+		for _, f := range secretFields(&nd, &sk) {
+			if f.plain == nil {
+				continue
+			}
+			sealed = true
+			if keys == nil {
+				var err error
+				if keys, err = a.stateKeyring(); err != nil {
+					return fmt.Errorf("save agent state: %w", err)
+				}
+			}
+			*f.sealed = keys.Seal(f.plain, stateKeyAD(d.Host, nd.NodeID, f.name))
+			f.set(&d.Nodes[i], nil)
 		}
-		if nd.TLS.ReplKeyPEM != "" {
-			sk.ReplKey = keys.Seal([]byte(nd.TLS.ReplKeyPEM), stateKeyAD(d.Host, nd.NodeID, "repl_key"))
+		if !sealed {
+			continue
 		}
 		if s.Sealed == nil {
 			s.Sealed = map[string]sealedKeys{}
 		}
 		s.Sealed[nd.NodeID] = sk
-		d.Nodes[i].TLS.KeyPEM, d.Nodes[i].TLS.ReplKeyPEM = "", ""
 	}
 	s.Desired = d
 	b, err := json.Marshal(s)

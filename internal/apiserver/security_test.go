@@ -3,6 +3,7 @@ package apiserver_test
 import (
 	"context"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,12 +89,12 @@ func TestCredentialRoutesNeedAdmin(t *testing.T) {
 		"/v1/tokens":              apitype.PlatformTokenCreate{Name: "x"},
 		"/v1/hosts/{host}/tokens": apitype.PlatformTokenCreate{},
 	}
-	n := 0
+	var credential []string
 	for _, rt := range e.srv.Routes() {
 		if !rt.Credential {
 			continue
 		}
-		n++
+		credential = append(credential, rt.Method+" "+rt.Pattern)
 		path := strings.NewReplacer("{p}", a, "{host}", "h1", "{id}", svc.ID).Replace(rt.Pattern)
 		for name, tok := range map[string]string{"member": member, "viewer": viewer} {
 			if r := e.do(rt.Method, path, tok, bodies[rt.Pattern]); r.Status != 403 {
@@ -101,8 +102,15 @@ func TestCredentialRoutesNeedAdmin(t *testing.T) {
 			}
 		}
 	}
-	if n < 4 {
-		t.Errorf("%d routes are marked Credential, want token creates (3) and the password reset", n)
+	// Every route that hands out a credential: tokens (project, operator,
+	// a host's agent token, and the one a host's registration answers
+	// with), the admin password reset, an operator's SSH certificate and a
+	// console sign-in link.
+	want := []string{"POST /v1/console/links", "POST /v1/hosts", "POST /v1/hosts/{host}/tokens", "POST /v1/ops/grants",
+		"POST /v1/projects/{p}/services/{id}/password", "POST /v1/projects/{p}/tokens", "POST /v1/tokens"}
+	slices.Sort(credential)
+	if !slices.Equal(credential, want) {
+		t.Errorf("Credential routes = %v, want %v", credential, want)
 	}
 	// Every creating or acting route (POST, PUT) whose answer can hold a
 	// secret is a Credential route, but for the service create (a member
@@ -377,7 +385,10 @@ func secretField(t reflect.Type) string {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		switch name {
-		case "secret", "password", "admin_password", "private_key_pem", "key_pem":
+		case "secret", "password", "admin_password", "private_key_pem", "key_pem", "certificate":
+			return name
+		}
+		if name == "url" && t == reflect.TypeFor[apitype.ConsoleLink]() { // a one-time sign-in link
 			return name
 		}
 		if inner := secretField(f.Type); inner != "" {

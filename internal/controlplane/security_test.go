@@ -3,18 +3,23 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/moatdb/moat/internal/apiserver"
 	"github.com/moatdb/moat/internal/apitype"
@@ -83,15 +88,18 @@ func startCP(t *testing.T, dir string, logs *lockedBuffer) (*controlplane.Contro
 }
 
 // TestNoSecretAtRest: after a token and a service are created (with
-// Idempotency-Keys, as the client sends them), no file in the data
-// directory — the SQLite database and its WAL included — and no log line
-// holds the token's secret or the service's admin password; every file is
-// 0600 and no directory is readable by others.
+// Idempotency-Keys, as the client sends them), a password reset, an
+// operator token, a host (with its agent token), another agent token and
+// a console link, no file in the data directory — the SQLite database and
+// its WAL included — and no log line holds any of their secrets; every
+// file is 0600 and no directory is readable by others. (TestNoSecretOnDisk
+// in internal/e2e does the same for a whole stack: agents, nodes, the
+// support role's password and the backup authentication key.)
 func TestNoSecretAtRest(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	var logs lockedBuffer
-	_, c, stop := startCP(t, dir, &logs)
+	cp, c, stop := startCP(t, dir, &logs)
 	ctx := context.Background()
 	p, err := c.CreateProject(ctx, apitype.ProjectCreate{Name: "acme"})
 	if err != nil {
@@ -116,6 +124,59 @@ func TestNoSecretAtRest(t *testing.T) {
 	}
 	_, tokSecret, _ := strings.Cut(strings.TrimPrefix(tok.Secret, apiserver.TokenPrefix), "_")
 	secrets := map[string]string{"token secret": tokSecret, "admin password": svc.AdminPassword, "reset password": pw.Password}
+	// The operator's credentials: an operator token, a host's agent token
+	// (at registration and another one), a console sign-in link.
+	opTok, err := c.CreateOperatorToken(ctx, "ci-operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := c.CreateHost(ctx, apitype.HostCreate{Name: "h9", Region: "us-east-1", AZ: "us-east-1a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentTok, err := c.CreateAgentToken(ctx, "h9", "spare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := c.CreateConsoleLink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, full := range map[string]string{"operator token": opTok.Secret, "registration agent token": host.AgentToken.Secret, "agent token": agentTok.Secret} {
+		_, sec, _ := strings.Cut(strings.TrimPrefix(full, apiserver.TokenPrefix), "_")
+		secrets[name] = sec
+	}
+	if u, err := url.Parse(link.URL); err == nil {
+		secrets["console link"] = u.Query().Get("code")
+	}
+	// The operators' SSH CA keys, sealed in the store: neither their
+	// OpenSSH form nor the raw key is anywhere in the clear.
+	for _, name := range []string{"ops_user_ca_key", "ops_host_ca_key"} {
+		var key []byte
+		err := cp.Store.View(ctx, func(tx store.Tx) error {
+			sealed, err := tx.GetMeta(ctx, name)
+			if err != nil {
+				return err
+			}
+			key, err = cp.Keys.Open(sealed, []byte(name))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		raw, err := ssh.ParseRawPrivateKey(key)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		secrets[name+" (OpenSSH)"] = strings.Split(string(key), "\n")[2]
+		secrets[name+" (raw)"] = string(raw.(*ed25519.PrivateKey).Seed())
+	}
+	// The master key is in its own file only.
+	master, err := os.ReadFile(filepath.Join(dir, controlplane.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets["master key"] = strings.TrimSpace(string(master))
 	for name, s := range secrets {
 		if len(s) < 16 {
 			t.Fatalf("%s %q is too short to search for", name, s)
@@ -147,7 +208,7 @@ func TestNoSecretAtRest(t *testing.T) {
 				return err
 			}
 			for name, s := range secrets {
-				if bytes.Contains(b, []byte(s)) {
+				if bytes.Contains(b, []byte(s)) && !(name == "master key" && rel == controlplane.MasterKeyFile) {
 					t.Errorf("%s: %s holds the %s", when, rel, name)
 				}
 			}
@@ -200,7 +261,8 @@ func TestAgentTokenForUp(t *testing.T) {
 	}
 }
 
-// TestAPITLS: TLS 1.2 with a CBC suite is refused; X25519 is negotiated;
+// TestAPITLS: TLS 1.2 offers ECDHE with AEAD suites only (CBC, RSA key
+// exchange and the rest refused); X25519 is negotiated;
 // answers carry HSTS.
 func TestAPITLS(t *testing.T) {
 	t.Parallel()
@@ -219,6 +281,26 @@ func TestAPITLS(t *testing.T) {
 	if conn, err := tls.Dial("tcp", addr, cbc); err == nil {
 		conn.Close()
 		t.Errorf("a TLS 1.2 CBC handshake succeeded with %s", tls.CipherSuiteName(conn.ConnectionState().CipherSuite))
+	}
+	// Every TLS 1.2 suite Go knows, one at a time: the server accepts only
+	// ECDHE with an AEAD (GCM or ChaCha20-Poly1305).
+	var accepted []string
+	for _, cs := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if !slices.Contains(cs.SupportedVersions, tls.VersionTLS12) {
+			continue
+		}
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{cs.ID}})
+		if err != nil {
+			continue
+		}
+		conn.Close()
+		accepted = append(accepted, cs.Name)
+		if !strings.HasPrefix(cs.Name, "TLS_ECDHE_") || !(strings.Contains(cs.Name, "_GCM_") || strings.Contains(cs.Name, "CHACHA20_POLY1305")) {
+			t.Errorf("TLS 1.2 suite %s accepted, want ECDHE with an AEAD only", cs.Name)
+		}
+	}
+	if len(accepted) == 0 {
+		t.Errorf("no TLS 1.2 suite accepted")
 	}
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: v})

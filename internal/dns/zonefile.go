@@ -87,7 +87,7 @@ func WriteZoneFile(path string, z *Zone) error {
 	if err != nil {
 		return fmt.Errorf("write zone file: %w", err)
 	}
-	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("write zone file: %w", err)
 	}
 	return nil

@@ -16,7 +16,9 @@ import (
 // TestDetachCutsSessions: a client in the customer's peered VPC, idle in
 // an open transaction, loses its session within a second of a detach,
 // although the public allowlist (0.0.0.0/0) covers its address: the
-// address it connected to is no longer the node's.
+// address it connected to is no longer the node's. Attached again, a new
+// session is cut within a second of the peering's deletion (its CIDR
+// leaves the node's access).
 func TestDetachCutsSessions(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("cut")
@@ -39,47 +41,70 @@ func TestDetachCutsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The customer's client: psql holding a transaction open (its stdin
-	// stays open until the test ends).
+	mgmt, pid := e.holdSession(sc, svc)
+	svc = e.detach(svc.ID)
+	if svc.VPCID != "" {
+		t.Fatalf("after detach: attached to %s", svc.VPCID)
+	}
+	e.waitSessionGone(mgmt, pid, time.Now(), "the detach")
+
+	// Attached again, the customer holds a new session; deleting the
+	// peering (its CIDR leaves the node's access) cuts it as fast.
+	svc = e.attach(svc.ID, sc.vpc.ID)
+	mgmt, pid = e.holdSession(sc, svc)
+	if _, err := e.op.DeletePeering(ctx, e.project, pcx.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSessionGone(mgmt, pid, time.Now(), "the peering's deletion")
+}
+
+// holdSession starts the customer's client: psql holding a transaction
+// open (its stdin stays open until the test ends); it returns a
+// management connection to svc's node and the session's backend pid.
+func (e *env) holdSession(sc scene, svc apitype.Service) (*pgx.Conn, int32) {
+	e.t.Helper()
+	ctx := e.ctx()
 	stdin, feed := io.Pipe()
-	defer feed.Close()
+	e.t.Cleanup(func() { feed.Close() })
 	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	e.t.Cleanup(cancel)
 	go e.stack.Sim.Exec(cctx, sc.cust.Name, []string{"env", "PGPASSWORD=" + sc.pw, "psql", "-X", "-At", e.conninfo(svc, "")}, stdin, io.Discard, io.Discard)
-	go fmt.Fprintln(feed, "BEGIN; CREATE TABLE held (x int); INSERT INTO held VALUES (1);")
+	go fmt.Fprintln(feed, "BEGIN; CREATE TEMP TABLE held (x int); INSERT INTO held VALUES (1);")
 
 	mgmt := e.nodeConn(svc.NodeList[0].ID)
 	var pid int32
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(e.t, 20*time.Second, func() bool {
 		err := mgmt.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'
 			AND client_addr << '172.31.0.0/16' AND state = 'idle in transaction'`).Scan(&pid)
 		return err == nil
 	})
 	if pid == 0 {
-		t.Fatal("the customer's session is not idle in its transaction")
+		e.t.Fatal("the customer's session is not idle in its transaction")
 	}
+	return mgmt, pid
+}
 
-	svc = e.detach(svc.ID)
-	detached := time.Now()
-	if svc.VPCID != "" {
-		t.Fatalf("after detach: attached to %s", svc.VPCID)
-	}
+// waitSessionGone fails the test unless the backend pid ends within a
+// second of since (when what, which removed its access, completed).
+func (e *env) waitSessionGone(mgmt *pgx.Conn, pid int32, since time.Time, what string) {
+	e.t.Helper()
+	ctx := e.ctx()
 	var gone time.Duration
 	waitUntil(5*time.Second, func() bool {
 		var n int
 		if err := mgmt.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n); err != nil || n != 0 {
 			return false
 		}
-		gone = time.Since(detached)
+		gone = time.Since(since)
 		return true
 	})
 	switch {
 	case gone == 0:
-		t.Errorf("the customer's session (pid %d) still runs 5s after the detach, want it ended within 1s", pid)
+		e.t.Errorf("the customer's session (pid %d) still runs 5s after %s, want it ended within 1s", pid, what)
 	case gone > time.Second:
-		t.Errorf("the customer's session (pid %d) ended %v after the detach, want within 1s", pid, gone)
+		e.t.Errorf("the customer's session (pid %d) ended %v after %s, want within 1s", pid, gone, what)
 	default:
-		t.Logf("session cut %v after the detach completed", gone)
+		e.t.Logf("session cut %v after %s completed", gone, what)
 	}
 }
 

@@ -123,11 +123,16 @@ func (in *Instance) start(ctx context.Context) error {
 	if err := in.ensureDir(in.cfg.SocketDir); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
-	logf, err := os.OpenFile(in.cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	// The log is the caller's (root's under an agent) alone: the server
+	// writes it through the descriptor it inherits.
+	logf, err := os.OpenFile(in.cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("start postgres: open log: %w", err)
 	}
 	defer logf.Close()
+	if err := logf.Chmod(0o600); err != nil {
+		return fmt.Errorf("start postgres: log: %w", err)
+	}
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd, err := in.command("postgres", "-D", in.cfg.DataDir)
 	if err != nil {

@@ -76,7 +76,12 @@ func readDNSServer(dataDir string) (dnsServer, bool) {
 func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 	dir := cfg.ControlPlane.DataDir
 	zoneFile := filepath.Join(dir, ZoneFile)
-	if err := os.MkdirAll(filepath.Dir(zoneFile), 0o755); err != nil {
+	// Root's alone, like everything root owns in the data directory (the
+	// DNS server runs as root).
+	if err := os.MkdirAll(filepath.Dir(zoneFile), 0o700); err != nil {
+		return fmt.Errorf("dns directory: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(zoneFile), 0o700); err != nil {
 		return fmt.Errorf("dns directory: %w", err)
 	}
 	listen := cfg.DNSListen
@@ -191,7 +196,7 @@ func (s *Stack) startDNS(ctx context.Context, cfg Config, zone string) error {
 	}
 	s.dnsPID.Store(int64(cmd.Process.Pid))
 	rec, _ := json.Marshal(dnsServer{PID: cmd.Process.Pid, Loopback: s.DNSAddr, Internet: s.InternetDNS.String(), Prefix: s.Cloud.Prefix(), ZoneFile: zoneFile})
-	if err := atomicfile.WriteFile(filepath.Join(dir, dnsServerFile), append(rec, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, dnsServerFile), append(rec, '\n'), 0o600); err != nil {
 		cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("dns server record: %w", err)

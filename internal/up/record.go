@@ -75,7 +75,7 @@ func putRecord(dataDir string, r Record) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dataDir, RecordFile), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dataDir, RecordFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write stack record: %w", err)
 	}
 	return nil

@@ -20,7 +20,17 @@ type fuseRoot struct {
 	c *Container
 }
 
-var _ fs.NodeOnAdder = (*fuseRoot)(nil)
+var (
+	_ fs.NodeOnAdder   = (*fuseRoot)(nil)
+	_ fs.NodeGetattrer = (*fuseRoot)(nil)
+)
+
+// Getattr shows the root as root's alone (FUSE's default is 0755; without
+// allow_other no other user may enter it anyway).
+func (r *fuseRoot) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o700
+	return 0
+}
 
 func (r *fuseRoot) OnAdd(ctx context.Context) {
 	ch := r.NewPersistentInode(ctx, &dataFile{c: r.c}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
