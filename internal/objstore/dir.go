@@ -111,7 +111,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 		var rnd [8]byte
 		rand.Read(rnd[:])
 		tmp = filepath.Join(dir, ".tmp-"+hex.EncodeToString(rnd[:]))
-		f, err = d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o640)
+		f, err = d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o640)
 		if errors.Is(err, fs.ErrNotExist) && try < 3 {
 			continue // a Delete removed the directory as it emptied
 		}
@@ -151,7 +151,7 @@ func (d *Dir) Put(ctx context.Context, key string, r io.Reader) (err error) {
 }
 
 func (d *Dir) syncDir(dir string) error {
-	f, err := d.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	f, err := d.root.OpenFile(dir, os.O_RDONLY|oNoFollow|oDirectory, 0)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (d *Dir) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get: %w", err)
 	}
-	f, err := d.root.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := d.root.OpenFile(p, os.O_RDONLY|oNoFollow, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("get %s: %w", key, ErrSymlink)
 	}
