@@ -181,7 +181,7 @@ func (r *peeringResource) Create(ctx context.Context, req resource.CreateRequest
 	m.set(ctx, p)
 	m.Timeouts = tm
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-	p, err = waitFor(ctx, "peering "+p.ID+" to be requested", func(ctx context.Context) (apitype.Peering, error) {
+	got, err := waitFor(ctx, "peering "+p.ID+" to be requested", func(ctx context.Context) (apitype.Peering, error) {
 		return r.api.c.GetPeering(ctx, r.api.project, p.ID)
 	}, func(p apitype.Peering) (bool, error) {
 		switch {
@@ -192,6 +192,9 @@ func (r *peeringResource) Create(ctx context.Context, req resource.CreateRequest
 		}
 		return false, nil
 	})
+	if got.ID != "" { // a wait that read nothing keeps the create's peering
+		p = got
+	}
 	m.set(ctx, p)
 	m.Timeouts = tm
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)

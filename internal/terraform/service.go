@@ -235,9 +235,16 @@ func (r *serviceResource) Create(ctx context.Context, req resource.CreateRequest
 	// Saved at once: a failed wait taints the service, never orphans it.
 	m.set(s, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-	s, err = r.waitRunning(ctx, s.ID)
+	// A wait that read nothing returns no service (its deadline ended
+	// the first read): the state keeps the create's, so destroy finds it.
+	got, err := r.waitRunning(ctx, s.ID)
+	if got.ID != "" {
+		s = got
+	}
 	if err == nil && wantVPC != "" {
-		s, err = r.moveTo(ctx, s, wantVPC)
+		if got, err = r.moveTo(ctx, s, wantVPC); got.ID != "" {
+			s = got
+		}
 	}
 	m.set(s, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)

@@ -95,7 +95,10 @@ func (r *vpcResource) Create(ctx context.Context, req resource.CreateRequest, re
 	}
 	m.set(v)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...) // saved at once: a failed wait taints it, never orphans it
-	v, err = r.waitVPC(ctx, v.ID)
+	got, err := r.waitVPC(ctx, v.ID)
+	if got.ID != "" { // a wait that read nothing keeps the create's VPC
+		v = got
+	}
 	m.set(v)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 	if err != nil {

@@ -28,15 +28,17 @@ func waitFor[T any](ctx context.Context, what string, get func(context.Context) 
 	timedOut := func() error {
 		return fmt.Errorf("wait for %s: %w (raise the timeouts block's value if it is still under way)", what, ctx.Err())
 	}
+	var last T // the last value read: a failed read returns it
 	for {
 		v, err := get(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				// The timeout ended a read in flight.
-				return v, timedOut()
+				return last, timedOut()
 			}
-			return v, err
+			return last, err
 		}
+		last = v
 		ok, err := done(v)
 		if ok || err != nil {
 			return v, err
