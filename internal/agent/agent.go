@@ -48,6 +48,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,6 +118,9 @@ type Agent struct {
 	wg    sync.WaitGroup
 
 	reportKick chan struct{}
+	// contact is when the control plane last answered (Unix ns): the
+	// lease of the nodes' primaries counts from it.
+	contact atomic.Int64
 
 	binMu   sync.Mutex
 	binPath string // the installed moat binary, once installed
@@ -198,7 +202,7 @@ func newAgent(cfg Config, plat platform) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:          cfg,
 		log:          cfg.Logger,
 		nodesDir:     filepath.Join(cfg.DataDir, "nodes"),
@@ -208,6 +212,8 @@ func newAgent(cfg Config, plat platform) *Agent {
 		archiveEvery: 10 * time.Second,
 		plat:         plat,
 	}
+	a.touch()
+	return a
 }
 
 // mkdir0711 makes dir if missing and sets it to mode 0711: the postgres
@@ -263,6 +269,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
+		a.touch()
 		if failing {
 			a.log.Info("control plane reachable again", "revision", d.Revision)
 			failing = false
@@ -391,9 +398,17 @@ func (a *Agent) reporter(ctx context.Context) {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
+		a.touch()
 		backoff = pollBackoffMin
 	}
 }
+
+// touch records that the control plane answered now.
+func (a *Agent) touch() { a.contact.Store(time.Now().UnixNano()) }
+
+// lastContact is when the control plane last answered (the agent's
+// start, before it first does).
+func (a *Agent) lastContact() time.Time { return time.Unix(0, a.contact.Load()) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

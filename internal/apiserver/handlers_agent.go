@@ -89,7 +89,11 @@ func (s *Server) hostReport(c *call) error {
 				continue
 			}
 			before := n.StateInfo
-			if err := n.ApplyReport(nodeReportIn(r), now); err != nil {
+			rep, err := nodeReportIn(r)
+			if err != nil {
+				return inField(field, err)
+			}
+			if err := n.ApplyReport(rep, now); err != nil {
 				return inField(field, err)
 			}
 			if r.State == apitype.NodeReportFailed && (before == nil || before.Cause != r.Message) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
@@ -38,6 +39,9 @@ type Input struct {
 	Ops map[string][]*domain.Operation
 	// Sources are the services restored services come from.
 	Sources map[string]*domain.Service
+	// Lease is how long an agent keeps a replicated service's primary
+	// writable without reaching the control plane (0: no lease).
+	Lease time.Duration
 }
 
 // Compile returns Host's desired state.
@@ -65,11 +69,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			return out, fmt.Errorf("node %s: unseal replication key: %w", n.ID, err)
 		}
 		var peers []netip.Addr
-		var primary *domain.Node
+		byID := map[string]*domain.Node{}
 		for _, o := range bySvc[n.ServiceID] {
-			if o.Index == 0 {
-				primary = o
-			}
+			byID[o.ID] = o
 			if o.ID == n.ID || o.Address == "" || domain.Going(o.State) {
 				continue
 			}
@@ -91,15 +93,29 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			AllowlistRevision:  svc.AllowlistRevision,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
-		if n.Index > 0 && primary != nil {
-			nd.Role = apitype.RoleReplica
-			nd.PrimaryAddress = primary.Address
-			nd.PrimaryName = domain.NodeName(primary, svc, in.Zone)
+		_, f := domain.LiveFailover(svc, in.Ops[svc.ID])
+		role := domain.RolesOf(svc, domain.Members(svc, bySvc[n.ServiceID], func(string) bool { return true }), f)[n.ID]
+		switch role.Role {
+		case domain.NodeRoleFenced:
+			nd.Role = apitype.RoleFenced
+		case domain.NodeRoleReplica:
+			nd.Role, nd.Upstream = apitype.RoleReplica, role.Upstream
+			if up := byID[role.Upstream]; up != nil {
+				nd.PrimaryAddress = up.Address
+				nd.PrimaryName = domain.NodeName(up, svc, in.Zone)
+			}
+		default:
+			if r := svc.Replication; r != nil {
+				nd.SyncStandbyNames = r.StandbyNames
+			}
+			if svc.NodeCount > 1 && in.Lease > 0 {
+				nd.LeaseSeconds = int(in.Lease / time.Second)
+			}
 		}
 		if in.ArchiveDir != "" {
 			nd.Archive = &apitype.NodeArchive{Region: svc.Region, StoreDir: in.ArchiveDir}
 		}
-		if n.Index == 0 && nd.State != domain.StateDeleting {
+		if nd.Role == apitype.RolePrimary && nd.State != domain.StateDeleting {
 			nd.Tasks = tasks(in.Ops[svc.ID])
 			if nd.Restore, err = restore(in, svc, n); err != nil {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)

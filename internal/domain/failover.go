@@ -555,3 +555,65 @@ func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth 
 	add(HealthDegraded, sync.Condition)
 	return h
 }
+
+// Members are svc's nodes (those not gone) as replication and failover
+// see them: its primary role, whether each node's host is healthy
+// (hostHealthy, by host name) and the node's last replication report.
+func Members(svc *Service, nodes []*Node, hostHealthy func(host string) bool) []Member {
+	var out []Member
+	for _, n := range nodes {
+		if n.ServiceID != svc.ID || Gone(n.State) {
+			continue
+		}
+		out = append(out, Member{Node: n, Primary: svc.IsPrimary(n), HostHealthy: hostHealthy(n.Host), Report: n.Replication})
+	}
+	return out
+}
+
+// LiveFailover returns the live failover operation of svc among ops, and
+// its progress (nil, nil if none).
+func LiveFailover(svc *Service, ops []*Operation) (*Operation, *Failover) {
+	for _, o := range ops {
+		if o.TargetID == svc.ID && o.Type == OpServiceFailover && o.Live() && o.Failover != nil {
+			return o, o.Failover
+		}
+	}
+	return nil, nil
+}
+
+// ReplaceNode returns the node replacing lost in svc, in AZ az (the lost
+// node's when a host there has room: ReplacementRequest), with a new ID
+// and, once placed, new certificates; lost begins deleting (its agent
+// wipes it if its host comes back: it never rejoins).
+func ReplaceNode(svc *Service, lost *Node, az string, now time.Time) (*Node, error) {
+	if _, err := lost.BeginDelete(now); err != nil {
+		return nil, err
+	}
+	return NewNode(svc, lost.Index, az, now), nil
+}
+
+// RolesOf returns each live node's role in svc's desired state: the
+// live failover's (f, nil if none) while one runs, else primary for the
+// node holding the primary role and replica of it for the others.
+func RolesOf(svc *Service, members []Member, f *Failover) map[string]NodeRole {
+	if f != nil {
+		return f.Roles(members)
+	}
+	out := map[string]NodeRole{}
+	var primary string
+	for _, m := range members {
+		if m.Primary && !Going(m.Node.State) {
+			primary = m.Node.ID
+		}
+	}
+	for _, m := range members {
+		switch {
+		case Going(m.Node.State):
+		case m.Node.ID == primary:
+			out[m.Node.ID] = NodeRole{Role: NodeRolePrimary}
+		default:
+			out[m.Node.ID] = NodeRole{Role: NodeRoleReplica, Upstream: primary}
+		}
+	}
+	return out
+}

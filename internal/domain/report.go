@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Node states a host's agent reports.
 const (
@@ -27,6 +30,9 @@ type NodeReport struct {
 	State   string
 	Message string
 	Archive *ArchiveStatus
+	// Replication is the node's PostgreSQL replication as the agent saw
+	// it (nil: not reported); its At is set when applied.
+	Replication *ReplicationReport
 }
 
 // TaskReport is an agent's result of a node task (the operation of the
@@ -66,6 +72,12 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 	if a := r.Archive; a != nil {
 		c := *a
 		n.Archive = &c
+	}
+	if rr := r.Replication; rr != nil {
+		c := *rr
+		c.At = now
+		c.Standbys = slices.Clone(rr.Standbys)
+		n.Replication = &c
 	}
 	if r.State == NodeReportRunning {
 		n.AppliedRevision = r.Revision
