@@ -50,7 +50,7 @@ func (s *Server) hostDesired(c *call) error {
 		if err != nil {
 			return err
 		}
-		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir
+		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir, in.Lease = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir, s.cfg.Lease
 		out, err = desired.Compile(in)
 		return err
 	})

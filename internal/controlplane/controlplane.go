@@ -115,6 +115,9 @@ type Config struct {
 	// address unless MetricsPublic is set (metrics.ErrPublicAddress).
 	MetricsListen string
 	MetricsPublic bool
+	// Failover holds the timings of failure detection and of the
+	// primaries' lease (zero: domain.DefaultFailoverPolicy).
+	Failover domain.FailoverPolicy
 }
 
 // ControlPlane is a running control plane's parts.
@@ -163,6 +166,9 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = 5 * time.Second
+	}
+	if cfg.Failover == (domain.FailoverPolicy{}) {
+		cfg.Failover = domain.DefaultFailoverPolicy()
 	}
 	if cfg.BackupDir == "" {
 		cfg.BackupDir = filepath.Join(cfg.DataDir, BackupDirName)
@@ -253,7 +259,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Lease: cfg.Failover.Lease,
 	})
 	if err != nil {
 		return nil, err
@@ -264,7 +270,8 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
-			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics})
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics,
+			Failover: cfg.Failover})
 		if err != nil {
 			return nil, err
 		}

@@ -44,6 +44,9 @@ type Config struct {
 	// Metrics records every pass (with the kinds of its errors) and every
 	// operation the reconciler ends; nil records nothing.
 	Metrics *metrics.ControlPlane
+	// Failover holds the timings of failure detection and fencing (zero:
+	// domain.DefaultFailoverPolicy).
+	Failover domain.FailoverPolicy
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring), with the
@@ -57,6 +60,9 @@ type Sealer interface {
 type Reconciler struct {
 	cfg Config
 	log *slog.Logger
+	// started is when the reconciler was made: agents' reports older
+	// than that say nothing of their hosts until they had time to report.
+	started time.Time
 }
 
 // CertValidity is a node certificate's lifetime; RenewBefore is how long
@@ -80,7 +86,10 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger}, nil
+	if cfg.Failover == (domain.FailoverPolicy{}) {
+		cfg.Failover = domain.DefaultFailoverPolicy()
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;
@@ -133,6 +142,7 @@ const (
 	errKindServiceDelete = "service_delete"
 	errKindBackupKey     = "backup_key"
 	errKindPrune         = "prune"
+	errKindFailover      = "failover"
 )
 
 // once is Once, also returning the kind of every error (one entry each).
@@ -171,6 +181,7 @@ func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 		}
 	}
 	keep(errKindOperation, r.operations(ctx))
+	keep(errKindFailover, r.failovers(ctx, svcs, nodes))
 	keep(errKindBackupSched, r.scheduleBackups(ctx, svcs))
 	keep(errKindHoldMoved, r.holdMoved(ctx, nodes))
 	for _, s := range svcs {
