@@ -115,7 +115,9 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				}
 				svc.EndOperation(op.ID, now)
 				changed, bump = true, true
-				logged = append(logged, func() { r.log.Warn("failover failed", "service_id", id, "operation_id", op.ID, "reason", act.Fail.Message) })
+				logged = append(logged, func() {
+					r.log.Warn("failover failed", "service_id", id, "operation_id", op.ID, "reason", act.Fail.Message)
+				})
 			case act.MovePrimary:
 				svc.MovePrimary(f.Promote, now)
 				changed, bump = true, true
