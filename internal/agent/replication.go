@@ -32,6 +32,9 @@ const replReportEvery = 5 * time.Second
 
 // observe reads the node's replication and records it for the reporter.
 func (n *node) observe(ctx context.Context, fenced bool) {
+	if n.inst == nil && !fenced {
+		return // not set up yet (a replica copying its primary): nothing to say
+	}
 	r := apitype.NodeReplication{Fenced: fenced, Upstream: n.upstream}
 	if n.inst != nil && n.inst.Running() {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -229,7 +229,7 @@ func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until tim
 		// The host's name is the platform's: operators only (Cause).
 		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
 	}
-	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() {
+	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() && m.Node.State != StateCreating {
 		end := r.DownSince.Add(p.Grace)
 		w := &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since " + r.DownSince.UTC().Format(time.RFC3339)}
 		if now.Before(end) {

@@ -121,7 +121,8 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 			case act.MovePrimary:
 				svc.MovePrimary(f.Promote, now)
 				changed, bump = true, true
-				logged = append(logged, func() { r.log.Info("primary moved", "service_id", id, "node_id", f.Promote) })
+				primary := f.Promote
+				logged = append(logged, func() { r.log.Info("primary moved", "service_id", id, "node_id", primary) })
 				if err := r.auditSystem(ctx, tx, svc.ProjectID, "service.failover.promote", id, "primary "+f.Lost+" → "+f.Promote); err != nil {
 					return err
 				}
@@ -153,7 +154,8 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				}
 				svc.EndOperation(op.ID, now)
 				changed, bump = true, true
-				logged = append(logged, func() { r.log.Info("failover done", "service_id", id, "operation_id", op.ID, "primary", f.Promote) })
+				opID, primary := op.ID, f.Promote
+				logged = append(logged, func() { r.log.Info("failover done", "service_id", id, "operation_id", opID, "primary", primary) })
 				if err := r.auditSystem(ctx, tx, svc.ProjectID, "service.failover.done", id, "primary "+f.Promote+", replacement "+f.Replacement+" streaming"); err != nil {
 					return err
 				}
@@ -188,8 +190,9 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 					return err
 				}
 				bump = true
+				opID, lost, promote, why := op.ID, d.Lost, d.Promote, d.Why.Message
 				logged = append(logged, func() {
-					r.log.Warn("failover started", "service_id", id, "operation_id", op.ID, "lost", d.Lost, "promote", d.Promote, "reason", d.Why.Message)
+					r.log.Warn("failover started", "service_id", id, "operation_id", opID, "lost", lost, "promote", promote, "reason", why)
 				})
 				if err := r.auditSystem(ctx, tx, svc.ProjectID, domain.OpServiceFailover, id, d.Why.Message); err != nil {
 					return err
