@@ -261,9 +261,28 @@ func serviceNotes(s apitype.Service) []string {
 	if c := s.Connection; c != nil {
 		out = append(out, fmt.Sprintf("connect: host=%s port=%d dbname=%s user=%s sslmode=%s", c.Host, c.Port, c.Database, c.User, c.SSLMode))
 	}
+	if c := s.Connection; c != nil && c.ReadOnlyHost != "" {
+		out = append(out, "read-only: host="+c.ReadOnlyHost+" (the replicas)")
+	}
+	if c := s.Connection; c != nil && c.MultiHost != "" {
+		out = append(out, "multi-host: "+c.MultiHost)
+	}
+	if r := s.Replication; r != nil {
+		l := "replication: " + r.Mode
+		if r.Condition != nil {
+			l += " (" + r.Condition.Message + ")"
+		}
+		out = append(out, l)
+	}
+	if h := s.Health; h != nil && h.Status != "healthy" {
+		for _, c := range h.Conditions {
+			out = append(out, h.Status+": "+c.Message)
+		}
+	}
 	if s.OperationID != "" {
 		out = append(out, "operation: "+s.OperationID)
 	}
+	out = append(out, nodeTable(s.NodeList)...)
 	for _, n := range s.NodeList {
 		a := n.Archive
 		switch {
@@ -276,6 +295,26 @@ func serviceNotes(s apitype.Service) []string {
 		}
 	}
 	return out
+}
+
+// nodeTable is a service's nodes: where each runs, its role, and on a
+// replica whether it streams, its sync state and its lag.
+func nodeTable(nodes []apitype.Node) []string {
+	if len(nodes) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	row(tw, "NODE", "HOST", "AZ", "ROLE", "STATE", "ADDRESS", "STREAMING", "SYNC", "LAG")
+	for _, n := range nodes {
+		streaming, lag := "-", "-"
+		if n.Role == apitype.RoleReplica {
+			streaming, lag = strconv.FormatBool(n.Streaming), strconv.FormatUint(n.LagBytes, 10)+" B"
+		}
+		row(tw, n.ID, dash(n.Host), n.AZ, dash(n.Role), n.State, dash(n.Address), streaming, dash(n.SyncState), lag)
+	}
+	tw.Flush() // writes to a strings.Builder, which does not fail
+	return strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
 }
 
 func operationRows(w io.Writer, ops ...apitype.Operation) {

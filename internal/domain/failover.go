@@ -617,3 +617,41 @@ func RolesOf(svc *Service, members []Member, f *Failover) map[string]NodeRole {
 	}
 	return out
 }
+
+// RequestFailover starts the failover an operator asks for on svc (live
+// are its live operations): refused for a 1-node service or one under
+// another operation (CheckFailoverRequest); a live failover is returned
+// as is (started false). The primary is treated as lost, and the same
+// checks as for a real loss choose the replica (DecideFailover), so a
+// request never promotes a replica that may lack acknowledged commits:
+// it is refused (409) with that reason instead.
+func RequestFailover(svc *Service, members []Member, live []*Operation, p FailoverPolicy, now time.Time) (op *Operation, started bool, err error) {
+	if op, err = CheckFailoverRequest(svc, live); op != nil || err != nil {
+		return op, false, err
+	}
+	asLost := slices.Clone(members)
+	var primary *Node
+	for i, m := range asLost {
+		if m.Primary && !Going(m.Node.State) {
+			asLost[i].HostHealthy, primary = false, m.Node
+		}
+	}
+	if primary == nil {
+		return nil, false, Conflictf(CodeInvalidState, "", "wait until the service has a primary", "service %s has no primary", svc.ID)
+	}
+	d := DecideFailover(svc, asLost, p, false, now)
+	if d.Verdict != VerdictPromote {
+		why := "no replica can be promoted"
+		if d.Why != nil {
+			why = d.Why.Message
+		}
+		return nil, false, Conflictf(CodeInvalidState, "", "wait until the replicas stream (moat service get "+svc.Name+")", "service %s cannot fail over now: %s", svc.ID, why)
+	}
+	d.Why = &Info{Code: CodePrimaryLost, Message: "failover requested: promoting " + d.Promote + " in place of " + primary.ID}
+	op, f, err := StartFailover(svc, d, primary, now)
+	if err != nil {
+		return nil, false, err
+	}
+	op.Failover = f
+	return op, true, svc.BeginFailover(op.ID, *d.Why, now)
+}
