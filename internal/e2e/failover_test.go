@@ -265,3 +265,75 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 }
+
+// TestReplicaLossAndRestartMidFailover: a lost replica of a 3-node
+// service does not stop commits (ANY 1 of the replicas) and is replaced
+// by a new node that streams; a requested failover whose control plane
+// is killed mid-way finishes after the restart; a 1-node service's
+// failover request is refused.
+func TestReplicaLossAndRestartMidFailover(t *testing.T) {
+	e := startFailover(t, "", "")
+	e.newProject("acme")
+	created, pw := e.createService("ha", 3)
+	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
+		t.Fatalf("create table: %v", r)
+	}
+	var replica apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica {
+			replica = n
+		}
+	}
+	w := e.startHAWriter(pw, e.multiHost(svc))
+	waitFor(t, 30*time.Second, func() bool { return w.count() >= 10 })
+	before := w.count()
+	e.killPostgres(replica.ID)
+	// The replacement is placed and streams; the primary commits
+	// throughout.
+	waitFor(t, 2*time.Minute, func() bool {
+		s, err := e.op.GetService(e.ctx(), e.project, svc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range s.NodeList {
+			if n.ID == replica.ID && !domain.Going(n.State) {
+				return false
+			}
+		}
+		return w.count() >= before+10
+	})
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	acked, gap, normal := w.halt()
+	t.Logf("replica lost: %d rows acknowledged, longest gap %v (normal %v)", len(acked), gap, normal)
+	if gap > 10*normal+2*time.Second {
+		t.Errorf("the writer paused %v while a replica was lost (normal %v), want no pause", gap, normal)
+	}
+
+	// A requested failover, the control plane killed while it runs.
+	old := primaryNode(t, svc)
+	op, err := e.op.FailoverService(e.ctx(), e.project, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	e2 := startFailover(t, e.dir, e.prefix)
+	e2.project, e2.caFile = e.project, e.caFile
+	done := e2.failoverOp(svc.ID, 3*time.Minute)
+	if done.ID != op.ID || done.State != domain.StateSucceeded {
+		t.Fatalf("failover after restart = %+v, want %s succeeded", done, op.ID)
+	}
+	after := e2.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	if p := primaryNode(t, after); p.ID == old.ID {
+		t.Errorf("primary still %s after the failover", old.ID)
+	}
+	r := e2.psql(up.LaptopHost, pw, e2.conninfo(after, ""), "-c", "select count(*) from w")
+	if r.code != 0 || r.stdout != strconv.Itoa(len(acked)) {
+		t.Errorf("rows after the failover: %v, want %d", r, len(acked))
+	}
+
+	single, _ := e2.createService("one", 1)
+	if _, err := e2.op.FailoverService(e2.ctx(), e2.project, single.ID); err == nil || !strings.Contains(err.Error(), "single node") {
+		t.Errorf("failover of a 1-node service: %v, want refused (single node)", err)
+	}
+}
