@@ -75,6 +75,7 @@ func (s *Server) hostReport(c *call) error {
 	err := c.mutate(func(tx store.Tx) error {
 		ended = ended[:0]
 		touched := map[string]bool{}
+		turned := false
 		now := s.now()
 		for i, r := range in.Nodes {
 			field := fmt.Sprintf("nodes[%d]", i)
@@ -88,7 +89,7 @@ func (s *Server) hostReport(c *call) error {
 			if !n.AcceptsReports() {
 				continue
 			}
-			before := n.StateInfo
+			before, beforeRepl := n.StateInfo, n.Replication
 			rep, err := nodeReportIn(r)
 			if err != nil {
 				return inField(field, err)
@@ -102,6 +103,9 @@ func (s *Server) hostReport(c *call) error {
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
+			}
+			if domain.Turned(beforeRepl, n.Replication) {
+				turned = true
 			}
 			for j, t := range r.Tasks {
 				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
@@ -127,6 +131,12 @@ func (s *Server) hostReport(c *call) error {
 			}
 		}
 		c.detail = strings.Join(notes, " ")
+		if turned {
+			// A node's replication turned (a primary down, a replica
+			// detached or promoted): the reconciler looks now.
+			_, err := tx.BumpRevision(c.ctx)
+			return err
+		}
 		return nil
 	})
 	if err != nil {

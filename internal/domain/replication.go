@@ -261,3 +261,24 @@ func ReplicaStates(members []Member) []ReplicaState {
 	slices.SortFunc(out, func(a, b ReplicaState) int { return strings.Compare(a.NodeID, b.NodeID) })
 	return out
 }
+
+// Turned reports whether a new replication report of a node (now)
+// differs from the last one (before, nil if none) in what replication
+// and failover decide on: up, recovery, upstream, streaming, fencing, or
+// the standbys' sync states. The API then wakes the reconciler at once
+// rather than at its next resync.
+func Turned(before, now *ReplicationReport) bool {
+	if before == nil || now == nil {
+		return before != now
+	}
+	if before.Up != now.Up || before.InRecovery != now.InRecovery || before.Upstream != now.Upstream ||
+		before.Streaming != now.Streaming || before.Fenced != now.Fenced || len(before.Standbys) != len(now.Standbys) {
+		return true
+	}
+	for i := range now.Standbys {
+		if before.Standbys[i].Name != now.Standbys[i].Name || before.Standbys[i].SyncState != now.Standbys[i].SyncState {
+			return true
+		}
+	}
+	return false
+}

@@ -28,7 +28,10 @@ import (
 var fastFailover = domain.FailoverPolicy{Grace: 2 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
 
 // startFailover runs a stack with fastFailover on dir and prefix.
-func startFailover(t *testing.T, dir, prefix string) *env {
+func startFailover(t *testing.T, dir, prefix string) *env { return startFailoverTB(t, dir, prefix) }
+
+func startFailoverTB(t testing.TB, dir, prefix string) *env {
+	t.Helper()
 	return startWith(t, dir, prefix, func(c *controlplane.Config) { c.Failover = fastFailover })
 }
 
@@ -43,8 +46,9 @@ type hawriter struct {
 	done  chan struct{}
 }
 
-// startHAWriter starts a writer from the laptop over conninfo.
-func (e *env) startHAWriter(pw, conninfo string) *hawriter {
+// startHAWriter starts a writer from the laptop over conninfo (asked
+// again before every commit).
+func (e *env) startHAWriter(pw string, conninfo func() string) *hawriter {
 	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -54,7 +58,7 @@ func (e *env) startHAWriter(pw, conninfo string) *hawriter {
 				return
 			default:
 			}
-			r := e.psqlQuiet(up.LaptopHost, pw, conninfo, "-c", fmt.Sprintf("insert into w values (%d)", id))
+			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into w values (%d)", id))
 			if r.code == 0 {
 				w.mu.Lock()
 				w.acked, w.at = append(w.acked, id), append(w.at, time.Now())
@@ -64,6 +68,23 @@ func (e *env) startHAWriter(pw, conninfo string) *hawriter {
 		}
 	}()
 	return w
+}
+
+// gapAround returns the writer's unavailability around a fault at t:
+// from its last acknowledgement before t to its first after t (zero if
+// none yet).
+func (w *hawriter) gapAround(t time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var last time.Time
+	for _, at := range w.at {
+		if at.Before(t) {
+			last = at
+		} else if !last.IsZero() {
+			return at.Sub(last)
+		}
+	}
+	return 0
 }
 
 // count returns how many rows were acknowledged.
@@ -215,7 +236,8 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
 		t.Fatalf("create table: %v", r)
 	}
-	w := e.startHAWriter(pw, e.multiHost(svc))
+	mh := e.multiHost(svc)
+	w := e.startHAWriter(pw, func() string { return mh })
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 20 })
 	before := w.count()
 	killed := time.Now()
@@ -285,7 +307,8 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 			replica = n
 		}
 	}
-	w := e.startHAWriter(pw, e.multiHost(svc))
+	mh := e.multiHost(svc)
+	w := e.startHAWriter(pw, func() string { return mh })
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 10 })
 	before := w.count()
 	e.killPostgres(replica.ID)
