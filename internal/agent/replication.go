@@ -119,7 +119,13 @@ func (n *node) fence(ctx context.Context, want apitype.NodeDesired, rev int64, s
 		defer n.closeInstance(inst)
 	}
 	if inst.Running() {
-		if err := inst.Stop(ctx); err != nil {
+		// The closed firewall cuts the walsenders from the standbys, so
+		// a fast shutdown would wait for them: after a second it turns
+		// immediate (the node is wiped, never restarted as it was).
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := inst.Stop(sctx)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("fence: %w", err)
 		}
 		n.a.log.Warn("node fenced: firewall closed, postgres stopped", "node", n.id, "revision", rev)
