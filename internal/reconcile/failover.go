@@ -26,8 +26,12 @@ import (
 // The roles the agents apply follow from the stored progress
 // (desired.Compile, domain.RolesOf).
 
-// hostHealth tells whether a host is healthy at a moment.
+// hostHealth tells whether a host is healthy at a moment: a registered
+// Host by its heartbeats and state (domain.HostHealthy: a host marked
+// down loses its nodes), and a host with no Host record (moat up's
+// "local") by its nodes' reports.
 type hostHealth struct {
+	hosts map[string]*domain.Host
 	// seen is the newest report of any node on each host: the agent's
 	// heartbeat (every node's replication is reported at least every
 	// few seconds).
@@ -35,12 +39,17 @@ type hostHealth struct {
 	now     time.Time
 	timeout time.Duration
 	// settling: the control plane started less than timeout ago, so
-	// missing reports say nothing yet.
+	// missing reports and heartbeats say nothing yet.
 	settling bool
 }
 
-func newHostHealth(nodes []*domain.Node, now time.Time, timeout time.Duration, settling bool) hostHealth {
-	h := hostHealth{seen: map[string]time.Time{}, now: now, timeout: timeout, settling: settling}
+func newHostHealth(hosts []*domain.Host, nodes []*domain.Node, now time.Time, timeout time.Duration, settling bool) hostHealth {
+	h := hostHealth{hosts: map[string]*domain.Host{}, seen: map[string]time.Time{}, now: now, timeout: timeout, settling: settling}
+	for _, x := range hosts {
+		if !domain.Gone(x.State) {
+			h.hosts[x.Name] = x
+		}
+	}
 	for _, n := range nodes {
 		if n.Host != "" && n.ReportedAt.After(h.seen[n.Host]) {
 			h.seen[n.Host] = n.ReportedAt
@@ -49,14 +58,25 @@ func newHostHealth(nodes []*domain.Node, now time.Time, timeout time.Duration, s
 	return h
 }
 
-// healthy reports whether host's agent was heard from within the timeout.
+// healthy reports whether host's agent was heard from within the timeout
+// (and, a registered host, it is not down).
 func (h hostHealth) healthy(host string) bool {
+	if x := h.hosts[host]; x != nil {
+		if x.State == domain.StateDown {
+			return false
+		}
+		return h.settling || domain.HostHealthy(x, h.now, h.timeout)
+	}
 	return h.settling || h.now.Sub(h.seen[host]) <= h.timeout
 }
 
-// host is a stand-in Host for the failover's fence step: its last
-// heartbeat.
+// host is the lost primary's Host for the failover's fence step (its
+// last heartbeat): the registered one, else a stand-in whose heartbeat
+// is its nodes' last report.
 func (h hostHealth) host(name string) *domain.Host {
+	if x := h.hosts[name]; x != nil {
+		return x
+	}
 	return &domain.Host{Meta: domain.Meta{Name: name}, LastHeartbeatAt: h.seen[name]}
 }
 
@@ -64,7 +84,14 @@ func (h hostHealth) host(name string) *domain.Host {
 func (r *Reconciler) failovers(ctx context.Context, svcs []*domain.Service, nodes []*domain.Node) error {
 	now := r.cfg.Now().UTC()
 	p := r.cfg.Failover
-	hh := newHostHealth(nodes, now, p.ReportTimeout, now.Sub(r.started) < p.ReportTimeout)
+	var hosts []*domain.Host
+	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		hosts, err = store.List[domain.Host](ctx, tx, store.Query{})
+		return err
+	}); err != nil {
+		return err
+	}
+	hh := newHostHealth(hosts, nodes, now, p.ReportTimeout, now.Sub(r.started) < p.ReportTimeout)
 	var errs []error
 	for _, s := range svcs {
 		if domain.Going(s.State) || s.State == domain.StateCreating || s.State == domain.StateFailed {
