@@ -77,6 +77,11 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 		c := *rr
 		c.At = now
 		c.Standbys = slices.Clone(rr.Standbys)
+		if old := n.Replication; !c.Up && old != nil && len(c.Standbys) == 0 {
+			// A server that is down lists no standbys: what it last
+			// listed (were they synchronous?) still decides a failover.
+			c.Standbys, c.ReceivedLSN = old.Standbys, max(c.ReceivedLSN, old.ReceivedLSN)
+		}
 		n.Replication = &c
 	}
 	if r.State == NodeReportRunning {

@@ -129,3 +129,29 @@ func TestRequestFailover(t *testing.T) {
 		t.Errorf("a replica not reporting: %v, want 409", err)
 	}
 }
+
+// TestApplyReportKeepsStandbys: a primary reported down keeps the
+// standbys it last listed, so a 2-node service whose primary's server
+// died still knows its replica was synchronous.
+func TestApplyReportKeepsStandbys(t *testing.T) {
+	n := &Node{Meta: Meta{ID: "node-p", State: StateRunning}}
+	up := &ReplicationReport{Up: true, ReceivedLSN: 500, Standbys: []StandbyStatus{{Name: "node-r", SyncState: SyncStateSync}}}
+	if err := n.ApplyReport(NodeReport{State: NodeReportRunning, Replication: up}, t1); err != nil {
+		t.Fatal(err)
+	}
+	down := &ReplicationReport{DownSince: t1}
+	if err := n.ApplyReport(NodeReport{State: NodeReportFailed, Replication: down}, t1.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r := n.Replication
+	if r.Up || r.At != t1.Add(time.Second) || len(r.Standbys) != 1 || r.Standbys[0].SyncState != SyncStateSync || r.ReceivedLSN != 500 {
+		t.Errorf("down report = %+v, want down with the last standbys", r)
+	}
+	p := Member{Node: n, Primary: true, HostHealthy: true, Report: r}
+	rep := member("node-r", false, true, replicaReport("node-p", false, 500))
+	rep.Report.At = t1.Add(10 * time.Second)
+	d := DecideFailover(svcN(2), []Member{p, rep}, policy, false, t1.Add(12*time.Second))
+	if d.Verdict != VerdictPromote || d.Promote != "node-r" {
+		t.Errorf("DecideFailover after the primary's server died = %+v, want node-r promoted", d)
+	}
+}

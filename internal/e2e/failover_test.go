@@ -355,6 +355,34 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 		t.Errorf("rows after the failover: %v, want %d", r, len(acked))
 	}
 
+	// Two nodes: synchronous; the replica lost, asynchronous (and the
+	// service says so) so the primary commits again; synchronous once the
+	// replacement caught up.
+	pair, pw2 := e2.createService("pair", 2)
+	pair = e2.waitReplicated(pair.ID, domain.ReplSync, 1)
+	for _, n := range pair.NodeList {
+		if n.Role == apitype.RoleReplica {
+			e2.killPostgres(n.ID)
+		}
+	}
+	sawAsync := false
+	waitFor(t, time.Minute, func() bool {
+		s, err := e2.op.GetService(e2.ctx(), e2.project, pair.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawAsync = s.Replication != nil && s.Replication.Mode == domain.ReplAsync && s.Replication.Condition != nil &&
+			s.Replication.Condition.Code == domain.CodeReplicaLost && s.State == domain.StateDegraded
+		return sawAsync
+	})
+	if !sawAsync {
+		t.Fatal("2-node service with its replica lost: never asynchronous with the reason replica_lost")
+	}
+	if r := e2.psql(up.LaptopHost, pw2, e2.conninfo(pair, ""), "-c", "create table alone (v int)", "-c", "insert into alone values (1)"); r.code != 0 {
+		t.Errorf("commit with the replica lost: %v", r)
+	}
+	e2.waitReplicated(pair.ID, domain.ReplSync, 1)
+
 	single, _ := e2.createService("one", 1)
 	if _, err := e2.op.FailoverService(e2.ctx(), e2.project, single.ID); err == nil || !strings.Contains(err.Error(), "single node") {
 		t.Errorf("failover of a 1-node service: %v, want refused (single node)", err)
