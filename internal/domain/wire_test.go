@@ -155,3 +155,18 @@ func TestApplyReportKeepsStandbys(t *testing.T) {
 		t.Errorf("DecideFailover after the primary's server died = %+v, want node-r promoted", d)
 	}
 }
+
+// TestExplainSaysHealth: explain of a service that lost a node says what
+// happened and what Moat is doing about it, whatever the verdict.
+func TestExplainSaysHealth(t *testing.T) {
+	svc := &Service{Meta: Meta{ID: "svc-1", State: StateDegraded}, AllowedIPs: DefaultAllowlist(),
+		Health: &ServiceHealth{Status: HealthDegraded, Conditions: []Info{{Code: CodePrimaryLost, Message: "failing over from node-a to node-b: step promote"}}}}
+	v := Explain(ExplainInput{Service: svc, NodeAddrs: nil})
+	if v.Health != "service svc-1 is degraded: failing over from node-a to node-b: step promote" {
+		t.Errorf("Explain health = %q", v.Health)
+	}
+	svc.Health = &ServiceHealth{Status: HealthHealthy}
+	if v := Explain(ExplainInput{Service: svc}); v.Health != "" {
+		t.Errorf("healthy service: health %q, want none", v.Health)
+	}
+}
