@@ -109,7 +109,12 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 			r := repl[n.ID]
 			node.Streaming, node.SyncState, node.LagBytes = r.Streaming, r.SyncState, r.LagBytes
 			if n.Address != "" && out.Connection != nil {
-				hosts, addrs = append(hosts, out.Connection.Host), append(addrs, n.Address)
+				// The primary first: a client tries it before the others.
+				if svc.IsPrimary(n) {
+					hosts, addrs = append([]string{out.Connection.Host}, hosts...), append([]string{n.Address}, addrs...)
+				} else {
+					hosts, addrs = append(hosts, out.Connection.Host), append(addrs, n.Address)
+				}
 			}
 		}
 		out.NodeList = append(out.NodeList, node)
