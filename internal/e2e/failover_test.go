@@ -294,6 +294,8 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 // is killed mid-way finishes after the restart; a 1-node service's
 // failover request is refused.
 func TestReplicaLossAndRestartMidFailover(t *testing.T) {
+	t0 := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
 	e := startFailover(t, "", "")
 	e.newProject("acme")
 	created, pw := e.createService("ha", 3)
@@ -309,6 +311,7 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 	}
 	mh := e.multiHost(svc)
 	w := e.startHAWriter(pw, func() string { return mh })
+	phase("3 nodes replicated")
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 10 })
 	before := w.count()
 	e.killPostgres(replica.ID)
@@ -326,48 +329,29 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 		}
 		return w.count() >= before+10
 	})
+	phase("replica replaced")
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	phase("replacement streams")
 	acked, gap, normal := w.halt()
 	t.Logf("replica lost: %d rows acknowledged, longest gap %v (normal %v)", len(acked), gap, normal)
 	if gap > 10*normal+2*time.Second {
 		t.Errorf("the writer paused %v while a replica was lost (normal %v), want no pause", gap, normal)
 	}
 
-	// A requested failover, the control plane killed while it runs.
-	old := primaryNode(t, svc)
-	op, err := e.op.FailoverService(e.ctx(), e.project, svc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.stop()
-	e2 := startFailover(t, e.dir, e.prefix)
-	e2.project, e2.caFile = e.project, e.caFile
-	done := e2.failoverOp(svc.ID, 3*time.Minute)
-	if done.ID != op.ID || done.State != domain.StateSucceeded {
-		t.Fatalf("failover after restart = %+v, want %s succeeded", done, op.ID)
-	}
-	after := e2.waitReplicated(svc.ID, domain.ReplQuorum, 2)
-	if p := primaryNode(t, after); p.ID == old.ID {
-		t.Errorf("primary still %s after the failover", old.ID)
-	}
-	r := e2.psql(up.LaptopHost, pw, e2.conninfo(after, ""), "-c", "select count(*) from w")
-	if r.code != 0 || r.stdout != strconv.Itoa(len(acked)) {
-		t.Errorf("rows after the failover: %v, want %d", r, len(acked))
-	}
-
 	// Two nodes: synchronous; the replica lost, asynchronous (and the
 	// service says so) so the primary commits again; synchronous once the
 	// replacement caught up.
-	pair, pw2 := e2.createService("pair", 2)
-	pair = e2.waitReplicated(pair.ID, domain.ReplSync, 1)
+	pair, pw2 := e.createService("pair", 2)
+	pair = e.waitReplicated(pair.ID, domain.ReplSync, 1)
+	phase("2 nodes synchronous")
 	for _, n := range pair.NodeList {
 		if n.Role == apitype.RoleReplica {
-			e2.killPostgres(n.ID)
+			e.killPostgres(n.ID)
 		}
 	}
 	sawAsync := false
 	waitFor(t, time.Minute, func() bool {
-		s, err := e2.op.GetService(e2.ctx(), e2.project, pair.ID)
+		s, err := e.op.GetService(e.ctx(), e.project, pair.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,10 +362,50 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 	if !sawAsync {
 		t.Fatal("2-node service with its replica lost: never asynchronous with the reason replica_lost")
 	}
-	if r := e2.psql(up.LaptopHost, pw2, e2.conninfo(pair, ""), "-c", "create table alone (v int)", "-c", "insert into alone values (1)"); r.code != 0 {
+	if r := e.psql(up.LaptopHost, pw2, e.conninfo(pair, ""), "-c", "create table alone (v int)", "-c", "insert into alone values (1)"); r.code != 0 {
 		t.Errorf("commit with the replica lost: %v", r)
 	}
-	e2.waitReplicated(pair.ID, domain.ReplSync, 1)
+	phase("2 nodes asynchronous, committed")
+	e.waitReplicated(pair.ID, domain.ReplSync, 1)
+	phase("2 nodes synchronous again")
+
+	// A requested failover, the control plane killed while it runs.
+	old := primaryNode(t, svc)
+	op, err := e.op.FailoverService(e.ctx(), e.project, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mid-way: once the old primary is fenced.
+	waitFor(t, time.Minute, func() bool {
+		s, err := e.op.GetService(e.ctx(), e.project, svc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range s.NodeList {
+			if n.ID == old.ID {
+				return n.Role == apitype.RoleFenced
+			}
+		}
+		return false
+	})
+	e.stop()
+	phase("control plane stopped mid-failover")
+	e2 := startFailover(t, e.dir, e.prefix)
+	e2.project, e2.caFile = e.project, e.caFile
+	done := e2.failoverOp(svc.ID, 3*time.Minute)
+	if done.ID != op.ID || done.State != domain.StateSucceeded {
+		t.Fatalf("failover after restart = %+v, want %s succeeded", done, op.ID)
+	}
+	phase("failover done after restart")
+	after := e2.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	phase("replicated again")
+	if p := primaryNode(t, after); p.ID == old.ID {
+		t.Errorf("primary still %s after the failover", old.ID)
+	}
+	r := e2.psql(up.LaptopHost, pw, e2.conninfo(after, ""), "-c", "select count(*) from w")
+	if r.code != 0 || r.stdout != strconv.Itoa(len(acked)) {
+		t.Errorf("rows after the failover: %v, want %d", r, len(acked))
+	}
 
 	single, _ := e2.createService("one", 1)
 	if _, err := e2.op.FailoverService(e2.ctx(), e2.project, single.ID); err == nil || !strings.Contains(err.Error(), "single node") {

@@ -18,7 +18,10 @@ import (
 )
 
 // connect opens a management connection to db as Superuser over the Unix
-// socket (peer authentication through the map "moat").
+// socket (peer authentication through the map "moat"). Its commits do
+// not wait for synchronous standbys (synchronous_commit=local): the
+// agent's own statements (roles, passwords) must not hang on a lost
+// replica, and it applies them again on a promoted node.
 func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(conninfo(
 		"host", in.cfg.SocketDir,
@@ -29,6 +32,9 @@ func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 		"connect_timeout", "5",
 		"application_name", "moat-agent",
 	))
+	if err == nil {
+		cfg.RuntimeParams["synchronous_commit"] = "local"
+	}
 	if err != nil {
 		return nil, fmt.Errorf("management connection: %w", err)
 	}
