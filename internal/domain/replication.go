@@ -139,8 +139,9 @@ type SyncSetting struct {
 //     asynchronous.
 //   - 2 nodes: FIRST 1 (the replica) while the replica is healthy,
 //     streaming from the primary and caught up; else "" (asynchronous),
-//     with the condition "replication asynchronous: replica lost" (or
-//     catching up): a commit acknowledged then lives on one node only.
+//     with the condition "replication asynchronous: replica lost" (down,
+//     failed or on a lost host) or "…catching up" (alive, behind or not
+//     streaming yet): a commit acknowledged then lives on one node only.
 func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 	var primary *Member
 	var replicas []Member
@@ -176,7 +177,11 @@ func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 		}
 	}
 	for _, m := range replicas {
-		if streamsFrom(m, primary.Node.ID) {
+		// Streaming and behind, or alive and not streaming yet (just
+		// started, or re-pointed): catching up. Down, failed or on a
+		// lost host: lost.
+		alive := m.HostHealthy && m.Node.State != StateFailed && (m.Report == nil || m.Report.Up)
+		if streamsFrom(m, primary.Node.ID) || alive {
 			return SyncSetting{Mode: ReplAsync, Condition: &Info{Code: CodeReplicaCatchingUp,
 				Message: "replication asynchronous: the replica is catching up"}}
 		}
