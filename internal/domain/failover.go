@@ -335,8 +335,9 @@ type NodeRole struct {
 // Roles are the roles of the service's nodes during the failover, by
 // node ID (members not listed keep theirs): the old primary is fenced
 // throughout; the replicas follow it while it is fenced, follow no one
-// (stay in recovery, streaming from nobody) during the detach step, and
-// from the promote step on the chosen one is primary and the others (the
+// (stay in recovery, streaming from nobody) during the detach step and,
+// but the chosen one, the promote step; from the promote step on the
+// chosen one is primary, and from the repoint step on the others (the
 // replacement included) follow it.
 func (f *Failover) Roles(members []Member) map[string]NodeRole {
 	out := map[string]NodeRole{f.Lost: {Role: NodeRoleFenced}}
@@ -346,7 +347,11 @@ func (f *Failover) Roles(members []Member) map[string]NodeRole {
 		case id == f.Lost || Going(m.Node.State):
 		case f.Step == StepFence:
 			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Lost}
-		case f.Step == StepDetach:
+		case f.Step == StepDetach, f.Step == StepPromote && id != f.Promote:
+			// Detached until the chosen one is promoted: a replica that
+			// followed it as a standby would have to notice its new
+			// timeline (seconds to tens of seconds), one that connects
+			// to it as a primary streams at once.
 			out[id] = NodeRole{Role: NodeRoleReplica}
 		case id == f.Promote:
 			out[id] = NodeRole{Role: NodeRolePrimary}
