@@ -51,7 +51,7 @@ func BenchmarkFailoverUnavailability(b *testing.B) {
 		n := w.count()
 		t0 := time.Now()
 		if kind == "unplanned" {
-			e.killPostgres(old.ID)
+			e.killPostgres(old)
 		} else if _, err := e.op.FailoverService(e.ctx(), e.project, svc.ID); err != nil {
 			b.Fatal(err)
 		}

@@ -46,9 +46,14 @@ type hawriter struct {
 	done  chan struct{}
 }
 
-// startHAWriter starts a writer from the laptop over conninfo (asked
-// again before every commit).
+// startHAWriter starts a writer into table w from the laptop over
+// conninfo (asked again before every commit).
 func (e *env) startHAWriter(pw string, conninfo func() string) *hawriter {
+	return e.startHAWriterInto(pw, "w", conninfo)
+}
+
+// startHAWriterInto is startHAWriter into table.
+func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawriter {
 	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -58,7 +63,7 @@ func (e *env) startHAWriter(pw string, conninfo func() string) *hawriter {
 				return
 			default:
 			}
-			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into w values (%d)", id))
+			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into %s values (%d)", table, id))
 			if r.code == 0 {
 				w.mu.Lock()
 				w.acked, w.at = append(w.acked, id), append(w.at, time.Now())
@@ -177,11 +182,11 @@ func primaryNode(t testing.TB, svc apitype.Service) apitype.Node {
 }
 
 // killPostgres makes node's PostgreSQL die for good: its data directory
-// is moved away, then its postmaster killed, so the agent cannot restart
-// it (a lost disk).
-func (e *env) killPostgres(node string) {
+// (under its host's agent) is moved away, then its postmaster killed, so
+// the agent cannot restart it (a lost disk).
+func (e *env) killPostgres(node apitype.Node) {
 	e.t.Helper()
-	data := filepath.Join(e.dir, "agent", "volumes", node, "pgdata")
+	data := filepath.Join(up.AgentDir(e.dir, node.Host), "volumes", node.ID, "pgdata")
 	pid, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
 	if err != nil {
 		e.t.Fatal(err)
@@ -241,7 +246,7 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 20 })
 	before := w.count()
 	killed := time.Now()
-	e.killPostgres(old.ID)
+	e.killPostgres(old)
 	waitFor(t, 2*time.Minute, func() bool { return w.count() >= before+20 })
 	acked, gap, normal := w.halt()
 	t.Logf("failover: %d rows acknowledged, longest gap %v (normal commit interval %v), %v after the kill", len(acked), gap, normal, time.Since(killed))
@@ -283,7 +288,7 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 		t.Errorf("nodes after the failover = %+v, want 3 live ones without %s", after.NodeList, old.ID)
 	}
 	waitFor(t, time.Minute, func() bool {
-		_, err := os.Stat(filepath.Join(e.dir, "agent", "nodes", old.ID))
+		_, err := os.Stat(filepath.Join(up.AgentDir(e.dir, old.Host), "nodes", old.ID))
 		return os.IsNotExist(err)
 	})
 }
@@ -314,7 +319,7 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 	phase("3 nodes replicated")
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 10 })
 	before := w.count()
-	e.killPostgres(replica.ID)
+	e.killPostgres(replica)
 	// The replacement is placed and streams; the primary commits
 	// throughout.
 	waitFor(t, 2*time.Minute, func() bool {
@@ -346,7 +351,7 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 	phase("2 nodes synchronous")
 	for _, n := range pair.NodeList {
 		if n.Role == apitype.RoleReplica {
-			e.killPostgres(n.ID)
+			e.killPostgres(n)
 		}
 	}
 	sawAsync := false
