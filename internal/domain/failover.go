@@ -660,3 +660,36 @@ func RequestFailover(svc *Service, members []Member, live []*Operation, p Failov
 	op.Failover = f
 	return op, true, svc.BeginFailover(op.ID, *d.Why, now)
 }
+
+// DrainNext returns the next node of svc to move off a draining host
+// (draining, by host name), one node at a time and only while nothing else
+// happens to the service: it runs with no operation, has all its nodes,
+// each running on a healthy host, and every replica streams — so a move
+// never stacks on a loss. Replicas move first; primary says the node is
+// the primary, which moves by a requested failover (RequestFailover: it is
+// fenced, a replica promoted, and it is replaced); a replica moves by
+// ReplaceNode (quorum commit goes on with the other replica). A 1-node
+// service has no replica to take over and is not moved (nil).
+func DrainNext(svc *Service, members []Member, draining func(host string) bool) (node *Node, primary bool) {
+	if svc.State != StateRunning || svc.OperationID != "" || svc.NodeCount < 2 || len(members) != svc.NodeCount {
+		return nil, false
+	}
+	var prim *Node
+	for _, m := range members {
+		r := m.Report
+		if !m.HostHealthy || m.Node.State != StateRunning || r == nil || !r.Up || (!m.Primary && !r.Streaming) {
+			return nil, false
+		}
+		switch {
+		case !draining(m.Node.Host):
+		case m.Primary:
+			prim = m.Node
+		case node == nil:
+			node = m.Node
+		}
+	}
+	if node != nil {
+		return node, false
+	}
+	return prim, prim != nil
+}

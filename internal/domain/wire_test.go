@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -168,5 +169,53 @@ func TestExplainSaysHealth(t *testing.T) {
 	svc.Health = &ServiceHealth{Status: HealthHealthy}
 	if v := Explain(ExplainInput{Service: svc}); v.Health != "" {
 		t.Errorf("healthy service: health %q, want none", v.Health)
+	}
+}
+
+// TestDrainNext: a draining host's nodes move one at a time, replicas
+// first, the primary by a failover, and only while the service is whole
+// and healthy.
+func TestDrainNext(t *testing.T) {
+	mk := func() (*Service, []Member) {
+		p := member("node-p", true, true, primaryReport(500))
+		a := member("node-a", false, true, replicaReport("node-p", true, 500))
+		b := member("node-b", false, true, replicaReport("node-p", true, 500))
+		svc := svcN(3)
+		svc.State = StateRunning
+		return svc, []Member{p, a, b}
+	}
+	on := func(hosts ...string) func(string) bool {
+		return func(h string) bool { return slices.Contains(hosts, h) }
+	}
+	for _, tc := range []struct {
+		name     string
+		draining func(string) bool
+		edit     func(*Service, []Member) []Member
+		want     string
+		primary  bool
+	}{
+		{"nothing draining", on(), nil, "", false},
+		{"a replica", on("host-of-node-a"), nil, "node-a", false},
+		{"replicas before the primary", on("host-of-node-p", "host-of-node-b"), nil, "node-b", false},
+		{"the primary", on("host-of-node-p"), nil, "node-p", true},
+		{"under an operation", on("host-of-node-a"), func(s *Service, m []Member) []Member { s.OperationID = "op-1"; return m }, "", false},
+		{"a replica not streaming", on("host-of-node-a"), func(_ *Service, m []Member) []Member { m[2].Report.Streaming = false; return m }, "", false},
+		{"a host unhealthy", on("host-of-node-a"), func(_ *Service, m []Member) []Member { m[2].HostHealthy = false; return m }, "", false},
+		{"a node missing", on("host-of-node-a"), func(_ *Service, m []Member) []Member { return m[:2] }, "", false},
+		{"degraded", on("host-of-node-a"), func(s *Service, m []Member) []Member { s.State = StateDegraded; return m }, "", false},
+		{"1 node", on("host-of-node-p"), func(s *Service, m []Member) []Member { s.NodeCount = 1; return m[:1] }, "", false},
+	} {
+		svc, members := mk()
+		if tc.edit != nil {
+			members = tc.edit(svc, members)
+		}
+		n, primary := DrainNext(svc, members, tc.draining)
+		got := ""
+		if n != nil {
+			got = n.ID
+		}
+		if got != tc.want || primary != tc.primary {
+			t.Errorf("%s: DrainNext = %q primary=%v, want %q primary=%v", tc.name, got, primary, tc.want, tc.primary)
+		}
 	}
 }

@@ -22,7 +22,8 @@ import (
 // commits one row per transaction through the multi-host string, and the
 // simulator's faults in turn — the primary's host failed, the primary's
 // whole AZ failed, the primary's host partitioned (its PostgreSQL still
-// running and reachable from inside), a replica's host failed. Each time
+// running and reachable from inside), a replica's host failed, the
+// primary's host drained (moat host drain). Each time
 // the writer goes on, no acknowledged row is lost, the lost node is
 // replaced on another host and wiped on its own once that host is back.
 
@@ -112,6 +113,19 @@ func TestHostFailures(t *testing.T) {
 	e.mustMoat("sim", "recover")
 	e.waitWiped(replica)
 	phase("replica's host recovered: old replica wiped")
+
+	// The primary's host is drained: its node moves off by a failover
+	// and a replacement on another host; the host ends empty.
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	old = primaryNode(t, svc)
+	svc = e.underWriter(svc, pw, "drained", func() { e.mustMoat("host", "drain", old.Host) })
+	e.checkReplaced(svc, old)
+	e.waitWiped(old)
+	waitFor(t, time.Minute, func() bool {
+		h, err := e.op.GetHost(e.ctx(), old.Host)
+		return err == nil && h.State == domain.StateDraining && h.Load == 0
+	})
+	phase("primary's host drained: moved, wiped, the host empty")
 }
 
 // underWriter runs fault under a writer committing to a new table named

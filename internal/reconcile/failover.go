@@ -71,6 +71,12 @@ func (h hostHealth) healthy(host string) bool {
 	return h.settling || h.now.Sub(h.seen[host]) <= h.timeout
 }
 
+// draining reports whether host is a registered host being drained.
+func (h hostHealth) draining(host string) bool {
+	x := h.hosts[host]
+	return x != nil && x.State == domain.StateDraining
+}
+
 // host is the lost primary's Host for the failover's fence step (its
 // last heartbeat): the registered one, else a stand-in whose heartbeat
 // is its nodes' last report.
@@ -236,6 +242,18 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				}
 				nodes, bump = append(nodes, repl), true
 				logged = append(logged, func() { r.log.Warn("lost replica replaced", "service_id", id, "lost", lost.ID, "replacement", repl.ID) })
+			case domain.VerdictNone:
+				moved, err := r.drain(ctx, tx, svc, members, ops, hh, now)
+				if err != nil {
+					return err
+				}
+				if moved != nil {
+					nodes, bump = append(nodes, moved.nodes...), true
+					logged = append(logged, moved.log)
+					if moved.op != nil {
+						op, f = moved.op, moved.op.Failover
+					}
+				}
 			}
 		}
 		members = domain.Members(svc, nodes, hh.healthy)
@@ -257,6 +275,53 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		}
 	}
 	return err
+}
+
+// drained is what one drain step did: the nodes it added or the failover
+// it started, and its log.
+type drained struct {
+	nodes []*domain.Node
+	op    *domain.Operation
+	log   func()
+}
+
+// drain moves the next node of svc off a draining host (domain.DrainNext):
+// a replica is replaced by a new node placed elsewhere (a draining host
+// takes none), the primary is failed over as if an operator asked
+// (domain.RequestFailover: fenced, a replica promoted, then replaced). It
+// returns nil when nothing moves.
+func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service, members []domain.Member, ops []*domain.Operation, hh hostHealth, now time.Time) (*drained, error) {
+	n, primary := domain.DrainNext(svc, members, hh.draining)
+	switch {
+	case n == nil:
+		return nil, nil
+	case !primary:
+		repl, err := r.replace(ctx, tx, svc, n, n.AZ, now)
+		if err != nil {
+			return nil, err
+		}
+		return &drained{nodes: []*domain.Node{repl}, log: func() {
+			r.log.Info("node moved off a draining host", "service_id", svc.ID, "node_id", n.ID, "host", n.Host, "replacement", repl.ID)
+		}}, nil
+	}
+	op, started, err := domain.RequestFailover(svc, members, ops, r.cfg.Failover, now)
+	if domain.AsError(err) != nil {
+		// Not safe now (a replica behind or silent): the next pass
+		// tries again.
+		return nil, nil
+	}
+	if err != nil || !started {
+		return nil, err
+	}
+	if err := store.Put(ctx, tx, op); err != nil {
+		return nil, err
+	}
+	if err := r.auditSystem(ctx, tx, svc.ProjectID, domain.OpServiceFailover, svc.ID, "primary "+n.ID+" moves off draining host "+n.Host); err != nil {
+		return nil, err
+	}
+	return &drained{op: op, log: func() {
+		r.log.Info("primary moving off a draining host", "service_id", svc.ID, "node_id", n.ID, "host", n.Host, "operation_id", op.ID, "promote", op.Failover.Promote)
+	}}, nil
 }
 
 // replace stores a new node replacing gone (which begins deleting: its

@@ -135,3 +135,84 @@ func TestHostDownLosesItsNodes(t *testing.T) {
 		t.Fatalf("failover = %+v, want %s promoted in place of %s", op, r.ID, p.ID)
 	}
 }
+
+// TestDrainMovesNodes: the nodes of a draining host move one at a time —
+// a replica replaced by a new node, then the primary failed over (a
+// failover operation that replaces it) — while the service is whole.
+func TestDrainMovesNodes(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return now } })
+	for i, az := range []string{"us-east-1a", "us-east-1b", "us-east-1c"} {
+		state := domain.StateActive
+		if i < 2 {
+			state = domain.StateDraining
+		}
+		f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h" + az[len(az)-1:], State: state}, Region: "us-east-1", AZ: az, LastHeartbeatAt: now})
+	}
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
+		Region: "us-east-1", NodeCount: 3, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
+	node := func(idx int, host string) *domain.Node {
+		return f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+			ServiceID: svc.ID, Index: idx, AZ: "us-east-1" + host[1:], Host: host, Namespace: "ns", Address: "198.18.0.1", ReportedAt: now}).(*domain.Node)
+	}
+	p, a, b := node(0, "ha"), node(1, "hb"), node(2, "hc")
+	for _, n := range []*domain.Node{a, b} {
+		f.edit(n, func() {
+			n.Replication = &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500}
+		})
+	}
+	f.edit(p, func() {
+		p.Replication = &domain.ReplicationReport{At: now, Up: true, ReceivedLSN: 500,
+			Standbys: []domain.StandbyStatus{{Name: a.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}}
+	})
+	_ = f.rec.Once(t.Context()) // the fake cloud places no node: its error is expected
+	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting {
+		t.Fatalf("replica on the draining host: %s, want deleting (replaced)", got.State)
+	}
+	if got := get[domain.Node](f, p.ID); got.State != domain.StateRunning {
+		t.Fatalf("primary moved (%s) with its replica: want one node at a time", got.State)
+	}
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			t.Fatalf("failover %+v started with a replica moving", o)
+		}
+	}
+	var repl *domain.Node
+	for _, n := range f.nodes(svc.ID) {
+		if n.Index == a.Index && n.ID != a.ID {
+			repl = n
+		}
+	}
+	if repl == nil || repl.State != domain.StateCreating || repl.Host == "ha" || repl.Host == "hb" {
+		t.Fatalf("replacement of %s = %+v, want a new node off the draining hosts", a.ID, repl)
+	}
+
+	// The replacement streams and the old replica is gone: the primary
+	// moves next, by a failover.
+	f.edit(repl, func() {
+		repl.Host, repl.Namespace, repl.Address = "hc", "ns", "198.18.0.2"
+		if err := repl.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning,
+			Replication: &domain.ReplicationReport{Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500}}, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	old := get[domain.Node](f, a.ID)
+	f.edit(old, func() { old.State = domain.StateDeleted })
+	ss := get[domain.Service](f, svc.ID)
+	f.edit(ss, func() { ss.State = domain.StateRunning })
+	p = get[domain.Node](f, p.ID)
+	f.edit(p, func() {
+		p.Replication.Standbys = []domain.StandbyStatus{{Name: repl.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}
+	})
+	_ = f.rec.Once(t.Context())
+	var op *domain.Operation
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			op = o
+		}
+	}
+	if op == nil || op.Failover.Lost != p.ID {
+		t.Fatalf("failover = %+v, want the draining primary %s replaced", op, p.ID)
+	}
+}
