@@ -67,7 +67,7 @@ func BenchmarkFailoverUnavailability(b *testing.B) {
 		b.Logf("round %d %s: unavailable %v", i/2+1, kind, gap)
 	}
 	acked, _, normal := w.halt()
-	lost := e.lostRows(svc, pw, acked)
+	lost := e.lostRows(svc, pw, "w", acked)
 	p50 := func(ds []time.Duration) time.Duration { return median(ds) }
 	fmt.Printf("| unplanned (primary's PostgreSQL lost), n=%d | %v | %v | %v | %.1f× |\n", len(unplanned), p50(unplanned).Round(time.Millisecond), slices.Max(unplanned).Round(time.Millisecond), normal.Round(time.Millisecond), float64(p50(unplanned))/float64(normal))
 	fmt.Printf("| requested failover, n=%d | %v | %v | %v | %.1f× |\n", len(requested), p50(requested).Round(time.Millisecond), slices.Max(requested).Round(time.Millisecond), normal.Round(time.Millisecond), float64(p50(requested))/float64(normal))

@@ -144,11 +144,11 @@ func (e *env) psqlQuiet(host, password, conninfo string, args ...string) result 
 	return result{code, strings.TrimSpace(out.String()), strings.TrimSpace(errb.String())}
 }
 
-// lostRows counts the acknowledged ids missing from table w on svc's
+// lostRows counts the acknowledged ids missing from table on svc's
 // primary.
-func (e *env) lostRows(svc apitype.Service, pw string, acked []int) int {
+func (e *env) lostRows(svc apitype.Service, pw, table string, acked []int) int {
 	e.t.Helper()
-	r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "select id from w")
+	r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "select id from "+table)
 	if r.code != 0 {
 		e.t.Fatalf("read rows: %v", r)
 	}
@@ -283,7 +283,7 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 	if primary.ID == old.ID {
 		t.Fatalf("primary still %s", old.ID)
 	}
-	if lost := e.lostRows(after, pw, acked); lost > 0 {
+	if lost := e.lostRows(after, pw, "w", acked); lost > 0 {
 		t.Errorf("%d of %d acknowledged rows lost", lost, len(acked))
 	}
 	ids := map[string]bool{}
@@ -415,7 +415,7 @@ func TestReplicaLossAndRestartMidFailover(t *testing.T) {
 	if p := primaryNode(t, after); p.ID == old.ID {
 		t.Errorf("primary still %s after the failover", old.ID)
 	}
-	if lost := e2.lostRows(after, pw, acked); lost != 0 {
+	if lost := e2.lostRows(after, pw, "w", acked); lost != 0 {
 		t.Errorf("%d of %d acknowledged rows lost", lost, len(acked))
 	}
 

@@ -200,28 +200,6 @@ func primaryOf(s apitype.Service) string {
 	return ""
 }
 
-// lostRows counts the acknowledged ids missing from table on svc's
-// primary.
-func (e *env) lostRows(svc apitype.Service, pw, table string, acked []int) int {
-	e.t.Helper()
-	r := e.psql(up.LaptopHost, pw, e.multiHost(svc), "-c", "select id from "+table+" order by id")
-	if r.code != 0 {
-		e.t.Fatalf("read rows of %s: %v", table, r)
-	}
-	have := map[int]bool{}
-	for _, l := range strings.Fields(r.stdout) {
-		id, _ := strconv.Atoi(l)
-		have[id] = true
-	}
-	lost := 0
-	for _, id := range acked {
-		if !have[id] {
-			lost++
-		}
-	}
-	return lost
-}
-
 // checkReplaced checks that gone is no longer among svc's live nodes, and
 // that the other live nodes run on distinct hosts, none of them gone's.
 func (e *env) checkReplaced(svc apitype.Service, gone apitype.Node) {
