@@ -45,7 +45,7 @@ func TestHostFailures(t *testing.T) {
 	// The primary's host fails: its agent and PostgreSQL are killed and
 	// its links cut. The writer resumes on the promoted replica.
 	old := primaryNode(t, svc)
-	svc = e.underWriter(svc, pw, "host_failed", func() { e.mustMoat("sim", "fail", "host", old.Host) })
+	svc, _, _ = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) })
 	e.checkReplaced(svc, old, true)
 	phase("primary's host failed: failed over, replaced")
 	// Back: the lost node is wiped by its own agent, never rejoined.
@@ -59,7 +59,7 @@ func TestHostFailures(t *testing.T) {
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
 	var azHosts []string
-	svc = e.underWriter(svc, pw, "az_failed", func() {
+	svc, _, _ = e.underWriter(svc, pw, "az_failed", old, func() {
 		out := e.mustMoat("sim", "fail", "az", old.AZ, "-o", "value=hosts")
 		azHosts = strings.Split(strings.Trim(out, "[]"), " ")
 	})
@@ -80,7 +80,7 @@ func TestHostFailures(t *testing.T) {
 	// its firewall once past its lease. After recovery it is wiped.
 	old = primaryNode(t, svc)
 	isolated := make(chan isolatedResult, 1)
-	svc = e.underWriter(svc, pw, "partitioned", func() {
+	svc, _, _ = e.underWriter(svc, pw, "partitioned", old, func() {
 		e.mustMoat("sim", "partition", "host", old.Host)
 		go func() { isolated <- e.commitsOnIsolated(old, 20*time.Second) }()
 	})
@@ -104,9 +104,13 @@ func TestHostFailures(t *testing.T) {
 			replica = n
 		}
 	}
-	svc = e.underWriter(svc, pw, "replica_host_failed", func() { e.mustMoat("sim", "fail", "host", replica.Host) })
+	var pause, normal time.Duration
+	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() { e.mustMoat("sim", "fail", "host", replica.Host) })
 	if p := primaryNode(t, svc); p.ID != primary.ID {
 		t.Errorf("primary moved from %s to %s when a replica's host failed", primary.ID, p.ID)
+	}
+	if pause > 10*normal+2*time.Second {
+		t.Errorf("the writer paused %v while a replica's host was lost (normal %v), want no pause", pause, normal)
 	}
 	e.checkReplaced(svc, replica, true)
 	phase("replica's host failed: replaced, the primary committed throughout")
@@ -118,7 +122,7 @@ func TestHostFailures(t *testing.T) {
 	// and a replacement on another host; the host ends empty.
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
-	svc = e.underWriter(svc, pw, "drained", func() { e.mustMoat("host", "drain", old.Host) })
+	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() { e.mustMoat("host", "drain", old.Host) })
 	e.checkReplaced(svc, old, true)
 	e.waitWiped(old)
 	waitFor(t, time.Minute, func() bool {
@@ -130,33 +134,38 @@ func TestHostFailures(t *testing.T) {
 
 // underWriter runs fault under a writer committing to a new table named
 // table through svc's multi-host string, then waits until the writer
-// committed 20 more rows and the service runs again on three streaming
-// nodes; it fails the test if an acknowledged row is missing, and logs
-// the writer's longest gap. It returns the service after.
-func (e *env) underWriter(svc apitype.Service, pw, table string, fault func()) apitype.Service {
+// committed 20 more rows, the node gone (the one the fault takes) left
+// the service and the service runs again on three streaming nodes; it
+// fails the test if an acknowledged row is missing, and logs the writer's
+// unavailability. It returns the service after, the writer's
+// unavailability around the fault and its normal commit interval.
+func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) (after apitype.Service, unavailable, normal time.Duration) {
 	e.t.Helper()
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table "+table+" (id int primary key)"); r.code != 0 {
 		e.t.Fatalf("create table %s: %v", table, r)
 	}
 	mh := e.multiHost(svc)
+	e.t.Logf("%s: writer over %s", table, mh)
 	w := e.startHAWriterInto(pw, table, func() string { return mh })
 	waitFor(e.t, 30*time.Second, func() bool { return w.count() >= 10 })
 	before := w.count()
 	at := time.Now()
 	fault()
 	waitFor(e.t, 2*time.Minute, func() bool { return w.count() >= before+20 })
-	acked, gap, normal := w.halt()
-	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), w.gapAround(at), gap, normal)
-	after := e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
-		return s.State == domain.StateRunning && s.Replication != nil && s.Replication.Mode == domain.ReplQuorum && streaming(s) == 2
+	// The writer goes on until the service is whole again.
+	after = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+		return left(s, gone) && s.State == domain.StateRunning && s.Replication != nil && s.Replication.Mode == domain.ReplQuorum && streaming(s) == 2
 	}, func(s apitype.Service) bool {
 		// A failed AZ leaves two healthy AZs: the replacement waits.
-		return s.State == domain.StateDegraded && streaming(s) >= 1 && primaryOf(s) != ""
+		return left(s, gone) && s.State == domain.StateDegraded && streaming(s) >= 1 && primaryOf(s) != ""
 	})
+	acked, gap, normal := w.halt()
+	unavailable = w.gapAround(at)
+	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), unavailable, gap, normal)
 	if lost := e.lostRows(after, pw, table, acked); lost > 0 {
 		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))
 	}
-	return after
+	return after, unavailable, normal
 }
 
 // waitService waits until the service satisfies one of the conditions,
@@ -177,6 +186,16 @@ func (e *env) waitService(id string, within time.Duration, conds ...func(apitype
 		return false
 	})
 	return svc
+}
+
+// left reports whether node is no longer among the service's live nodes.
+func left(s apitype.Service, node apitype.Node) bool {
+	for _, n := range s.NodeList {
+		if n.ID == node.ID && !domain.Going(n.State) {
+			return false
+		}
+	}
+	return true
 }
 
 // streaming counts the service's running replicas that stream.
