@@ -122,7 +122,11 @@ func TestHostFailures(t *testing.T) {
 	// and a replacement on another host; the host ends empty.
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
-	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() { e.mustMoat("host", "drain", old.Host) })
+	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() {
+		if code, out, errb := e.moatAPI("host", "drain", old.Host); code != 0 {
+			t.Fatalf("moat host drain %s: exit %d: %s%s", old.Host, code, out, errb)
+		}
+	})
 	e.checkReplaced(svc, old, true)
 	e.waitWiped(old)
 	waitFor(t, time.Minute, func() bool {
