@@ -486,7 +486,11 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 			if id == f.Lost || id == f.Promote || id == f.Replacement || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateCreating {
 				continue
 			}
-			if !streamsFrom(m, f.Promote) {
+			// Re-pointed, not necessarily streaming: a replica that fell
+			// behind under ANY 1 may never follow the new primary (it
+			// lacks WAL the new primary never had); the replacement must
+			// not wait behind it.
+			if r := m.Report; r == nil || r.Upstream != f.Promote {
 				return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica " + id + " to stream from the new primary"}}, ""
 			}
 		}
