@@ -96,7 +96,9 @@ type node struct {
 	replSent  time.Time
 	downSince time.Time
 	upstream  string
-	fenced    bool
+	// lastUpstream is the last non-empty upstream applied.
+	lastUpstream string
+	fenced       bool
 }
 
 func newNode(a *Agent, id string) *node {
@@ -306,6 +308,9 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	n.upstream = ""
 	if want.Role == apitype.RoleReplica {
 		n.upstream = want.Upstream
+	}
+	if n.upstream != "" {
+		n.lastUpstream = n.upstream
 	}
 	n.a.log.Debug("node applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision, "duration", time.Since(t0))
 	n.volumeFull = false

@@ -26,6 +26,10 @@ import (
 //     closed until the control plane answers again: an isolated old
 //     primary stops serving before the control plane promotes another.
 
+// receiverRunning marks, between Replication and observe, a server whose
+// WAL receiver runs.
+const receiverRunning = "\x00receiver"
+
 // replReportEvery is how often a node's replication is reported when
 // only its positions changed.
 const replReportEvery = 5 * time.Second
@@ -41,7 +45,14 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 		got, err := n.inst.Replication(qctx)
 		cancel()
 		if err == nil {
+			running := got.Upstream == receiverRunning
 			got.Fenced, got.Upstream = fenced, n.upstream
+			if got.Upstream == "" && running {
+				// Detached in the configuration, but its WAL receiver has
+				// not stopped yet: its position is not final, so it still
+				// counts as following its last upstream.
+				got.Upstream = n.lastUpstream
+			}
 			if !got.InRecovery {
 				got.Upstream = ""
 			}
@@ -189,7 +200,8 @@ const replicationQuery = `SELECT pg_is_in_recovery(),
 	CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text ELSE pg_current_wal_flush_lsn()::text END,
 	coalesce(pg_last_wal_replay_lsn()::text, ''),
 	(SELECT timeline_id FROM pg_control_checkpoint()),
-	coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1), false)`
+	coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1), false),
+	EXISTS (SELECT 1 FROM pg_stat_wal_receiver)`
 
 // Replication reads the server's replication: recovery, positions, its
 // WAL receiver, and on a primary pg_stat_replication.
@@ -200,8 +212,14 @@ func (p pgInstance) Replication(ctx context.Context) (apitype.NodeReplication, e
 	}
 	defer closeConn(conn)
 	r := apitype.NodeReplication{Up: true}
-	if err := conn.QueryRow(ctx, replicationQuery).Scan(&r.InRecovery, &r.ReceivedLSN, &r.ReplayedLSN, &r.Timeline, &r.Streaming); err != nil {
+	var receiver bool
+	if err := conn.QueryRow(ctx, replicationQuery).Scan(&r.InRecovery, &r.ReceivedLSN, &r.ReplayedLSN, &r.Timeline, &r.Streaming, &receiver); err != nil {
 		return r, fmt.Errorf("read replication: %w", err)
+	}
+	if receiver {
+		// Its upstream is the configured one (observe); a receiver still
+		// running after the upstream was removed is reported by observe.
+		r.Upstream = receiverRunning
 	}
 	if r.InRecovery {
 		return r, nil

@@ -415,13 +415,18 @@ func (f *Failover) Advance(members []Member, lostHost *Host, p FailoverPolicy, n
 // the current one is done.
 func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy, now time.Time) (FailoverAction, string) {
 	cand, ok := byID[f.Promote]
+	gone := !ok || !cand.HostHealthy || Going(cand.Node.State)
+	if ok && !gone {
+		// Its PostgreSQL down past the grace counts as lost too.
+		gone, _, _ = memberLost(cand, p, now)
+	}
 	switch f.Step {
 	case StepFence, StepDetach, StepPromote:
-		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+		if gone {
 			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the replica chosen for promotion was lost before it was promoted; the failover starts over"}}, ""
 		}
 	default:
-		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+		if gone {
 			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the promoted node " + f.Promote + " was lost; a new failover decides"}}, ""
 		}
 	}
@@ -481,7 +486,11 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 			if id == f.Lost || id == f.Promote || id == f.Replacement || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateCreating {
 				continue
 			}
-			if !streamsFrom(m, f.Promote) {
+			// Re-pointed, not necessarily streaming: a replica that fell
+			// behind under ANY 1 may never follow the new primary (it
+			// lacks WAL the new primary never had); the replacement must
+			// not wait behind it.
+			if r := m.Report; r == nil || r.Upstream != f.Promote {
 				return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica " + id + " to stream from the new primary"}}, ""
 			}
 		}
