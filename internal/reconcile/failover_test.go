@@ -198,9 +198,11 @@ func TestDrainMovesNodes(t *testing.T) {
 		}
 	})
 	old := get[domain.Node](f, a.ID)
-	f.edit(old, func() { old.State = domain.StateDeleted })
-	ss := get[domain.Service](f, svc.ID)
-	f.edit(ss, func() { ss.State = domain.StateRunning })
+	f.edit(old, func() {
+		if err := old.MarkDeleted(now); err != nil {
+			t.Fatal(err)
+		}
+	})
 	p = get[domain.Node](f, p.ID)
 	f.edit(p, func() {
 		p.Replication.Standbys = []domain.StandbyStatus{{Name: repl.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}
