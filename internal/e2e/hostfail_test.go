@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,4 +311,59 @@ func (e *env) isolatedPSQL(psql, sock, stmt string) result {
 		}
 	}
 	return result{code, strings.TrimSpace(out.String()), strings.TrimSpace(errb.String())}
+}
+
+// BenchmarkHostFailover measures what a writer sees when the primary's
+// host of a 3-node service fails (moat sim fail host: agent and
+// PostgreSQL killed, links cut; detected by its heartbeats stopping):
+// unavailability per round from the writer's last commit before the
+// fault to its first after, the writer's median commit interval as the
+// reference, and rows lost at the end (must be 0). Between rounds the
+// host recovers (its agent wipes the old node) and the service runs on
+// three streaming nodes again. us-east-1 with two hosts per AZ;
+// fastFailover. Run: MOAT_BENCH_ROUNDS=10 go test -run '^$' -bench
+// HostFailover -benchtime=1x ./internal/e2e.
+func BenchmarkHostFailover(b *testing.B) {
+	rounds := 10
+	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	e := startStack(b, "", "", func(c *up.Config) {
+		c.ControlPlane.Failover = fastFailover
+		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
+		c.HostsPerAZ = 2
+	})
+	e.newProject("bench")
+	created, pw := e.createService("ha", 3)
+	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
+		b.Fatalf("create table: %v", r)
+	}
+	var conninfo atomic.Value
+	conninfo.Store(e.multiHost(svc))
+	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })
+	waitFor(b, 30*time.Second, func() bool { return w.count() >= 20 })
+	var gaps []time.Duration
+	for i := range rounds {
+		old := primaryNode(b, svc)
+		n := w.count()
+		t0 := time.Now()
+		e.mustMoat("sim", "fail", "host", old.Host)
+		waitFor(b, 2*time.Minute, func() bool { return w.count() > n && w.gapAround(t0) > 0 })
+		gaps = append(gaps, w.gapAround(t0))
+		svc = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+			return left(s, old) && s.State == domain.StateRunning && streaming(s) == 2
+		})
+		e.mustMoat("sim", "recover")
+		e.waitWiped(old)
+		conninfo.Store(e.multiHost(svc))
+		b.Logf("round %d: unavailable %v", i+1, gaps[i])
+	}
+	acked, _, normal := w.halt()
+	lost := e.lostRows(svc, pw, "w", acked)
+	fmt.Printf("| primary's host failed, n=%d | %v | %v | %v | %.1f× |\n", len(gaps), median(gaps).Round(time.Millisecond), slices.Max(gaps).Round(time.Millisecond), normal.Round(time.Millisecond), float64(median(gaps))/float64(normal))
+	fmt.Printf("rows acknowledged %d, lost %d\n", len(acked), lost)
+	if lost > 0 {
+		b.Errorf("%d acknowledged rows lost", lost)
+	}
 }
