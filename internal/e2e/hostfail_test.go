@@ -374,7 +374,7 @@ func BenchmarkHostFailover(b *testing.B) {
 		e.mustMoat("sim", "recover")
 		e.waitWiped(old)
 		conninfo.Store(e.multiHost(svc))
-		b.Logf("round %d: unavailable %v", i+1, gaps[i])
+		b.Logf("round %d: unavailable %v (primary %s on %s failed; now %s on %s)", i+1, gaps[i], old.ID, old.Host, primaryNode(b, svc).ID, primaryNode(b, svc).Host)
 	}
 	acked, _, normal := w.halt()
 	lost := e.lostRows(svc, pw, "w", acked)
