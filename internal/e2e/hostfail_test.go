@@ -29,16 +29,24 @@ import (
 // the writer goes on, no acknowledged row is lost, the lost node is
 // replaced on another host and wiped on its own once that host is back.
 
+// startHostFleet runs a stack of us-east-1 alone with two hosts per AZ
+// (a lost host's node has another host in its AZ to go to) and
+// fastFailover.
+func startHostFleet(t testing.TB) *env {
+	t.Helper()
+	return startStack(t, "", "", func(c *up.Config) {
+		c.ControlPlane.Failover = fastFailover
+		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
+		c.HostsPerAZ = 2
+	})
+}
+
 // TestHostFailures runs the scenarios in order on one stack (each leaves
 // the service running on three streaming nodes for the next).
 func TestHostFailures(t *testing.T) {
 	t0 := time.Now()
 	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
-	e := startStack(t, "", "", func(c *up.Config) {
-		c.ControlPlane.Failover = fastFailover
-		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
-		c.HostsPerAZ = 2
-	})
+	e := startHostFleet(t)
 	e.newProject("acme")
 	created, pw := e.createService("ha", 3)
 	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
@@ -343,11 +351,7 @@ func BenchmarkHostFailover(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
-	e := startStack(b, "", "", func(c *up.Config) {
-		c.ControlPlane.Failover = fastFailover
-		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
-		c.HostsPerAZ = 2
-	})
+	e := startHostFleet(b)
 	e.newProject("bench")
 	created, pw := e.createService("ha", 3)
 	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
@@ -360,10 +364,20 @@ func BenchmarkHostFailover(b *testing.B) {
 	waitFor(b, 30*time.Second, func() bool { return w.count() >= 20 })
 	var gaps []time.Duration
 	for i := range rounds {
+		// The primary now (not as the last round left it).
+		before := primaryNode(b, svc)
+		svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+		conninfo.Store(e.multiHost(svc))
 		old := primaryNode(b, svc)
+		if old.ID != before.ID {
+			b.Logf("round %d: the primary moved from %s to %s between rounds", i+1, before.ID, old.ID)
+		}
 		n := w.count()
 		t0 := time.Now()
 		e.mustMoat("sim", "fail", "host", old.Host)
+		if pid := pidOf(filepath.Join(up.AgentDir(e.dir, old.Host), "volumes", old.ID, "pgdata", "postmaster.pid")); pid > 0 {
+			b.Errorf("round %d: the failed host's primary %s still runs (postmaster %d)", i+1, old.ID, pid)
+		}
 		svc = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
 			return left(s, old) && s.State == domain.StateRunning && streaming(s) == 2
 		})
