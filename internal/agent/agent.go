@@ -63,6 +63,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -160,6 +161,9 @@ type Agent struct {
 	wg    sync.WaitGroup
 
 	reportKick chan struct{}
+	// contact is when the control plane last answered (Unix ns): the
+	// lease of the nodes' primaries counts from it.
+	contact atomic.Int64
 
 	binMu   sync.Mutex
 	binPath string // the installed moat binary, once installed
@@ -264,7 +268,7 @@ func newAgent(cfg Config, plat platform) *Agent {
 	if cfg.HeartbeatEvery <= 0 {
 		cfg.HeartbeatEvery = domain.HeartbeatInterval
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:          cfg,
 		log:          cfg.Logger,
 		nodesDir:     filepath.Join(cfg.DataDir, "nodes"),
@@ -275,6 +279,8 @@ func newAgent(cfg Config, plat platform) *Agent {
 		plat:         plat,
 		obs:          newObserver(),
 	}
+	a.touch()
+	return a
 }
 
 // mkdir0711 makes dir if missing and sets it to mode 0711: the postgres
@@ -338,6 +344,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
+		a.touch()
 		if failing {
 			a.log.Info("control plane reachable again", "revision", d.Revision)
 			failing = false
@@ -503,6 +510,7 @@ func (a *Agent) reporter(ctx context.Context) {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
+		a.touch()
 		backoff = pollBackoffMin
 		a.observeReport(r)
 	}
@@ -534,6 +542,13 @@ func Version() string {
 	}
 	return "dev"
 }
+
+// touch records that the control plane answered now.
+func (a *Agent) touch() { a.contact.Store(time.Now().UnixNano()) }
+
+// lastContact is when the control plane last answered (the agent's
+// start, before it first does).
+func (a *Agent) lastContact() time.Time { return time.Unix(0, a.contact.Load()) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

@@ -34,6 +34,7 @@ const (
 	opPassword   = "password"
 	opCheckpoint = "checkpoint"
 	opInRecovery = "in-recovery" // fails when asked to; never recorded
+	opPromote    = "promote"
 	opTaskStart  = "task-start"
 	opTaskCancel = "task-cancelled"
 	opVolume     = "volume"         // a new volume made and served
@@ -377,4 +378,14 @@ func (in *fakeInstance) InRecovery(context.Context) (bool, error) {
 	in.h.mu.Lock()
 	defer in.h.mu.Unlock()
 	return in.h.recovering, in.h.fail[opInRecovery]
+}
+
+func (in *fakeInstance) Promote(context.Context) error {
+	return in.h.record(opPromote, func() { in.h.recovering = false })
+}
+
+func (in *fakeInstance) Replication(context.Context) (apitype.NodeReplication, error) {
+	in.h.mu.Lock()
+	defer in.h.mu.Unlock()
+	return apitype.NodeReplication{Up: true, InRecovery: in.h.recovering, ReceivedLSN: "0/3000000"}, nil
 }

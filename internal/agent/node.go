@@ -86,6 +86,19 @@ type node struct {
 	// it changes (the scraper's own).
 	stats    *pgstat.Snapshot
 	statsErr string
+
+	// repl is the node's replication as last observed (under mu),
+	// replSent when it was last handed to the reporter. The worker's:
+	// downSince, when PostgreSQL was first seen down; upstream, the
+	// node the applied configuration follows; fenced, whether the node
+	// is fenced (its desired role, or its lease ran out).
+	repl      *apitype.NodeReplication
+	replSent  time.Time
+	downSince time.Time
+	upstream  string
+	// lastUpstream is the last non-empty upstream applied.
+	lastUpstream string
+	fenced       bool
 }
 
 func newNode(a *Agent, id string) *node {
@@ -130,6 +143,7 @@ func (n *node) currentReport() (apitype.NodeReport, bool) {
 	rep.Tasks = n.taskReportsLocked()
 	rep.Archive = n.archive
 	rep.Volume = n.volume
+	rep.Replication = n.repl
 	return rep, n.hasRep && !n.gone && !n.held
 }
 
@@ -225,6 +239,21 @@ func (n *node) run(ctx context.Context) {
 		}
 		n.wiped = false
 
+		if want.Role == apitype.RoleFenced || n.leaseExpired(want) {
+			if err := n.fence(ctx, want, rev, want.Role == apitype.RoleFenced); err != nil {
+				n.a.log.Error("fence node", "node", n.id, "err", err)
+			} else if !n.fenced {
+				n.fenced = true
+				n.setReport(rev, want.AllowlistRevision, apitype.NodeReportFailed, fencedMessage)
+			}
+			n.observe(ctx, true)
+			continue
+		}
+		if n.fenced {
+			// The lease is renewed: apply the node again (its firewall).
+			n.fenced, n.appliedRev = false, -1
+		}
+
 		if rev != n.appliedRev {
 			if !kicked && time.Now().Before(n.nextTry) {
 				continue
@@ -237,6 +266,7 @@ func (n *node) run(ctx context.Context) {
 			n.startTasks(ctx, want)
 			n.checkArchive(ctx, want)
 		}
+		n.observe(ctx, false)
 	}
 }
 
@@ -275,6 +305,13 @@ func (n *node) applyAndReport(ctx context.Context, want apitype.NodeDesired, rev
 	}
 	n.failures = 0
 	n.appliedRev = rev
+	n.upstream = ""
+	if want.Role == apitype.RoleReplica {
+		n.upstream = want.Upstream
+	}
+	if n.upstream != "" {
+		n.lastUpstream = n.upstream
+	}
 	n.a.log.Debug("node applied", "node", n.id, "revision", rev, "allowlist_revision", want.AllowlistRevision, "duration", time.Since(t0))
 	n.volumeFull = false
 	n.observeCerts(want)
@@ -436,6 +473,7 @@ type marks struct {
 	instance  mark // configuration files and cluster (Init)
 	hba       mark // pg_hba.conf
 	reload    mark // the configuration the running server has loaded
+	promote   mark // the instance whose recovery was ended (a new primary)
 	sessions  mark // the pg_hba whose revoked sessions were cut
 	bootstrap mark // roles and database
 	password  mark // the admin password
@@ -521,6 +559,7 @@ func (n *node) apply(ctx context.Context, want apitype.NodeDesired, rev int64) e
 		n.applyInstance,
 		n.applyHBA,
 		n.applyRunning,
+		n.applyPromote,
 		n.applySessions,
 		n.applyRestored,
 		n.applyRoles,
@@ -567,6 +606,11 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 	if !s.primary && want.Role != apitype.RoleReplica {
 		return fmt.Errorf("role %q is neither primary nor replica", want.Role)
 	}
+	if !s.primary && want.PrimaryAddress == "" && !n.hasCluster() {
+		// A new replica with no upstream yet (a failover under way):
+		// never an initdb in its place.
+		return fmt.Errorf("%w: a new replica with no primary to copy", errWaiting)
+	}
 	s.restore = n.restoring(want, s.primary)
 	if s.restore == nil {
 		// Restored (or never a restore): no key of another service stays.
@@ -580,8 +624,11 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 	// under the same name needs PostgreSQL restarted inside it.
 	nsID := n.net.ID()
 	key := fingerprint(want.Namespace, nsID, s.addr, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
-		want.Archive, want.BackupPublicKeyPEM, s.restore)
-	restart := fingerprint(want.Namespace, nsID, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.Archive != nil)
+		want.Archive, want.BackupPublicKeyPEM, s.restore, want.Upstream, want.SyncStandbyNames)
+	// The role and the upstream are not in it: primary_conninfo and
+	// synchronous_standby_names are reloaded, and a replica becoming
+	// primary is promoted in place (applyPromote).
+	restart := fingerprint(want.Namespace, nsID, s.port, want.ReplicationUser, want.Archive != nil)
 	_, err := n.marks.instance.run(key, func() error {
 		o, err := n.a.plat.users.Ensure(n.osUser())
 		if err != nil {
@@ -741,6 +788,12 @@ func (n *node) tlsDir() string    { return filepath.Join(n.dir, "tls") }
 func (n *node) socketDir() string { return filepath.Join(n.dir, "run") }
 func (n *node) logFile() string   { return filepath.Join(n.dir, "postgres.log") }
 
+// hasCluster reports whether the node's data directory holds a cluster.
+func (n *node) hasCluster() bool {
+	_, err := os.Stat(filepath.Join(n.dataDir(), "PG_VERSION"))
+	return err == nil
+}
+
 // ensureDirs makes the node's directory: root's, mode 0710 and group the
 // node user's o, so that only that user enters it; 0711 when the agent is
 // not root (o unchanged). The root of the node's volume, once mounted
@@ -803,10 +856,21 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 	if n.a.cfg.NoSync {
 		cfg.Settings = map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 	}
-	if !primary {
-		if want.PrimaryAddress == "" {
-			return cfg, errors.New("replica without a primary address")
+	if primary && want.SyncStandbyNames != "" {
+		if cfg.Settings == nil {
+			cfg.Settings = map[string]string{}
 		}
+		// A commit waits for the standbys' flush, even without fsync.
+		cfg.Settings["synchronous_standby_names"] = want.SyncStandbyNames
+		cfg.Settings["synchronous_commit"] = "on"
+	}
+	// A replica that is to be promoted, or follows no one for now (a
+	// failover's detach step), keeps its data directory as it is.
+	cfg.KeepStandby = primary || want.PrimaryAddress == ""
+	if !primary && want.PrimaryAddress == "" {
+		return cfg, nil
+	}
+	if !primary {
 		if t.ReplCertPEM == "" || t.ReplKeyPEM == "" || t.ProjectCAPEM == "" {
 			return cfg, errors.New("tls: a replica needs its replication client certificate and the project CA")
 		}

@@ -66,6 +66,10 @@ type instance interface {
 	InRecovery(ctx context.Context) (bool, error)
 	// Checkpoint runs CHECKPOINT.
 	Checkpoint(ctx context.Context) error
+	// Promote promotes a server in recovery, waiting until it is.
+	Promote(ctx context.Context) error
+	// Replication reads the server's replication (Up is true).
+	Replication(ctx context.Context) (apitype.NodeReplication, error)
 	// Close ends what watches the server this instance started; the
 	// server runs on. Start fails after it.
 	Close() error

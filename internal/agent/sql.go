@@ -39,7 +39,9 @@ func connectSocket(ctx context.Context, socketDir string, port int) (*pgx.Conn, 
 	cfg.Database = "postgres"
 	cfg.TLSConfig = nil
 	cfg.Fallbacks = nil
-	cfg.RuntimeParams = map[string]string{"application_name": "moat-agent"}
+	// Its commits do not wait for synchronous standbys: see
+	// postgres.Instance's management connection.
+	cfg.RuntimeParams = map[string]string{"application_name": "moat-agent", "synchronous_commit": "local"}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("management connection: %w", err)

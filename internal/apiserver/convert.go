@@ -1,6 +1,9 @@
 package apiserver
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/archive"
 	"github.com/moatdb/moat/internal/domain"
@@ -80,8 +83,23 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 		out.Connection = &apitype.Connection{Host: domain.ServiceName(svc, s.cfg.Domain), Port: domain.PostgresPort,
 			Database: domain.Database, User: domain.AdminUser, SSLMode: "verify-full"}
 	}
+	if r := svc.Replication; r != nil && !domain.Gone(svc.State) {
+		out.Replication = &apitype.Replication{Mode: r.Mode, Condition: c.infoFor(r.Condition)}
+	}
+	if h := svc.Health; h != nil && !domain.Gone(svc.State) {
+		out.Health = &apitype.ServiceHealth{Status: h.Status}
+		for _, i := range h.Conditions {
+			out.Health.Conditions = append(out.Health.Conditions, *c.infoFor(&i))
+		}
+	}
+	members := domain.Members(svc, nodes, func(string) bool { return true })
+	repl := map[string]domain.ReplicaState{}
+	for _, r := range domain.ReplicaStates(members) {
+		repl[r.NodeID] = r
+	}
+	var hosts, addrs []string
 	for _, n := range nodes {
-		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address, StateInfo: c.infoFor(n.StateInfo)}
+		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address, Host: n.Host, StateInfo: c.infoFor(n.StateInfo)}
 		if v := n.Volume; v != nil && !domain.Gone(n.State) {
 			node.Volume = &apitype.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
 		}
@@ -89,12 +107,44 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 			node.Archive = &apitype.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
 				LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
 		}
+		if !domain.Going(n.State) {
+			node.Role = nodeRole(svc, n)
+			r := repl[n.ID]
+			node.Streaming, node.SyncState, node.LagBytes = r.Streaming, r.SyncState, r.LagBytes
+			if n.Address != "" && out.Connection != nil {
+				// The primary first: a client tries it before the others.
+				if svc.IsPrimary(n) {
+					hosts, addrs = append([]string{out.Connection.Host}, hosts...), append([]string{n.Address}, addrs...)
+				} else {
+					hosts, addrs = append(hosts, out.Connection.Host), append(addrs, n.Address)
+				}
+			}
+		}
 		out.NodeList = append(out.NodeList, node)
-		if n.Index == 0 && out.Connection != nil {
+		if svc.IsPrimary(n) && !domain.Going(n.State) && out.Connection != nil {
 			out.Connection.Address = n.Address
 		}
 	}
+	if out.Connection != nil && svc.NodeCount > 1 {
+		out.Connection.ReadOnlyHost = domain.ReadOnlyName(svc, s.cfg.Domain)
+		if len(addrs) > 0 {
+			out.Connection.MultiHost = fmt.Sprintf("host=%s hostaddr=%s port=%d dbname=%s user=%s sslmode=verify-full target_session_attrs=read-write",
+				strings.Join(hosts, ","), strings.Join(addrs, ","), domain.PostgresPort, domain.Database, domain.AdminUser)
+		}
+	}
 	return out
+}
+
+// nodeRole is the role service get shows for n: primary, fenced (its
+// agent reports it kept from acknowledging anything) or replica.
+func nodeRole(svc *domain.Service, n *domain.Node) string {
+	switch {
+	case svc.IsPrimary(n):
+		return apitype.RolePrimary
+	case n.Replication != nil && n.Replication.Fenced:
+		return apitype.RoleFenced
+	}
+	return apitype.RoleReplica
 }
 
 func allowlistOut(svc *domain.Service) apitype.Allowlist {
@@ -127,16 +177,59 @@ func auditOut(e domain.AuditEntry) apitype.AuditEntry {
 }
 
 // nodeReportIn is the domain's view of an agent's node report.
-func nodeReportIn(r apitype.NodeReport) domain.NodeReport {
+func nodeReportIn(r apitype.NodeReport) (domain.NodeReport, error) {
 	out := domain.NodeReport{Revision: r.Revision, AllowlistRevision: r.AllowlistRevision, State: r.State, Message: r.Message}
 	if v := r.Volume; v != nil {
 		out.Volume = &domain.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
 	}
+	repl, err := replicationIn(r.Replication)
+	if err != nil {
+		return out, err
+	}
+	out.Replication = repl
 	if a := r.Archive; a != nil {
 		out.Archive = &domain.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
 			LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
 	}
-	return out
+	return out, nil
+}
+
+// replicationIn is the domain's view of a node's replication report; a
+// malformed LSN is an error about its field.
+func replicationIn(r *apitype.NodeReplication) (*domain.ReplicationReport, error) {
+	if r == nil {
+		return nil, nil
+	}
+	out := &domain.ReplicationReport{Up: r.Up, InRecovery: r.InRecovery, Timeline: r.Timeline, Upstream: r.Upstream, Streaming: r.Streaming, Fenced: r.Fenced}
+	if r.DownSince != nil {
+		out.DownSince = *r.DownSince
+	}
+	lsn := func(field, v string) (domain.LSN, error) {
+		if v == "" {
+			return 0, nil
+		}
+		l, err := domain.ParseLSN(v)
+		return l, inField(field, err)
+	}
+	var err error
+	if out.ReceivedLSN, err = lsn("replication", r.ReceivedLSN); err != nil {
+		return nil, err
+	}
+	if out.ReplayedLSN, err = lsn("replication", r.ReplayedLSN); err != nil {
+		return nil, err
+	}
+	for i, sb := range r.Standbys {
+		st := domain.StandbyStatus{Name: sb.Name, SyncState: sb.SyncState}
+		field := fmt.Sprintf("replication.standbys[%d]", i)
+		if st.FlushLSN, err = lsn(field, sb.FlushLSN); err != nil {
+			return nil, err
+		}
+		if st.ReplayLSN, err = lsn(field, sb.ReplayLSN); err != nil {
+			return nil, err
+		}
+		out.Standbys = append(out.Standbys, st)
+	}
+	return out, nil
 }
 
 // taskReportIn is the domain's view of an agent's task report.

@@ -39,7 +39,7 @@ func (s *Server) hostDesired(c *call) error {
 		if err != nil {
 			return err
 		}
-		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir, in.Now = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir, s.now()
+		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir, in.Now, in.Lease = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir, s.now(), s.cfg.Lease
 		out, err = desired.Compile(in)
 		return err
 	})
@@ -111,6 +111,7 @@ func (s *Server) hostReport(c *call) error {
 	err := c.mutate(func(tx store.Tx) error {
 		ended = ended[:0]
 		touched := map[string]bool{}
+		turned := false
 		now := s.now()
 		back, err := s.recordHeartbeat(c, tx, host, in.AgentVersion)
 		if err != nil {
@@ -131,8 +132,12 @@ func (s *Server) hostReport(c *call) error {
 			if !n.AcceptsReports() {
 				continue
 			}
-			before := n.StateInfo
-			if err := n.ApplyReport(nodeReportIn(r), now); err != nil {
+			before, beforeRepl := n.StateInfo, n.Replication
+			rep, err := nodeReportIn(r)
+			if err != nil {
+				return inField(field, err)
+			}
+			if err := n.ApplyReport(rep, now); err != nil {
 				return inField(field, err)
 			}
 			if r.State == apitype.NodeReportFailed && (before == nil || before.Cause != r.Message) {
@@ -141,6 +146,9 @@ func (s *Server) hostReport(c *call) error {
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
 				return err
+			}
+			if domain.Turned(beforeRepl, n.Replication) {
+				turned = true
 			}
 			for j, t := range r.Tasks {
 				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
@@ -166,6 +174,13 @@ func (s *Server) hostReport(c *call) error {
 			}
 		}
 		c.detail = strings.Join(notes, " ")
+		if turned {
+			// A node's replication turned (a primary down, a replica
+			// detached or promoted): the reconciler looks now (the
+			// global revision; no host's desired state changed).
+			_, err := desired.Bump(c.ctx, tx, desired.Affected{})
+			return err
+		}
 		return nil
 	})
 	if err != nil {

@@ -398,3 +398,46 @@ func (s *Server) verifyAudit(c *call) error {
 	}
 	return c.reply(0, out)
 }
+
+// failoverService starts a failover the tenant asks for: the primary is
+// fenced and replaced by the replica with the most WAL (refused for a
+// 1-node service, one under another operation, or one whose replicas
+// might lack acknowledged commits).
+func (s *Server) failoverService(c *call) error {
+	id := c.r.PathValue("id")
+	c.target = id
+	var op *domain.Operation
+	err := c.mutate(func(tx store.Tx) error {
+		svc, err := getIn[domain.Service](c, tx, "service", id)
+		if err != nil {
+			return err
+		}
+		nodes, err := store.List[domain.Node](c.ctx, tx, store.Query{Parent: id})
+		if err != nil {
+			return err
+		}
+		live, err := store.List[domain.Operation](c.ctx, tx, store.Query{ProjectID: svc.ProjectID, Parent: id, States: domain.LiveOperationStates})
+		if err != nil {
+			return err
+		}
+		members := domain.Members(svc, nodes, func(string) bool { return true })
+		var started bool
+		if op, started, err = domain.RequestFailover(svc, members, live, domain.DefaultFailoverPolicy(), s.now()); err != nil || !started {
+			return err
+		}
+		if err := store.Put(c.ctx, tx, op); err != nil {
+			return err
+		}
+		if err := store.Put(c.ctx, tx, svc); err != nil {
+			return err
+		}
+		c.detail = "operation=" + op.ID + " promote=" + op.Failover.Promote
+		_, err = desired.Bump(c.ctx, tx, desired.Affected{Services: []string{svc.ID}})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.w.Header().Set("Location", "/v1/projects/"+c.project+"/operations/"+op.ID)
+	return c.reply(0, c.operationOut(op))
+}

@@ -58,6 +58,7 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/attach", Action: "service.attach", Access: ProjectWrite, Summary: "Attach a service to a VPC, or move it to another (asynchronous)", Request: apitype.AttachRequest{}, Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.attachService},
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/detach", Action: "service.detach", Access: ProjectWrite, Summary: "Detach a service from its VPC (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.detachService},
 
+		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/failover", Action: "service.failover", Access: ProjectWrite, Summary: "Fail the service over: fence its primary and promote the replica with the most WAL; the old primary is replaced (asynchronous; 409 for a 1-node service)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.failoverService},
 		{Method: "GET", Pattern: "/v1/projects/{p}/services/{id}/backups", Access: ProjectRead, Summary: "List a service's base backups (it can be restored to any time after the end of one)", Response: apitype.List[apitype.Backup]{}, Handler: s.listBackups},
 		{Method: "POST", Pattern: "/v1/projects/{p}/services/{id}/backups", Action: "service.backup.create", Access: ProjectWrite, Summary: "Take a base backup now (asynchronous)", Response: apitype.Operation{}, Status: http.StatusAccepted, Handler: s.createBackup},
 

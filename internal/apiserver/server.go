@@ -59,6 +59,9 @@ type Config struct {
 	// backups.
 	Backups   objstore.Store
 	BackupDir string
+	// Lease is how long an agent keeps a replicated service's primary
+	// writable without reaching the control plane (0: no lease).
+	Lease time.Duration
 	// RefusalInterval is how long refusals from one source (unauthenticated
 	// requests, refused reads) are counted into one audit entry (0: a
 	// minute).

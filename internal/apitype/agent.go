@@ -26,6 +26,9 @@ type HostDesired struct {
 const (
 	RolePrimary = "primary"
 	RoleReplica = "replica"
+	// RoleFenced: a lost primary; the agent stops its PostgreSQL, closes
+	// its firewall and never restarts it as it was.
+	RoleFenced = "fenced"
 )
 
 // NodeDesired is everything an agent needs to run one node.
@@ -44,6 +47,16 @@ type NodeDesired struct {
 	// Primary is the primary's address and certificate name, for replicas.
 	PrimaryAddress string `json:"primary_address,omitempty"`
 	PrimaryName    string `json:"primary_name,omitempty"`
+	// Upstream is the node a replica follows (its PrimaryAddress); a
+	// replica with none stays in recovery, following no one (a
+	// failover's detach step). A primary in recovery is promoted.
+	Upstream string `json:"upstream,omitempty"`
+	// SyncStandbyNames, on a primary, is its synchronous_standby_names
+	// (the replicas' application_name is their node ID).
+	SyncStandbyNames string `json:"synchronous_standby_names,omitempty"`
+	// Lease, on a primary of a replicated service, is how long the agent
+	// keeps it writable without reaching the control plane (0: forever).
+	LeaseSeconds int `json:"lease_seconds,omitempty"`
 
 	Database        string `json:"database"`
 	AdminUser       string `json:"admin_user"`
@@ -168,6 +181,39 @@ type NodeReport struct {
 	Archive *ArchiveStatus `json:"archive,omitempty"`
 	// Volume is the node's encrypted volume, when it has one.
 	Volume *NodeVolume `json:"volume,omitempty"`
+	// Replication is the node's PostgreSQL replication now.
+	Replication *NodeReplication `json:"replication,omitempty"`
+}
+
+// NodeReplication is what an agent sees of a node's replication. LSNs
+// are PostgreSQL's text form ("16/B374D848").
+type NodeReplication struct {
+	// Up: PostgreSQL answers; DownSince: when the agent first found it
+	// not answering.
+	Up        bool       `json:"up"`
+	DownSince *time.Time `json:"down_since,omitempty"`
+	// InRecovery: it runs as a replica; Upstream the node it follows as
+	// configured; Streaming whether its WAL receiver streams.
+	InRecovery bool   `json:"in_recovery"`
+	Timeline   int    `json:"timeline,omitempty"`
+	Upstream   string `json:"upstream,omitempty"`
+	Streaming  bool   `json:"streaming,omitempty"`
+	// ReceivedLSN: WAL received (a replica) or flushed (a primary);
+	// ReplayedLSN: replayed (a replica).
+	ReceivedLSN string `json:"received_lsn,omitempty"`
+	ReplayedLSN string `json:"replayed_lsn,omitempty"`
+	// Standbys: a primary's pg_stat_replication.
+	Standbys []StandbyStatus `json:"standbys,omitempty"`
+	// Fenced: the node is kept from acknowledging writes.
+	Fenced bool `json:"fenced,omitempty"`
+}
+
+// StandbyStatus is one row of a primary's pg_stat_replication.
+type StandbyStatus struct {
+	Name      string `json:"name"`
+	SyncState string `json:"sync_state"`
+	FlushLSN  string `json:"flush_lsn,omitempty"`
+	ReplayLSN string `json:"replay_lsn,omitempty"`
 }
 
 // HostStats is the latest PostgreSQL statistics of a host's nodes, read by

@@ -158,7 +158,14 @@ type Service struct {
 	OperationID string       `json:"operation_id,omitempty"`
 	Connection  *Connection  `json:"connection,omitempty"`
 	NodeList    []Node       `json:"node_list,omitempty"`
-	CreatedAt   time.Time    `json:"created_at"`
+	// Replication is how commits are replicated: mode none (1 node),
+	// quorum (ANY 1 of 2 replicas), synchronous, or asynchronous with the
+	// condition that makes it so (a lost replica).
+	Replication *Replication `json:"replication,omitempty"`
+	// Health: healthy, degraded or failed, with what happened and what
+	// Moat is doing about it (a lost node, a failover and its step).
+	Health    *ServiceHealth `json:"health,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
 	// AdminPassword is set only in the response that creates the service.
 	AdminPassword string `json:"admin_password,omitempty"`
 	// SecretShownOnce replaces AdminPassword in a replayed create (same
@@ -175,6 +182,27 @@ type Connection struct {
 	Database string `json:"database"`
 	User     string `json:"user"`
 	SSLMode  string `json:"sslmode"`
+	// ReadOnlyHost resolves to the service's replicas (services of more
+	// than one node).
+	ReadOnlyHost string `json:"read_only_host,omitempty"`
+	// MultiHost is a libpq connection string listing every node with
+	// target_session_attrs=read-write: a driver tries them in turn and
+	// lands on the primary, without waiting for DNS after a failover.
+	MultiHost string `json:"multi_host,omitempty"`
+}
+
+// Replication is a service's replication mode and why it is weaker than
+// its node count promises, if it is.
+type Replication struct {
+	Mode      string     `json:"mode"`
+	Condition *StateInfo `json:"condition,omitempty"`
+}
+
+// ServiceHealth is a service's health: status healthy, degraded or
+// failed, and the conditions that explain it.
+type ServiceHealth struct {
+	Status     string      `json:"status"`
+	Conditions []StateInfo `json:"conditions,omitempty"`
 }
 
 // Node is one machine of a service.
@@ -187,6 +215,16 @@ type Node struct {
 	// StateInfo explains the state: why a failed node failed
 	// (volume_full when its encrypted volume is full).
 	StateInfo *StateInfo `json:"state_info,omitempty"`
+	// Host is the agent host that runs the node; Role primary, replica
+	// or fenced (a lost primary kept from acknowledging anything).
+	Host string `json:"host,omitempty"`
+	Role string `json:"role,omitempty"`
+	// Replication, on a replica: whether it streams from the primary, the
+	// primary's view of it (sync_state: quorum, sync, async, potential)
+	// and the WAL it has not replayed yet.
+	Streaming bool   `json:"streaming,omitempty"`
+	SyncState string `json:"sync_state,omitempty"`
+	LagBytes  uint64 `json:"lag_bytes,omitempty"`
 	// Archive is the node's WAL archiving as its agent last saw it (a
 	// primary's; nil before the first report).
 	Archive *ArchiveStatus `json:"archive,omitempty"`

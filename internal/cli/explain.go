@@ -52,6 +52,9 @@ source's network is judged from its address alone, and explain says so.`,
 			if v.Note != "" {
 				fmt.Fprintf(a.stderr, "moat: note: %s\n", v.Note)
 			}
+			if v.Health != "" {
+				fmt.Fprintf(a.stderr, "moat: note: %s\n", v.Health)
+			}
 			if a.output == "json" {
 				return a.print(v)
 			}

@@ -273,9 +273,28 @@ func serviceNotes(s apitype.Service) []string {
 	if c := s.Connection; c != nil {
 		out = append(out, fmt.Sprintf("connect: host=%s port=%d dbname=%s user=%s sslmode=%s", c.Host, c.Port, c.Database, c.User, c.SSLMode))
 	}
+	if c := s.Connection; c != nil && c.ReadOnlyHost != "" {
+		out = append(out, "read-only: host="+c.ReadOnlyHost+" (the replicas)")
+	}
+	if c := s.Connection; c != nil && c.MultiHost != "" {
+		out = append(out, "multi-host: "+c.MultiHost)
+	}
+	if r := s.Replication; r != nil {
+		l := "replication: " + r.Mode
+		if r.Condition != nil {
+			l += " (" + r.Condition.Message + ")"
+		}
+		out = append(out, l)
+	}
+	if h := s.Health; h != nil && h.Status != "healthy" {
+		for _, c := range h.Conditions {
+			out = append(out, h.Status+": "+c.Message)
+		}
+	}
 	if s.OperationID != "" {
 		out = append(out, "operation: "+s.OperationID)
 	}
+	out = append(out, nodeTable(s.NodeList)...)
 	for _, n := range s.NodeList {
 		out = append(out, nodeNotes(n)...)
 		a := n.Archive
@@ -291,6 +310,26 @@ func serviceNotes(s apitype.Service) []string {
 	return out
 }
 
+// nodeTable is a service's nodes: where each runs, its role, and on a
+// replica whether it streams, its sync state and its lag.
+func nodeTable(nodes []apitype.Node) []string {
+	if len(nodes) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	row(tw, "NODE", "HOST", "AZ", "ROLE", "STATE", "ADDRESS", "STREAMING", "SYNC", "LAG")
+	for _, n := range nodes {
+		streaming, lag := "-", "-"
+		if n.Role == apitype.RoleReplica {
+			streaming, lag = strconv.FormatBool(n.Streaming), strconv.FormatUint(n.LagBytes, 10)+" B"
+		}
+		row(tw, n.ID, dash(n.Host), n.AZ, dash(n.Role), stateOf(n.State, n.StateInfo), dash(n.Address), streaming, dash(n.SyncState), lag)
+	}
+	tw.Flush() // writes to a strings.Builder, which does not fail
+	return strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+}
+
 func operationRows(w io.Writer, ops ...apitype.Operation) {
 	row(w, "ID", "TYPE", "TARGET", "VPC", "STATE", "ERROR", "UPDATED", "BACKUP")
 	for _, o := range ops {
@@ -302,24 +341,24 @@ func operationRows(w io.Writer, ops ...apitype.Operation) {
 	}
 }
 
-// nodeNotes are a node's lines under its service: its state and volume,
-// and why it failed.
+// nodeNotes are a node's lines under its service's node table: its
+// volume, and why it failed.
 func nodeNotes(n apitype.Node) []string {
-	line := fmt.Sprintf("node %s: #%d %s %s %s", n.ID, n.Index, n.AZ, stateOf(n.State, n.StateInfo), dash(n.Address))
+	var out []string
 	if v := n.Volume; v != nil {
 		engine := ""
 		if v.Engine != "" {
 			engine = " (" + v.Engine + ")"
 		}
-		line += fmt.Sprintf(", volume %s %s%s: %s of %s used", v.Format, v.Cipher, engine, byteSize(v.Used), byteSize(v.Size))
+		line := fmt.Sprintf("node %s: volume %s %s%s: %s of %s used", n.ID, v.Format, v.Cipher, engine, byteSize(v.Used), byteSize(v.Size))
 		if v.Full {
 			line += ", FULL"
 		}
 		if v.Lost {
 			line += ", KEY LOST"
 		}
+		out = append(out, line)
 	}
-	out := []string{line}
 	if i := n.StateInfo; i != nil && i.Message != "" {
 		out = append(out, fmt.Sprintf("warning: node %s: %s", n.ID, i.Message))
 	}

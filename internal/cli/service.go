@@ -100,7 +100,30 @@ func (a *app) serviceCmd() *cobra.Command {
 		a.allowlistCmd(),
 		a.attachCmd(),
 		a.detachCmd(),
+		a.failoverCmd(),
 	)
+	return cmd
+}
+
+func (a *app) failoverCmd() *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "failover SVC [--wait]",
+		Short: "Fence the primary and promote the replica with the most WAL; the old primary is replaced by a new node",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.FailoverService(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	w.add(cmd, "the failover is done and the replacement streams")
 	return cmd
 }
 

@@ -19,6 +19,12 @@ func (c *Client) ExplainInput(ctx context.Context, p, svc string) (domain.Explai
 		return domain.ExplainInput{}, err
 	}
 	in := domain.ExplainInput{Service: &domain.Service{Meta: domain.Meta{ID: s.ID, Name: s.Name, State: s.State}, VPCID: s.VPCID}}
+	if h := s.Health; h != nil {
+		in.Service.Health = &domain.ServiceHealth{Status: h.Status}
+		for _, c := range h.Conditions {
+			in.Service.Health.Conditions = append(in.Service.Health.Conditions, domain.Info{Code: c.Code, Message: c.Message})
+		}
+	}
 	for _, e := range s.AllowedIPs {
 		in.Service.AllowedIPs = append(in.Service.AllowedIPs, domain.AllowEntry{CIDR: e.CIDR, Description: e.Description})
 	}

@@ -175,6 +175,12 @@ func (c *Client) ListBackups(ctx context.Context, p, svc string, opts ...CallOpt
 	return listAll[apitype.Backup](ctx, c, projObj(p, "services", svc)+"/backups", nil, opts)
 }
 
+// FailoverService asks for a failover of service svc; the result is the
+// service.failover operation.
+func (c *Client) FailoverService(ctx context.Context, p, svc string, opts ...CallOption) (apitype.Operation, error) {
+	return send[apitype.Operation](ctx, c, http.MethodPost, projObj(p, "services", svc)+"/failover", nil, opts)
+}
+
 // CreateBackup starts a base backup of service svc; the result is the
 // asynchronous operation (the one already under way, if any).
 func (c *Client) CreateBackup(ctx context.Context, p, svc string, opts ...CallOption) (apitype.Operation, error) {

@@ -124,6 +124,9 @@ type Config struct {
 	// (0: domain.MinSupportTTL, a minute); tests lower it to see a grant
 	// end by expiry.
 	SupportMinTTL time.Duration
+	// Failover holds the timings of failure detection and of the
+	// primaries' lease (zero: domain.DefaultFailoverPolicy).
+	Failover domain.FailoverPolicy
 }
 
 // ControlPlane is a running control plane's parts.
@@ -175,6 +178,9 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = 5 * time.Second
+	}
+	if cfg.Failover == (domain.FailoverPolicy{}) {
+		cfg.Failover = domain.DefaultFailoverPolicy()
 	}
 	if cfg.BackupDir == "" {
 		cfg.BackupDir = filepath.Join(cfg.DataDir, BackupDirName)
@@ -271,7 +277,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg, Lease: cfg.Failover.Lease,
 		SignInLink: cp.signInLink,
 	})
 	if err != nil {
@@ -283,7 +289,8 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if cfg.Provider != nil {
 		cp.rec, err = reconcile.New(reconcile.Config{Store: cp.Store, Provider: cfg.Provider, Keys: cp.Keys,
 			Backups: backups, BackupInterval: cfg.BackupInterval, BackupKeep: cfg.BackupKeep, BackupKeepAge: cfg.BackupKeepAge,
-			InternalCA: cp.InternalCA, Zone: cfg.Domain, Catalog: cfg.Catalog, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics, Tenants: cp.Tenants})
+			InternalCA: cp.InternalCA, Zone: cfg.Domain, Catalog: cfg.Catalog, Logger: cfg.Logger.With("component", "reconcile"), Metrics: cp.Metrics, Tenants: cp.Tenants,
+			Failover: cfg.Failover})
 		if err != nil {
 			return nil, err
 		}

@@ -52,6 +52,9 @@ type Input struct {
 	OpsUserCA     string
 	OpsGrants     []*domain.OpsGrant
 	SupportGrants map[string][]*domain.SupportGrant
+	// Lease is how long an agent keeps a replicated service's primary
+	// writable without reaching the control plane (0: no lease).
+	Lease time.Duration
 }
 
 // Compile returns Host's desired state.
@@ -83,11 +86,9 @@ func Compile(in Input) (apitype.HostDesired, error) {
 		}
 		var peers []netip.Addr
 		var peerNodes []apitype.PeerNode
-		var primary *domain.Node
+		byID := map[string]*domain.Node{}
 		for _, o := range bySvc[n.ServiceID] {
-			if o.Index == 0 {
-				primary = o
-			}
+			byID[o.ID] = o
 			if o.ID == n.ID || o.Address == "" || domain.Going(o.State) {
 				continue
 			}
@@ -112,10 +113,24 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			PeerNodes:          peerNodes,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
-		if n.Index > 0 && primary != nil {
-			nd.Role = apitype.RoleReplica
-			nd.PrimaryAddress = primary.Address
-			nd.PrimaryName = domain.NodeName(primary, svc, in.Zone)
+		_, f := domain.LiveFailover(svc, in.Ops[svc.ID])
+		role := domain.RolesOf(svc, domain.Members(svc, bySvc[n.ServiceID], func(string) bool { return true }), f)[n.ID]
+		switch role.Role {
+		case domain.NodeRoleFenced:
+			nd.Role = apitype.RoleFenced
+		case domain.NodeRoleReplica:
+			nd.Role, nd.Upstream = apitype.RoleReplica, role.Upstream
+			if up := byID[role.Upstream]; up != nil {
+				nd.PrimaryAddress = up.Address
+				nd.PrimaryName = domain.NodeName(up, svc, in.Zone)
+			}
+		default:
+			if r := svc.Replication; r != nil {
+				nd.SyncStandbyNames = r.StandbyNames
+			}
+			if svc.NodeCount > 1 && in.Lease > 0 {
+				nd.LeaseSeconds = int(in.Lease / time.Second)
+			}
 		}
 		if in.ArchiveDir != "" {
 			nd.Archive = &apitype.NodeArchive{Region: svc.Region, StoreDir: in.ArchiveDir}
@@ -123,7 +138,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)
 			}
 		}
-		if n.Index == 0 && nd.State != domain.StateDeleting {
+		if nd.Role == apitype.RolePrimary && nd.State != domain.StateDeleting {
 			nd.Tasks = tasks(in.Ops[svc.ID])
 			if nd.Restore, err = restore(in, svc, n); err != nil {
 				return out, fmt.Errorf("node %s: %w", n.ID, err)

@@ -209,3 +209,52 @@ func mustTime(t *testing.T, s string) time.Time {
 	}
 	return v
 }
+
+// TestCompileFailover: the roles follow a live failover's step: the lost
+// primary fenced, the replicas detached, then the chosen one primary (with
+// the synchronous standby names and the lease) and the other following it.
+func TestCompileFailover(t *testing.T) {
+	proj := &domain.Project{Meta: domain.Meta{ID: "proj-a"}, CACertPEM: "PROJECT-CA"}
+	svc := &domain.Service{Meta: domain.Meta{ID: "svc-ha", ProjectID: "proj-a", State: domain.StateDegraded}, NodeCount: 3,
+		AllowedIPs: domain.DefaultAllowlist(), Replication: &domain.SyncSetting{StandbyNames: `ANY 1 ("node-b", "node-c")`, Mode: domain.ReplQuorum}}
+	node := func(id string, idx int, addr string) *domain.Node {
+		return &domain.Node{Meta: domain.Meta{ID: id, ProjectID: "proj-a", State: domain.StateRunning}, ServiceID: "svc-ha", Index: idx,
+			Host: "h1", Namespace: "moat-h-" + id, Address: addr, CertPEM: "CERT", KeySealed: []byte("s"), ReplCertPEM: "RCERT", ReplKeySealed: []byte("r")}
+	}
+	f := &domain.Failover{Step: domain.StepDetach, Lost: "node-a", Promote: "node-b"}
+	op := &domain.Operation{Meta: domain.Meta{ID: "op-1", State: domain.StateRunning}, Type: domain.OpServiceFailover, TargetID: "svc-ha", Failover: f}
+	in := Input{Host: "h1", Revision: 9, Zone: "moat.test", Lease: 10 * time.Second,
+		Nodes:    []*domain.Node{node("node-a", 0, "198.18.1.1"), node("node-b", 1, "198.18.1.2"), node("node-c", 2, "198.18.1.3")},
+		Services: map[string]*domain.Service{"svc-ha": svc}, Projects: map[string]*domain.Project{"proj-a": proj},
+		Ops: map[string][]*domain.Operation{"svc-ha": {op}}, Open: open}
+	roles := func() map[string]string {
+		got, err := Compile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, n := range got.Nodes {
+			out[n.NodeID] = n.Role + ">" + n.Upstream + "@" + n.PrimaryAddress + " " + n.SyncStandbyNames
+			if n.LeaseSeconds != 0 && n.LeaseSeconds != 10 {
+				t.Errorf("lease of %s = %d s, want 10", n.NodeID, n.LeaseSeconds)
+			}
+		}
+		return out
+	}
+	want := map[string]string{"node-a": "fenced>@ ", "node-b": "replica>@ ", "node-c": "replica>@ "}
+	if diff := cmp.Diff(want, roles()); diff != "" {
+		t.Errorf("detach step (-want +got):\n%s", diff)
+	}
+	f.Step = domain.StepRepoint
+	want = map[string]string{"node-a": "fenced>@ ", "node-b": `primary>@ ANY 1 ("node-b", "node-c")`, "node-c": "replica>node-b@198.18.1.2 "}
+	if diff := cmp.Diff(want, roles()); diff != "" {
+		t.Errorf("repoint step (-want +got):\n%s", diff)
+	}
+	op.State, svc.PrimaryID = domain.StateSucceeded, "node-b"
+	in.Nodes[0].State = domain.StateDeleting
+	want = map[string]string{"node-a": "fenced>@ ", "node-b": `primary>@ ANY 1 ("node-b", "node-c")`, "node-c": "replica>node-b@198.18.1.2 "}
+	got := roles()
+	if got["node-b"] != want["node-b"] || got["node-c"] != want["node-c"] {
+		t.Errorf("after the failover: %v", got)
+	}
+}

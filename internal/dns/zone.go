@@ -60,8 +60,9 @@ type Zone struct {
 // Build computes the zone for origin (such as "moat.test") from the store's
 // services and nodes at desired-state revision serial. For every running or
 // migrating service it publishes one name, holding the address of the
-// service's primary node (index 0): the public name when the service is
-// public, the private name when it is attached to a VPC. The other name of
+// service's primary node (Service.IsPrimary): the public name when the service is
+// public, the private name when it is attached to a VPC; and under it the
+// read-only name ro.<name>, holding its running replicas' addresses. The other name of
 // the service does not exist (NXDOMAIN). Services whose primary has no IPv4
 // address yet publish nothing.
 //
@@ -94,7 +95,13 @@ func Build(origin string, serial int64, services []*domain.Service, nodes []*dom
 		}
 	}
 
-	primaries := primaries(nodes)
+	primaries := primaries(services, nodes)
+	replicas := map[string][]*domain.Node{}
+	for _, n := range nodes {
+		if n.State == domain.StateRunning && n.Address != "" {
+			replicas[n.ServiceID] = append(replicas[n.ServiceID], n)
+		}
+	}
 	zoneName := strings.TrimSuffix(o, ".")
 	for _, svc := range services {
 		if !domain.Serving(svc.State) {
@@ -112,6 +119,13 @@ func Build(origin string, serial int64, services []*domain.Service, nodes []*dom
 			continue
 		}
 		z.add(miekg.CanonicalName(domain.ServiceName(svc, zoneName)), addr.Unmap())
+		for _, r := range replicas[svc.ID] {
+			ra, err := netip.ParseAddr(r.Address)
+			if r.ID == p.ID || err != nil || !ra.Unmap().Is4() {
+				continue
+			}
+			z.add(miekg.CanonicalName(domain.ReadOnlyName(svc, zoneName)), ra.Unmap())
+		}
 	}
 	z.findENTs()
 	return z, nil
@@ -136,19 +150,25 @@ func (z *Zone) add(name string, a netip.Addr) {
 	}
 }
 
-// primaries maps a service ID to its primary node: the live index-0 node
-// with an address, a running one before any other, then the lowest ID (so
-// the result does not depend on the order of nodes).
-func primaries(nodes []*domain.Node) map[string]*domain.Node {
+// primaries maps a service ID to its primary node: the live node with
+// an address holding the service's primary role (Service.IsPrimary), a
+// running one before any other, then the lowest ID (so the result does
+// not depend on the order of nodes).
+func primaries(services []*domain.Service, nodes []*domain.Node) map[string]*domain.Node {
 	rank := func(n *domain.Node) int {
 		if n.State == domain.StateRunning {
 			return 0
 		}
 		return 1
 	}
+	svcs := map[string]*domain.Service{}
+	for _, s := range services {
+		svcs[s.ID] = s
+	}
 	out := map[string]*domain.Node{}
 	for _, n := range nodes {
-		if n.Index != 0 || n.Address == "" || domain.Going(n.State) {
+		svc := svcs[n.ServiceID]
+		if svc == nil || !svc.IsPrimary(n) || n.Address == "" || domain.Going(n.State) {
 			continue
 		}
 		cur := out[n.ServiceID]

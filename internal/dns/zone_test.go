@@ -45,7 +45,28 @@ func TestBuild(t *testing.T) {
 				node("node-b", "svc-pub", 1, run, "198.18.1.11"),
 				node("node-a", "svc-pub", 0, run, "198.18.1.10"),
 			},
-			want: []dns.Record{rec("svc-pub.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.10")},
+			want: []dns.Record{
+				rec("ro.svc-pub.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.11"),
+				rec("svc-pub.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.10"),
+			},
+		},
+		{
+			name: "after a failover the name follows the moved primary; the read-only name holds the running replicas",
+			services: []*domain.Service{func() *domain.Service {
+				s := svc("svc-fo", proj, domain.StateDegraded, "")
+				s.PrimaryID = "node-b"
+				return s
+			}()},
+			nodes: []*domain.Node{
+				node("node-a", "svc-fo", 0, domain.StateDeleting, "198.18.1.10"),
+				node("node-b", "svc-fo", 1, run, "198.18.1.11"),
+				node("node-c", "svc-fo", 2, run, "198.18.1.12"),
+				node("node-d", "svc-fo", 0, domain.StateCreating, "198.18.1.13"),
+			},
+			want: []dns.Record{
+				rec("ro.svc-fo.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.12"),
+				rec("svc-fo.proj-aaaaaaaaaaaaaaaa.moat.test.", "198.18.1.11"),
+			},
 		},
 		{
 			name:     "attached service: private name only",

@@ -114,6 +114,9 @@ type Verdict struct {
 	Target netip.Addr `json:"target,omitzero"`
 	// Note says what the model did not know and so did not check.
 	Note string `json:"note,omitempty"`
+	// Health, when the service is not healthy, says what happened to it
+	// and what Moat is doing about it (a lost node, a failover's step).
+	Health string `json:"health,omitempty"`
 }
 
 // Explain decides, from the model alone, whether in.Source can open a TCP
@@ -129,6 +132,13 @@ func Explain(in ExplainInput) Verdict {
 	svc := in.Service
 	if svc == nil {
 		return v.refuse(ReasonNoPath, "the service is unknown")
+	}
+	if h := svc.Health; h != nil && h.Status != HealthHealthy {
+		var msgs []string
+		for _, c := range h.Conditions {
+			msgs = append(msgs, c.Message)
+		}
+		v.Health = "service " + svc.ID + " is " + h.Status + ": " + strings.Join(msgs, "; ")
 	}
 	for _, a := range in.NodeAddrs {
 		if a.IsValid() {

@@ -229,7 +229,7 @@ func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until tim
 		// The host's name is the platform's: operators only (Cause).
 		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
 	}
-	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() {
+	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() && m.Node.State != StateCreating {
 		end := r.DownSince.Add(p.Grace)
 		w := &Info{Code: CodeNodeLost, Message: "its PostgreSQL is down since " + r.DownSince.UTC().Format(time.RFC3339)}
 		if now.Before(end) {
@@ -335,8 +335,9 @@ type NodeRole struct {
 // Roles are the roles of the service's nodes during the failover, by
 // node ID (members not listed keep theirs): the old primary is fenced
 // throughout; the replicas follow it while it is fenced, follow no one
-// (stay in recovery, streaming from nobody) during the detach step, and
-// from the promote step on the chosen one is primary and the others (the
+// (stay in recovery, streaming from nobody) during the detach step and,
+// but the chosen one, the promote step; from the promote step on the
+// chosen one is primary, and from the repoint step on the others (the
 // replacement included) follow it.
 func (f *Failover) Roles(members []Member) map[string]NodeRole {
 	out := map[string]NodeRole{f.Lost: {Role: NodeRoleFenced}}
@@ -346,7 +347,11 @@ func (f *Failover) Roles(members []Member) map[string]NodeRole {
 		case id == f.Lost || Going(m.Node.State):
 		case f.Step == StepFence:
 			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: f.Lost}
-		case f.Step == StepDetach:
+		case f.Step == StepDetach, f.Step == StepPromote && id != f.Promote:
+			// Detached until the chosen one is promoted: a replica that
+			// followed it as a standby would have to notice its new
+			// timeline (seconds to tens of seconds), one that connects
+			// to it as a primary streams at once.
 			out[id] = NodeRole{Role: NodeRoleReplica}
 		case id == f.Promote:
 			out[id] = NodeRole{Role: NodeRolePrimary}
@@ -410,13 +415,18 @@ func (f *Failover) Advance(members []Member, lostHost *Host, p FailoverPolicy, n
 // the current one is done.
 func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy, now time.Time) (FailoverAction, string) {
 	cand, ok := byID[f.Promote]
+	gone := !ok || !cand.HostHealthy || Going(cand.Node.State)
+	if ok && !gone {
+		// Its PostgreSQL down past the grace counts as lost too.
+		gone, _, _ = memberLost(cand, p, now)
+	}
 	switch f.Step {
 	case StepFence, StepDetach, StepPromote:
-		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+		if gone {
 			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the replica chosen for promotion was lost before it was promoted; the failover starts over"}}, ""
 		}
 	default:
-		if !ok || !cand.HostHealthy || Going(cand.Node.State) {
+		if gone {
 			return FailoverAction{Fail: &Info{Code: CodeFailoverAborted, Message: "the promoted node " + f.Promote + " was lost; a new failover decides"}}, ""
 		}
 	}
@@ -476,7 +486,11 @@ func (f *Failover) step(byID map[string]Member, lostHost *Host, p FailoverPolicy
 			if id == f.Lost || id == f.Promote || id == f.Replacement || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateCreating {
 				continue
 			}
-			if !streamsFrom(m, f.Promote) {
+			// Re-pointed, not necessarily streaming: a replica that fell
+			// behind under ANY 1 may never follow the new primary (it
+			// lacks WAL the new primary never had); the replacement must
+			// not wait behind it.
+			if r := m.Report; r == nil || r.Upstream != f.Promote {
 				return FailoverAction{Wait: true, Why: &Info{Code: CodeNodeLost, Message: "waiting for replica " + id + " to stream from the new primary"}}, ""
 			}
 		}
@@ -554,4 +568,137 @@ func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth 
 	}
 	add(HealthDegraded, sync.Condition)
 	return h
+}
+
+// Members are svc's nodes (those not gone) as replication and failover
+// see them: its primary role, whether each node's host is healthy
+// (hostHealthy, by host name) and the node's last replication report.
+func Members(svc *Service, nodes []*Node, hostHealthy func(host string) bool) []Member {
+	var out []Member
+	for _, n := range nodes {
+		if n.ServiceID != svc.ID || Gone(n.State) {
+			continue
+		}
+		out = append(out, Member{Node: n, Primary: svc.IsPrimary(n), HostHealthy: hostHealthy(n.Host), Report: n.Replication})
+	}
+	return out
+}
+
+// LiveFailover returns the live failover operation of svc among ops, and
+// its progress (nil, nil if none).
+func LiveFailover(svc *Service, ops []*Operation) (*Operation, *Failover) {
+	for _, o := range ops {
+		if o.TargetID == svc.ID && o.Type == OpServiceFailover && o.Live() && o.Failover != nil {
+			return o, o.Failover
+		}
+	}
+	return nil, nil
+}
+
+// ReplaceNode returns the node replacing lost in svc, in AZ az (the lost
+// node's when a host there has room: ReplacementRequest), with a new ID
+// and, once placed, new certificates; lost begins deleting (its agent
+// wipes it if its host comes back: it never rejoins).
+func ReplaceNode(svc *Service, lost *Node, az string, now time.Time) (*Node, error) {
+	if _, err := lost.BeginDelete(now); err != nil {
+		return nil, err
+	}
+	return NewNode(svc, lost.Index, az, now), nil
+}
+
+// RolesOf returns each live node's role in svc's desired state: the
+// live failover's (f, nil if none) while one runs, else primary for the
+// node holding the primary role and replica of it for the others.
+func RolesOf(svc *Service, members []Member, f *Failover) map[string]NodeRole {
+	if f != nil {
+		return f.Roles(members)
+	}
+	out := map[string]NodeRole{}
+	var primary string
+	for _, m := range members {
+		if m.Primary && !Going(m.Node.State) {
+			primary = m.Node.ID
+		}
+	}
+	for _, m := range members {
+		switch {
+		case Going(m.Node.State):
+		case m.Node.ID == primary:
+			out[m.Node.ID] = NodeRole{Role: NodeRolePrimary}
+		default:
+			out[m.Node.ID] = NodeRole{Role: NodeRoleReplica, Upstream: primary}
+		}
+	}
+	return out
+}
+
+// RequestFailover starts the failover an operator asks for on svc (live
+// are its live operations): refused for a 1-node service or one under
+// another operation (CheckFailoverRequest); a live failover is returned
+// as is (started false). The primary is treated as lost, and the same
+// checks as for a real loss choose the replica (DecideFailover), so a
+// request never promotes a replica that may lack acknowledged commits:
+// it is refused (409) with that reason instead.
+func RequestFailover(svc *Service, members []Member, live []*Operation, p FailoverPolicy, now time.Time) (op *Operation, started bool, err error) {
+	if op, err = CheckFailoverRequest(svc, live); op != nil || err != nil {
+		return op, false, err
+	}
+	asLost := slices.Clone(members)
+	var primary *Node
+	for i, m := range asLost {
+		if m.Primary && !Going(m.Node.State) {
+			asLost[i].HostHealthy, primary = false, m.Node
+		}
+	}
+	if primary == nil {
+		return nil, false, Conflictf(CodeInvalidState, "", "wait until the service has a primary", "service %s has no primary", svc.ID)
+	}
+	d := DecideFailover(svc, asLost, p, false, now)
+	if d.Verdict != VerdictPromote {
+		why := "no replica can be promoted"
+		if d.Why != nil {
+			why = d.Why.Message
+		}
+		return nil, false, Conflictf(CodeInvalidState, "", "wait until the replicas stream (moat service get "+svc.Name+")", "service %s cannot fail over now: %s", svc.ID, why)
+	}
+	d.Why = &Info{Code: CodePrimaryLost, Message: "failover requested: promoting " + d.Promote + " in place of " + primary.ID}
+	op, f, err := StartFailover(svc, d, primary, now)
+	if err != nil {
+		return nil, false, err
+	}
+	op.Failover = f
+	return op, true, svc.BeginFailover(op.ID, *d.Why, now)
+}
+
+// DrainNext returns the next node of svc to move off a draining host
+// (draining, by host name), one node at a time and only while nothing else
+// happens to the service: it runs with no operation, has all its nodes,
+// each running on a healthy host, and every replica streams — so a move
+// never stacks on a loss. Replicas move first; primary says the node is
+// the primary, which moves by a requested failover (RequestFailover: it is
+// fenced, a replica promoted, and it is replaced); a replica moves by
+// ReplaceNode (quorum commit goes on with the other replica). A 1-node
+// service has no replica to take over and is not moved (nil).
+func DrainNext(svc *Service, members []Member, draining func(host string) bool) (node *Node, primary bool) {
+	if svc.State != StateRunning || svc.OperationID != "" || svc.NodeCount < 2 || len(members) != svc.NodeCount {
+		return nil, false
+	}
+	var prim *Node
+	for _, m := range members {
+		r := m.Report
+		if !m.HostHealthy || m.Node.State != StateRunning || r == nil || !r.Up || (!m.Primary && !r.Streaming) {
+			return nil, false
+		}
+		switch {
+		case !draining(m.Node.Host):
+		case m.Primary:
+			prim = m.Node
+		case node == nil:
+			node = m.Node
+		}
+	}
+	if node != nil {
+		return node, false
+	}
+	return prim, prim != nil
 }

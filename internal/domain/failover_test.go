@@ -238,8 +238,13 @@ func TestFailoverDetachChoosesAgain(t *testing.T) {
 	if f.Step != StepPromote || f.Promote != "node-a" {
 		t.Errorf("after detach: step %s, promote %s; want promote node-a", f.Step, f.Promote)
 	}
+	// node-b follows no one until node-a is promoted, then node-a.
+	if r := f.Roles(w.members()); r["node-a"].Role != NodeRolePrimary || r["node-b"] != (NodeRole{Role: NodeRoleReplica}) {
+		t.Errorf("roles while promoting = %v", r)
+	}
+	f.Step = StepRepoint
 	if r := f.Roles(w.members()); r["node-a"].Role != NodeRolePrimary || r["node-b"] != (NodeRole{Role: NodeRoleReplica, Upstream: "node-a"}) {
-		t.Errorf("roles = %v", r)
+		t.Errorf("roles after promotion = %v", r)
 	}
 }
 

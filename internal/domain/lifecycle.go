@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -216,7 +217,7 @@ func (s *Service) Rollup(nodes []*Node, now time.Time) (changed, published bool)
 			s.StateInfo = degradedInfo(failed)
 			changed, published = true, true
 		}
-	case s.State == StateDegraded && failed == nil && running == s.NodeCount:
+	case s.State == StateDegraded && failed == nil && running == s.NodeCount && s.healthy() && s.OperationID == "":
 		if s.transition(ServiceMachine, StateRunning, now) == nil {
 			s.StateInfo = nil
 			changed, published = true, true
@@ -309,3 +310,111 @@ func (n *Node) DesiredState(svc *Service) string {
 	}
 	return n.State
 }
+
+// ---- primary role and replication ----
+
+// IsPrimary reports whether n holds s's primary role: PrimaryID, or on a
+// service that never moved it, the index-0 node.
+func (s *Service) IsPrimary(n *Node) bool {
+	if s.PrimaryID != "" {
+		return n.ID == s.PrimaryID
+	}
+	return n.Index == 0
+}
+
+// PrimaryNode returns the node of nodes holding s's primary role that is
+// not being deleted, nil if none.
+func (s *Service) PrimaryNode(nodes []*Node) *Node {
+	for _, n := range nodes {
+		if n.ServiceID == s.ID && !Going(n.State) && s.IsPrimary(n) {
+			return n
+		}
+	}
+	return nil
+}
+
+// MovePrimary gives s's primary role (and its DNS name) to node id, a
+// failover's repoint step; it reports whether it changed.
+func (s *Service) MovePrimary(id string, now time.Time) bool {
+	if s.PrimaryID == id {
+		return false
+	}
+	s.PrimaryID, s.UpdatedAt = id, now
+	return true
+}
+
+// BeginFailover records the failover operation opID as s's operation
+// (planned changes are refused meanwhile) and marks a running service
+// degraded with why. A service under another operation refuses (409).
+func (s *Service) BeginFailover(opID string, why Info, now time.Time) error {
+	if s.OperationID != "" && s.OperationID != opID {
+		return Conflictf(CodeOperationInProgress, "", "wait for operation "+s.OperationID+" to finish", "service %s has an operation in progress", s.ID)
+	}
+	s.OperationID, s.UpdatedAt = opID, now
+	if s.State == StateRunning {
+		if err := s.transition(ServiceMachine, StateDegraded, now); err != nil {
+			return err
+		}
+		s.StateInfo = &why
+	}
+	return nil
+}
+
+// ApplyReplication records the replication setting and the health the
+// reconciler derived for s from its nodes (SyncStandbyNames, Health),
+// and rolls the service's state up again: a running service whose health
+// is not healthy (a lost node, a failover, replication weaker than its
+// node count promises because a replica is lost) is degraded with the
+// first condition as its reason; it runs again once healthy with every
+// node running. changed: s must be stored; bump: its primary's desired
+// state or its DNS changed (the revision is bumped).
+func (s *Service) ApplyReplication(sync SyncSetting, h ServiceHealth, nodes []*Node, now time.Time) (changed, bump bool) {
+	if s.Replication == nil || s.Replication.StandbyNames != sync.StandbyNames {
+		bump = true
+	}
+	if s.Replication == nil || !sameSync(*s.Replication, sync) {
+		c := sync
+		s.Replication, changed = &c, true
+	}
+	if s.Health == nil || s.Health.Status != h.Status || !slices.Equal(s.Health.Conditions, h.Conditions) {
+		c := h
+		c.Conditions = slices.Clone(h.Conditions)
+		s.Health, changed = &c, true
+	}
+	if why := degrading(h); s.State == StateRunning && why != nil {
+		if s.transition(ServiceMachine, StateDegraded, now) == nil {
+			s.StateInfo = why
+			changed, bump = true, true
+		}
+	}
+	if c, p := s.Rollup(nodes, now); c {
+		changed, bump = true, bump || p
+	}
+	if changed {
+		s.UpdatedAt = now
+	}
+	return changed, bump
+}
+
+// sameSync compares two settings, their conditions by value.
+func sameSync(a, b SyncSetting) bool {
+	if a.StandbyNames != b.StandbyNames || a.Mode != b.Mode || (a.Condition == nil) != (b.Condition == nil) {
+		return false
+	}
+	return a.Condition == nil || *a.Condition == *b.Condition
+}
+
+// degrading is the first condition of h that degrades a running
+// service: any but a replica still catching up (shown, not degrading).
+func degrading(h ServiceHealth) *Info {
+	for _, c := range h.Conditions {
+		if c.Code != CodeReplicaCatchingUp {
+			return &c
+		}
+	}
+	return nil
+}
+
+// healthy reports whether s's last derived health has no degrading
+// condition (or was never derived).
+func (s *Service) healthy() bool { return s.Health == nil || degrading(*s.Health) == nil }

@@ -357,7 +357,11 @@ func TestNames(t *testing.T) {
 	if got := ServiceName(attached, "moat.test"); got != "svc-a.proj-b.vpc.moat.test" {
 		t.Errorf("private ServiceName = %q", got)
 	}
-	want := []string{"svc-a.proj-b.moat.test", "svc-a.proj-b.vpc.moat.test", "node-c.svc-a.proj-b.moat.test", "198.18.0.9"}
+	if got := ReadOnlyName(attached, "moat.test"); got != "ro.svc-a.proj-b.vpc.moat.test" {
+		t.Errorf("private ReadOnlyName = %q", got)
+	}
+	want := []string{"svc-a.proj-b.moat.test", "svc-a.proj-b.vpc.moat.test", "ro.svc-a.proj-b.moat.test", "ro.svc-a.proj-b.vpc.moat.test",
+		"node-c.svc-a.proj-b.moat.test", "198.18.0.9"}
 	if diff := cmp.Diff(want, CertNames(n, svc, "moat.test")); diff != "" {
 		t.Errorf("CertNames (-want +got):\n%s", diff)
 	}

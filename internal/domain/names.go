@@ -37,16 +37,21 @@ func PrivateName(svc *Service, zone string) string {
 	return svc.ID + "." + svc.ProjectID + ".vpc." + zone
 }
 
+// ReadOnlyName is the name that resolves to a service's replicas:
+// ro.<ServiceName>.
+func ReadOnlyName(svc *Service, zone string) string { return "ro." + ServiceName(svc, zone) }
+
 // NodeName is a node's own DNS name, used between nodes.
 func NodeName(n *Node, svc *Service, zone string) string {
 	return n.ID + "." + svc.ID + "." + svc.ProjectID + "." + zone
 }
 
 // CertNames are the DNS names and addresses a node's server certificate
-// carries: the service's public and private names, the node's own, and
-// its address.
+// carries: the service's public and private names and their read-only
+// names (any node may become a replica or the primary), the node's own,
+// and its address.
 func CertNames(n *Node, svc *Service, zone string) []string {
-	names := []string{PublicName(svc, zone), PrivateName(svc, zone), NodeName(n, svc, zone)}
+	names := []string{PublicName(svc, zone), PrivateName(svc, zone), "ro." + PublicName(svc, zone), "ro." + PrivateName(svc, zone), NodeName(n, svc, zone)}
 	if n.Address != "" {
 		names = append(names, n.Address)
 	}

@@ -269,6 +269,15 @@ type Service struct {
 	RestoreFrom   string    `json:"restore_from,omitempty"`
 	RestoreToTime time.Time `json:"restore_to_time,omitzero"`
 	RestoreBackup string    `json:"restore_backup,omitempty"`
+	// PrimaryID is the node that holds the service's primary role (its
+	// DNS name); "" on services made before it existed: the index-0 node
+	// (IsPrimary). A failover moves it (MovePrimary).
+	PrimaryID string `json:"primary_id,omitempty"`
+	// Replication is the primary's synchronous replication setting and
+	// Health the service's health, as the reconciler last derived them
+	// from its nodes' reports (ApplyReplication).
+	Replication *SyncSetting   `json:"replication,omitempty"`
+	Health      *ServiceHealth `json:"health,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }
@@ -308,6 +317,9 @@ type Node struct {
 	AppliedRevision          int64     `json:"applied_revision,omitempty"`
 	AppliedAllowlistRevision int64     `json:"applied_allowlist_revision,omitempty"`
 	ReportedAt               time.Time `json:"reported_at,omitzero"`
+	// Replication is the agent's last replication report on the node
+	// (At: when the control plane received it).
+	Replication *ReplicationReport `json:"replication,omitempty"`
 }
 
 // NodeVolume is a node's encrypted volume: its format and cipher, the
@@ -372,6 +384,8 @@ type Operation struct {
 	// BackupLabel is the base backup a backup operation took, or a
 	// restore starts from.
 	BackupLabel string `json:"backup_label,omitempty"`
+	// Failover is a service.failover operation's progress.
+	Failover *Failover `json:"failover,omitempty"`
 }
 
 // Steps of an attach or detach operation.

@@ -44,35 +44,35 @@ const (
 // At. On a replica ReceivedLSN is pg_last_wal_receive_lsn(); on a primary
 // it is pg_current_wal_flush_lsn().
 type ReplicationReport struct {
-	At time.Time
+	At time.Time `json:"at"`
 	// Up: PostgreSQL accepts connections; DownSince is when the agent
 	// first found it down (zero while it is up).
-	Up        bool
-	DownSince time.Time
+	Up        bool      `json:"up"`
+	DownSince time.Time `json:"down_since,omitzero"`
 	// InRecovery: the node runs as a replica (pg_is_in_recovery()).
-	InRecovery bool
-	Timeline   int
+	InRecovery bool `json:"in_recovery,omitempty"`
+	Timeline   int  `json:"timeline,omitempty"`
 	// Upstream is the node ID a replica follows (its primary_conninfo);
 	// Streaming whether its WAL receiver is connected.
-	Upstream  string
-	Streaming bool
+	Upstream  string `json:"upstream,omitempty"`
+	Streaming bool   `json:"streaming,omitempty"`
 	// ReceivedLSN and ReplayedLSN: see the type's comment.
-	ReceivedLSN LSN
-	ReplayedLSN LSN
+	ReceivedLSN LSN `json:"received_lsn,omitempty"`
+	ReplayedLSN LSN `json:"replayed_lsn,omitempty"`
 	// Standbys, on a primary: pg_stat_replication, one per standby.
-	Standbys []StandbyStatus
+	Standbys []StandbyStatus `json:"standbys,omitempty"`
 	// Fenced: the agent stopped the node accepting writes (the desired
 	// state said so, or its lease on the control plane ran out).
-	Fenced bool
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // StandbyStatus is one row of a primary's pg_stat_replication: Name is
 // the standby's application_name (ApplicationName).
 type StandbyStatus struct {
-	Name      string
-	SyncState string
-	FlushLSN  LSN
-	ReplayLSN LSN
+	Name      string `json:"name"`
+	SyncState string `json:"sync_state"`
+	FlushLSN  LSN    `json:"flush_lsn,omitempty"`
+	ReplayLSN LSN    `json:"replay_lsn,omitempty"`
 }
 
 // Member is one node of a service as replication and failover see it:
@@ -120,11 +120,11 @@ const CatchUpLag = 16 << 20
 // SyncSetting is a primary's synchronous replication setting.
 type SyncSetting struct {
 	// StandbyNames is the value of synchronous_standby_names.
-	StandbyNames string
-	Mode         string
+	StandbyNames string `json:"standby_names,omitempty"`
+	Mode         string `json:"mode"`
 	// Condition explains a weaker mode than the service's node count
 	// promises (shown on the service).
-	Condition *Info
+	Condition *Info `json:"condition,omitempty"`
 }
 
 // SyncStandbyNames is the setting of the primary of svc among members:
@@ -139,8 +139,9 @@ type SyncSetting struct {
 //     asynchronous.
 //   - 2 nodes: FIRST 1 (the replica) while the replica is healthy,
 //     streaming from the primary and caught up; else "" (asynchronous),
-//     with the condition "replication asynchronous: replica lost" (or
-//     catching up): a commit acknowledged then lives on one node only.
+//     with the condition "replication asynchronous: replica lost" (down,
+//     failed or on a lost host) or "…catching up" (alive, behind or not
+//     streaming yet): a commit acknowledged then lives on one node only.
 func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 	var primary *Member
 	var replicas []Member
@@ -176,7 +177,11 @@ func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 		}
 	}
 	for _, m := range replicas {
-		if streamsFrom(m, primary.Node.ID) {
+		// Streaming and behind, or alive and not streaming yet (just
+		// started, or re-pointed): catching up. Down, failed or on a
+		// lost host: lost.
+		alive := m.HostHealthy && m.Node.State != StateFailed && (m.Report == nil || m.Report.Up)
+		if streamsFrom(m, primary.Node.ID) || alive {
 			return SyncSetting{Mode: ReplAsync, Condition: &Info{Code: CodeReplicaCatchingUp,
 				Message: "replication asynchronous: the replica is catching up"}}
 		}
@@ -260,4 +265,25 @@ func ReplicaStates(members []Member) []ReplicaState {
 	}
 	slices.SortFunc(out, func(a, b ReplicaState) int { return strings.Compare(a.NodeID, b.NodeID) })
 	return out
+}
+
+// Turned reports whether a new replication report of a node (now)
+// differs from the last one (before, nil if none) in what replication
+// and failover decide on: up, recovery, upstream, streaming, fencing, or
+// the standbys' sync states. The API then wakes the reconciler at once
+// rather than at its next resync.
+func Turned(before, now *ReplicationReport) bool {
+	if before == nil || now == nil {
+		return before != now
+	}
+	if before.Up != now.Up || before.InRecovery != now.InRecovery || before.Upstream != now.Upstream ||
+		before.Streaming != now.Streaming || before.Fenced != now.Fenced || len(before.Standbys) != len(now.Standbys) {
+		return true
+	}
+	for i := range now.Standbys {
+		if before.Standbys[i].Name != now.Standbys[i].Name || before.Standbys[i].SyncState != now.Standbys[i].SyncState {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Node states a host's agent reports.
 const (
@@ -29,6 +32,9 @@ type NodeReport struct {
 	Archive *ArchiveStatus
 	// Volume is the node's volume, when it has one.
 	Volume *NodeVolume
+	// Replication is the node's PostgreSQL replication as the agent saw
+	// it (nil: not reported); its At is set when applied.
+	Replication *ReplicationReport
 }
 
 // TaskReport is an agent's result of a node task (the operation of the
@@ -74,6 +80,17 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 	if v := r.Volume; v != nil {
 		c := *v
 		n.Volume = &c
+	}
+	if rr := r.Replication; rr != nil {
+		c := *rr
+		c.At = now
+		c.Standbys = slices.Clone(rr.Standbys)
+		if old := n.Replication; !c.Up && old != nil && len(c.Standbys) == 0 {
+			// A server that is down lists no standbys: what it last
+			// listed (were they synchronous?) still decides a failover.
+			c.Standbys, c.ReceivedLSN = old.Standbys, max(c.ReceivedLSN, old.ReceivedLSN)
+		}
+		n.Replication = &c
 	}
 	if r.State == NodeReportRunning {
 		n.AppliedRevision = r.Revision

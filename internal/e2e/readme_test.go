@@ -126,7 +126,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	for i, c := range cmds {
 		fmt.Fprintf(&script, "{ %s\n} >%s/%d.out 2>&1 </dev/null; echo \"%d $?\" >>%s/rc\n", repl.Replace(c.text), logs, i, i, logs)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
 	cmd.Env = append(os.Environ(), "HOME="+home, "MOAT_DATA_DIR="+e.dir, "MOAT_CONFIG="+filepath.Join(home, "config.json"))

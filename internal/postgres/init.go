@@ -32,7 +32,7 @@ func (in *Instance) Init(ctx context.Context) error {
 	if in.initialized() {
 		standby := exists(filepath.Join(in.cfg.DataDir, "standby.signal"))
 		switch {
-		case standby && in.cfg.Primary == nil:
+		case standby && in.cfg.Primary == nil && !in.cfg.KeepStandby:
 			return fmt.Errorf("init %s: the data directory holds a replica but the config has no primary", in.cfg.DataDir)
 		case !standby && in.cfg.Primary != nil:
 			return fmt.Errorf("init %s: the data directory holds a primary but the config names a primary to replicate; wipe it first", in.cfg.DataDir)

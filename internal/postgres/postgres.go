@@ -115,6 +115,10 @@ type Config struct {
 	// Primary, when set, makes this node a streaming replica of that
 	// primary: Init takes a base backup from it instead of running initdb.
 	Primary *Upstream
+	// KeepStandby, with Primary nil, lets Init accept a data directory
+	// holding a replica: one following no one (a failover's detach step,
+	// primary_conninfo empty) or one about to be promoted.
+	KeepStandby bool
 
 	// Restore, when set (and Primary is not), makes Init build the cluster
 	// from a stored base backup instead of running initdb, and start it in

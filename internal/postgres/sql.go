@@ -20,8 +20,6 @@ import (
 	"github.com/moatdb/moat/internal/metrics/pgstat"
 )
 
-// connect opens a management connection to db as Superuser over the Unix
-// socket (peer authentication through the map "moat").
 // MonitorDSN is the connection string of MonitorUser to the server whose
 // Unix socket is in socketDir (peer authentication: the agent's OS user),
 // for pgstat.ScrapeDSN.
@@ -30,6 +28,11 @@ func MonitorDSN(socketDir string, port int) string {
 		"sslmode", "disable", "connect_timeout", "5", "application_name", "moat-monitor")
 }
 
+// connect opens a management connection to db as Superuser over the Unix
+// socket (peer authentication through the map "moat"). Its commits do
+// not wait for synchronous standbys (synchronous_commit=local): the
+// agent's own statements (roles, passwords) must not hang on a lost
+// replica, and it applies them again on a promoted node.
 func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(conninfo(
 		"host", in.cfg.SocketDir,
@@ -40,6 +43,9 @@ func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 		"connect_timeout", "5",
 		"application_name", "moat-agent",
 	))
+	if err == nil {
+		cfg.RuntimeParams["synchronous_commit"] = "local"
+	}
 	if err != nil {
 		return nil, fmt.Errorf("management connection: %w", err)
 	}

@@ -59,7 +59,7 @@ func (r *Reconciler) advanceTask(ctx context.Context, op *domain.Operation) erro
 		return nil // running: the primary's agent reports it
 	}
 	for _, n := range nodes {
-		if n.Index == 0 && n.State == domain.StateRunning {
+		if svc.IsPrimary(n) && n.State == domain.StateRunning {
 			return r.updateOp(ctx, op.ID, func(_ store.Tx, o *domain.Operation) error {
 				if o.State != domain.StatePending {
 					return errSkip
@@ -158,7 +158,7 @@ func (r *Reconciler) advanceRestore(ctx context.Context, op *domain.Operation) e
 		return r.failRestore(ctx, op.ID, sourceDeleted(op.SourceID))
 	}
 	for _, n := range nodes {
-		if n.Index == 0 && n.State == domain.StateFailed {
+		if svc.IsPrimary(n) && n.State == domain.StateFailed {
 			why := domain.Info{Code: domain.CodeRestoreFailed, Message: "the restore failed"}
 			if n.StateInfo != nil {
 				why.Message, why.Cause = "the restore failed: "+n.StateInfo.Message, n.StateInfo.Cause

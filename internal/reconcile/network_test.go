@@ -137,6 +137,9 @@ type fixture struct {
 	cloud *fakeCloud
 	rec   *reconcile.Reconciler
 	vpc   *domain.VPC
+	// keys and ca make another reconciler on the same store.
+	keys *secret.Keyring
+	ca   *pki.CA
 }
 
 func newFixture(t *testing.T, resync time.Duration) *fixture {
@@ -162,7 +165,7 @@ func newFixtureWith(t *testing.T, configure func(*reconcile.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, store: st, cloud: newFake()}
+	f := &fixture{t: t, store: st, cloud: newFake(), keys: keys, ca: ca}
 	cfg := reconcile.Config{Store: st, Provider: f.cloud, Keys: keys, InternalCA: ca}
 	configure(&cfg)
 	f.rec, err = reconcile.New(cfg)

@@ -52,6 +52,9 @@ func TestMetricsObserveFleet(t *testing.T) {
 		t.Errorf("no expiry for the project CA:\n%s", body)
 	}
 
+	// The pass stored the service's replication and health: edit the
+	// stored versions.
+	n, svc = get[domain.Node](f, n.ID), get[domain.Service](f, svc.ID)
 	f.edit(n, func() { n.State = domain.StateDeleted })
 	f.edit(svc, func() { svc.State = domain.StateDeleted })
 	f.mustOnce()

@@ -52,6 +52,9 @@ type Config struct {
 	Metrics *metrics.ControlPlane
 	// Tenants, when set, forgets the statistics of nodes that are gone.
 	Tenants *metrics.Tenants
+	// Failover holds the timings of failure detection and fencing (zero:
+	// domain.DefaultFailoverPolicy).
+	Failover domain.FailoverPolicy
 }
 
 // Sealer seals and opens secrets at rest (a *secret.Keyring), with the
@@ -67,8 +70,9 @@ type Reconciler struct {
 	log *slog.Logger
 	// seen is what the last pass recorded in the metrics (metrics.go).
 	seen fleetSeen
-	// started is when the reconciler was made: hosts' heartbeats are
-	// expected from then on.
+	// started is when the reconciler was made: hosts' heartbeats (and
+	// agents' reports) are expected from then on, so older ones say
+	// nothing of their hosts until they had time to report.
 	started time.Time
 }
 
@@ -96,7 +100,10 @@ func New(cfg Config) (*Reconciler, error) {
 	if len(cfg.Catalog.Regions) == 0 {
 		cfg.Catalog = domain.DefaultCatalog()
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now()}, nil
+	if cfg.Failover == (domain.FailoverPolicy{}) {
+		cfg.Failover = domain.DefaultFailoverPolicy()
+	}
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;
@@ -150,6 +157,7 @@ const (
 	errKindBackupKey     = "backup_key"
 	errKindPrune         = "prune"
 	errKindHosts         = "hosts"
+	errKindFailover      = "failover"
 )
 
 // once is Once, also returning the kind of every error (one entry each).
@@ -190,6 +198,7 @@ func (r *Reconciler) once(ctx context.Context) (kinds []string, _ error) {
 		}
 	}
 	keep(errKindOperation, r.operations(ctx))
+	keep(errKindFailover, r.failovers(ctx, svcs, nodes))
 	keep(errKindBackupSched, r.scheduleBackups(ctx, svcs))
 	keep(errKindHoldMoved, r.holdMoved(ctx, nodes))
 	for _, s := range svcs {

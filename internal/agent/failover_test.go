@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+)
+
+// A replica whose desired role becomes primary is promoted in place:
+// configuration reloaded (no restart), then promoted, then bootstrapped
+// as a primary.
+func TestApplyPromotesInPlace(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.Role, want.Upstream, want.PrimaryAddress, want.PrimaryName = apitype.RoleReplica, "nod-0", "198.18.0.9", "nod-0.svc"
+	want.TLS.ReplCertPEM, want.TLS.ReplKeyPEM, want.TLS.ProjectCAPEM = "rc", "rk", "ca"
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.recovering = true
+	h.mu.Unlock()
+	want.Role, want.Upstream, want.PrimaryAddress, want.PrimaryName = apitype.RolePrimary, "", "", ""
+	want.SyncStandbyNames = `ANY 1 ("nod-2")`
+	ops, err := applyOps(t, n, h, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(ops, opStop) || slices.Contains(ops, opStart) {
+		t.Errorf("promotion did %v: want no restart", ops)
+	}
+	before(t, ops, opReload, opPromote)
+	before(t, ops, opPromote, opBootstrap)
+}
+
+// A fenced node: its firewall admits no one, then its server stops, and
+// the worker never restarts it; its report says fenced.
+func TestFencedNodeStaysDown(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	want.Role = apitype.RoleFenced
+	n.set(want, n.rev+1, false)
+	h.take()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(ctx)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rep, _ := n.currentReport()
+		if rep.Replication != nil && rep.Replication.Fenced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fenced report: %+v", rep)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * superviseEvery) // a supervise tick would restart it
+	cancel()
+	<-done
+	ops := h.take()
+	before(t, ops, opFirewall, opStop)
+	if slices.Contains(ops, opStart) {
+		t.Errorf("fenced node operations %v: want no start", ops)
+	}
+	h.mu.Lock()
+	allowed := h.allowed[fakeNS]
+	h.mu.Unlock()
+	if len(allowed) != 0 {
+		t.Errorf("fenced firewall admits %v, want no one", allowed)
+	}
+	if rep, _ := n.currentReport(); rep.State != apitype.NodeReportFailed || rep.Replication.Up {
+		t.Errorf("fenced report = %+v, want failed and down", rep)
+	}
+}
+
+// A primary under a lease that ran out has its firewall closed (its
+// server keeps running); when the control plane answers again the node
+// is applied again and its firewall re-opened.
+func TestLeaseFencesPrimary(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.LeaseSeconds = 1
+	if !n.leaseExpired(want) {
+		n.a.contact.Store(time.Now().Add(-2 * time.Second).UnixNano())
+	}
+	if !n.leaseExpired(want) {
+		t.Fatal("lease not expired 2 s after the last contact")
+	}
+	if err := n.fence(context.Background(), want, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(h.take(), opStop) {
+		t.Error("a lease fence stopped the server")
+	}
+	n.a.touch()
+	if n.leaseExpired(want) {
+		t.Error("lease expired right after a contact")
+	}
+	want.Role = apitype.RoleReplica
+	if n.leaseExpired(want) {
+		t.Error("a replica has no lease")
+	}
+}

@@ -1,0 +1,257 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/nft"
+)
+
+// Replication, promotion and fencing of a node (docs/design/0014):
+//
+//   - observe reads the node's replication every supervise tick and
+//     reports it: at once when something that failover decides on
+//     changed (up, recovery, upstream, streaming, the standbys' sync
+//     states, fenced), else at most every replReportEvery (its LSNs, and
+//     the heartbeat the control plane counts on).
+//   - A node whose desired role is fenced (a lost primary) has its
+//     firewall closed and its PostgreSQL stopped, and is never restarted
+//     as it was; it is wiped once deleted.
+//   - A primary of a replicated service (LeaseSeconds) whose agent has
+//     not reached the control plane for its lease gets its firewall
+//     closed until the control plane answers again: an isolated old
+//     primary stops serving before the control plane promotes another.
+
+// receiverRunning marks, between Replication and observe, a server whose
+// WAL receiver runs.
+const receiverRunning = "\x00receiver"
+
+// replReportEvery is how often a node's replication is reported when
+// only its positions changed.
+const replReportEvery = 5 * time.Second
+
+// observe reads the node's replication and records it for the reporter.
+func (n *node) observe(ctx context.Context, fenced bool) {
+	if n.inst == nil && !fenced {
+		return // not set up yet (a replica copying its primary): nothing to say
+	}
+	r := apitype.NodeReplication{Fenced: fenced, Upstream: n.upstream}
+	if n.inst != nil && n.inst.Running() {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		got, err := n.inst.Replication(qctx)
+		cancel()
+		if err == nil {
+			running := got.Upstream == receiverRunning
+			got.Fenced, got.Upstream = fenced, n.upstream
+			if got.Upstream == "" && running {
+				// Detached in the configuration, but its WAL receiver has
+				// not stopped yet: its position is not final, so it still
+				// counts as following its last upstream.
+				got.Upstream = n.lastUpstream
+			}
+			if !got.InRecovery {
+				got.Upstream = ""
+			}
+			r = got
+		} else if ctx.Err() == nil {
+			n.a.log.Debug("read replication", "node", n.id, "err", err)
+		}
+	}
+	if r.Up {
+		n.downSince = time.Time{}
+	} else {
+		if n.downSince.IsZero() {
+			n.downSince = time.Now().UTC()
+		}
+		t := n.downSince
+		r.DownSince = &t
+	}
+	n.setReplication(r)
+}
+
+// setReplication records r and wakes the reporter if failover would see
+// the change, or the last report is replReportEvery old.
+func (n *node) setReplication(r apitype.NodeReplication) {
+	n.mu.Lock()
+	old := n.repl
+	n.repl = &r
+	kick := old == nil || significant(*old, r) || time.Since(n.replSent) >= replReportEvery
+	if kick {
+		n.replSent = time.Now()
+	}
+	n.mu.Unlock()
+	if kick {
+		n.a.kickReport()
+	}
+}
+
+// significant reports whether a and b differ in what failover decides on.
+func significant(a, b apitype.NodeReplication) bool {
+	if a.Up != b.Up || a.InRecovery != b.InRecovery || a.Upstream != b.Upstream || a.Streaming != b.Streaming || a.Fenced != b.Fenced ||
+		len(a.Standbys) != len(b.Standbys) {
+		return true
+	}
+	for i := range a.Standbys {
+		if a.Standbys[i].Name != b.Standbys[i].Name || a.Standbys[i].SyncState != b.Standbys[i].SyncState {
+			return true
+		}
+	}
+	return false
+}
+
+// fencedMessage is a fenced node's report message.
+const fencedMessage = "fenced: the node's firewall admits no one"
+
+// fence keeps the node from acknowledging anything: its firewall admits
+// no one (not even the other nodes), then, with stop (its desired role
+// is fenced), its PostgreSQL stops; it is never restarted as it was (the
+// control plane deletes it). A lease that ran out only closes the
+// firewall, until the control plane answers again.
+func (n *node) fence(ctx context.Context, want apitype.NodeDesired, rev int64, stop bool) error {
+	if err := n.closeFirewall(want); err != nil {
+		return err
+	}
+	if !stop {
+		if !n.fenced {
+			n.a.log.Warn("node fenced: no answer from the control plane within the lease; firewall closed", "node", n.id, "revision", rev)
+		}
+		return nil
+	}
+	inst := n.inst
+	if inst == nil {
+		var err error
+		if inst, err = n.bareInstance(); err != nil {
+			return err
+		}
+		defer n.closeInstance(inst)
+	}
+	if inst.Running() {
+		// The closed firewall cuts the walsenders from the standbys, so
+		// a fast shutdown would wait for them: after a second it turns
+		// immediate (the node is wiped, never restarted as it was).
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := inst.Stop(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("fence: %w", err)
+		}
+		n.a.log.Warn("node fenced: firewall closed, postgres stopped", "node", n.id, "revision", rev)
+	}
+	n.marks.reload = mark{}
+	return nil
+}
+
+// closeFirewall makes the node's firewall admit no one; the firewall
+// step applies the node's policy again once its key changes.
+func (n *node) closeFirewall(want apitype.NodeDesired) error {
+	if err := n.openNetwork(want.Namespace); err != nil {
+		return err
+	}
+	port := want.Port
+	if port == 0 {
+		port = 5432
+	}
+	_, err := n.marks.firewall.run("closed:"+n.net.ID(), func() error {
+		return n.net.Firewall().Apply(nft.Policy{Port: uint16(port)})
+	})
+	if err != nil {
+		return fmt.Errorf("close the firewall: %w", err)
+	}
+	return nil
+}
+
+// leaseExpired reports whether want is a primary under a lease the
+// agent has not renewed (no answer from the control plane) in time.
+func (n *node) leaseExpired(want apitype.NodeDesired) bool {
+	if want.LeaseSeconds <= 0 || want.Role != apitype.RolePrimary {
+		return false
+	}
+	return time.Since(n.a.lastContact()) >= time.Duration(want.LeaseSeconds)*time.Second
+}
+
+// applyPromote promotes a primary whose server is still in recovery (a
+// failover's chosen replica), waiting until it accepts writes.
+func (n *node) applyPromote(ctx context.Context, s *spec) error {
+	if !s.primary || s.restore != nil {
+		return nil
+	}
+	_, err := n.marks.promote.run(n.marks.instance.key, func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		rec, err := n.inst.InRecovery(pctx)
+		if err != nil || !rec {
+			return err
+		}
+		if err := n.inst.Promote(pctx); err != nil {
+			return err
+		}
+		n.a.log.Info("node promoted", "node", n.id, "revision", s.rev)
+		return nil
+	})
+	return err
+}
+
+// replicationQuery reads a server's replication facts.
+const replicationQuery = `SELECT pg_is_in_recovery(),
+	CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text ELSE pg_current_wal_flush_lsn()::text END,
+	coalesce(pg_last_wal_replay_lsn()::text, ''),
+	(SELECT timeline_id FROM pg_control_checkpoint()),
+	coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1), false),
+	EXISTS (SELECT 1 FROM pg_stat_wal_receiver)`
+
+// Replication reads the server's replication: recovery, positions, its
+// WAL receiver, and on a primary pg_stat_replication.
+func (p pgInstance) Replication(ctx context.Context) (apitype.NodeReplication, error) {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return apitype.NodeReplication{}, err
+	}
+	defer closeConn(conn)
+	r := apitype.NodeReplication{Up: true}
+	var receiver bool
+	if err := conn.QueryRow(ctx, replicationQuery).Scan(&r.InRecovery, &r.ReceivedLSN, &r.ReplayedLSN, &r.Timeline, &r.Streaming, &receiver); err != nil {
+		return r, fmt.Errorf("read replication: %w", err)
+	}
+	if receiver {
+		// Its upstream is the configured one (observe); a receiver still
+		// running after the upstream was removed is reported by observe.
+		r.Upstream = receiverRunning
+	}
+	if r.InRecovery {
+		return r, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT application_name, sync_state, coalesce(flush_lsn::text, ''), coalesce(replay_lsn::text, '')
+		FROM pg_stat_replication ORDER BY application_name`)
+	if err != nil {
+		return r, fmt.Errorf("read pg_stat_replication: %w", err)
+	}
+	r.Standbys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (apitype.StandbyStatus, error) {
+		var s apitype.StandbyStatus
+		return s, row.Scan(&s.Name, &s.SyncState, &s.FlushLSN, &s.ReplayLSN)
+	})
+	if err != nil {
+		return r, fmt.Errorf("read pg_stat_replication: %w", err)
+	}
+	return r, nil
+}
+
+// Promote promotes the server (pg_promote, waiting up to a minute).
+func (p pgInstance) Promote(ctx context.Context) error {
+	conn, err := p.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(true, 60)").Scan(&ok); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("promote: not promoted within 60 s")
+	}
+	return nil
+}

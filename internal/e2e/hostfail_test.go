@@ -1,0 +1,400 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/postgres"
+	"github.com/moatdb/moat/internal/up"
+)
+
+// Host failures on the fleet (issue 11, docs/design/0014): one stack of
+// us-east-1 with two hosts per AZ, a 3-node service under a writer that
+// commits one row per transaction through the multi-host string, and the
+// simulator's faults in turn — the primary's host failed, the primary's
+// whole AZ failed, the primary's host partitioned (its PostgreSQL still
+// running and reachable from inside), a replica's host failed, the
+// primary's host drained (moat host drain). Each time
+// the writer goes on, no acknowledged row is lost, the lost node is
+// replaced on another host and wiped on its own once that host is back.
+
+// startHostFleet runs a stack of us-east-1 alone with two hosts per AZ
+// (a lost host's node has another host in its AZ to go to) and
+// fastFailover.
+func startHostFleet(t testing.TB) *env {
+	t.Helper()
+	return startStack(t, "", "", func(c *up.Config) {
+		c.ControlPlane.Failover = fastFailover
+		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
+		c.HostsPerAZ = 2
+	})
+}
+
+// TestHostFailures runs the scenarios in order on one stack (each leaves
+// the service running on three streaming nodes for the next).
+func TestHostFailures(t *testing.T) {
+	t0 := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
+	e := startHostFleet(t)
+	e.newProject("acme")
+	created, pw := e.createService("ha", 3)
+	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
+	phase("3 nodes streaming")
+
+	// The primary's host fails: its agent and PostgreSQL are killed and
+	// its links cut. The writer resumes on the promoted replica.
+	old := primaryNode(t, svc)
+	svc, _, _ = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) })
+	e.checkReplaced(svc, old, true)
+	phase("primary's host failed: failed over, replaced")
+	// Back: the lost node is wiped by its own agent, never rejoined.
+	e.mustMoat("sim", "recover")
+	e.waitWiped(old)
+	phase("recovered host wiped the old primary")
+
+	// The primary's whole AZ fails (both its hosts). The service has
+	// then 2 healthy AZs: the writer resumes on a replica, and the
+	// replacement waits for a third AZ (no double placement in one).
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	old = primaryNode(t, svc)
+	var azHosts []string
+	svc, _, _ = e.underWriter(svc, pw, "az_failed", old, func() {
+		out := e.mustMoat("sim", "fail", "az", old.AZ, "-o", "value=hosts")
+		azHosts = strings.Split(strings.Trim(out, "[]"), " ")
+	})
+	if p := primaryNode(t, svc); p.AZ == old.AZ {
+		t.Errorf("primary %s in the failed AZ %s", p.ID, old.AZ)
+	}
+	phase("primary's AZ failed: failed over")
+	e.mustMoat("sim", "recover")
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	e.checkReplaced(svc, old, false) // placed once the AZ is back
+	e.waitWiped(old)
+	phase(fmt.Sprintf("AZ %s (%v) recovered: replaced, old primary wiped", old.AZ, azHosts))
+
+	// The primary's host is partitioned: its agent and PostgreSQL run on,
+	// cut off. A client that still reaches the old primary (over its
+	// Unix socket, inside its host) gets no commit acknowledged: quorum
+	// commit waits for a replica it cannot reach, and its agent closes
+	// its firewall once past its lease. After recovery it is wiped.
+	old = primaryNode(t, svc)
+	isolated := make(chan isolatedResult, 1)
+	svc, _, _ = e.underWriter(svc, pw, "partitioned", old, func() {
+		e.mustMoat("sim", "partition", "host", old.Host)
+		go func() { isolated <- e.commitsOnIsolated(old, 20*time.Second) }()
+	})
+	if r := <-isolated; len(r.acked) > 0 || r.reads == 0 {
+		t.Errorf("the partitioned old primary %s: acknowledged commits %v, answered %d reads; want none, and reads (it is reachable)", old.ID, r.acked, r.reads)
+	}
+	e.checkReplaced(svc, old, true)
+	phase("primary's host partitioned: failed over, the isolated primary acknowledged nothing")
+	e.mustMoat("sim", "recover")
+	e.waitWiped(old)
+	phase("partition healed: old primary wiped")
+
+	// A replica's host fails: the primary keeps committing (ANY 1 of the
+	// replicas), the replica is replaced on another host and the service
+	// runs again.
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	primary := primaryNode(t, svc)
+	var replica apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica {
+			replica = n
+		}
+	}
+	var pause, normal time.Duration
+	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() { e.mustMoat("sim", "fail", "host", replica.Host) })
+	if p := primaryNode(t, svc); p.ID != primary.ID {
+		t.Errorf("primary moved from %s to %s when a replica's host failed", primary.ID, p.ID)
+	}
+	if pause > 10*normal+2*time.Second {
+		t.Errorf("the writer paused %v while a replica's host was lost (normal %v), want no pause", pause, normal)
+	}
+	e.checkReplaced(svc, replica, true)
+	phase("replica's host failed: replaced, the primary committed throughout")
+	e.mustMoat("sim", "recover")
+	e.waitWiped(replica)
+	phase("replica's host recovered: old replica wiped")
+
+	// The primary's host is drained: its node moves off by a failover
+	// and a replacement on another host; the host ends empty.
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	old = primaryNode(t, svc)
+	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() {
+		if code, out, errb := e.moatAPI("host", "drain", old.Host); code != 0 {
+			t.Fatalf("moat host drain %s: exit %d: %s%s", old.Host, code, out, errb)
+		}
+	})
+	e.checkReplaced(svc, old, true)
+	e.waitWiped(old)
+	waitFor(t, time.Minute, func() bool {
+		h, err := e.op.GetHost(e.ctx(), old.Host)
+		return err == nil && h.State == domain.StateDraining && h.Load == 0
+	})
+	phase("primary's host drained: moved, wiped, the host empty")
+}
+
+// underWriter runs fault under a writer committing to a new table named
+// table through svc's multi-host string, then waits until the writer
+// committed 20 more rows, the node gone (the one the fault takes) left
+// the service and the service runs again on three streaming nodes; it
+// fails the test if an acknowledged row is missing, and logs the writer's
+// unavailability. It returns the service after, the writer's
+// unavailability around the fault and its normal commit interval.
+func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) (after apitype.Service, unavailable, normal time.Duration) {
+	e.t.Helper()
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table "+table+" (id int primary key)"); r.code != 0 {
+		e.t.Fatalf("create table %s: %v", table, r)
+	}
+	mh := e.multiHost(svc)
+	e.t.Logf("%s: writer over %s", table, mh)
+	w := e.startHAWriterInto(pw, table, func() string { return mh })
+	waitFor(e.t, 30*time.Second, func() bool { return w.count() >= 10 })
+	before := w.count()
+	at := time.Now()
+	fault()
+	waitFor(e.t, 2*time.Minute, func() bool { return w.count() >= before+20 })
+	// The writer goes on until the service is whole again.
+	after = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+		return left(s, gone) && s.State == domain.StateRunning && s.Replication != nil && s.Replication.Mode == domain.ReplQuorum && streaming(s) == 2
+	}, func(s apitype.Service) bool {
+		// A failed AZ leaves two healthy AZs: the replacement waits.
+		return left(s, gone) && s.State == domain.StateDegraded && streaming(s) >= 1 && primaryOf(s) != ""
+	})
+	acked, gap, normal := w.halt()
+	unavailable = w.longestGapSince(at)
+	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), unavailable, gap, normal)
+	if lost := e.lostRows(after, pw, table, acked); lost > 0 {
+		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))
+	}
+	return after, unavailable, normal
+}
+
+// waitService waits until the service satisfies one of the conditions,
+// and returns it.
+func (e *env) waitService(id string, within time.Duration, conds ...func(apitype.Service) bool) apitype.Service {
+	e.t.Helper()
+	var svc apitype.Service
+	waitFor(e.t, within, func() bool {
+		var err error
+		if svc, err = e.op.GetService(e.ctx(), e.project, id); err != nil {
+			e.t.Fatal(err)
+		}
+		for _, c := range conds {
+			if c(svc) {
+				return true
+			}
+		}
+		return false
+	})
+	return svc
+}
+
+// longestGapSince returns the writer's longest wait from t on: the
+// longest interval between two consecutive acknowledgements the later of
+// which came after t (from the last one before t).
+func (w *hawriter) longestGapSince(t time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(w.at); i++ {
+		if w.at[i].After(t) {
+			gap = max(gap, w.at[i].Sub(w.at[i-1]))
+		}
+	}
+	return gap
+}
+
+// left reports whether node is no longer among the service's live nodes.
+func left(s apitype.Service, node apitype.Node) bool {
+	for _, n := range s.NodeList {
+		if n.ID == node.ID && !domain.Going(n.State) {
+			return false
+		}
+	}
+	return true
+}
+
+// streaming counts the service's running replicas that stream.
+func streaming(s apitype.Service) int {
+	n := 0
+	for _, nd := range s.NodeList {
+		if nd.Role == apitype.RoleReplica && nd.Streaming && nd.State == domain.StateRunning {
+			n++
+		}
+	}
+	return n
+}
+
+// primaryOf is the ID of the service's running primary, or "".
+func primaryOf(s apitype.Service) string {
+	for _, n := range s.NodeList {
+		if n.Role == apitype.RolePrimary && n.State == domain.StateRunning {
+			return n.ID
+		}
+	}
+	return ""
+}
+
+// checkReplaced checks that gone is no longer among svc's live nodes, that
+// the live nodes run on distinct hosts, and, with avoided, that none runs
+// on gone's host (failed and not recovered yet, or drained).
+func (e *env) checkReplaced(svc apitype.Service, gone apitype.Node, avoided bool) {
+	e.t.Helper()
+	hosts := map[string]string{}
+	for _, n := range svc.NodeList {
+		if domain.Going(n.State) {
+			continue
+		}
+		if n.ID == gone.ID {
+			e.t.Errorf("lost node %s still live: %+v", gone.ID, n)
+		}
+		if avoided && n.Host == gone.Host {
+			e.t.Errorf("node %s on %s, the lost node's failed or drained host", n.ID, n.Host)
+		}
+		if o, dup := hosts[n.Host]; dup {
+			e.t.Errorf("nodes %s and %s on one host %s", o, n.ID, n.Host)
+		}
+		hosts[n.Host] = n.ID
+	}
+}
+
+// waitWiped waits until node's host (back from a fault) wiped it: its
+// directory under the host's agent is gone, and the API lists it no more
+// as live.
+func (e *env) waitWiped(node apitype.Node) {
+	e.t.Helper()
+	dir := filepath.Join(up.AgentDir(e.dir, node.Host), "nodes", node.ID)
+	waitFor(e.t, 2*time.Minute, func() bool {
+		_, err := os.Stat(dir)
+		return os.IsNotExist(err)
+	})
+}
+
+// isolatedResult is what a client inside a cut-off primary's host saw:
+// the ids whose commit was acknowledged, and how many reads answered.
+type isolatedResult struct {
+	acked []string
+	reads int
+}
+
+// commitsOnIsolated tries for d to commit one row after another on the
+// cut-off node through its Unix socket, from inside its host (as the
+// agent's user, through the "moat" peer map), each attempt given 3 s,
+// with a read between them (the server is reachable).
+func (e *env) commitsOnIsolated(node apitype.Node, d time.Duration) isolatedResult {
+	var res isolatedResult
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		e.t.Errorf("psql: %v", err)
+		return res
+	}
+	sock := filepath.Join(up.AgentDir(e.dir, node.Host), "nodes", node.ID, "run")
+	for i, end := 1, time.Now().Add(d); time.Now().Before(end); i++ {
+		if r := e.isolatedPSQL(psql, sock, "select 1"); r.code == 0 {
+			res.reads++
+		}
+		// The table is made on the isolated primary alone (a commit
+		// that waits too), so each insert is its own transaction.
+		r := e.isolatedPSQL(psql, sock, fmt.Sprintf("create table if not exists isolated (id int); insert into isolated values (%d)", i))
+		if r.code == 0 && strings.Contains(r.stdout, "INSERT") {
+			res.acked = append(res.acked, strconv.Itoa(i))
+		}
+	}
+	return res
+}
+
+// isolatedPSQL runs one statement on the server whose socket is in sock,
+// killed after 3 s (a commit waiting for a synchronous standby).
+func (e *env) isolatedPSQL(psql, sock, stmt string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, psql, "-X", "-h", sock, "-p", strconv.Itoa(domain.PostgresPort),
+		"-U", postgres.Superuser, "-d", domain.Database, "-c", stmt)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=2")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	code := 0
+	if err := cmd.Run(); err != nil {
+		code = -1
+		if x, ok := err.(*exec.ExitError); ok && x.ExitCode() > 0 {
+			code = x.ExitCode()
+		}
+	}
+	return result{code, strings.TrimSpace(out.String()), strings.TrimSpace(errb.String())}
+}
+
+// BenchmarkHostFailover measures what a writer sees when the primary's
+// host of a 3-node service fails (moat sim fail host: agent and
+// PostgreSQL killed, links cut; detected by its heartbeats stopping):
+// unavailability per round from the writer's last commit before the
+// fault to its first after, the writer's median commit interval as the
+// reference, and rows lost at the end (must be 0). Between rounds the
+// host recovers (its agent wipes the old node) and the service runs on
+// three streaming nodes again. us-east-1 with two hosts per AZ;
+// fastFailover. Run: MOAT_BENCH_ROUNDS=10 go test -run '^$' -bench
+// HostFailover -benchtime=1x ./internal/e2e.
+func BenchmarkHostFailover(b *testing.B) {
+	rounds := 10
+	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	e := startHostFleet(b)
+	e.newProject("bench")
+	created, pw := e.createService("ha", 3)
+	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
+		b.Fatalf("create table: %v", r)
+	}
+	var conninfo atomic.Value
+	conninfo.Store(e.multiHost(svc))
+	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })
+	waitFor(b, 30*time.Second, func() bool { return w.count() >= 20 })
+	var gaps []time.Duration
+	for i := range rounds {
+		// The primary now (not as the last round left it).
+		before := primaryNode(b, svc)
+		svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+		conninfo.Store(e.multiHost(svc))
+		old := primaryNode(b, svc)
+		if old.ID != before.ID {
+			b.Logf("round %d: the primary moved from %s to %s between rounds", i+1, before.ID, old.ID)
+		}
+		n := w.count()
+		t0 := time.Now()
+		e.mustMoat("sim", "fail", "host", old.Host)
+		if pid := pidOf(filepath.Join(up.AgentDir(e.dir, old.Host), "volumes", old.ID, "pgdata", "postmaster.pid")); pid > 0 {
+			b.Errorf("round %d: the failed host's primary %s still runs (postmaster %d)", i+1, old.ID, pid)
+		}
+		svc = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+			return left(s, old) && s.State == domain.StateRunning && streaming(s) == 2
+		})
+		waitFor(b, 2*time.Minute, func() bool { return w.count() > n })
+		// The fault takes a moment to inject (the writer may commit
+		// meanwhile): the round's unavailability is its longest gap.
+		gaps = append(gaps, w.longestGapSince(t0))
+		e.mustMoat("sim", "recover")
+		e.waitWiped(old)
+		conninfo.Store(e.multiHost(svc))
+		b.Logf("round %d: unavailable %v (primary %s on %s failed; now %s on %s)", i+1, gaps[i], old.ID, old.Host, primaryNode(b, svc).ID, primaryNode(b, svc).Host)
+	}
+	acked, _, normal := w.halt()
+	lost := e.lostRows(svc, pw, "w", acked)
+	fmt.Printf("| primary's host failed, n=%d | %v | %v | %v | %.1f× |\n", len(gaps), median(gaps).Round(time.Millisecond), slices.Max(gaps).Round(time.Millisecond), normal.Round(time.Millisecond), float64(median(gaps))/float64(normal))
+	fmt.Printf("rows acknowledged %d, lost %d\n", len(acked), lost)
+	if lost > 0 {
+		b.Errorf("%d acknowledged rows lost", lost)
+	}
+}

@@ -1,0 +1,220 @@
+package reconcile_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/reconcile"
+)
+
+// TestFailoverSteps drives a failover through every step with reports
+// written as the agents would, a new reconciler (a restarted control
+// plane) for each pass: the progress is the stored operation's.
+func TestFailoverSteps(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	policy := domain.FailoverPolicy{Grace: 2 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+	f := newFixture(t, 0)
+	pass := func() {
+		t.Helper()
+		rec, err := reconcile.New(reconcile.Config{Store: f.store, Provider: f.cloud, Keys: f.keys, InternalCA: f.ca, Failover: policy, Now: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rec.Once(t.Context()) // the fake cloud places no node: its error is expected
+	}
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
+		Region: "us-east-1", NodeCount: 3, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
+	node := func(idx int, r *domain.ReplicationReport) *domain.Node {
+		return f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+			ServiceID: svc.ID, Index: idx, AZ: "us-east-1" + string(rune('a'+idx)), Host: "local", Namespace: "ns", Address: "198.18.0.1",
+			ReportedAt: now, Replication: r}).(*domain.Node)
+	}
+	p := node(0, &domain.ReplicationReport{At: now, DownSince: now.Add(-3 * time.Second)})
+	a := node(1, &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 300})
+	b := node(2, &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 400})
+	// The primary's last report before it went down listed both replicas
+	// as quorum standbys.
+	p.Replication.Standbys = []domain.StandbyStatus{{Name: a.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}
+	f.put(p)
+
+	step := func(want string) *domain.Operation {
+		t.Helper()
+		for _, o := range f.ops(svc.ID) {
+			if o.Type == domain.OpServiceFailover {
+				if o.Step != want {
+					t.Fatalf("failover step = %s (state %s), want %s", o.Step, o.State, want)
+				}
+				return o
+			}
+		}
+		t.Fatalf("no failover operation, want step %s", want)
+		return nil
+	}
+	pass()
+	op := step(domain.StepFence)
+	if s := get[domain.Service](f, svc.ID); s.State != domain.StateDegraded || s.OperationID != op.ID || s.Health == nil || s.Health.Status != domain.HealthDegraded {
+		t.Fatalf("service during failover: %s op %q health %+v", s.State, s.OperationID, s.Health)
+	}
+	pass()
+	step(domain.StepFence) // the old primary's agent has not fenced it yet
+	f.edit(p, func() { p.Replication.Fenced = true })
+	pass()
+	step(domain.StepDetach) // the replicas still follow the old primary
+	for _, n := range []*domain.Node{a, b} {
+		f.edit(n, func() { n.Replication.Upstream, n.Replication.Streaming = "", false })
+	}
+	pass()
+	if op = step(domain.StepPromote); op.Failover.Promote != b.ID {
+		t.Fatalf("promote %s, want %s (most WAL)", op.Failover.Promote, b.ID)
+	}
+	f.edit(b, func() { b.Replication.InRecovery = false })
+	pass()
+	step(domain.StepRepoint)
+	if s := get[domain.Service](f, svc.ID); s.PrimaryID != b.ID {
+		t.Fatalf("primary = %q, want %s", s.PrimaryID, b.ID)
+	}
+	f.edit(a, func() { a.Replication.Upstream, a.Replication.Streaming = b.ID, true })
+	pass()
+	op = step(domain.StepReplace) // the replacement placed with the step; the next pass waits for it
+	repl := get[domain.Node](f, op.Failover.Replacement)
+	if repl.State != domain.StateCreating || repl.AZ != p.AZ || get[domain.Node](f, p.ID).State != domain.StateDeleting {
+		t.Fatalf("replacement %+v, lost node %s", repl, get[domain.Node](f, p.ID).State)
+	}
+	pass()
+	step(domain.StepCatchUp)
+	repl = get[domain.Node](f, repl.ID)
+	f.edit(b, func() { b.Replication.ReceivedLSN = 500 })
+	f.edit(repl, func() {
+		repl.Replication = &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: b.ID, Streaming: true, ReceivedLSN: 500}
+		repl.Host, repl.ReportedAt = "local", now
+	})
+	pass()
+	var done *domain.Operation
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			done = o
+		}
+	}
+	if done.State != domain.StateSucceeded {
+		t.Fatalf("failover %s at %s, want succeeded", done.State, done.Step)
+	}
+	if s := get[domain.Service](f, svc.ID); s.OperationID != "" {
+		t.Errorf("service still under operation %s", s.OperationID)
+	}
+}
+
+// TestHostDownLosesItsNodes: a registered host marked down loses its
+// nodes at once (no grace): its primary is failed over.
+func TestHostDownLosesItsNodes(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return now } })
+	f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h1", State: domain.StateDown}, Region: "us-east-1", AZ: "us-east-1a", LastHeartbeatAt: now})
+	f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h2", State: domain.StateActive}, Region: "us-east-1", AZ: "us-east-1b", LastHeartbeatAt: now})
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
+		Region: "us-east-1", NodeCount: 2, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
+	p := f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+		ServiceID: svc.ID, Index: 0, Host: "h1", ReportedAt: now}).(*domain.Node)
+	r := f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+		ServiceID: svc.ID, Index: 1, Host: "h2", ReportedAt: now,
+		Replication: &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true}}).(*domain.Node)
+	f.edit(p, func() {
+		p.Replication = &domain.ReplicationReport{At: now, Up: true, Standbys: []domain.StandbyStatus{{Name: r.ID, SyncState: domain.SyncStateSync}}}
+	})
+	_ = f.rec.Once(t.Context())
+	var op *domain.Operation
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			op = o
+		}
+	}
+	if op == nil || op.Failover.Lost != p.ID || op.Failover.Promote != r.ID {
+		t.Fatalf("failover = %+v, want %s promoted in place of %s", op, r.ID, p.ID)
+	}
+}
+
+// TestDrainMovesNodes: the nodes of a draining host move one at a time —
+// a replica replaced by a new node, then the primary failed over (a
+// failover operation that replaces it) — while the service is whole.
+func TestDrainMovesNodes(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return now } })
+	for i, az := range []string{"us-east-1a", "us-east-1b", "us-east-1c"} {
+		state := domain.StateActive
+		if i < 2 {
+			state = domain.StateDraining
+		}
+		f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h" + az[len(az)-1:], State: state}, Region: "us-east-1", AZ: az, LastHeartbeatAt: now})
+	}
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
+		Region: "us-east-1", NodeCount: 3, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
+	node := func(idx int, host string) *domain.Node {
+		return f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+			ServiceID: svc.ID, Index: idx, AZ: "us-east-1" + host[1:], Host: host, Namespace: "ns", Address: "198.18.0.1", ReportedAt: now}).(*domain.Node)
+	}
+	p, a, b := node(0, "ha"), node(1, "hb"), node(2, "hc")
+	for _, n := range []*domain.Node{a, b} {
+		f.edit(n, func() {
+			n.Replication = &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500}
+		})
+	}
+	f.edit(p, func() {
+		p.Replication = &domain.ReplicationReport{At: now, Up: true, ReceivedLSN: 500,
+			Standbys: []domain.StandbyStatus{{Name: a.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}}
+	})
+	_ = f.rec.Once(t.Context()) // the fake cloud places no node: its error is expected
+	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting {
+		t.Fatalf("replica on the draining host: %s, want deleting (replaced)", got.State)
+	}
+	if got := get[domain.Node](f, p.ID); got.State != domain.StateRunning {
+		t.Fatalf("primary moved (%s) with its replica: want one node at a time", got.State)
+	}
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			t.Fatalf("failover %+v started with a replica moving", o)
+		}
+	}
+	var repl *domain.Node
+	for _, n := range f.nodes(svc.ID) {
+		if n.Index == a.Index && n.ID != a.ID {
+			repl = n
+		}
+	}
+	if repl == nil || repl.State != domain.StateCreating || repl.Host == "ha" || repl.Host == "hb" {
+		t.Fatalf("replacement of %s = %+v, want a new node off the draining hosts", a.ID, repl)
+	}
+
+	// The replacement streams and the old replica is gone: the primary
+	// moves next, by a failover.
+	f.edit(repl, func() {
+		repl.Host, repl.Namespace, repl.Address = "hc", "ns", "198.18.0.2"
+		if err := repl.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning,
+			Replication: &domain.ReplicationReport{Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500}}, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	old := get[domain.Node](f, a.ID)
+	f.edit(old, func() {
+		if err := old.MarkDeleted(now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	p = get[domain.Node](f, p.ID)
+	f.edit(p, func() {
+		p.Replication.Standbys = []domain.StandbyStatus{{Name: repl.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}
+	})
+	_ = f.rec.Once(t.Context())
+	var op *domain.Operation
+	for _, o := range f.ops(svc.ID) {
+		if o.Type == domain.OpServiceFailover {
+			op = o
+		}
+	}
+	if op == nil || op.Failover.Lost != p.ID {
+		t.Fatalf("failover = %+v, want the draining primary %s replaced", op, p.ID)
+	}
+}
