@@ -8,7 +8,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 
-	"github.com/moatdb/moat/internal/store"
+	"github.com/moatdb/moat/internal/store/storetest"
 )
 
 // TestMigrateHosts: migration 00002 indexes existing nodes by host and
@@ -49,24 +49,5 @@ func TestMigrateHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	err = s.View(ctx, func(tx store.Tx) error {
-		for kind, want := range map[string]int{"node": 1, "service": 0} {
-			recs, err := tx.List(ctx, store.Query{Kind: kind, Host: "h1"})
-			if err != nil {
-				return err
-			}
-			if len(recs) != want {
-				t.Errorf("List(%s on h1) = %d records, want %d", kind, len(recs), want)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range []string{"h1", "h-other"} {
-		if rev, err := s.HostRevision(ctx, h); err != nil || rev != 5 {
-			t.Errorf("HostRevision(%s) = %d, %v; want 5 (the global revision at migration)", h, rev, err)
-		}
-	}
+	storetest.CheckHostsMigrated(ctx, t, s)
 }

@@ -231,3 +231,31 @@ func testListByHost(t *testing.T, s store.Store) {
 		return nil
 	})
 }
+
+// CheckHostsMigrated checks a store opened on a database made before
+// per-host revisions, holding one node on host h1 (and a service), whose
+// global revision was 5: the migration filled the host index from the
+// node and started every host at the global revision.
+func CheckHostsMigrated(ctx context.Context, t *testing.T, s store.Store) {
+	t.Helper()
+	err := s.View(ctx, func(tx store.Tx) error {
+		for kind, want := range map[string]int{"node": 1, "service": 0} {
+			recs, err := tx.List(ctx, store.Query{Kind: kind, Host: "h1"})
+			if err != nil {
+				return err
+			}
+			if len(recs) != want {
+				t.Errorf("List(%s on h1) = %d records, want %d", kind, len(recs), want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"h1", "h-other"} {
+		if rev, err := s.HostRevision(ctx, h); err != nil || rev != 5 {
+			t.Errorf("HostRevision(%s) = %d, %v; want 5 (the global revision at migration)", h, rev, err)
+		}
+	}
+}
