@@ -157,7 +157,7 @@ func seed(ctx context.Context, st store.Store, keys *secret.Keyring, project str
 				n.CertPEM, n.ReplCertPEM = "CERT "+n.ID, "REPL CERT "+n.ID
 				n.KeySealed = keys.Seal([]byte("KEY "+n.ID), domain.NodeKeyAD(n.ID))
 				n.ReplKeySealed = keys.Seal([]byte("REPL KEY "+n.ID), domain.ReplKeyAD(n.ID))
-				if err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning, Revision: 1}, now); err != nil {
+				if _, err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning, Revision: 1}, now); err != nil {
 					return err
 				}
 				if err := store.Put(ctx, tx, n); err != nil {

@@ -349,13 +349,24 @@ func (c *call) auditProject() string {
 // mutate runs fn in a read-write transaction that also appends the call's
 // success audit entry, so a mutation and its record commit together.
 func (c *call) mutate(fn func(tx store.Tx) error) error {
+	return c.mutateIf(func(tx store.Tx) (bool, error) { return true, fn(tx) })
+}
+
+// mutateIf is mutate for a call that may change nothing worth an audit
+// entry (an agent repeating its report): the success entry is appended
+// only when fn reports a change.
+func (c *call) mutateIf(fn func(tx store.Tx) (changed bool, err error)) error {
+	audited := false
 	err := c.s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
-		if err := fn(tx); err != nil {
+		changed, err := fn(tx)
+		if err != nil || !changed {
+			audited = false
 			return err
 		}
+		audited = true
 		return c.appendAudit(tx, domain.OutcomeSuccess)
 	})
-	if err == nil {
+	if err == nil && audited {
 		c.audited = true
 	}
 	return err

@@ -108,26 +108,31 @@ func (s *Server) hostReport(c *call) error {
 	var notes []string
 	var ended []*domain.Operation  // tasks this report ended, for the metrics
 	var enforced []*domain.Service // services every node enforces the allowlist of
-	err := c.mutate(func(tx store.Tx) error {
-		ended = ended[:0]
+	// Agents repeat their reports (at least every 5 s, with replication
+	// facts that move with every write): the facts are stored, but only a
+	// report that changes something (a node's state or applied
+	// revisions, its replication as failover sees it, a task, the
+	// service's state, the host back up) is audited.
+	err := c.mutateIf(func(tx store.Tx) (bool, error) {
+		ended, notes = ended[:0], notes[:0]
 		touched := map[string]bool{}
-		turned := false
+		turned, changed := false, false
 		now := s.now()
 		back, err := s.recordHeartbeat(c, tx, host, in.AgentVersion)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if back {
-			notes = append(notes, "host back up")
+			notes, changed = append(notes, "host back up"), true
 		}
 		for i, r := range in.Nodes {
 			field := fmt.Sprintf("nodes[%d]", i)
 			n, err := store.Get[domain.Node](c.ctx, tx, r.NodeID)
 			if errors.Is(err, store.ErrNotFound) || (err == nil && n.Host != host) {
-				return domain.Invalidf(domain.CodeNotFound, field+".node_id", "report only nodes of this host's desired state", "node %s is not placed on host %s", r.NodeID, host)
+				return false, domain.Invalidf(domain.CodeNotFound, field+".node_id", "report only nodes of this host's desired state", "node %s is not placed on host %s", r.NodeID, host)
 			}
 			if err != nil {
-				return err
+				return false, err
 			}
 			if !n.AcceptsReports() {
 				continue
@@ -135,39 +140,47 @@ func (s *Server) hostReport(c *call) error {
 			before, beforeRepl := n.StateInfo, n.Replication
 			rep, err := nodeReportIn(r)
 			if err != nil {
-				return inField(field, err)
+				return false, inField(field, err)
 			}
-			if err := n.ApplyReport(rep, now); err != nil {
-				return inField(field, err)
+			nodeChanged, err := n.ApplyReport(rep, now)
+			if err != nil {
+				return false, inField(field, err)
 			}
 			if r.State == apitype.NodeReportFailed && (before == nil || before.Cause != r.Message) {
 				// Agents repeat their reports: log a failure once.
 				s.log.Warn("node failed", "node_id", n.ID, "host", host, "err", r.Message)
 			}
 			if err := store.Put(c.ctx, tx, n); err != nil {
-				return err
+				return false, err
 			}
 			if domain.Turned(beforeRepl, n.Replication) {
 				turned = true
 			}
 			for j, t := range r.Tasks {
-				op, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
+				op, taskChanged, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
 				if err != nil {
-					return err
+					return false, err
 				}
 				if op != nil {
 					ended = append(ended, op)
 				}
-				notes = append(notes, fmt.Sprintf("task %s=%s", t.ID, t.State))
+				if taskChanged {
+					notes, changed = append(notes, fmt.Sprintf("task %s=%s", t.ID, t.State)), true
+				}
 			}
 			touched[n.ServiceID] = true
-			notes = append(notes, fmt.Sprintf("%s=%s@%d/allow%d", n.ID, r.State, r.Revision, r.AllowlistRevision))
+			if nodeChanged {
+				notes, changed = append(notes, fmt.Sprintf("%s=%s@%d/allow%d", n.ID, r.State, r.Revision, r.AllowlistRevision)), true
+			}
 		}
 		enforced = enforced[:0]
 		for id := range touched {
-			svc, err := s.rollupService(c, tx, id)
+			svc, svcChanged, err := s.rollupService(c, tx, id)
 			if err != nil {
-				return err
+				return false, err
+			}
+			if svcChanged {
+				notes, changed = append(notes, fmt.Sprintf("%s=%s", svc.ID, svc.State)), true
 			}
 			if svc.AppliedAllowlistRevision >= svc.AllowlistRevision {
 				enforced = append(enforced, svc)
@@ -179,9 +192,9 @@ func (s *Server) hostReport(c *call) error {
 			// detached or promoted): the reconciler looks now (the
 			// global revision; no host's desired state changed).
 			_, err := desired.Bump(c.ctx, tx, desired.Affected{})
-			return err
+			return true, err
 		}
-		return nil
+		return changed, nil
 	})
 	if err != nil {
 		return err
@@ -209,17 +222,12 @@ func (s *Server) hostReport(c *call) error {
 // heartbeat records a report without nodes: the host's heartbeat, in its
 // own transaction, audited only when the host comes back from down.
 func (s *Server) heartbeat(c *call, host, version string) error {
-	return s.cfg.Store.Update(c.ctx, func(tx store.Tx) error {
+	return c.mutateIf(func(tx store.Tx) (bool, error) {
 		back, err := s.recordHeartbeat(c, tx, host, version)
-		if err != nil || !back {
-			return err
+		if back {
+			c.detail = "heartbeat: host back up"
 		}
-		c.detail = "heartbeat: host back up"
-		if err := c.appendAudit(tx, domain.OutcomeSuccess); err != nil {
-			return err
-		}
-		c.audited = true
-		return nil
+		return back, err
 	})
 }
 
@@ -258,22 +266,23 @@ func inField(prefix string, err error) error {
 // finishTask records a node's finished task in its operation: a backup's
 // label and end time, or the failure (its internal cause goes to the log
 // and the operator's view of the operation only). It returns the
-// operation when the report ended it.
-func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) (*domain.Operation, error) {
+// operation when the report ended it, and whether the report changed it
+// (a task reported again after it ended does not).
+func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.TaskReport, field string) (ended *domain.Operation, changed bool, err error) {
 	op, err := store.Get[domain.Operation](c.ctx, tx, t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && op.TargetID != n.ServiceID) {
-		return nil, domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
+		return nil, false, domain.Invalidf(domain.CodeNotFound, field+".id", "report only tasks of the node's desired state", "operation %s is not a task of node %s", t.ID, n.ID)
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	now := s.now()
-	changed, err := op.ApplyTaskReport(taskReportIn(t), now)
+	changed, err = op.ApplyTaskReport(taskReportIn(t), now)
 	if err != nil {
-		return nil, inField(field, err)
+		return nil, false, inField(field, err)
 	}
 	if !changed {
-		return nil, nil
+		return nil, false, nil
 	}
 	if t.State == apitype.TaskFailed {
 		s.log.Warn("node task failed", "operation_id", op.ID, "type", op.Type, "node_id", n.ID, "err", t.Message)
@@ -281,53 +290,53 @@ func (s *Server) finishTask(c *call, tx store.Tx, n *domain.Node, t apitype.Task
 	if t.Backup != nil {
 		svc, err := store.Get[domain.Service](c.ctx, tx, n.ServiceID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if svc.RecordBackup(t.Backup.EndTime, now) {
 			if err := store.Put(c.ctx, tx, svc); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
 	if err := store.Put(c.ctx, tx, op); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The task leaves the desired state.
 	if _, err := desired.Bump(c.ctx, tx, desired.Affected{Services: []string{n.ServiceID}}); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if op.Live() {
-		return nil, nil
+		return nil, true, nil
 	}
-	return op, nil
+	return op, true, nil
 }
 
 // rollupService stores what a service's nodes' reports change in it (see
-// domain.Service.Rollup), and returns the service.
-func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service, error) {
+// domain.Service.Rollup), and returns the service and whether it changed.
+func (s *Server) rollupService(c *call, tx store.Tx, id string) (*domain.Service, bool, error) {
 	svc, err := store.Get[domain.Service](c.ctx, tx, id)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	nodes, err := store.List[domain.Node](c.ctx, tx, store.Query{Parent: id})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	changed, published := svc.Rollup(nodes, s.now())
 	if !changed {
-		return svc, nil
+		return svc, false, nil
 	}
 	if err := store.Put(c.ctx, tx, svc); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if published {
 		// A running service is published in DNS, which follows the
 		// global revision; no host's desired state reads the rollup.
 		if _, err := tx.BumpHosts(c.ctx); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return svc, nil
+	return svc, true, nil
 }
 
 // ---- project CA and passwords ----

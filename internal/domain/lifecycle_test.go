@@ -60,6 +60,50 @@ func TestNewOperation(t *testing.T) {
 	}
 }
 
+// TestApplyReportChanged: ApplyReport reports a change only for what the
+// platform acts on (state, state info, applied revisions, a volume lost
+// or full, replication as Turned sees it), not for the facts that move
+// with every report (WAL positions, bytes used).
+func TestApplyReportChanged(t *testing.T) {
+	vol := NodeVolume{Format: "LUKS2", Size: 1 << 30, Used: 1 << 20}
+	base := NodeReport{Revision: 3, AllowlistRevision: 2, State: NodeReportRunning, Volume: &vol,
+		Replication: &ReplicationReport{Up: true, ReceivedLSN: 100, Standbys: []StandbyStatus{{Name: "r1", SyncState: SyncStateQuorum}}}}
+	with := func(edit func(r *NodeReport)) NodeReport {
+		r := base
+		v, repl := *base.Volume, *base.Replication
+		r.Volume, r.Replication = &v, &repl
+		edit(&r)
+		return r
+	}
+	for _, tc := range []struct {
+		name   string
+		report NodeReport
+		want   bool
+	}{
+		{"the same", base, false},
+		{"WAL and bytes used moved", with(func(r *NodeReport) { r.Replication.ReceivedLSN, r.Volume.Used = 900, 2<<20 }), false},
+		{"failed", with(func(r *NodeReport) { r.State, r.Message = NodeReportFailed, "postgres exited" }), true},
+		{"a new revision applied", with(func(r *NodeReport) { r.Revision = 4 }), true},
+		{"a new allowlist applied", with(func(r *NodeReport) { r.AllowlistRevision = 3 }), true},
+		{"PostgreSQL down", with(func(r *NodeReport) { r.Replication.Up, r.Replication.DownSince = false, t1 }), true},
+		{"a standby's sync state", with(func(r *NodeReport) {
+			r.Replication.Standbys = []StandbyStatus{{Name: "r1", SyncState: SyncStatePotential}}
+		}), true},
+		{"volume full", with(func(r *NodeReport) { r.Volume.Full = true }), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &Node{Meta: Meta{ID: "node-1", State: StateCreating}}
+			if changed, err := n.ApplyReport(base, t0); err != nil || !changed {
+				t.Fatalf("first report: changed %v, %v; want a change", changed, err)
+			}
+			changed, err := n.ApplyReport(tc.report, t1)
+			if err != nil || changed != tc.want {
+				t.Errorf("ApplyReport(%s) = %v, %v; want %v", tc.name, changed, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestNodeApplyReport(t *testing.T) {
 	archive := &ArchiveStatus{LastArchivedWAL: "000000010000000000000003"}
 	fullVolume := &NodeVolume{Format: "LUKS2", Cipher: "aes-xts-plain64", Engine: "userspace", Size: 1 << 30, Used: 1 << 30, Full: true}
@@ -90,7 +134,7 @@ func TestNodeApplyReport(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &Node{Meta: Meta{ID: "node-1", State: tc.from, StateInfo: tc.info}, AppliedAllowlistRevision: 1}
-			err := n.ApplyReport(tc.report, t1)
+			_, err := n.ApplyReport(tc.report, t1)
 			if diff := cmp.Diff(tc.wantErr, summarize(err)); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}

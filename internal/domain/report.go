@@ -66,12 +66,19 @@ func (n *Node) AcceptsReports() bool { return !Gone(n.State) }
 // the revisions: applied means enforced, and a node that failed enforces
 // nothing new. The agent's failure text is kept as the internal cause
 // only. An unknown report state is an Invalid error about field "state".
-func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
+//
+// It reports whether the report changed something the platform acts on:
+// the node's reportedFacts, or its replication as failover decides on it
+// (Turned). Agents repeat their reports every few seconds; only a
+// changing one is audited.
+func (n *Node) ApplyReport(r NodeReport, now time.Time) (changed bool, err error) {
 	switch r.State {
 	case NodeReportRunning, NodeReportFailed, NodeReportWiped:
 	default:
-		return Invalidf(CodeInvalidState, "state", "use running, failed or wiped", "%q is not a node report state", r.State)
+		return false, Invalidf(CodeInvalidState, "state", "use running, failed or wiped", "%q is not a node report state", r.State)
 	}
+	was, wasRepl := n.reported(), n.Replication
+	defer func() { changed = err == nil && (n.reported() != was || Turned(wasRepl, n.Replication)) }()
 	n.ReportedAt, n.UpdatedAt = now, now
 	if a := r.Archive; a != nil {
 		c := *a
@@ -102,14 +109,14 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 	case NodeReportRunning:
 		if n.State == StateCreating || n.State == StateFailed {
 			if err := n.transition(NodeMachine, StateRunning, now); err != nil {
-				return err
+				return false, err
 			}
 			n.StateInfo = nil
 		}
 	case NodeReportFailed:
 		if n.State == StateCreating || n.State == StateRunning {
 			if err := n.transition(NodeMachine, StateFailed, now); err != nil {
-				return err
+				return false, err
 			}
 		}
 		n.StateInfo = &Info{Code: CodeNodeFailed, Message: "the node's PostgreSQL could not be set up or started", Cause: r.Message}
@@ -124,7 +131,30 @@ func (n *Node) ApplyReport(r NodeReport, now time.Time) error {
 			n.StateInfo = &Info{Code: CodeWiped, Message: "PostgreSQL stopped and data wiped"}
 		}
 	}
-	return nil
+	return false, nil
+}
+
+// reportedFacts is what of a node's reports the platform acts on, but
+// for its replication (Turned): its state and why, the revisions it
+// enforces, its volume's loss or fullness. The rest (WAL positions,
+// bytes used, the report's time) changes with every report and is
+// stored, not audited.
+type reportedFacts struct {
+	state, info               string
+	applied, appliedAllowlist int64
+	volumeLost, volumeFull    bool
+}
+
+// reported returns n's reportedFacts.
+func (n *Node) reported() reportedFacts {
+	f := reportedFacts{state: n.State, applied: n.AppliedRevision, appliedAllowlist: n.AppliedAllowlistRevision}
+	if n.StateInfo != nil {
+		f.info = n.StateInfo.Code
+	}
+	if v := n.Volume; v != nil {
+		f.volumeLost, f.volumeFull = v.Lost, v.Full
+	}
+	return f
 }
 
 // CodeNodeFailed is the state info code of a node its agent reported

@@ -137,11 +137,11 @@ func TestRequestFailover(t *testing.T) {
 func TestApplyReportKeepsStandbys(t *testing.T) {
 	n := &Node{Meta: Meta{ID: "node-p", State: StateRunning}}
 	up := &ReplicationReport{Up: true, ReceivedLSN: 500, Standbys: []StandbyStatus{{Name: "node-r", SyncState: SyncStateSync}}}
-	if err := n.ApplyReport(NodeReport{State: NodeReportRunning, Replication: up}, t1); err != nil {
+	if _, err := n.ApplyReport(NodeReport{State: NodeReportRunning, Replication: up}, t1); err != nil {
 		t.Fatal(err)
 	}
 	down := &ReplicationReport{DownSince: t1}
-	if err := n.ApplyReport(NodeReport{State: NodeReportFailed, Replication: down}, t1.Add(time.Second)); err != nil {
+	if _, err := n.ApplyReport(NodeReport{State: NodeReportFailed, Replication: down}, t1.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	r := n.Replication

@@ -192,7 +192,7 @@ func TestDrainMovesNodes(t *testing.T) {
 	// moves next, by a failover.
 	f.edit(repl, func() {
 		repl.Host, repl.Namespace, repl.Address = "hc", "ns", "198.18.0.2"
-		if err := repl.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning,
+		if _, err := repl.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning,
 			Replication: &domain.ReplicationReport{Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500}}, now); err != nil {
 			t.Fatal(err)
 		}
