@@ -114,3 +114,26 @@ func TestLeaseFencesPrimary(t *testing.T) {
 		t.Error("a replica has no lease")
 	}
 }
+
+// A fenced node whose volume lost its key: its PostgreSQL, which Stop
+// cannot find (postmaster.pid is on the dead volume), is killed with
+// everything else running on the volume, after the firewall closed.
+func TestFenceOnLostVolume(t *testing.T) {
+	t.Parallel()
+	n, h := fakeVolumeNode(t)
+	want := fakeDesired()
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	h.killVolumeServers()
+	h.take()
+	want.Role = apitype.RoleFenced
+	if err := n.fence(context.Background(), want, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	ops := h.take()
+	before(t, ops, opFirewall, opKillUsers)
+	if slices.Contains(ops, opStart) {
+		t.Errorf("fence on a lost volume did %v: want no start", ops)
+	}
+}

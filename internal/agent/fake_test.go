@@ -39,6 +39,7 @@ const (
 	opTaskCancel = "task-cancelled"
 	opVolume     = "volume"         // a new volume made and served
 	opDestroyVol = "destroy-volume" // a volume destroyed
+	opKillUsers  = "kill-users"     // the processes on a lost volume killed
 )
 
 // fakeHost is the fake platform.
@@ -186,6 +187,10 @@ func (v fakeVolumes) Kill(container string) error {
 	v.h.volumes[container] = false
 	delete(v.h.hung, container)
 	return nil
+}
+
+func (v fakeVolumes) KillUsers(string) ([]int, error) {
+	return nil, v.h.record(opKillUsers, nil)
 }
 
 func (v fakeVolumes) Destroy(container, _ string) error {

@@ -918,6 +918,9 @@ func (n *node) wipe(ctx context.Context) error {
 	// On a volume whose server died the files are unreadable (EIO):
 	// destroying the volume is the wipe.
 	lost := n.volumeGone()
+	if lost {
+		n.killOnLostVolume()
+	}
 	if err := inst.Stop(ctx); err != nil && !lost {
 		return err
 	}

@@ -121,6 +121,9 @@ func (n *node) fence(ctx context.Context, want apitype.NodeDesired, rev int64, s
 		}
 		return nil
 	}
+	if n.volumeGone() {
+		n.killOnLostVolume()
+	}
 	inst := n.inst
 	if inst == nil {
 		var err error

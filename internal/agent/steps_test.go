@@ -541,13 +541,14 @@ func TestVolumeLostAndFull(t *testing.T) {
 	if rep, _ := n2.currentReport(); rep.State != apitype.NodeReportFailed || rep.Volume == nil || !rep.Volume.Lost {
 		t.Errorf("creating node on a lost volume: report %+v (volume %+v), want failed at once, the volume lost", rep, rep.Volume)
 	}
-	// Wiping it destroys the volume.
 	h.take()
 	if err := n2.wipe(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if ops := h.take(); !slices.Contains(ops, opDestroyVol) {
-		t.Errorf("wipe of a lost volume's node did %v, want the volume destroyed", ops)
+	// Wiping it kills what runs on the volume (a PostgreSQL that
+	// Stop cannot find) and destroys the volume.
+	if ops := h.take(); !slices.Contains(ops, opDestroyVol) || !slices.Contains(ops, opKillUsers) {
+		t.Errorf("wipe of a lost volume's node did %v, want the processes on it killed and the volume destroyed", ops)
 	}
 }
 

@@ -45,6 +45,9 @@ type volumes interface {
 	Check(container string, timeout time.Duration) error
 	// Kill kills the volume's server: its key, and the volume, are lost.
 	Kill(container string) error
+	// KillUsers kills the processes on a lost volume's file system (its
+	// PostgreSQL) and returns their pids.
+	KillUsers(mountpoint string) ([]int, error)
 }
 
 // errVolumeLost: the node's volume exists but no server holds its key
@@ -181,6 +184,10 @@ func (h *hostVolumes) Check(container string, timeout time.Duration) error {
 
 func (h *hostVolumes) Kill(container string) error { return volume.Kill(container) }
 
+func (h *hostVolumes) KillUsers(mountpoint string) ([]int, error) {
+	return volume.KillUsers(mountpoint)
+}
+
 func (h *hostVolumes) Destroy(container, mountpoint string) error {
 	if err := volume.Destroy(container, mountpoint); err != nil {
 		return err
@@ -260,6 +267,22 @@ func (n *node) setVolumeLost() {
 	}
 	v.Lost, v.Full = true, false
 	n.volume = &v
+}
+
+// killOnLostVolume kills what still runs on the node's lost volume, for
+// a fence or a wipe: its PostgreSQL (whose postmaster.pid is unreadable,
+// so Stop cannot find it) answers from memory until its next write
+// fails, and would keep the volume busy so that the wipe could not
+// unmount it. It is never restarted there: the apply stops at the
+// volume step.
+func (n *node) killOnLostVolume() {
+	killed, err := n.a.plat.vol.KillUsers(n.volumeMount())
+	if err != nil {
+		n.a.log.Error("kill the processes on a lost volume", "node", n.id, "err", err)
+	}
+	if len(killed) > 0 {
+		n.a.log.Warn("volume lost: killed the processes on it", "node", n.id, "pids", killed)
+	}
 }
 
 // volumeLost returns errVolumeLost if the node's volume, once served, no

@@ -223,11 +223,16 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 }
 
 // memberLost reports whether m is lost at now, or until when to wait
-// (its PostgreSQL reported down, within the grace), and why.
+// (its PostgreSQL reported down, within the grace), and why. A node whose
+// volume lost its key is lost at once: nothing can bring its data back,
+// so there is nothing to wait for.
 func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until time.Time, why *Info) {
 	if !m.HostHealthy {
 		// The host's name is the platform's: operators only (Cause).
 		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
+	}
+	if m.Node.State == StateFailed && m.Node.StateInfo != nil && m.Node.StateInfo.Code == CodeVolumeLost {
+		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its encrypted volume lost its key", Cause: m.Node.StateInfo.Cause}
 	}
 	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() && m.Node.State != StateCreating {
 		end := r.DownSince.Add(p.Grace)

@@ -35,6 +35,15 @@ func TestDecideFailover(t *testing.T) {
 	creating.Node.State = StateCreating
 	tie := member("node-b", false, true, replicaReport("node-p", false, 300))
 	other := member("node-b", false, true, replicaReport("node-x", false, 900))
+	// A volume lost its key: failed at once, even while its PostgreSQL
+	// still answers (from memory, until its next write fails).
+	volumeLost := func(m Member) Member {
+		n := *m.Node
+		n.State, n.StateInfo = StateFailed, &Info{Code: CodeVolumeLost, Message: volumeLostMessage, Cause: "volume key lost"}
+		m.Node = &n
+		return m
+	}
+	lostVolP := volumeLost(member("node-p", true, true, quorum("node-a", "node-b")))
 	for _, tc := range []struct {
 		name    string
 		n       int
@@ -77,6 +86,10 @@ func TestDecideFailover(t *testing.T) {
 			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host stopped sending heartbeats", Cause: "host host-of-node-b"}}},
 		{"two primaries: refuse", 3, []Member{lostP, member("node-a", true, true, nil)}, false,
 			FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState, Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: "node-p, node-a"}}},
+		{"the primary's volume lost its key: no grace", 3, []Member{lostVolP, a, b}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-b",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its encrypted volume lost its key); promoting node-b", Cause: "volume key lost"}}},
+		{"a replica's volume lost its key: replace", 3, []Member{member("node-p", true, true, quorum()), a, volumeLost(b)}, false,
+			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its encrypted volume lost its key", Cause: "volume key lost"}}},
 		{"no primary yet", 3, []Member{a, b}, false, FailoverDecision{Verdict: VerdictNone}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

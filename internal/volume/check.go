@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnresponsive is returned by Check when the volume's server does not
@@ -56,4 +60,54 @@ func Kill(container string) error {
 		return err
 	}
 	return waitUnlocked(container, detachTimeout)
+}
+
+// KillUsers kills (SIGKILL) every process but this one whose working
+// directory, root or an open file is on the file system mounted at
+// mountpoint, and returns their pids. It is for a volume whose key is
+// lost: what runs on it can never write again (a PostgreSQL answers
+// from memory until its next write fails), is never to be restarted on
+// it, and would keep the file system busy so that the wipe cannot
+// unmount it. /proc's links name paths without reading the volume, so
+// this never waits on a dead server.
+func KillUsers(mountpoint string) ([]int, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	abs = resolveParent(abs)
+	on := func(link string) bool {
+		p, err := os.Readlink(link)
+		return err == nil && (p == abs || strings.HasPrefix(p, abs+"/"))
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("kill the volume's users: %w", err)
+	}
+	var killed []int
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := filepath.Join("/proc", e.Name())
+		uses := on(filepath.Join(dir, "cwd")) || on(filepath.Join(dir, "root"))
+		if !uses {
+			fds, _ := os.ReadDir(filepath.Join(dir, "fd")) // gone meanwhile: nothing to kill
+			for _, fd := range fds {
+				if on(filepath.Join(dir, "fd", fd.Name())) {
+					uses = true
+					break
+				}
+			}
+		}
+		if !uses {
+			continue
+		}
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return killed, fmt.Errorf("kill the volume's user %d: %w", pid, err)
+		}
+		killed = append(killed, pid)
+	}
+	return killed, nil
 }
