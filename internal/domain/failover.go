@@ -172,8 +172,12 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 	}
 	d := FailoverDecision{Lost: primary.Node.ID}
 	if svc.NodeCount <= 1 || live == 1 {
+		next := "it returns with its host, or restore it from a backup"
+		if volumeLost(primary.Node) {
+			next = "its data cannot come back: restore it from a backup into a new service"
+		}
 		d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeSingleNode,
-			Message: "the service's only node is lost (" + why.Message + "); it returns with its host, or restore it from a backup", Cause: why.Cause}
+			Message: "the service's only node is lost (" + why.Message + "); " + next, Cause: why.Cause}
 		return d
 	}
 	var cands []Member
@@ -231,7 +235,7 @@ func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until tim
 		// The host's name is the platform's: operators only (Cause).
 		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its host stopped sending heartbeats", Cause: "host " + m.Node.Host}
 	}
-	if m.Node.State == StateFailed && m.Node.StateInfo != nil && m.Node.StateInfo.Code == CodeVolumeLost {
+	if volumeLost(m.Node) {
 		return true, time.Time{}, &Info{Code: CodeNodeLost, Message: "its encrypted volume lost its key", Cause: m.Node.StateInfo.Cause}
 	}
 	if r := m.Report; r != nil && !r.Up && !r.DownSince.IsZero() && m.Node.State != StateCreating {
@@ -243,6 +247,13 @@ func memberLost(m Member, p FailoverPolicy, now time.Time) (lost bool, until tim
 		return true, time.Time{}, w
 	}
 	return false, time.Time{}, nil
+}
+
+// volumeLost reports whether n failed because its volume lost its key
+// (CodeVolumeLost): for good, whatever its last replication report says
+// (after a host reboot its PostgreSQL never ran again to report).
+func volumeLost(n *Node) bool {
+	return n.State == StateFailed && n.StateInfo != nil && n.StateInfo.Code == CodeVolumeLost
 }
 
 // promotable reports whether replica m may be promoted in place of the

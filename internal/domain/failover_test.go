@@ -37,13 +37,13 @@ func TestDecideFailover(t *testing.T) {
 	other := member("node-b", false, true, replicaReport("node-x", false, 900))
 	// A volume lost its key: failed at once, even while its PostgreSQL
 	// still answers (from memory, until its next write fails).
-	volumeLost := func(m Member) Member {
+	withVolumeLost := func(m Member) Member {
 		n := *m.Node
 		n.State, n.StateInfo = StateFailed, &Info{Code: CodeVolumeLost, Message: volumeLostMessage, Cause: "volume key lost"}
 		m.Node = &n
 		return m
 	}
-	lostVolP := volumeLost(member("node-p", true, true, quorum("node-a", "node-b")))
+	lostVolP := withVolumeLost(member("node-p", true, true, quorum("node-a", "node-b")))
 	for _, tc := range []struct {
 		name    string
 		n       int
@@ -88,7 +88,14 @@ func TestDecideFailover(t *testing.T) {
 			FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState, Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: "node-p, node-a"}}},
 		{"the primary's volume lost its key: no grace", 3, []Member{lostVolP, a, b}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-b",
 			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its encrypted volume lost its key); promoting node-b", Cause: "volume key lost"}}},
-		{"a replica's volume lost its key: replace", 3, []Member{member("node-p", true, true, quorum()), a, volumeLost(b)}, false,
+		{"a replica's volume lost its key: replace", 3, []Member{member("node-p", true, true, quorum()), a, withVolumeLost(b)}, false,
+			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its encrypted volume lost its key", Cause: "volume key lost"}}},
+		// After a host reboot the agent finds the volume with no server and
+		// reports it lost; its PostgreSQL never ran since, so the last
+		// replication report is from before (up, and stale).
+		{"one node, its volume lost", 1, []Member{withVolumeLost(member("node-p", true, true, primaryReport(500)))}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeSingleNode, Message: "the service's only node is lost (its encrypted volume lost its key); its data cannot come back: restore it from a backup into a new service", Cause: "volume key lost"}}},
+		{"a host rebooted: the replica's volume lost, its last report from before", 3, []Member{member("node-p", true, true, quorum()), a, withVolumeLost(stale)}, false,
 			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its encrypted volume lost its key", Cause: "volume key lost"}}},
 		{"no primary yet", 3, []Member{a, b}, false, FailoverDecision{Verdict: VerdictNone}},
 	} {
