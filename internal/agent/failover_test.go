@@ -136,4 +136,12 @@ func TestFenceOnLostVolume(t *testing.T) {
 	if slices.Contains(ops, opStart) {
 		t.Errorf("fence on a lost volume did %v: want no start", ops)
 	}
+	// Every supervision fences again; nothing starts on the volume, so
+	// its processes are killed once.
+	if err := n.fence(context.Background(), want, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if ops := h.take(); slices.Contains(ops, opKillUsers) || slices.Contains(ops, opStart) {
+		t.Errorf("fence again on a lost volume did %v: want neither a kill nor a start", ops)
+	}
 }

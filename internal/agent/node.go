@@ -81,6 +81,9 @@ type node struct {
 	// whether the worker reported it full.
 	volume     *apitype.NodeVolume
 	volumeFull bool
+	// lostCleared: the worker killed what ran on the node's lost volume
+	// (a fence does it once; see killOnLostVolume).
+	lostCleared bool
 	// stats are the node's latest PostgreSQL statistics, for the
 	// tenants (under mu); statsErr the last scrape's error, logged when
 	// it changes (the scraper's own).
@@ -942,7 +945,7 @@ func (n *node) wipe(ctx context.Context) error {
 	n.a.log.Info("node wiped", "node", n.id)
 	n.closeInstance(n.inst)
 	n.inst, n.marks = nil, marks{}
-	n.appliedRev, n.wiped = -1, true
+	n.appliedRev, n.wiped, n.lostCleared = -1, true, false
 	n.forgetTasks()
 	n.closeNetwork()
 	return nil

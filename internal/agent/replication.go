@@ -121,8 +121,8 @@ func (n *node) fence(ctx context.Context, want apitype.NodeDesired, rev int64, s
 		}
 		return nil
 	}
-	if n.volumeGone() {
-		n.killOnLostVolume()
+	if !n.lostCleared && n.volumeGone() {
+		n.lostCleared = n.killOnLostVolume()
 	}
 	inst := n.inst
 	if inst == nil {

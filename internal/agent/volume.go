@@ -275,14 +275,18 @@ func (n *node) setVolumeLost() {
 // fails, and would keep the volume busy so that the wipe could not
 // unmount it. It is never restarted there: the apply stops at the
 // volume step.
-func (n *node) killOnLostVolume() {
+// Nothing starts on a lost volume again, so once is enough: it reports
+// whether it succeeded.
+func (n *node) killOnLostVolume() bool {
 	killed, err := n.a.plat.vol.KillUsers(n.volumeMount())
-	if err != nil {
-		n.a.log.Error("kill the processes on a lost volume", "node", n.id, "err", err)
-	}
 	if len(killed) > 0 {
 		n.a.log.Warn("volume lost: killed the processes on it", "node", n.id, "pids", killed)
 	}
+	if err != nil {
+		n.a.log.Error("kill the processes on a lost volume", "node", n.id, "err", err)
+		return false
+	}
+	return true
 }
 
 // volumeLost returns errVolumeLost if the node's volume, once served, no
