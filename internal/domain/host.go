@@ -41,15 +41,12 @@ const (
 	MaxAgentVersionLen = 64
 )
 
-// Heartbeats: an agent reports at least every HeartbeatInterval (a
-// report with no node is a heartbeat); a host whose last heartbeat is
-// older than HeartbeatTimeout is down (HeartbeatLate) and unhealthy. The
-// timeout is longer than an agent's lease (DefaultFailoverPolicy), so a
-// host marked down has fenced its nodes already.
-const (
-	HeartbeatInterval = 5 * time.Second
-	HeartbeatTimeout  = 15 * time.Second
-)
+// Heartbeats: an agent reports at least every FailoverPolicy's
+// HeartbeatInterval (a report with no node is a heartbeat); a host whose
+// last heartbeat is older than its HostTimeout is down (HeartbeatLate)
+// and unhealthy. The timeout is longer than an agent's lease and its
+// margin (FailoverPolicy.Check), so a host marked down has fenced its
+// nodes already.
 
 // Error and state-info codes of hosts.
 const (

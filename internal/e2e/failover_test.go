@@ -24,8 +24,13 @@ import (
 // plane promotes the replica with the most WAL, the writer resumes on it,
 // every row it saw acknowledged is there, and the lost node is replaced.
 
-// fastFailover is the failover policy of these tests: a short grace.
-var fastFailover = domain.FailoverPolicy{Grace: 2 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+// fastFailover is the failover policy of these tests: the default
+// timings with a short grace.
+var fastFailover = func() domain.FailoverPolicy {
+	p := domain.DefaultFailoverPolicy()
+	p.Grace = 2 * time.Second
+	return p
+}()
 
 // startFailover runs a stack with fastFailover on dir and prefix.
 func startFailover(t *testing.T, dir, prefix string) *env { return startFailoverTB(t, dir, prefix) }

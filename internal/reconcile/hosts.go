@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
@@ -14,7 +15,7 @@ import (
 // report handler), and chooses a host for a node created without one.
 
 // markLateHosts marks down every active or draining host whose last
-// heartbeat is older than domain.HeartbeatTimeout, counted at the
+// heartbeat is older than the policy's HostTimeout, counted at the
 // earliest from the reconciler's start (HeartbeatLateSince: a control
 // plane that was down heard nothing, and blames no host for it).
 func (r *Reconciler) markLateHosts(ctx context.Context) error {
@@ -27,7 +28,18 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	}
 	var errs []error
 	for _, h := range hosts {
-		if !h.HeartbeatLateSince(r.cfg.Now(), domain.HeartbeatTimeout, r.started) {
+		if !h.HeartbeatLateSince(r.cfg.Now(), r.cfg.Failover.HostTimeout, r.started) {
+			if h.State == domain.StateActive || h.State == domain.StateDraining {
+				// Look again as soon as it would be late.
+				last := h.LastHeartbeatAt
+				if last.IsZero() {
+					last = h.CreatedAt
+				}
+				if r.started.After(last) {
+					last = r.started
+				}
+				r.wakeBy(last.Add(r.cfg.Failover.HostTimeout + time.Millisecond))
+			}
 			continue
 		}
 		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
@@ -36,7 +48,7 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 				return err
 			}
 			now := r.cfg.Now()
-			if !cur.HeartbeatLateSince(now, domain.HeartbeatTimeout, r.started) {
+			if !cur.HeartbeatLateSince(now, r.cfg.Failover.HostTimeout, r.started) {
 				return nil // it heartbeat meanwhile
 			}
 			if err := cur.MarkDown(now.UTC()); err != nil {
@@ -77,7 +89,7 @@ func (r *Reconciler) chooseHost(ctx context.Context, n *domain.Node, svc *domain
 		}
 	}
 	slots, err := domain.Place(domain.PlacementRequest{Region: region, Count: 1, Keep: keep, PreferAZ: n.AZ},
-		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: r.cfg.Now(), HeartbeatTimeout: domain.HeartbeatTimeout})
+		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: r.cfg.Now(), HeartbeatTimeout: r.cfg.Failover.HostTimeout})
 	if err != nil {
 		return "", err
 	}

@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,7 +13,7 @@ import (
 )
 
 // TestMarkLateHosts: a pass marks down the active and draining hosts whose
-// heartbeats are older than domain.HeartbeatTimeout (or that never
+// heartbeats are older than domain.DefaultHostTimeout (or that never
 // heartbeat since their registration), and leaves the others.
 func TestMarkLateHosts(t *testing.T) {
 	t.Parallel()
@@ -40,8 +41,8 @@ func TestMarkLateHosts(t *testing.T) {
 		}
 		return f.put(h).(*domain.Host)
 	}
-	late := host("late", now.Add(-time.Hour), now.Add(-domain.HeartbeatTimeout-time.Second), false)
-	fresh := host("fresh", now.Add(-time.Hour), now.Add(-domain.HeartbeatTimeout+time.Second), false)
+	late := host("late", now.Add(-time.Hour), now.Add(-domain.DefaultHostTimeout-time.Second), false)
+	fresh := host("fresh", now.Add(-time.Hour), now.Add(-domain.DefaultHostTimeout+time.Second), false)
 	silent := host("silent", now.Add(-time.Minute), time.Time{}, false)
 	newcomer := host("newcomer", now.Add(-time.Second), time.Time{}, false)
 	drained := host("drained", now.Add(-time.Hour), now.Add(-time.Minute), true)
@@ -84,7 +85,7 @@ func TestRestartBlamesNoHost(t *testing.T) {
 	if got := get[domain.Host](f, h.ID); got.State != domain.StateActive {
 		t.Errorf("host an hour silent, at the reconciler's start = %s, want active", got.State)
 	}
-	later := start.Add(domain.HeartbeatTimeout + time.Second)
+	later := start.Add(domain.DefaultHostTimeout + time.Second)
 	clock.Store(&later)
 	f.mustOnce()
 	if got := get[domain.Host](f, h.ID); got.State != domain.StateDown {
@@ -112,5 +113,41 @@ func TestPlaceNodeWithoutHost(t *testing.T) {
 	// chosen.
 	if got := get[domain.Node](f, n.ID); got.StateInfo == nil || !strings.Contains(got.StateInfo.Cause, "no nodes here") {
 		t.Errorf("node with hosts registered: state info = %+v, want the provider's refusal", got.StateInfo)
+	}
+}
+
+// TestLateHostMarkedOnTime: a running reconciler marks a silent host
+// down as its heartbeat turns late, not at its next resync (a minute
+// here): detection costs the host timeout, not the timeout plus a
+// resync period.
+func TestLateHostMarkedOnTime(t *testing.T) {
+	t.Parallel()
+	p := domain.DefaultFailoverPolicy()
+	p.HeartbeatInterval, p.Lease, p.LeaseMargin, p.HostTimeout = 300*time.Millisecond, time.Second, 100*time.Millisecond, 1200*time.Millisecond
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Failover, c.Resync = p, time.Minute })
+	h, err := domain.NewHost(domain.DefaultCatalog(), "h1", "us-east-1", "us-east-1a", 0, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := time.Now()
+	if _, err := h.Heartbeat("v1", beat); err != nil {
+		t.Fatal(err)
+	}
+	f.put(h)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { done <- f.rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	for get[domain.Host](f, h.ID).State != domain.StateDown {
+		if time.Since(beat) > 20*time.Second {
+			t.Fatal("silent host not marked down within 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(beat); took < p.HostTimeout || took > p.HostTimeout+time.Second {
+		t.Errorf("host marked down %v after its last heartbeat, want just past the host timeout %v", took, p.HostTimeout)
 	}
 }
