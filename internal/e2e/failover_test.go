@@ -41,12 +41,13 @@ func startFailoverTB(t testing.TB, dir, prefix string) *env {
 }
 
 // hawriter commits one row per transaction (ids 1, 2, ...; one per attempt) until stopped,
-// reconnecting after every failure, and records the ids acknowledged and
-// when.
+// reconnecting after every failure, and records the ids acknowledged,
+// when, and the address of the server that acknowledged each.
 type hawriter struct {
 	mu    sync.Mutex
 	acked []int
 	at    []time.Time
+	by    []string
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -70,10 +71,11 @@ func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawri
 				return
 			default:
 			}
-			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into %s values (%d)", table, id))
+			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into %s values (%d) returning host(inet_server_addr())", table, id))
 			if r.code == 0 {
+				addr, _, _ := strings.Cut(r.stdout, "\n")
 				w.mu.Lock()
-				w.acked, w.at = append(w.acked, id), append(w.at, time.Now())
+				w.acked, w.at, w.by = append(w.acked, id), append(w.at, time.Now()), append(w.by, addr)
 				w.mu.Unlock()
 			}
 		}
@@ -96,6 +98,41 @@ func (w *hawriter) gapAround(t time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// ackedBy counts the acknowledgements after t by the address of the
+// server that gave them.
+func (w *hawriter) ackedBy(t time.Time) map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	by := map[string]int{}
+	for i, at := range w.at {
+		if at.After(t) {
+			by[w.by[i]]++
+		}
+	}
+	return by
+}
+
+// splitSince reports a commit after t acknowledged by another server
+// than old or by old once promoted had acknowledged one, and which: two
+// writable primaries.
+func (w *hawriter) splitSince(t time.Time, old, promoted string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	moved := false
+	for i, at := range w.at {
+		if !at.After(t) {
+			continue
+		}
+		switch by := w.by[i]; {
+		case by == promoted:
+			moved = true
+		case by != old || moved:
+			return by, true
+		}
+	}
+	return "", false
 }
 
 // count returns how many rows were acknowledged.
