@@ -243,6 +243,7 @@ func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string) (bo
 	if !prev.IsZero() && !back {
 		gap := now.Sub(prev)
 		s.cfg.Metrics.ObserveHeartbeatGap(gap)
+		s.log.Debug("heartbeat", "host", host, "gap", gap.Round(time.Millisecond))
 		if gap > s.cfg.Failover.HostTimeout/2 {
 			// Late: the host timeout's headroom is being used up (a
 			// loaded machine, a slow store): worth an operator's look

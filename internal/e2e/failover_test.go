@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,8 +49,10 @@ type hawriter struct {
 	acked []int
 	at    []time.Time
 	by    []string
-	stop  chan struct{}
-	done  chan struct{}
+	// failed counts the failed attempts by the first line of psql's error.
+	failed map[string]int
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // startHAWriter starts a writer into table w from the laptop over
@@ -60,7 +63,7 @@ func (e *env) startHAWriter(pw string, conninfo func() string) *hawriter {
 
 // startHAWriterInto is startHAWriter into table.
 func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawriter {
-	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{}), failed: map[string]int{}}
 	go func() {
 		defer close(w.done)
 		// A new id for every attempt: one whose answer was lost may
@@ -76,6 +79,11 @@ func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawri
 				addr, _, _ := strings.Cut(r.stdout, "\n")
 				w.mu.Lock()
 				w.acked, w.at, w.by = append(w.acked, id), append(w.at, time.Now()), append(w.by, addr)
+				w.mu.Unlock()
+			} else {
+				msg, _, _ := strings.Cut(r.stderr, "\n")
+				w.mu.Lock()
+				w.failed[msg]++
 				w.mu.Unlock()
 			}
 		}
@@ -133,6 +141,13 @@ func (w *hawriter) splitSince(t time.Time, old, promoted string) (string, bool) 
 		}
 	}
 	return "", false
+}
+
+// failures returns the failed attempts so far by error.
+func (w *hawriter) failures() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.failed)
 }
 
 // count returns how many rows were acknowledged.

@@ -397,10 +397,14 @@ func BenchmarkHostFailover(b *testing.B) {
 		conninfo.Store(e.multiHost(svc))
 		b.Logf("round %d: unavailable %v (primary %s on %s failed; now %s on %s)", i+1, gaps[i], old.ID, old.Host, primaryNode(b, svc).ID, primaryNode(b, svc).Host)
 	}
+	b.Logf("failed attempts: %v", w.failures())
 	acked, _, normal := w.halt()
 	lost := e.lostRows(svc, pw, "w", acked)
 	fmt.Printf("| primary's host failed, n=%d | %v | %v | %v | %.1f× |\n", len(gaps), median(gaps).Round(time.Millisecond), slices.Max(gaps).Round(time.Millisecond), normal.Round(time.Millisecond), float64(median(gaps))/float64(normal))
 	fmt.Printf("rows acknowledged %d, lost %d\n", len(acked), lost)
+	sorted := slices.Clone(gaps)
+	slices.Sort(sorted)
+	fmt.Printf("rounds (sorted): %v\n", sorted)
 	if lost > 0 {
 		b.Errorf("%d acknowledged rows lost", lost)
 	}
