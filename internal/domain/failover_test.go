@@ -437,3 +437,30 @@ func TestFailoverPolicyCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestListening: the control plane counts silences from since while it
+// hears a host; from now while it hears none of two or more live hosts.
+func TestListening(t *testing.T) {
+	p := DefaultFailoverPolicy()
+	since := t0
+	now := t0.Add(time.Minute)
+	host := func(state string, beat time.Time) *Host {
+		return &Host{Meta: Meta{State: state}, LastHeartbeatAt: beat}
+	}
+	for _, tc := range []struct {
+		name  string
+		hosts []*Host
+		want  time.Time
+	}{
+		{"one heard", []*Host{host(StateActive, now.Add(-time.Second)), host(StateActive, now.Add(-time.Hour))}, since},
+		{"none heard", []*Host{host(StateActive, now.Add(-3 * time.Second)), host(StateDraining, now.Add(-time.Hour))}, now},
+		{"none heard, one host", []*Host{host(StateActive, now.Add(-time.Hour))}, since},
+		{"the live one heard, a down one not", []*Host{host(StateActive, now.Add(-time.Second)), host(StateDown, now.Add(-time.Hour)), host(StateActive, now.Add(-time.Hour))}, since},
+		{"down hosts do not count", []*Host{host(StateDown, now), host(StateDown, now), host(StateActive, now.Add(-time.Hour))}, since},
+		{"never heard", []*Host{host(StateActive, time.Time{}), host(StateActive, time.Time{})}, now},
+	} {
+		if got := Listening(tc.hosts, since, now, p); !got.Equal(tc.want) {
+			t.Errorf("%s: Listening = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -101,7 +101,7 @@ func (r *Reconciler) failovers(ctx context.Context, svcs []*domain.Service, node
 	}); err != nil {
 		return err
 	}
-	hh := newHostHealth(hosts, nodes, now, p, r.started)
+	hh := newHostHealth(hosts, nodes, now, p, r.listening)
 	var errs []error
 	for _, s := range svcs {
 		if domain.Going(s.State) || s.State == domain.StateCreating || s.State == domain.StateFailed {

@@ -16,8 +16,10 @@ import (
 
 // markLateHosts marks down every active or draining host whose last
 // heartbeat is older than the policy's HostTimeout, counted at the
-// earliest from the reconciler's start (HeartbeatLateSince: a control
-// plane that was down heard nothing, and blames no host for it).
+// earliest from when the reconciler listens (HeartbeatLateSince): its
+// start (a control plane that was down heard nothing, and blames no host
+// for it), or the end of a moment it heard no host at all
+// (domain.Listening: its own stall is no host's failure).
 func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	var hosts []*domain.Host
 	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
@@ -26,17 +28,24 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	was := r.listening
+	r.listening = domain.Listening(hosts, r.listening, r.cfg.Now(), r.cfg.Failover)
+	if r.listening != was && !r.deaf {
+		r.log.Warn("no host heard for two heartbeat intervals: no host is marked down until they are heard again and a host timeout passed",
+			"heartbeat_interval", r.cfg.Failover.HeartbeatInterval, "host_timeout", r.cfg.Failover.HostTimeout)
+	}
+	r.deaf = r.listening != was
 	var errs []error
 	for _, h := range hosts {
-		if !h.HeartbeatLateSince(r.cfg.Now(), r.cfg.Failover.HostTimeout, r.started) {
+		if !h.HeartbeatLateSince(r.cfg.Now(), r.cfg.Failover.HostTimeout, r.listening) {
 			if h.State == domain.StateActive || h.State == domain.StateDraining {
 				// Look again as soon as it would be late.
 				last := h.LastHeartbeatAt
 				if last.IsZero() {
 					last = h.CreatedAt
 				}
-				if r.started.After(last) {
-					last = r.started
+				if r.listening.After(last) {
+					last = r.listening
 				}
 				r.wakeBy(last.Add(r.cfg.Failover.HostTimeout + time.Millisecond))
 			}
@@ -48,7 +57,7 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 				return err
 			}
 			now := r.cfg.Now()
-			if !cur.HeartbeatLateSince(now, r.cfg.Failover.HostTimeout, r.started) {
+			if !cur.HeartbeatLateSince(now, r.cfg.Failover.HostTimeout, r.listening) {
 				return nil // it heartbeat meanwhile
 			}
 			if err := cur.MarkDown(now.UTC()); err != nil {

@@ -46,6 +46,7 @@ func TestMarkLateHosts(t *testing.T) {
 	silent := host("silent", now.Add(-time.Minute), time.Time{}, false)
 	newcomer := host("newcomer", now.Add(-time.Second), time.Time{}, false)
 	drained := host("drained", now.Add(-time.Hour), now.Add(-time.Minute), true)
+	host("recent", now.Add(-time.Hour), now.Add(-500*time.Millisecond), false) // the control plane hears hosts
 	f.mustOnce()
 	for _, tc := range []struct {
 		h     *domain.Host
@@ -149,5 +150,63 @@ func TestLateHostMarkedOnTime(t *testing.T) {
 	}
 	if took := time.Since(beat); took < p.HostTimeout || took > p.HostTimeout+time.Second {
 		t.Errorf("host marked down %v after its last heartbeat, want just past the host timeout %v", took, p.HostTimeout)
+	}
+}
+
+// TestDeafControlPlaneBlamesNoHost: when the control plane hears no host
+// at all (its own stall, its store blocking the heartbeats' writes), no
+// host is marked down; once heartbeats arrive again, a host still silent
+// is marked down a whole host timeout after the deafness ended, not at
+// once.
+func TestDeafControlPlaneBlamesNoHost(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Pointer[time.Time]
+	clock.Store(&start)
+	at := func(d time.Duration) { t := start.Add(d); clock.Store(&t) }
+	f := newFixtureWith(t, func(c *reconcile.Config) { c.Now = func() time.Time { return *clock.Load() } })
+	p := domain.DefaultFailoverPolicy()
+	var hs []*domain.Host
+	for _, name := range []string{"h1", "h2", "h3"} {
+		h, err := domain.NewHost(domain.DefaultCatalog(), name, "us-east-1", "us-east-1a", 0, nil, start.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Heartbeat("v1", start); err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, f.put(h).(*domain.Host))
+	}
+	beat := func(h *domain.Host, d time.Duration) {
+		cur := get[domain.Host](f, h.ID)
+		if _, err := cur.Heartbeat("v1", start.Add(d)); err != nil {
+			t.Fatal(err)
+		}
+		f.put(cur)
+	}
+	state := func(h *domain.Host) string { return get[domain.Host](f, h.ID).State }
+	// Nobody heard for 10 s (every host past the timeout): deaf, no host down.
+	at(10 * time.Second)
+	f.mustOnce()
+	for _, h := range hs {
+		if state(h) != domain.StateActive {
+			t.Errorf("%s = %s after the control plane heard no host for 10 s, want active", h.Name, state(h))
+		}
+	}
+	// h1 and h2 are heard again; h3 stays silent: down only a host timeout
+	// after the deafness ended.
+	beat(hs[0], 10500*time.Millisecond)
+	beat(hs[1], 10500*time.Millisecond)
+	at(11 * time.Second)
+	f.mustOnce()
+	if state(hs[2]) != domain.StateActive {
+		t.Errorf("h3 = %s right after the deafness, want active", state(hs[2]))
+	}
+	beat(hs[0], 11*time.Second+p.HostTimeout)
+	beat(hs[1], 11*time.Second+p.HostTimeout)
+	at(11*time.Second + p.HostTimeout + time.Millisecond)
+	f.mustOnce()
+	if state(hs[2]) != domain.StateDown || state(hs[0]) != domain.StateActive {
+		t.Errorf("h1 %s, h3 %s a host timeout after the deafness, want active and down", state(hs[0]), state(hs[2]))
 	}
 }

@@ -75,6 +75,11 @@ type Reconciler struct {
 	// agents' reports) are expected from then on, so older ones say
 	// nothing of their hosts until they had time to report.
 	started time.Time
+	// listening is from when host silences count (markLateHosts): started,
+	// or the end of the last pass that heard no host (domain.Listening);
+	// deaf says that pass was deaf.
+	listening time.Time
+	deaf      bool
 
 	// wakeMu guards wake: the earliest moment a pass asked to be run
 	// again without a store change (a host's heartbeat turning late, a
@@ -134,7 +139,8 @@ func New(cfg Config) (*Reconciler, error) {
 	if err := cfg.Failover.Check(); err != nil {
 		return nil, fmt.Errorf("reconcile: failover policy: %w", err)
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}, nil
+	now := cfg.Now().UTC()
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: now, listening: now}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;
