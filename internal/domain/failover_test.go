@@ -453,7 +453,7 @@ func TestListening(t *testing.T) {
 		want  time.Time
 	}{
 		{"one heard", []*Host{host(StateActive, now.Add(-time.Second)), host(StateActive, now.Add(-time.Hour))}, since},
-		{"none heard", []*Host{host(StateActive, now.Add(-3 * time.Second)), host(StateDraining, now.Add(-time.Hour))}, now},
+		{"none heard", []*Host{host(StateActive, now.Add(-3*time.Second)), host(StateDraining, now.Add(-time.Hour))}, now},
 		{"none heard, one host", []*Host{host(StateActive, now.Add(-time.Hour))}, since},
 		{"the live one heard, a down one not", []*Host{host(StateActive, now.Add(-time.Second)), host(StateDown, now.Add(-time.Hour)), host(StateActive, now.Add(-time.Hour))}, since},
 		{"down hosts do not count", []*Host{host(StateDown, now), host(StateDown, now), host(StateActive, now.Add(-time.Hour))}, since},
