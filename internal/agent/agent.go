@@ -51,6 +51,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,8 +116,10 @@ type Config struct {
 	// Version is the agent's version, sent with every report (default:
 	// Version()).
 	Version string
-	// HeartbeatEvery is how often the agent reports when nothing changed
-	// (default domain.HeartbeatInterval): the host's heartbeat.
+	// HeartbeatEvery is how often the agent reports when nothing changed:
+	// the host's heartbeat. Zero: what the control plane asks for in the
+	// desired state (HostDesired.HeartbeatMillis), and
+	// domain.DefaultHeartbeatInterval until it answers.
 	HeartbeatEvery time.Duration
 	// VolumeSize, when positive, gives every node its own encrypted
 	// volume of that many bytes (a sparse LUKS2 file under
@@ -161,9 +164,15 @@ type Agent struct {
 	wg    sync.WaitGroup
 
 	reportKick chan struct{}
-	// contact is when the control plane last answered (Unix ns): the
-	// lease of the nodes' primaries counts from it.
+	// contact is when the agent sent the last report the control plane
+	// acknowledged (Unix ns; the agent's start before): the lease of the
+	// nodes' primaries counts from it. The control plane recorded that
+	// report as the host's heartbeat no earlier, so the lease runs out
+	// here no later than the control plane counts on.
 	contact atomic.Int64
+	// beatEvery is the heartbeat interval in force (ns): Config's, else
+	// the control plane's.
+	beatEvery atomic.Int64
 
 	binMu   sync.Mutex
 	binPath string // the installed moat binary, once installed
@@ -265,9 +274,6 @@ func newAgent(cfg Config, plat platform) *Agent {
 	if cfg.Version == "" {
 		cfg.Version = Version()
 	}
-	if cfg.HeartbeatEvery <= 0 {
-		cfg.HeartbeatEvery = domain.HeartbeatInterval
-	}
 	a := &Agent{
 		cfg:          cfg,
 		log:          cfg.Logger,
@@ -279,7 +285,8 @@ func newAgent(cfg Config, plat platform) *Agent {
 		plat:         plat,
 		obs:          newObserver(),
 	}
-	a.touch()
+	a.renew(time.Now())
+	a.beatEvery.Store(int64(cmp.Or(max(cfg.HeartbeatEvery, 0), domain.DefaultHeartbeatInterval)))
 	return a
 }
 
@@ -344,7 +351,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
-		a.touch()
+		if ms := d.HeartbeatMillis; ms > 0 && a.cfg.HeartbeatEvery <= 0 {
+			a.beatEvery.Store(int64(time.Duration(ms) * time.Millisecond))
+		}
 		if failing {
 			a.log.Info("control plane reachable again", "revision", d.Revision)
 			failing = false
@@ -495,8 +504,9 @@ func (a *Agent) reporter(ctx context.Context) {
 		if len(r.Nodes) == 0 && !heartbeat {
 			continue
 		}
-		beat.Reset(a.cfg.HeartbeatEvery)
+		beat.Reset(time.Duration(a.beatEvery.Load()))
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sent := time.Now()
 		err := a.cfg.Source.Report(rctx, a.cfg.Host, r)
 		cancel()
 		if err != nil {
@@ -510,7 +520,7 @@ func (a *Agent) reporter(ctx context.Context) {
 			backoff = min(backoff*2, pollBackoffMax)
 			continue
 		}
-		a.touch()
+		a.renew(sent)
 		backoff = pollBackoffMin
 		a.observeReport(r)
 	}
@@ -543,11 +553,19 @@ func Version() string {
 	return "dev"
 }
 
-// touch records that the control plane answered now.
-func (a *Agent) touch() { a.contact.Store(time.Now().UnixNano()) }
+// renew records that the control plane acknowledged a report sent at
+// sent: the primaries' lease counts from then.
+func (a *Agent) renew(sent time.Time) {
+	for {
+		old := a.contact.Load()
+		if sent.UnixNano() <= old || a.contact.CompareAndSwap(old, sent.UnixNano()) {
+			return
+		}
+	}
+}
 
-// lastContact is when the control plane last answered (the agent's
-// start, before it first does).
+// lastContact is when the agent sent the last report the control plane
+// acknowledged (the agent's start, before it first does).
 func (a *Agent) lastContact() time.Time { return time.Unix(0, a.contact.Load()) }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -92,12 +92,14 @@ func TestLeaseFencesPrimary(t *testing.T) {
 	t.Parallel()
 	n, h := fakeNode(t)
 	want := fakeDesired()
-	want.LeaseSeconds = 1
-	if !n.leaseExpired(want) {
-		n.a.contact.Store(time.Now().Add(-2 * time.Second).UnixNano())
+	want.LeaseMillis, want.LeaseSeconds = 1500, 1
+	n.a.contact.Store(time.Now().Add(-1200 * time.Millisecond).UnixNano())
+	if n.leaseExpired(want) {
+		t.Fatal("lease of 1.5 s expired 1.2 s after the last report (lease_ms must win over lease_seconds)")
 	}
+	n.a.contact.Store(time.Now().Add(-2 * time.Second).UnixNano())
 	if !n.leaseExpired(want) {
-		t.Fatal("lease not expired 2 s after the last contact")
+		t.Fatal("lease not expired 2 s after the last report")
 	}
 	if err := n.fence(context.Background(), want, 1, false); err != nil {
 		t.Fatal(err)
@@ -105,13 +107,76 @@ func TestLeaseFencesPrimary(t *testing.T) {
 	if slices.Contains(h.take(), opStop) {
 		t.Error("a lease fence stopped the server")
 	}
-	n.a.touch()
+	n.a.renew(time.Now())
 	if n.leaseExpired(want) {
-		t.Error("lease expired right after a contact")
+		t.Error("lease expired right after a report")
+	}
+	n.a.renew(time.Now().Add(-time.Hour))
+	if n.leaseExpired(want) {
+		t.Error("an older report's answer took the lease back")
 	}
 	want.Role = apitype.RoleReplica
 	if n.leaseExpired(want) {
 		t.Error("a replica has no lease")
+	}
+	want.Role, want.LeaseMillis = apitype.RolePrimary, 0
+	n.a.contact.Store(time.Now().Add(-1500 * time.Millisecond).UnixNano())
+	if !n.leaseExpired(want) {
+		t.Error("an agent given lease_seconds alone ignored it")
+	}
+}
+
+// The worker fences a primary as its lease runs out, not at its next
+// supervise tick (the control plane counts only the lease's margin, 0.5 s
+// by default, for the agent's delay), and re-opens it once a report is
+// acknowledged again.
+func TestLeaseFencesOnTime(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.LeaseMillis = 1300
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	open := func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.allowed[fakeNS]) > 0
+	}
+	if !open() {
+		t.Fatal("firewall closed after the apply")
+	}
+	n.set(want, n.rev, false)
+	// The lease runs out 0.3 s after the first supervise tick: a worker
+	// that fenced on ticks would be 0.7 s late.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	defer func() {
+		cancel()
+		<-done
+	}()
+	renewed := time.Now()
+	n.a.renew(renewed)
+	go func() {
+		defer close(done)
+		n.run(ctx)
+	}()
+	for open() {
+		if time.Since(renewed) > 5*time.Second {
+			t.Fatal("lease of 1.3s: firewall still open after 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if late := time.Since(renewed) - 1300*time.Millisecond; late < 0 || late > 300*time.Millisecond {
+		t.Errorf("firewall closed %v after the lease ran out, want at once", late)
+	}
+	n.a.renew(time.Now())
+	n.wake()
+	for !open() {
+		if time.Since(renewed) > 10*time.Second {
+			t.Fatal("firewall not re-opened after the lease was renewed")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -6,15 +6,22 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
 )
 
 // beatSource is a control plane with nothing for the host, recording the
 // reports it gets.
 type beatSource struct {
 	reports chan apitype.HostReport
+	// heartbeatMillis, when set, is what the control plane asks for in
+	// its first answer (revision 1).
+	heartbeatMillis int64
 }
 
 func (s beatSource) Desired(ctx context.Context, host string, after int64) (apitype.HostDesired, error) {
+	if s.heartbeatMillis > 0 && after < 1 {
+		return apitype.HostDesired{Host: host, Revision: 1, HeartbeatMillis: s.heartbeatMillis}, nil
+	}
 	<-ctx.Done()
 	return apitype.HostDesired{}, ctx.Err()
 }
@@ -56,5 +63,35 @@ func TestHeartbeat(t *testing.T) {
 	}
 	if v := Version(); v == "" {
 		t.Error("Version() is empty")
+	}
+}
+
+// TestHeartbeatFollowsControlPlane: an agent without HeartbeatEvery
+// heartbeats at the interval the control plane's desired state asks for.
+func TestHeartbeatFollowsControlPlane(t *testing.T) {
+	t.Parallel()
+	src := beatSource{reports: make(chan apitype.HostReport), heartbeatMillis: 20}
+	a := newAgent(Config{Host: "h", Source: src, DataDir: t.TempDir(), NoSync: true}, newFakeHost().platform())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-src.reports // the first, at once
+	// The next may still wait for the default interval (1 s); after it
+	// every heartbeat comes 20 ms apart.
+	select {
+	case <-src.reports:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second heartbeat did not come")
+	}
+	start := time.Now()
+	for range 5 {
+		<-src.reports
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("5 heartbeats took %v, want them 20ms apart as the control plane asked (default %v)", took, domain.DefaultHeartbeatInterval)
 	}
 }

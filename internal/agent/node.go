@@ -190,8 +190,21 @@ func (n *node) run(ctx context.Context) {
 	defer n.stopTasks()
 	tick := time.NewTicker(superviseEvery)
 	defer tick.Stop()
+	lease := time.NewTimer(time.Hour)
+	defer lease.Stop()
 	for {
 		kicked := false
+		// A primary under a lease is fenced the moment it runs out, not
+		// at the next tick: the control plane counts only the lease's
+		// margin for this agent's delay.
+		n.mu.Lock()
+		end := n.leaseEnd(n.want)
+		n.mu.Unlock()
+		var leaseC <-chan time.Time
+		if !end.IsZero() && !n.fenced {
+			lease.Reset(time.Until(end))
+			leaseC = lease.C
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -200,6 +213,13 @@ func (n *node) run(ctx context.Context) {
 		case <-n.retry:
 			n.retry, kicked = nil, true
 		case <-tick.C:
+		case <-leaseC:
+			n.mu.Lock()
+			renewed := !n.leaseExpired(n.want)
+			n.mu.Unlock()
+			if renewed {
+				continue
+			}
 		}
 		n.mu.Lock()
 		want, rev, gone, held := n.want, n.rev, n.gone, n.held

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/nft"
 )
 
@@ -21,7 +22,7 @@ import (
 //   - A node whose desired role is fenced (a lost primary) has its
 //     firewall closed and its PostgreSQL stopped, and is never restarted
 //     as it was; it is wiped once deleted.
-//   - A primary of a replicated service (LeaseSeconds) whose agent has
+//   - A primary of a replicated service (LeaseMillis) whose agent has
 //     not reached the control plane for its lease gets its firewall
 //     closed until the control plane answers again: an isolated old
 //     primary stops serving before the control plane promotes another.
@@ -32,7 +33,7 @@ const receiverRunning = "\x00receiver"
 
 // replReportEvery is how often a node's replication is reported when
 // only its positions changed.
-const replReportEvery = 5 * time.Second
+const replReportEvery = domain.ReplicationReportInterval
 
 // observe reads the node's replication and records it for the reporter.
 func (n *node) observe(ctx context.Context, fenced bool) {
@@ -167,13 +168,32 @@ func (n *node) closeFirewall(want apitype.NodeDesired) error {
 	return nil
 }
 
-// leaseExpired reports whether want is a primary under a lease the
-// agent has not renewed (no answer from the control plane) in time.
-func (n *node) leaseExpired(want apitype.NodeDesired) bool {
-	if want.LeaseSeconds <= 0 || want.Role != apitype.RolePrimary {
-		return false
+// leaseOf is want's lease: a primary's, zero when it has none.
+func leaseOf(want apitype.NodeDesired) time.Duration {
+	if want.Role != apitype.RolePrimary {
+		return 0
 	}
-	return time.Since(n.a.lastContact()) >= time.Duration(want.LeaseSeconds)*time.Second
+	if want.LeaseMillis > 0 {
+		return time.Duration(want.LeaseMillis) * time.Millisecond
+	}
+	return time.Duration(want.LeaseSeconds) * time.Second
+}
+
+// leaseEnd is when want's lease runs out unless renewed (zero: no lease).
+func (n *node) leaseEnd(want apitype.NodeDesired) time.Time {
+	l := leaseOf(want)
+	if l <= 0 {
+		return time.Time{}
+	}
+	return n.a.lastContact().Add(l)
+}
+
+// leaseExpired reports whether want is a primary under a lease the
+// agent has not renewed (no report acknowledged by the control plane)
+// in time.
+func (n *node) leaseExpired(want apitype.NodeDesired) bool {
+	end := n.leaseEnd(want)
+	return !end.IsZero() && !time.Now().Before(end)
 }
 
 // applyPromote promotes a primary whose server is still in recovery (a

@@ -39,7 +39,8 @@ func (s *Server) hostDesired(c *call) error {
 		if err != nil {
 			return err
 		}
-		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir, in.Now, in.Lease = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir, s.now(), s.cfg.Lease
+		in.Revision, in.InternalCAPEM, in.Open, in.ArchiveDir, in.Now = rev, s.cfg.InternalCAPEM, s.cfg.Keys.Open, s.cfg.BackupDir, s.now()
+		in.Lease, in.Heartbeat = s.cfg.Failover.Lease, s.cfg.Failover.HeartbeatInterval
 		out, err = desired.Compile(in)
 		return err
 	})
@@ -242,9 +243,21 @@ func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string) (bo
 	if h == nil {
 		return false, errHostNotRegistered(host)
 	}
-	back, err := h.Heartbeat(version, s.now())
+	prev, now := h.LastHeartbeatAt, s.now()
+	back, err := h.Heartbeat(version, now)
 	if err != nil {
 		return false, err
+	}
+	if !prev.IsZero() && !back {
+		gap := now.Sub(prev)
+		s.cfg.Metrics.ObserveHeartbeatGap(gap)
+		s.log.Debug("heartbeat", "host", host, "gap", gap.Round(time.Millisecond))
+		if gap > s.cfg.Failover.HostTimeout/2 {
+			// Late: the host timeout's headroom is being used up (a
+			// loaded machine, a slow store): worth an operator's look
+			// before a healthy host is marked down.
+			s.log.Warn("heartbeat late", "host", host, "gap", gap.Round(time.Millisecond), "host_timeout", s.cfg.Failover.HostTimeout)
+		}
 	}
 	if back {
 		s.log.Info("host back up", "host", host)

@@ -110,7 +110,7 @@ func (s *Server) place(c *call, tx store.Tx, svc *domain.Service) ([]domain.Slot
 		return nil, err
 	}
 	return domain.Place(domain.PlacementRequest{Region: region, Count: svc.NodeCount},
-		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: s.now(), HeartbeatTimeout: domain.HeartbeatTimeout})
+		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: s.now(), HeartbeatTimeout: s.cfg.Failover.HostTimeout})
 }
 
 func (s *Server) listServices(c *call) error {
@@ -422,7 +422,7 @@ func (s *Server) failoverService(c *call) error {
 		}
 		members := domain.Members(svc, nodes, func(string) bool { return true })
 		var started bool
-		if op, started, err = domain.RequestFailover(svc, members, live, domain.DefaultFailoverPolicy(), s.now()); err != nil || !started {
+		if op, started, err = domain.RequestFailover(svc, members, live, s.cfg.Failover, s.now()); err != nil || !started {
 			return err
 		}
 		if err := store.Put(c.ctx, tx, op); err != nil {

@@ -91,6 +91,7 @@ func TestMetricsRecorded(t *testing.T) {
 		`moat_api_requests_total{route="POST /v1/hosts/{host}/report",status="204"} 2`,
 		`moat_api_requests_total{route="/",status="404"} 1`,
 		`moat_host_last_heartbeat_timestamp_seconds{host="h1"} `,
+		"moat_host_heartbeat_gap_seconds_count 1",
 		`moat_operations_total{kind="service.backup",outcome="failed"} 1`,
 		`moat_backup_failures_total{project="` + p + `",service="` + svc.ID + `"} 1`,
 	} {

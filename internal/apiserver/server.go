@@ -11,6 +11,7 @@ package apiserver
 import (
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"github.com/moatdb/moat/internal/objstore"
 	"log/slog"
 	"net/http"
@@ -59,9 +60,11 @@ type Config struct {
 	// backups.
 	Backups   objstore.Store
 	BackupDir string
-	// Lease is how long an agent keeps a replicated service's primary
-	// writable without reaching the control plane (0: no lease).
-	Lease time.Duration
+	// Failover holds the timings of detection and fencing: the agents'
+	// heartbeat interval and the primaries' lease go to the agents in
+	// the desired state, the host timeout judges placement (zero:
+	// domain.DefaultFailoverPolicy).
+	Failover domain.FailoverPolicy
 	// RefusalInterval is how long refusals from one source (unauthenticated
 	// requests, refused reads) are counted into one audit entry (0: a
 	// minute).
@@ -121,6 +124,12 @@ type Server struct {
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
+	if cfg.Failover == (domain.FailoverPolicy{}) {
+		cfg.Failover = domain.DefaultFailoverPolicy()
+	}
+	if err := cfg.Failover.Check(); err != nil {
+		return nil, fmt.Errorf("apiserver: failover policy: %w", err)
+	}
 	if cfg.Store == nil {
 		return nil, errors.New("apiserver: Config.Store is required")
 	}

@@ -15,6 +15,9 @@ type HostDesired struct {
 	// answer its long poll).
 	Revision int64         `json:"revision"`
 	Nodes    []NodeDesired `json:"nodes"`
+	// HeartbeatMillis is how often the control plane expects the host's
+	// heartbeat (a report), in milliseconds (0: the agent's default).
+	HeartbeatMillis int64 `json:"heartbeat_ms,omitempty"`
 	// Deleted names the host's nodes that were deleted. An agent wipes a
 	// node it has only when the desired state says so: the node's state
 	// is deleting, or its ID is here. A node in neither (a wrong --host,
@@ -54,9 +57,13 @@ type NodeDesired struct {
 	// SyncStandbyNames, on a primary, is its synchronous_standby_names
 	// (the replicas' application_name is their node ID).
 	SyncStandbyNames string `json:"synchronous_standby_names,omitempty"`
-	// Lease, on a primary of a replicated service, is how long the agent
-	// keeps it writable without reaching the control plane (0: forever).
-	LeaseSeconds int `json:"lease_seconds,omitempty"`
+	// LeaseMillis, on a primary of a replicated service, is how long the
+	// agent keeps it writable without reaching the control plane, in
+	// milliseconds, counted from the sending of the last report the
+	// control plane acknowledged (0: forever). LeaseSeconds is the same
+	// rounded down, for agents that predate LeaseMillis.
+	LeaseMillis  int64 `json:"lease_ms,omitempty"`
+	LeaseSeconds int   `json:"lease_seconds,omitempty"`
 
 	Database        string `json:"database"`
 	AdminUser       string `json:"admin_user"`
@@ -150,7 +157,7 @@ type NodeTLS struct {
 }
 
 // HostReport is what an agent applied. A report is also the host's
-// heartbeat: agents send one at least every HeartbeatInterval, with no
+// heartbeat: agents send one at least every HostDesired.HeartbeatMillis, with no
 // nodes when nothing changed.
 type HostReport struct {
 	Nodes []NodeReport `json:"nodes"`

@@ -211,6 +211,12 @@ func TestErrors(t *testing.T) {
 			"moat: error: unknown command \"bogus\" for \"moat\"\nmoat: hint: see moat --help\n"},
 		{"unknown subcommand", conn, []string{"vpc", "bogus"}, 2,
 			"moat: error: unknown command \"bogus\" for \"moat vpc\"\nmoat: hint: see moat vpc --help\n"},
+		{"incoherent timings", conn, []string{"server", "--lease", "5s"}, 2,
+			"moat: error: --host-timeout: --host-timeout 4s is not longer than --lease 5s + --lease-margin 500ms: a host marked down might still accept writes\nmoat: hint: give a --host-timeout longer than 5.5s (--lease + --lease-margin), or a shorter --lease\n"},
+		{"slow heartbeat", conn, []string{"up", "--heartbeat-interval", "2s"}, 2,
+			"moat: error: --heartbeat-interval: --heartbeat-interval 2s is more than a third of the --lease 3s: a healthy primary would be fenced after one late heartbeat\nmoat: hint: give a --heartbeat-interval of at most 1s (a third of the --lease), or a longer --lease\n"},
+		{"zero lease margin", conn, []string{"server", "--lease-margin", "0"}, 2,
+			"moat: error: --lease-margin: --lease-margin 0s is not positive\nmoat: hint: give --lease-margin a positive duration such as 500ms\n"},
 		{"bad allow arg", conn, []string{"service", "allowlist", "add", "svc-x", "=x"}, 2,
 			"moat: error: allowlist entry \"=x\" has no CIDR; write CIDR or CIDR=description\nmoat: hint: see moat --help\n"},
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,7 +38,7 @@ func agentCmd() *cobra.Command {
 	var url, tokenFile, caFile, host, dataDir, logLevel, metricsListen, opsListen, moatBinary string
 	var volumeGiB int64
 	var metricsPublic, noSync bool
-	var statsInterval time.Duration
+	var statsInterval, heartbeat time.Duration
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: PostgreSQL, pg_hba and firewall of this host's nodes",
@@ -53,6 +54,9 @@ func agentCmd() *cobra.Command {
 			if host == "" {
 				return withHint(usageErrorf("--host is required"), "give the name the host was registered with (moat host list)")
 			}
+			if heartbeat < 0 {
+				return withHint(usageErrorf("--heartbeat-interval %s is negative", heartbeat), "give 0 (the control plane's, 1s by default) or a duration under the control plane's --lease")
+			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
 				return withHint(fmt.Errorf("read agent token: %w", err), "register the host with an operator token (moat host add NAME --region R --az AZ --token-out F), or make a new token (moat host token create --host NAME), and pass --token-file F")
@@ -62,7 +66,7 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			ag, err := agent.New(agent.Config{Host: host, Source: agent.APISource{Client: cl}, DataDir: dataDir, VolumeSize: volumeGiB << 30, OpsListen: opsListen,
-				MetricsListen: metricsListen, MetricsPublic: metricsPublic, StatsInterval: statsInterval, NoSync: noSync, MoatBinary: moatBinary,
+				MetricsListen: metricsListen, MetricsPublic: metricsPublic, StatsInterval: statsInterval, NoSync: noSync, MoatBinary: moatBinary, HeartbeatEvery: heartbeat,
 				Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))})
 			if err != nil {
 				return err
@@ -78,6 +82,7 @@ func agentCmd() *cobra.Command {
 	c.Flags().MarkHidden("no-sync")
 	c.Flags().DurationVar(&statsInterval, "stats-interval", 0, "how often the nodes' PostgreSQL statistics are read for the tenants' metrics (default 15s)")
 	c.Flags().MarkHidden("stats-interval")
+	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", 0, "how often to report when nothing changed (0: what the control plane asks, its --heartbeat-interval)")
 	c.Flags().StringVar(&tokenFile, "token-file", filepath.Join(DefaultDataDir, controlplane.AgentTokenFile), "file holding the agent token")
 	c.Flags().StringVar(&caFile, "ca", filepath.Join(DefaultDataDir, controlplane.APICAFile), "the API's CA certificate")
 	c.Flags().StringVar(&host, "host", "", "this host's name, as registered (moat host add NAME); nodes are placed on hosts by name")
@@ -106,6 +111,9 @@ type daemonFlags struct {
 
 	metricsListen string
 	metricsPublic bool
+
+	// Detection and fencing (domain.FailoverPolicy).
+	heartbeat, hostTimeout, lease, leaseMargin, grace time.Duration
 }
 
 func (f *daemonFlags) register(c *cobra.Command) {
@@ -121,6 +129,48 @@ func (f *daemonFlags) register(c *cobra.Command) {
 	c.Flags().DurationVar(&f.backupKeepAge, "backup-keep-age", 0, "also keep every base backup younger than this")
 	c.Flags().StringVar(&f.metricsListen, "metrics-listen", "", "HOST:PORT to serve the control plane's Prometheus metrics on, plain HTTP at /metrics (default: off; loopback only unless --metrics-public)")
 	c.Flags().BoolVar(&f.metricsPublic, "metrics-public", false, "allow --metrics-listen on a non-loopback address (the metrics are unauthenticated)")
+	d := domain.DefaultFailoverPolicy()
+	c.Flags().DurationVar(&f.heartbeat, "heartbeat-interval", d.HeartbeatInterval, "how often agents report when nothing changed (sent to them in the desired state)")
+	c.Flags().DurationVar(&f.hostTimeout, "host-timeout", d.HostTimeout, "a host whose agent has not reported for this long is down: its primaries fail over (longer than --lease + --lease-margin)")
+	c.Flags().DurationVar(&f.lease, "lease", d.Lease, "an agent that has not reached the control plane for this long closes its primaries' firewalls (at least three heartbeats)")
+	c.Flags().DurationVar(&f.leaseMargin, "lease-margin", d.LeaseMargin, "how long after the lease the control plane counts a silent host's primaries fenced")
+	c.Flags().DurationVar(&f.grace, "failover-grace", d.Grace, "how long an agent may report a node's PostgreSQL down before its service fails over")
+}
+
+// timingFlags names the flag of each domain.FailoverPolicy field.
+var timingFlags = map[string]string{"heartbeat_interval": "--heartbeat-interval", "host_timeout": "--host-timeout",
+	"lease": "--lease", "lease_margin": "--lease-margin", "grace": "--failover-grace"}
+
+// failover returns the detection and fencing timings of the flags,
+// checked (domain.FailoverPolicy.Check), an incoherent set an error
+// naming the flag to change.
+func (f *daemonFlags) failover() (domain.FailoverPolicy, error) {
+	p := domain.DefaultFailoverPolicy()
+	p.HeartbeatInterval, p.HostTimeout, p.Lease, p.LeaseMargin, p.Grace = f.heartbeat, f.hostTimeout, f.lease, f.leaseMargin, f.grace
+	if p.HostTimeout > p.ReportTimeout {
+		// A replica's report counts as long as its host's heartbeat.
+		p.ReportTimeout = p.HostTimeout
+	}
+	if err := p.Check(); err != nil {
+		e := domain.AsError(err)
+		if e == nil {
+			return p, err
+		}
+		flag := timingFlags[e.Field]
+		if flag == "" {
+			flag = "--host-timeout"
+		}
+		return p, withHint(usageErrorf("%s: %s", flag, flagText(e.Msg)), flagText(e.Hint))
+	}
+	return p, nil
+}
+
+// timingField matches the field names in domain.FailoverPolicy's errors.
+var timingField = regexp.MustCompile(`\b(heartbeat_interval|host_timeout|lease_margin|lease|grace)\b`)
+
+// flagText writes a domain.FailoverPolicy message in flags' names.
+func flagText(s string) string {
+	return timingField.ReplaceAllStringFunc(s, func(f string) string { return timingFlags[f] })
 }
 
 func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
@@ -149,6 +199,10 @@ func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
 	if f.backupKeepAge < 0 {
 		return controlplane.Config{}, withHint(usageErrorf("--backup-keep-age %s is negative", f.backupKeepAge), "give a duration such as 168h, or 0")
 	}
+	failover, err := f.failover()
+	if err != nil {
+		return controlplane.Config{}, err
+	}
 	return controlplane.Config{
 		DataDir:         dir,
 		Listen:          f.listen,
@@ -162,6 +216,7 @@ func (f *daemonFlags) config(stderr io.Writer) (controlplane.Config, error) {
 		BackupKeepAge:   f.backupKeepAge,
 		MetricsListen:   f.metricsListen,
 		MetricsPublic:   f.metricsPublic,
+		Failover:        failover,
 		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}, nil
 }

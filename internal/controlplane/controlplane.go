@@ -277,7 +277,7 @@ func New(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		Keys: cp.Keys, InternalCAPEM: string(cp.InternalCA.CertPEM),
 		AuditKey: cp.signer.PublicKey(), AfterAudit: cp.afterAudit,
 		AuditCheckpointFile: cp.cpFile.Path(), AuditMaxUnsigned: max(2*cfg.CheckpointInterval, cfg.CheckpointInterval+10*time.Second),
-		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg, Lease: cfg.Failover.Lease,
+		IdempotencyTTL: cfg.IdempotencyTTL, Metrics: cp.Metrics, Tenants: cp.Tenants, Ops: opsCfg, Failover: cfg.Failover,
 		SignInLink: cp.signInLink,
 	})
 	if err != nil {

@@ -55,11 +55,14 @@ type Input struct {
 	// Lease is how long an agent keeps a replicated service's primary
 	// writable without reaching the control plane (0: no lease).
 	Lease time.Duration
+	// Heartbeat is how often the host's agent is to report (0: its
+	// default).
+	Heartbeat time.Duration
 }
 
 // Compile returns Host's desired state.
 func Compile(in Input) (apitype.HostDesired, error) {
-	out := apitype.HostDesired{Host: in.Host, Revision: in.Revision, Nodes: []apitype.NodeDesired{}}
+	out := apitype.HostDesired{Host: in.Host, Revision: in.Revision, Nodes: []apitype.NodeDesired{}, HeartbeatMillis: in.Heartbeat.Milliseconds()}
 	bySvc := map[string][]*domain.Node{}
 	for _, n := range in.Nodes {
 		bySvc[n.ServiceID] = append(bySvc[n.ServiceID], n)
@@ -129,7 +132,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 				nd.SyncStandbyNames = r.StandbyNames
 			}
 			if svc.NodeCount > 1 && in.Lease > 0 {
-				nd.LeaseSeconds = int(in.Lease / time.Second)
+				nd.LeaseMillis, nd.LeaseSeconds = in.Lease.Milliseconds(), int(in.Lease/time.Second)
 			}
 		}
 		if in.ArchiveDir != "" {

@@ -223,7 +223,7 @@ func TestCompileFailover(t *testing.T) {
 	}
 	f := &domain.Failover{Step: domain.StepDetach, Lost: "node-a", Promote: "node-b"}
 	op := &domain.Operation{Meta: domain.Meta{ID: "op-1", State: domain.StateRunning}, Type: domain.OpServiceFailover, TargetID: "svc-ha", Failover: f}
-	in := Input{Host: "h1", Revision: 9, Zone: "moat.test", Lease: 10 * time.Second,
+	in := Input{Host: "h1", Revision: 9, Zone: "moat.test", Lease: 3500 * time.Millisecond, Heartbeat: time.Second,
 		Nodes:    []*domain.Node{node("node-a", 0, "198.18.1.1"), node("node-b", 1, "198.18.1.2"), node("node-c", 2, "198.18.1.3")},
 		Services: map[string]*domain.Service{"svc-ha": svc}, Projects: map[string]*domain.Project{"proj-a": proj},
 		Ops: map[string][]*domain.Operation{"svc-ha": {op}}, Open: open}
@@ -232,11 +232,15 @@ func TestCompileFailover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if got.HeartbeatMillis != 1000 {
+			t.Errorf("heartbeat_ms = %d, want 1000", got.HeartbeatMillis)
+		}
 		out := map[string]string{}
 		for _, n := range got.Nodes {
 			out[n.NodeID] = n.Role + ">" + n.Upstream + "@" + n.PrimaryAddress + " " + n.SyncStandbyNames
-			if n.LeaseSeconds != 0 && n.LeaseSeconds != 10 {
-				t.Errorf("lease of %s = %d s, want 10", n.NodeID, n.LeaseSeconds)
+			primary := n.Role == apitype.RolePrimary
+			if (n.LeaseMillis != 0 || n.LeaseSeconds != 0) != primary || (primary && (n.LeaseMillis != 3500 || n.LeaseSeconds != 3)) {
+				t.Errorf("lease of %s (%s) = %d ms, %d s; want 3500 ms and 3 s (rounded down) on the primary alone", n.NodeID, n.Role, n.LeaseMillis, n.LeaseSeconds)
 			}
 		}
 		return out

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -64,25 +65,101 @@ const (
 	CodeFailoverAborted = "failover_aborted"
 )
 
-// FailoverPolicy holds the timings of detection and fencing.
+// FailoverPolicy holds the timings of detection and fencing, one
+// coherent set (Check): agents heartbeat every HeartbeatInterval; a host
+// silent for HostTimeout is down; an agent that has not reached the
+// control plane for Lease fences its primaries, and the control plane
+// counts them fenced LeaseMargin later. The defaults and the argument
+// for them are in docs/design/0014-failover.md ("Detection").
 type FailoverPolicy struct {
+	// HeartbeatInterval is how often an agent reports when nothing
+	// changed (a report without nodes: the host's heartbeat).
+	HeartbeatInterval time.Duration
+	// HostTimeout: a host whose last heartbeat is older is down.
+	HostTimeout time.Duration
 	// Grace is how long an agent may report PostgreSQL down before its
 	// node counts as lost.
 	Grace time.Duration
-	// ReportTimeout: a report older than this does not count.
+	// ReportTimeout: a node's replication report older than this does
+	// not count (nodes report their positions at least every
+	// ReplicationReportInterval, not with every heartbeat).
 	ReportTimeout time.Duration
 	// Lease is how long an agent keeps a node writable without reaching
-	// the control plane; LeaseMargin covers the delay of the reply that
-	// renewed it and the drift of the clocks' rates.
+	// the control plane, counted from the sending of its last report the
+	// control plane acknowledged; LeaseMargin covers the agent's delay in
+	// closing the firewall once the lease ran out and the drift of the
+	// clocks' rates.
 	Lease       time.Duration
 	LeaseMargin time.Duration
 }
 
-// DefaultFailoverPolicy: with a heartbeat timeout of 15 s, a lost host's
-// agent has fenced its nodes (Lease + LeaseMargin = 12 s) before the host
-// is marked down, so the fence step does not wait.
+// Default timings (DefaultFailoverPolicy).
+const (
+	DefaultHeartbeatInterval = time.Second
+	DefaultHostTimeout       = 4 * time.Second
+	DefaultLease             = 3 * time.Second
+	DefaultLeaseMargin       = 500 * time.Millisecond
+	DefaultGrace             = 10 * time.Second
+	DefaultReportTimeout     = 15 * time.Second
+	// ReplicationReportInterval is how often an agent reports a node's
+	// replication when only its positions changed.
+	ReplicationReportInterval = 5 * time.Second
+)
+
+// DefaultFailoverPolicy: heartbeats every second, a host down after 4 s
+// of silence; its agent has fenced its primaries 3.5 s after its last
+// acknowledged report (lease 3 s + margin 0.5 s), before the host is
+// marked down, so the failover's fence step does not wait.
 func DefaultFailoverPolicy() FailoverPolicy {
-	return FailoverPolicy{Grace: 10 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+	return FailoverPolicy{HeartbeatInterval: DefaultHeartbeatInterval, HostTimeout: DefaultHostTimeout, Grace: DefaultGrace,
+		ReportTimeout: DefaultReportTimeout, Lease: DefaultLease, LeaseMargin: DefaultLeaseMargin}
+}
+
+// CodeInvalidTiming is the error code of an incoherent FailoverPolicy.
+const CodeInvalidTiming = "invalid_timing"
+
+// Check reports the first rule p breaks, naming the field (the flags of
+// moat server, up and agent are these names with dashes):
+//
+//   - every timing positive, the lease at least a second (agents before
+//     lease_ms read whole seconds);
+//   - heartbeat_interval at most a third of the lease: two heartbeats
+//     may be lost or late before a healthy primary is fenced;
+//   - lease + lease_margin shorter than host_timeout: by the time a host
+//     is marked down its agent has fenced its primaries;
+//   - report_timeout at least host_timeout and twice the replication
+//     report interval: a replica that reports normally always counts.
+func (p FailoverPolicy) Check() error {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"heartbeat_interval", p.HeartbeatInterval}, {"host_timeout", p.HostTimeout}, {"grace", p.Grace},
+		{"report_timeout", p.ReportTimeout}, {"lease", p.Lease}, {"lease_margin", p.LeaseMargin}} {
+		if f.d <= 0 {
+			return Invalidf(CodeInvalidTiming, f.name, "give "+f.name+" a positive duration such as "+durationOf(f.name), "%s %v is not positive", f.name, f.d)
+		}
+	}
+	switch {
+	case p.Lease < time.Second:
+		return Invalidf(CodeInvalidTiming, "lease", "give a lease of at least 1s", "lease %v is shorter than a second", p.Lease)
+	case 3*p.HeartbeatInterval > p.Lease:
+		return Invalidf(CodeInvalidTiming, "heartbeat_interval", fmt.Sprintf("give a heartbeat_interval of at most %v (a third of the lease), or a longer lease", (p.Lease/3).Truncate(time.Millisecond)),
+			"heartbeat_interval %v is more than a third of the lease %v: a healthy primary would be fenced after one late heartbeat", p.HeartbeatInterval, p.Lease)
+	case p.Lease+p.LeaseMargin >= p.HostTimeout:
+		return Invalidf(CodeInvalidTiming, "host_timeout", fmt.Sprintf("give a host_timeout longer than %v (lease + lease_margin), or a shorter lease", p.Lease+p.LeaseMargin),
+			"host_timeout %v is not longer than lease %v + lease_margin %v: a host marked down might still accept writes", p.HostTimeout, p.Lease, p.LeaseMargin)
+	case p.ReportTimeout < p.HostTimeout || p.ReportTimeout < 2*ReplicationReportInterval:
+		return Invalidf(CodeInvalidTiming, "report_timeout", fmt.Sprintf("give a report_timeout of at least %v", max(p.HostTimeout, 2*ReplicationReportInterval)),
+			"report_timeout %v is shorter than host_timeout %v or twice the replication report interval %v", p.ReportTimeout, p.HostTimeout, ReplicationReportInterval)
+	}
+	return nil
+}
+
+// durationOf is an example value of timing field name (its default).
+func durationOf(name string) string {
+	d := DefaultFailoverPolicy()
+	return map[string]time.Duration{"heartbeat_interval": d.HeartbeatInterval, "host_timeout": d.HostTimeout, "grace": d.Grace,
+		"report_timeout": d.ReportTimeout, "lease": d.Lease, "lease_margin": d.LeaseMargin}[name].String()
 }
 
 // Fenced reports whether an agent whose last contact with the control

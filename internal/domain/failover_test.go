@@ -7,7 +7,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-var policy = DefaultFailoverPolicy()
+// policy: the timings these tests' clocks were written for (the defaults
+// before heartbeats every second), a coherent set (Check).
+var policy = FailoverPolicy{HeartbeatInterval: 3 * time.Second, HostTimeout: 15 * time.Second, Grace: 10 * time.Second,
+	ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
 
 func svcN(n int) *Service {
 	return &Service{Meta: Meta{ID: "svc-1", Name: "db", ProjectID: "proj-1", State: StateRunning}, NodeCount: n}
@@ -282,8 +285,12 @@ func TestFailoverFenceByAgent(t *testing.T) {
 	// Without the agent's word the lease runs from the last heartbeat.
 	w.p.Report.Fenced = false
 	f.Step = StepFence
-	if got := f.Advance(w.members(), w.lostHost, policy, t1.Add(11*time.Second)); f.Step != StepFence || !got.Until.Equal(t1.Add(12*time.Second)) {
-		t.Errorf("Advance = %+v at step %s, want waiting at fence until t1+12s", got, f.Step)
+	fenced := policy.Lease + policy.LeaseMargin
+	if got := f.Advance(w.members(), w.lostHost, policy, t1.Add(fenced-time.Millisecond)); f.Step != StepFence || !got.Until.Equal(t1.Add(fenced)) {
+		t.Errorf("Advance = %+v at step %s, want waiting at fence until t1+%v (lease + margin)", got, f.Step, fenced)
+	}
+	if f.Advance(w.members(), w.lostHost, policy, t1.Add(fenced)); f.Step != StepDetach {
+		t.Errorf("step %s once lease + margin ran out, want detach", f.Step)
 	}
 }
 
@@ -406,6 +413,74 @@ func TestHealth(t *testing.T) {
 	} {
 		if diff := cmp.Diff(tc.want, Health(tc.d, tc.sync, tc.live)); diff != "" {
 			t.Errorf("%s: Health (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
+// TestFailoverPolicyCheck: the default timings are coherent, and each
+// incoherent combination is refused naming the field to change.
+func TestFailoverPolicyCheck(t *testing.T) {
+	if err := DefaultFailoverPolicy().Check(); err != nil {
+		t.Fatalf("DefaultFailoverPolicy().Check() = %v", err)
+	}
+	if err := policy.Check(); err != nil {
+		t.Fatalf("the tests' policy: Check() = %v", err)
+	}
+	d := DefaultFailoverPolicy()
+	if d.Lease+d.LeaseMargin >= d.HostTimeout || 3*d.HeartbeatInterval > d.Lease {
+		t.Errorf("defaults %+v: want lease + margin < host timeout and three heartbeats within the lease", d)
+	}
+	with := func(f func(*FailoverPolicy)) FailoverPolicy {
+		p := DefaultFailoverPolicy()
+		f(&p)
+		return p
+	}
+	for _, tc := range []struct {
+		name  string
+		p     FailoverPolicy
+		field string
+	}{
+		{"zero heartbeat", with(func(p *FailoverPolicy) { p.HeartbeatInterval = 0 }), "heartbeat_interval"},
+		{"negative margin", with(func(p *FailoverPolicy) { p.LeaseMargin = -time.Second }), "lease_margin"},
+		{"zero grace", with(func(p *FailoverPolicy) { p.Grace = 0 }), "grace"},
+		{"sub-second lease", with(func(p *FailoverPolicy) { p.Lease, p.HeartbeatInterval = 900*time.Millisecond, 100*time.Millisecond }), "lease"},
+		{"heartbeat too slow for the lease", with(func(p *FailoverPolicy) { p.HeartbeatInterval = 2 * time.Second }), "heartbeat_interval"},
+		{"lease + margin = timeout", with(func(p *FailoverPolicy) { p.HostTimeout = 3500 * time.Millisecond }), "host_timeout"},
+		{"lease outlives timeout", with(func(p *FailoverPolicy) { p.Lease, p.HostTimeout = 10*time.Second, 5*time.Second }), "host_timeout"},
+		{"report timeout under host timeout", with(func(p *FailoverPolicy) { p.HostTimeout, p.ReportTimeout = 20*time.Second, 15*time.Second }), "report_timeout"},
+		{"report timeout under replication reports", with(func(p *FailoverPolicy) { p.ReportTimeout = 6 * time.Second }), "report_timeout"},
+	} {
+		err := tc.p.Check()
+		e := AsError(err)
+		if e == nil || e.Field != tc.field || e.Code != CodeInvalidTiming || e.Hint == "" {
+			t.Errorf("%s: Check(%+v) = %v, want an invalid_timing error on %s with a hint", tc.name, tc.p, err, tc.field)
+		}
+	}
+}
+
+// TestListening: the control plane counts silences from since while it
+// hears a host; from now while it hears none of two or more live hosts.
+func TestListening(t *testing.T) {
+	p := DefaultFailoverPolicy()
+	since := t0
+	now := t0.Add(time.Minute)
+	host := func(state string, beat time.Time) *Host {
+		return &Host{Meta: Meta{State: state}, LastHeartbeatAt: beat}
+	}
+	for _, tc := range []struct {
+		name  string
+		hosts []*Host
+		want  time.Time
+	}{
+		{"one heard", []*Host{host(StateActive, now.Add(-time.Second)), host(StateActive, now.Add(-time.Hour))}, since},
+		{"none heard", []*Host{host(StateActive, now.Add(-3*time.Second)), host(StateDraining, now.Add(-time.Hour))}, now},
+		{"none heard, one host", []*Host{host(StateActive, now.Add(-time.Hour))}, since},
+		{"the live one heard, a down one not", []*Host{host(StateActive, now.Add(-time.Second)), host(StateDown, now.Add(-time.Hour)), host(StateActive, now.Add(-time.Hour))}, since},
+		{"down hosts do not count", []*Host{host(StateDown, now), host(StateDown, now), host(StateActive, now.Add(-time.Hour))}, since},
+		{"never heard", []*Host{host(StateActive, time.Time{}), host(StateActive, time.Time{})}, now},
+	} {
+		if got := Listening(tc.hosts, since, now, p); !got.Equal(tc.want) {
+			t.Errorf("%s: Listening = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -41,15 +41,12 @@ const (
 	MaxAgentVersionLen = 64
 )
 
-// Heartbeats: an agent reports at least every HeartbeatInterval (a
-// report with no node is a heartbeat); a host whose last heartbeat is
-// older than HeartbeatTimeout is down (HeartbeatLate) and unhealthy. The
-// timeout is longer than an agent's lease (DefaultFailoverPolicy), so a
-// host marked down has fenced its nodes already.
-const (
-	HeartbeatInterval = 5 * time.Second
-	HeartbeatTimeout  = 15 * time.Second
-)
+// Heartbeats: an agent reports at least every FailoverPolicy's
+// HeartbeatInterval (a report with no node is a heartbeat); a host whose
+// last heartbeat is older than its HostTimeout is down (HeartbeatLate)
+// and unhealthy. The timeout is longer than an agent's lease and its
+// margin (FailoverPolicy.Check), so a host marked down has fenced its
+// nodes already.
 
 // Error and state-info codes of hosts.
 const (
@@ -184,6 +181,34 @@ func (h *Host) HeartbeatLateSince(now time.Time, timeout time.Duration, listenin
 		last = listening
 	}
 	return now.Sub(last) > timeout
+}
+
+// Listening returns from when the control plane counts hosts' silences
+// at now, given since, from when it counted them so far (its start). While
+// it hears no live host at all — no active or draining host heartbeat in
+// the last two heartbeat intervals, with two or more of them — the
+// silence is more likely its own (a stalled process, a store that
+// blocked its writes, its own network) than every host's: it is then
+// deaf, and counts from now, so that no host is marked down for the
+// heartbeats it could not take; once they arrive again each host has a
+// whole host timeout from the end of the deafness. With a single host
+// there is nothing to compare: since is kept.
+func Listening(hosts []*Host, since, now time.Time, p FailoverPolicy) time.Time {
+	var newest time.Time
+	live := 0
+	for _, h := range hosts {
+		if h.State != StateActive && h.State != StateDraining {
+			continue
+		}
+		live++
+		if h.LastHeartbeatAt.After(newest) {
+			newest = h.LastHeartbeatAt
+		}
+	}
+	if live < 2 || !now.After(newest.Add(2*p.HeartbeatInterval)) || !now.After(since) {
+		return since
+	}
+	return now
 }
 
 // Heartbeat records an agent's heartbeat at now with its version. A down

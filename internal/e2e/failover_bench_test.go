@@ -66,6 +66,7 @@ func BenchmarkFailoverUnavailability(b *testing.B) {
 		}
 		b.Logf("round %d %s: unavailable %v", i/2+1, kind, gap)
 	}
+	b.Logf("failed attempts: %v", w.failures())
 	acked, _, normal := w.halt()
 	lost := e.lostRows(svc, pw, "w", acked)
 	p50 := func(ds []time.Duration) time.Duration { return median(ds) }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,8 +25,13 @@ import (
 // plane promotes the replica with the most WAL, the writer resumes on it,
 // every row it saw acknowledged is there, and the lost node is replaced.
 
-// fastFailover is the failover policy of these tests: a short grace.
-var fastFailover = domain.FailoverPolicy{Grace: 2 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+// fastFailover is the failover policy of these tests: the default
+// timings with a short grace.
+var fastFailover = func() domain.FailoverPolicy {
+	p := domain.DefaultFailoverPolicy()
+	p.Grace = 2 * time.Second
+	return p
+}()
 
 // startFailover runs a stack with fastFailover on dir and prefix.
 func startFailover(t *testing.T, dir, prefix string) *env { return startFailoverTB(t, dir, prefix) }
@@ -36,14 +42,17 @@ func startFailoverTB(t testing.TB, dir, prefix string) *env {
 }
 
 // hawriter commits one row per transaction (ids 1, 2, ...; one per attempt) until stopped,
-// reconnecting after every failure, and records the ids acknowledged and
-// when.
+// reconnecting after every failure, and records the ids acknowledged,
+// when, and the address of the server that acknowledged each.
 type hawriter struct {
 	mu    sync.Mutex
 	acked []int
 	at    []time.Time
-	stop  chan struct{}
-	done  chan struct{}
+	by    []string
+	// failed counts the failed attempts by the first line of psql's error.
+	failed map[string]int
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // startHAWriter starts a writer into table w from the laptop over
@@ -54,7 +63,7 @@ func (e *env) startHAWriter(pw string, conninfo func() string) *hawriter {
 
 // startHAWriterInto is startHAWriter into table.
 func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawriter {
-	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &hawriter{stop: make(chan struct{}), done: make(chan struct{}), failed: map[string]int{}}
 	go func() {
 		defer close(w.done)
 		// A new id for every attempt: one whose answer was lost may
@@ -65,10 +74,16 @@ func (e *env) startHAWriterInto(pw, table string, conninfo func() string) *hawri
 				return
 			default:
 			}
-			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into %s values (%d)", table, id))
+			r := e.psqlQuiet(up.LaptopHost, pw, conninfo(), "-c", fmt.Sprintf("insert into %s values (%d) returning host(inet_server_addr())", table, id))
 			if r.code == 0 {
+				addr, _, _ := strings.Cut(r.stdout, "\n")
 				w.mu.Lock()
-				w.acked, w.at = append(w.acked, id), append(w.at, time.Now())
+				w.acked, w.at, w.by = append(w.acked, id), append(w.at, time.Now()), append(w.by, addr)
+				w.mu.Unlock()
+			} else {
+				msg, _, _ := strings.Cut(r.stderr, "\n")
+				w.mu.Lock()
+				w.failed[msg]++
 				w.mu.Unlock()
 			}
 		}
@@ -91,6 +106,48 @@ func (w *hawriter) gapAround(t time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// ackedBy counts the acknowledgements after t by the address of the
+// server that gave them.
+func (w *hawriter) ackedBy(t time.Time) map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	by := map[string]int{}
+	for i, at := range w.at {
+		if at.After(t) {
+			by[w.by[i]]++
+		}
+	}
+	return by
+}
+
+// splitSince reports a commit after t acknowledged by another server
+// than old or by old once promoted had acknowledged one, and which: two
+// writable primaries.
+func (w *hawriter) splitSince(t time.Time, old, promoted string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	moved := false
+	for i, at := range w.at {
+		if !at.After(t) {
+			continue
+		}
+		switch by := w.by[i]; {
+		case by == promoted:
+			moved = true
+		case by != old || moved:
+			return by, true
+		}
+	}
+	return "", false
+}
+
+// failures returns the failed attempts so far by error.
+func (w *hawriter) failures() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.failed)
 }
 
 // count returns how many rows were acknowledged.

@@ -80,7 +80,7 @@ func TestFleetFaults(t *testing.T) {
 	if r := ok(); r.code == 0 {
 		t.Errorf("psql to a partitioned host: %v, want a timeout", r)
 	}
-	waitFor(t, 2*domain.HeartbeatTimeout+10*time.Second, func() bool {
+	waitFor(t, 2*domain.DefaultHostTimeout+10*time.Second, func() bool {
 		h, err := e.op.GetHost(e.ctx(), host)
 		return err == nil && h.State == domain.StateDown && h.StateInfo != nil && h.StateInfo.Code == domain.CodeHeartbeatLost
 	})

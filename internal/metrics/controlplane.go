@@ -16,6 +16,7 @@ var (
 	passBuckets      = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 	firewallBuckets  = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 	operationBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200}
+	heartbeatBuckets = []float64{0.5, 1, 1.1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 10, 15, 30}
 )
 
 // Outcomes of a firewall apply or a scrape.
@@ -46,6 +47,7 @@ type ControlPlane struct {
 	hostApplied     *prometheus.GaugeVec
 	hostLag         *prometheus.GaugeVec
 	hostHeartbeat   *prometheus.GaugeVec
+	heartbeatGap    prometheus.Histogram
 
 	allowlistEnforce *prometheus.HistogramVec
 	allowlistPending *prometheus.GaugeVec
@@ -118,6 +120,12 @@ func NewControlPlane(reg prometheus.Registerer) *ControlPlane {
 			Help: "When each host's agent last reported or polled.",
 		}, []string{"host"}),
 
+		heartbeatGap: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "moat_host_heartbeat_gap_seconds",
+			Help:    "Time between two consecutive reports of one host as the control plane records them: how late heartbeats arrive (a host is down past the host timeout).",
+			Buckets: heartbeatBuckets,
+		}),
+
 		allowlistEnforce: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "moat_allowlist_enforce_duration_seconds",
 			Help:    "Time from an allowlist change's commit to every node of the service enforcing it.",
@@ -177,7 +185,7 @@ func NewControlPlane(reg prometheus.Registerer) *ControlPlane {
 		hostDesired: map[string]int64{},
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.reconcilePasses, m.reconcileDuration,
-		m.reconcileErrors, m.desiredRevision, m.hostApplied, m.hostLag, m.hostHeartbeat,
+		m.reconcileErrors, m.desiredRevision, m.hostApplied, m.hostLag, m.hostHeartbeat, m.heartbeatGap,
 		m.allowlistEnforce, m.allowlistPending, m.operations, m.operationDuration,
 		m.backupLastSuccess, m.backupFailures, m.backupInterval, m.walLastSuccess,
 		m.walLastFailure, m.walFailing, m.certExpiry, m.nodeState)
@@ -270,6 +278,15 @@ func (m *ControlPlane) HostHeartbeat(host string, t time.Time) {
 		return
 	}
 	m.hostHeartbeat.WithLabelValues(host).Set(unix(t))
+}
+
+// ObserveHeartbeatGap records the time between two consecutive reports
+// of one host.
+func (m *ControlPlane) ObserveHeartbeatGap(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.heartbeatGap.Observe(d.Seconds())
 }
 
 // ObserveAllowlistEnforced records that every node of a service enforces

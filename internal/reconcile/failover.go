@@ -36,16 +36,19 @@ type hostHealth struct {
 	// seen is the newest report of any node on each host: the agent's
 	// heartbeat (every node's replication is reported at least every
 	// few seconds).
-	seen    map[string]time.Time
-	now     time.Time
-	timeout time.Duration
-	// settling: the control plane started less than timeout ago, so
-	// missing reports and heartbeats say nothing yet.
-	settling bool
+	seen map[string]time.Time
+	now  time.Time
+	// hostTimeout judges a registered host's heartbeats, reportTimeout
+	// an unregistered host's reports.
+	hostTimeout, reportTimeout time.Duration
+	// since is when the control plane started listening: missing reports
+	// and heartbeats say nothing until their timeout passed since.
+	since time.Time
 }
 
-func newHostHealth(hosts []*domain.Host, nodes []*domain.Node, now time.Time, timeout time.Duration, settling bool) hostHealth {
-	h := hostHealth{hosts: map[string]*domain.Host{}, seen: map[string]time.Time{}, now: now, timeout: timeout, settling: settling}
+func newHostHealth(hosts []*domain.Host, nodes []*domain.Node, now time.Time, p domain.FailoverPolicy, since time.Time) hostHealth {
+	h := hostHealth{hosts: map[string]*domain.Host{}, seen: map[string]time.Time{}, now: now,
+		hostTimeout: p.HostTimeout, reportTimeout: p.ReportTimeout, since: since}
 	for _, x := range hosts {
 		if !domain.Gone(x.State) {
 			h.hosts[x.Name] = x
@@ -66,9 +69,9 @@ func (h hostHealth) healthy(host string) bool {
 		if x.State == domain.StateDown {
 			return false
 		}
-		return h.settling || domain.HostHealthy(x, h.now, h.timeout)
+		return h.now.Sub(h.since) < h.hostTimeout || domain.HostHealthy(x, h.now, h.hostTimeout)
 	}
-	return h.settling || h.now.Sub(h.seen[host]) <= h.timeout
+	return h.now.Sub(h.since) < h.reportTimeout || h.now.Sub(h.seen[host]) <= h.reportTimeout
 }
 
 // draining reports whether host is a registered host being drained.
@@ -98,7 +101,7 @@ func (r *Reconciler) failovers(ctx context.Context, svcs []*domain.Service, node
 	}); err != nil {
 		return err
 	}
-	hh := newHostHealth(hosts, nodes, now, p.ReportTimeout, now.Sub(r.started) < p.ReportTimeout)
+	hh := newHostHealth(hosts, nodes, now, p, r.listening)
 	var errs []error
 	for _, s := range svcs {
 		if domain.Going(s.State) || s.State == domain.StateCreating || s.State == domain.StateFailed {
@@ -141,6 +144,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		case f != nil:
 			before := *f
 			act := f.Advance(members, hh.host(f.LostHost), p, now)
+			r.wakeBy(act.Until)
 			changed := before != *f
 			switch {
 			case act.Fail != nil:
@@ -210,6 +214,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 			}
 		default:
 			d = domain.DecideFailover(svc, members, p, false, now)
+			r.wakeBy(d.Until)
 			switch d.Verdict {
 			case domain.VerdictPromote:
 				op, f, err = domain.StartFailover(svc, d, byID[d.Lost], now)

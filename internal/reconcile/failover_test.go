@@ -15,7 +15,8 @@ func TestFailoverSteps(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	policy := domain.FailoverPolicy{Grace: 2 * time.Second, ReportTimeout: 15 * time.Second, Lease: 10 * time.Second, LeaseMargin: 2 * time.Second}
+	policy := domain.DefaultFailoverPolicy()
+	policy.Grace = 2 * time.Second
 	f := newFixture(t, 0)
 	pass := func() {
 		t.Helper()

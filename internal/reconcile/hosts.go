@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/store"
@@ -14,9 +15,11 @@ import (
 // report handler), and chooses a host for a node created without one.
 
 // markLateHosts marks down every active or draining host whose last
-// heartbeat is older than domain.HeartbeatTimeout, counted at the
-// earliest from the reconciler's start (HeartbeatLateSince: a control
-// plane that was down heard nothing, and blames no host for it).
+// heartbeat is older than the policy's HostTimeout, counted at the
+// earliest from when the reconciler listens (HeartbeatLateSince): its
+// start (a control plane that was down heard nothing, and blames no host
+// for it), or the end of a moment it heard no host at all
+// (domain.Listening: its own stall is no host's failure).
 func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	var hosts []*domain.Host
 	if err := r.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
@@ -25,9 +28,27 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	was := r.listening
+	r.listening = domain.Listening(hosts, r.listening, r.cfg.Now(), r.cfg.Failover)
+	if r.listening != was && !r.deaf {
+		r.log.Warn("no host heard for two heartbeat intervals: no host is marked down until they are heard again and a host timeout passed",
+			"heartbeat_interval", r.cfg.Failover.HeartbeatInterval, "host_timeout", r.cfg.Failover.HostTimeout)
+	}
+	r.deaf = r.listening != was
 	var errs []error
 	for _, h := range hosts {
-		if !h.HeartbeatLateSince(r.cfg.Now(), domain.HeartbeatTimeout, r.started) {
+		if !h.HeartbeatLateSince(r.cfg.Now(), r.cfg.Failover.HostTimeout, r.listening) {
+			if h.State == domain.StateActive || h.State == domain.StateDraining {
+				// Look again as soon as it would be late.
+				last := h.LastHeartbeatAt
+				if last.IsZero() {
+					last = h.CreatedAt
+				}
+				if r.listening.After(last) {
+					last = r.listening
+				}
+				r.wakeBy(last.Add(r.cfg.Failover.HostTimeout + time.Millisecond))
+			}
 			continue
 		}
 		err := r.cfg.Store.Update(ctx, func(tx store.Tx) error {
@@ -36,7 +57,7 @@ func (r *Reconciler) markLateHosts(ctx context.Context) error {
 				return err
 			}
 			now := r.cfg.Now()
-			if !cur.HeartbeatLateSince(now, domain.HeartbeatTimeout, r.started) {
+			if !cur.HeartbeatLateSince(now, r.cfg.Failover.HostTimeout, r.listening) {
 				return nil // it heartbeat meanwhile
 			}
 			if err := cur.MarkDown(now.UTC()); err != nil {
@@ -77,7 +98,7 @@ func (r *Reconciler) chooseHost(ctx context.Context, n *domain.Node, svc *domain
 		}
 	}
 	slots, err := domain.Place(domain.PlacementRequest{Region: region, Count: 1, Keep: keep, PreferAZ: n.AZ},
-		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: r.cfg.Now(), HeartbeatTimeout: domain.HeartbeatTimeout})
+		domain.Fleet{Hosts: hosts, Load: domain.LoadOf(all), Now: r.cfg.Now(), HeartbeatTimeout: r.cfg.Failover.HostTimeout})
 	if err != nil {
 		return "", err
 	}

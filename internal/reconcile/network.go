@@ -344,12 +344,18 @@ func record[T any, P store.Ptr[T]](ctx context.Context, r *Reconciler, id string
 	return out, nil
 }
 
-// wait blocks until the desired-state revision passes rev or Resync has
+// wait blocks until the desired-state revision passes rev, a pass asked
+// for by wakeBy is due, or Resync has
 // gone by. Meanwhile, while peerings requested less than pendingFastFor
 // ago await acceptance, it polls them every pendingPoll; a poll that moves
 // one bumps the revision and so ends the wait.
 func (r *Reconciler) wait(ctx context.Context, rev int64) (int64, error) {
-	deadline := time.Now().Add(r.cfg.Resync)
+	wait := r.cfg.Resync
+	if w := r.takeWake(); !w.IsZero() {
+		// Requested on r.cfg.Now's clock (the wall clock in the daemon).
+		wait = min(wait, max(w.Sub(r.cfg.Now()), 0))
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		fresh, err := r.freshPending(ctx)
 		if err != nil && ctx.Err() == nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/moatdb/moat/internal/backup"
@@ -74,6 +75,38 @@ type Reconciler struct {
 	// agents' reports) are expected from then on, so older ones say
 	// nothing of their hosts until they had time to report.
 	started time.Time
+	// listening is from when host silences count (markLateHosts): started,
+	// or the end of the last pass that heard no host (domain.Listening);
+	// deaf says that pass was deaf.
+	listening time.Time
+	deaf      bool
+
+	// wakeMu guards wake: the earliest moment a pass asked to be run
+	// again without a store change (a host's heartbeat turning late, a
+	// failover's grace or fence wait ending); wait honours it.
+	wakeMu sync.Mutex
+	wake   time.Time
+}
+
+// wakeBy asks for a pass at t at the latest (zero: no request).
+func (r *Reconciler) wakeBy(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	r.wakeMu.Lock()
+	defer r.wakeMu.Unlock()
+	if r.wake.IsZero() || t.Before(r.wake) {
+		r.wake = t
+	}
+}
+
+// takeWake returns and clears the pass requested by wakeBy.
+func (r *Reconciler) takeWake() time.Time {
+	r.wakeMu.Lock()
+	defer r.wakeMu.Unlock()
+	t := r.wake
+	r.wake = time.Time{}
+	return t
 }
 
 // CertValidity is a node certificate's lifetime; RenewBefore is how long
@@ -103,7 +136,11 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Failover == (domain.FailoverPolicy{}) {
 		cfg.Failover = domain.DefaultFailoverPolicy()
 	}
-	return &Reconciler{cfg: cfg, log: cfg.Logger, started: cfg.Now().UTC()}, nil
+	if err := cfg.Failover.Check(); err != nil {
+		return nil, fmt.Errorf("reconcile: failover policy: %w", err)
+	}
+	now := cfg.Now().UTC()
+	return &Reconciler{cfg: cfg, log: cfg.Logger, started: now, listening: now}, nil
 }
 
 // Run reconciles on every store change and every Resync until ctx ends;
