@@ -136,8 +136,18 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		bump := false
 		members := domain.Members(svc, nodes, hh.healthy)
 		op, f := domain.LiveFailover(svc, ops)
+		rop, rl := domain.LiveRoll(svc, ops)
 		var d domain.FailoverDecision
 		switch {
+		case f == nil && rl != nil:
+			res, err := r.roll(ctx, tx, svc, nodes, members, rop, rl, now)
+			if err != nil {
+				return err
+			}
+			d, nodes, bump, logged = res.d, append(nodes, res.nodes...), res.bump, append(logged, res.log...)
+			if !rop.Live() {
+				rl = nil
+			}
 		case f != nil:
 			before := *f
 			act := f.Advance(members, hh.host(f.LostHost), p, now)
@@ -257,6 +267,9 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 			}
 		}
 		members = domain.Members(svc, nodes, hh.healthy)
+		if rl != nil {
+			rl.Mark(members)
+		}
 		sync := domain.SyncStandbyNames(svc, members)
 		changed, b := svc.ApplyReplication(sync, domain.Health(d, sync, f), nodes, now)
 		if changed || bump {
