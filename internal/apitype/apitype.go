@@ -246,6 +246,13 @@ type ArchiveStatus struct {
 
 // ServiceCreate creates a service. AllowedIPs nil means the default
 // (open to the internet).
+// ServiceUpdate changes a service: Nodes resizes it (1 to 3) by rolling
+// forward (new nodes are added and catch up, leaving nodes are wiped; no
+// node is reused). The answer is the service.resize operation.
+type ServiceUpdate struct {
+	Nodes *int `json:"nodes,omitempty"`
+}
+
 type ServiceCreate struct {
 	Name         string       `json:"name"`
 	Region       string       `json:"region"`
