@@ -168,7 +168,7 @@ func (c *call) allowlistFailures(svc *domain.Service, nodes []*domain.Node) []ap
 
 func (c *call) operationOut(o *domain.Operation) apitype.Operation {
 	return apitype.Operation{ID: o.ID, ProjectID: o.ProjectID, Type: o.Type, TargetID: o.TargetID, VPCID: o.VPCID,
-		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Step: o.Step, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 func auditOut(e domain.AuditEntry) apitype.AuditEntry {

@@ -333,11 +333,14 @@ type Operation struct {
 	SourceID string `json:"source_id,omitempty"`
 	// BackupLabel is the base backup a backup operation took, or a
 	// restore starts from.
-	BackupLabel string     `json:"backup_label,omitempty"`
-	State       string     `json:"state"`
-	Error       *StateInfo `json:"error,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	BackupLabel string `json:"backup_label,omitempty"`
+	State       string `json:"state"`
+	// Step is the step a multi-step operation has reached (a failover's,
+	// a resize's or an upgrade's: add-nodes, catch-up, switchover, …).
+	Step      string     `json:"step,omitempty"`
+	Error     *StateInfo `json:"error,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // AuditEntry is one audit log row.
