@@ -40,6 +40,10 @@ const SwitchoverLag = 1 << 20
 // demotes the old primary again.
 const SwitchoverRetry = 5 * time.Second
 
+// NewNodeGrace is how long a roll's new node may stay failed (its agent
+// retrying) before the roll aborts.
+const NewNodeGrace = 5 * time.Minute
+
 // CodeRollAborted: a roll-forward stopped before the primary moved (a new
 // node failed, or the primary was lost); the new nodes are deleted.
 const CodeRollAborted = "roll_aborted"
@@ -193,8 +197,13 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		for _, id := range r.Added {
 			m, ok := byID[id]
-			if !ok || Going(m.Node.State) || m.Node.State == StateFailed || !m.HostHealthy {
+			failed := ok && m.Node.State == StateFailed
+			if !ok || Going(m.Node.State) || !m.HostHealthy || (failed && now.Sub(m.Node.CreatedAt) > NewNodeGrace) {
 				return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the new node " + id + " failed or lost its host before it caught up; the new nodes are removed, try again"}}, ""
+			}
+			if failed {
+				// Its agent retries (a failed node that comes up runs).
+				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " failed; its agent retries"}}, ""
 			}
 			if m.Node.State != StateRunning || !streamsFrom(m, from.Node.ID) || !CaughtUp(m, from, CatchUpLag) {
 				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " is catching up"}}, ""

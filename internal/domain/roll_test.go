@@ -210,8 +210,11 @@ func TestRollResizeDownAndAbort(t *testing.T) {
 	r2 := op2.Roll
 	r2.Added = []string{"node-n"}
 	g.add(member("node-n", false, true, nil))
-	g.ms["node-n"].Node.State = StateFailed
-	act = g.advance(r2, false, now, StepCatchUp)
+	g.ms["node-n"].Node.State, g.ms["node-n"].Node.CreatedAt = StateFailed, now
+	if act := g.advance(r2, false, now.Add(time.Minute), StepCatchUp); act.Abort || !act.Wait {
+		t.Fatalf("new node failed a minute: %+v, want a wait (its agent retries)", act)
+	}
+	act = g.advance(r2, false, now.Add(NewNodeGrace+time.Second), StepCatchUp)
 	if !act.Abort || act.Fail == nil || act.Fail.Code != CodeRollAborted {
 		t.Fatalf("failed new node: %+v, want abort", act)
 	}

@@ -43,7 +43,7 @@ func TestRollForward(t *testing.T) {
 		t.Fatalf("create table: %v", r)
 	}
 	var conninfo atomic.Value
-	conninfo.Store(e.multiHost(svc))
+	conninfo.Store(e.writerConninfo(svc))
 	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })
 	// The writer's connection string follows the nodes (a client that
 	// re-reads the connection info; DNS follows the primary likewise).
@@ -58,7 +58,7 @@ func TestRollForward(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 			if s, err := e.op.GetService(e.ctx(), e.project, svc.ID); err == nil && s.Connection != nil {
-				conninfo.Store(e.multiHost(s))
+				conninfo.Store(e.writerConninfo(s))
 			}
 		}
 	}()
@@ -87,6 +87,7 @@ func TestRollForward(t *testing.T) {
 		}
 		done, err := e.op.WaitOperation(e.ctx(), e.project, op.ID, 50*time.Millisecond)
 		if err != nil || done.State != domain.StateSucceeded {
+			e.dumpService(svc.ID)
 			t.Fatalf("%s: operation %+v, %v; want succeeded", what, done, err)
 		}
 		mode := map[int]string{1: domain.ReplNone, 2: domain.ReplSync, 3: domain.ReplQuorum}[nodes]
@@ -151,6 +152,7 @@ func TestRollForward(t *testing.T) {
 	e2.project, e2.caFile = e.project, e.caFile
 	done, err := e2.op.WaitOperation(e2.ctx(), e2.project, op.ID, 50*time.Millisecond)
 	if err != nil || done.State != domain.StateSucceeded {
+		e2.dumpService(svc.ID)
 		t.Fatalf("resize after restart: %+v, %v; want succeeded", done, err)
 	}
 	after := e2.waitReplicated(svc.ID, domain.ReplSync, 1)
@@ -163,6 +165,28 @@ func TestRollForward(t *testing.T) {
 		t.Errorf("after the restart: %d of %d acknowledged rows lost", lost, len(acked))
 	}
 	phase("resize finished after the restart")
+}
+
+// writerConninfo is the multi-host string of svc when it has one (more
+// than one node), else its connection by name.
+func (e *env) writerConninfo(svc apitype.Service) string {
+	if svc.Connection != nil && svc.Connection.MultiHost != "" {
+		return e.multiHost(svc)
+	}
+	return e.conninfo(svc, "")
+}
+
+// dumpService logs the service's nodes and their states (a failure's
+// context).
+func (e *env) dumpService(id string) {
+	s, err := e.op.GetService(e.ctx(), e.project, id)
+	if err != nil {
+		e.t.Logf("get service %s: %v", id, err)
+		return
+	}
+	for _, n := range s.NodeList {
+		e.t.Logf("node %s %s on %s role %s streaming %v info %+v", n.ID, n.State, n.Host, n.Role, n.Streaming, n.StateInfo)
+	}
 }
 
 // contains reports whether nodes lists id.

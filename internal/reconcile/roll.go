@@ -45,6 +45,12 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		byID[n.ID] = n
 	}
 	changed := act.Changed
+	if phase := rl.Phase; act.Changed && rl.Step == domain.StepSwitchover {
+		attempts := rl.Attempts
+		out.log = append(out.log, func() {
+			r.log.Info("switchover", "service_id", id, "operation_id", op.ID, "phase", phase, "attempts", attempts)
+		})
+	}
 	switch {
 	case act.Abort:
 		for _, nid := range rl.Added {
