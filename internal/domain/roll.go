@@ -36,6 +36,24 @@ const NodeRoleDemoted = "demoted"
 // before the old one is demoted: what is left streams within the pause.
 const SwitchoverLag = 1 << 20
 
+// MaxSwitchoverAttempts is how many switchovers are re-opened for
+// exceeding MaxSwitchoverPause; later attempts may pause writes up to
+// SlowSwitchoverPause, so that a host too slow to switch within a second
+// still switches (each attempt costs the writes a pause of its own).
+const (
+	MaxSwitchoverAttempts = 3
+	SlowSwitchoverPause   = 10 * time.Second
+)
+
+// PauseBound is the longest the current switchover attempt may keep
+// writes paused before the old primary is re-opened.
+func (r *Roll) PauseBound() time.Duration {
+	if r.Attempts >= MaxSwitchoverAttempts {
+		return SlowSwitchoverPause
+	}
+	return MaxSwitchoverPause
+}
+
 // SwitchoverRetry is how long a re-opened switchover waits before it
 // demotes the old primary again.
 const SwitchoverRetry = 5 * time.Second
@@ -283,12 +301,13 @@ func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() str
 			r.Phase = PhasePromote
 			return RollAction{Changed: true, Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
 		}
-		if end := r.DemotedAt.Add(MaxSwitchoverPause); now.Before(end) {
+		if end := r.DemotedAt.Add(r.PauseBound()); now.Before(end) {
 			return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: waiting for " + cand.Node.ID + " to receive the last WAL"}}, ""
 		}
+		bound := r.PauseBound()
 		r.Phase, r.DemotedAt, r.Attempts, r.RetryAt = PhaseReady, time.Time{}, r.Attempts+1, now.Add(SwitchoverRetry)
 		return RollAction{Changed: true, Wait: true, Until: r.RetryAt, Why: &Info{Code: CodeReplicaCatchingUp,
-			Message: "the switchover would pause writes longer than " + MaxSwitchoverPause.String() + "; the old primary is re-opened and it retries"}}, ""
+			Message: "the switchover would pause writes longer than " + bound.String() + "; the old primary is re-opened and it retries"}}, ""
 	case PhasePromote:
 		if rep := cand.Report; rep == nil || !rep.Up || rep.InRecovery {
 			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""

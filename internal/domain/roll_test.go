@@ -110,6 +110,11 @@ func TestRollUpgradeWithSwitchover(t *testing.T) {
 	if r.Phase != PhaseDemote {
 		t.Fatalf("retry: phase %q, want demote", r.Phase)
 	}
+	// Past MaxSwitchoverAttempts the bound is SlowSwitchoverPause.
+	r.Attempts = MaxSwitchoverAttempts
+	if act := f.advance(r, false, now.Add(2*MaxSwitchoverPause), StepSwitchover); r.Phase != PhaseDemote || !act.Wait {
+		t.Fatalf("attempt %d after 2 s: phase %q, %+v; want still demoting", r.Attempts+1, r.Phase, act)
+	}
 	// The old primary stops cleanly at 200; node-x has received past it.
 	f.ms["node-p"].Report = &ReplicationReport{At: now, Fenced: true, ReceivedLSN: 200 << 20, DownSince: now}
 	f.ms["node-x"].Report = replicaReport("node-p", false, 200<<20+100)

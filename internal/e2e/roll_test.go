@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,26 +43,10 @@ func TestRollForward(t *testing.T) {
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
 		t.Fatalf("create table: %v", r)
 	}
-	var conninfo atomic.Value
-	conninfo.Store(e.writerConninfo(svc))
-	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })
 	// The writer's connection string follows the nodes (a client that
 	// re-reads the connection info; DNS follows the primary likewise).
-	stopPoll := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		for {
-			select {
-			case <-stopPoll:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			if s, err := e.op.GetService(e.ctx(), e.project, svc.ID); err == nil && s.Connection != nil {
-				conninfo.Store(e.writerConninfo(s))
-			}
-		}
-	}()
+	conninfo, stopPoll := e.followConninfo(svc.ID)
+	w := e.startHAWriter(pw, conninfo)
 	waitFor(t, 30*time.Second, func() bool { return w.count() >= 10 })
 	phase("1 node, writer running")
 
@@ -127,8 +112,7 @@ func TestRollForward(t *testing.T) {
 		t.Errorf("upgrade: primary still %s", p.ID)
 	}
 	waitFor(t, time.Minute, func() bool { return w.count() >= 20 })
-	close(stopPoll)
-	<-polled
+	stopPoll()
 	acked, gap, normal := w.halt()
 	t.Logf("writer: %d rows acknowledged, longest gap %v, normal commit interval %v", len(acked), gap, normal)
 	if lost := e.lostRows(svc, pw, "w", acked); lost != 0 {
@@ -165,6 +149,36 @@ func TestRollForward(t *testing.T) {
 		t.Errorf("after the restart: %d of %d acknowledged rows lost", lost, len(acked))
 	}
 	phase("resize finished after the restart")
+}
+
+// followConninfo returns the connection string of service id as the
+// API gives it now (read every 100 ms until stop is called): a client
+// that re-reads the connection info as nodes come and go.
+func (e *env) followConninfo(id string) (conninfo func() string, stop func()) {
+	svc, err := e.op.GetService(e.ctx(), e.project, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var v atomic.Value
+	v.Store(e.writerConninfo(svc))
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err := e.op.GetService(ctx, e.project, id)
+			cancel()
+			if err == nil && s.Connection != nil {
+				v.Store(e.writerConninfo(s))
+			}
+		}
+	}()
+	return func() string { return v.Load().(string) }, func() { close(quit); <-done }
 }
 
 // writerConninfo is the multi-host string of svc when it has one (more
