@@ -170,7 +170,9 @@ func TestDemotedNodeStopsAndReopens(t *testing.T) {
 	}
 	want.Role, want.Switchover = apitype.RolePrimary, false
 	n.set(want, n.rev+1, false)
-	waitReport("re-opened", func(r apitype.NodeReport) bool { return r.Replication != nil && r.Replication.Up && !r.Replication.Fenced })
+	waitReport("re-opened", func(r apitype.NodeReport) bool {
+		return r.Replication != nil && r.Replication.Up && !r.Replication.Fenced
+	})
 	if !slices.Contains(h.take(), opStart) {
 		t.Error("re-opened primary not started")
 	}
