@@ -297,7 +297,9 @@ func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() str
 		r.Phase, r.DemotedAt = PhaseDemote, now
 		return RollAction{Changed: true, Wait: true, Until: now.Add(MaxSwitchoverPause), Why: &Info{Code: CodeInvalidState, Message: "switching over: the old primary is demoted"}}, ""
 	case PhaseDemote:
-		if SwitchoverReady(old, cand) {
+		// Only a report the old primary's agent sent after this demotion
+		// counts (a re-opened switchover's earlier one says nothing).
+		if SwitchoverReady(old, cand) && old.Report.At.After(r.DemotedAt) {
 			r.Phase = PhasePromote
 			return RollAction{Changed: true, Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
 		}

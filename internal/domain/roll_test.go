@@ -115,8 +115,14 @@ func TestRollUpgradeWithSwitchover(t *testing.T) {
 	if act := f.advance(r, false, now.Add(2*MaxSwitchoverPause), StepSwitchover); r.Phase != PhaseDemote || !act.Wait {
 		t.Fatalf("attempt %d after 2 s: phase %q, %+v; want still demoting", r.Attempts+1, r.Phase, act)
 	}
+	// A report from before this demotion does not count.
+	f.ms["node-p"].Report = &ReplicationReport{At: now.Add(-time.Second), Fenced: true, ReceivedLSN: 200 << 20, DownSince: now}
+	f.ms["node-x"].Report = replicaReport("node-p", false, 200<<20+100)
+	if f.advance(r, false, now.Add(100*time.Millisecond), StepSwitchover); r.Phase != PhaseDemote {
+		t.Fatalf("stale demoted report: phase %q, want still demote", r.Phase)
+	}
 	// The old primary stops cleanly at 200; node-x has received past it.
-	f.ms["node-p"].Report = &ReplicationReport{At: now, Fenced: true, ReceivedLSN: 200 << 20, DownSince: now}
+	f.ms["node-p"].Report = &ReplicationReport{At: now.Add(200 * time.Millisecond), Fenced: true, ReceivedLSN: 200 << 20, DownSince: now}
 	f.ms["node-x"].Report = replicaReport("node-p", false, 200<<20+100)
 	f.advance(r, false, now.Add(300*time.Millisecond), StepSwitchover)
 	if r.Phase != PhasePromote {
