@@ -210,3 +210,66 @@ func TestFenceOnLostVolume(t *testing.T) {
 		t.Errorf("fence again on a lost volume did %v: want neither a kill nor a start", ops)
 	}
 }
+
+// A switchover's demoted primary: its server stops (a fast shutdown,
+// firewall left as it is) and stays stopped; its report says fenced and
+// down with the shutdown checkpoint as its position; when the role goes
+// back to primary (the switchover re-opened) the server starts again.
+func TestDemotedNodeStopsAndReopens(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	allowedBefore := slices.Clone(h.allowed[fakeNS])
+	h.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	waitReport := func(what string, ok func(apitype.NodeReport) bool) apitype.NodeReport {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			rep, _ := n.currentReport()
+			if ok(rep) {
+				return rep
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s report: %+v (replication %+v)", what, rep, rep.Replication)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	want.Role, want.Switchover = apitype.RoleDemoted, true
+	h.take()
+	n.set(want, n.rev+1, false)
+	rep := waitReport("demoted", func(r apitype.NodeReport) bool { return r.Replication != nil && r.Replication.Fenced })
+	if rep.Replication.Up || rep.Replication.ReceivedLSN != "0/3000100" || rep.State != apitype.NodeReportRunning {
+		t.Errorf("demoted report = %+v (replication %+v), want running, down, at the shutdown checkpoint 0/3000100", rep, rep.Replication)
+	}
+	time.Sleep(2 * superviseEvery) // a supervise tick would restart it
+	ops := h.take()
+	if !slices.Contains(ops, opStop) || slices.Contains(ops, opStart) {
+		t.Errorf("demoted node operations %v: want a stop and no start", ops)
+	}
+	h.mu.Lock()
+	allowed := slices.Clone(h.allowed[fakeNS])
+	h.mu.Unlock()
+	if !slices.Equal(allowed, allowedBefore) {
+		t.Errorf("demoted node's firewall admits %v, want %v as before", allowed, allowedBefore)
+	}
+	want.Role, want.Switchover = apitype.RolePrimary, false
+	n.set(want, n.rev+1, false)
+	waitReport("re-opened", func(r apitype.NodeReport) bool {
+		return r.Replication != nil && r.Replication.Up && !r.Replication.Fenced
+	})
+	if !slices.Contains(h.take(), opStart) {
+		t.Error("re-opened primary not started")
+	}
+}

@@ -394,3 +394,10 @@ func (in *fakeInstance) Replication(context.Context) (apitype.NodeReplication, e
 	defer in.h.mu.Unlock()
 	return apitype.NodeReplication{Up: true, InRecovery: in.h.recovering, ReceivedLSN: "0/3000000"}, nil
 }
+
+func (in *fakeInstance) ShutdownCheckpoint(context.Context) (string, bool, error) {
+	if in.Running() {
+		return "0/3000000", false, nil
+	}
+	return "0/3000100", true, nil
+}

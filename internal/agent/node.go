@@ -102,6 +102,11 @@ type node struct {
 	// lastUpstream is the last non-empty upstream applied.
 	lastUpstream string
 	fenced       bool
+	// demoted: the node is a switchover's demoted old primary, its
+	// server stopped; finalLSN the location of its shutdown checkpoint
+	// ("" if the shutdown was not clean).
+	demoted  bool
+	finalLSN string
 }
 
 func newNode(a *Agent, id string) *node {
@@ -192,8 +197,9 @@ func (n *node) run(ctx context.Context) {
 	defer tick.Stop()
 	lease := time.NewTimer(time.Hour)
 	defer lease.Stop()
+	var fast <-chan time.Time
 	for {
-		kicked := false
+		kicked, fastTick := false, false
 		// A primary under a lease is fenced the moment it runs out, not
 		// at the next tick: the control plane counts only the lease's
 		// margin for this agent's delay.
@@ -220,10 +226,23 @@ func (n *node) run(ctx context.Context) {
 			if renewed {
 				continue
 			}
+		case <-fast:
+			fastTick = true
 		}
 		n.mu.Lock()
 		want, rev, gone, held := n.want, n.rev, n.gone, n.held
 		n.mu.Unlock()
+		fast = nil
+		if want.Switchover && !gone && !held {
+			// A switchover: each hop is seen within switchoverObserveEvery.
+			fast = time.After(switchoverObserveEvery)
+		}
+		if fastTick {
+			if !n.fenced && !n.demoted && want.Role != apitype.RoleDemoted && rev == n.appliedRev {
+				n.observe(ctx, false)
+			}
+			continue
+		}
 
 		if held {
 			// Out of the desired state, not named deleted: nothing is
@@ -262,6 +281,18 @@ func (n *node) run(ctx context.Context) {
 		}
 		n.wiped = false
 
+		if want.Role == apitype.RoleDemoted {
+			if err := n.demote(ctx, want, rev); err != nil {
+				n.a.log.Error("demote node", "node", n.id, "err", err)
+			}
+			n.observe(ctx, true)
+			continue
+		}
+		if n.demoted {
+			// The switchover re-opened it (primary again) or it is to
+			// follow the new primary: apply it again (start it).
+			n.demoted, n.finalLSN, n.appliedRev = false, "", -1
+		}
 		if want.Role == apitype.RoleFenced || n.leaseExpired(want) {
 			if err := n.fence(ctx, want, rev, want.Role == apitype.RoleFenced); err != nil {
 				n.a.log.Error("fence node", "node", n.id, "err", err)

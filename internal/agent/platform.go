@@ -68,6 +68,9 @@ type instance interface {
 	Checkpoint(ctx context.Context) error
 	// Promote promotes a server in recovery, waiting until it is.
 	Promote(ctx context.Context) error
+	// ShutdownCheckpoint reads a stopped server's last checkpoint
+	// location, and whether it was shut down cleanly.
+	ShutdownCheckpoint(ctx context.Context) (lsn string, clean bool, err error)
 	// Replication reads the server's replication (Up is true).
 	Replication(ctx context.Context) (apitype.NodeReplication, error)
 	// Close ends what watches the server this instance started; the

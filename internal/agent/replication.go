@@ -62,6 +62,9 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 			n.a.log.Debug("read replication", "node", n.id, "err", err)
 		}
 	}
+	if !r.Up && n.demoted {
+		r.ReceivedLSN = n.finalLSN // its last WAL record: the switchover compares
+	}
 	if r.Up {
 		n.downSince = time.Time{}
 	} else {
@@ -165,6 +168,56 @@ func (n *node) closeFirewall(want apitype.NodeDesired) error {
 	if err != nil {
 		return fmt.Errorf("close the firewall: %w", err)
 	}
+	return nil
+}
+
+// switchoverObserveEvery is how often a node's replication is read
+// during a switchover of its service.
+const switchoverObserveEvery = 50 * time.Millisecond
+
+// demoteTimeout bounds a demoted primary's fast shutdown; past it the
+// shutdown turns immediate (and the node reports no final position, so
+// the switchover re-opens it).
+const demoteTimeout = 5 * time.Second
+
+// demote stops a switchover's old primary with a fast shutdown: its
+// sessions end, it writes a shutdown checkpoint and its walsenders send
+// every byte of WAL to the connected standbys before they exit. Its
+// firewall stays as it is. It records the position of the shutdown
+// checkpoint, which observe reports; the server is not started again
+// while the role holds.
+func (n *node) demote(ctx context.Context, want apitype.NodeDesired, rev int64) error {
+	if n.demoted {
+		return nil
+	}
+	inst := n.inst
+	if inst == nil {
+		var err error
+		if inst, err = n.bareInstance(); err != nil {
+			return err
+		}
+		defer n.closeInstance(inst)
+	}
+	t0 := time.Now()
+	if inst.Running() {
+		sctx, cancel := context.WithTimeout(ctx, demoteTimeout)
+		err := inst.Stop(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("demote: %w", err)
+		}
+	}
+	lsn, clean, err := inst.ShutdownCheckpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("demote: %w", err)
+	}
+	if !clean {
+		lsn = ""
+	}
+	n.demoted, n.finalLSN = true, lsn
+	n.marks.reload = mark{}
+	n.a.log.Info("node demoted for a switchover: postgres stopped", "node", n.id, "revision", rev, "shutdown_checkpoint", lsn, "clean", clean, "duration", time.Since(t0))
+	n.setReport(rev, want.AllowlistRevision, apitype.NodeReportRunning, "")
 	return nil
 }
 

@@ -127,6 +127,10 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 	}
 	if out.Connection != nil && svc.NodeCount > 1 {
 		out.Connection.ReadOnlyHost = domain.ReadOnlyName(svc, s.cfg.Domain)
+	}
+	// Also while a 1-node service has two nodes (its upgrade): a client
+	// then lands on whichever is the primary.
+	if out.Connection != nil && (svc.NodeCount > 1 || len(addrs) > 1) {
 		if len(addrs) > 0 {
 			out.Connection.MultiHost = fmt.Sprintf("host=%s hostaddr=%s port=%d dbname=%s user=%s sslmode=verify-full target_session_attrs=read-write",
 				strings.Join(hosts, ","), strings.Join(addrs, ","), domain.PostgresPort, domain.Database, domain.AdminUser)
@@ -168,7 +172,7 @@ func (c *call) allowlistFailures(svc *domain.Service, nodes []*domain.Node) []ap
 
 func (c *call) operationOut(o *domain.Operation) apitype.Operation {
 	return apitype.Operation{ID: o.ID, ProjectID: o.ProjectID, Type: o.Type, TargetID: o.TargetID, VPCID: o.VPCID,
-		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		SourceID: o.SourceID, BackupLabel: o.BackupLabel, State: o.State, Step: o.Step, Error: c.infoFor(o.Error), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 func auditOut(e domain.AuditEntry) apitype.AuditEntry {

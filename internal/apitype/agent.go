@@ -32,6 +32,11 @@ const (
 	// RoleFenced: a lost primary; the agent stops its PostgreSQL, closes
 	// its firewall and never restarts it as it was.
 	RoleFenced = "fenced"
+	// RoleDemoted: a planned switchover's old primary; the agent stops
+	// its PostgreSQL with a fast shutdown (the standbys receive its last
+	// WAL), reports the position of its shutdown checkpoint, and starts
+	// it again only when the role goes back to primary.
+	RoleDemoted = "demoted"
 )
 
 // NodeDesired is everything an agent needs to run one node.
@@ -64,6 +69,10 @@ type NodeDesired struct {
 	// rounded down, for agents that predate LeaseMillis.
 	LeaseMillis  int64 `json:"lease_ms,omitempty"`
 	LeaseSeconds int   `json:"lease_seconds,omitempty"`
+	// Switchover: the service's primary is being switched over; the agent
+	// reads the node's replication every 50 ms (not every second), so
+	// each hop of the switchover is reported at once.
+	Switchover bool `json:"switchover,omitempty"`
 
 	Database        string `json:"database"`
 	AdminUser       string `json:"admin_user"`

@@ -246,6 +246,13 @@ type ArchiveStatus struct {
 
 // ServiceCreate creates a service. AllowedIPs nil means the default
 // (open to the internet).
+// ServiceUpdate changes a service: Nodes resizes it (1 to 3) by rolling
+// forward (new nodes are added and catch up, leaving nodes are wiped; no
+// node is reused). The answer is the service.resize operation.
+type ServiceUpdate struct {
+	Nodes *int `json:"nodes,omitempty"`
+}
+
 type ServiceCreate struct {
 	Name         string       `json:"name"`
 	Region       string       `json:"region"`
@@ -326,11 +333,14 @@ type Operation struct {
 	SourceID string `json:"source_id,omitempty"`
 	// BackupLabel is the base backup a backup operation took, or a
 	// restore starts from.
-	BackupLabel string     `json:"backup_label,omitempty"`
-	State       string     `json:"state"`
-	Error       *StateInfo `json:"error,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	BackupLabel string `json:"backup_label,omitempty"`
+	State       string `json:"state"`
+	// Step is the step a multi-step operation has reached (a failover's,
+	// a resize's or an upgrade's: add-nodes, catch-up, switchover, …).
+	Step      string     `json:"step,omitempty"`
+	Error     *StateInfo `json:"error,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // AuditEntry is one audit log row.

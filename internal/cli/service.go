@@ -101,7 +101,58 @@ func (a *app) serviceCmd() *cobra.Command {
 		a.attachCmd(),
 		a.detachCmd(),
 		a.failoverCmd(),
+		a.serviceUpdateCmd(),
+		a.serviceUpgradeCmd(),
 	)
+	return cmd
+}
+
+func (a *app) serviceUpdateCmd() *cobra.Command {
+	var (
+		w     waitFlags
+		nodes int
+	)
+	cmd := &cobra.Command{
+		Use:   "update SVC --nodes N [--wait]",
+		Short: "Resize a service to 1, 2 or 3 nodes: new nodes catch up, leaving nodes are wiped (no node is reused)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.UpdateService(cmd.Context(), p, args[0], apitype.ServiceUpdate{Nodes: &nodes})
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	cmd.Flags().IntVar(&nodes, "nodes", 0, "the service's new node count, 1 to 3")
+	cmd.MarkFlagRequired("nodes")
+	w.add(cmd, "the resize is done and the old nodes are wiped")
+	return cmd
+}
+
+func (a *app) serviceUpgradeCmd() *cobra.Command {
+	var w waitFlags
+	cmd := &cobra.Command{
+		Use:   "upgrade SVC [--wait]",
+		Short: "Move a service to fresh nodes: they catch up, the primary switches over (writes pause at most a second), the old nodes are wiped",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, p, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			op, err := cl.UpgradeService(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			return a.followOperation(cmd.Context(), cl, p, op, w)
+		},
+	}
+	w.add(cmd, "the upgrade is done and the old nodes are wiped")
 	return cmd
 }
 

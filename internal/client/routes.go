@@ -181,6 +181,18 @@ func (c *Client) FailoverService(ctx context.Context, p, svc string, opts ...Cal
 	return send[apitype.Operation](ctx, c, http.MethodPost, projObj(p, "services", svc)+"/failover", nil, opts)
 }
 
+// UpdateService resizes service svc to in.Nodes nodes by rolling
+// forward; the result is the service.resize operation.
+func (c *Client) UpdateService(ctx context.Context, p, svc string, in apitype.ServiceUpdate, opts ...CallOption) (apitype.Operation, error) {
+	return send[apitype.Operation](ctx, c, http.MethodPatch, projObj(p, "services", svc), in, opts)
+}
+
+// UpgradeService moves service svc to fresh nodes (a switchover to one of
+// them, the old ones wiped); the result is the service.upgrade operation.
+func (c *Client) UpgradeService(ctx context.Context, p, svc string, opts ...CallOption) (apitype.Operation, error) {
+	return send[apitype.Operation](ctx, c, http.MethodPost, projObj(p, "services", svc)+"/upgrade", nil, opts)
+}
+
 // CreateBackup starts a base backup of service svc; the result is the
 // asynchronous operation (the one already under way, if any).
 func (c *Client) CreateBackup(ctx context.Context, p, svc string, opts ...CallOption) (apitype.Operation, error) {

@@ -116,11 +116,15 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			PeerNodes:          peerNodes,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
 		}
-		_, f := domain.LiveFailover(svc, in.Ops[svc.ID])
-		role := domain.RolesOf(svc, domain.Members(svc, bySvc[n.ServiceID], func(string) bool { return true }), f)[n.ID]
+		role := domain.ServiceRoles(svc, domain.Members(svc, bySvc[n.ServiceID], func(string) bool { return true }), in.Ops[svc.ID])[n.ID]
+		if _, rl := domain.LiveRoll(svc, in.Ops[svc.ID]); rl != nil {
+			nd.Switchover = rl.Switching()
+		}
 		switch role.Role {
 		case domain.NodeRoleFenced:
 			nd.Role = apitype.RoleFenced
+		case domain.NodeRoleDemoted:
+			nd.Role = apitype.RoleDemoted
 		case domain.NodeRoleReplica:
 			nd.Role, nd.Upstream = apitype.RoleReplica, role.Upstream
 			if up := byID[role.Upstream]; up != nil {

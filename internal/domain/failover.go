@@ -768,12 +768,12 @@ func RequestFailover(svc *Service, members []Member, live []*Operation, p Failov
 // happens to the service: it runs with no operation, has all its nodes,
 // each running on a healthy host, and every replica streams — so a move
 // never stacks on a loss. Replicas move first; primary says the node is
-// the primary, which moves by a requested failover (RequestFailover: it is
-// fenced, a replica promoted, and it is replaced); a replica moves by
-// ReplaceNode (quorum commit goes on with the other replica). A 1-node
-// service has no replica to take over and is not moved (nil).
+// the primary, which moves by a roll-forward (PlanReplace: a new node
+// catches up, a switchover, the old node wiped), as does a 1-node
+// service's only node; a replica moves by ReplaceNode (quorum commit goes
+// on with the other replica).
 func DrainNext(svc *Service, members []Member, draining func(host string) bool) (node *Node, primary bool) {
-	if svc.State != StateRunning || svc.OperationID != "" || svc.NodeCount < 2 || len(members) != svc.NodeCount {
+	if svc.State != StateRunning || svc.OperationID != "" || len(members) != svc.NodeCount {
 		return nil, false
 	}
 	var prim *Node

@@ -386,6 +386,9 @@ type Operation struct {
 	BackupLabel string `json:"backup_label,omitempty"`
 	// Failover is a service.failover operation's progress.
 	Failover *Failover `json:"failover,omitempty"`
+	// Roll is a service.resize, service.upgrade or service.replace
+	// operation's progress (roll.go).
+	Roll *Roll `json:"roll,omitempty"`
 }
 
 // Steps of an attach or detach operation.

@@ -236,11 +236,13 @@ func PlanReplace(svc *Service, members []Member, nodeID string, r Region, f Flee
 }
 
 // SwitchoverReady reports whether the switchover may promote the new
-// primary: the old one reports itself fenced (it refuses writes) and the
-// new one has received every byte of WAL the old one flushed.
+// primary: the old one reports itself demoted (stopped by a clean
+// shutdown, it refuses writes; its ReceivedLSN is then the location of
+// its shutdown checkpoint, the last record it wrote) and the new one has
+// received WAL past it.
 func SwitchoverReady(old, next Member) bool {
 	o, n := old.Report, next.Report
-	return o != nil && n != nil && o.Fenced && n.Up && n.InRecovery && n.ReceivedLSN >= o.ReceivedLSN
+	return o != nil && n != nil && o.Fenced && !o.Up && o.ReceivedLSN != 0 && n.Up && n.InRecovery && n.ReceivedLSN > o.ReceivedLSN
 }
 
 // degraded is the 409 of a planned change on a service with a lost node.

@@ -86,16 +86,22 @@ func TestPlanResizeUpgradeReplace(t *testing.T) {
 
 func TestSwitchoverReady(t *testing.T) {
 	old := member("node-p", true, true, primaryReport(500))
-	next := member("node-n", false, true, replicaReport("node-p", true, 500))
+	next := member("node-n", false, true, replicaReport("node-p", true, 501))
 	if SwitchoverReady(old, next) {
-		t.Errorf("ready before the old primary is fenced")
+		t.Errorf("ready before the old primary is demoted")
 	}
-	old.Report.Fenced = true
+	// Demoted: stopped, its shutdown checkpoint at 500.
+	old.Report = &ReplicationReport{At: t1, Fenced: true, ReceivedLSN: 500, DownSince: t1}
 	if !SwitchoverReady(old, next) {
-		t.Errorf("not ready with the old primary fenced and the WAL received")
+		t.Errorf("not ready with the old primary demoted and the WAL received past its shutdown checkpoint")
 	}
-	next.Report.ReceivedLSN = 499
+	next.Report.ReceivedLSN = 500
 	if SwitchoverReady(old, next) {
-		t.Errorf("ready while the new primary lacks WAL")
+		t.Errorf("ready while the new primary lacks the shutdown checkpoint")
+	}
+	next.Report.ReceivedLSN = 900
+	old.Report.ReceivedLSN = 0 // not a clean shutdown: no final position
+	if SwitchoverReady(old, next) {
+		t.Errorf("ready without the old primary's final position")
 	}
 }

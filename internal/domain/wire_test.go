@@ -203,7 +203,7 @@ func TestDrainNext(t *testing.T) {
 		{"a host unhealthy", on("host-of-node-a"), func(_ *Service, m []Member) []Member { m[2].HostHealthy = false; return m }, "", false},
 		{"a node missing", on("host-of-node-a"), func(_ *Service, m []Member) []Member { return m[:2] }, "", false},
 		{"degraded", on("host-of-node-a"), func(s *Service, m []Member) []Member { s.State = StateDegraded; return m }, "", false},
-		{"1 node", on("host-of-node-p"), func(s *Service, m []Member) []Member { s.NodeCount = 1; return m[:1] }, "", false},
+		{"1 node: moved by a roll-forward", on("host-of-node-p"), func(s *Service, m []Member) []Member { s.NodeCount = 1; return m[:1] }, "node-p", true},
 	} {
 		svc, members := mk()
 		if tc.edit != nil {

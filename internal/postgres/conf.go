@@ -63,6 +63,9 @@ const (
 	// that long: the most locks and snapshots a stalled client can hold.
 	// A tenant may change it for its own sessions.
 	IdleInTransactionTimeout = "10min"
+	// WALRetrieveRetry is how long a replica waits before it tries its
+	// upstream again (wal_retrieve_retry_interval).
+	WALRetrieveRetry = "200ms"
 )
 
 var settingRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62})?$`)
@@ -188,6 +191,10 @@ func (in *Instance) renderConf() (string, error) {
 		{"wal_keep_size", "256MB"},
 		{"hot_standby", "on"},
 		{"primary_conninfo", primary},
+		// A replica whose upstream went away (a switchover, a failover)
+		// tries again after this, not PostgreSQL's 5 s: it follows a
+		// promoted upstream's new timeline within a fraction of a second.
+		{"wal_retrieve_retry_interval", WALRetrieveRetry},
 		{"logging_collector", "off"},
 		{"log_destination", "stderr"},
 	}

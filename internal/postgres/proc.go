@@ -67,14 +67,21 @@ func (in *Instance) command(name string, args ...string) (*exec.Cmd, error) {
 // run runs a short-lived PostgreSQL program and returns its output in the
 // error when it fails. Cancelling ctx kills it.
 func (in *Instance) run(ctx context.Context, name string, args ...string) error {
+	_, err := in.output(ctx, name, args...)
+	return err
+}
+
+// output runs a short-lived PostgreSQL program and returns its output
+// (in the error when it fails). Cancelling ctx kills it.
+func (in *Instance) output(ctx context.Context, name string, args ...string) ([]byte, error) {
 	cmd, err := in.command(name, args...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -90,9 +97,9 @@ func (in *Instance) run(ctx context.Context, name string, args ...string) error 
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return fmt.Errorf("%s: %w\n%s", name, err, tail(out.Bytes(), 4000))
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, tail(out.Bytes(), 4000))
 	}
-	return nil
+	return out.Bytes(), nil
 }
 
 // Start starts the postmaster and waits until it accepts connections on
@@ -423,4 +430,39 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// ShutdownCheckpoint reads the stopped server's control file
+// (pg_controldata): the location of its last checkpoint, provided the
+// cluster was shut down cleanly (a fast or smart shutdown, whose
+// checkpoint is then the last WAL record written); ok is false otherwise
+// (an immediate shutdown, a crash, or a server in recovery).
+func (in *Instance) ShutdownCheckpoint(ctx context.Context) (lsn string, ok bool, err error) {
+	out, err := in.output(ctx, "pg_controldata", "-D", in.cfg.DataDir)
+	if err != nil {
+		return "", false, err
+	}
+	return parseControlData(string(out))
+}
+
+// parseControlData finds the cluster state and the latest checkpoint
+// location in pg_controldata's output (LC_ALL=C).
+func parseControlData(s string) (lsn string, ok bool, err error) {
+	var state string
+	for _, line := range strings.Split(s, "\n") {
+		k, v, found := strings.Cut(line, ":")
+		if !found {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "Database cluster state":
+			state = strings.TrimSpace(v)
+		case "Latest checkpoint location":
+			lsn = strings.TrimSpace(v)
+		}
+	}
+	if lsn == "" || state == "" {
+		return "", false, fmt.Errorf("pg_controldata: no cluster state or checkpoint location in its output")
+	}
+	return lsn, state == "shut down", nil
 }

@@ -44,11 +44,16 @@ type hostHealth struct {
 	// since is when the control plane started listening: missing reports
 	// and heartbeats say nothing until their timeout passed since.
 	since time.Time
+	// list and load are the registered hosts and their nodes, for
+	// placements (fleet).
+	list []*domain.Host
+	load map[string]int
 }
 
 func newHostHealth(hosts []*domain.Host, nodes []*domain.Node, now time.Time, p domain.FailoverPolicy, since time.Time) hostHealth {
 	h := hostHealth{hosts: map[string]*domain.Host{}, seen: map[string]time.Time{}, now: now,
-		hostTimeout: p.HostTimeout, reportTimeout: p.ReportTimeout, since: since}
+		hostTimeout: p.HostTimeout, reportTimeout: p.ReportTimeout, since: since,
+		list: hosts, load: domain.LoadOf(nodes)}
 	for _, x := range hosts {
 		if !domain.Gone(x.State) {
 			h.hosts[x.Name] = x
@@ -78,6 +83,11 @@ func (h hostHealth) healthy(host string) bool {
 func (h hostHealth) draining(host string) bool {
 	x := h.hosts[host]
 	return x != nil && x.State == domain.StateDraining
+}
+
+// fleet is the registered hosts and their load as placement sees them.
+func (h hostHealth) fleet() domain.Fleet {
+	return domain.Fleet{Hosts: h.list, Load: h.load, Now: h.now, HeartbeatTimeout: h.hostTimeout}
 }
 
 // host is the lost primary's Host for the failover's fence step (its
@@ -139,8 +149,18 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		bump := false
 		members := domain.Members(svc, nodes, hh.healthy)
 		op, f := domain.LiveFailover(svc, ops)
+		rop, rl := domain.LiveRoll(svc, ops)
 		var d domain.FailoverDecision
 		switch {
+		case f == nil && rl != nil:
+			res, err := r.roll(ctx, tx, svc, nodes, members, rop, rl, now)
+			if err != nil {
+				return err
+			}
+			d, nodes, bump, logged = res.d, append(nodes, res.nodes...), res.bump, append(logged, res.log...)
+			if !rop.Live() {
+				rl = nil
+			}
 		case f != nil:
 			before := *f
 			act := f.Advance(members, hh.host(f.LostHost), p, now)
@@ -248,7 +268,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				nodes, bump = append(nodes, repl), true
 				logged = append(logged, func() { r.log.Warn("lost replica replaced", "service_id", id, "lost", lost.ID, "replacement", repl.ID) })
 			case domain.VerdictNone:
-				moved, err := r.drain(ctx, tx, svc, members, ops, hh, now)
+				moved, err := r.drain(ctx, tx, svc, members, hh, now)
 				if err != nil {
 					return err
 				}
@@ -256,12 +276,15 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 					nodes, bump = append(nodes, moved.nodes...), true
 					logged = append(logged, moved.log)
 					if moved.op != nil {
-						op, f = moved.op, moved.op.Failover
+						rl = moved.op.Roll
 					}
 				}
 			}
 		}
 		members = domain.Members(svc, nodes, hh.healthy)
+		if rl != nil {
+			rl.Mark(members)
+		}
 		sync := domain.SyncStandbyNames(svc, members)
 		changed, b := svc.ApplyReplication(sync, domain.Health(d, sync, f), nodes, now)
 		if changed || bump {
@@ -292,10 +315,11 @@ type drained struct {
 
 // drain moves the next node of svc off a draining host (domain.DrainNext):
 // a replica is replaced by a new node placed elsewhere (a draining host
-// takes none), the primary is failed over as if an operator asked
-// (domain.RequestFailover: fenced, a replica promoted, then replaced). It
+// takes none); the primary (a 1-node service's only node included) by a
+// service.replace roll-forward (domain.PlanReplace: a new node catches
+// up, the primary switches over to it, the old node is wiped). It
 // returns nil when nothing moves.
-func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service, members []domain.Member, ops []*domain.Operation, hh hostHealth, now time.Time) (*drained, error) {
+func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service, members []domain.Member, hh hostHealth, now time.Time) (*drained, error) {
 	n, primary := domain.DrainNext(svc, members, hh.draining)
 	switch {
 	case n == nil:
@@ -309,23 +333,31 @@ func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service
 			r.log.Info("node moved off a draining host", "service_id", svc.ID, "node_id", n.ID, "host", n.Host, "replacement", repl.ID)
 		}}, nil
 	}
-	op, started, err := domain.RequestFailover(svc, members, ops, r.cfg.Failover, now)
+	region, err := r.cfg.Catalog.Lookup("region", svc.Region)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := domain.PlanReplace(svc, members, n.ID, region, hh.fleet())
 	if domain.AsError(err) != nil {
-		// Not safe now (a replica behind or silent): the next pass
-		// tries again.
+		// Not placeable now (no host with room in a free AZ): the next
+		// pass tries again.
 		return nil, nil
 	}
-	if err != nil || !started {
+	if err != nil {
+		return nil, err
+	}
+	op, err := domain.StartRoll(svc, members, plan, now)
+	if err != nil {
 		return nil, err
 	}
 	if err := store.Put(ctx, tx, op); err != nil {
 		return nil, err
 	}
-	if err := r.auditSystem(ctx, tx, svc.ProjectID, domain.OpServiceFailover, svc.ID, "primary "+n.ID+" moves off draining host "+n.Host); err != nil {
+	if err := r.auditSystem(ctx, tx, svc.ProjectID, domain.OpServiceReplace, svc.ID, "primary "+n.ID+" moves off draining host "+n.Host+" by a switchover"); err != nil {
 		return nil, err
 	}
 	return &drained{op: op, log: func() {
-		r.log.Info("primary moving off a draining host", "service_id", svc.ID, "node_id", n.ID, "host", n.Host, "operation_id", op.ID, "promote", op.Failover.Promote)
+		r.log.Info("primary moving off a draining host", "service_id", svc.ID, "node_id", n.ID, "host", n.Host, "operation_id", op.ID)
 	}}, nil
 }
 

@@ -138,8 +138,9 @@ func TestHostDownLosesItsNodes(t *testing.T) {
 }
 
 // TestDrainMovesNodes: the nodes of a draining host move one at a time —
-// a replica replaced by a new node, then the primary failed over (a
-// failover operation that replaces it) — while the service is whole.
+// a replica replaced by a new node, then the primary by a roll-forward
+// (a service.replace operation: a new node in its AZ, a switchover) —
+// while the service is whole.
 func TestDrainMovesNodes(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
@@ -151,6 +152,8 @@ func TestDrainMovesNodes(t *testing.T) {
 		}
 		f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h" + az[len(az)-1:], State: state}, Region: "us-east-1", AZ: az, LastHeartbeatAt: now})
 	}
+	// The primary's AZ has another host, where its successor goes.
+	f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "ha2", State: domain.StateActive}, Region: "us-east-1", AZ: "us-east-1a", Capacity: 8, LastHeartbeatAt: now})
 	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
 		Region: "us-east-1", NodeCount: 3, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
 	node := func(idx int, host string) *domain.Node {
@@ -212,10 +215,17 @@ func TestDrainMovesNodes(t *testing.T) {
 	var op *domain.Operation
 	for _, o := range f.ops(svc.ID) {
 		if o.Type == domain.OpServiceFailover {
+			t.Fatalf("the draining primary moves by a failover: %+v", o)
+		}
+		if o.Type == domain.OpServiceReplace {
 			op = o
 		}
 	}
-	if op == nil || op.Failover.Lost != p.ID {
-		t.Fatalf("failover = %+v, want the draining primary %s replaced", op, p.ID)
+	if op == nil || op.Roll == nil || !op.Roll.Plan.Switchover || len(op.Roll.Plan.Retire) != 1 || op.Roll.Plan.Retire[0] != p.ID ||
+		len(op.Roll.Plan.Add) != 1 || op.Roll.Plan.Add[0].Host != "ha2" {
+		t.Fatalf("replace = %+v, want the draining primary %s replaced on ha2 by a switchover", op, p.ID)
+	}
+	if s := get[domain.Service](f, svc.ID); s.OperationID != op.ID || s.NodeCount != 3 {
+		t.Errorf("service under the replace: operation %q, %d nodes", s.OperationID, s.NodeCount)
 	}
 }

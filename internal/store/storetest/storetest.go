@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"CanceledMidUpdate", testCanceledMidUpdate},
 		{"TypedHelpers", testTypedHelpers},
+		{"OperationProgress", testOperationProgress},
 	}
 	tests = append(tests, hostTests...)
 	for _, tt := range tests {

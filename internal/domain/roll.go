@@ -1,0 +1,424 @@
+package domain
+
+import (
+	"slices"
+	"time"
+)
+
+// The roll-forward executor: a RollPlan stored with its operation
+// (Operation.Roll) is driven one step per reconciler pass by Advance,
+// level-triggered like the failover: every step's effect is a desired
+// state derived from the stored progress (Roles), so a control plane
+// killed at any point resumes from the stored step.
+
+// Phases of the switchover step (Roll.Phase).
+const (
+	// PhaseReady (""): the old primary runs; the switchover waits for
+	// the new primary to stream and be caught up closely.
+	PhaseReady = ""
+	// PhaseDemote: the old primary is demoted (a clean fast shutdown,
+	// which streams its last WAL to the connected standbys); the new one
+	// must receive it all within MaxSwitchoverPause.
+	PhaseDemote = "demote"
+	// PhasePromote: the new primary is promoted; the DNS name moves to it
+	// once it accepts writes.
+	PhasePromote = "promote"
+)
+
+// NodeRoleDemoted is a planned switchover's old primary: its agent stops
+// PostgreSQL with a fast shutdown (the standbys receive its last WAL) and
+// does not start it again while the role holds; it reports its final
+// position. Unlike fenced, its firewall stays as it is: a re-opened
+// switchover starts it again as the primary.
+const NodeRoleDemoted = "demoted"
+
+// SwitchoverLag is how close (bytes of WAL) the new primary must be
+// before the old one is demoted: what is left streams within the pause.
+const SwitchoverLag = 1 << 20
+
+// MaxSwitchoverAttempts is how many switchovers are re-opened for
+// exceeding MaxSwitchoverPause; later attempts may pause writes up to
+// SlowSwitchoverPause, so that a host too slow to switch within a second
+// still switches (each attempt costs the writes a pause of its own).
+const (
+	MaxSwitchoverAttempts = 3
+	SlowSwitchoverPause   = 10 * time.Second
+)
+
+// PauseBound is the longest the current switchover attempt may keep
+// writes paused before the old primary is re-opened.
+func (r *Roll) PauseBound() time.Duration {
+	if r.Attempts >= MaxSwitchoverAttempts {
+		return SlowSwitchoverPause
+	}
+	return MaxSwitchoverPause
+}
+
+// SwitchoverRetry is how long a re-opened switchover waits before it
+// demotes the old primary again.
+const SwitchoverRetry = 5 * time.Second
+
+// NewNodeGrace is how long a roll's new node may stay failed (its agent
+// retrying) before the roll aborts.
+const NewNodeGrace = 5 * time.Minute
+
+// CodeRollAborted: a roll-forward stopped before the primary moved (a new
+// node failed, or the primary was lost); the new nodes are deleted.
+const CodeRollAborted = "roll_aborted"
+
+// Roll is a roll-forward operation's progress, stored with the operation
+// (Step also in Operation.Step).
+type Roll struct {
+	Plan RollPlan `json:"plan"`
+	Step string   `json:"step"`
+	// From is the primary when the operation started; Before the node
+	// count then (restored if the roll aborts).
+	From   string `json:"from"`
+	Before int    `json:"before"`
+	// Added are the new nodes' IDs, in the order of Plan.Add (set with
+	// the add-nodes step).
+	Added []string `json:"added,omitempty"`
+	// Phase of the switchover; DemotedAt when the old primary was
+	// demoted; Attempts the switchovers re-opened so far, RetryAt when
+	// the next may start.
+	Phase     string    `json:"phase,omitempty"`
+	DemotedAt time.Time `json:"demoted_at,omitzero"`
+	Attempts  int       `json:"attempts,omitempty"`
+	RetryAt   time.Time `json:"retry_at,omitzero"`
+}
+
+// Candidate is the node the switchover promotes ("" before add-nodes or
+// without a switchover).
+func (r *Roll) Candidate() string {
+	if !r.Plan.Switchover || r.Plan.SwitchTo >= len(r.Added) {
+		return ""
+	}
+	return r.Added[r.Plan.SwitchTo]
+}
+
+// StartRoll returns the running operation of plan on svc (members as
+// the plan saw them) and records it as svc's operation: the node count
+// becomes the plan's target (the primary's standby list follows it) and
+// the primary role is pinned to the current primary's ID.
+func StartRoll(svc *Service, members []Member, plan *RollPlan, now time.Time) (*Operation, error) {
+	var from string
+	for _, m := range members {
+		if m.Primary && !Going(m.Node.State) {
+			from = m.Node.ID
+		}
+	}
+	if from == "" {
+		return nil, Conflictf(CodeInvalidState, "", "wait until the service has a primary", "service %s has no primary", svc.ID)
+	}
+	if svc.OperationID != "" {
+		return nil, Conflictf(CodeOperationInProgress, "", "wait for operation "+svc.OperationID+" to finish", "service %s has an operation in progress", svc.ID)
+	}
+	op := NewOperation(svc.ProjectID, plan.Type, svc.ID, now)
+	if err := op.Start(plan.Steps[0], now); err != nil {
+		return nil, err
+	}
+	op.Roll = &Roll{Plan: *plan, Step: plan.Steps[0], From: from, Before: svc.NodeCount}
+	svc.OperationID, svc.NodeCount, svc.UpdatedAt = op.ID, plan.Target, now
+	svc.MovePrimary(from, now)
+	return op, nil
+}
+
+// LiveRoll returns the live roll-forward operation of svc among ops, and
+// its progress (nil, nil if none).
+func LiveRoll(svc *Service, ops []*Operation) (*Operation, *Roll) {
+	for _, o := range ops {
+		if o.TargetID == svc.ID && o.Live() && o.Roll != nil {
+			return o, o.Roll
+		}
+	}
+	return nil, nil
+}
+
+// RollAction is what the reconciler does after Roll.Advance, in the
+// transaction that stores the progress.
+type RollAction struct {
+	// Changed: the progress changed (store it, bump the service's hosts).
+	Changed bool
+	// Wait: nothing to do until the members change or Until (if set);
+	// Why says what the roll waits for.
+	Wait  bool
+	Until time.Time
+	Why   *Info
+	// AddNodes: create a node on each of Plan.Add's slots (new IDs;
+	// certificates are issued when placed) and record their IDs in Added.
+	AddNodes bool
+	// MovePrimary: the service's primary (and its DNS name) moves to
+	// this node.
+	MovePrimary string
+	// Delete: these nodes begin deleting (their agents wipe them).
+	Delete []string
+	// Abort: the roll stops before the primary moved (Fail says why):
+	// the added nodes are deleted and the node count goes back to
+	// Before; the operation fails.
+	Abort bool
+	Fail  *Info
+	// Done: the operation succeeds.
+	Done bool
+}
+
+// Advance evaluates the roll's current step against the members at now
+// and moves it along Plan.Steps as far as they allow, or returns the
+// action the reconciler must take first. lost is the failover decision's
+// verdict on a lost primary (a primary lost before the switchover aborts
+// the roll, so that the failover can run).
+func (r *Roll) Advance(members []Member, primaryLost bool, now time.Time) RollAction {
+	byID := map[string]Member{}
+	for _, m := range members {
+		byID[m.Node.ID] = m
+	}
+	var act RollAction
+	for {
+		a, next := r.step(byID, primaryLost, now)
+		a.Changed = a.Changed || act.Changed
+		if next == "" {
+			return a
+		}
+		act.Changed = true
+		if next == stepDone {
+			return RollAction{Changed: true, Done: true}
+		}
+		r.Step = next
+	}
+}
+
+// stepDone marks the end of the plan in step's answer.
+const stepDone = "\x00done"
+
+// step evaluates the current step: its action, or the next step when it
+// is done.
+func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (RollAction, string) {
+	next := func() string {
+		if n := r.Plan.Next(r.Step); n != "" {
+			return n
+		}
+		return stepDone
+	}
+	before := r.Step == StepAddNodes || r.Step == StepCatchUp || (r.Step == StepSwitchover && r.Phase == PhaseReady)
+	if primaryLost && before {
+		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before the switchover; the new nodes are removed and the failover takes over"}}, ""
+	}
+	switch r.Step {
+	case StepAddNodes:
+		if len(r.Added) < len(r.Plan.Add) {
+			return RollAction{AddNodes: true}, ""
+		}
+		return RollAction{}, next()
+	case StepCatchUp:
+		from, ok := byID[r.primary()]
+		if !ok {
+			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "waiting for the service's primary"}}, ""
+		}
+		for _, id := range r.Added {
+			m, ok := byID[id]
+			failed := ok && m.Node.State == StateFailed
+			if !ok || Going(m.Node.State) || !m.HostHealthy || (failed && now.Sub(m.Node.CreatedAt) > NewNodeGrace) {
+				return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the new node " + id + " failed or lost its host before it caught up; the new nodes are removed, try again"}}, ""
+			}
+			if failed {
+				// Its agent retries (a failed node that comes up runs).
+				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " failed; its agent retries"}}, ""
+			}
+			if m.Node.State != StateRunning || !streamsFrom(m, from.Node.ID) || !CaughtUp(m, from, CatchUpLag) {
+				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " is catching up"}}, ""
+			}
+		}
+		return RollAction{}, next()
+	case StepSwitchover:
+		return r.switchover(byID, now, next)
+	case StepRelease:
+		p, ok := byID[r.primary()]
+		if !ok || p.Report == nil || !p.Report.Up {
+			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "waiting for the primary's report"}}, ""
+		}
+		for _, s := range p.Report.Standbys {
+			if slices.Contains(r.Plan.Retire, s.Name) && s.SyncState != SyncStateAsync {
+				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for the primary to release node " + s.Name}}, ""
+			}
+		}
+		return RollAction{}, next()
+	case StepWipe:
+		var del []string
+		left := false
+		for _, id := range r.Plan.Retire {
+			m, ok := byID[id]
+			if !ok {
+				continue // deleted: wiped
+			}
+			left = true
+			if !Going(m.Node.State) {
+				del = append(del, id)
+			}
+		}
+		if len(del) > 0 {
+			return RollAction{Delete: del}, ""
+		}
+		if left {
+			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "waiting for the old nodes to be wiped"}}, ""
+		}
+		return RollAction{}, next()
+	}
+	return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the roll-forward is in an unknown step", Cause: r.Step}}, ""
+}
+
+// primary is the node holding the primary role in the roll's current
+// step: the candidate once the switchover is over.
+func (r *Roll) primary() string {
+	if r.Switched() {
+		return r.Candidate()
+	}
+	return r.From
+}
+
+// switchover drives the switchover's phases: demote the old primary once
+// the new one is close behind; promote the new one once it has received
+// all the old one wrote (SwitchoverReady); move the primary once it
+// accepts writes. A demoted primary the new one has not caught up with
+// within MaxSwitchoverPause is re-opened (it runs as the primary again)
+// and the switchover retries after SwitchoverRetry.
+func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() string) (RollAction, string) {
+	old, okOld := byID[r.From]
+	cand, okCand := byID[r.Candidate()]
+	if !okOld || !okCand {
+		return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover's nodes are missing"}}, ""
+	}
+	switch r.Phase {
+	case PhaseReady:
+		if now.Before(r.RetryAt) {
+			return RollAction{Wait: true, Until: r.RetryAt, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the switchover retries"}}, ""
+		}
+		if !old.HostHealthy || old.Report == nil || !old.Report.Up || !streamsFrom(cand, r.From) || !CaughtUp(cand, old, SwitchoverLag) {
+			return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for " + cand.Node.ID + " to be close behind the primary"}}, ""
+		}
+		r.Phase, r.DemotedAt = PhaseDemote, now
+		return RollAction{Changed: true, Wait: true, Until: now.Add(MaxSwitchoverPause), Why: &Info{Code: CodeInvalidState, Message: "switching over: the old primary is demoted"}}, ""
+	case PhaseDemote:
+		// Only a report the old primary's agent sent after this demotion
+		// counts (a re-opened switchover's earlier one says nothing).
+		if SwitchoverReady(old, cand) && old.Report.At.After(r.DemotedAt) {
+			r.Phase = PhasePromote
+			return RollAction{Changed: true, Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+		}
+		if end := r.DemotedAt.Add(r.PauseBound()); now.Before(end) {
+			return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: waiting for " + cand.Node.ID + " to receive the last WAL"}}, ""
+		}
+		bound := r.PauseBound()
+		r.Phase, r.DemotedAt, r.Attempts, r.RetryAt = PhaseReady, time.Time{}, r.Attempts+1, now.Add(SwitchoverRetry)
+		return RollAction{Changed: true, Wait: true, Until: r.RetryAt, Why: &Info{Code: CodeReplicaCatchingUp,
+			Message: "the switchover would pause writes longer than " + bound.String() + "; the old primary is re-opened and it retries"}}, ""
+	case PhasePromote:
+		if rep := cand.Report; rep == nil || !rep.Up || rep.InRecovery {
+			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+		}
+		if !cand.Primary {
+			return RollAction{MovePrimary: cand.Node.ID}, ""
+		}
+		r.Phase = ""
+		return RollAction{}, next()
+	}
+	return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover is in an unknown phase", Cause: r.Phase}}, ""
+}
+
+// Roles are the roles of the service's nodes during the roll (RolesOf's
+// otherwise): from the demote phase on, the old primary is demoted (until
+// it is wiped); during the promote phase the candidate is primary and the
+// other nodes follow no one (one that followed the candidate as a
+// standby would have to notice its new timeline; one that connects to it
+// once it is primary streams at once); from the release step on, the
+// retiring nodes follow no one.
+func (r *Roll) Roles(svc *Service, members []Member) map[string]NodeRole {
+	out := RolesOf(svc, members, nil)
+	switched := r.Switched()
+	promoting := r.Step == StepSwitchover && r.Phase == PhasePromote
+	for _, m := range members {
+		id := m.Node.ID
+		if _, ok := out[id]; !ok {
+			continue // going
+		}
+		switch {
+		case id == r.From && (switched || (r.Step == StepSwitchover && r.Phase != PhaseReady)):
+			out[id] = NodeRole{Role: NodeRoleDemoted}
+		case promoting && id == r.Candidate():
+			out[id] = NodeRole{Role: NodeRolePrimary}
+		case promoting:
+			out[id] = NodeRole{Role: NodeRoleReplica}
+		case (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id):
+			out[id] = NodeRole{Role: NodeRoleReplica}
+		}
+	}
+	return out
+}
+
+// Mark sets Retiring on the members the roll is about to wipe, from its
+// release step on (the primary's standby list then drops them).
+func (r *Roll) Mark(members []Member) {
+	if r.Step != StepRelease && r.Step != StepWipe {
+		return
+	}
+	for i := range members {
+		if slices.Contains(r.Plan.Retire, members[i].Node.ID) {
+			members[i].Retiring = true
+		}
+	}
+}
+
+// Switched reports whether the primary role has moved to the candidate
+// (the release and wipe steps of a plan with a switchover).
+func (r *Roll) Switched() bool {
+	return r.Plan.Switchover && (r.Step == StepRelease || r.Step == StepWipe)
+}
+
+// OutOfService reports whether the roll took node id out of service: the
+// old primary once demoted, the retiring nodes from the release step on.
+// The failover decision does not count them.
+func (r *Roll) OutOfService(id string) bool {
+	if id == r.From && r.Plan.Switchover && (r.Switched() || (r.Step == StepSwitchover && r.Phase != PhaseReady)) {
+		return true
+	}
+	return (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id)
+}
+
+// Switching reports whether the roll is in its switchover: the agents
+// then report replication changes at once (not at their next tick).
+func (r *Roll) Switching() bool { return r.Step == StepSwitchover }
+
+// ServiceRoles returns each live node's role in svc's desired state from
+// its live operations: a failover's, a roll-forward's, else RolesOf's.
+func ServiceRoles(svc *Service, members []Member, ops []*Operation) map[string]NodeRole {
+	if _, f := LiveFailover(svc, ops); f != nil {
+		return f.Roles(members)
+	}
+	if _, r := LiveRoll(svc, ops); r != nil {
+		return r.Roles(svc, members)
+	}
+	return RolesOf(svc, members, nil)
+}
+
+// AbortRoll ends svc's roll op after act.Abort: the node count goes back
+// to what it was and the operation fails with act.Fail. The caller
+// deletes the added nodes.
+func AbortRoll(svc *Service, op *Operation, why Info, now time.Time) error {
+	if err := op.Fail(why, now); err != nil {
+		return err
+	}
+	if op.Roll != nil && op.Roll.Before > 0 {
+		svc.NodeCount = op.Roll.Before
+	}
+	svc.EndOperation(op.ID, now)
+	return nil
+}
+
+// NextNodeIndex is the index of a service's next new node: past every
+// index its nodes (live or not) used, so a new node never takes index 0
+// (the primary of a service that never moved it).
+func NextNodeIndex(nodes []*Node) int {
+	i := 0
+	for _, n := range nodes {
+		i = max(i, n.Index+1)
+	}
+	return i
+}

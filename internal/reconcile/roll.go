@@ -1,0 +1,157 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/store"
+)
+
+// Roll-forward (docs/design/0014, "Planned changes roll forward"): a live
+// service.resize, service.upgrade or service.replace operation is driven
+// one domain.Roll.Advance further per pass, in the failover pass's
+// transaction, its progress stored with the operation (so a control plane
+// killed mid-way resumes from the stored step). The reconciler only does
+// what Advance says: create the new nodes on the plan's slots (new IDs;
+// certificates issued when placed), move the primary, begin deleting the
+// old nodes (their agents wipe them), end the operation. The roles the
+// agents apply follow from the stored progress (desired.Compile,
+// domain.ServiceRoles).
+
+// rolled is what one roll pass did.
+type rolled struct {
+	// d is the failover decision the service's health is derived from.
+	d     domain.FailoverDecision
+	nodes []*domain.Node
+	bump  bool
+	log   []func()
+}
+
+// roll drives svc's live roll-forward op one pass further.
+func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service, nodes []*domain.Node, members []domain.Member, op *domain.Operation, rl *domain.Roll, now time.Time) (*rolled, error) {
+	out := &rolled{d: domain.FailoverDecision{Verdict: domain.VerdictNone}}
+	id := svc.ID
+	// The failover's view, without the nodes the roll takes out of
+	// service (a demoted old primary, retiring replicas): it tells
+	// whether the primary was lost, and the service's health.
+	d := domain.DecideFailover(svc, rollView(rl, members), r.cfg.Failover, false, now)
+	primaryLost := d.Verdict == domain.VerdictPromote || d.Verdict == domain.VerdictCannot && d.Lost == rl.From
+	act := rl.Advance(members, primaryLost, now)
+	byID := map[string]*domain.Node{}
+	for _, n := range nodes {
+		byID[n.ID] = n
+	}
+	changed := act.Changed
+	if phase := rl.Phase; act.Changed && rl.Step == domain.StepSwitchover {
+		attempts := rl.Attempts
+		out.log = append(out.log, func() {
+			r.log.Info("switchover", "service_id", id, "operation_id", op.ID, "phase", phase, "attempts", attempts)
+		})
+	}
+	switch {
+	case act.Abort:
+		for _, nid := range rl.Added {
+			if n := byID[nid]; n != nil && !domain.Going(n.State) {
+				if _, err := n.BeginDelete(now); err != nil {
+					return nil, err
+				}
+				if err := store.Put(ctx, tx, n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if err := domain.AbortRoll(svc, op, *act.Fail, now); err != nil {
+			return nil, err
+		}
+		changed = true
+		why := act.Fail.Message
+		out.log = append(out.log, func() { r.log.Warn("roll-forward aborted", "service_id", id, "operation_id", op.ID, "reason", why) })
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".aborted", id, why); err != nil {
+			return nil, err
+		}
+	case act.AddNodes:
+		next := domain.NextNodeIndex(nodes)
+		for i, sl := range rl.Plan.Add[len(rl.Added):] {
+			n := domain.NewNode(svc, next+i, sl.AZ, now)
+			n.Host = sl.Host
+			if err := store.Put(ctx, tx, n); err != nil {
+				return nil, err
+			}
+			rl.Added = append(rl.Added, n.ID)
+			out.nodes = append(out.nodes, n)
+		}
+		changed = true
+		added := slices.Clone(rl.Added)
+		out.log = append(out.log, func() {
+			r.log.Info("roll-forward: nodes added", "service_id", id, "operation_id", op.ID, "nodes", added)
+		})
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type, id, fmt.Sprintf("nodes %v added, to %d nodes", added, rl.Plan.Target)); err != nil {
+			return nil, err
+		}
+	case act.MovePrimary != "":
+		svc.MovePrimary(act.MovePrimary, now)
+		changed = true
+		to := act.MovePrimary
+		out.log = append(out.log, func() {
+			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
+		})
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, "primary "+rl.From+" → "+to); err != nil {
+			return nil, err
+		}
+	case len(act.Delete) > 0:
+		for _, nid := range act.Delete {
+			n := byID[nid]
+			if n == nil {
+				continue
+			}
+			if _, err := n.BeginDelete(now); err != nil {
+				return nil, err
+			}
+			if err := store.Put(ctx, tx, n); err != nil {
+				return nil, err
+			}
+		}
+		changed = true
+		del := act.Delete
+		out.log = append(out.log, func() {
+			r.log.Info("roll-forward: old nodes wiped", "service_id", id, "operation_id", op.ID, "nodes", del)
+		})
+	case act.Done:
+		if err := op.Succeed(now); err != nil {
+			return nil, err
+		}
+		svc.EndOperation(op.ID, now)
+		changed = true
+		out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".done", id, fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)); err != nil {
+			return nil, err
+		}
+	}
+	if changed {
+		op.Step, op.UpdatedAt = rl.Step, now
+		if err := store.Put(ctx, tx, op); err != nil {
+			return nil, err
+		}
+		out.bump = true
+	}
+	if op.Live() && d.Verdict != domain.VerdictPromote {
+		out.d = d
+	}
+	return out, nil
+}
+
+// rollView is members as the failover sees them during roll rl: without
+// the old primary once demoted, and without the retiring nodes.
+func rollView(rl *domain.Roll, members []domain.Member) []domain.Member {
+	var out []domain.Member
+	for _, m := range members {
+		if rl.OutOfService(m.Node.ID) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
