@@ -18,10 +18,17 @@ import (
 // Main is a TestMain: the moat command when the binary is called moat,
 // m's tests otherwise.
 func Main(m *testing.M) {
+	RunIfCalledMoat()
+	os.Exit(m.Run())
+}
+
+// RunIfCalledMoat runs the moat command and exits when the binary is
+// called moat, and returns otherwise: the start of a TestMain that does
+// more than Main.
+func RunIfCalledMoat() {
 	if filepath.Base(os.Args[0]) == "moat" {
 		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
 }
 
 // Binary returns the running test binary, for agent.Config.MoatBinary

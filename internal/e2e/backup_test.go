@@ -27,6 +27,7 @@ const marker = "moat-plaintext-marker"
 // latest state holds every committed row; the store holds no plaintext;
 // the restored services have their own passwords and archives.
 func TestBackupRestore(t *testing.T) {
+	t.Parallel()
 	e := startWith(t, "", "", func(c *controlplane.Config) { c.BackupInterval = 24 * time.Hour })
 	e.newProject("acme")
 	src, pw := e.createService("ledger", 1)
@@ -72,7 +73,6 @@ func TestBackupRestore(t *testing.T) {
 	write(5)
 	pgbench("-T", "1", "-c", "2")
 	// On demand, through the CLI.
-	t.Setenv("MOAT_CONFIG", filepath.Join(e.dir, "cli-config.json"))
 	code, out, errOut := e.moatAPI("backup", "create", src.ID, "--wait", "-o", "json")
 	var op apitype.Operation
 	if code != 0 || json.Unmarshal([]byte(out), &op) != nil {

@@ -28,6 +28,7 @@ import (
 // public access), which would prove nothing. Screenshots of every step go
 // to $MOAT_ARTIFACTS/console-walkthrough.
 func TestConsoleWalkthrough(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("shop")
 	ctx := e.ctx()

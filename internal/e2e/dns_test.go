@@ -21,6 +21,7 @@ import (
 // keeps that server, and a new service's name appears in it; a server that
 // dies is started again.
 func TestDNSOutlivesControlPlane(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("named", 1)

@@ -36,6 +36,7 @@ func moatCmd(args ...string) (int, string, string) {
 // empty data directory removes nothing, and that moat down of one stack's
 // data directory leaves the other's namespaces alone.
 func TestDownOnlyItsOwnStack(t *testing.T) {
+	t.Parallel()
 	a := start(t, "", "")
 	b := start(t, "", "")
 	if len(namespaces(t, a.prefix)) == 0 || len(namespaces(t, b.prefix)) == 0 {

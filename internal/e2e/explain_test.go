@@ -22,6 +22,7 @@ import (
 // host for real: explain (the model) and the probes (the kernel) must
 // agree, and explain must name the expected reason for each host.
 func TestExplainVerify(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("why")
 	ctx := e.ctx()
@@ -138,10 +139,10 @@ func (e *env) verify(svc, step string, want map[string]string) {
 }
 
 // moat runs the moat command on this stack's data directory and local
-// cloud, as its operator in the test's project.
+// cloud (the data directory's record names its prefix), as its operator
+// in the test's project.
 func (e *env) moat(args ...string) (code int, stdout, stderr string) {
 	e.t.Helper()
-	e.t.Setenv("MOAT_LOCALCLOUD_PREFIX", e.prefix)
 	return e.moatAPI(append(args, "--data-dir", e.dir)...)
 }
 

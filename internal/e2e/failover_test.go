@@ -310,6 +310,7 @@ func (e *env) failoverOp(id string, within time.Duration) apitype.Operation {
 // lost node is replaced by a new one that streams; the service runs
 // again and the old node is wiped.
 func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
+	t.Parallel()
 	e := startFailover(t, "", "")
 	e.newProject("acme")
 	created, pw := e.createService("ha", 3)
@@ -364,6 +365,7 @@ func TestFailoverLosesNoAcknowledgedCommit(t *testing.T) {
 // is killed mid-way finishes after the restart; a 1-node service's
 // failover request is refused.
 func TestReplicaLossAndRestartMidFailover(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now()
 	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
 	e := startFailover(t, "", "")

@@ -22,6 +22,7 @@ import (
 // its PostgreSQL; a whole AZ fails; recover brings every host back and the
 // node answers again.
 func TestFleetFaults(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("db", 1)

@@ -44,6 +44,7 @@ func startHostFleet(t testing.TB) *env {
 // TestHostFailures runs the scenarios in order on one stack (each leaves
 // the service running on three streaming nodes for the next).
 func TestHostFailures(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now()
 	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
 	e := startHostFleet(t)

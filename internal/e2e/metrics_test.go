@@ -24,6 +24,7 @@ import (
 // exposition passes promtool check metrics. The service's node shows its
 // encrypted volume.
 func TestPrometheus(t *testing.T) {
+	t.Parallel()
 	e := startStack(t, "", "", func(c *up.Config) {
 		c.ControlPlane.MetricsListen, c.AgentMetricsListen = "127.0.0.1:0", "127.0.0.1:0"
 		c.StatsInterval = time.Second

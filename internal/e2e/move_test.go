@@ -12,6 +12,7 @@ import (
 // its node from one VPC to the other; it never gains an internet interface
 // on the way, and its old address is held with a pointer to the new name.
 func TestMoveBetweenVPCs(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	ctx := e.ctx()

@@ -26,6 +26,7 @@ var pcxRE = regexp.MustCompile(`^pcx-[0-9a-f]{17}$`)
 // customer's, an unknown peer VPC, deletion withdrawing the route, and the
 // VPC's deletion removing its router.
 func TestVPCAndPeerings(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("net")
 	ctx := e.ctx()

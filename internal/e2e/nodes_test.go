@@ -20,6 +20,7 @@ import (
 // outside the allowlist are refused with the errors a client sees; a
 // narrowed allowlist cuts the open session and a widened one lets it back.
 func TestPublicService(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("orders", 1)
@@ -109,6 +110,7 @@ func TestPublicService(t *testing.T) {
 // TestThreeNodeService: three nodes in three AZs; the replicas stream from
 // the primary over TLS with verified certificates and serve its rows.
 func TestThreeNodeService(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("ha", 3)
@@ -156,6 +158,7 @@ func TestThreeNodeService(t *testing.T) {
 // PostgreSQL in force; a new stack on the same data directory reattaches
 // to the running node without losing data.
 func TestRestartKeepsNodes(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, pw := e.createService("keep", 1)
@@ -222,6 +225,7 @@ func (s *syncBuffer) String() string {
 // TestDeleteServiceWipesNodes: deleting a service stops its PostgreSQL,
 // wipes its data, removes the node's namespace and deletes its backups.
 func TestDeleteServiceWipesNodes(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	svc, _ := e.createService("gone", 1)

@@ -45,6 +45,9 @@ import (
 // until the tenant's support grant and stops when it is revoked or
 // expires; the tenant's `moat audit list` shows it all, `moat audit
 // verify` passes, and the agent's spool is empty.
+//
+// Serial: it times promises of one and three seconds in wall time, so it
+// runs alone, before the parallel tests (doc.go).
 func TestOperatorAccess(t *testing.T) {
 	testenv.MustHaveCommand(t, "ssh")
 	// Support grants as short as a few seconds, to see one end by expiry.

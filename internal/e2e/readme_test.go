@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/moatdb/moat/internal/asmoat"
 )
 
 // readmeCommand is a command of the README's walkthrough.
@@ -99,6 +97,7 @@ func hasLine(out, want string) bool {
 // things replaced (by the stack's data directory and URL). Every command
 // must succeed, but those marked "# fails", which must fail.
 func TestREADMEWalkthrough(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	var cmds []readmeCommand
 	for _, c := range readmeCommands(t) {
@@ -110,7 +109,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatalf("only %d commands extracted from README.md", len(cmds))
 	}
 	bin := t.TempDir()
-	if err := os.Symlink(asmoat.Binary(t), filepath.Join(bin, "moat")); err != nil {
+	if err := os.Symlink(moatBinary(t), filepath.Join(bin, "moat")); err != nil {
 		t.Fatal(err)
 	}
 	home, err := os.MkdirTemp("/tmp", "moat-readme-")

@@ -35,6 +35,7 @@ import (
 //   - a node user's files are all inside that node's directories (its
 //     node directory and its volume), readable by that user alone.
 func TestNoSecretOnDisk(t *testing.T) {
+	t.Parallel()
 	var cpLog syncBuffer
 	e := startStack(t, "", "", func(c *up.Config) {
 		c.ControlPlane.Logger = slog.New(slog.NewJSONHandler(&cpLog, &slog.HandlerOptions{Level: slog.LevelDebug}))

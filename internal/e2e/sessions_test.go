@@ -19,6 +19,9 @@ import (
 // address it connected to is no longer the node's. Attached again, a new
 // session is cut within a second of the peering's deletion (its CIDR
 // leaves the node's access).
+//
+// Serial: it times a promise of one second in wall time, so it runs
+// alone, before the parallel tests (doc.go).
 func TestDetachCutsSessions(t *testing.T) {
 	e := start(t, "", "")
 	e.newProject("cut")
@@ -64,6 +67,17 @@ func TestDetachCutsSessions(t *testing.T) {
 func (e *env) holdSession(sc scene, svc apitype.Service) (*pgx.Conn, int32) {
 	e.t.Helper()
 	ctx := e.ctx()
+	// The node may enforce the peering's access a moment after the
+	// customer's route and egress rule exist: wait until the customer
+	// reaches it, so that the held session is not a connection refused.
+	var r result
+	waitFor(e.t, 20*time.Second, func() bool {
+		r = e.psql(sc.cust.Name, sc.pw, e.conninfo(svc, "")+" connect_timeout=1", "-c", "select 1")
+		return r.code == 0
+	})
+	if r.code != 0 {
+		e.t.Fatalf("the customer does not reach the service: %v", r)
+	}
 	stdin, feed := io.Pipe()
 	e.t.Cleanup(func() { feed.Close() })
 	cctx, cancel := context.WithCancel(ctx)

@@ -13,15 +13,11 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
-	"github.com/moatdb/moat/internal/asmoat"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
 	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/up"
 )
-
-// TestMain lets PostgreSQL's archive_command run this test binary as moat.
-func TestMain(m *testing.M) { asmoat.Main(m) }
 
 // require skips (or, under CI=true, fails) a test whose machine lacks
 // root, PostgreSQL or psql.
@@ -86,7 +82,7 @@ func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *e
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
-		CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: asmoat.Binary(t),
+		CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: moatBinary(t),
 		VolumeSize: 10 << 30} // every node on its own encrypted volume, as in moat up
 	if configure != nil {
 		configure(&cfg)

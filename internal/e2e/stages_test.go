@@ -22,6 +22,7 @@ import (
 // loses no committed row through the detach and the re-attach, and a
 // peering deletion that cuts the customer at once.
 func TestFourStages(t *testing.T) {
+	t.Parallel()
 	e := start(t, "", "")
 	e.newProject("acme")
 	ctx := e.ctx()

@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/moatdb/moat/internal/asmoat"
+)
+
+// stacksAtOnce is how many tests of this package run at once when -parallel
+// is not given (its default, GOMAXPROCS, is 2 on CI's machine): a test
+// spends most of its time waiting on real processes — PostgreSQL,
+// agents, psql in namespaces — not on the CPU, so a few stacks share two
+// cores well. See doc.go for which tests run in parallel.
+const stacksAtOnce = 4
+
+// runDir holds what the whole run shares: the moat binary built for the
+// stacks (moatBinary) and the path of a CLI config file that never
+// exists (MOAT_CONFIG), so the moat commands the tests run in-process
+// read no user's config and need no t.Setenv (which parallel tests may
+// not call).
+var runDir string
+
+// TestMain runs this test binary as moat when PostgreSQL's
+// archive_command or the stacks' agents call it so (without -race; see
+// moatBinary), runs the tests stacksAtOnce at a time unless -parallel
+// says otherwise, and removes runDir at the end.
+func TestMain(m *testing.M) {
+	asmoat.RunIfCalledMoat()
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", strconv.Itoa(stacksAtOnce))
+	}
+	var err error
+	if runDir, err = os.MkdirTemp("", "moat-e2e-run-"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Setenv("MOAT_CONFIG", filepath.Join(runDir, "no-cli-config.json"))
+	code := m.Run()
+	os.RemoveAll(runDir)
+	os.Exit(code)
+}
