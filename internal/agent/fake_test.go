@@ -360,6 +360,10 @@ func (in *fakeInstance) Stop(context.Context) error {
 	return in.h.record(opStop, func() { in.h.running[in.dir] = false })
 }
 
+func (in *fakeInstance) BeginStop() error {
+	return in.h.record(opStop, func() { in.h.running[in.dir] = false })
+}
+
 func (in *fakeInstance) Wipe() error {
 	if in.Running() {
 		return fmt.Errorf("wipe %s: postgres is running", in.dir)

@@ -289,8 +289,17 @@ func (n *node) run(ctx context.Context) {
 			continue
 		}
 		if n.demoted {
-			// The switchover re-opened it (primary again) or it is to
-			// follow the new primary: apply it again (start it).
+			// The switchover re-opened it (primary again): once its
+			// shutdown is over, apply it again (start it).
+			if n.inst != nil {
+				sctx, cancel := context.WithTimeout(ctx, demoteTimeout)
+				err := n.inst.Stop(sctx)
+				cancel()
+				if err != nil {
+					n.a.log.Error("re-open demoted node", "node", n.id, "err", err)
+					continue
+				}
+			}
 			n.demoted, n.finalLSN, n.appliedRev = false, "", -1
 		}
 		if want.Role == apitype.RoleFenced || n.leaseExpired(want) {

@@ -53,6 +53,8 @@ type instance interface {
 	Start(ctx context.Context) error
 	Reload(ctx context.Context) error
 	Stop(ctx context.Context) error
+	// BeginStop asks for a fast shutdown and returns at once.
+	BeginStop() error
 	// Wipe removes the cluster and the files; the server must be stopped.
 	Wipe() error
 	// TerminateSessions ends the client sessions acc no longer admits.

@@ -180,12 +180,20 @@ const switchoverObserveEvery = 50 * time.Millisecond
 // the switchover re-opens it).
 const demoteTimeout = 5 * time.Second
 
+// demotePoll is how often a demoting node's control file is read.
+const demotePoll = 10 * time.Millisecond
+
 // demote stops a switchover's old primary with a fast shutdown: its
 // sessions end, it writes a shutdown checkpoint and its walsenders send
 // every byte of WAL to the connected standbys before they exit. Its
-// firewall stays as it is. It records the position of the shutdown
-// checkpoint, which observe reports; the server is not started again
-// while the role holds.
+// firewall stays as it is. As soon as the control file says "shut down"
+// (the shutdown checkpoint is written: nothing is written after it) the
+// node is demoted, with the checkpoint's location as its final position,
+// which observe reports — before the postmaster exits: with archiving on,
+// a shutdown also archives the WAL segment it switched away from, which
+// takes a wal-push. The server is not started again while the role
+// holds; one that does not stop within demoteTimeout is stopped
+// immediately (and reports no position).
 func (n *node) demote(ctx context.Context, want apitype.NodeDesired, rev int64) error {
 	if n.demoted {
 		return nil
@@ -199,24 +207,34 @@ func (n *node) demote(ctx context.Context, want apitype.NodeDesired, rev int64) 
 		defer n.closeInstance(inst)
 	}
 	t0 := time.Now()
-	if inst.Running() {
-		sctx, cancel := context.WithTimeout(ctx, demoteTimeout)
-		err := inst.Stop(sctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("demote: %w", err)
-		}
-	}
-	lsn, clean, err := inst.ShutdownCheckpoint(ctx)
-	if err != nil {
+	if err := inst.BeginStop(); err != nil {
 		return fmt.Errorf("demote: %w", err)
 	}
-	if !clean {
-		lsn = ""
+	var lsn string
+	for {
+		l, clean, err := inst.ShutdownCheckpoint(ctx)
+		if err == nil && clean {
+			lsn = l
+			break
+		}
+		if time.Since(t0) > demoteTimeout {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := inst.Stop(sctx) // immediate: no final position
+			cancel()
+			if err != nil {
+				return fmt.Errorf("demote: %w", err)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(demotePoll):
+		}
 	}
 	n.demoted, n.finalLSN = true, lsn
 	n.marks.reload = mark{}
-	n.a.log.Info("node demoted for a switchover: postgres stopped", "node", n.id, "revision", rev, "shutdown_checkpoint", lsn, "clean", clean, "duration", time.Since(t0))
+	n.a.log.Info("node demoted for a switchover: shutdown checkpoint written", "node", n.id, "revision", rev, "shutdown_checkpoint", lsn, "duration", time.Since(t0))
 	n.setReport(rev, want.AllowlistRevision, apitype.NodeReportRunning, "")
 	return nil
 }

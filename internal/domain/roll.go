@@ -58,9 +58,9 @@ func (r *Roll) PauseBound() time.Duration {
 // demotes the old primary again.
 const SwitchoverRetry = 5 * time.Second
 
-// NewNodeGrace is how long a roll's new node may stay failed (its agent
-// retrying) before the roll aborts.
-const NewNodeGrace = 5 * time.Minute
+// MaxNewNodeReplacements is how many failed new nodes a roll replaces
+// before it aborts.
+const MaxNewNodeReplacements = 3
 
 // CodeRollAborted: a roll-forward stopped before the primary moved (a new
 // node failed, or the primary was lost); the new nodes are deleted.
@@ -78,6 +78,9 @@ type Roll struct {
 	// Added are the new nodes' IDs, in the order of Plan.Add (set with
 	// the add-nodes step).
 	Added []string `json:"added,omitempty"`
+	// Replaced counts the new nodes replaced for failing before they
+	// caught up.
+	Replaced int `json:"replaced,omitempty"`
 	// Phase of the switchover; DemotedAt when the old primary was
 	// demoted; Attempts the switchovers re-opened so far, RetryAt when
 	// the next may start.
@@ -152,6 +155,10 @@ type RollAction struct {
 	MovePrimary string
 	// Delete: these nodes begin deleting (their agents wipe them).
 	Delete []string
+	// ReplaceAdded: this new node failed or lost its host before it
+	// caught up; it begins deleting and a node with a new ID takes its
+	// slot (ReplaceAdded on the progress records it).
+	ReplaceAdded string
 	// Abort: the roll stops before the primary moved (Fail says why):
 	// the added nodes are deleted and the node count goes back to
 	// Before; the operation fails.
@@ -215,13 +222,14 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		for _, id := range r.Added {
 			m, ok := byID[id]
-			failed := ok && m.Node.State == StateFailed
-			if !ok || Going(m.Node.State) || !m.HostHealthy || (failed && now.Sub(m.Node.CreatedAt) > NewNodeGrace) {
-				return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the new node " + id + " failed or lost its host before it caught up; the new nodes are removed, try again"}}, ""
-			}
-			if failed {
-				// Its agent retries (a failed node that comes up runs).
-				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " failed; its agent retries"}}, ""
+			if !ok || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateFailed {
+				// A new node that failed or lost its host is replaced by
+				// another on its slot (a new ID), MaxNewNodeReplacements
+				// times at most; then the roll aborts.
+				if r.Replaced >= MaxNewNodeReplacements {
+					return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the new node " + id + " failed or lost its host before it caught up, as did the ones before it; the new nodes are removed, try again"}}, ""
+				}
+				return RollAction{ReplaceAdded: id}, ""
 			}
 			if m.Node.State != StateRunning || !streamsFrom(m, from.Node.ID) || !CaughtUp(m, from, CatchUpLag) {
 				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "the new node " + id + " is catching up"}}, ""
@@ -364,6 +372,23 @@ func (r *Roll) Mark(members []Member) {
 			members[i].Retiring = true
 		}
 	}
+}
+
+// ReplaceAdded records that node took the place of the failed new node
+// old on its slot.
+func (r *Roll) ReplaceAdded(old, node string) {
+	if i := slices.Index(r.Added, old); i >= 0 {
+		r.Added[i], r.Replaced = node, r.Replaced+1
+	}
+}
+
+// SlotOf is the plan's slot of new node id (false if not one of Added).
+func (r *Roll) SlotOf(id string) (Slot, bool) {
+	i := slices.Index(r.Added, id)
+	if i < 0 || i >= len(r.Plan.Add) {
+		return Slot{}, false
+	}
+	return r.Plan.Add[i], true
 }
 
 // Switched reports whether the primary role has moved to the candidate

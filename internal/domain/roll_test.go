@@ -221,11 +221,21 @@ func TestRollResizeDownAndAbort(t *testing.T) {
 	r2 := op2.Roll
 	r2.Added = []string{"node-n"}
 	g.add(member("node-n", false, true, nil))
-	g.ms["node-n"].Node.State, g.ms["node-n"].Node.CreatedAt = StateFailed, now
-	if act := g.advance(r2, false, now.Add(time.Minute), StepCatchUp); act.Abort || !act.Wait {
-		t.Fatalf("new node failed a minute: %+v, want a wait (its agent retries)", act)
+	g.ms["node-n"].Node.State = StateFailed
+	if act := g.advance(r2, false, now, StepCatchUp); act.ReplaceAdded != "node-n" {
+		t.Fatalf("new node failed: %+v, want it replaced", act)
 	}
-	act = g.advance(r2, false, now.Add(NewNodeGrace+time.Second), StepCatchUp)
+	if sl, ok := r2.SlotOf("node-n"); !ok || sl != plan2.Add[0] {
+		t.Fatalf("SlotOf(node-n) = %v, %v", sl, ok)
+	}
+	r2.ReplaceAdded("node-n", "node-n2")
+	if r2.Added[0] != "node-n2" || r2.Replaced != 1 {
+		t.Fatalf("after ReplaceAdded: %v replaced %d", r2.Added, r2.Replaced)
+	}
+	g.add(member("node-n2", false, true, nil))
+	g.ms["node-n2"].Node.State = StateFailed
+	r2.Replaced = MaxNewNodeReplacements
+	act = g.advance(r2, false, now, StepCatchUp)
 	if !act.Abort || act.Fail == nil || act.Fail.Code != CodeRollAborted {
 		t.Fatalf("failed new node: %+v, want abort", act)
 	}
@@ -237,6 +247,7 @@ func TestRollResizeDownAndAbort(t *testing.T) {
 	}
 	r3 := &Roll{Plan: *plan2, Step: StepCatchUp, From: "node-p", Added: []string{"node-n"}}
 	g.ms["node-n"].Node.State = StateRunning
+	g.ms["node-n"].Report = replicaReport("node-p", true, 100)
 	if act := g.advance(r3, true, now, StepCatchUp); !act.Abort {
 		t.Errorf("primary lost while catching up: %+v, want abort", act)
 	}

@@ -129,8 +129,8 @@ func TestHostFailures(t *testing.T) {
 	e.waitWiped(replica)
 	phase("replica's host recovered: old replica wiped")
 
-	// The primary's host is drained: its node moves off by a failover
-	// and a replacement on another host; the host ends empty.
+	// The primary's host is drained: its node moves off by a new node
+	// on another host and a switchover; the host ends empty.
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
 	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() {
@@ -159,9 +159,12 @@ func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.No
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table "+table+" (id int primary key)"); r.code != 0 {
 		e.t.Fatalf("create table %s: %v", table, r)
 	}
-	mh := e.multiHost(svc)
-	e.t.Logf("%s: writer over %s", table, mh)
-	w := e.startHAWriterInto(pw, table, func() string { return mh })
+	// The writer re-reads the connection info (a drain's switchover
+	// moves the primary to a new node).
+	conninfo, follow := e.followConninfo(svc.ID)
+	defer follow()
+	e.t.Logf("%s: writer over %s", table, conninfo())
+	w := e.startHAWriterInto(pw, table, conninfo)
 	waitFor(e.t, 30*time.Second, func() bool { return w.count() >= 10 })
 	before := w.count()
 	at := time.Now()

@@ -356,6 +356,21 @@ func (in *Instance) stop(ctx context.Context) error {
 	return fmt.Errorf("stop postgres: pid %d still running after SIGKILL", pid)
 }
 
+// BeginStop asks the postmaster for a fast shutdown (SIGINT) and returns
+// at once; Stop waits for it (and escalates). A no-op when none runs.
+func (in *Instance) BeginStop() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	pid, ok := in.pid()
+	if !ok {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("stop postgres: signal %d: %w", pid, err)
+	}
+	return nil
+}
+
 // waitExit waits up to timeout (and, with useCtx, no longer than ctx) for
 // pid to exit (alive reaps it if this process started it).
 func (in *Instance) waitExit(ctx context.Context, pid int, timeout time.Duration, useCtx bool) bool {
@@ -432,11 +447,15 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// ShutdownCheckpoint reads the stopped server's control file
-// (pg_controldata): the location of its last checkpoint, provided the
-// cluster was shut down cleanly (a fast or smart shutdown, whose
-// checkpoint is then the last WAL record written); ok is false otherwise
-// (an immediate shutdown, a crash, or a server in recovery).
+// ShutdownCheckpoint reads the server's control file (pg_controldata):
+// the location of its last checkpoint, provided the cluster was shut
+// down cleanly (a fast or smart shutdown, whose checkpoint is then the
+// last WAL record written); ok is false otherwise (running, an immediate
+// shutdown, a crash, or a server in recovery). The control file says
+// "shut down" as soon as the shutdown checkpoint is written, before the
+// postmaster exits (its archiver may still be archiving the last
+// segment, its walsenders streaming the last records): the position is
+// final from then on.
 func (in *Instance) ShutdownCheckpoint(ctx context.Context) (lsn string, ok bool, err error) {
 	out, err := in.output(ctx, "pg_controldata", "-D", in.cfg.DataDir)
 	if err != nil {

@@ -91,6 +91,35 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type, id, fmt.Sprintf("nodes %v added, to %d nodes", added, rl.Plan.Target)); err != nil {
 			return nil, err
 		}
+	case act.ReplaceAdded != "":
+		gone := byID[act.ReplaceAdded]
+		sl, ok := rl.SlotOf(act.ReplaceAdded)
+		if !ok {
+			return nil, fmt.Errorf("roll %s: %s is not a new node", op.ID, act.ReplaceAdded)
+		}
+		if gone != nil && !domain.Going(gone.State) {
+			if _, err := gone.BeginDelete(now); err != nil {
+				return nil, err
+			}
+			if err := store.Put(ctx, tx, gone); err != nil {
+				return nil, err
+			}
+		}
+		n := domain.NewNode(svc, domain.NextNodeIndex(nodes), sl.AZ, now)
+		n.Host = sl.Host
+		if err := store.Put(ctx, tx, n); err != nil {
+			return nil, err
+		}
+		rl.ReplaceAdded(act.ReplaceAdded, n.ID)
+		out.nodes = append(out.nodes, n)
+		changed = true
+		old := act.ReplaceAdded
+		out.log = append(out.log, func() {
+			r.log.Warn("roll-forward: a new node failed before it caught up; replaced", "service_id", id, "operation_id", op.ID, "failed", old, "replacement", n.ID)
+		})
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, "node.replace", id, "new node "+old+" failed before it caught up; replaced by "+n.ID+" in "+sl.AZ); err != nil {
+			return nil, err
+		}
 	case act.MovePrimary != "":
 		svc.MovePrimary(act.MovePrimary, now)
 		changed = true

@@ -59,7 +59,23 @@ func TestRollUpgradeSteps(t *testing.T) {
 	}
 	pass()
 	roll(domain.StepCatchUp, "")
+	// The new node fails before it caught up (its volume lost, say): a
+	// node with a new ID takes its slot.
 	n = get[domain.Node](f, n.ID)
+	f.edit(n, func() {
+		if err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportFailed, Message: "volume lost"}, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	pass()
+	o = roll(domain.StepCatchUp, "")
+	if o.Roll.Added[0] == n.ID || o.Roll.Replaced != 1 || get[domain.Node](f, n.ID).State != domain.StateDeleting {
+		t.Fatalf("failed new node %s: added %v (replaced %d), its state %s", n.ID, o.Roll.Added, o.Roll.Replaced, get[domain.Node](f, n.ID).State)
+	}
+	n = get[domain.Node](f, o.Roll.Added[0])
+	if n.Host != "local" || n.AZ != "us-east-1b" || n.State != domain.StateCreating {
+		t.Fatalf("replacement of the failed new node %+v", n)
+	}
 	f.edit(n, func() {
 		n.Namespace, n.Address = "ns2", "198.18.0.2"
 		if _, err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportRunning, Replication: &domain.ReplicationReport{
