@@ -307,10 +307,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 		a.wg.Wait()
 	}()
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go func() {
 		defer a.wg.Done()
 		a.reporter(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.heartbeater(ctx)
 	}()
 	go func() {
 		defer a.wg.Done()
@@ -475,36 +479,30 @@ func (a *Agent) kickReport() {
 }
 
 // reporter sends the reports of the nodes in the desired state whenever
-// one changes, retrying with backoff, and a heartbeat (a report without
-// nodes) at once and then whenever HeartbeatEvery passed without a report.
+// one changes, retrying with backoff. (The host's heartbeat is the
+// heartbeater's.)
 func (a *Agent) reporter(ctx context.Context) {
 	backoff := pollBackoffMin
 	var retry <-chan time.Time
-	beat := time.NewTimer(0)
-	defer beat.Stop()
 	for {
-		heartbeat := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.reportKick:
 		case <-retry:
-		case <-beat.C:
-			heartbeat = true
 		}
 		retry = nil
 		r := apitype.HostReport{AgentVersion: a.cfg.Version}
 		a.mu.Lock()
 		for _, n := range a.nodes {
-			if rep, ok := n.currentReport(); ok && !heartbeat {
+			if rep, ok := n.currentReport(); ok {
 				r.Nodes = append(r.Nodes, rep)
 			}
 		}
 		a.mu.Unlock()
-		if len(r.Nodes) == 0 && !heartbeat {
+		if len(r.Nodes) == 0 {
 			continue
 		}
-		beat.Reset(time.Duration(a.beatEvery.Load()))
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		sent := time.Now()
 		err := a.cfg.Source.Report(rctx, a.cfg.Host, r)
@@ -523,6 +521,55 @@ func (a *Agent) reporter(ctx context.Context) {
 		a.renew(sent)
 		backoff = pollBackoffMin
 		a.observeReport(r)
+	}
+}
+
+// maxHeartbeatsInFlight bounds the heartbeats waiting for an answer.
+const maxHeartbeatsInFlight = 4
+
+// heartbeater sends the host's heartbeat (a report without nodes) at once
+// and then every heartbeat interval, without waiting for the previous
+// one's answer: a slow control plane delays each acknowledgement but not
+// the next heartbeat, so the lease — renewed from the sending of each
+// acknowledged report — holds while answers take up to the lease less an
+// interval (a heartbeat waiting for the previous one's answer would space
+// the renewals by the whole round trip).
+func (a *Agent) heartbeater(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var inflight atomic.Int32
+	var failing atomic.Bool
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		t.Reset(time.Duration(a.beatEvery.Load()))
+		if inflight.Load() >= maxHeartbeatsInFlight {
+			continue
+		}
+		inflight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer inflight.Add(-1)
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			sent := time.Now()
+			if err := a.cfg.Source.Report(rctx, a.cfg.Host, apitype.HostReport{AgentVersion: a.cfg.Version}); err != nil {
+				if ctx.Err() == nil && !failing.Swap(true) {
+					a.log.Warn("heartbeat to control plane", "err", err)
+				}
+				return
+			}
+			if failing.Swap(false) {
+				a.log.Info("heartbeat answered again")
+			}
+			a.renew(sent)
+		}()
 	}
 }
 

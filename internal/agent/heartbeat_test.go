@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +94,57 @@ func TestHeartbeatFollowsControlPlane(t *testing.T) {
 	}
 	if took := time.Since(start); took > 900*time.Millisecond {
 		t.Errorf("5 heartbeats took %v, want them 20ms apart as the control plane asked (default %v)", took, domain.DefaultHeartbeatInterval)
+	}
+}
+
+// slowSource answers every report after delay, counting the calls.
+type slowSource struct {
+	delay time.Duration
+	calls atomic.Int32
+}
+
+func (s *slowSource) Desired(ctx context.Context, host string, after int64) (apitype.HostDesired, error) {
+	<-ctx.Done()
+	return apitype.HostDesired{}, ctx.Err()
+}
+
+func (s *slowSource) Report(ctx context.Context, host string, r apitype.HostReport) error {
+	s.calls.Add(1)
+	select {
+	case <-time.After(s.delay):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestHeartbeatDoesNotWaitForAnswer: a control plane that answers late
+// delays no heartbeat, and the lease counts from the sending of each
+// answered one: with answers taking 400 ms and heartbeats every 100 ms,
+// the lease is never more than ~500 ms old (a heartbeat that waited for
+// the previous answer would renew it only every 400 ms, from a sending
+// up to 800 ms old).
+func TestHeartbeatDoesNotWaitForAnswer(t *testing.T) {
+	t.Parallel()
+	src := &slowSource{delay: 400 * time.Millisecond}
+	a := newAgent(Config{Host: "h", Source: src, DataDir: t.TempDir(), NoSync: true, HeartbeatEvery: 100 * time.Millisecond}, newFakeHost().platform())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- a.Run(ctx) }()
+	time.Sleep(time.Second)
+	oldest := time.Duration(0)
+	for range 20 {
+		oldest = max(oldest, time.Since(a.lastContact()))
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	took := time.Since(start)
+	if n := src.calls.Load(); n < int32(took/(200*time.Millisecond)) {
+		t.Errorf("%d heartbeats in %v with answers taking 400ms, want one every 100ms (up to %d waiting)", n, took, maxHeartbeatsInFlight)
+	}
+	if oldest > 700*time.Millisecond {
+		t.Errorf("lease renewed from a sending %v old, want at most ~500ms (answer 400ms + interval 100ms)", oldest)
 	}
 }

@@ -90,6 +90,11 @@ func (s *Server) pollRevision(ctx context.Context, host string, after int64) (in
 }
 
 func (s *Server) hostReport(c *call) error {
+	// The heartbeat's time is the report's arrival, not the moment its
+	// transaction gets the store (a busy store must not make a live host
+	// look late); it is still after the agent sent it, which its lease
+	// counts from.
+	arrived := s.now()
 	host := c.r.PathValue("host")
 	c.target = host
 	var in apitype.HostReport
@@ -99,7 +104,7 @@ func (s *Server) hostReport(c *call) error {
 	if len(in.Nodes) == 0 {
 		// A heartbeat: recorded without an audit entry unless it brings
 		// the host back from down.
-		if err := s.heartbeat(c, host, in.AgentVersion); err != nil {
+		if err := s.heartbeat(c, host, in.AgentVersion, arrived); err != nil {
 			return err
 		}
 		s.cfg.Metrics.HostHeartbeat(host, time.Now())
@@ -119,7 +124,7 @@ func (s *Server) hostReport(c *call) error {
 		touched := map[string]bool{}
 		turned, changed := false, false
 		now := s.now()
-		back, err := s.recordHeartbeat(c, tx, host, in.AgentVersion)
+		back, err := s.recordHeartbeat(c, tx, host, in.AgentVersion, arrived)
 		if err != nil {
 			return false, err
 		}
@@ -222,9 +227,9 @@ func (s *Server) hostReport(c *call) error {
 
 // heartbeat records a report without nodes: the host's heartbeat, in its
 // own transaction, audited only when the host comes back from down.
-func (s *Server) heartbeat(c *call, host, version string) error {
+func (s *Server) heartbeat(c *call, host, version string, arrived time.Time) error {
 	return c.mutateIf(func(tx store.Tx) (bool, error) {
-		back, err := s.recordHeartbeat(c, tx, host, version)
+		back, err := s.recordHeartbeat(c, tx, host, version, arrived)
 		if back {
 			c.detail = "heartbeat: host back up"
 		}
@@ -232,10 +237,11 @@ func (s *Server) heartbeat(c *call, host, version string) error {
 	})
 }
 
-// recordHeartbeat records host's heartbeat in tx (domain.Host.Heartbeat)
-// and reports whether it brought the host back from down. A host no
-// operator registered is refused.
-func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string) (bool, error) {
+// recordHeartbeat records host's heartbeat, arrived at arrived, in tx
+// (domain.Host.Heartbeat; never back before a later one already
+// recorded) and reports whether it brought the host back from down. A
+// host no operator registered is refused.
+func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string, arrived time.Time) (bool, error) {
 	h, err := hostByName(c, tx, host)
 	if err != nil {
 		return false, err
@@ -243,7 +249,10 @@ func (s *Server) recordHeartbeat(c *call, tx store.Tx, host, version string) (bo
 	if h == nil {
 		return false, errHostNotRegistered(host)
 	}
-	prev, now := h.LastHeartbeatAt, s.now()
+	prev, now := h.LastHeartbeatAt, arrived
+	if now.Before(prev) {
+		now = prev
+	}
 	back, err := h.Heartbeat(version, now)
 	if err != nil {
 		return false, err

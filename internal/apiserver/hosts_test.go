@@ -180,6 +180,24 @@ func TestHeartbeatBringsHostBack(t *testing.T) {
 	if n != 1 {
 		t.Errorf("audit entries of the host coming back = %d, want 1 (plain heartbeats are not audited)", n)
 	}
+	// A heartbeat wakes nobody: no revision moves, the platform's nor
+	// the host's.
+	rev, err := e.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hrev, err := e.st.HostRevision(ctx, "h9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		e.must(204, nil, "POST", "/v1/hosts/h9/report", tok, apitype.HostReport{AgentVersion: "dev"})
+	}
+	rev2, _ := e.st.Revision(ctx)
+	hrev2, _ := e.st.HostRevision(ctx, "h9")
+	if rev2 != rev || hrev2 != hrev {
+		t.Errorf("3 heartbeats moved the revision %d → %d, the host's %d → %d; want neither", rev, rev2, hrev, hrev2)
+	}
 }
 
 // addBoundToken stores an agent token bound to host without registering
