@@ -23,8 +23,10 @@ build: ## build bin/moat
 up: build ## as root: build bin/moat and run moat up (it installs the Debian packages it lacks); UP_FLAGS passes flags
 	./bin/moat up $(UP_FLAGS)
 
+# internal/e2e first: the longest package starts as soon as it is built
+# (go test starts packages in the order given; design 0020).
 test: deps lint ## lint, then run every test, including real PostgreSQL and namespace tests (root)
-	$(GO) test $(RACE) -timeout 40m $(GOTESTFLAGS) ./...
+	$(GO) test $(RACE) -timeout 40m $(GOTESTFLAGS) ./internal/e2e ./...
 
 test-short: ## unit tests only (no root, no PostgreSQL)
 	$(GO) test -short ./...

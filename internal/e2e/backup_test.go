@@ -28,7 +28,10 @@ const marker = "moat-plaintext-marker"
 // the restored services have their own passwords and archives.
 func TestBackupRestore(t *testing.T) {
 	t.Parallel()
-	e := startWith(t, "", "", func(c *controlplane.Config) { c.BackupInterval = 24 * time.Hour })
+	e := startWith(t, "", "", func(c *controlplane.Config) {
+		c.BackupInterval = 24 * time.Hour
+		fullFleet(c) // a restore into the other region is refused
+	})
 	e.newProject("acme")
 	src, pw := e.createService("ledger", 1)
 	laptop := up.LaptopHost

@@ -23,7 +23,7 @@ import (
 // node answers again.
 func TestFleetFaults(t *testing.T) {
 	t.Parallel()
-	e := start(t, "", "")
+	e := startWith(t, "", "", fullFleet)
 	e.newProject("acme")
 	svc, pw := e.createService("db", 1)
 	ok := func() result { return e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "select 1") }

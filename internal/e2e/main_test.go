@@ -18,17 +18,12 @@ import (
 // cores well. See doc.go for which tests run in parallel.
 const stacksAtOnce = 4
 
-// runDir holds what the whole run shares: the moat binary built for the
-// stacks (moatBinary) and the path of a CLI config file that never
-// exists (MOAT_CONFIG), so the moat commands the tests run in-process
-// read no user's config and need no t.Setenv (which parallel tests may
-// not call).
-var runDir string
-
 // TestMain runs this test binary as moat when PostgreSQL's
 // archive_command or the stacks' agents call it so (without -race; see
-// moatBinary), runs the tests stacksAtOnce at a time unless -parallel
-// says otherwise, and removes runDir at the end.
+// moatBinary), and runs the tests stacksAtOnce at a time unless -parallel
+// says otherwise. MOAT_CONFIG names a file that never exists, for the
+// whole run: the moat commands the tests run in-process read no user's
+// config and need no t.Setenv (which parallel tests may not call).
 func TestMain(m *testing.M) {
 	asmoat.RunIfCalledMoat()
 	flag.Parse()
@@ -37,13 +32,14 @@ func TestMain(m *testing.M) {
 	if !set {
 		flag.Set("test.parallel", strconv.Itoa(stacksAtOnce))
 	}
-	var err error
-	if runDir, err = os.MkdirTemp("", "moat-e2e-run-"); err != nil {
+	dir, err := os.MkdirTemp("", "moat-e2e-run-")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	os.Setenv("MOAT_CONFIG", filepath.Join(runDir, "no-cli-config.json"))
+	os.Setenv("MOAT_CONFIG", filepath.Join(dir, "no-cli-config.json"))
 	code := m.Run()
-	os.RemoveAll(runDir)
+	os.RemoveAll(dir)
+	asmoat.RemoveBuilt()
 	os.Exit(code)
 }

@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,7 +101,7 @@ func hasLine(out, want string) bool {
 // must succeed, but those marked "# fails", which must fail.
 func TestREADMEWalkthrough(t *testing.T) {
 	t.Parallel()
-	e := start(t, "", "")
+	e := startWith(t, "", "", fullFleet) // the fleet of moat up
 	var cmds []readmeCommand
 	for _, c := range readmeCommands(t) {
 		if c.line > 0 {
@@ -123,7 +126,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	var script strings.Builder
 	script.WriteString("cd " + home + "\nexport PATH=" + bin + ":$PATH\n")
 	for i, c := range cmds {
-		fmt.Fprintf(&script, "{ %s\n} >%s/%d.out 2>&1 </dev/null; echo \"%d $?\" >>%s/rc\n", repl.Replace(c.text), logs, i, i, logs)
+		fmt.Fprintf(&script, "__t0=$EPOCHREALTIME; { %s\n} >%s/%d.out 2>&1 </dev/null; echo \"%d $? $__t0 $EPOCHREALTIME\" >>%s/rc\n", repl.Replace(c.text), logs, i, i, logs)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -139,10 +142,21 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	codes := map[int]int{}
+	took := map[int]time.Duration{}
 	for _, l := range strings.Split(strings.TrimSpace(string(rc)), "\n") {
 		f := strings.Fields(l)
 		i, _ := strconv.Atoi(f[0])
 		codes[i], _ = strconv.Atoi(f[1])
+		if len(f) == 4 {
+			t0, _ := strconv.ParseFloat(f[2], 64)
+			t1, _ := strconv.ParseFloat(f[3], 64)
+			took[i] = time.Duration((t1 - t0) * float64(time.Second))
+		}
+	}
+	// Where the time goes (the suite's wall time is watched; design 0020).
+	slow := slices.SortedFunc(maps.Keys(took), func(a, b int) int { return cmp.Compare(took[b], took[a]) })
+	for _, i := range slow[:min(5, len(slow))] {
+		t.Logf("%v README.md:%d %s", took[i].Round(time.Millisecond), cmds[i].line, cmds[i].text)
 	}
 	for i, c := range cmds {
 		code, ran := codes[i]

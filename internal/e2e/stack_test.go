@@ -15,6 +15,7 @@ import (
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
 	"github.com/moatdb/moat/internal/controlplane"
+	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/testenv"
 	"github.com/moatdb/moat/internal/up"
 )
@@ -57,8 +58,19 @@ func startWith(t testing.TB, dir, prefix string, configure func(*controlplane.Co
 	})
 }
 
+// oneRegion is the catalog of a test's stack unless configure sets
+// another: us-east-1 alone, so that its fleet is three agents (one per
+// AZ) where moat up's is six, the other three idle in most tests. A test
+// that needs the second region, or the fleet as moat up runs it, sets
+// the catalog (fullFleet).
+var oneRegion = domain.Catalog{Regions: domain.DefaultCatalog().Regions[:1]}
+
+// fullFleet gives a stack moat up's catalog (and fleet): both regions.
+func fullFleet(c *controlplane.Config) { c.Catalog = domain.DefaultCatalog() }
+
 // startStack is start with the stack's configuration adjusted by
-// configure (nil: none).
+// configure (nil: none). Its catalog is oneRegion unless configure sets
+// another.
 func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *env {
 	t.Helper()
 	require(t)
@@ -84,6 +96,7 @@ func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *e
 	cfg := up.Config{ControlPlane: controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0", BackupInterval: -1},
 		CloudPrefix: prefix, NoSync: true, DNSListen: "127.0.0.1:0", MoatBinary: moatBinary(t),
 		VolumeSize: 10 << 30} // every node on its own encrypted volume, as in moat up
+	cfg.ControlPlane.Catalog = oneRegion
 	if configure != nil {
 		configure(&cfg)
 	}
@@ -122,8 +135,11 @@ func startStack(t testing.TB, dir, prefix string, configure func(*up.Config)) *e
 	return e
 }
 
+// ctx is a context for the test's calls, a guard against a hang: many
+// tests hold one for their whole length, which under the load of
+// parallel tests can pass two minutes.
 func (e *env) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	e.t.Cleanup(cancel)
 	return ctx
 }

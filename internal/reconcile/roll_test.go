@@ -63,7 +63,7 @@ func TestRollUpgradeSteps(t *testing.T) {
 	// node with a new ID takes its slot.
 	n = get[domain.Node](f, n.ID)
 	f.edit(n, func() {
-		if err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportFailed, Message: "volume lost"}, now); err != nil {
+		if _, err := n.ApplyReport(domain.NodeReport{State: domain.NodeReportFailed, Message: "volume lost"}, now); err != nil {
 			t.Fatal(err)
 		}
 	})

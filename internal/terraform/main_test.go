@@ -73,6 +73,7 @@ func TestMain(m *testing.M) {
 	}
 	stopMu.Unlock()
 	os.RemoveAll(dir)
+	asmoat.RemoveBuilt()
 	os.Exit(code)
 }
 
@@ -242,9 +243,10 @@ func startStack() (*server, error) {
 	}
 	os.Chmod(dir, 0o711)
 	prefix := "moat-t" + strings.ToLower(rand.Text()[:6]) + "-"
-	// A copy of this test binary named moat: it runs as the moat command,
-	// and the agent installs it as PostgreSQL's archive_command (it refuses
-	// a binary named *.test).
+	// A copy of this test binary named moat (under -race, of a moat built
+	// without it: asmoat.Process): it runs as the moat command, and the
+	// agent installs it as PostgreSQL's archive_command (it refuses a
+	// binary named *.test).
 	exe, err := copyExecutable(filepath.Join(dir, "moat"))
 	if err != nil {
 		return nil, err
@@ -314,9 +316,10 @@ func startStack() (*server, error) {
 	return s, err
 }
 
-// copyExecutable copies the running binary to dst (mode 0755).
+// copyExecutable copies the moat binary for processes (asmoat.Process)
+// to dst (mode 0755).
 func copyExecutable(dst string) (string, error) {
-	src, err := os.Executable()
+	src, err := asmoat.Process()
 	if err != nil {
 		return "", err
 	}
