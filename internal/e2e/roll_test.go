@@ -35,6 +35,7 @@ func startRollStack(t testing.TB, dir, prefix string) *env {
 }
 
 func TestRollForward(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now()
 	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
 	e := startRollStack(t, "", "")

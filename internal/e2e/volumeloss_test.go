@@ -33,6 +33,7 @@ import (
 // one host per AZ (the replacement goes to the lost node's host, healthy
 // but for that volume).
 func TestPrimaryVolumeLost(t *testing.T) {
+	t.Parallel()
 	losetup := testenv.MustHaveCommand(t, "losetup")
 	if volume.HasDeviceMapper() {
 		t.Skip("device-mapper present: the kernel holds the volume's key, there is no userspace server to kill")
