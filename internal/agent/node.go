@@ -107,6 +107,9 @@ type node struct {
 	// ("" if the shutdown was not clean).
 	demoted  bool
 	finalLSN string
+	// switching: the desired state says the node's service switches over
+	// (its positions are reported as they move).
+	switching bool
 }
 
 func newNode(a *Agent, id string) *node {
@@ -232,7 +235,7 @@ func (n *node) run(ctx context.Context) {
 		n.mu.Lock()
 		want, rev, gone, held := n.want, n.rev, n.gone, n.held
 		n.mu.Unlock()
-		fast = nil
+		fast, n.switching = nil, want.Switchover
 		if want.Switchover && !gone && !held {
 			// A switchover: each hop is seen within switchoverObserveEvery.
 			fast = time.After(switchoverObserveEvery)

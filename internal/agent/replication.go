@@ -62,6 +62,7 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 			n.a.log.Debug("read replication", "node", n.id, "err", err)
 		}
 	}
+	r.Switching = n.switching
 	if !r.Up && n.demoted {
 		r.ReceivedLSN = n.finalLSN // its last WAL record: the switchover compares
 	}
@@ -96,7 +97,7 @@ func (n *node) setReplication(r apitype.NodeReplication) {
 // significant reports whether a and b differ in what failover decides on.
 func significant(a, b apitype.NodeReplication) bool {
 	if a.Up != b.Up || a.InRecovery != b.InRecovery || a.Upstream != b.Upstream || a.Streaming != b.Streaming || a.Fenced != b.Fenced ||
-		len(a.Standbys) != len(b.Standbys) {
+		len(a.Standbys) != len(b.Standbys) || (b.Switching && a.ReceivedLSN != b.ReceivedLSN) {
 		return true
 	}
 	for i := range a.Standbys {
@@ -284,6 +285,10 @@ func (n *node) applyPromote(ctx context.Context, s *spec) error {
 			return err
 		}
 		n.a.log.Info("node promoted", "node", n.id, "revision", s.rev)
+		// Say so at once (the switchover or failover waits on it), not
+		// after the rest of the apply.
+		n.upstream = ""
+		n.observe(ctx, false)
 		return nil
 	})
 	return err

@@ -204,7 +204,7 @@ func replicationIn(r *apitype.NodeReplication) (*domain.ReplicationReport, error
 	if r == nil {
 		return nil, nil
 	}
-	out := &domain.ReplicationReport{Up: r.Up, InRecovery: r.InRecovery, Timeline: r.Timeline, Upstream: r.Upstream, Streaming: r.Streaming, Fenced: r.Fenced}
+	out := &domain.ReplicationReport{Up: r.Up, InRecovery: r.InRecovery, Timeline: r.Timeline, Upstream: r.Upstream, Streaming: r.Streaming, Fenced: r.Fenced, Switching: r.Switching}
 	if r.DownSince != nil {
 		out.DownSince = *r.DownSince
 	}

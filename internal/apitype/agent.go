@@ -222,6 +222,9 @@ type NodeReplication struct {
 	Standbys []StandbyStatus `json:"standbys,omitempty"`
 	// Fenced: the node is kept from acknowledging writes.
 	Fenced bool `json:"fenced,omitempty"`
+	// Switching: the node's service is switching its primary over; its
+	// positions are reported as they move (the switchover waits on them).
+	Switching bool `json:"switching,omitempty"`
 }
 
 // StandbyStatus is one row of a primary's pg_stat_replication.

@@ -64,6 +64,9 @@ type ReplicationReport struct {
 	// Fenced: the agent stopped the node accepting writes (the desired
 	// state said so, or its lease on the control plane ran out).
 	Fenced bool `json:"fenced,omitempty"`
+	// Switching: the node's service is switching its primary over, so a
+	// change of its position counts (Turned).
+	Switching bool `json:"switching,omitempty"`
 }
 
 // StandbyStatus is one row of a primary's pg_stat_replication: Name is
@@ -270,7 +273,8 @@ func ReplicaStates(members []Member) []ReplicaState {
 // Turned reports whether a new replication report of a node (now)
 // differs from the last one (before, nil if none) in what replication
 // and failover decide on: up, recovery, upstream, streaming, fencing, or
-// the standbys' sync states. The API then wakes the reconciler at once
+// the standbys' sync states; during a switchover (now.Switching), its
+// position too. The API then wakes the reconciler at once
 // rather than at its next resync.
 func Turned(before, now *ReplicationReport) bool {
 	if before == nil || now == nil {
@@ -278,6 +282,10 @@ func Turned(before, now *ReplicationReport) bool {
 	}
 	if before.Up != now.Up || before.InRecovery != now.InRecovery || before.Upstream != now.Upstream ||
 		before.Streaming != now.Streaming || before.Fenced != now.Fenced || len(before.Standbys) != len(now.Standbys) {
+		return true
+	}
+	if now.Switching && before.ReceivedLSN != now.ReceivedLSN {
+		// A switchover waits for the new primary's position.
 		return true
 	}
 	for i := range now.Standbys {

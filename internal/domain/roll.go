@@ -407,9 +407,11 @@ func (r *Roll) OutOfService(id string) bool {
 	return (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id)
 }
 
-// Switching reports whether the roll is in its switchover: the agents
-// then report replication changes at once (not at their next tick).
-func (r *Roll) Switching() bool { return r.Step == StepSwitchover }
+// Switching reports whether the roll's switchover has demoted the old
+// primary (until the primary moves): the agents then read and report
+// replication changes at once, positions included (not at their next
+// tick). Before the demotion they report as usual.
+func (r *Roll) Switching() bool { return r.Step == StepSwitchover && r.Phase != PhaseReady }
 
 // ServiceRoles returns each live node's role in svc's desired state from
 // its live operations: a failover's, a roll-forward's, else RolesOf's.
