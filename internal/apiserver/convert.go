@@ -100,9 +100,7 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 	var hosts, addrs []string
 	for _, n := range nodes {
 		node := apitype.Node{ID: n.ID, Index: n.Index, AZ: n.AZ, State: n.State, Address: n.Address, Host: n.Host, StateInfo: c.infoFor(n.StateInfo)}
-		if v := n.Volume; v != nil && !domain.Gone(n.State) {
-			node.Volume = &apitype.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
-		}
+		node.Volume = volumeOut(n)
 		if a := n.Archive; a != nil && !domain.Gone(n.State) {
 			node.Archive = &apitype.ArchiveStatus{LastArchivedWAL: a.LastArchivedWAL, LastArchivedAt: a.LastArchivedAt,
 				LastFailedWAL: a.LastFailedWAL, LastFailedAt: a.LastFailedAt, Failing: a.Failing}
@@ -141,6 +139,16 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 
 // nodeRole is the role service get shows for n: primary, fenced (its
 // agent reports it kept from acknowledging anything) or replica.
+// volumeOut is n's encrypted volume as its agent last reported it (nil
+// when it has none or is gone).
+func volumeOut(n *domain.Node) *apitype.NodeVolume {
+	v := n.Volume
+	if v == nil || domain.Gone(n.State) {
+		return nil
+	}
+	return &apitype.NodeVolume{Format: v.Format, Cipher: v.Cipher, Engine: v.Engine, Size: v.Size, Used: v.Used, Full: v.Full, Lost: v.Lost}
+}
+
 func nodeRole(svc *domain.Service, n *domain.Node) string {
 	switch {
 	case svc.IsPrimary(n):

@@ -41,7 +41,7 @@ func (s *Server) createHost(c *call) error {
 		}
 		c.target = h.ID
 		c.detail = "name=" + h.Name + " region=" + h.Region + " az=" + h.AZ + " capacity=" + strconv.Itoa(h.Capacity) + " token=" + t.ID
-		out := apitype.HostCreated{Host: hostOut(c, h, nil, false), AgentToken: tokenOut(t)}
+		out := apitype.HostCreated{Host: hostOut(c, h, nil, nil), AgentToken: tokenOut(t)}
 		out.AgentToken.Secret = FormatToken(t.ID, secret)
 		return out, nil
 	})
@@ -62,7 +62,7 @@ func (s *Server) listHosts(c *call) error {
 	}
 	out := apitype.List[apitype.Host]{Items: []apitype.Host{}}
 	for _, h := range hosts {
-		out.Items = append(out.Items, hostOut(c, h, nodes, false))
+		out.Items = append(out.Items, hostOut(c, h, nodes, nil))
 	}
 	return c.reply(0, out)
 }
@@ -70,17 +70,18 @@ func (s *Server) listHosts(c *call) error {
 func (s *Server) getHost(c *call) error {
 	var h *domain.Host
 	var nodes []*domain.Node
+	var svcs []*domain.Service
 	err := c.view(func(tx store.Tx) (err error) {
 		if h, err = findHost(c, tx); err != nil {
 			return err
 		}
-		nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{})
+		nodes, svcs, err = nodesAndServices(c, tx)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return c.reply(0, hostOut(c, h, nodes, true))
+	return c.reply(0, hostOut(c, h, nodes, svcs))
 }
 
 func (s *Server) updateHost(c *call) error {
@@ -103,6 +104,7 @@ func (s *Server) activateHost(c *call) error {
 func (s *Server) changeHost(c *call, fn func(*domain.Host) error) error {
 	var h *domain.Host
 	var nodes []*domain.Node
+	var svcs []*domain.Service
 	err := c.mutate(func(tx store.Tx) (err error) {
 		if h, err = findHost(c, tx); err != nil {
 			return err
@@ -115,13 +117,13 @@ func (s *Server) changeHost(c *call, fn func(*domain.Host) error) error {
 		if err := store.Put(c.ctx, tx, h); err != nil {
 			return err
 		}
-		nodes, err = store.List[domain.Node](c.ctx, tx, store.Query{})
+		nodes, svcs, err = nodesAndServices(c, tx)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return c.reply(0, hostOut(c, h, nodes, true))
+	return c.reply(0, hostOut(c, h, nodes, svcs))
 }
 
 // deleteHost removes an empty host and revokes its agent tokens; a down
@@ -176,7 +178,7 @@ func (s *Server) deleteHost(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.reply(0, hostOut(c, h, nil, false))
+	return c.reply(0, hostOut(c, h, nil, nil))
 }
 
 // findHost reads the live host the path names ({host}: its name or ID).
@@ -222,22 +224,38 @@ func errHostNotRegistered(name string) error {
 		msg: "host " + name + " is not registered", hint: "an operator registers it first: moat host add " + name + " --region R --az AZ"}
 }
 
-// hostOut converts h; withNodes lists its live nodes (nodes is every node
-// the caller read; nil leaves the load at 0).
-func hostOut(c *call, h *domain.Host, nodes []*domain.Node, withNodes bool) apitype.Host {
+// nodesAndServices reads every node and service, for a host's node list.
+func nodesAndServices(c *call, tx store.Tx) ([]*domain.Node, []*domain.Service, error) {
+	nodes, err := store.List[domain.Node](c.ctx, tx, store.Query{})
+	if err != nil {
+		return nil, nil, err
+	}
+	svcs, err := store.List[domain.Service](c.ctx, tx, store.Query{})
+	return nodes, svcs, err
+}
+
+// hostOut converts h (nodes is every node the caller read; nil leaves the
+// load at 0); with svcs it lists its live nodes, their roles in their
+// services and their volumes.
+func hostOut(c *call, h *domain.Host, nodes []*domain.Node, svcs []*domain.Service) apitype.Host {
 	on := h.OnHost(nodes)
 	out := apitype.Host{ID: h.ID, Name: h.Name, Region: h.Region, AZ: h.AZ, Capacity: h.Capacity, State: h.State,
 		StateInfo: c.infoFor(h.StateInfo), Cordoned: h.Cordoned, LastHeartbeatAt: h.LastHeartbeatAt, AgentVersion: h.AgentVersion,
 		Load: len(on), CreatedAt: h.CreatedAt}
-	if withNodes {
-		out.Nodes = []apitype.HostNode{}
-		for _, n := range on {
-			role := apitype.RoleReplica
-			if n.Index == 0 {
-				role = apitype.RolePrimary
-			}
-			out.Nodes = append(out.Nodes, apitype.HostNode{ID: n.ID, ProjectID: n.ProjectID, ServiceID: n.ServiceID, Role: role, State: n.State})
+	if svcs == nil {
+		return out
+	}
+	byID := make(map[string]*domain.Service, len(svcs))
+	for _, v := range svcs {
+		byID[v.ID] = v
+	}
+	out.Nodes = []apitype.HostNode{}
+	for _, n := range on {
+		hn := apitype.HostNode{ID: n.ID, ProjectID: n.ProjectID, ServiceID: n.ServiceID, Role: apitype.RoleReplica, State: n.State, Volume: volumeOut(n)}
+		if svc := byID[n.ServiceID]; svc != nil {
+			hn.Role = nodeRole(svc, n)
 		}
+		out.Nodes = append(out.Nodes, hn)
 	}
 	return out
 }

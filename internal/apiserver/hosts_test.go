@@ -99,6 +99,52 @@ func TestHosts(t *testing.T) {
 	if len(withNodes.Nodes) != 1 || withNodes.Nodes[0].ServiceID != svc.ID {
 		t.Errorf("host %s nodes = %+v, want one node of %s", busy, withNodes.Nodes, svc.ID)
 	}
+	// A host's node list shows each node's role in its service as it is
+	// now (the primary moved off index 0 by a failover) and its volume.
+	var moved string
+	if err := e.st.Update(context.Background(), func(tx store.Tx) error {
+		s, err := store.Get[domain.Service](context.Background(), tx, svc.ID)
+		if err != nil {
+			return err
+		}
+		nodes, err := store.List[domain.Node](context.Background(), tx, store.Query{})
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.ServiceID != svc.ID || n.Index != 2 {
+				continue
+			}
+			moved, s.PrimaryID = n.ID, n.ID
+			n.Volume = &domain.NodeVolume{Format: "LUKS2", Cipher: "aes-xts-plain64", Engine: "userspace", Size: 10 << 30, Used: 1 << 30}
+			if err := store.Put(context.Background(), tx, n); err != nil {
+				return err
+			}
+		}
+		return store.Put(context.Background(), tx, s)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range hosts.Items {
+		if x.Region != "eu-west-1" || x.Load != 1 {
+			continue
+		}
+		var got apitype.Host
+		e.must(200, &got, "GET", "/v1/hosts/"+x.Name, e.operator, nil)
+		for _, n := range got.Nodes {
+			want := apitype.RoleReplica
+			if n.ID == moved {
+				want = apitype.RolePrimary
+				if v := n.Volume; v == nil || v.Format != "LUKS2" || v.Used != 1<<30 {
+					t.Errorf("host %s node %s volume = %+v, want the reported LUKS2 volume", x.Name, n.ID, v)
+				}
+			}
+			if n.Role != want {
+				t.Errorf("host %s node %s role = %s, want %s (the service's primary is %s)", x.Name, n.ID, n.Role, want, moved)
+			}
+		}
+	}
+
 	r := e.do("DELETE", "/v1/hosts/"+busy, e.operator, nil)
 	if r.Status != 409 || r.Problem.Code != domain.CodeInUse || !strings.Contains(r.Problem.Detail, withNodes.Nodes[0].ID) || !strings.Contains(r.Problem.Hint, "moat host drain "+busy) {
 		t.Errorf("remove a host with nodes = %d %s, want 409 naming the node", r.Status, r.Body)

@@ -51,4 +51,6 @@ type HostNode struct {
 	ServiceID string `json:"service_id"`
 	Role      string `json:"role"`
 	State     string `json:"state"`
+	// Volume is the node's encrypted volume on this host.
+	Volume *NodeVolume `json:"volume,omitempty"`
 }

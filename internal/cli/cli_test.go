@@ -119,6 +119,12 @@ var (
 				{ID: "node-bbbb", Index: 1, AZ: "eu-west-1b", State: "running", Address: "198.18.1.2", Host: "host-b", Role: "primary"},
 				{ID: "node-cccc", Index: 2, AZ: "eu-west-1c", State: "running", Address: "198.18.1.3", Host: "host-c", Role: "replica", Streaming: true, SyncState: "quorum", LagBytes: 128},
 				{ID: "node-dddd", Index: 0, AZ: "eu-west-1a", State: "creating", Host: "host-d", Role: "replica"}}},
+		"host": apitype.Host{ID: "host-aaaa", Name: "us-east-1a-1", Region: "us-east-1", AZ: "us-east-1a", Capacity: 8, State: "active", Load: 2, LastHeartbeatAt: t0, AgentVersion: "dev", CreatedAt: t0,
+			Nodes: []apitype.HostNode{
+				{ID: "node-aaaa", ProjectID: "proj-aaaa", ServiceID: "svc-aaaa", Role: "primary", State: "running",
+					Volume: &apitype.NodeVolume{Format: "LUKS2", Cipher: "aes-xts-plain64", Engine: "userspace", Size: 10 << 30, Used: 42 << 20}},
+				{ID: "node-bbbb", ProjectID: "proj-aaaa", ServiceID: "svc-bbbb", Role: "replica", State: "failed",
+					Volume: &apitype.NodeVolume{Format: "LUKS2", Cipher: "aes-xts-plain64", Engine: "userspace", Size: 10 << 30, Used: 1 << 30, Lost: true}}}},
 		"allowlist":        apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{{CIDR: "10.0.0.0/8", Description: "corp"}, {CIDR: "2001:db8::/32"}}, Revision: 3, AppliedRevision: 2},
 		"allowlist-empty":  apitype.Allowlist{ServiceID: "svc-aaaa", AllowedIPs: []apitype.AllowEntry{}, Revision: 4, AppliedRevision: 4, Applied: true},
 		"operation":        apitype.Operation{ID: "op-aaaa", ProjectID: "proj-aaaa", Type: "service.attach", TargetID: "svc-aaaa", VPCID: "vpc-aaaa", State: "failed", Error: &apitype.StateInfo{Code: "region_mismatch", Message: "wrong region"}, CreatedAt: t0, UpdatedAt: t0},

@@ -195,6 +195,9 @@ func hostNotes(h apitype.Host) []string {
 	out := []string{"nodes:"}
 	for _, n := range h.Nodes {
 		out = append(out, "  "+strings.Join([]string{n.ID, n.Role, n.State, "service " + n.ServiceID, "project " + n.ProjectID}, "  "))
+		if n.Volume != nil {
+			out = append(out, "    "+volumeText(n.Volume))
+		}
 	}
 	return out
 }

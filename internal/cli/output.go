@@ -346,23 +346,30 @@ func operationRows(w io.Writer, ops ...apitype.Operation) {
 func nodeNotes(n apitype.Node) []string {
 	var out []string
 	if v := n.Volume; v != nil {
-		engine := ""
-		if v.Engine != "" {
-			engine = " (" + v.Engine + ")"
-		}
-		line := fmt.Sprintf("node %s: volume %s %s%s: %s of %s used", n.ID, v.Format, v.Cipher, engine, byteSize(v.Used), byteSize(v.Size))
-		if v.Full {
-			line += ", FULL"
-		}
-		if v.Lost {
-			line += ", KEY LOST"
-		}
-		out = append(out, line)
+		out = append(out, "node "+n.ID+": "+volumeText(v))
 	}
 	if i := n.StateInfo; i != nil && i.Message != "" {
 		out = append(out, fmt.Sprintf("warning: node %s: %s", n.ID, i.Message))
 	}
 	return out
+}
+
+// volumeText describes an encrypted volume: "volume LUKS2
+// aes-xts-plain64 (userspace): 1.5 GiB of 10 GiB used", FULL or KEY LOST
+// when it is.
+func volumeText(v *apitype.NodeVolume) string {
+	engine := ""
+	if v.Engine != "" {
+		engine = " (" + v.Engine + ")"
+	}
+	line := fmt.Sprintf("volume %s %s%s: %s of %s used", v.Format, v.Cipher, engine, byteSize(v.Used), byteSize(v.Size))
+	if v.Full {
+		line += ", FULL"
+	}
+	if v.Lost {
+		line += ", KEY LOST"
+	}
+	return line
 }
 
 // byteSize is b in binary units (1.5 GiB).
