@@ -98,7 +98,9 @@ type node struct {
 	upstream  string
 	// lastUpstream is the last non-empty upstream applied.
 	lastUpstream string
-	fenced       bool
+	// receiverPID is the WAL receiver observe saw last ("" for none).
+	receiverPID string
+	fenced      bool
 }
 
 func newNode(a *Agent, id string) *node {
