@@ -196,6 +196,7 @@ func TestStreamingNeedsASteadyReceiver(t *testing.T) {
 	if _, err := applyOps(t, n, h, want); err != nil {
 		t.Fatal(err)
 	}
+	n.upstream = want.Upstream // as applyAndReport records it
 	streaming := func(pid int) bool {
 		h.mu.Lock()
 		h.receiverPID, h.streaming = pid, pid != 0
@@ -214,10 +215,22 @@ func TestStreamingNeedsASteadyReceiver(t *testing.T) {
 			t.Fatalf("receiver %d seen once reported streaming", pid)
 		}
 	}
+	// Meanwhile it is reported not streaming since the first sample.
+	n.mu.Lock()
+	since := n.repl.NotStreamingSince
+	n.mu.Unlock()
+	if since == nil || time.Since(*since) > time.Minute {
+		t.Errorf("not_streaming_since = %v after five samples without a stream, want the first's time", since)
+	}
 	// The same one twice does.
 	if !streaming(104) {
 		t.Error("receiver 104 seen streaming twice: not reported streaming")
 	}
+	n.mu.Lock()
+	if n.repl.NotStreamingSince != nil {
+		t.Errorf("not_streaming_since = %v while it streams, want none", n.repl.NotStreamingSince)
+	}
+	n.mu.Unlock()
 	if streaming(0) {
 		t.Error("no receiver: reported streaming")
 	}

@@ -98,9 +98,12 @@ type node struct {
 	upstream  string
 	// lastUpstream is the last non-empty upstream applied.
 	lastUpstream string
-	// receiverPID is the WAL receiver observe saw last ("" for none).
-	receiverPID string
-	fenced      bool
+	// receiverPID is the WAL receiver observe saw last ("" for none);
+	// notStreamingSince when observe first found the node following an
+	// upstream without streaming (zero while it streams).
+	receiverPID       string
+	notStreamingSince time.Time
+	fenced            bool
 }
 
 func newNode(a *Agent, id string) *node {

@@ -71,6 +71,15 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 			n.a.log.Debug("read replication", "node", n.id, "err", err)
 		}
 	}
+	if r.Up && r.InRecovery && r.Upstream != "" && !r.Streaming {
+		if n.notStreamingSince.IsZero() {
+			n.notStreamingSince = time.Now().UTC()
+		}
+		t := n.notStreamingSince
+		r.NotStreamingSince = &t
+	} else {
+		n.notStreamingSince = time.Time{}
+	}
 	if r.Up {
 		n.downSince = time.Time{}
 	} else {
