@@ -273,3 +273,59 @@ func TestDemotedNodeStopsAndReopens(t *testing.T) {
 		t.Error("re-opened primary not started")
 	}
 }
+
+// A replica reports streaming only once the same WAL receiver was seen
+// streaming twice: one that cannot follow its upstream restarts every
+// 5 s and fails at once, and a sample of it between start and failure is
+// no stream (the control plane would count a replica that never follows).
+func TestStreamingNeedsASteadyReceiver(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.Role, want.Upstream, want.PrimaryAddress, want.PrimaryName = apitype.RoleReplica, "nod-0", "198.18.0.9", "nod-0.svc"
+	want.TLS.ReplCertPEM, want.TLS.ReplKeyPEM, want.TLS.ProjectCAPEM = "rc", "rk", "ca"
+	h.mu.Lock()
+	h.recovering = true
+	h.mu.Unlock()
+	if _, err := applyOps(t, n, h, want); err != nil {
+		t.Fatal(err)
+	}
+	n.upstream = want.Upstream // as applyAndReport records it
+	streaming := func(pid int) bool {
+		h.mu.Lock()
+		h.receiverPID, h.streaming = pid, pid != 0
+		h.mu.Unlock()
+		n.observe(context.Background(), false)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.repl == nil {
+			t.Fatal("no replication observed")
+		}
+		return n.repl.Streaming
+	}
+	// A receiver restarted at every sample never streams.
+	for pid := 100; pid < 105; pid++ {
+		if streaming(pid) {
+			t.Fatalf("receiver %d seen once reported streaming", pid)
+		}
+	}
+	// Meanwhile it is reported not streaming since the first sample.
+	n.mu.Lock()
+	since := n.repl.NotStreamingSince
+	n.mu.Unlock()
+	if since == nil || time.Since(*since) > time.Minute {
+		t.Errorf("not_streaming_since = %v after five samples without a stream, want the first's time", since)
+	}
+	// The same one twice does.
+	if !streaming(104) {
+		t.Error("receiver 104 seen streaming twice: not reported streaming")
+	}
+	n.mu.Lock()
+	if n.repl.NotStreamingSince != nil {
+		t.Errorf("not_streaming_since = %v while it streams, want none", n.repl.NotStreamingSince)
+	}
+	n.mu.Unlock()
+	if streaming(0) {
+		t.Error("no receiver: reported streaming")
+	}
+}

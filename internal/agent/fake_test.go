@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,6 +61,10 @@ type fakeHost struct {
 	running map[string]bool
 	// recovering: the servers are in recovery (a restore replays).
 	recovering bool
+	// receiverPID, when not 0, is the servers' WAL receiver, streaming
+	// says whether it streams.
+	receiverPID int
+	streaming   bool
 	// taskStarted receives a task's ID as it starts.
 	taskStarted chan string
 	// volumes is whether each container's server runs (absent: no
@@ -396,7 +401,11 @@ func (in *fakeInstance) Promote(context.Context) error {
 func (in *fakeInstance) Replication(context.Context) (apitype.NodeReplication, error) {
 	in.h.mu.Lock()
 	defer in.h.mu.Unlock()
-	return apitype.NodeReplication{Up: true, InRecovery: in.h.recovering, ReceivedLSN: "0/3000000"}, nil
+	r := apitype.NodeReplication{Up: true, InRecovery: in.h.recovering, ReceivedLSN: "0/3000000", Streaming: in.h.streaming}
+	if in.h.receiverPID != 0 {
+		r.Upstream = receiverRunning + strconv.Itoa(in.h.receiverPID)
+	}
+	return r, nil
 }
 
 func (in *fakeInstance) ShutdownCheckpoint(context.Context) (string, bool, error) {

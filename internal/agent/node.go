@@ -101,6 +101,11 @@ type node struct {
 	upstream  string
 	// lastUpstream is the last non-empty upstream applied.
 	lastUpstream string
+	// receiverPID is the WAL receiver observe saw last ("" for none);
+	// notStreamingSince when observe first found the node following an
+	// upstream without streaming (zero while it streams).
+	receiverPID       string
+	notStreamingSince time.Time
 	fenced       bool
 	// demoted: the node is a switchover's demoted old primary, its
 	// server stopped; finalLSN the location of its shutdown checkpoint

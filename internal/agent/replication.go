@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,7 +30,12 @@ import (
 //     primary stops serving before the control plane promotes another.
 
 // receiverRunning marks, between Replication and observe, a server whose
-// WAL receiver runs.
+// WAL receiver runs (followed by the receiver's process ID); a receiver
+// counts as streaming only when observe saw the same process streaming
+// twice in a row (a supervise tick apart): one that cannot follow its
+// upstream ("requested WAL segment … has already been removed") is
+// restarted every 5 s and fails at once, and a sample that catches it
+// between its start and its failure must not report it streaming.
 const receiverRunning = "\x00receiver"
 
 // replReportEvery is how often a node's replication is reported when
@@ -46,7 +53,9 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 		got, err := n.inst.Replication(qctx)
 		cancel()
 		if err == nil {
-			running := got.Upstream == receiverRunning
+			pid, running := strings.CutPrefix(got.Upstream, receiverRunning)
+			got.Streaming = got.Streaming && running && pid == n.receiverPID
+			n.receiverPID = pid
 			got.Fenced, got.Upstream = fenced, n.upstream
 			if got.Upstream == "" && running {
 				// Detached in the configuration, but its WAL receiver has
@@ -65,6 +74,15 @@ func (n *node) observe(ctx context.Context, fenced bool) {
 	r.Switching = n.switching
 	if !r.Up && n.demoted {
 		r.ReceivedLSN = n.finalLSN // its last WAL record: the switchover compares
+	}
+	if r.Up && r.InRecovery && r.Upstream != "" && !r.Streaming {
+		if n.notStreamingSince.IsZero() {
+			n.notStreamingSince = time.Now().UTC()
+		}
+		t := n.notStreamingSince
+		r.NotStreamingSince = &t
+	} else {
+		n.notStreamingSince = time.Time{}
 	}
 	if r.Up {
 		n.downSince = time.Time{}
@@ -300,7 +318,7 @@ const replicationQuery = `SELECT pg_is_in_recovery(),
 	coalesce(pg_last_wal_replay_lsn()::text, ''),
 	(SELECT timeline_id FROM pg_control_checkpoint()),
 	coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1), false),
-	EXISTS (SELECT 1 FROM pg_stat_wal_receiver)`
+	coalesce((SELECT pid FROM pg_stat_wal_receiver LIMIT 1), 0)`
 
 // Replication reads the server's replication: recovery, positions, its
 // WAL receiver, and on a primary pg_stat_replication.
@@ -311,14 +329,15 @@ func (p pgInstance) Replication(ctx context.Context) (apitype.NodeReplication, e
 	}
 	defer closeConn(conn)
 	r := apitype.NodeReplication{Up: true}
-	var receiver bool
+	var receiver int
 	if err := conn.QueryRow(ctx, replicationQuery).Scan(&r.InRecovery, &r.ReceivedLSN, &r.ReplayedLSN, &r.Timeline, &r.Streaming, &receiver); err != nil {
 		return r, fmt.Errorf("read replication: %w", err)
 	}
-	if receiver {
+	if receiver != 0 {
 		// Its upstream is the configured one (observe); a receiver still
-		// running after the upstream was removed is reported by observe.
-		r.Upstream = receiverRunning
+		// running after the upstream was removed is reported by observe,
+		// and so is one that keeps restarting (its process ID).
+		r.Upstream = receiverRunning + strconv.Itoa(receiver)
 	}
 	if r.InRecovery {
 		return r, nil

@@ -216,6 +216,9 @@ func replicationIn(r *apitype.NodeReplication) (*domain.ReplicationReport, error
 	if r.DownSince != nil {
 		out.DownSince = *r.DownSince
 	}
+	if r.NotStreamingSince != nil {
+		out.NotStreamingSince = *r.NotStreamingSince
+	}
 	lsn := func(field, v string) (domain.LSN, error) {
 		if v == "" {
 			return 0, nil

@@ -214,6 +214,9 @@ type NodeReplication struct {
 	Timeline   int    `json:"timeline,omitempty"`
 	Upstream   string `json:"upstream,omitempty"`
 	Streaming  bool   `json:"streaming,omitempty"`
+	// NotStreamingSince, on a replica that follows an upstream, is when
+	// the agent first found it not streaming (absent while it streams).
+	NotStreamingSince *time.Time `json:"not_streaming_since,omitempty"`
 	// ReceivedLSN: WAL received (a replica) or flushed (a primary);
 	// ReplayedLSN: replayed (a replica).
 	ReceivedLSN string `json:"received_lsn,omitempty"`

@@ -93,6 +93,12 @@ type FailoverPolicy struct {
 	LeaseMargin time.Duration
 }
 
+// StuckReplicaAfter is how long a replica that follows a healthy primary
+// may not stream before it counts as lost and is replaced: one that
+// cannot follow (after a failover to a node whose WAL lacks what it
+// needs) never will, and one reconnecting streams again within seconds.
+const StuckReplicaAfter = time.Minute
+
 // Default timings (DefaultFailoverPolicy).
 const (
 	DefaultHeartbeatInterval = time.Second
@@ -243,6 +249,13 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 			}
 			if l, _, w := memberLost(m, p, now); l {
 				return FailoverDecision{Verdict: VerdictReplace, Lost: m.Node.ID, Why: &Info{Code: CodeNodeLost, Message: "replica " + m.Node.ID + " is lost: " + w.Message, Cause: w.Cause}}
+			}
+			if r := m.Report; r != nil && r.Up && r.InRecovery && r.Upstream == primary.Node.ID && !r.Streaming &&
+				!r.NotStreamingSince.IsZero() && now.Sub(r.NotStreamingSince) >= StuckReplicaAfter {
+				// Following the primary but never streaming: it cannot
+				// (its WAL diverged or the primary lacks what it needs).
+				return FailoverDecision{Verdict: VerdictReplace, Lost: m.Node.ID, Why: &Info{Code: CodeNodeLost,
+					Message: "replica " + m.Node.ID + " is lost: it has not streamed from the primary since " + r.NotStreamingSince.UTC().Format(time.RFC3339)}}
 			}
 		}
 		return FailoverDecision{Verdict: VerdictNone}

@@ -47,6 +47,11 @@ func TestDecideFailover(t *testing.T) {
 		return m
 	}
 	lostVolP := withVolumeLost(member("node-p", true, true, quorum("node-a", "node-b")))
+	stuck := func(since time.Time) Member {
+		m := member("node-b", false, true, replicaReport("node-p", false, 400))
+		m.Report.Streaming, m.Report.NotStreamingSince = false, since
+		return m
+	}
 	for _, tc := range []struct {
 		name    string
 		n       int
@@ -87,6 +92,10 @@ func TestDecideFailover(t *testing.T) {
 				Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
 		{"lost replica: replace", 3, []Member{member("node-p", true, true, quorum()), a, bLost}, false,
 			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host stopped sending heartbeats", Cause: "host host-of-node-b"}}},
+		{"a replica that follows the primary but has not streamed for a minute: replace", 3, []Member{member("node-p", true, true, quorum()), a, stuck(now.Add(-StuckReplicaAfter))}, false,
+			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: it has not streamed from the primary since 2026-12-03T10:00:00Z"}}},
+		{"not streaming for less than a minute: wait for it", 3, []Member{member("node-p", true, true, quorum()), a, stuck(now.Add(-StuckReplicaAfter + time.Second))}, false,
+			FailoverDecision{Verdict: VerdictNone}},
 		{"two primaries: refuse", 3, []Member{lostP, member("node-a", true, true, nil)}, false,
 			FailoverDecision{Verdict: VerdictCannot, Why: &Info{Code: CodeInvalidState, Message: "two nodes are marked primary; the control plane refuses to fail over", Cause: "node-p, node-a"}}},
 		{"the primary's volume lost its key: no grace", 3, []Member{lostVolP, a, b}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-b",

@@ -56,6 +56,9 @@ type ReplicationReport struct {
 	// Streaming whether its WAL receiver is connected.
 	Upstream  string `json:"upstream,omitempty"`
 	Streaming bool   `json:"streaming,omitempty"`
+	// NotStreamingSince: when the agent first found a replica that
+	// follows an upstream not streaming (zero while it streams).
+	NotStreamingSince time.Time `json:"not_streaming_since,omitzero"`
 	// ReceivedLSN and ReplayedLSN: see the type's comment.
 	ReceivedLSN LSN `json:"received_lsn,omitempty"`
 	ReplayedLSN LSN `json:"replayed_lsn,omitempty"`
