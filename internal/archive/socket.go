@@ -249,39 +249,56 @@ func call(ctx context.Context, socket string, req sockRequest, body io.Reader) (
 	}
 	c.SetDeadline(dl)
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
+	_, err = c.Write(append(b, '\n'))
+	if err == nil && body != nil {
+		_, err = io.Copy(c, body)
+	}
+	br := bufio.NewReader(c)
+	if err != nil {
+		// The agent may have refused the request and closed before
+		// reading it all: its reply, if it sent one, says why.
+		if rep, rerr := readReply(br); rerr == nil && !rep.OK {
+			c.Close()
+			return rep, nil, nil, replyError(rep)
+		}
 		c.Close()
 		return sockReply{}, nil, nil, fmt.Errorf("send to the agent: %w", err)
 	}
-	if body != nil {
-		if _, err := io.Copy(c, body); err != nil {
-			c.Close()
-			return sockReply{}, nil, nil, fmt.Errorf("send to the agent: %w", err)
-		}
-	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadSlice('\n')
+	rep, err := readReply(br)
 	if err != nil {
 		c.Close()
-		return sockReply{}, nil, nil, fmt.Errorf("read the agent's reply: %w", err)
+		return sockReply{}, nil, nil, err
+	}
+	if rep.OK {
+		return rep, br, c, nil
+	}
+	c.Close()
+	return rep, nil, nil, replyError(rep)
+}
+
+// readReply reads the agent's reply line.
+func readReply(br *bufio.Reader) (sockReply, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return sockReply{}, fmt.Errorf("read the agent's reply: %w", err)
 	}
 	var rep sockReply
 	if err := json.Unmarshal(line, &rep); err != nil {
-		c.Close()
-		return sockReply{}, nil, nil, fmt.Errorf("decode the agent's reply: %w", err)
+		return sockReply{}, fmt.Errorf("decode the agent's reply: %w", err)
 	}
+	return rep, nil
+}
+
+// replyError is the error of a reply that is not OK.
+func replyError(rep sockReply) error {
 	switch {
-	case rep.OK:
-		return rep, br, c, nil
 	case rep.Code == "conflict":
-		err = fmt.Errorf("%s: %w", rep.Message, ErrConflict)
+		return fmt.Errorf("%s: %w", rep.Message, ErrConflict)
 	case rep.Code == "not_found":
-		err = fmt.Errorf("%s: %w", rep.Message, ErrNotFound)
+		return fmt.Errorf("%s: %w", rep.Message, ErrNotFound)
 	default:
-		err = fmt.Errorf("the agent: %s", rep.Message)
+		return fmt.Errorf("the agent: %s", rep.Message)
 	}
-	c.Close()
-	return rep, nil, nil, err
 }
 
 // PushVia archives the WAL file at walPath through the agent listening on

@@ -86,3 +86,35 @@ func TestServerRefuses(t *testing.T) {
 		t.Errorf("PushVia(a missing file) = %v", err)
 	}
 }
+
+// TestPushViaRefusedMidBody: an agent that refuses a push and closes
+// before reading its body (another user's socket) makes the client's
+// write fail; the client reports the agent's reason, not the broken
+// pipe.
+func TestPushViaRefusedMidBody(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "a.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		bufio.NewReader(c).ReadSlice('\n')
+		c.Write([]byte(`{"code":"failed","message":"only the node's user may use its archive socket"}` + "\n"))
+		c.Close()
+	}()
+	wal := filepath.Join(dir, "000000010000000000000001")
+	if err := os.WriteFile(wal, make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = PushVia(context.Background(), sock, wal)
+	if err == nil || !strings.Contains(err.Error(), "only the node's user") {
+		t.Errorf("PushVia to an agent that refuses mid-body = %v, want its reason", err)
+	}
+}

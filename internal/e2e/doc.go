@@ -11,7 +11,7 @@
 //
 //   - It calls t.Parallel() first, and starts its own stack with start,
 //     startWith or startStack (its own data directory and namespace
-//     prefix moat-eXXXXXX-). TestMain runs four tests at once (-parallel
+//     prefix moat-eXXXXXX-). TestMain runs three tests at once (-parallel
 //     overrides); the tests without t.Parallel run alone first.
 //   - A test that times a product promise in wall time (a session cut
 //     within a second) may run alone instead: it says why in a
