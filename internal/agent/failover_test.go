@@ -75,10 +75,10 @@ func TestFencedNodeStaysDown(t *testing.T) {
 		t.Errorf("fenced node operations %v: want no start", ops)
 	}
 	h.mu.Lock()
-	allowed := h.allowed[fakeNS]
+	allowed, refused := h.allowed[fakeNS], h.refused[fakeNS]
 	h.mu.Unlock()
-	if len(allowed) != 0 {
-		t.Errorf("fenced firewall admits %v, want no one", allowed)
+	if len(allowed) != 0 || !refused {
+		t.Errorf("fenced firewall admits %v, refuses %v; want no one, refusing", allowed, refused)
 	}
 	if rep, _ := n.currentReport(); rep.State != apitype.NodeReportFailed || rep.Replication.Up {
 		t.Errorf("fenced report = %+v, want failed and down", rep)
@@ -106,6 +106,12 @@ func TestLeaseFencesPrimary(t *testing.T) {
 	}
 	if slices.Contains(h.take(), opStop) {
 		t.Error("a lease fence stopped the server")
+	}
+	h.mu.Lock()
+	allowed, refused := h.allowed[fakeNS], h.refused[fakeNS]
+	h.mu.Unlock()
+	if len(allowed) != 0 || !refused {
+		t.Errorf("lease fence: firewall admits %v, refuses %v; want no one, refusing", allowed, refused)
 	}
 	n.a.renew(time.Now())
 	if n.leaseExpired(want) {
@@ -177,6 +183,12 @@ func TestLeaseFencesOnTime(t *testing.T) {
 			t.Fatal("firewall not re-opened after the lease was renewed")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	h.mu.Lock()
+	refused := h.refused[fakeNS]
+	h.mu.Unlock()
+	if refused {
+		t.Error("the re-opened firewall refuses: an allowlist drops what it does not admit")
 	}
 }
 

@@ -54,6 +54,9 @@ type fakeHost struct {
 	ns map[string]int
 	// allowed is the IPv4 allowlist each namespace's firewall enforces.
 	allowed map[string][]netip.Prefix
+	// refused is whether each namespace's firewall resets connections
+	// (nft.Policy.Refuse).
+	refused map[string]bool
 	// open counts the networks opened and not closed, instances the
 	// instances.
 	open, instances int
@@ -81,7 +84,7 @@ type fakeHost struct {
 
 func newFakeHost() *fakeHost {
 	return &fakeHost{
-		fail: map[string]error{}, ns: map[string]int{}, allowed: map[string][]netip.Prefix{},
+		fail: map[string]error{}, ns: map[string]int{}, allowed: map[string][]netip.Prefix{}, refused: map[string]bool{},
 		running: map[string]bool{}, taskStarted: make(chan string, 16), volumes: map[string]bool{},
 		hung: map[string]bool{},
 	}
@@ -257,6 +260,7 @@ func (h *fakeHost) recreate(name string) {
 	defer h.mu.Unlock()
 	h.ns[name]++
 	delete(h.allowed, name)
+	delete(h.refused, name)
 }
 
 func (h *fakeHost) isRunning(dir string) bool {
@@ -315,6 +319,7 @@ func (f fakeFirewall) Apply(p nft.Policy) error {
 	err := f.n.h.record(opFirewall, func() {
 		if closed = f.n.closed; !closed {
 			f.n.h.allowed[f.n.name] = slices.Clone(p.AllowV4)
+			f.n.h.refused[f.n.name] = p.Refuse
 		}
 	})
 	if closed {

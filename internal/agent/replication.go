@@ -171,8 +171,11 @@ func (n *node) fence(ctx context.Context, want apitype.NodeDesired, rev int64, s
 	return nil
 }
 
-// closeFirewall makes the node's firewall admit no one; the firewall
-// step applies the node's policy again once its key changes.
+// closeFirewall makes the node's firewall admit no one and refuse
+// connections to the port with a TCP reset, so that clients listing this
+// node first in a multi-host connection string move to the next host at
+// once instead of waiting out their connect timeout; the firewall step
+// applies the node's policy again once its key changes.
 func (n *node) closeFirewall(want apitype.NodeDesired) error {
 	if err := n.openNetwork(want.Namespace); err != nil {
 		return err
@@ -182,7 +185,7 @@ func (n *node) closeFirewall(want apitype.NodeDesired) error {
 		port = 5432
 	}
 	_, err := n.marks.firewall.run("closed:"+n.net.ID(), func() error {
-		return n.net.Firewall().Apply(nft.Policy{Port: uint16(port)})
+		return n.net.Firewall().Apply(nft.Policy{Port: uint16(port), Refuse: true})
 	})
 	if err != nil {
 		return fmt.Errorf("close the firewall: %w", err)

@@ -164,7 +164,7 @@ func bigPolicy(n, m, offset int, extra ...netip.Prefix) Policy {
 }
 
 func merged(p Policy) Policy {
-	return Policy{Port: p.Port, AllowV4: Merge(p.AllowV4), AllowV6: Merge(p.AllowV6), Peers: Merge(p.Peers)}
+	return Policy{Port: p.Port, Refuse: p.Refuse, AllowV4: Merge(p.AllowV4), AllowV6: Merge(p.AllowV6), Peers: Merge(p.Peers)}
 }
 
 func TestLargeSetRoundTrip(t *testing.T) {
@@ -210,7 +210,7 @@ func TestRenderMatchesApply(t *testing.T) {
 		Peers:   prefixes("198.18.5.2/32 2001:2::5/128 255.255.255.255/32")}
 	// Several shards per family, the last IPv4 one open-ended.
 	sharded := bigPolicy(3*shardElems/2, shardElems, 0, netip.MustParsePrefix("255.255.255.0/24"))
-	for _, pol := range []Policy{small, sharded} {
+	for _, pol := range []Policy{small, sharded, {Port: pgPort, Refuse: true}} {
 		renderMatchesApply(t, pol)
 	}
 }

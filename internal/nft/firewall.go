@@ -139,7 +139,7 @@ func (f *Firewall) apply(c *compiled) error {
 		return err
 	}
 	defer f.t.socks.release(k.Close)
-	if last := f.last; last != nil && last.port == c.port {
+	if last := f.last; last != nil && last.port == c.port && last.refuse == c.refuse {
 		f.last = nil // until the kernel is known to hold c
 		// Keep the shards when the new ranges fit them, so that only
 		// the shards whose ranges changed are written.

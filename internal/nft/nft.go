@@ -63,6 +63,13 @@ type Policy struct {
 	// Peers are the service's other nodes (either family), allowed to reach
 	// Port for replication.
 	Peers []netip.Prefix
+	// Refuse closes the firewall to everyone and answers TCP connections
+	// to Port with a reset instead of silence, so that a client trying
+	// several hosts moves to the next one at once instead of waiting for
+	// its connect timeout. It is for a fenced node, and only valid with
+	// no allowed sources (AllowV4, AllowV6 and Peers empty). Other
+	// traffic is still dropped silently.
+	Refuse bool
 }
 
 // ErrInvalidPolicy is returned (wrapped) for a policy that cannot be
@@ -91,12 +98,21 @@ func (p Policy) Validate() error {
 	if err := check("allow_v6", p.AllowV6, false, true); err != nil {
 		return err
 	}
-	return check("peers", p.Peers, true, true)
+	if err := check("peers", p.Peers, true, true); err != nil {
+		return err
+	}
+	if p.Refuse && len(p.AllowV4)+len(p.AllowV6)+len(p.Peers) > 0 {
+		return fmt.Errorf("%w: refuse: a refusing firewall admits no one; leave allow_v4, allow_v6 and peers empty or unset refuse", ErrInvalidPolicy)
+	}
+	return nil
 }
 
 // compiled is a validated policy with its sets' merged ranges.
 type compiled struct {
-	port           uint16
+	port uint16
+	// refuse adds a last rule to the input chain that resets TCP
+	// connections to port (Policy.Refuse).
+	refuse         bool
 	allow4, allow6 []span
 	peer4, peer6   []span
 	// cut4 and cut6 split allow4 and allow6 into shards (see shard.go):
@@ -150,7 +166,7 @@ func compileFrom(prev *source, p Policy) (compiled, *source, error) {
 			next.sorted[i] = sortedSpans(l)
 		}
 	}
-	c := compiled{port: p.Port, allow4: mergeSorted(next.sorted[0]), allow6: mergeSorted(next.sorted[1])}
+	c := compiled{port: p.Port, refuse: p.Refuse, allow4: mergeSorted(next.sorted[0]), allow6: mergeSorted(next.sorted[1])}
 	c.peer4, c.peer6 = splitFamilies(mergeSorted(next.sorted[2]))
 	c.cut4, c.cut6 = cutsOf(c.allow4), cutsOf(c.allow6)
 	if prev == nil {
@@ -193,7 +209,7 @@ type namedSet struct {
 
 // policy converts c back to a Policy with merged prefixes.
 func (c *compiled) policy() Policy {
-	p := Policy{Port: c.port}
+	p := Policy{Port: c.port, Refuse: c.refuse}
 	for _, s := range c.allow4 {
 		p.AllowV4 = append(p.AllowV4, s.prefixes()...)
 	}

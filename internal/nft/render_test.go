@@ -22,6 +22,7 @@ func TestRender(t *testing.T) {
 		p    Policy
 	}{
 		{"empty", Policy{Port: 5432}},
+		{"refuse", Policy{Port: 5432, Refuse: true}},
 		{"public", Policy{
 			Port:    5432,
 			AllowV4: prefixes("203.0.113.0/24 198.51.100.7/32 198.51.100.6/32 203.0.113.128/25"),

@@ -89,6 +89,17 @@ func (c *compiled) rules() []rule {
 	}{{setPeer4, true}, {setPeer6, false}} {
 		rules = append(rules, portRule(c.name(s.set), s.v4, port))
 	}
+	if c.refuse {
+		// A fenced node: connections to the port get a reset, so that
+		// clients move to their next host at once (Policy.Refuse).
+		rules = append(rules, rule{
+			fmt.Sprintf("tcp dport %d reject with tcp reset", c.port),
+			func(map[string]*nftables.Set) []expr.Any {
+				e := append(l4proto(unix.IPPROTO_TCP), transport(2, port)...)
+				return append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+			},
+		})
+	}
 	return rules
 }
 

@@ -89,15 +89,19 @@ func (t *nsTable) spotCheck(k *kernel, c *compiled, d delta) error {
 
 // state is what the Moat table in a namespace holds.
 type state struct {
-	port uint16
-	sets map[string][]span    // every set's ranges, by name
-	maps map[string][]mapElem // every verdict map's elements, sorted
+	port   uint16
+	refuse bool                 // the input chain resets TCP to port
+	sets   map[string][]span    // every set's ranges, by name
+	maps   map[string][]mapElem // every verdict map's elements, sorted
 }
 
 // differs returns an error saying how st differs from c, or nil.
 func (st *state) differs(c *compiled) error {
 	if st.port != c.port {
 		return fmt.Errorf("port %d, want %d", st.port, c.port)
+	}
+	if st.refuse != c.refuse {
+		return fmt.Errorf("refuse %v, want %v", st.refuse, c.refuse)
 	}
 	want := c.sets()
 	if len(st.sets) != len(want) {
@@ -139,7 +143,7 @@ func (st *state) policy() Policy {
 			peers = append(peers, spans...)
 		}
 	}
-	c := compiled{port: st.port, allow4: normalize(allow4), allow6: normalize(allow6)}
+	c := compiled{port: st.port, refuse: st.refuse, allow4: normalize(allow4), allow6: normalize(allow6)}
 	c.peer4, c.peer6 = splitFamilies(normalize(peers))
 	return c.policy()
 }
@@ -218,6 +222,7 @@ func (t *nsTable) read() (*state, error) {
 		return nil, fmt.Errorf("list rules: %w", err)
 	}
 	st.port = portOf(rules)
+	st.refuse = refuses(rules)
 	return st, nil
 }
 
@@ -352,4 +357,16 @@ func portOf(rules []*nftables.Rule) uint16 {
 		}
 	}
 	return 0
+}
+
+// refuses reports whether rules hold a TCP reset (Policy.Refuse).
+func refuses(rules []*nftables.Rule) bool {
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if rj, ok := e.(*expr.Reject); ok && rj.Type == unix.NFT_REJECT_TCP_RST {
+				return true
+			}
+		}
+	}
+	return false
 }
