@@ -106,7 +106,7 @@ type node struct {
 	// upstream without streaming (zero while it streams).
 	receiverPID       string
 	notStreamingSince time.Time
-	fenced       bool
+	fenced            bool
 	// demoted: the node is a switchover's demoted old primary, its
 	// server stopped; finalLSN the location of its shutdown checkpoint
 	// ("" if the shutdown was not clean).
