@@ -225,7 +225,16 @@ func addName(names []string, n string) []string {
 // agent directory (in their directories or on their volumes).
 func postmasterFiles(agentDir string) []string {
 	inNodes, _ := filepath.Glob(filepath.Join(agentDir, "nodes", "*", "pgdata", "postmaster.pid"))
-	onVolumes, _ := filepath.Glob(filepath.Join(agentDir, "volumes", "*", "pgdata", "postmaster.pid"))
+	// Only the volumes' mountpoints (named by node ID): the containers
+	// and their FUSE mounts (node-….luks, node-….luks.fuse) are not
+	// looked into, since a FUSE mount whose server is gone may not answer.
+	ents, _ := os.ReadDir(filepath.Join(agentDir, "volumes"))
+	var onVolumes []string
+	for _, e := range ents {
+		if !strings.Contains(e.Name(), ".") {
+			onVolumes = append(onVolumes, filepath.Join(agentDir, "volumes", e.Name(), "pgdata", "postmaster.pid"))
+		}
+	}
 	return append(inNodes, onVolumes...)
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -113,5 +115,32 @@ func mountFUSE(dir string, c *Container) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount fuse at %s: %w", dir, err)
 	}
+	if err := fuseCloseOnExec(); err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("mount fuse at %s: %w", dir, err)
+	}
 	return srv, nil
+}
+
+// fuseCloseOnExec marks this process's /dev/fuse descriptors
+// close-on-exec. go-fuse's direct mount opens /dev/fuse without it, so a
+// child (mkfs.ext4 on the loop device) would inherit the FUSE connection:
+// if the server then dies while the child waits on the device, the
+// kernel never aborts the connection (the child still holds it) and every
+// access to the mount, the child's included, hangs for good.
+func fuseCloseOnExec() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	return nil
 }

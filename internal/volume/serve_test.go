@@ -564,6 +564,11 @@ func TestServeInProcess(t *testing.T) {
 	if !bytes.Equal(key, make([]byte, KeySize)) {
 		t.Error("Serve kept the caller's copy of the key")
 	}
+	// A child (mkfs.ext4 runs as one) inherits no FUSE connection: one
+	// that did would keep a dead server's mount hanging for good.
+	if out, err := exec.Command("ls", "-l", "/proc/self/fd").CombinedOutput(); err != nil || bytes.Contains(out, []byte("/dev/fuse")) {
+		t.Errorf("a child of the server holds /dev/fuse (%v):\n%s", err, out)
+	}
 	if err := writeSync(filepath.Join(mnt, "f"), []byte("in process")); err != nil {
 		t.Fatal(err)
 	}
