@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
+	"github.com/moatdb/moat/internal/domain"
+	"github.com/moatdb/moat/internal/up"
 )
 
 // BenchmarkAttachUnavailability measures what a client sees while a
@@ -20,13 +22,29 @@ import (
 // to the first commit after it. p50 over 10 attaches and 10 detaches. The
 // reference is the writer's own commit interval when nothing moves.
 // Run: ./bench/attach/run.sh
-// benchRounds is how many attaches (and detaches) are measured.
-var benchRounds = 10
+// benchRounds is how many rounds an e2e benchmark measures:
+// MOAT_BENCH_ROUNDS, else 10.
+func benchRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 10
+}
+
+// haBenchService creates the 3-node service "ha" the failover benchmarks
+// write to, waits until both replicas are in quorum and creates the
+// writer's table w; it returns the service and its admin password.
+func (e *env) haBenchService(b *testing.B) (apitype.Service, string) {
+	e.newProject("bench")
+	created, pw := e.createService("ha", 3)
+	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
+		b.Fatalf("create table: %v", r)
+	}
+	return svc, pw
+}
 
 func BenchmarkAttachUnavailability(b *testing.B) {
-	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
-		benchRounds = n
-	}
 	e := start(b, "", "")
 	e.newProject("bench")
 	ctx := e.ctx()
@@ -47,7 +65,7 @@ func BenchmarkAttachUnavailability(b *testing.B) {
 	w := e.startWriter(cust.Name, pw, private, public)
 	time.Sleep(time.Second)
 	var attach, detach []time.Duration
-	for range benchRounds {
+	for range benchRounds() {
 		for _, dir := range []string{"attach", "detach"} {
 			before := time.Now()
 			if dir == "attach" {

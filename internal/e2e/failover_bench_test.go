@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/moatdb/moat/internal/domain"
-	"github.com/moatdb/moat/internal/up"
 )
 
 // BenchmarkFailoverUnavailability measures what a writer sees when a
@@ -25,17 +22,9 @@ import (
 // are counted at the end (must be 0). Policy: fastFailover (2 s grace).
 // Run: ./bench/failover/run.sh (MOAT_BENCH_ROUNDS, default 10).
 func BenchmarkFailoverUnavailability(b *testing.B) {
-	rounds := 10
-	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	rounds := benchRounds()
 	e := startFailoverTB(b, "", "")
-	e.newProject("bench")
-	created, pw := e.createService("ha", 3)
-	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
-	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
-		b.Fatalf("create table: %v", r)
-	}
+	svc, pw := e.haBenchService(b)
 	var conninfo atomic.Value
 	conninfo.Store(e.multiHost(svc))
 	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })

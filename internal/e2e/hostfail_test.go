@@ -364,17 +364,9 @@ func (e *env) isolatedPSQL(psql, sock, stmt string) result {
 // new one acknowledged one. Run: ./bench/failover/run.sh (results in
 // bench/failover/README.md).
 func BenchmarkHostFailover(b *testing.B) {
-	rounds := 10
-	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	rounds := benchRounds()
 	e := startHostFleet(b)
-	e.newProject("bench")
-	created, pw := e.createService("ha", 3)
-	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
-	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
-		b.Fatalf("create table: %v", r)
-	}
+	svc, pw := e.haBenchService(b)
 	var conninfo atomic.Value
 	conninfo.Store(e.multiHost(svc))
 	w := e.startHAWriter(pw, func() string { return conninfo.Load().(string) })

@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
-	"github.com/moatdb/moat/internal/up"
 )
 
 // BenchmarkSwitchover measures planned switchovers (docs/design/0014):
@@ -25,17 +22,9 @@ import (
 // at the end (must be 0). us-east-1 with two hosts per AZ. Run:
 // MOAT_BENCH_ROUNDS=10 go test -run '^$' -bench Switchover -benchtime=1x ./internal/e2e.
 func BenchmarkSwitchover(b *testing.B) {
-	rounds := 10
-	if n, err := strconv.Atoi(os.Getenv("MOAT_BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	rounds := benchRounds()
 	e := startHostFleet(b)
-	e.newProject("bench")
-	created, pw := e.createService("ha", 3)
-	svc := e.waitReplicated(created.ID, domain.ReplQuorum, 2)
-	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table w (id int primary key)"); r.code != 0 {
-		b.Fatalf("create table: %v", r)
-	}
+	svc, pw := e.haBenchService(b)
 	conninfo, stop := e.followConninfo(svc.ID)
 	w := e.startHAWriter(pw, conninfo)
 	waitFor(b, 30*time.Second, func() bool { return w.count() >= 20 })
