@@ -101,10 +101,10 @@ const StuckReplicaAfter = time.Minute
 
 // Default timings (DefaultFailoverPolicy).
 const (
-	DefaultHeartbeatInterval = time.Second
-	DefaultHostTimeout       = 4 * time.Second
-	DefaultLease             = 3 * time.Second
-	DefaultLeaseMargin       = 500 * time.Millisecond
+	DefaultHeartbeatInterval = 500 * time.Millisecond
+	DefaultHostTimeout       = 3 * time.Second
+	DefaultLease             = 2500 * time.Millisecond
+	DefaultLeaseMargin       = 400 * time.Millisecond
 	DefaultGrace             = 10 * time.Second
 	DefaultReportTimeout     = 15 * time.Second
 	// ReplicationReportInterval is how often an agent reports a node's
@@ -112,10 +112,11 @@ const (
 	ReplicationReportInterval = 5 * time.Second
 )
 
-// DefaultFailoverPolicy: heartbeats every second, a host down after 4 s
-// of silence; its agent has fenced its primaries 3.5 s after its last
-// acknowledged report (lease 3 s + margin 0.5 s), before the host is
-// marked down, so the failover's fence step does not wait.
+// DefaultFailoverPolicy: heartbeats every half second, a host down after
+// 3 s of silence; its agent has fenced its primaries 2.9 s after its
+// last acknowledged report (lease 2.5 s + margin 0.4 s), before the host
+// is marked down, so the failover's fence step does not wait. A healthy
+// primary is fenced only after four heartbeats in a row went unanswered.
 func DefaultFailoverPolicy() FailoverPolicy {
 	return FailoverPolicy{HeartbeatInterval: DefaultHeartbeatInterval, HostTimeout: DefaultHostTimeout, Grace: DefaultGrace,
 		ReportTimeout: DefaultReportTimeout, Lease: DefaultLease, LeaseMargin: DefaultLeaseMargin}

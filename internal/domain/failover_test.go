@@ -454,7 +454,7 @@ func TestFailoverPolicyCheck(t *testing.T) {
 		{"zero grace", with(func(p *FailoverPolicy) { p.Grace = 0 }), "grace"},
 		{"sub-second lease", with(func(p *FailoverPolicy) { p.Lease, p.HeartbeatInterval = 900*time.Millisecond, 100*time.Millisecond }), "lease"},
 		{"heartbeat too slow for the lease", with(func(p *FailoverPolicy) { p.HeartbeatInterval = 2 * time.Second }), "heartbeat_interval"},
-		{"lease + margin = timeout", with(func(p *FailoverPolicy) { p.HostTimeout = 3500 * time.Millisecond }), "host_timeout"},
+		{"lease + margin = timeout", with(func(p *FailoverPolicy) { p.HostTimeout = p.Lease + p.LeaseMargin }), "host_timeout"},
 		{"lease outlives timeout", with(func(p *FailoverPolicy) { p.Lease, p.HostTimeout = 10*time.Second, 5*time.Second }), "host_timeout"},
 		{"report timeout under host timeout", with(func(p *FailoverPolicy) { p.HostTimeout, p.ReportTimeout = 20*time.Second, 15*time.Second }), "report_timeout"},
 		{"report timeout under replication reports", with(func(p *FailoverPolicy) { p.ReportTimeout = 6 * time.Second }), "report_timeout"},
