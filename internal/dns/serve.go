@@ -75,12 +75,17 @@ func InheritedSockets(n int) ([]Socket, error) {
 
 // ServeZoneFile answers on socks from the zone in zoneFile, which it
 // follows (FollowZoneFile, checked every poll and at once on SIGHUP), until
-// ctx ends or a socket fails; it closes socks. ready, when set, is called
-// once the sockets are served and SIGHUP is handled (before, SIGHUP would
-// end the process).
+// ctx ends or a socket fails; it closes socks. It reads the zone before it
+// answers the first query, so that a server started beside others on the
+// same sockets never answers SERVFAIL while they answer. ready, when set,
+// is called once the sockets are served and SIGHUP is handled (before,
+// SIGHUP would end the process).
 func (s *Server) ServeZoneFile(ctx context.Context, zoneFile string, poll time.Duration, socks []Socket, ready func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if z, err := ReadZoneFile(zoneFile); err == nil {
+		s.SetZone(z) // (FollowZoneFile reports an error: it reads it again)
+	}
 	errc := make(chan error, len(socks)+1)
 	// SIGHUP: the control plane wrote a new zone.
 	hup := make(chan os.Signal, 1)
