@@ -37,10 +37,11 @@ func dnsServeCmd() *cobra.Command {
 file the control plane writes on every change, rereading it when it changes.
 It runs apart from the control plane so that names keep resolving while the
 control plane is down or restarting: it answers from the last zone it read
-(SERVFAIL until the first). moat up starts it with its sockets already
-bound (--inherited: N UDP/TCP pairs from file descriptor 3 on, some inside
-the simulated internet's namespace) and moat down stops it. SIGHUP rereads the
-zone file at once (moat up sends it after each write); SIGTERM stops it.`,
+(SERVFAIL until the first). moat up starts several (--dns-servers), all on
+the same sockets it bound (--inherited: N UDP/TCP pairs from file descriptor
+3 on, some inside the simulated internet's namespace), so that when one dies
+the others answer its share; moat down stops them. SIGHUP rereads the zone
+file at once (moat up sends it to each after every write); SIGTERM stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (len(listen) == 0) == (inherited == 0) {
