@@ -151,9 +151,14 @@ func (g *dnsGroup) adopt(ctx context.Context, want dnsRecord) (bool, error) {
 		for _, pid := range live {
 			files, err := takeSockets(pid, r.Sockets)
 			if err == nil {
-				r.PIDs, r.PID = live, 0
 				g.rec, g.files = r, files
-				g.pids.Store(&live)
+				if err := g.record(live); err != nil { // without the servers that ended
+					g.files = nil
+					for _, f := range files {
+						f.Close()
+					}
+					return false, err
+				}
 				return true, nil
 			}
 			errs = append(errs, err)
