@@ -197,3 +197,57 @@ func TestDNSGroup(t *testing.T) {
 		t.Errorf("the dns server record is left after stopDNS: %v", err)
 	}
 }
+
+// TestDNSLegacyRecord: the record of the one server of a moat up from
+// before several (a "pid", no sockets) is not adopted: that server is
+// stopped, for new ones on fresh sockets.
+func TestDNSLegacyRecord(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "dns"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pc, ln, err := dns.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := pc.(*net.UDPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+	ln.Close()
+	want := dnsRecord{Loopback: "127.0.0.1:0", Internet: "198.18.0.1:53", Prefix: "moat-t-"}
+	g := newDNSGroup(dir, "moat.test", exe, 1, slog.New(slog.DiscardHandler))
+	if err := g.use([]*os.File{udp, tcp}, want); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopDNS(context.Background(), dir, 5*time.Second); g.close() })
+	if _, err := g.ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := g.rec.PIDs[0]
+	legacy, _ := json.Marshal(map[string]any{"pid": pid, "loopback": pc.LocalAddr().String(), "internet": want.Internet, "prefix": want.Prefix, "zone_file": g.zoneFile()})
+	if err := os.WriteFile(filepath.Join(dir, dnsServerFile), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, live := readDNSServers(dir); !slices.Equal(live, []int{pid}) {
+		t.Fatalf("legacy record: running %v, want [%d]", live, pid)
+	}
+	g2 := newDNSGroup(dir, "moat.test", exe, 2, slog.New(slog.DiscardHandler))
+	if ok, err := g2.adopt(ctx, want); ok || err != nil {
+		t.Fatalf("adopt of a legacy record = %v, %v; want false (not adopted), nil", ok, err)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Errorf("the legacy record's server %d still runs", pid)
+	}
+}
