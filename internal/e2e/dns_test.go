@@ -73,7 +73,11 @@ func TestDNSOutlivesControlPlane(t *testing.T) {
 		}
 		for i := range n {
 			for name, addr := range names {
-				if !resolves(name, addr) && !resolves(name, addr) {
+				answered := false
+				for try := 0; try < 2 && !answered; try++ { // a stub resolver's one retry
+					answered = resolves(name, addr)
+				}
+				if !answered {
 					t.Errorf("query %d after dns server %d was killed: %s does not resolve to %s", i, pid, name, addr)
 				}
 			}
