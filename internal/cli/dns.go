@@ -1,12 +1,8 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -15,10 +11,6 @@ import (
 
 	"github.com/moatdb/moat/internal/dns"
 )
-
-// DNSInheritedFirstFD is the first file descriptor of the sockets moat up
-// passes to moat dns serve: pairs of UDP then TCP sockets.
-const DNSInheritedFirstFD = 3
 
 // dnsCommands returns moat dns, whose serve subcommand is the platform's
 // DNS server in a process of its own (started by moat up), answering from
@@ -45,10 +37,11 @@ func dnsServeCmd() *cobra.Command {
 file the control plane writes on every change, rereading it when it changes.
 It runs apart from the control plane so that names keep resolving while the
 control plane is down or restarting: it answers from the last zone it read
-(SERVFAIL until the first). moat up starts it with its sockets already
-bound (--inherited: N UDP/TCP pairs from file descriptor 3 on, some inside
-the simulated internet's namespace) and moat down stops it. SIGHUP rereads the
-zone file at once (moat up sends it after each write); SIGTERM stops it.`,
+(SERVFAIL until the first). moat up starts several (--dns-servers), all on
+the same sockets it bound (--inherited: N UDP/TCP pairs from file descriptor
+3 on, some inside the simulated internet's namespace), so that when one dies
+the others answer its share; moat down stops them. SIGHUP rereads the zone
+file at once (moat up sends it to each after every write); SIGTERM stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (len(listen) == 0) == (inherited == 0) {
@@ -64,7 +57,12 @@ zone file at once (moat up sends it after each write); SIGTERM stops it.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			socks, err := dnsSockets(ctx, listen, inherited)
+			var socks []dns.Socket
+			if inherited > 0 {
+				socks, err = dns.InheritedSockets(inherited)
+			} else {
+				socks, err = dns.ListenAll(ctx, listen)
+			}
 			if err != nil {
 				return err
 			}
@@ -73,7 +71,7 @@ zone file at once (moat up sends it after each write); SIGTERM stops it.`,
 				out := cmd.OutOrStdout()
 				onReady = func() { fmt.Fprintln(out, "ready") }
 			}
-			return serveDNS(ctx, srv, zoneFile, poll, socks, log, onReady)
+			return srv.ServeZoneFile(ctx, zoneFile, poll, socks, onReady)
 		},
 	}
 	c.Flags().StringVar(&zoneFile, "zone-file", "", "the zone file the control plane writes")
@@ -84,92 +82,4 @@ zone file at once (moat up sends it after each write); SIGTERM stops it.`,
 	c.Flags().BoolVar(&ready, "ready", false, `write "ready" on standard output once serving (moat up waits for it)`)
 	_ = c.MarkFlagRequired("zone-file")
 	return c
-}
-
-type dnsSocket struct {
-	pc net.PacketConn
-	ln net.Listener
-}
-
-// dnsSockets binds the listen addresses, or takes n inherited socket
-// pairs.
-func dnsSockets(ctx context.Context, listen []string, n int) ([]dnsSocket, error) {
-	var out []dnsSocket
-	closeAll := func() {
-		for _, s := range out {
-			s.pc.Close()
-			s.ln.Close()
-		}
-	}
-	for _, a := range listen {
-		pc, ln, err := dns.Listen(ctx, a)
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		out = append(out, dnsSocket{pc, ln})
-	}
-	for i := range n {
-		fd := DNSInheritedFirstFD + 2*i
-		udp, tcp := os.NewFile(uintptr(fd), "dns-udp"), os.NewFile(uintptr(fd+1), "dns-tcp")
-		pc, err := net.FilePacketConn(udp)
-		udp.Close()
-		if err != nil {
-			tcp.Close()
-			closeAll()
-			return nil, fmt.Errorf("inherited socket %d: %w", fd, err)
-		}
-		ln, err := net.FileListener(tcp)
-		tcp.Close()
-		if err != nil {
-			pc.Close()
-			closeAll()
-			return nil, fmt.Errorf("inherited socket %d: %w", fd+1, err)
-		}
-		out = append(out, dnsSocket{pc, ln})
-	}
-	return out, nil
-}
-
-// serveDNS follows the zone file and answers on socks until ctx ends or a
-// socket fails.
-func serveDNS(ctx context.Context, srv *dns.Server, zoneFile string, poll time.Duration, socks []dnsSocket, log *slog.Logger, ready func()) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(socks)+1)
-	// SIGHUP: the control plane wrote a new zone.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case reload <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	go func() { errc <- srv.FollowZoneFile(ctx, zoneFile, poll, reload) }()
-	for _, s := range socks {
-		log.Info("dns listening", "addr", s.ln.Addr().String(), "zone", srv.Domain(), "zone_file", zoneFile)
-		go func() { errc <- srv.Serve(ctx, s.pc, s.ln) }()
-	}
-	if ready != nil {
-		ready() // the sockets are bound (queries wait in them) and SIGHUP is handled
-	}
-	var errs []error
-	for range len(socks) + 1 {
-		if err := <-errc; err != nil {
-			errs = append(errs, err)
-			cancel()
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -271,6 +271,7 @@ func upCmd() *cobra.Command {
 		volumeGiB    int64
 		agentMetrics string
 		hostsPerAZ   int
+		dnsServers   int
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -294,6 +295,9 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if dnsServers < 1 || dnsServers > up.MaxDNSServers {
+				return withHint(usageErrorf("--dns-servers %d: want 1 to %d DNS server processes", dnsServers, up.MaxDNSServers), fmt.Sprintf("give 1 to %d (default %d)", up.MaxDNSServers, up.DefaultDNSServers))
+			}
 			if err := installMissing(cmd.Context(), cmd.OutOrStdout()); err != nil {
 				return err
 			}
@@ -301,13 +305,14 @@ func upCmd() *cobra.Command {
 				return withHint(usageErrorf("--hosts-per-az %d: at least one host per AZ", hostsPerAZ), "give 1 or more")
 			}
 			return runUp(cmd.Context(), cmd.OutOrStdout(), up.Config{ControlPlane: cfg, CloudPrefix: os.Getenv("MOAT_LOCALCLOUD_PREFIX"),
-				DNSListen: dnsListen, VolumeSize: volumeGiB << 30, HostsPerAZ: hostsPerAZ, AgentMetricsListen: agentMetrics, AgentLogLevel: f.logLevel})
+				DNSListen: dnsListen, DNSServers: dnsServers, VolumeSize: volumeGiB << 30, HostsPerAZ: hostsPerAZ, AgentMetricsListen: agentMetrics, AgentLogLevel: f.logLevel})
 		},
 	}
 	f.register(c)
 	c.Flags().Int64Var(&volumeGiB, "volume-gib", 10, "size of each node's encrypted volume in GiB (sparse; 0: nodes keep their data in plain directories)")
 	c.Flags().StringVar(&agentMetrics, "agent-metrics-listen", "", "HOST:PORT to serve the agent's Prometheus metrics on (default: off; loopback only unless --metrics-public)")
 	c.Flags().IntVar(&hostsPerAZ, "hosts-per-az", 1, "hosts (agent processes) per AZ of every region")
+	c.Flags().IntVar(&dnsServers, "dns-servers", up.DefaultDNSServers, "DNS server processes answering on the same sockets (names keep resolving when one dies)")
 	c.Flags().StringVar(&dnsListen, "dns-listen", "127.0.0.1:8053", "HOST:PORT of the platform DNS server on this host (it also answers on the simulated internet at 198.18.0.1:53)")
 	return c
 }

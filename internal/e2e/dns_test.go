@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -14,12 +15,14 @@ import (
 	"github.com/moatdb/moat/internal/up"
 )
 
-// TestDNSOutlivesControlPlane: the platform DNS server is a process of its
-// own, answering from the last zone the control plane wrote: with moat up
-// stopped, a service's name still resolves (a real query on loopback, and
-// psql by name from the laptop through 198.18.0.1:53); a restarted stack
-// keeps that server, and a new service's name appears in it; a server that
-// dies is started again.
+// TestDNSOutlivesControlPlane: the platform DNS is served by processes of
+// their own (two, on the same sockets), answering from the last zone the
+// control plane wrote: with moat up stopped and one of them killed too, a
+// service's name still resolves (real queries on loopback, each retried
+// once at most, and psql by name from the laptop through 198.18.0.1:53); a
+// restarted stack keeps the survivor, starts a second beside it, and a new
+// service's name appears in both; a server that dies while moat up runs is
+// replaced, with no query unanswered; moat down stops them all.
 func TestDNSOutlivesControlPlane(t *testing.T) {
 	t.Parallel()
 	e := start(t, "", "")
@@ -48,13 +51,51 @@ func TestDNSOutlivesControlPlane(t *testing.T) {
 	name, addr := svc.Connection.Host, svc.Connection.Address
 	waitFor(t, 10*time.Second, func() bool { return resolves(name, addr) })
 
-	e.stop() // moat up (control plane, agent) is gone
-	if got, err := lookup(name); err != nil || len(got) != 1 || got[0] != addr {
-		t.Errorf("with the control plane stopped: %s = %v, %v; want %s", name, got, err, addr)
+	// servers returns the DNS server pids the data directory records.
+	servers := func() []int {
+		t.Helper()
+		var rec struct{ PIDs []int }
+		b, err := os.ReadFile(filepath.Join(e.dir, "dns", "server.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil {
+			t.Fatalf("dns server record: %s, %v", b, err)
+		}
+		return rec.PIDs
 	}
+	// kill kills one server and checks that every one of n queries (UDP,
+	// one retry) is answered while it dies and after.
+	kill := func(pid int, n int, names map[string]string) {
+		t.Helper()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			for name, addr := range names {
+				answered := false
+				for try := 0; try < 2 && !answered; try++ { // a stub resolver's one retry
+					answered = resolves(name, addr)
+				}
+				if !answered {
+					t.Errorf("query %d after dns server %d was killed: %s does not resolve to %s", i, pid, name, addr)
+				}
+			}
+		}
+		if err := up.WaitGone(context.Background(), pid, 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+	first := servers()
+	if len(first) != up.DefaultDNSServers {
+		t.Fatalf("dns servers %v, want %d", first, up.DefaultDNSServers)
+	}
+
+	e.stop() // moat up (control plane, agent) is gone
+	kill(first[0], 50, map[string]string{name: addr})
 	byName := strings.Replace(e.conninfo(svc, ""), "hostaddr="+addr+" ", "", 1)
 	if r := e.psql(up.LaptopHost, pw, byName, "-c", "select inet_server_addr()"); r.code != 0 || r.stdout != addr {
-		t.Errorf("psql by name from the laptop with the control plane stopped: %v, want the server at %s", r, addr)
+		t.Errorf("psql by name from the laptop with the control plane and one dns server stopped: %v, want the server at %s", r, addr)
 	}
 
 	e2 := start(t, e.dir, e.prefix)
@@ -62,25 +103,33 @@ func TestDNSOutlivesControlPlane(t *testing.T) {
 	if e2.stack.DNSAddr != dnsAddr {
 		t.Errorf("restarted stack's DNS at %s, want the running server's %s", e2.stack.DNSAddr, dnsAddr)
 	}
+	second := servers()
+	if len(second) != 2 || second[0] != first[1] {
+		t.Errorf("dns servers after the restart %v, want the survivor %d and a new one", second, first[1])
+	}
 	svc2, _ := e2.createService("named-too", 1)
+	names := map[string]string{name: addr, svc2.Connection.Host: svc2.Connection.Address}
 	waitFor(t, 10*time.Second, func() bool {
 		return resolves(svc2.Connection.Host, svc2.Connection.Address) && resolves(name, addr)
 	})
+	// Both servers have the new zone: the old one alone answers it.
+	kill(second[1], 20, names)
 
-	// The server process dies: moat up starts another on the same
-	// address, from the zone file.
-	var rec struct{ PID int }
-	b, err := os.ReadFile(filepath.Join(e.dir, "dns", "server.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &rec)
-	}
-	if err != nil || rec.PID <= 0 {
-		t.Fatalf("dns server record: %s, %v", b, err)
-	}
-	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+	// moat up starts another on the same sockets, from the zone file.
+	waitFor(t, 20*time.Second, func() bool {
+		now := servers()
+		return len(now) == 2 && now[0] == second[0] && now[1] != second[1]
+	})
+	third := servers()
+	kill(third[0], 20, names) // the restarted one answers alone
+
+	e2.stop()
+	if _, err := up.Down(context.Background(), e.dir, e.prefix, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, func() bool {
-		return resolves(svc2.Connection.Host, svc2.Connection.Address)
-	})
+	for _, pid := range append(first, append(second, third...)...) {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("dns server %d runs after moat down", pid)
+		}
+	}
 }

@@ -19,11 +19,16 @@ import (
 )
 
 // TestMain lets this test binary stand in for an agent process: called
-// as "moat agent ...", it waits to be killed.
+// as "moat agent ...", it waits to be killed; and for a DNS server: called
+// as "moat dns serve ...", it serves as that command does (see
+// serveDNSForTest).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		time.Sleep(time.Minute)
 		os.Exit(0)
+	}
+	if len(os.Args) > 2 && os.Args[1] == "dns" && os.Args[2] == "serve" {
+		os.Exit(serveDNSForTest(os.Args[3:]))
 	}
 	os.Exit(m.Run())
 }

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,6 +50,10 @@ type Config struct {
 	CloudPrefix string
 	// NoSync makes PostgreSQL skip fsync (tests).
 	NoSync bool
+	// DNSServers is how many DNS server processes answer, all on the same
+	// sockets, so that one may die unnoticed (DefaultDNSServers when 0;
+	// 1 to MaxDNSServers).
+	DNSServers int
 	// DNSListen is the host loopback address of the platform DNS server
 	// (default 127.0.0.1:8053; "127.0.0.1:0" picks a port). It also
 	// answers inside the internet namespace on the bridge's address, port
@@ -90,12 +93,12 @@ type Stack struct {
 	// Laptop is the internet host clients run on.
 	Laptop sim.Host
 	// DNS builds the platform's zone and writes it for the DNS server
-	// process (moat dns serve, see startDNS), whose loopback address is
+	// processes (moat dns serve, see startDNS), whose loopback address is
 	// DNSAddr and address on the simulated internet InternetDNS.
 	DNS         *dns.Server
 	DNSAddr     string
 	InternetDNS netip.AddrPort
-	dnsPID      atomic.Int64 // of the DNS server process
+	dnsServers  *dnsGroup // the DNS server processes
 
 	// fleet are the hosts whose agents Run supervises.
 	fleet    []FleetHost
@@ -139,6 +142,12 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if cfg.HostsPerAZ <= 0 {
 		cfg.HostsPerAZ = 1
+	}
+	if cfg.DNSServers == 0 {
+		cfg.DNSServers = DefaultDNSServers
+	}
+	if cfg.DNSServers < 1 || cfg.DNSServers > MaxDNSServers {
+		return nil, fmt.Errorf("up: %d dns servers: want 1 to %d", cfg.DNSServers, MaxDNSServers)
 	}
 	if cfg.AgentLogLevel == "" {
 		cfg.AgentLogLevel = "info"
@@ -214,9 +223,9 @@ func (s *Stack) Client(tokenFile string) (*client.Client, error) {
 }
 
 // Run runs the control plane, its provider, the fleet's agent processes
-// and the DNS server process's supervision until ctx ends or one fails;
+// and the DNS server processes' supervision until ctx ends or one fails;
 // it stops the agents (SIGTERM) before it returns. Nodes and the DNS
-// server process keep running after it returns (moved addresses keep
+// server processes keep running after it returns (moved addresses keep
 // their namespaces, without their responders); Down removes them.
 func (s *Stack) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -238,6 +247,7 @@ func (s *Stack) Run(ctx context.Context) error {
 			err = err2
 		}
 	}
+	s.dnsServers.close() // the servers keep their sockets
 	return err
 }
 
@@ -285,7 +295,7 @@ func PSQLArgs(conn apitype.Connection, caFile string, extra ...string) []string 
 
 // Down stops every node PostgreSQL under dataDir's agent directory,
 // destroys the nodes' encrypted volumes (their keys end with their
-// servers), removes the nodes' operating-system users, stops the DNS server process and removes the namespaces of the stack of dataDir (and with
+// servers), removes the nodes' operating-system users, stops the DNS server processes and removes the namespaces of the stack of dataDir (and with
 // them their nftables tables): those of prefix, or when prefix is "" those
 // of the prefix dataDir's record names. A data directory without a record
 // removes no namespace (ErrNoStack): another directory's stack is never
