@@ -29,10 +29,11 @@ import (
 // the writer goes on, no acknowledged row is lost, the lost node is
 // replaced on another host and wiped on its own once that host is back.
 // The writer's unavailability is logged, not asserted (it depends on the
-// machine's load): with the default timings (heartbeat 1 s, host timeout
-// 4 s, lease 3 s + 0.5 s; design 0014 "Detection") a failed host, AZ or
-// partition cost 4.7-10.2 s under -race on a loaded 2-core machine
-// (14-17 s with the former 15 s timeout), a drain 3-5 s; a failed
+// machine's load): with the former timings (heartbeat 1 s, host timeout
+// 4 s, lease 3 s + 0.5 s) a failed host, AZ or partition cost 4.7-10.2 s
+// under -race on a loaded 2-core machine (14-17 s with the 15 s timeout
+// before), a drain 3-5 s; the defaults are now 0.5 s, 3 s and 2.5 s +
+// 0.4 s (design 0014 "Detection"); a failed
 // replica's host pauses no commit. Within a phase the writer keeps the
 // string it started with, so once the old primary is gone each commit
 // pays the client's 2 s connect timeout on it first: the phase's "normal

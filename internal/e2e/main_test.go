@@ -16,9 +16,9 @@ import (
 // spends most of its time waiting on real processes — PostgreSQL,
 // agents, psql in namespaces — not on the CPU, so a few stacks share two
 // cores well. Three, not four: with the failover timings of design 0014
-// (heartbeat 1 s, host timeout 4 s, lease 3 s) a starved agent or
-// control plane fences primaries, and four stacks on a loaded machine
-// did (design 0020). See doc.go for which tests run in parallel.
+// (then heartbeat 1 s, host timeout 4 s, lease 3 s; now 0.5 s, 3 s,
+// 2.5 s) a starved agent or control plane fences primaries, and four
+// stacks on a loaded machine did (design 0020). See doc.go for which tests run in parallel.
 const stacksAtOnce = 3
 
 // TestMain runs this test binary as moat when PostgreSQL's
