@@ -333,12 +333,11 @@ func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() str
 
 // Roles are the roles of the service's nodes during the roll (RolesOf's
 // otherwise): from the demote phase on, the old primary is demoted (until
-// it is wiped); during the promote phase the candidate is primary, the
-// nodes that stay follow it at once (they need not wait for the primary
-// to move: the commits the new primary acknowledges wait for one of them,
-// and one that connects before the promotion is cut by it and reconnects
-// on the new timeline within wal_retrieve_retry_interval), and the nodes
-// the roll retires follow no one, as from the release step on.
+// it is wiped); during the promote phase the candidate is primary and the
+// other nodes follow no one (one that followed the candidate as a
+// standby would have to notice its new timeline; one that connects to it
+// once it is primary streams at once); from the release step on, the
+// retiring nodes follow no one.
 func (r *Roll) Roles(svc *Service, members []Member) map[string]NodeRole {
 	out := RolesOf(svc, members, nil)
 	switched := r.Switched()
@@ -353,10 +352,8 @@ func (r *Roll) Roles(svc *Service, members []Member) map[string]NodeRole {
 			out[id] = NodeRole{Role: NodeRoleDemoted}
 		case promoting && id == r.Candidate():
 			out[id] = NodeRole{Role: NodeRolePrimary}
-		case promoting && slices.Contains(r.Plan.Retire, id):
-			out[id] = NodeRole{Role: NodeRoleReplica}
 		case promoting:
-			out[id] = NodeRole{Role: NodeRoleReplica, Upstream: r.Candidate()}
+			out[id] = NodeRole{Role: NodeRoleReplica}
 		case (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id):
 			out[id] = NodeRole{Role: NodeRoleReplica}
 		}
