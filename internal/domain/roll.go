@@ -66,6 +66,11 @@ const MaxNewNodeReplacements = 3
 // node failed, or the primary was lost); the new nodes are deleted.
 const CodeRollAborted = "roll_aborted"
 
+// CodeRollHandedOver: the primary was lost after it moved (or after it
+// released the retiring nodes): the roll ended, its old nodes wiped, and
+// the failover takes over with the new ones.
+const CodeRollHandedOver = "roll_handed_over"
+
 // Roll is a roll-forward operation's progress, stored with the operation
 // (Step also in Operation.Step).
 type Roll struct {
@@ -88,6 +93,12 @@ type Roll struct {
 	DemotedAt time.Time `json:"demoted_at,omitzero"`
 	Attempts  int       `json:"attempts,omitempty"`
 	RetryAt   time.Time `json:"retry_at,omitzero"`
+	// Solo: during this switchover's promote phase the service's
+	// published synchronous_standby_names (the candidate's, as primary)
+	// was empty at least once, so the candidate may have acknowledged
+	// commits alone that the old primary lacks: the old primary is then
+	// never re-opened for this switchover (see Roll.switchover).
+	Solo bool `json:"solo,omitempty"`
 }
 
 // Candidate is the node the switchover promotes ("" before add-nodes or
@@ -164,23 +175,42 @@ type RollAction struct {
 	// Before; the operation fails.
 	Abort bool
 	Fail  *Info
-	// Done: the operation succeeds.
+	// Cannot: the roll waits on a lost node it cannot do without (with
+	// Wait): the service cannot take writes and nothing recovers it by
+	// itself; its health is failed with this reason.
+	Cannot *Info
+	// Done: the operation succeeds; with Delete, after those nodes
+	// begin deleting, and Why (code roll_handed_over) says the primary
+	// was lost at the end and the failover takes over.
 	Done bool
 }
 
 // Advance evaluates the roll's current step against the members at now
 // and moves it along Plan.Steps as far as they allow, or returns the
-// action the reconciler must take first. lost is the failover decision's
-// verdict on a lost primary (a primary lost before the switchover aborts
-// the roll, so that the failover can run).
-func (r *Roll) Advance(members []Member, primaryLost bool, now time.Time) RollAction {
+// action the reconciler must take first. published is the synchronous
+// replication setting the service's primary role was last given
+// (Service.Replication: the candidate's during the switchover's promote
+// phase). primaryLost is the failover decision's verdict on the node
+// holding the primary role (PrimaryLost): a roll never makes the
+// failover wait longer than its own bounded phases —
+//
+//   - lost before the switchover's demotion, or before a resize's
+//     release is confirmed: the roll aborts (the old nodes, the
+//     retiring ones included, are the failover's candidates);
+//   - lost after the primary moved, or once the release is confirmed:
+//     the retiring nodes (which follow no one and hold nothing the
+//     staying nodes lack) begin deleting and the roll ends
+//     (CodeRollHandedOver); the failover chooses among the new nodes;
+//   - the old primary's host lost while it is demoted: the roll aborts
+//     at once (no pause bound to wait out).
+func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost bool, now time.Time) RollAction {
 	byID := map[string]Member{}
 	for _, m := range members {
 		byID[m.Node.ID] = m
 	}
 	var act RollAction
 	for {
-		a, next := r.step(byID, primaryLost, now)
+		a, next := r.step(byID, published, primaryLost, now)
 		a.Changed = a.Changed || act.Changed
 		if next == "" {
 			return a
@@ -193,12 +223,20 @@ func (r *Roll) Advance(members []Member, primaryLost bool, now time.Time) RollAc
 	}
 }
 
+// PrimaryLost reports whether the failover decision d, taken over the
+// members the roll leaves in service (without OutOfService's nodes),
+// says the node holding the primary role in the roll's current step is
+// lost (promote, or cannot fail over).
+func (r *Roll) PrimaryLost(d FailoverDecision) bool {
+	return d.Verdict == VerdictPromote || d.Verdict == VerdictCannot && d.Lost != "" && d.Lost == r.primary()
+}
+
 // stepDone marks the end of the plan in step's answer.
 const stepDone = "\x00done"
 
 // step evaluates the current step: its action, or the next step when it
 // is done.
-func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (RollAction, string) {
+func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost bool, now time.Time) (RollAction, string) {
 	next := func() string {
 		if n := r.Plan.Next(r.Step); n != "" {
 			return n
@@ -206,8 +244,17 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		return stepDone
 	}
 	before := r.Step == StepAddNodes || r.Step == StepCatchUp || (r.Step == StepSwitchover && r.Phase == PhaseReady)
-	if primaryLost && before {
-		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before the switchover; the new nodes are removed and the failover takes over"}}, ""
+	if primaryLost {
+		switch {
+		case before:
+			return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before the switchover; the new nodes are removed and the failover takes over"}}, ""
+		case r.Step == StepRelease && !r.Plan.Switchover:
+			// The retiring replicas followed this primary until now and
+			// may hold a commit only they acknowledged: they stay.
+			return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before it released the nodes to remove; they stay and the failover takes over"}}, ""
+		case r.Step == StepRelease || r.Step == StepWipe:
+			return r.handOver(byID), ""
+		}
 	}
 	switch r.Step {
 	case StepAddNodes:
@@ -222,7 +269,7 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		for _, id := range r.Added {
 			m, ok := byID[id]
-			if !ok || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateFailed {
+			if !ok || lostNew(m) {
 				// A new node that failed or lost its host is replaced by
 				// another on its slot (a new ID), MaxNewNodeReplacements
 				// times at most; then the roll aborts.
@@ -237,7 +284,15 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		return RollAction{}, next()
 	case StepSwitchover:
-		return r.switchover(byID, now, next)
+		solo := false
+		if r.Phase == PhasePromote && !r.Solo && (published == nil || published.StandbyNames == "") {
+			// The candidate, primary in this phase, was given no
+			// synchronous standby: it may acknowledge commits alone.
+			r.Solo, solo = true, true
+		}
+		act, n := r.switchover(byID, now, next)
+		act.Changed = act.Changed || solo
+		return act, n
 	case StepRelease:
 		p, ok := byID[r.primary()]
 		if !ok || p.Report == nil || !p.Report.Up {
@@ -257,10 +312,12 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 			if !ok {
 				continue // deleted: wiped
 			}
-			left = true
 			if !Going(m.Node.State) {
 				del = append(del, id)
 			}
+			// A deleting node on a lost host is wiped when its host comes
+			// back (as a failed-over primary is): the roll does not wait.
+			left = left || m.HostHealthy || !Going(m.Node.State)
 		}
 		if len(del) > 0 {
 			return RollAction{Delete: del}, ""
@@ -271,6 +328,59 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		return RollAction{}, next()
 	}
 	return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the roll-forward is in an unknown step", Cause: r.Step}}, ""
+}
+
+// lostNew reports whether a roll's new node is lost: deleted, failed, or
+// on a host that stopped heartbeating.
+func lostNew(m Member) bool {
+	return Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateFailed
+}
+
+// candidateLost is the switchover's answer to a lost candidate. Never
+// promoted (ready or demote phase), or promoted while the service's
+// synchronous_standby_names listed at least one standby (!Solo: no node
+// follows the candidate during the promote phase, so it could not
+// acknowledge a commit), it holds no commit the old primary lacks: the
+// old primary is re-opened (its role is primary again) and the roll goes
+// back to catch-up, which replaces the candidate on its slot. Promoted
+// Solo, it may hold commits only it acknowledged: re-opening the old
+// primary would lose them and the failover could promote no one either
+// (no node followed the candidate), so the roll waits for it to return,
+// the service failed with that reason.
+func (r *Roll) candidateLost(id string) (RollAction, string) {
+	if r.Phase == PhasePromote && r.Solo {
+		why := &Info{Code: CodePrimaryLost, Message: "the new primary " + id + " was lost while it was promoted with no synchronous standby: it may hold commits the old primary lacks, so the old primary is not re-opened; the service waits for " + id + " to return"}
+		return RollAction{Wait: true, Why: why, Cannot: why}, ""
+	}
+	r.reopen()
+	r.Step = StepCatchUp
+	return RollAction{Changed: true}, StepCatchUp
+}
+
+// reopen ends the switchover's attempt: the old primary's role is
+// primary again (Roles).
+func (r *Roll) reopen() {
+	r.Phase, r.DemotedAt, r.RetryAt, r.Solo = PhaseReady, time.Time{}, time.Time{}, false
+}
+
+// handOver ends a roll whose primary was lost after it moved (or after
+// it released the retiring nodes): those begin deleting — they follow no
+// one, hold nothing the staying nodes lack, and are no failover
+// candidates — and the operation succeeds (the nodes did move); the
+// failover takes over with the staying nodes.
+func (r *Roll) handOver(byID map[string]Member) RollAction {
+	var del []string
+	for _, id := range r.Plan.Retire {
+		if m, ok := byID[id]; ok && !Going(m.Node.State) {
+			del = append(del, id)
+		}
+	}
+	when := "after the switchover"
+	if !r.Plan.Switchover {
+		when = "after it released the nodes to remove"
+	}
+	return RollAction{Changed: true, Done: true, Delete: del, Why: &Info{Code: CodeRollHandedOver,
+		Message: "the primary " + r.primary() + " was lost " + when + "; the old nodes are removed and the failover takes over"}}
 }
 
 // primary is the node holding the primary role in the roll's current
@@ -291,8 +401,18 @@ func (r *Roll) primary() string {
 func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() string) (RollAction, string) {
 	old, okOld := byID[r.From]
 	cand, okCand := byID[r.Candidate()]
-	if !okOld || !okCand {
+	if !okOld {
 		return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover's nodes are missing"}}, ""
+	}
+	if !okCand || lostNew(cand) {
+		return r.candidateLost(r.Candidate())
+	}
+	if r.Phase == PhaseDemote && !old.HostHealthy {
+		// Not demoted cleanly as far as anyone knows: the candidate may
+		// lack what the old primary acknowledged. Re-opened (lost), so
+		// that the failover decides among the old nodes.
+		r.reopen()
+		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost during the switchover, before the new primary was promoted; the new nodes are removed and the failover takes over"}}, ""
 	}
 	switch r.Phase {
 	case PhaseReady:
@@ -362,14 +482,28 @@ func (r *Roll) Roles(svc *Service, members []Member) map[string]NodeRole {
 }
 
 // Mark sets Retiring on the members the roll is about to wipe, from its
-// release step on (the primary's standby list then drops them).
+// release step on (the primary's standby list then drops them), and
+// Joining on its new nodes until the primary moves to one of them (or,
+// without a switchover, until the roll ends): a new node acknowledges no
+// commit while the roll may still abort and delete it, so an aborted
+// roll never takes an acknowledged commit with it.
 func (r *Roll) Mark(members []Member) {
-	if r.Step != StepRelease && r.Step != StepWipe {
+	if r.Step == StepRelease || r.Step == StepWipe {
+		for i := range members {
+			if slices.Contains(r.Plan.Retire, members[i].Node.ID) {
+				members[i].Retiring = true
+			}
+		}
 		return
 	}
+	for _, m := range members {
+		if m.Primary && slices.Contains(r.Added, m.Node.ID) {
+			return // moved: the new nodes are its standbys
+		}
+	}
 	for i := range members {
-		if slices.Contains(r.Plan.Retire, members[i].Node.ID) {
-			members[i].Retiring = true
+		if slices.Contains(r.Added, members[i].Node.ID) {
+			members[i].Joining = true
 		}
 	}
 }

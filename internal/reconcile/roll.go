@@ -38,8 +38,8 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 	// service (a demoted old primary, retiring replicas): it tells
 	// whether the primary was lost, and the service's health.
 	d := domain.DecideFailover(svc, rollView(rl, members), r.cfg.Failover, false, now)
-	primaryLost := d.Verdict == domain.VerdictPromote || d.Verdict == domain.VerdictCannot && d.Lost == rl.From
-	act := rl.Advance(members, primaryLost, now)
+	act := rl.Advance(members, svc.Replication, rl.PrimaryLost(d), now)
+	r.wakeBy(act.Until)
 	byID := map[string]*domain.Node{}
 	for _, n := range nodes {
 		byID[n.ID] = n
@@ -130,7 +130,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, "primary "+rl.From+" → "+to); err != nil {
 			return nil, err
 		}
-	case len(act.Delete) > 0:
+	case len(act.Delete) > 0 || act.Done:
 		for _, nid := range act.Delete {
 			n := byID[nid]
 			if n == nil {
@@ -144,18 +144,28 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 			}
 		}
 		changed = true
-		del := act.Delete
-		out.log = append(out.log, func() {
-			r.log.Info("roll-forward: old nodes wiped", "service_id", id, "operation_id", op.ID, "nodes", del)
-		})
-	case act.Done:
+		if del := act.Delete; len(del) > 0 {
+			out.log = append(out.log, func() {
+				r.log.Info("roll-forward: old nodes wiped", "service_id", id, "operation_id", op.ID, "nodes", del)
+			})
+		}
+		if !act.Done {
+			break
+		}
 		if err := op.Succeed(now); err != nil {
 			return nil, err
 		}
 		svc.EndOperation(op.ID, now)
-		changed = true
-		out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
-		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".done", id, fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)); err != nil {
+		detail := fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)
+		if act.Why != nil {
+			// The primary was lost at the end: the failover takes over.
+			detail += "; " + act.Why.Message
+			why := act.Why.Message
+			out.log = append(out.log, func() { r.log.Warn("roll-forward done; its primary was lost", "service_id", id, "operation_id", op.ID, "reason", why) })
+		} else {
+			out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
+		}
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".done", id, detail); err != nil {
 			return nil, err
 		}
 	}
@@ -166,7 +176,11 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		}
 		out.bump = true
 	}
-	if op.Live() && d.Verdict != domain.VerdictPromote {
+	switch {
+	case act.Cannot != nil:
+		// Waiting on a lost node nothing replaces: failed, with why.
+		out.d = domain.FailoverDecision{Verdict: domain.VerdictCannot, Lost: rl.Candidate(), Why: act.Cannot}
+	case op.Live() && d.Verdict != domain.VerdictPromote:
 		out.d = d
 	}
 	return out, nil
