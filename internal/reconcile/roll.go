@@ -161,7 +161,9 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 			// The primary was lost at the end: the failover takes over.
 			detail += "; " + act.Why.Message
 			why := act.Why.Message
-			out.log = append(out.log, func() { r.log.Warn("roll-forward done; its primary was lost", "service_id", id, "operation_id", op.ID, "reason", why) })
+			out.log = append(out.log, func() {
+				r.log.Warn("roll-forward done; its primary was lost", "service_id", id, "operation_id", op.ID, "reason", why)
+			})
 		} else {
 			out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
 		}
