@@ -203,14 +203,14 @@ type RollAction struct {
 //     (CodeRollHandedOver); the failover chooses among the new nodes;
 //   - the old primary's host lost while it is demoted: the roll aborts
 //     at once (no pause bound to wait out).
-func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost bool, now time.Time) RollAction {
+func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost bool, p FailoverPolicy, now time.Time) RollAction {
 	byID := map[string]Member{}
 	for _, m := range members {
 		byID[m.Node.ID] = m
 	}
 	var act RollAction
 	for {
-		a, next := r.step(byID, published, primaryLost, now)
+		a, next := r.step(byID, published, primaryLost, p, now)
 		a.Changed = a.Changed || act.Changed
 		if next == "" {
 			return a
@@ -236,7 +236,7 @@ const stepDone = "\x00done"
 
 // step evaluates the current step: its action, or the next step when it
 // is done.
-func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost bool, now time.Time) (RollAction, string) {
+func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost bool, p FailoverPolicy, now time.Time) (RollAction, string) {
 	next := func() string {
 		if n := r.Plan.Next(r.Step); n != "" {
 			return n
@@ -269,7 +269,7 @@ func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost 
 		}
 		for _, id := range r.Added {
 			m, ok := byID[id]
-			if !ok || lostNew(m) {
+			if !ok || lostNew(m, p, now) {
 				// A new node that failed or lost its host is replaced by
 				// another on its slot (a new ID), MaxNewNodeReplacements
 				// times at most; then the roll aborts.
@@ -290,15 +290,15 @@ func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost 
 			// synchronous standby: it may acknowledge commits alone.
 			r.Solo, solo = true, true
 		}
-		act, n := r.switchover(byID, now, next)
+		act, n := r.switchover(byID, p, now, next)
 		act.Changed = act.Changed || solo
 		return act, n
 	case StepRelease:
-		p, ok := byID[r.primary()]
-		if !ok || p.Report == nil || !p.Report.Up {
+		prim, ok := byID[r.primary()]
+		if !ok || prim.Report == nil || !prim.Report.Up {
 			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "waiting for the primary's report"}}, ""
 		}
-		for _, s := range p.Report.Standbys {
+		for _, s := range prim.Report.Standbys {
 			if slices.Contains(r.Plan.Retire, s.Name) && s.SyncState != SyncStateAsync {
 				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for the primary to release node " + s.Name}}, ""
 			}
@@ -330,10 +330,15 @@ func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost 
 	return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the roll-forward is in an unknown step", Cause: r.Step}}, ""
 }
 
-// lostNew reports whether a roll's new node is lost: deleted, failed, or
-// on a host that stopped heartbeating.
-func lostNew(m Member) bool {
-	return Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateFailed
+// lostNew reports whether a roll's new node is lost at now: deleted,
+// failed, on a host that stopped heartbeating, or its PostgreSQL
+// reported down for the policy's grace.
+func lostNew(m Member, p FailoverPolicy, now time.Time) bool {
+	if Going(m.Node.State) || m.Node.State == StateFailed {
+		return true
+	}
+	lost, _, _ := memberLost(m, p, now)
+	return lost
 }
 
 // candidateLost is the switchover's answer to a lost candidate. Never
@@ -398,13 +403,13 @@ func (r *Roll) primary() string {
 // accepts writes. A demoted primary the new one has not caught up with
 // within MaxSwitchoverPause is re-opened (it runs as the primary again)
 // and the switchover retries after SwitchoverRetry.
-func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() string) (RollAction, string) {
+func (r *Roll) switchover(byID map[string]Member, p FailoverPolicy, now time.Time, next func() string) (RollAction, string) {
 	old, okOld := byID[r.From]
 	cand, okCand := byID[r.Candidate()]
 	if !okOld {
 		return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover's nodes are missing"}}, ""
 	}
-	if !okCand || lostNew(cand) {
+	if !okCand || lostNew(cand, p, now) {
 		return r.candidateLost(r.Candidate())
 	}
 	if r.Phase == PhaseDemote && !old.HostHealthy {

@@ -35,7 +35,7 @@ func (f *rollFixture) members() []Member {
 // advance runs Advance and checks the step it ends at.
 func (f *rollFixture) advance(r *Roll, lost bool, now time.Time, wantStep string) RollAction {
 	f.t.Helper()
-	act := r.Advance(f.members(), f.svc.Replication, lost, now)
+	act := r.Advance(f.members(), f.svc.Replication, lost, DefaultFailoverPolicy(), now)
 	if r.Step != wantStep {
 		f.t.Fatalf("step = %s (phase %q), want %s; action %+v", r.Step, r.Phase, wantStep, act)
 	}

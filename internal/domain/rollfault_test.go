@@ -228,15 +228,17 @@ func TestRollCandidateLost(t *testing.T) {
 		phase     string
 		published []*SyncSetting // Service.Replication in the passes before the loss
 		reopen    bool
+		down      bool // lost by its PostgreSQL down for the grace, not its host
 	}{
-		{"ready", 2, PhaseReady, nil, true},
-		{"demote", 2, PhaseDemote, nil, true},
-		{"demote 1 node", 1, PhaseDemote, nil, true},
-		{"promote, quorum", 3, PhasePromote, []*SyncSetting{quorum, quorum}, true},
-		{"promote, 1 node", 1, PhasePromote, []*SyncSetting{{Mode: ReplNone}}, false},
-		{"promote, 2 nodes asynchronous", 2, PhasePromote, []*SyncSetting{{Mode: ReplAsync}}, false},
+		{"ready", 2, PhaseReady, nil, true, false},
+		{"demote", 2, PhaseDemote, nil, true, false},
+		{"demote 1 node", 1, PhaseDemote, nil, true, false},
+		{"promote, quorum", 3, PhasePromote, []*SyncSetting{quorum, quorum}, true, false},
+		{"promote, quorum, PostgreSQL down", 3, PhasePromote, []*SyncSetting{quorum}, true, true},
+		{"promote, 1 node", 1, PhasePromote, []*SyncSetting{{Mode: ReplNone}}, false, false},
+		{"promote, 2 nodes asynchronous", 2, PhasePromote, []*SyncSetting{{Mode: ReplAsync}}, false, false},
 		// Empty once (every old replica failed, say): Solo sticks.
-		{"promote, quorum lost once", 3, PhasePromote, []*SyncSetting{quorum, {Mode: ReplAsync}, quorum}, false},
+		{"promote, quorum lost once", 3, PhasePromote, []*SyncSetting{quorum, {Mode: ReplAsync}, quorum}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, r := upgradeAt(t, tc.n, StepSwitchover, tc.phase)
@@ -250,7 +252,15 @@ func TestRollCandidateLost(t *testing.T) {
 			if r.Solo == tc.reopen && tc.phase == PhasePromote {
 				t.Fatalf("Solo = %v after %d passes", r.Solo, len(tc.published))
 			}
-			f.ms["node-x"].HostHealthy = false
+			if tc.down {
+				f.ms["node-x"].Report = &ReplicationReport{At: now, DownSince: now.Add(-DefaultGrace / 2)}
+				if act := f.advance(r, false, now, StepSwitchover); !act.Wait || act.ReplaceAdded != "" {
+					t.Fatalf("candidate down within the grace: %+v, want a wait", act)
+				}
+				f.ms["node-x"].Report.DownSince = now.Add(-DefaultGrace)
+			} else {
+				f.ms["node-x"].HostHealthy = false
+			}
 			if _, lost := f.decide(r, now); lost {
 				t.Fatalf("the failover's view counts the candidate as the lost primary")
 			}

@@ -38,7 +38,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 	// service (a demoted old primary, retiring replicas): it tells
 	// whether the primary was lost, and the service's health.
 	d := domain.DecideFailover(svc, rollView(rl, members), r.cfg.Failover, false, now)
-	act := rl.Advance(members, svc.Replication, rl.PrimaryLost(d), now)
+	act := rl.Advance(members, svc.Replication, rl.PrimaryLost(d), r.cfg.Failover, now)
 	r.wakeBy(act.Until)
 	byID := map[string]*domain.Node{}
 	for _, n := range nodes {
