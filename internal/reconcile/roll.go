@@ -182,7 +182,9 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 	case act.Cannot != nil:
 		// Waiting on a lost node nothing replaces: failed, with why.
 		out.d = domain.FailoverDecision{Verdict: domain.VerdictCannot, Lost: rl.Candidate(), Why: act.Cannot}
-	case op.Live() && d.Verdict != domain.VerdictPromote:
+	case !op.Live() || d.Verdict != domain.VerdictPromote:
+		// A roll that ended on a lost primary shows it until the
+		// failover (next pass) takes over.
 		out.d = d
 	}
 	return out, nil

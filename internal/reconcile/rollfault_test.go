@@ -194,8 +194,8 @@ func TestRollPrimaryLostAfterSwitchover(t *testing.T) {
 			t.Errorf("retiring node %s: %s, want deleting", n.ID, got.State)
 		}
 	}
-	if s := get[domain.Service](rf.fixture, rf.svc.ID); s.OperationID != "" || s.PrimaryID != x.ID {
-		t.Fatalf("service after the roll: operation %q, primary %s", s.OperationID, s.PrimaryID)
+	if s := get[domain.Service](rf.fixture, rf.svc.ID); s.OperationID != "" || s.PrimaryID != x.ID || s.Health == nil || s.Health.Status != domain.HealthDegraded {
+		t.Fatalf("service after the roll: operation %q, primary %s, health %+v; want no operation, %s, degraded", s.OperationID, s.PrimaryID, s.Health, x.ID)
 	}
 	roles := rf.pass()
 	fo := rf.failover()
