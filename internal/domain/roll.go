@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -93,6 +94,10 @@ type Roll struct {
 	DemotedAt time.Time `json:"demoted_at,omitzero"`
 	Attempts  int       `json:"attempts,omitempty"`
 	RetryAt   time.Time `json:"retry_at,omitzero"`
+	// ReleaseLSN is, in a roll without switchover, the primary's
+	// position when it reported the retiring replicas released: the
+	// staying replicas receive up to it before those are wiped.
+	ReleaseLSN LSN `json:"release_lsn,omitempty"`
 	// Solo: during this switchover's promote phase the service's
 	// published synchronous_standby_names (the candidate's, as primary)
 	// was empty at least once, so the candidate may have acknowledged
@@ -303,7 +308,28 @@ func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost 
 				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for the primary to release node " + s.Name}}, ""
 			}
 		}
-		return RollAction{}, next()
+		if r.Plan.Switchover {
+			// The retiring nodes followed the old primary, whose every
+			// write the new one received: they hold nothing it lacks.
+			return RollAction{}, next()
+		}
+		// The retiring replicas followed this primary until now: a commit
+		// only one of them acknowledged is at most at the primary's
+		// position when it reported them released. Each staying replica
+		// that streams from it (a synchronous standby or about to be one)
+		// receives up to there before they are wiped.
+		changed := false
+		if r.ReleaseLSN == 0 {
+			r.ReleaseLSN, changed = prim.Report.ReceivedLSN, true
+		}
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
+			m := byID[id]
+			if m.Primary || slices.Contains(r.Plan.Retire, id) || !streamsFrom(m, prim.Node.ID) || m.Report.ReceivedLSN >= r.ReleaseLSN {
+				continue
+			}
+			return RollAction{Changed: changed, Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for node " + id + " to receive what the nodes to remove may have acknowledged"}}, ""
+		}
+		return RollAction{Changed: changed}, next()
 	case StepWipe:
 		var del []string
 		left := false

@@ -380,3 +380,37 @@ func TestRollJoiningNotSynchronous(t *testing.T) {
 		t.Errorf("1 → 3 while catching up: %+v, want asynchronous", s)
 	}
 }
+
+// TestRollResizeReleaseReachesStaying: a resize 3 → 2 wipes its retiring
+// replica only once the staying one has received the primary's position
+// at the release (a commit only the retiring one acknowledged is before
+// it), so a primary lost after the wipe loses no acknowledged commit.
+func TestRollResizeReleaseReachesStaying(t *testing.T) {
+	now := t1
+	svc := svcN(3)
+	f := &rollFixture{t: t, svc: svc, ms: map[string]*Member{}}
+	f.add(member("node-p", true, true, primaryReport(500, StandbyStatus{Name: "node-b", SyncState: SyncStateQuorum}, StandbyStatus{Name: "node-c", SyncState: SyncStateQuorum})))
+	f.add(member("node-b", false, true, replicaReport("node-p", true, 400))) // behind: c acknowledged 400..500
+	f.add(member("node-c", false, true, replicaReport("node-p", true, 500)))
+	f.ms["node-b"].Node.Index, f.ms["node-c"].Node.Index = 1, 2
+	plan, err := PlanResize(svc, f.members(), 2, useast, Fleet{})
+	if err != nil || !cmp.Equal([]string{"node-c"}, plan.Retire) {
+		t.Fatalf("plan %+v, %v; want node-c retired", plan, err)
+	}
+	op, err := StartRoll(svc, f.members(), plan, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := op.Roll
+	f.ms["node-p"].Report = primaryReport(520, StandbyStatus{Name: "node-b", SyncState: SyncStateSync}) // c released
+	f.ms["node-c"].Report = replicaReport("", false, 500)
+	act := f.advance(r, false, now, StepRelease)
+	if !act.Wait || !act.Changed || r.ReleaseLSN != 520 {
+		t.Fatalf("released with node-b at 400: %+v, release LSN %v; want a wait for node-b to reach 520", act, r.ReleaseLSN)
+	}
+	f.ms["node-p"].Report.ReceivedLSN = 600
+	f.ms["node-b"].Report = replicaReport("node-p", true, 520)
+	if act := f.advance(r, false, now, StepWipe); !cmp.Equal([]string{"node-c"}, act.Delete) || r.ReleaseLSN != 520 {
+		t.Fatalf("node-b at the release position: %+v (release LSN %v), want node-c wiped", act, r.ReleaseLSN)
+	}
+}
