@@ -98,6 +98,9 @@ type Roll struct {
 	// position when it reported the retiring replicas released: the
 	// staying replicas receive up to it before those are wiped.
 	ReleaseLSN LSN `json:"release_lsn,omitempty"`
+	// ReopenedAt is when the switchover last re-opened the old primary:
+	// it was down on purpose until then (FailoverView).
+	ReopenedAt time.Time `json:"reopened_at,omitzero"`
 	// Solo: during this switchover's promote phase the service's
 	// published synchronous_standby_names (the candidate's, as primary)
 	// was empty at least once, so the candidate may have acknowledged
@@ -167,7 +170,8 @@ type RollAction struct {
 	// certificates are issued when placed) and record their IDs in Added.
 	AddNodes bool
 	// MovePrimary: the service's primary (and its DNS name) moves to
-	// this node.
+	// this node (back to the old primary when a candidate that held the
+	// role before the release step is lost).
 	MovePrimary string
 	// Delete: these nodes begin deleting (their agents wipe them).
 	Delete []string
@@ -377,21 +381,26 @@ func lostNew(m Member, p FailoverPolicy, now time.Time) bool {
 // Solo, it may hold commits only it acknowledged: re-opening the old
 // primary would lose them and the failover could promote no one either
 // (no node followed the candidate), so the roll waits for it to return,
-// the service failed with that reason.
-func (r *Roll) candidateLost(id string) (RollAction, string) {
+// the service failed with that reason. moved: the primary role (and the
+// DNS name) had moved to the candidate in this pass's window before the
+// release step (no node followed it yet): it moves back first.
+func (r *Roll) candidateLost(id string, moved bool, now time.Time) (RollAction, string) {
 	if r.Phase == PhasePromote && r.Solo {
 		why := &Info{Code: CodePrimaryLost, Message: "the new primary " + id + " was lost while it was promoted with no synchronous standby: it may hold commits the old primary lacks, so the old primary is not re-opened; the service waits for " + id + " to return"}
 		return RollAction{Wait: true, Why: why, Cannot: why}, ""
 	}
-	r.reopen()
+	r.reopen(now)
 	r.Step = StepCatchUp
+	if moved {
+		return RollAction{Changed: true, MovePrimary: r.From}, ""
+	}
 	return RollAction{Changed: true}, StepCatchUp
 }
 
-// reopen ends the switchover's attempt: the old primary's role is
+// reopen ends the switchover's attempt at now: the old primary's role is
 // primary again (Roles).
-func (r *Roll) reopen() {
-	r.Phase, r.DemotedAt, r.RetryAt, r.Solo = PhaseReady, time.Time{}, time.Time{}, false
+func (r *Roll) reopen(now time.Time) {
+	r.Phase, r.DemotedAt, r.RetryAt, r.Solo, r.ReopenedAt = PhaseReady, time.Time{}, time.Time{}, false, now
 }
 
 // handOver ends a roll whose primary was lost after it moved (or after
@@ -436,13 +445,13 @@ func (r *Roll) switchover(byID map[string]Member, p FailoverPolicy, now time.Tim
 		return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover's nodes are missing"}}, ""
 	}
 	if !okCand || lostNew(cand, p, now) {
-		return r.candidateLost(r.Candidate())
+		return r.candidateLost(r.Candidate(), okCand && cand.Primary, now)
 	}
 	if r.Phase == PhaseDemote && !old.HostHealthy {
 		// Not demoted cleanly as far as anyone knows: the candidate may
 		// lack what the old primary acknowledged. Re-opened (lost), so
 		// that the failover decides among the old nodes.
-		r.reopen()
+		r.reopen(now)
 		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost during the switchover, before the new primary was promoted; the new nodes are removed and the failover takes over"}}, ""
 	}
 	switch r.Phase {
@@ -466,7 +475,8 @@ func (r *Roll) switchover(byID map[string]Member, p FailoverPolicy, now time.Tim
 			return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: waiting for " + cand.Node.ID + " to receive the last WAL"}}, ""
 		}
 		bound := r.PauseBound()
-		r.Phase, r.DemotedAt, r.Attempts, r.RetryAt = PhaseReady, time.Time{}, r.Attempts+1, now.Add(SwitchoverRetry)
+		r.reopen(now)
+		r.Attempts, r.RetryAt = r.Attempts+1, now.Add(SwitchoverRetry)
 		return RollAction{Changed: true, Wait: true, Until: r.RetryAt, Why: &Info{Code: CodeReplicaCatchingUp,
 			Message: "the switchover would pause writes longer than " + bound.String() + "; the old primary is re-opened and it retries"}}, ""
 	case PhasePromote:
@@ -570,6 +580,25 @@ func (r *Roll) OutOfService(id string) bool {
 		return true
 	}
 	return (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id)
+}
+
+// FailoverView is members as the failover decision sees them during the
+// roll: without the nodes it took out of service (OutOfService), and with
+// a re-opened old primary's PostgreSQL down at most since its re-opening
+// (the switchover stopped it on purpose: the grace counts from then).
+func (r *Roll) FailoverView(members []Member) []Member {
+	var out []Member
+	for _, m := range members {
+		if r.OutOfService(m.Node.ID) {
+			continue
+		}
+		if rep := m.Report; m.Node.ID == r.From && rep != nil && !rep.Up && rep.DownSince.Before(r.ReopenedAt) {
+			c := *rep
+			c.DownSince, m.Report = r.ReopenedAt, &c
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Switching reports whether the roll's switchover has demoted the old

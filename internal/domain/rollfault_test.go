@@ -60,17 +60,10 @@ func upgradeAt(t *testing.T, n int, step, phase string) (*rollFixture, *Roll) {
 	return f, r
 }
 
-// decide is the failover's view of the roll (DecideFailover without the
-// nodes the roll took out of service) and whether it says the roll's
-// primary is lost.
+// decide is the failover's decision over the roll's FailoverView and
+// whether it says the roll's primary is lost.
 func (f *rollFixture) decide(r *Roll, now time.Time) (FailoverDecision, bool) {
-	var view []Member
-	for _, m := range f.members() {
-		if !r.OutOfService(m.Node.ID) {
-			view = append(view, m)
-		}
-	}
-	d := DecideFailover(f.svc, view, DefaultFailoverPolicy(), false, now)
+	d := DecideFailover(f.svc, r.FailoverView(f.members()), DefaultFailoverPolicy(), false, now)
 	return d, r.PrimaryLost(d)
 }
 
@@ -412,5 +405,62 @@ func TestRollResizeReleaseReachesStaying(t *testing.T) {
 	f.ms["node-b"].Report = replicaReport("node-p", true, 520)
 	if act := f.advance(r, false, now, StepWipe); !cmp.Equal([]string{"node-c"}, act.Delete) || r.ReleaseLSN != 520 {
 		t.Fatalf("node-b at the release position: %+v (release LSN %v), want node-c wiped", act, r.ReleaseLSN)
+	}
+}
+
+// TestRollCandidateLostAfterMove: the candidate, promoted with a
+// synchronous standby listed, lost in the pass between the primary's move
+// and the release step (no node followed it yet): the primary moves back
+// to the old one, re-opened, and the candidate is replaced.
+func TestRollCandidateLostAfterMove(t *testing.T) {
+	now := t1.Add(time.Second)
+	f, r := upgradeAt(t, 3, StepSwitchover, PhasePromote)
+	f.svc.Replication = &SyncSetting{StandbyNames: `ANY 1 ("node-b", "node-c")`, Mode: ReplQuorum}
+	f.ms["node-x"].Report = primaryReport(300 << 20)
+	if act := f.advance(r, false, now, StepSwitchover); act.MovePrimary != "node-x" {
+		t.Fatalf("promoted: %+v, want MovePrimary node-x", act)
+	}
+	f.svc.MovePrimary("node-x", now)
+	f.svc.Replication = &SyncSetting{StandbyNames: `ANY 1 ("node-b", "node-c", "node-p", "node-y", "node-z")`, Mode: ReplQuorum}
+	onePrimary(t, "moved", r.Roles(f.svc, f.members()))
+	f.ms["node-x"].HostHealthy = false
+	d, lost := f.decide(r, now)
+	if d.Lost != "node-x" {
+		t.Fatalf("decision %+v, want node-x (primary now) lost", d)
+	}
+	act := f.advance(r, lost, now, StepCatchUp)
+	if act.MovePrimary != "node-p" || r.Phase != PhaseReady || act.Abort || act.Done {
+		t.Fatalf("moved candidate lost: %+v (phase %q), want the primary moved back to node-p", act, r.Phase)
+	}
+	f.svc.MovePrimary("node-p", now)
+	if p := onePrimary(t, "moved back", r.Roles(f.svc, f.members())); p != "node-p" {
+		t.Fatalf("primary role on %q, want node-p (re-opened)", p)
+	}
+	if act := f.advance(r, false, now, StepCatchUp); act.ReplaceAdded != "node-x" {
+		t.Fatalf("after the move back: %+v, want node-x replaced", act)
+	}
+}
+
+// TestRollReopenedGrace: an old primary re-opened long after its
+// demotion (its candidate lost past the grace) is not counted lost for
+// having been down since the demotion: the grace counts from the
+// re-opening.
+func TestRollReopenedGrace(t *testing.T) {
+	f, r := upgradeAt(t, 3, StepSwitchover, PhasePromote)
+	f.svc.Replication = &SyncSetting{StandbyNames: `ANY 1 ("node-b", "node-c")`, Mode: ReplQuorum}
+	f.ms["node-p"].Report.DownSince = t1
+	late := t1.Add(3 * DefaultGrace)
+	f.ms["node-x"].HostHealthy = false
+	if act := f.advance(r, false, late, StepCatchUp); act.ReplaceAdded != "node-x" || !r.ReopenedAt.Equal(late) {
+		t.Fatalf("candidate lost: %+v (re-opened at %v)", act, r.ReopenedAt)
+	}
+	if d, lost := f.decide(r, late.Add(time.Second)); lost || d.Verdict != VerdictWait || !d.Until.Equal(late.Add(DefaultGrace)) {
+		t.Fatalf("re-opened old primary not up yet: %+v (lost %v), want a wait for the grace from the re-opening", d, lost)
+	}
+	if _, lost := f.decide(r, late.Add(DefaultGrace)); !lost {
+		t.Fatalf("re-opened old primary down for the grace: not lost")
+	}
+	if f.ms["node-p"].Report.DownSince != t1 {
+		t.Errorf("FailoverView changed the member's report")
 	}
 }

@@ -37,7 +37,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 	// The failover's view, without the nodes the roll takes out of
 	// service (a demoted old primary, retiring replicas): it tells
 	// whether the primary was lost, and the service's health.
-	d := domain.DecideFailover(svc, rollView(rl, members), r.cfg.Failover, false, now)
+	d := domain.DecideFailover(svc, rl.FailoverView(members), r.cfg.Failover, false, now)
 	act := rl.Advance(members, svc.Replication, rl.PrimaryLost(d), r.cfg.Failover, now)
 	r.wakeBy(act.Until)
 	byID := map[string]*domain.Node{}
@@ -127,7 +127,11 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		out.log = append(out.log, func() {
 			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
 		})
-		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, "primary "+rl.From+" → "+to); err != nil {
+		detail := "primary " + rl.From + " → " + to
+		if to == rl.From {
+			detail = "primary back to " + to + ": the new primary was lost before it took writes"
+		}
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, detail); err != nil {
 			return nil, err
 		}
 	case len(act.Delete) > 0 || act.Done:
@@ -188,17 +192,4 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		out.d = d
 	}
 	return out, nil
-}
-
-// rollView is members as the failover sees them during roll rl: without
-// the old primary once demoted, and without the retiring nodes.
-func rollView(rl *domain.Roll, members []domain.Member) []domain.Member {
-	var out []domain.Member
-	for _, m := range members {
-		if rl.OutOfService(m.Node.ID) {
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
 }
