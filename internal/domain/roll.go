@@ -171,7 +171,8 @@ type RollAction struct {
 	AddNodes bool
 	// MovePrimary: the service's primary (and its DNS name) moves to
 	// this node (back to the old primary when a candidate that held the
-	// role before the release step is lost).
+	// role before the release step is lost: then with ReplaceAdded or
+	// Abort, which the reconciler carries out after the move).
 	MovePrimary string
 	// Delete: these nodes begin deleting (their agents wipe them).
 	Delete []string
@@ -377,24 +378,33 @@ func lostNew(m Member, p FailoverPolicy, now time.Time) bool {
 // follows the candidate during the promote phase, so it could not
 // acknowledge a commit), it holds no commit the old primary lacks: the
 // old primary is re-opened (its role is primary again) and the roll goes
-// back to catch-up, which replaces the candidate on its slot. Promoted
+// back to catch-up, the candidate replaced on its slot. Promoted
 // Solo, it may hold commits only it acknowledged: re-opening the old
 // primary would lose them and the failover could promote no one either
 // (no node followed the candidate), so the roll waits for it to return,
 // the service failed with that reason. moved: the primary role (and the
-// DNS name) had moved to the candidate in this pass's window before the
-// release step (no node followed it yet): it moves back first.
+// DNS name) had moved to the candidate in the pass before the release
+// step (no node followed it yet): it moves back too.
 func (r *Roll) candidateLost(id string, moved bool, now time.Time) (RollAction, string) {
 	if r.Phase == PhasePromote && r.Solo {
-		why := &Info{Code: CodePrimaryLost, Message: "the new primary " + id + " was lost while it was promoted with no synchronous standby: it may hold commits the old primary lacks, so the old primary is not re-opened; the service waits for " + id + " to return"}
+		why := &Info{Code: CodePrimaryLost, Message: "the new primary " + id + " was lost (or did not finish its promotion) while it was promoted with no synchronous standby: it may hold commits the old primary lacks, so the old primary is not re-opened; the service waits for " + id + " to return"}
 		return RollAction{Wait: true, Why: why, Cannot: why}, ""
 	}
+	// Back to catch-up with the old primary re-opened; the candidate is
+	// replaced now whatever becomes of it (promoted, or maybe, it can
+	// never follow the old primary again).
 	r.reopen(now)
 	r.Step = StepCatchUp
+	act := RollAction{Changed: true}
 	if moved {
-		return RollAction{Changed: true, MovePrimary: r.From}, ""
+		act.MovePrimary = r.From
 	}
-	return RollAction{Changed: true}, StepCatchUp
+	if r.Replaced >= MaxNewNodeReplacements {
+		act.Abort, act.Fail = true, &Info{Code: CodeRollAborted, Message: "the new node " + id + " was lost during the switchover, as were the ones before it; the old primary is re-opened and the new nodes are removed, try again"}
+	} else {
+		act.ReplaceAdded = id
+	}
+	return act, ""
 }
 
 // reopen ends the switchover's attempt at now: the old primary's role is
@@ -481,7 +491,12 @@ func (r *Roll) switchover(byID map[string]Member, p FailoverPolicy, now time.Tim
 			Message: "the switchover would pause writes longer than " + bound.String() + "; the old primary is re-opened and it retries"}}, ""
 	case PhasePromote:
 		if rep := cand.Report; rep == nil || !rep.Up || rep.InRecovery {
-			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+			// A promotion not done within the failover's grace of the
+			// demotion is stuck: the candidate counts as lost.
+			if end := r.DemotedAt.Add(p.Grace); now.Before(end) {
+				return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+			}
+			return r.candidateLost(cand.Node.ID, cand.Primary, now)
 		}
 		if !cand.Primary {
 			return RollAction{MovePrimary: cand.Node.ID}, ""

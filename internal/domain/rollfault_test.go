@@ -429,15 +429,22 @@ func TestRollCandidateLostAfterMove(t *testing.T) {
 		t.Fatalf("decision %+v, want node-x (primary now) lost", d)
 	}
 	act := f.advance(r, lost, now, StepCatchUp)
-	if act.MovePrimary != "node-p" || r.Phase != PhaseReady || act.Abort || act.Done {
-		t.Fatalf("moved candidate lost: %+v (phase %q), want the primary moved back to node-p", act, r.Phase)
+	if act.MovePrimary != "node-p" || act.ReplaceAdded != "node-x" || r.Phase != PhaseReady || act.Abort || act.Done {
+		t.Fatalf("moved candidate lost: %+v (phase %q), want the primary moved back to node-p and node-x replaced", act, r.Phase)
 	}
 	f.svc.MovePrimary("node-p", now)
 	if p := onePrimary(t, "moved back", r.Roles(f.svc, f.members())); p != "node-p" {
 		t.Fatalf("primary role on %q, want node-p (re-opened)", p)
 	}
-	if act := f.advance(r, false, now, StepCatchUp); act.ReplaceAdded != "node-x" {
-		t.Fatalf("after the move back: %+v, want node-x replaced", act)
+	// The last replacement allowed is spent: the roll aborts, the
+	// primary moved back all the same.
+	g, r2 := upgradeAt(t, 3, StepSwitchover, PhasePromote)
+	g.svc.Replication = f.svc.Replication
+	g.svc.MovePrimary("node-x", now)
+	g.ms["node-x"].Report, g.ms["node-x"].HostHealthy = primaryReport(300<<20), false
+	r2.Replaced = MaxNewNodeReplacements
+	if act := g.advance(r2, true, now, StepCatchUp); !act.Abort || act.MovePrimary != "node-p" {
+		t.Fatalf("moved candidate lost after %d replacements: %+v, want abort and the primary moved back", r2.Replaced, act)
 	}
 }
 
@@ -462,5 +469,34 @@ func TestRollReopenedGrace(t *testing.T) {
 	}
 	if f.ms["node-p"].Report.DownSince != t1 {
 		t.Errorf("FailoverView changed the member's report")
+	}
+}
+
+// TestRollPromotionStuck: a candidate still in recovery the failover's
+// grace after the demotion counts as lost: replaced with the old primary
+// re-opened, or (Solo) waited for with the service failed.
+func TestRollPromotionStuck(t *testing.T) {
+	for _, solo := range []bool{false, true} {
+		t.Run(fmt.Sprintf("solo=%v", solo), func(t *testing.T) {
+			f, r := upgradeAt(t, 3, StepSwitchover, PhasePromote)
+			f.svc.Replication = &SyncSetting{StandbyNames: `ANY 1 ("node-b", "node-c")`, Mode: ReplQuorum}
+			if solo {
+				f.svc.Replication = &SyncSetting{Mode: ReplAsync}
+			}
+			act := f.advance(r, false, r.DemotedAt.Add(DefaultGrace-time.Millisecond), StepSwitchover)
+			if !act.Wait || !act.Until.Equal(r.DemotedAt.Add(DefaultGrace)) || act.Cannot != nil {
+				t.Fatalf("promoting within the grace: %+v, want a wait until the grace ends", act)
+			}
+			end := r.DemotedAt.Add(DefaultGrace)
+			if solo {
+				if act := f.advance(r, false, end, StepSwitchover); act.Cannot == nil || r.Phase != PhasePromote {
+					t.Fatalf("solo promotion stuck: %+v, want a wait with Cannot", act)
+				}
+				return
+			}
+			if act := f.advance(r, false, end, StepCatchUp); act.ReplaceAdded != "node-x" || r.Phase != PhaseReady {
+				t.Fatalf("promotion stuck: %+v, want node-x replaced and node-p re-opened", act)
+			}
+		})
 	}
 }

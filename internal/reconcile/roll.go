@@ -51,6 +51,21 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 			r.log.Info("switchover", "service_id", id, "operation_id", op.ID, "phase", phase, "attempts", attempts)
 		})
 	}
+	if act.MovePrimary != "" {
+		svc.MovePrimary(act.MovePrimary, now)
+		changed = true
+		to := act.MovePrimary
+		out.log = append(out.log, func() {
+			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
+		})
+		detail := "primary " + rl.From + " → " + to
+		if to == rl.From {
+			detail = "primary back to " + to + ": the new primary was lost before it took writes"
+		}
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, detail); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case act.Abort:
 		for _, nid := range rl.Added {
@@ -118,20 +133,6 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 			r.log.Warn("roll-forward: a new node failed before it caught up; replaced", "service_id", id, "operation_id", op.ID, "failed", old, "replacement", n.ID)
 		})
 		if err := r.auditSystem(ctx, tx, svc.ProjectID, "node.replace", id, "new node "+old+" failed before it caught up; replaced by "+n.ID+" in "+sl.AZ); err != nil {
-			return nil, err
-		}
-	case act.MovePrimary != "":
-		svc.MovePrimary(act.MovePrimary, now)
-		changed = true
-		to := act.MovePrimary
-		out.log = append(out.log, func() {
-			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
-		})
-		detail := "primary " + rl.From + " → " + to
-		if to == rl.From {
-			detail = "primary back to " + to + ": the new primary was lost before it took writes"
-		}
-		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, detail); err != nil {
 			return nil, err
 		}
 	case len(act.Delete) > 0 || act.Done:

@@ -339,3 +339,31 @@ func TestRollNewReplicaLostAfterSwitchover(t *testing.T) {
 		t.Fatalf("replacement of %s = %+v, want a new node in %s", y.ID, repl, y.AZ)
 	}
 }
+
+// TestRollCandidateLostAfterMove: the candidate is promoted and the
+// primary moves to it; its host goes down before the release step (no
+// node follows it yet). In one pass the primary moves back to the old
+// one (re-opened) and a new node takes the candidate's slot.
+func TestRollCandidateLostAfterMove(t *testing.T) {
+	t.Parallel()
+	rf := newRollFault(t, 3, domain.StepSwitchover, domain.PhasePromote)
+	p, x := rf.old[0], rf.added[0]
+	rf.report(x, func(r *domain.ReplicationReport) { r.InRecovery, r.ReceivedLSN = false, 300 })
+	rf.pass()
+	if s := get[domain.Service](rf.fixture, rf.svc.ID); s.PrimaryID != x.ID {
+		t.Fatalf("primary %s after the promotion, want %s", s.PrimaryID, x.ID)
+	}
+	rf.hostDown(x)
+	roles := rf.pass()
+	s := get[domain.Service](rf.fixture, rf.svc.ID)
+	o := get[domain.Operation](rf.fixture, rf.op.ID)
+	if s.PrimaryID != p.ID || roles[p.ID].Role != domain.NodeRolePrimary {
+		t.Fatalf("primary %s (roles %+v), want moved back to %s", s.PrimaryID, roles, p.ID)
+	}
+	if o.State != domain.StateRunning || o.Step != domain.StepCatchUp || o.Roll.Replaced != 1 || o.Roll.Candidate() == x.ID {
+		t.Fatalf("roll %s at %s, replaced %d, candidate %s; want back at catch-up with %s replaced", o.State, o.Step, o.Roll.Replaced, o.Roll.Candidate(), x.ID)
+	}
+	if got := get[domain.Node](rf.fixture, x.ID); got.State != domain.StateDeleting {
+		t.Errorf("lost candidate: %s, want deleting", got.State)
+	}
+}
