@@ -565,11 +565,54 @@ func (r *Roll) Mark(members []Member) {
 }
 
 // ReplaceAdded records that node took the place of the failed new node
-// old on its slot.
-func (r *Roll) ReplaceAdded(old, node string) {
+// old, on slot sl (ReplacementSlot).
+func (r *Roll) ReplaceAdded(old, node string, sl Slot) {
 	if i := slices.Index(r.Added, old); i >= 0 {
 		r.Added[i], r.Replaced = node, r.Replaced+1
+		if i < len(r.Plan.Add) {
+			r.Plan.Add[i] = sl
+		}
 	}
+}
+
+// ReplacementSlot is where the node replacing the lost new node id goes:
+// its slot, unless f knows the slot's host and cannot place a node there
+// now (down, say: the node was lost with it); then a slot Place finds
+// away from the nodes that stay (the old nodes the roll retires, and id,
+// are leaving), in the same AZ when a host there has room. When none
+// exists the slot stays (the replacement fails with its host, and after
+// MaxNewNodeReplacements the roll aborts).
+func (r *Roll) ReplacementSlot(id string, members []Member, reg Region, f Fleet) Slot {
+	sl, ok := r.SlotOf(id)
+	if !ok {
+		return sl
+	}
+	known := false
+	for _, h := range f.Hosts {
+		if h.Name == sl.Host {
+			known = true
+			if h.Schedulable(f.Now, f.HeartbeatTimeout) {
+				return sl
+			}
+		}
+	}
+	if !known {
+		return sl
+	}
+	req := PlacementRequest{Region: reg, Count: 1, PreferAZ: sl.AZ}
+	for _, m := range members {
+		switch {
+		case Going(m.Node.State):
+		case m.Node.ID == id || slices.Contains(r.Plan.Retire, m.Node.ID):
+			req.Leaving = append(req.Leaving, m.Node)
+		default:
+			req.Keep = append(req.Keep, m.Node)
+		}
+	}
+	if slots, err := Place(req, f); err == nil {
+		return slots[0]
+	}
+	return sl
 }
 
 // SlotOf is the plan's slot of new node id (false if not one of Added).

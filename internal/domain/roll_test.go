@@ -228,7 +228,7 @@ func TestRollResizeDownAndAbort(t *testing.T) {
 	if sl, ok := r2.SlotOf("node-n"); !ok || sl != plan2.Add[0] {
 		t.Fatalf("SlotOf(node-n) = %v, %v", sl, ok)
 	}
-	r2.ReplaceAdded("node-n", "node-n2")
+	r2.ReplaceAdded("node-n", "node-n2", plan2.Add[0])
 	if r2.Added[0] != "node-n2" || r2.Replaced != 1 {
 		t.Fatalf("after ReplaceAdded: %v replaced %d", r2.Added, r2.Replaced)
 	}

@@ -52,6 +52,11 @@ func upgradeAt(t *testing.T, n int, step, phase string) (*rollFixture, *Roll) {
 		}
 		m := member(id, false, true, rep)
 		m.Node.Index = i
+		if j := slices.Index(added, id); j >= 0 {
+			m.Node.Host, m.Node.AZ = plan.Add[j].Host, plan.Add[j].AZ
+		} else {
+			m.Node.Host, m.Node.AZ = fmt.Sprintf("h%d", i), "us-east-1"+string(rune('a'+i))
+		}
 		f.add(m)
 	}
 	if switched {
@@ -282,7 +287,7 @@ func TestRollCandidateLost(t *testing.T) {
 			if p := onePrimary(t, "re-opened", roles); p != "node-p" {
 				t.Fatalf("roles after the loss: %+v, want node-p primary again", roles)
 			}
-			r.ReplaceAdded("node-x", "node-x2")
+			r.ReplaceAdded("node-x", "node-x2", r.Plan.Add[0])
 			if r.Candidate() != "node-x2" {
 				t.Fatalf("candidate %s, want the replacement", r.Candidate())
 			}
@@ -498,5 +503,33 @@ func TestRollPromotionStuck(t *testing.T) {
 				t.Fatalf("promotion stuck: %+v, want node-x replaced and node-p re-opened", act)
 			}
 		})
+	}
+}
+
+// TestRollReplacementSlot: a lost new node's replacement keeps its slot
+// unless the slot's host is a known host that cannot take it; then Place
+// chooses, away from the nodes that stay.
+func TestRollReplacementSlot(t *testing.T) {
+	f, r := upgradeAt(t, 2, StepCatchUp, "")
+	// node-x's slot is h10 in us-east-1a, node-y's h11 in us-east-1b.
+	hosts := []*Host{host("h10", "us-east-1a", 4), host("h11", "us-east-1b", 4), host("h12", "us-east-1a", 4), host("h13", "us-east-1c", 4)}
+	fleet := Fleet{Hosts: hosts, Now: t0, HeartbeatTimeout: DefaultHostTimeout}
+	if sl := r.ReplacementSlot("node-x", f.members(), useast, fleet); sl != r.Plan.Add[0] {
+		t.Errorf("slot on a healthy host = %+v, want %+v", sl, r.Plan.Add[0])
+	}
+	if sl := r.ReplacementSlot("node-x", f.members(), useast, Fleet{Now: t0}); sl != r.Plan.Add[0] {
+		t.Errorf("slot on an unregistered host = %+v, want kept", sl)
+	}
+	hosts[0].State = StateDown
+	if sl := r.ReplacementSlot("node-x", f.members(), useast, fleet); sl != (Slot{Host: "h12", AZ: "us-east-1a"}) {
+		t.Errorf("slot on a down host = %+v, want h12 in us-east-1a", sl)
+	}
+	hosts[2].State = StateDraining
+	if sl := r.ReplacementSlot("node-x", f.members(), useast, fleet); sl != (Slot{Host: "h13", AZ: "us-east-1c"}) {
+		t.Errorf("slot with its AZ full = %+v, want h13 in us-east-1c", sl)
+	}
+	r.ReplaceAdded("node-x", "node-x2", Slot{Host: "h13", AZ: "us-east-1c"})
+	if sl, _ := r.SlotOf("node-x2"); sl.Host != "h13" || r.Candidate() != "node-x2" {
+		t.Errorf("after ReplaceAdded: slot %+v, candidate %s", sl, r.Candidate())
 	}
 }

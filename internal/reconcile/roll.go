@@ -31,7 +31,7 @@ type rolled struct {
 }
 
 // roll drives svc's live roll-forward op one pass further.
-func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service, nodes []*domain.Node, members []domain.Member, op *domain.Operation, rl *domain.Roll, now time.Time) (*rolled, error) {
+func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service, nodes []*domain.Node, members []domain.Member, op *domain.Operation, rl *domain.Roll, hh hostHealth, now time.Time) (*rolled, error) {
 	out := &rolled{d: domain.FailoverDecision{Verdict: domain.VerdictNone}}
 	id := svc.ID
 	// The failover's view, without the nodes the roll takes out of
@@ -108,10 +108,14 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		}
 	case act.ReplaceAdded != "":
 		gone := byID[act.ReplaceAdded]
-		sl, ok := rl.SlotOf(act.ReplaceAdded)
-		if !ok {
+		if _, ok := rl.SlotOf(act.ReplaceAdded); !ok {
 			return nil, fmt.Errorf("roll %s: %s is not a new node", op.ID, act.ReplaceAdded)
 		}
+		region, err := r.cfg.Catalog.Lookup("region", svc.Region)
+		if err != nil {
+			return nil, err
+		}
+		sl := rl.ReplacementSlot(act.ReplaceAdded, members, region, hh.fleet())
 		if gone != nil && !domain.Going(gone.State) {
 			if _, err := gone.BeginDelete(now); err != nil {
 				return nil, err
@@ -125,7 +129,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if err := store.Put(ctx, tx, n); err != nil {
 			return nil, err
 		}
-		rl.ReplaceAdded(act.ReplaceAdded, n.ID)
+		rl.ReplaceAdded(act.ReplaceAdded, n.ID, sl)
 		out.nodes = append(out.nodes, n)
 		changed = true
 		old := act.ReplaceAdded

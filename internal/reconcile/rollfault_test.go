@@ -250,9 +250,14 @@ func TestRollCandidateLostReopens(t *testing.T) {
 	if got := get[domain.Node](rf.fixture, x.ID); got.State != domain.StateDeleting {
 		t.Errorf("lost candidate: %s, want deleting", got.State)
 	}
+	// Its slot's host is down: the replacement goes to another host of
+	// its AZ (the old primary's, leaving: the only other there).
 	n := get[domain.Node](rf.fixture, o.Roll.Candidate())
-	if n.ID == x.ID || n.State != domain.StateCreating || n.Host != x.Host || n.AZ != x.AZ {
-		t.Errorf("the candidate's replacement: %+v, want a new node on its slot", n)
+	if n.ID == x.ID || n.State != domain.StateCreating || n.Host != p.Host || n.AZ != x.AZ {
+		t.Errorf("the candidate's replacement: %+v, want a new node in %s on %s", n, x.AZ, p.Host)
+	}
+	if sl, _ := o.Roll.SlotOf(n.ID); sl.Host != p.Host {
+		t.Errorf("the candidate's slot %+v, want moved to %s", sl, p.Host)
 	}
 }
 
