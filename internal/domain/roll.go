@@ -201,8 +201,10 @@ type RollAction struct {
 // replication setting the service's primary role was last given
 // (Service.Replication: the candidate's during the switchover's promote
 // phase). primaryLost is the failover decision's verdict on the node
-// holding the primary role (PrimaryLost): a roll never makes the
-// failover wait longer than its own bounded phases —
+// holding the primary role (PrimaryLost); p's grace tells when a new
+// node whose PostgreSQL is down is lost. A roll never makes the failover
+// wait longer than its own bounded phases (docs/design/0014, "Faults
+// during a roll-forward"):
 //
 //   - lost before the switchover's demotion, or before a resize's
 //     release is confirmed: the roll aborts (the old nodes, the
@@ -210,9 +212,11 @@ type RollAction struct {
 //   - lost after the primary moved, or once the release is confirmed:
 //     the retiring nodes (which follow no one and hold nothing the
 //     staying nodes lack) begin deleting and the roll ends
-//     (CodeRollHandedOver); the failover chooses among the new nodes;
+//     (CodeRollHandedOver); the failover chooses among the nodes that
+//     stay;
 //   - the old primary's host lost while it is demoted: the roll aborts
-//     at once (no pause bound to wait out).
+//     at once (no pause bound to wait out);
+//   - the candidate lost during the switchover: candidateLost.
 func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost bool, p FailoverPolicy, now time.Time) RollAction {
 	byID := map[string]Member{}
 	for _, m := range members {
@@ -234,7 +238,7 @@ func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost boo
 }
 
 // PrimaryLost reports whether the failover decision d, taken over the
-// members the roll leaves in service (without OutOfService's nodes),
+// roll's FailoverView,
 // says the node holding the primary role in the roll's current step is
 // lost (promote, or cannot fail over).
 func (r *Roll) PrimaryLost(d FailoverDecision) bool {

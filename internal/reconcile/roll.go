@@ -16,8 +16,11 @@ import (
 // transaction, its progress stored with the operation (so a control plane
 // killed mid-way resumes from the stored step). The reconciler only does
 // what Advance says: create the new nodes on the plan's slots (new IDs;
-// certificates issued when placed), move the primary, begin deleting the
-// old nodes (their agents wipe them), end the operation. The roles the
+// certificates issued when placed), replace a lost new node (on
+// Roll.ReplacementSlot), move the primary (back, too, when a candidate is
+// lost), begin deleting the old nodes (their agents wipe them), end the
+// operation — aborted, done, or handed over to the failover when the
+// primary is lost (docs/design/0014, "Faults during a roll-forward"). The roles the
 // agents apply follow from the stored progress (desired.Compile,
 // domain.ServiceRoles).
 
