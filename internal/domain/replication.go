@@ -85,13 +85,15 @@ type StandbyStatus struct {
 // whether the service's primary role is assigned to it, whether its host
 // is healthy (HostHealthy), and its agent's last replication report (nil:
 // none yet). Retiring marks a node a roll-forward is about to wipe, from
-// its release step on: it is no longer a synchronous standby.
+// its release step on, and Joining a roll-forward's new node before the
+// roll commits to it (Roll.Mark): neither is a synchronous standby.
 type Member struct {
 	Node        *Node
 	Primary     bool
 	HostHealthy bool
 	Report      *ReplicationReport
 	Retiring    bool
+	Joining     bool
 }
 
 // ApplicationName is the application_name node n's PostgreSQL reports to
@@ -135,7 +137,8 @@ type SyncSetting struct {
 
 // SyncStandbyNames is the setting of the primary of svc among members:
 //
-//   - 1 node: "" (none). Retiring replicas are never listed.
+//   - 1 node: "" (none). Retiring and joining replicas are never
+//     listed.
 //   - 3 nodes: ANY 1 over its running replicas that are not being
 //     deleted, a lost one included: a commit waits for one replica and
 //     so survives the loss of any one host or AZ. A lost replica stays
@@ -156,7 +159,7 @@ func SyncStandbyNames(svc *Service, members []Member) SyncSetting {
 		case Going(m.Node.State):
 		case m.Primary:
 			primary = &members[i]
-		case !m.Retiring:
+		case !m.Retiring && !m.Joining:
 			replicas = append(replicas, m)
 		}
 	}

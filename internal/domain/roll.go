@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -66,6 +67,11 @@ const MaxNewNodeReplacements = 3
 // node failed, or the primary was lost); the new nodes are deleted.
 const CodeRollAborted = "roll_aborted"
 
+// CodeRollHandedOver: the primary was lost after it moved (or after it
+// released the retiring nodes): the roll ended, its old nodes wiped, and
+// the failover takes over with the new ones.
+const CodeRollHandedOver = "roll_handed_over"
+
 // Roll is a roll-forward operation's progress, stored with the operation
 // (Step also in Operation.Step).
 type Roll struct {
@@ -88,6 +94,19 @@ type Roll struct {
 	DemotedAt time.Time `json:"demoted_at,omitzero"`
 	Attempts  int       `json:"attempts,omitempty"`
 	RetryAt   time.Time `json:"retry_at,omitzero"`
+	// ReleaseLSN is, in a roll without switchover, the primary's
+	// position when it reported the retiring replicas released: the
+	// staying replicas receive up to it before those are wiped.
+	ReleaseLSN LSN `json:"release_lsn,omitempty"`
+	// ReopenedAt is when the switchover last re-opened the old primary:
+	// it was down on purpose until then (FailoverView).
+	ReopenedAt time.Time `json:"reopened_at,omitzero"`
+	// Solo: during this switchover's promote phase the service's
+	// published synchronous_standby_names (the candidate's, as primary)
+	// was empty at least once, so the candidate may have acknowledged
+	// commits alone that the old primary lacks: the old primary is then
+	// never re-opened for this switchover (see Roll.switchover).
+	Solo bool `json:"solo,omitempty"`
 }
 
 // Candidate is the node the switchover promotes ("" before add-nodes or
@@ -151,7 +170,9 @@ type RollAction struct {
 	// certificates are issued when placed) and record their IDs in Added.
 	AddNodes bool
 	// MovePrimary: the service's primary (and its DNS name) moves to
-	// this node.
+	// this node (back to the old primary when a candidate that held the
+	// role before the release step is lost: then with ReplaceAdded or
+	// Abort, which the reconciler carries out after the move).
 	MovePrimary string
 	// Delete: these nodes begin deleting (their agents wipe them).
 	Delete []string
@@ -164,23 +185,46 @@ type RollAction struct {
 	// Before; the operation fails.
 	Abort bool
 	Fail  *Info
-	// Done: the operation succeeds.
+	// Cannot: the roll waits on a lost node it cannot do without (with
+	// Wait): the service cannot take writes and nothing recovers it by
+	// itself; its health is failed with this reason.
+	Cannot *Info
+	// Done: the operation succeeds; with Delete, after those nodes
+	// begin deleting, and Why (code roll_handed_over) says the primary
+	// was lost at the end and the failover takes over.
 	Done bool
 }
 
 // Advance evaluates the roll's current step against the members at now
 // and moves it along Plan.Steps as far as they allow, or returns the
-// action the reconciler must take first. lost is the failover decision's
-// verdict on a lost primary (a primary lost before the switchover aborts
-// the roll, so that the failover can run).
-func (r *Roll) Advance(members []Member, primaryLost bool, now time.Time) RollAction {
+// action the reconciler must take first. published is the synchronous
+// replication setting the service's primary role was last given
+// (Service.Replication: the candidate's during the switchover's promote
+// phase). primaryLost is the failover decision's verdict on the node
+// holding the primary role (PrimaryLost); p's grace tells when a new
+// node whose PostgreSQL is down is lost. A roll never makes the failover
+// wait longer than its own bounded phases (docs/design/0014, "Faults
+// during a roll-forward"):
+//
+//   - lost before the switchover's demotion, or before a resize's
+//     release is confirmed: the roll aborts (the old nodes, the
+//     retiring ones included, are the failover's candidates);
+//   - lost after the primary moved, or once the release is confirmed:
+//     the retiring nodes (which follow no one and hold nothing the
+//     staying nodes lack) begin deleting and the roll ends
+//     (CodeRollHandedOver); the failover chooses among the nodes that
+//     stay;
+//   - the old primary's host lost while it is demoted: the roll aborts
+//     at once (no pause bound to wait out);
+//   - the candidate lost during the switchover: candidateLost.
+func (r *Roll) Advance(members []Member, published *SyncSetting, primaryLost bool, p FailoverPolicy, now time.Time) RollAction {
 	byID := map[string]Member{}
 	for _, m := range members {
 		byID[m.Node.ID] = m
 	}
 	var act RollAction
 	for {
-		a, next := r.step(byID, primaryLost, now)
+		a, next := r.step(byID, published, primaryLost, p, now)
 		a.Changed = a.Changed || act.Changed
 		if next == "" {
 			return a
@@ -193,12 +237,20 @@ func (r *Roll) Advance(members []Member, primaryLost bool, now time.Time) RollAc
 	}
 }
 
+// PrimaryLost reports whether the failover decision d, taken over the
+// roll's FailoverView,
+// says the node holding the primary role in the roll's current step is
+// lost (promote, or cannot fail over).
+func (r *Roll) PrimaryLost(d FailoverDecision) bool {
+	return d.Verdict == VerdictPromote || d.Verdict == VerdictCannot && d.Lost != "" && d.Lost == r.primary()
+}
+
 // stepDone marks the end of the plan in step's answer.
 const stepDone = "\x00done"
 
 // step evaluates the current step: its action, or the next step when it
 // is done.
-func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (RollAction, string) {
+func (r *Roll) step(byID map[string]Member, published *SyncSetting, primaryLost bool, p FailoverPolicy, now time.Time) (RollAction, string) {
 	next := func() string {
 		if n := r.Plan.Next(r.Step); n != "" {
 			return n
@@ -206,8 +258,17 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		return stepDone
 	}
 	before := r.Step == StepAddNodes || r.Step == StepCatchUp || (r.Step == StepSwitchover && r.Phase == PhaseReady)
-	if primaryLost && before {
-		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before the switchover; the new nodes are removed and the failover takes over"}}, ""
+	if primaryLost {
+		switch {
+		case before:
+			return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before the switchover; the new nodes are removed and the failover takes over"}}, ""
+		case r.Step == StepRelease && !r.Plan.Switchover:
+			// The retiring replicas followed this primary until now and
+			// may hold a commit only they acknowledged: they stay.
+			return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost before it released the nodes to remove; they stay and the failover takes over"}}, ""
+		case r.Step == StepRelease || r.Step == StepWipe:
+			return r.handOver(byID), ""
+		}
 	}
 	switch r.Step {
 	case StepAddNodes:
@@ -222,7 +283,7 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		for _, id := range r.Added {
 			m, ok := byID[id]
-			if !ok || Going(m.Node.State) || !m.HostHealthy || m.Node.State == StateFailed {
+			if !ok || lostNew(m, p, now) {
 				// A new node that failed or lost its host is replaced by
 				// another on its slot (a new ID), MaxNewNodeReplacements
 				// times at most; then the roll aborts.
@@ -237,18 +298,47 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		}
 		return RollAction{}, next()
 	case StepSwitchover:
-		return r.switchover(byID, now, next)
+		solo := false
+		if r.Phase == PhasePromote && !r.Solo && (published == nil || published.StandbyNames == "") {
+			// The candidate, primary in this phase, was given no
+			// synchronous standby: it may acknowledge commits alone.
+			r.Solo, solo = true, true
+		}
+		act, n := r.switchover(byID, p, now, next)
+		act.Changed = act.Changed || solo
+		return act, n
 	case StepRelease:
-		p, ok := byID[r.primary()]
-		if !ok || p.Report == nil || !p.Report.Up {
+		prim, ok := byID[r.primary()]
+		if !ok || prim.Report == nil || !prim.Report.Up {
 			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "waiting for the primary's report"}}, ""
 		}
-		for _, s := range p.Report.Standbys {
+		for _, s := range prim.Report.Standbys {
 			if slices.Contains(r.Plan.Retire, s.Name) && s.SyncState != SyncStateAsync {
 				return RollAction{Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for the primary to release node " + s.Name}}, ""
 			}
 		}
-		return RollAction{}, next()
+		if r.Plan.Switchover {
+			// The retiring nodes followed the old primary, whose every
+			// write the new one received: they hold nothing it lacks.
+			return RollAction{}, next()
+		}
+		// The retiring replicas followed this primary until now: a commit
+		// only one of them acknowledged is at most at the primary's
+		// position when it reported them released. Each staying replica
+		// that streams from it (a synchronous standby or about to be one)
+		// receives up to there before they are wiped.
+		changed := false
+		if r.ReleaseLSN == 0 {
+			r.ReleaseLSN, changed = prim.Report.ReceivedLSN, true
+		}
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
+			m := byID[id]
+			if m.Primary || slices.Contains(r.Plan.Retire, id) || !streamsFrom(m, prim.Node.ID) || m.Report.ReceivedLSN >= r.ReleaseLSN {
+				continue
+			}
+			return RollAction{Changed: changed, Wait: true, Why: &Info{Code: CodeReplicaCatchingUp, Message: "waiting for node " + id + " to receive what the nodes to remove may have acknowledged"}}, ""
+		}
+		return RollAction{Changed: changed}, next()
 	case StepWipe:
 		var del []string
 		left := false
@@ -257,10 +347,12 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 			if !ok {
 				continue // deleted: wiped
 			}
-			left = true
 			if !Going(m.Node.State) {
 				del = append(del, id)
 			}
+			// A deleting node on a lost host is wiped when its host comes
+			// back (as a failed-over primary is): the roll does not wait.
+			left = left || m.HostHealthy || !Going(m.Node.State)
 		}
 		if len(del) > 0 {
 			return RollAction{Delete: del}, ""
@@ -271,6 +363,78 @@ func (r *Roll) step(byID map[string]Member, primaryLost bool, now time.Time) (Ro
 		return RollAction{}, next()
 	}
 	return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the roll-forward is in an unknown step", Cause: r.Step}}, ""
+}
+
+// lostNew reports whether a roll's new node is lost at now: deleted,
+// failed, on a host that stopped heartbeating, or its PostgreSQL
+// reported down for the policy's grace.
+func lostNew(m Member, p FailoverPolicy, now time.Time) bool {
+	if Going(m.Node.State) || m.Node.State == StateFailed {
+		return true
+	}
+	lost, _, _ := memberLost(m, p, now)
+	return lost
+}
+
+// candidateLost is the switchover's answer to a lost candidate. Never
+// promoted (ready or demote phase), or promoted while the service's
+// synchronous_standby_names listed at least one standby (!Solo: no node
+// follows the candidate during the promote phase, so it could not
+// acknowledge a commit), it holds no commit the old primary lacks: the
+// old primary is re-opened (its role is primary again) and the roll goes
+// back to catch-up, the candidate replaced on its slot. Promoted
+// Solo, it may hold commits only it acknowledged: re-opening the old
+// primary would lose them and the failover could promote no one either
+// (no node followed the candidate), so the roll waits for it to return,
+// the service failed with that reason. moved: the primary role (and the
+// DNS name) had moved to the candidate in the pass before the release
+// step (no node followed it yet): it moves back too.
+func (r *Roll) candidateLost(id string, moved bool, now time.Time) (RollAction, string) {
+	if r.Phase == PhasePromote && r.Solo {
+		why := &Info{Code: CodePrimaryLost, Message: "the new primary " + id + " was lost (or did not finish its promotion) while it was promoted with no synchronous standby: it may hold commits the old primary lacks, so the old primary is not re-opened; the service waits for " + id + " to return"}
+		return RollAction{Wait: true, Why: why, Cannot: why}, ""
+	}
+	// Back to catch-up with the old primary re-opened; the candidate is
+	// replaced now whatever becomes of it (promoted, or maybe, it can
+	// never follow the old primary again).
+	r.reopen(now)
+	r.Step = StepCatchUp
+	act := RollAction{Changed: true}
+	if moved {
+		act.MovePrimary = r.From
+	}
+	if r.Replaced >= MaxNewNodeReplacements {
+		act.Abort, act.Fail = true, &Info{Code: CodeRollAborted, Message: "the new node " + id + " was lost during the switchover, as were the ones before it; the old primary is re-opened and the new nodes are removed, try again"}
+	} else {
+		act.ReplaceAdded = id
+	}
+	return act, ""
+}
+
+// reopen ends the switchover's attempt at now: the old primary's role is
+// primary again (Roles).
+func (r *Roll) reopen(now time.Time) {
+	r.Phase, r.DemotedAt, r.RetryAt, r.Solo, r.ReopenedAt = PhaseReady, time.Time{}, time.Time{}, false, now
+}
+
+// handOver ends a roll whose primary was lost after it moved (or after
+// it released the retiring nodes): those begin deleting — they follow no
+// one, hold nothing the staying nodes lack, and are no failover
+// candidates — and the operation succeeds (the nodes did move); the
+// failover takes over with the staying nodes.
+func (r *Roll) handOver(byID map[string]Member) RollAction {
+	var del []string
+	for _, id := range r.Plan.Retire {
+		if m, ok := byID[id]; ok && !Going(m.Node.State) {
+			del = append(del, id)
+		}
+	}
+	when := "after the switchover"
+	if !r.Plan.Switchover {
+		when = "after it released the nodes to remove"
+	}
+	return RollAction{Changed: true, Done: true, Delete: del, Why: &Info{Code: CodeRollHandedOver,
+		Message: "the primary " + r.primary() + " was lost " + when + "; the old nodes are removed and the failover takes over"}}
 }
 
 // primary is the node holding the primary role in the roll's current
@@ -288,11 +452,21 @@ func (r *Roll) primary() string {
 // accepts writes. A demoted primary the new one has not caught up with
 // within MaxSwitchoverPause is re-opened (it runs as the primary again)
 // and the switchover retries after SwitchoverRetry.
-func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() string) (RollAction, string) {
+func (r *Roll) switchover(byID map[string]Member, p FailoverPolicy, now time.Time, next func() string) (RollAction, string) {
 	old, okOld := byID[r.From]
 	cand, okCand := byID[r.Candidate()]
-	if !okOld || !okCand {
+	if !okOld {
 		return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "the switchover's nodes are missing"}}, ""
+	}
+	if !okCand || lostNew(cand, p, now) {
+		return r.candidateLost(r.Candidate(), okCand && cand.Primary, now)
+	}
+	if r.Phase == PhaseDemote && !old.HostHealthy {
+		// Not demoted cleanly as far as anyone knows: the candidate may
+		// lack what the old primary acknowledged. Re-opened (lost), so
+		// that the failover decides among the old nodes.
+		r.reopen(now)
+		return RollAction{Abort: true, Fail: &Info{Code: CodeRollAborted, Message: "the primary was lost during the switchover, before the new primary was promoted; the new nodes are removed and the failover takes over"}}, ""
 	}
 	switch r.Phase {
 	case PhaseReady:
@@ -315,12 +489,18 @@ func (r *Roll) switchover(byID map[string]Member, now time.Time, next func() str
 			return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: waiting for " + cand.Node.ID + " to receive the last WAL"}}, ""
 		}
 		bound := r.PauseBound()
-		r.Phase, r.DemotedAt, r.Attempts, r.RetryAt = PhaseReady, time.Time{}, r.Attempts+1, now.Add(SwitchoverRetry)
+		r.reopen(now)
+		r.Attempts, r.RetryAt = r.Attempts+1, now.Add(SwitchoverRetry)
 		return RollAction{Changed: true, Wait: true, Until: r.RetryAt, Why: &Info{Code: CodeReplicaCatchingUp,
 			Message: "the switchover would pause writes longer than " + bound.String() + "; the old primary is re-opened and it retries"}}, ""
 	case PhasePromote:
 		if rep := cand.Report; rep == nil || !rep.Up || rep.InRecovery {
-			return RollAction{Wait: true, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+			// A promotion not done within the failover's grace of the
+			// demotion is stuck: the candidate counts as lost.
+			if end := r.DemotedAt.Add(p.Grace); now.Before(end) {
+				return RollAction{Wait: true, Until: end, Why: &Info{Code: CodeInvalidState, Message: "switching over: promoting " + cand.Node.ID}}, ""
+			}
+			return r.candidateLost(cand.Node.ID, cand.Primary, now)
 		}
 		if !cand.Primary {
 			return RollAction{MovePrimary: cand.Node.ID}, ""
@@ -362,24 +542,81 @@ func (r *Roll) Roles(svc *Service, members []Member) map[string]NodeRole {
 }
 
 // Mark sets Retiring on the members the roll is about to wipe, from its
-// release step on (the primary's standby list then drops them).
+// release step on (the primary's standby list then drops them), and
+// Joining on its new nodes until the primary moves to one of them (or,
+// without a switchover, until the roll ends): a new node acknowledges no
+// commit while the roll may still abort and delete it, so an aborted
+// roll never takes an acknowledged commit with it.
 func (r *Roll) Mark(members []Member) {
-	if r.Step != StepRelease && r.Step != StepWipe {
+	if r.Step == StepRelease || r.Step == StepWipe {
+		for i := range members {
+			if slices.Contains(r.Plan.Retire, members[i].Node.ID) {
+				members[i].Retiring = true
+			}
+		}
 		return
 	}
+	for _, m := range members {
+		if m.Primary && slices.Contains(r.Added, m.Node.ID) {
+			return // moved: the new nodes are its standbys
+		}
+	}
 	for i := range members {
-		if slices.Contains(r.Plan.Retire, members[i].Node.ID) {
-			members[i].Retiring = true
+		if slices.Contains(r.Added, members[i].Node.ID) {
+			members[i].Joining = true
 		}
 	}
 }
 
 // ReplaceAdded records that node took the place of the failed new node
-// old on its slot.
-func (r *Roll) ReplaceAdded(old, node string) {
+// old, on slot sl (ReplacementSlot).
+func (r *Roll) ReplaceAdded(old, node string, sl Slot) {
 	if i := slices.Index(r.Added, old); i >= 0 {
 		r.Added[i], r.Replaced = node, r.Replaced+1
+		if i < len(r.Plan.Add) {
+			r.Plan.Add[i] = sl
+		}
 	}
+}
+
+// ReplacementSlot is where the node replacing the lost new node id goes:
+// its slot, unless f knows the slot's host and cannot place a node there
+// now (down, say: the node was lost with it); then a slot Place finds
+// away from the nodes that stay (the old nodes the roll retires, and id,
+// are leaving), in the same AZ when a host there has room. When none
+// exists the slot stays (the replacement fails with its host, and after
+// MaxNewNodeReplacements the roll aborts).
+func (r *Roll) ReplacementSlot(id string, members []Member, reg Region, f Fleet) Slot {
+	sl, ok := r.SlotOf(id)
+	if !ok {
+		return sl
+	}
+	known := false
+	for _, h := range f.Hosts {
+		if h.Name == sl.Host {
+			known = true
+			if h.Schedulable(f.Now, f.HeartbeatTimeout) {
+				return sl
+			}
+		}
+	}
+	if !known {
+		return sl
+	}
+	req := PlacementRequest{Region: reg, Count: 1, PreferAZ: sl.AZ}
+	for _, m := range members {
+		switch {
+		case Going(m.Node.State):
+		case m.Node.ID == id || slices.Contains(r.Plan.Retire, m.Node.ID):
+			req.Leaving = append(req.Leaving, m.Node)
+		default:
+			req.Keep = append(req.Keep, m.Node)
+		}
+	}
+	if slots, err := Place(req, f); err == nil {
+		return slots[0]
+	}
+	return sl
 }
 
 // SlotOf is the plan's slot of new node id (false if not one of Added).
@@ -405,6 +642,25 @@ func (r *Roll) OutOfService(id string) bool {
 		return true
 	}
 	return (r.Step == StepRelease || r.Step == StepWipe) && slices.Contains(r.Plan.Retire, id)
+}
+
+// FailoverView is members as the failover decision sees them during the
+// roll: without the nodes it took out of service (OutOfService), and with
+// a re-opened old primary's PostgreSQL down at most since its re-opening
+// (the switchover stopped it on purpose: the grace counts from then).
+func (r *Roll) FailoverView(members []Member) []Member {
+	var out []Member
+	for _, m := range members {
+		if r.OutOfService(m.Node.ID) {
+			continue
+		}
+		if rep := m.Report; m.Node.ID == r.From && rep != nil && !rep.Up && rep.DownSince.Before(r.ReopenedAt) {
+			c := *rep
+			c.DownSince, m.Report = r.ReopenedAt, &c
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Switching reports whether the roll's switchover has demoted the old

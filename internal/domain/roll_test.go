@@ -35,7 +35,7 @@ func (f *rollFixture) members() []Member {
 // advance runs Advance and checks the step it ends at.
 func (f *rollFixture) advance(r *Roll, lost bool, now time.Time, wantStep string) RollAction {
 	f.t.Helper()
-	act := r.Advance(f.members(), lost, now)
+	act := r.Advance(f.members(), f.svc.Replication, lost, DefaultFailoverPolicy(), now)
 	if r.Step != wantStep {
 		f.t.Fatalf("step = %s (phase %q), want %s; action %+v", r.Step, r.Phase, wantStep, act)
 	}
@@ -228,7 +228,7 @@ func TestRollResizeDownAndAbort(t *testing.T) {
 	if sl, ok := r2.SlotOf("node-n"); !ok || sl != plan2.Add[0] {
 		t.Fatalf("SlotOf(node-n) = %v, %v", sl, ok)
 	}
-	r2.ReplaceAdded("node-n", "node-n2")
+	r2.ReplaceAdded("node-n", "node-n2", plan2.Add[0])
 	if r2.Added[0] != "node-n2" || r2.Replaced != 1 {
 		t.Fatalf("after ReplaceAdded: %v replaced %d", r2.Added, r2.Replaced)
 	}

@@ -153,7 +153,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		var d domain.FailoverDecision
 		switch {
 		case f == nil && rl != nil:
-			res, err := r.roll(ctx, tx, svc, nodes, members, rop, rl, now)
+			res, err := r.roll(ctx, tx, svc, nodes, members, rop, rl, hh, now)
 			if err != nil {
 				return err
 			}

@@ -16,8 +16,11 @@ import (
 // transaction, its progress stored with the operation (so a control plane
 // killed mid-way resumes from the stored step). The reconciler only does
 // what Advance says: create the new nodes on the plan's slots (new IDs;
-// certificates issued when placed), move the primary, begin deleting the
-// old nodes (their agents wipe them), end the operation. The roles the
+// certificates issued when placed), replace a lost new node (on
+// Roll.ReplacementSlot), move the primary (back, too, when a candidate is
+// lost), begin deleting the old nodes (their agents wipe them), end the
+// operation — aborted, done, or handed over to the failover when the
+// primary is lost (docs/design/0014, "Faults during a roll-forward"). The roles the
 // agents apply follow from the stored progress (desired.Compile,
 // domain.ServiceRoles).
 
@@ -31,15 +34,15 @@ type rolled struct {
 }
 
 // roll drives svc's live roll-forward op one pass further.
-func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service, nodes []*domain.Node, members []domain.Member, op *domain.Operation, rl *domain.Roll, now time.Time) (*rolled, error) {
+func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service, nodes []*domain.Node, members []domain.Member, op *domain.Operation, rl *domain.Roll, hh hostHealth, now time.Time) (*rolled, error) {
 	out := &rolled{d: domain.FailoverDecision{Verdict: domain.VerdictNone}}
 	id := svc.ID
 	// The failover's view, without the nodes the roll takes out of
 	// service (a demoted old primary, retiring replicas): it tells
 	// whether the primary was lost, and the service's health.
-	d := domain.DecideFailover(svc, rollView(rl, members), r.cfg.Failover, false, now)
-	primaryLost := d.Verdict == domain.VerdictPromote || d.Verdict == domain.VerdictCannot && d.Lost == rl.From
-	act := rl.Advance(members, primaryLost, now)
+	d := domain.DecideFailover(svc, rl.FailoverView(members), r.cfg.Failover, false, now)
+	act := rl.Advance(members, svc.Replication, rl.PrimaryLost(d), r.cfg.Failover, now)
+	r.wakeBy(act.Until)
 	byID := map[string]*domain.Node{}
 	for _, n := range nodes {
 		byID[n.ID] = n
@@ -50,6 +53,21 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		out.log = append(out.log, func() {
 			r.log.Info("switchover", "service_id", id, "operation_id", op.ID, "phase", phase, "attempts", attempts)
 		})
+	}
+	if act.MovePrimary != "" {
+		svc.MovePrimary(act.MovePrimary, now)
+		changed = true
+		to := act.MovePrimary
+		out.log = append(out.log, func() {
+			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
+		})
+		detail := "primary " + rl.From + " → " + to
+		if to == rl.From {
+			detail = "primary back to " + to + ": the new primary was lost before it took writes"
+		}
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, detail); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case act.Abort:
@@ -93,10 +111,14 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		}
 	case act.ReplaceAdded != "":
 		gone := byID[act.ReplaceAdded]
-		sl, ok := rl.SlotOf(act.ReplaceAdded)
-		if !ok {
+		if _, ok := rl.SlotOf(act.ReplaceAdded); !ok {
 			return nil, fmt.Errorf("roll %s: %s is not a new node", op.ID, act.ReplaceAdded)
 		}
+		region, err := r.cfg.Catalog.Lookup("region", svc.Region)
+		if err != nil {
+			return nil, err
+		}
+		sl := rl.ReplacementSlot(act.ReplaceAdded, members, region, hh.fleet())
 		if gone != nil && !domain.Going(gone.State) {
 			if _, err := gone.BeginDelete(now); err != nil {
 				return nil, err
@@ -110,7 +132,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if err := store.Put(ctx, tx, n); err != nil {
 			return nil, err
 		}
-		rl.ReplaceAdded(act.ReplaceAdded, n.ID)
+		rl.ReplaceAdded(act.ReplaceAdded, n.ID, sl)
 		out.nodes = append(out.nodes, n)
 		changed = true
 		old := act.ReplaceAdded
@@ -120,17 +142,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if err := r.auditSystem(ctx, tx, svc.ProjectID, "node.replace", id, "new node "+old+" failed before it caught up; replaced by "+n.ID+" in "+sl.AZ); err != nil {
 			return nil, err
 		}
-	case act.MovePrimary != "":
-		svc.MovePrimary(act.MovePrimary, now)
-		changed = true
-		to := act.MovePrimary
-		out.log = append(out.log, func() {
-			r.log.Info("switchover: primary moved", "service_id", id, "operation_id", op.ID, "node_id", to)
-		})
-		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".switchover", id, "primary "+rl.From+" → "+to); err != nil {
-			return nil, err
-		}
-	case len(act.Delete) > 0:
+	case len(act.Delete) > 0 || act.Done:
 		for _, nid := range act.Delete {
 			n := byID[nid]
 			if n == nil {
@@ -144,18 +156,30 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 			}
 		}
 		changed = true
-		del := act.Delete
-		out.log = append(out.log, func() {
-			r.log.Info("roll-forward: old nodes wiped", "service_id", id, "operation_id", op.ID, "nodes", del)
-		})
-	case act.Done:
+		if del := act.Delete; len(del) > 0 {
+			out.log = append(out.log, func() {
+				r.log.Info("roll-forward: old nodes wiped", "service_id", id, "operation_id", op.ID, "nodes", del)
+			})
+		}
+		if !act.Done {
+			break
+		}
 		if err := op.Succeed(now); err != nil {
 			return nil, err
 		}
 		svc.EndOperation(op.ID, now)
-		changed = true
-		out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
-		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".done", id, fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)); err != nil {
+		detail := fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)
+		if act.Why != nil {
+			// The primary was lost at the end: the failover takes over.
+			detail += "; " + act.Why.Message
+			why := act.Why.Message
+			out.log = append(out.log, func() {
+				r.log.Warn("roll-forward done; its primary was lost", "service_id", id, "operation_id", op.ID, "reason", why)
+			})
+		} else {
+			out.log = append(out.log, func() { r.log.Info("roll-forward done", "service_id", id, "operation_id", op.ID) })
+		}
+		if err := r.auditSystem(ctx, tx, svc.ProjectID, op.Type+".done", id, detail); err != nil {
 			return nil, err
 		}
 	}
@@ -166,21 +190,14 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		}
 		out.bump = true
 	}
-	if op.Live() && d.Verdict != domain.VerdictPromote {
+	switch {
+	case act.Cannot != nil:
+		// Waiting on a lost node nothing replaces: failed, with why.
+		out.d = domain.FailoverDecision{Verdict: domain.VerdictCannot, Lost: rl.Candidate(), Why: act.Cannot}
+	case !op.Live() || d.Verdict != domain.VerdictPromote:
+		// A roll that ended on a lost primary shows it until the
+		// failover (next pass) takes over.
 		out.d = d
 	}
 	return out, nil
-}
-
-// rollView is members as the failover sees them during roll rl: without
-// the old primary once demoted, and without the retiring nodes.
-func rollView(rl *domain.Roll, members []domain.Member) []domain.Member {
-	var out []domain.Member
-	for _, m := range members {
-		if rl.OutOfService(m.Node.ID) {
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
 }

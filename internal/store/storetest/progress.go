@@ -28,7 +28,7 @@ func testOperationProgress(t *testing.T, s store.Store) {
 		Switchover: true, SwitchTo: 1, Retire: []string{"node-a", "node-b"},
 		Steps: []string{domain.StepAddNodes, domain.StepCatchUp, domain.StepSwitchover, domain.StepRelease, domain.StepWipe}},
 		Step: domain.StepSwitchover, From: "node-a", Before: 2, Added: []string{"node-c", "node-d"},
-		Phase: domain.PhaseDemote, DemotedAt: now, Attempts: 2, RetryAt: now.Add(-time.Second)}
+		Phase: domain.PhaseDemote, DemotedAt: now, Attempts: 2, RetryAt: now.Add(-time.Second), Solo: true, ReleaseLSN: 0x3000060, ReopenedAt: now.Add(-2 * time.Second)}
 	update(t, s, func(tx store.Tx) error {
 		if err := store.Put(ctx, tx, fo); err != nil {
 			return err
