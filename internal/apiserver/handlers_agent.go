@@ -161,6 +161,10 @@ func (s *Server) hostReport(c *call) error {
 			}
 			if domain.Turned(beforeRepl, n.Replication) {
 				turned = true
+				if r := n.Replication; r != nil {
+					s.log.Debug("replication turned", "node_id", n.ID, "up", r.Up, "in_recovery", r.InRecovery, "upstream", r.Upstream,
+						"streaming", r.Streaming, "received", r.ReceivedLSN, "fenced", r.Fenced, "switching", r.Switching, "at", r.At)
+				}
 			}
 			for j, t := range r.Tasks {
 				op, taskChanged, err := s.finishTask(c, tx, n, t, fmt.Sprintf("%s.tasks[%d]", field, j))
