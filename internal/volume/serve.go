@@ -263,7 +263,16 @@ func teardown(container, mountpoint string) error {
 		}
 	}
 	if err := unmountIfMounted(dir); err != nil {
-		return fmt.Errorf("unmount volume: %w", err)
+		// Nothing but the loop device (detached above) uses the FUSE
+		// file; what still holds it (the loop's last release, which the
+		// kernel finishes asynchronously) must not leave a mount behind
+		// that a later walk of the directory (moat down, a test's
+		// cleanup) would enter and wait on once its server is gone: it
+		// is detached from the tree now, and the kernel ends it when the
+		// last user lets go.
+		if derr := unix.Unmount(dir, unix.MNT_DETACH); derr != nil {
+			return fmt.Errorf("unmount volume: %w", errors.Join(err, derr))
+		}
 	}
 	return nil
 }
@@ -366,14 +375,26 @@ func resolveParent(path string) string {
 	return filepath.Join(parent, filepath.Base(path))
 }
 
-// unmountIfMounted unmounts the mount at dir, if there is one.
+// unmountBusyFor is how long unmountIfMounted retries a mount that is
+// busy: a file closed just before (a loop device's backing file, a
+// process that just exited) is released asynchronously.
+const unmountBusyFor = 3 * time.Second
+
+// unmountIfMounted unmounts the mount at dir, if there is one, retrying
+// for unmountBusyFor while it is busy.
 func unmountIfMounted(dir string) error {
+	deadline := time.Now().Add(unmountBusyFor)
 	for {
 		mounted, err := isMountpoint(dir)
 		if err != nil || !mounted {
 			return err
 		}
-		if err := unix.Unmount(dir, 0); err != nil {
+		err = unix.Unmount(dir, 0)
+		if errors.Is(err, unix.EBUSY) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("unmount %s: %w", dir, err)
 		}
 	}
