@@ -133,7 +133,7 @@ func TestLeaseFencesPrimary(t *testing.T) {
 }
 
 // The worker fences a primary as its lease runs out, not at its next
-// supervise tick (the control plane counts only the lease's margin, 0.5 s
+// supervise tick (the control plane counts only the lease's margin, 0.4 s
 // by default, for the agent's delay), and re-opens it once a report is
 // acknowledged again.
 func TestLeaseFencesOnTime(t *testing.T) {

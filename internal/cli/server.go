@@ -55,7 +55,7 @@ func agentCmd() *cobra.Command {
 				return withHint(usageErrorf("--host is required"), "give the name the host was registered with (moat host list)")
 			}
 			if heartbeat < 0 {
-				return withHint(usageErrorf("--heartbeat-interval %s is negative", heartbeat), "give 0 (the control plane's, 1s by default) or a duration under the control plane's --lease")
+				return withHint(usageErrorf("--heartbeat-interval %s is negative", heartbeat), "give 0 (the control plane's, 500ms by default) or a duration under the control plane's --lease")
 			}
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
