@@ -801,6 +801,31 @@ func RecordAckBounds(members []Member) []*Node {
 	return out
 }
 
+// DepartureSettled reports whether n, a deleting node, may be marked
+// deleted (and so no longer be seen by DecideFailover) without losing
+// what bounds a failover: it left no Departure, or its bound is known
+// and every other live node of its service (among nodes) reported
+// receiving up to it — a node promoted later holds what it may have
+// acknowledged. (A replica added later is cloned past it.)
+func DepartureSettled(n *Node, nodes []*Node) bool {
+	d := n.Departure
+	if d == nil {
+		return true
+	}
+	if d.AckBound == 0 {
+		return false
+	}
+	for _, o := range nodes {
+		if o.ID == n.ID || o.ServiceID != n.ServiceID || Going(o.State) {
+			continue
+		}
+		if o.Replication == nil || o.Replication.ReceivedLSN < d.AckBound {
+			return false
+		}
+	}
+	return true
+}
+
 // acknowledging reports whether a primary's report counts n as a standby
 // that acknowledges commits or may at any moment (sync, quorum or
 // potential).

@@ -224,6 +224,42 @@ func TestRecordAckBounds(t *testing.T) {
 	}
 }
 
+// TestDepartureSettled: a departed replica may go once its bound is known
+// and every other live node of its service received up to it.
+func TestDepartureSettled(t *testing.T) {
+	node := func(id, state string, received LSN, reported bool) *Node {
+		n := &Node{Meta: Meta{ID: id, State: state}, ServiceID: "svc-1"}
+		if reported {
+			n.Replication = &ReplicationReport{At: t1, Up: true, InRecovery: true, ReceivedLSN: received}
+		}
+		return n
+	}
+	departed := func(bound LSN) *Node {
+		n := node("node-b", StateDeleting, 0, false)
+		n.Departure = &Departure{LeftAt: t0, AckBound: bound}
+		return n
+	}
+	other := node("node-x", StateRunning, 100, true)
+	other.ServiceID = "svc-2"
+	for _, tc := range []struct {
+		name   string
+		n      *Node
+		others []*Node
+		want   bool
+	}{
+		{"no departure", node("node-b", StateDeleting, 0, false), []*Node{node("node-a", StateRunning, 1, true)}, true},
+		{"bound not known", departed(0), []*Node{node("node-a", StateRunning, 900, true)}, false},
+		{"a live node below the bound", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-a", StateRunning, 499, true)}, false},
+		{"a live node not reported yet", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-r", StateCreating, 0, false)}, false},
+		{"every live node past it", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-a", StateFailed, 500, true)}, true},
+		{"going nodes and other services do not count", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-c", StateDeleting, 1, true), other}, true},
+	} {
+		if got := DepartureSettled(tc.n, append([]*Node{tc.n}, tc.others...)); got != tc.want {
+			t.Errorf("%s: DepartureSettled = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestCheckFailoverRequest(t *testing.T) {
 	live := NewOperation("proj-1", OpServiceFailover, "svc-1", t0)
 	busy := svcN(3)

@@ -331,6 +331,19 @@ func TestDepartedReplicaBoundsFailover(t *testing.T) {
 		t.Fatalf("after the bound (-want +got):\n%s", diff)
 	}
 
+	// node-b's host comes back and its agent wipes it: it stays deleting
+	// (seen by the failover decision) while node-a is below its bound.
+	b = get[domain.Node](f, b.ID)
+	f.edit(b, func() {
+		if _, err := b.ApplyReport(domain.NodeReport{State: domain.NodeReportWiped}, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	pass()
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleting || !got.Wiped() {
+		t.Fatalf("wiped node-b: %s (wiped %v), want kept deleting while node-a is below its bound", got.State, got.Wiped())
+	}
+
 	// The primary's host is lost too, node-a still at 300: no failover.
 	now = start.Add(3 * time.Second)
 	down("a")
@@ -358,5 +371,21 @@ func TestDepartedReplicaBoundsFailover(t *testing.T) {
 	ops := failovers()
 	if len(ops) != 1 || ops[0].Failover.Lost != p.ID || ops[0].Failover.Promote != a.ID {
 		t.Fatalf("failovers %v, want %s promoted in place of %s", ops, a.ID, p.ID)
+	}
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleting {
+		t.Fatalf("node-b %s while its replacement has not reported", got.State)
+	}
+	// Once every live node has received past the bound (the replacement
+	// too), node-b no longer matters and goes.
+	for _, n := range f.nodes(svc.ID) {
+		if n.State == domain.StateCreating {
+			f.edit(n, func() {
+				n.Replication = &domain.ReplicationReport{At: now, Up: true, InRecovery: true, ReceivedLSN: 520}
+			})
+		}
+	}
+	pass()
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleted {
+		t.Fatalf("node-b %s, want deleted once every node received past its bound", got.State)
 	}
 }
