@@ -87,6 +87,9 @@ func TestFailoverSteps(t *testing.T) {
 	if repl.State != domain.StateCreating || repl.AZ != p.AZ || get[domain.Node](f, p.ID).State != domain.StateDeleting {
 		t.Fatalf("replacement %+v, lost node %s", repl, get[domain.Node](f, p.ID).State)
 	}
+	if d := get[domain.Node](f, p.ID).Departure; d != nil {
+		t.Errorf("the failed-over old primary recorded a replica's departure %+v: the promoted node holds its commits", d)
+	}
 	pass()
 	step(domain.StepCatchUp)
 	repl = get[domain.Node](f, repl.ID)
@@ -174,8 +177,8 @@ func TestDrainMovesNodes(t *testing.T) {
 			Standbys: []domain.StandbyStatus{{Name: a.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}}
 	})
 	_ = f.rec.Once(t.Context()) // the fake cloud places no node: its error is expected
-	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting {
-		t.Fatalf("replica on the draining host: %s, want deleting (replaced)", got.State)
+	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting || got.Departure == nil || !got.Departure.LeftAt.Equal(now) {
+		t.Fatalf("replica on the draining host: %s, departure %+v; want deleting (replaced), its departure recorded", got.State, got.Departure)
 	}
 	if got := get[domain.Node](f, p.ID); got.State != domain.StateRunning {
 		t.Fatalf("primary moved (%s) with its replica: want one node at a time", got.State)
