@@ -56,8 +56,11 @@ func testOperationProgress(t *testing.T, s store.Store) {
 func testNodeDeparture(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	want := &domain.Node{Meta: domain.Meta{ID: "node-b", ProjectID: "proj-a", State: domain.StateDeleting}, ServiceID: "svc-a", Host: "h3",
-		Departure: &domain.Departure{LeftAt: now, ReleasedAt: now.Add(time.Second), AckBound: 0x3000060}}
+	want := domain.NewNode(&domain.Service{Meta: domain.Meta{ID: "svc-a", ProjectID: "proj-a"}}, 2, "us-east-1c", now)
+	if _, err := want.BeginDelete(now); err != nil {
+		t.Fatal(err)
+	}
+	want.Host, want.Departure = "h3", &domain.Departure{LeftAt: now, ReleasedAt: now.Add(time.Second), AckBound: 0x3000060}
 	update(t, s, func(tx store.Tx) error { return store.Put(ctx, tx, want) })
 	var got *domain.Node
 	view(t, s, func(tx store.Tx) (err error) {
