@@ -16,6 +16,9 @@ import (
 // the reconciler builds the members from its nodes and their agents'
 // reports, and in one transaction
 //
+//   - records what the primary's reports bound of the replicas that left
+//     (domain.RecordAckBounds: a replaced replica's departure, stored on
+//     the node, so a restarted control plane decides on it),
 //   - drives the live service.failover operation one Advance further
 //     (its progress is stored with the operation, so a control plane
 //     killed mid-way resumes from the stored step), or
