@@ -160,7 +160,11 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 			}
 			nid, dep := n.ID, *n.Departure
 			logged = append(logged, func() {
-				r.log.Info("departed replica bounded", "service_id", id, "node_id", nid, "released_at", dep.ReleasedAt, "ack_bound", dep.AckBound.String())
+				if dep.AckBound == 0 {
+					r.log.Info("departed replica released by the primary", "service_id", id, "node_id", nid, "released_at", dep.ReleasedAt)
+					return
+				}
+				r.log.Info("departed replica bounded", "service_id", id, "node_id", nid, "ack_bound", dep.AckBound.String())
 			})
 		}
 		op, f := domain.LiveFailover(svc, ops)
