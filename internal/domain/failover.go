@@ -738,8 +738,8 @@ type Departure struct {
 	// async): from then on it acknowledges nothing.
 	ReleasedAt time.Time `json:"released_at,omitzero"`
 	// AckBound is the primary's flushed position in its first report
-	// received after ReleasedAt (read after the release was seen, so past
-	// every commit it acknowledged); 0 while not known.
+	// received after ReleasedAt (normally read after the release was
+	// seen, so past every commit it acknowledged); 0 while not known.
 	AckBound LSN `json:"ack_bound,omitempty"`
 }
 
@@ -771,7 +771,10 @@ func ReplaceReplica(svc *Service, lost *Node, az string, now time.Time) (*Node, 
 // the primary's flushed position in the next report received after that
 // one is its bound. Not the release report's own position: the agent
 // reads the position before pg_stat_replication, so a commit acknowledged
-// between the two reads could lie past it.
+// between the two reads could lie past it. (An agent may send a node's
+// last reading again with another node's report; the bound is then the
+// release report's position, which a commit misses only in that gap of
+// a fraction of a millisecond.)
 func RecordAckBounds(members []Member) []*Node {
 	var prim *ReplicationReport
 	for _, m := range members {
