@@ -215,6 +215,11 @@ type FailoverDecision struct {
 //     does not may hold the only copy of an acknowledged commit; else
 //     cannot (double_failure). A replica still being created was never
 //     in synchronous_standby_names and does not count.
+//   - A replica that left the service (its Departure: replaced, drained)
+//     may have acknowledged commits before the primary stopped counting
+//     it: the replica promoted must have received up to its AckBound,
+//     and while that bound is not known nothing is promoted (as above:
+//     replica_not_synchronous with 2 nodes, else double_failure).
 //
 // force (an operator's decision) promotes the best reporting replica
 // despite those risks. With the primary healthy, a lost replica gives
@@ -309,6 +314,10 @@ func DecideFailover(svc *Service, members []Member, p FailoverPolicy, force bool
 		if len(missing) > 0 {
 			d.Verdict, d.Why = VerdictCannot, &Info{Code: CodeDoubleFailure,
 				Message: "the primary and replica " + strings.Join(missing, ", ") + " are lost; the surviving replica may lack acknowledged commits, so the service waits for a node to return or an operator's forced failover"}
+			return d
+		}
+		if why := departedAhead(svc, primary.Node.ID, members, best); why != nil {
+			d.Verdict, d.Why = VerdictCannot, why
 			return d
 		}
 	}
@@ -705,12 +714,159 @@ func LiveFailover(svc *Service, ops []*Operation) (*Operation, *Failover) {
 // ReplaceNode returns the node replacing lost in svc, in AZ az (the lost
 // node's when a host there has room: ReplacementRequest), with a new ID
 // and, once placed, new certificates; lost begins deleting (its agent
-// wipes it if its host comes back: it never rejoins).
+// wipes it if its host comes back: it never rejoins). A replica is
+// replaced with ReplaceReplica.
 func ReplaceNode(svc *Service, lost *Node, az string, now time.Time) (*Node, error) {
 	if _, err := lost.BeginDelete(now); err != nil {
 		return nil, err
 	}
 	return NewNode(svc, lost.Index, az, now), nil
+}
+
+// Departure is what bounds the commits a replica may have acknowledged
+// once it left its service (design 0014, "Departed replicas"). A deleting
+// replica is no longer in synchronous_standby_names, but until the
+// primary applied that it could still acknowledge commits, which the
+// other replicas may lack; the primary then tells when it stopped
+// counting it and how far its own WAL was flushed.
+type Departure struct {
+	// LeftAt is when it began deleting (it left the standby list).
+	LeftAt time.Time `json:"left_at"`
+	// ReleasedAt is when the control plane received the first report
+	// of the primary, after LeftAt, that no longer counts it as an
+	// acknowledging standby (absent from its pg_stat_replication, or
+	// async): from then on it acknowledges nothing.
+	ReleasedAt time.Time `json:"released_at,omitzero"`
+	// AckBound is the primary's flushed position in its first report
+	// received after ReleasedAt (normally read after the release was
+	// seen, so past every commit it acknowledged); 0 while not known.
+	AckBound LSN `json:"ack_bound,omitempty"`
+}
+
+// ReplaceReplica is ReplaceNode for a replica (lost, stuck, or moved off
+// a draining host): unless it was still being created — never a
+// synchronous standby, it acknowledged nothing — it records its
+// Departure, and until the primary's reports bound what it acknowledged
+// (RecordAckBounds) no replica is promoted without holding that
+// (DecideFailover).
+func ReplaceReplica(svc *Service, lost *Node, az string, now time.Time) (*Node, error) {
+	listed := lost.State != StateCreating && !Going(lost.State)
+	repl, err := ReplaceNode(svc, lost, az, now)
+	if err != nil {
+		return nil, err
+	}
+	if listed && lost.Departure == nil {
+		lost.Departure = &Departure{LeftAt: now}
+	}
+	return repl, nil
+}
+
+// RecordAckBounds reads the primary's last report among members for what
+// it tells of the departed replicas (Departure) whose bound is not known
+// yet, and returns the nodes it changed (the caller stores them). Only a
+// report of a primary that is up counts (a server down lists what it
+// listed last, and its position may be behind what it flushed before it
+// stopped), and only one received after the replica left. The first such
+// report that no longer counts it (absent or async) marks it released;
+// the primary's flushed position in the next report received after that
+// one is its bound. Not the release report's own position: the agent
+// reads the position before pg_stat_replication, so a commit acknowledged
+// between the two reads could lie past it. (An agent may send a node's
+// last reading again with another node's report; the bound is then the
+// release report's position, which a commit misses only in that gap of
+// a fraction of a millisecond.)
+func RecordAckBounds(members []Member) []*Node {
+	var prim *ReplicationReport
+	for _, m := range members {
+		if m.Primary && !Going(m.Node.State) {
+			prim = m.Report
+		}
+	}
+	if prim == nil || !prim.Up || prim.InRecovery || prim.ReceivedLSN == 0 {
+		return nil
+	}
+	var out []*Node
+	for _, m := range members {
+		d := m.Node.Departure
+		if m.Primary || !Going(m.Node.State) || d == nil || d.AckBound != 0 || !prim.At.After(d.LeftAt) || acknowledging(prim, m.Node) {
+			continue
+		}
+		switch {
+		case d.ReleasedAt.IsZero():
+			d.ReleasedAt = prim.At
+		case prim.At.After(d.ReleasedAt):
+			d.AckBound = prim.ReceivedLSN
+		default:
+			continue
+		}
+		out = append(out, m.Node)
+	}
+	return out
+}
+
+// DepartureSettled reports whether n, a deleting node, may be marked
+// deleted (and so no longer be seen by DecideFailover) without losing
+// what bounds a failover: it left no Departure, or its bound is known
+// and every other live node of its service (among nodes) reported
+// receiving up to it — a node promoted later holds what it may have
+// acknowledged. (A replica added later is cloned past it.)
+func DepartureSettled(n *Node, nodes []*Node) bool {
+	d := n.Departure
+	if d == nil {
+		return true
+	}
+	if d.AckBound == 0 {
+		return false
+	}
+	for _, o := range nodes {
+		if o.ID == n.ID || o.ServiceID != n.ServiceID || Going(o.State) {
+			continue
+		}
+		if o.Replication == nil || o.Replication.ReceivedLSN < d.AckBound {
+			return false
+		}
+	}
+	return true
+}
+
+// acknowledging reports whether a primary's report counts n as a standby
+// that acknowledges commits or may at any moment (sync, quorum or
+// potential).
+func acknowledging(primary *ReplicationReport, n *Node) bool {
+	for _, s := range primary.Standbys {
+		if s.Name == ApplicationName(n) {
+			return s.SyncState != SyncStateAsync
+		}
+	}
+	return false
+}
+
+// departedAhead explains why best may not be promoted in place of the lost
+// primary: a replica that left the service may have acknowledged commits
+// best has not received — its bound is not known, or best's received
+// position is below it (nil if none). A 2-node service refuses as for an
+// asynchronous replica, a larger one as for a double failure.
+func departedAhead(svc *Service, primary string, members []Member, best Member) *Info {
+	code := CodeDoubleFailure
+	if svc.NodeCount == 2 {
+		code = CodeReplicaNotSynchronous
+	}
+	const next = "the service waits for a node to return or an operator's forced failover"
+	for _, m := range members {
+		d := m.Node.Departure
+		if m.Primary || !Going(m.Node.State) || d == nil {
+			continue
+		}
+		if d.AckBound == 0 {
+			return &Info{Code: code, Message: "the primary " + primary + " is lost and replica " + m.Node.ID +
+				", which left the service, may have acknowledged commits no remaining replica holds (the primary has not reported how far): " + next}
+		}
+		if got := best.Report.ReceivedLSN; got < d.AckBound {
+			return &Info{Code: code, Message: "the primary " + primary + " is lost and replica " + m.Node.ID + ", which left the service, may have acknowledged commits up to " +
+				d.AckBound.String() + "; " + best.Node.ID + " has received only up to " + got.String() + " and promoting it could lose them: " + next}
+		}
+	}
+	return nil
 }
 
 // RolesOf returns each live node's role in svc's desired state: the

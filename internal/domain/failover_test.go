@@ -47,6 +47,23 @@ func TestDecideFailover(t *testing.T) {
 		return m
 	}
 	lostVolP := withVolumeLost(member("node-p", true, true, quorum("node-a", "node-b")))
+	// node-b left the service (replaced: deleting), with what bounds the
+	// commits it may have acknowledged (0: not known yet); the primary's
+	// last report no longer lists it.
+	departed := func(bound LSN) Member {
+		m := member("node-b", false, false, replicaReport("node-p", true, 500))
+		m.Node.State, m.Node.Departure = StateDeleting, &Departure{LeftAt: t0, AckBound: bound}
+		if bound != 0 {
+			m.Node.Departure.ReleasedAt = t0.Add(time.Second)
+		}
+		return m
+	}
+	neverListed := member("node-b", false, false, nil)
+	neverListed.Node.State = StateDeleting
+	lostPWithout := member("node-p", true, false, quorum("node-a"))
+	aPast := member("node-a", false, true, replicaReport("node-p", false, 600))
+	replacement := member("node-r", false, true, replicaReport("node-p", true, 300))
+	lostP2 := member("node-p", true, false, primaryReport(500, StandbyStatus{Name: "node-r", SyncState: SyncStateSync}))
 	stuck := func(since time.Time) Member {
 		m := member("node-b", false, true, replicaReport("node-p", false, 400))
 		m.Report.Streaming, m.Report.NotStreamingSince = false, since
@@ -110,6 +127,26 @@ func TestDecideFailover(t *testing.T) {
 		{"a host rebooted: the replica's volume lost, its last report from before", 3, []Member{member("node-p", true, true, quorum()), a, withVolumeLost(stale)}, false,
 			FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its encrypted volume lost its key", Cause: "volume key lost"}}},
 		{"no primary yet", 3, []Member{a, b}, false, FailoverDecision{Verdict: VerdictNone}},
+		// A replica lost and replaced, then the primary (the audit's gap 1).
+		{"departed replica's bound above the survivor: refuse", 3, []Member{lostPWithout, a, departed(500)}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary node-p is lost and replica node-b, which left the service, may have acknowledged commits up to 0/1F4; node-a has received only up to 0/12C and promoting it could lose them: the service waits for a node to return or an operator's forced failover"}}},
+		{"departed replica's bound not known: refuse", 3, []Member{lostPWithout, a, departed(0)}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeDoubleFailure, Message: "the primary node-p is lost and replica node-b, which left the service, may have acknowledged commits no remaining replica holds (the primary has not reported how far): the service waits for a node to return or an operator's forced failover"}}},
+		{"departed replica's bound reached: promote", 3, []Member{lostPWithout, aPast, departed(500)}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"departed replica's bound reached exactly: promote", 3, []Member{lostPWithout, aPast, departed(600)}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"departed replica's bound, forced", 3, []Member{lostPWithout, a, departed(500)}, true, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a", Forced: true,
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"a departed replica never listed (replaced while being created) is ignored", 3, []Member{lostPWithout, a, neverListed}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-a",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-a", Cause: "host host-of-node-p"}}},
+		{"two nodes: the synchronous replacement below the departed replica's bound", 2, []Member{lostP2, replacement, departed(500)}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeReplicaNotSynchronous, Message: "the primary node-p is lost and replica node-b, which left the service, may have acknowledged commits up to 0/1F4; node-r has received only up to 0/12C and promoting it could lose them: the service waits for a node to return or an operator's forced failover"}}},
+		{"two nodes: the departed replica's bound not known", 2, []Member{lostP2, replacement, departed(0)}, false, FailoverDecision{Verdict: VerdictCannot, Lost: "node-p",
+			Why: &Info{Code: CodeReplicaNotSynchronous, Message: "the primary node-p is lost and replica node-b, which left the service, may have acknowledged commits no remaining replica holds (the primary has not reported how far): the service waits for a node to return or an operator's forced failover"}}},
+		{"two nodes: the departed replica's bound reached", 2, []Member{lostP2, replacement, departed(300)}, false, FailoverDecision{Verdict: VerdictPromote, Lost: "node-p", Promote: "node-r",
+			Why: &Info{Code: CodePrimaryLost, Message: "the primary node-p is lost (its host stopped sending heartbeats); promoting node-r", Cause: "host host-of-node-p"}}},
+		{"a departed replica does not matter while the primary is healthy", 3, []Member{member("node-p", true, true, quorum("node-a")), a, departed(0)}, false, FailoverDecision{Verdict: VerdictNone}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := DecideFailover(svcN(tc.n), tc.members, policy, tc.force, now)
@@ -117,6 +154,109 @@ func TestDecideFailover(t *testing.T) {
 				t.Errorf("DecideFailover (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRecordAckBounds: a replaced replica's departure is recorded unless
+// it was being created; its bound is the primary's flushed position in
+// the first report received after the one that stopped counting it, and
+// only an up primary's report received after it left counts.
+func TestRecordAckBounds(t *testing.T) {
+	svc := svcN(3)
+	creating := member("node-c", false, true, nil)
+	creating.Node.State = StateCreating
+	if _, err := ReplaceReplica(svc, creating.Node, "az", t0); err != nil || creating.Node.Departure != nil || creating.Node.State != StateDeleting {
+		t.Fatalf("ReplaceReplica of a node being created: %v, departure %+v, state %s; want none, deleting", err, creating.Node.Departure, creating.Node.State)
+	}
+	p := member("node-p", true, true, nil)
+	a := member("node-a", false, true, replicaReport("node-p", true, 300))
+	b := member("node-b", false, false, replicaReport("node-p", true, 500))
+	left := t0.Add(10 * time.Second)
+	repl, err := ReplaceReplica(svc, b.Node, "az-of-node-b", left)
+	if err != nil || repl.Index != b.Node.Index || b.Node.State != StateDeleting {
+		t.Fatalf("ReplaceReplica = %+v, %v; node-b %s", repl, err, b.Node.State)
+	}
+	if diff := cmp.Diff(&Departure{LeftAt: left}, b.Node.Departure); diff != "" {
+		t.Fatalf("departure (-want +got):\n%s", diff)
+	}
+	at := func(d time.Duration, flush LSN, standbys ...StandbyStatus) *ReplicationReport {
+		r := primaryReport(flush, standbys...)
+		r.At = left.Add(d)
+		return r
+	}
+	quorumB := StandbyStatus{Name: "node-b", SyncState: SyncStateQuorum}
+	down := at(4*time.Second, 900)
+	down.Up = false
+	demoted := at(4*time.Second, 900)
+	demoted.InRecovery = true
+	for _, step := range []struct {
+		what   string
+		report *ReplicationReport
+		want   Departure
+	}{
+		{"a report from before it left", at(-time.Second, 600), Departure{LeftAt: left}},
+		{"still counted (the primary has not reloaded)", at(time.Second, 610, quorumB), Departure{LeftAt: left}},
+		{"still counted as potential", at(time.Second, 610, StandbyStatus{Name: "node-b", SyncState: SyncStatePotential}), Departure{LeftAt: left}},
+		{"async: released", at(2*time.Second, 620, StandbyStatus{Name: "node-b", SyncState: SyncStateAsync}), Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second)}},
+		{"the same report again", at(2*time.Second, 620), Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second)}},
+		{"a primary down lists what it listed last", down, Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second)}},
+		{"a primary in recovery", demoted, Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second)}},
+		{"the next report bounds it", at(3*time.Second, 640), Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second), AckBound: 640}},
+		{"and the bound stays", at(9*time.Second, 900), Departure{LeftAt: left, ReleasedAt: left.Add(2 * time.Second), AckBound: 640}},
+	} {
+		p.Report = step.report
+		before := *b.Node.Departure
+		changed := RecordAckBounds([]Member{p, a, b, creating})
+		if diff := cmp.Diff(step.want, *b.Node.Departure); diff != "" {
+			t.Fatalf("%s: departure (-want +got):\n%s", step.what, diff)
+		}
+		if wantChanged := before != step.want; wantChanged != (len(changed) == 1 && changed[0] == b.Node) || (!wantChanged && len(changed) != 0) {
+			t.Fatalf("%s: RecordAckBounds returned %d nodes, want the change reported", step.what, len(changed))
+		}
+	}
+	// The primary absent from the members (or going): nothing to read.
+	c := member("node-x", false, false, nil)
+	if _, err := ReplaceReplica(svc, c.Node, "az", left); err != nil {
+		t.Fatal(err)
+	}
+	if got := RecordAckBounds([]Member{a, c}); len(got) != 0 || c.Node.Departure.ReleasedAt != (time.Time{}) {
+		t.Errorf("without a primary: RecordAckBounds = %v", got)
+	}
+}
+
+// TestDepartureSettled: a departed replica may go once its bound is known
+// and every other live node of its service received up to it.
+func TestDepartureSettled(t *testing.T) {
+	node := func(id, state string, received LSN, reported bool) *Node {
+		n := &Node{Meta: Meta{ID: id, State: state}, ServiceID: "svc-1"}
+		if reported {
+			n.Replication = &ReplicationReport{At: t1, Up: true, InRecovery: true, ReceivedLSN: received}
+		}
+		return n
+	}
+	departed := func(bound LSN) *Node {
+		n := node("node-b", StateDeleting, 0, false)
+		n.Departure = &Departure{LeftAt: t0, AckBound: bound}
+		return n
+	}
+	other := node("node-x", StateRunning, 100, true)
+	other.ServiceID = "svc-2"
+	for _, tc := range []struct {
+		name   string
+		n      *Node
+		others []*Node
+		want   bool
+	}{
+		{"no departure", node("node-b", StateDeleting, 0, false), []*Node{node("node-a", StateRunning, 1, true)}, true},
+		{"bound not known", departed(0), []*Node{node("node-a", StateRunning, 900, true)}, false},
+		{"a live node below the bound", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-a", StateRunning, 499, true)}, false},
+		{"a live node not reported yet", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-r", StateCreating, 0, false)}, false},
+		{"every live node past it", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-a", StateFailed, 500, true)}, true},
+		{"going nodes and other services do not count", departed(500), []*Node{node("node-p", StateRunning, 600, true), node("node-c", StateDeleting, 1, true), other}, true},
+	} {
+		if got := DepartureSettled(tc.n, append([]*Node{tc.n}, tc.others...)); got != tc.want {
+			t.Errorf("%s: DepartureSettled = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -335,8 +475,10 @@ func TestFailoverAborts(t *testing.T) {
 
 // FuzzDecideFailover: a promotion (unforced) only ever picks a healthy,
 // reporting replica that followed the lost primary, and no other replica
-// that may hold acknowledged commits is unaccounted for or ahead of it;
-// a 2-node promotion's replica was synchronous; a 1-node service never
+// that may hold acknowledged commits is unaccounted for or ahead of it —
+// a replica that left the service (deleting, with a Departure) included:
+// its bound is known and the promoted replica received up to it; a
+// 2-node promotion's replica was synchronous; a 1-node service never
 // promotes.
 func FuzzDecideFailover(f *testing.F) {
 	f.Add(uint64(1), uint8(3))
@@ -373,6 +515,16 @@ func FuzzDecideFailover(f *testing.F) {
 			}
 			members = append(members, m)
 		}
+		if next(2) == 0 {
+			// A replica that left: never listed, or listed with its
+			// bound known or not (0).
+			m := member("node-d", false, next(2) == 0, replicaReport("node-p", next(2) == 0, LSN(next(1000))))
+			m.Node.State = StateDeleting
+			if next(3) != 0 {
+				m.Node.Departure = &Departure{LeftAt: t0, AckBound: LSN(next(2) * next(1000))}
+			}
+			members = append(members, m)
+		}
 		d := DecideFailover(svcN(n), members, policy, false, t1)
 		if d.Verdict != VerdictPromote {
 			return
@@ -393,6 +545,9 @@ func FuzzDecideFailover(f *testing.F) {
 			t.Fatalf("2 nodes: promoted an asynchronous replica")
 		}
 		for _, m := range members[1:] {
+			if dep := m.Node.Departure; Going(m.Node.State) && dep != nil && (dep.AckBound == 0 || best.Report.ReceivedLSN < dep.AckBound) {
+				t.Fatalf("promoted %s (received %v) while %s, which left, may have acknowledged up to %v", best.Node.ID, best.Report.ReceivedLSN, m.Node.ID, dep.AckBound)
+			}
 			if m.Node.ID == best.Node.ID || (m.Node.State != StateRunning && m.Node.State != StateFailed) {
 				continue
 			}

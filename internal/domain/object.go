@@ -320,6 +320,10 @@ type Node struct {
 	// Replication is the agent's last replication report on the node
 	// (At: when the control plane received it).
 	Replication *ReplicationReport `json:"replication,omitempty"`
+	// Departure: a replica that left its service (replaced, or moved off
+	// a draining host) while it may have acknowledged commits; what
+	// bounds them (ReplaceReplica, RecordAckBounds, DecideFailover).
+	Departure *Departure `json:"departure,omitempty"`
 }
 
 // NodeVolume is a node's encrypted volume: its format and cipher, the

@@ -16,6 +16,9 @@ import (
 // the reconciler builds the members from its nodes and their agents'
 // reports, and in one transaction
 //
+//   - records what the primary's reports bound of the replicas that left
+//     (domain.RecordAckBounds: a replaced replica's departure, stored on
+//     the node, so a restarted control plane decides on it),
 //   - drives the live service.failover operation one Advance further
 //     (its progress is stored with the operation, so a control plane
 //     killed mid-way resumes from the stored step), or
@@ -148,6 +151,22 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 		}
 		bump := false
 		members := domain.Members(svc, nodes, hh.healthy)
+		// What the primary's reports tell of the replicas that left
+		// (recorded before any decision: a control plane restarted
+		// later decides on it).
+		for _, n := range domain.RecordAckBounds(members) {
+			if err := store.Put(ctx, tx, n); err != nil {
+				return err
+			}
+			nid, dep := n.ID, *n.Departure
+			logged = append(logged, func() {
+				if dep.AckBound == 0 {
+					r.log.Info("departed replica released by the primary", "service_id", id, "node_id", nid, "released_at", dep.ReleasedAt)
+					return
+				}
+				r.log.Info("departed replica bounded", "service_id", id, "node_id", nid, "ack_bound", dep.AckBound.String())
+			})
+		}
 		op, f := domain.LiveFailover(svc, ops)
 		rop, rl := domain.LiveRoll(svc, ops)
 		var d domain.FailoverDecision
@@ -192,7 +211,9 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				if gone == nil {
 					return fmt.Errorf("failover %s: lost node %s missing", op.ID, f.Lost)
 				}
-				repl, err := r.replace(ctx, tx, svc, gone, f.LostAZ, now)
+				// The old primary's commits are the promoted node's; a
+				// discarded replacement was a replica.
+				repl, err := r.replace(ctx, tx, svc, gone, f.LostAZ, gone.ID != f.Lost, now)
 				if err != nil {
 					return err
 				}
@@ -261,7 +282,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 				if lost == nil || svc.OperationID != "" {
 					break
 				}
-				repl, err := r.replace(ctx, tx, svc, lost, lost.AZ, now)
+				repl, err := r.replace(ctx, tx, svc, lost, lost.AZ, true, now)
 				if err != nil {
 					return err
 				}
@@ -325,7 +346,7 @@ func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service
 	case n == nil:
 		return nil, nil
 	case !primary:
-		repl, err := r.replace(ctx, tx, svc, n, n.AZ, now)
+		repl, err := r.replace(ctx, tx, svc, n, n.AZ, true, now)
 		if err != nil {
 			return nil, err
 		}
@@ -362,9 +383,14 @@ func (r *Reconciler) drain(ctx context.Context, tx store.Tx, svc *domain.Service
 }
 
 // replace stores a new node replacing gone (which begins deleting: its
-// agent wipes it, it never rejoins) in az, and audits it.
-func (r *Reconciler) replace(ctx context.Context, tx store.Tx, svc *domain.Service, gone *domain.Node, az string, now time.Time) (*domain.Node, error) {
-	repl, err := domain.ReplaceNode(svc, gone, az, now)
+// agent wipes it, it never rejoins) in az, and audits it. A replica's
+// departure is recorded (domain.ReplaceReplica).
+func (r *Reconciler) replace(ctx context.Context, tx store.Tx, svc *domain.Service, gone *domain.Node, az string, replica bool, now time.Time) (*domain.Node, error) {
+	replaceNode := domain.ReplaceNode
+	if replica {
+		replaceNode = domain.ReplaceReplica
+	}
+	repl, err := replaceNode(svc, gone, az, now)
 	if err != nil {
 		return nil, err
 	}

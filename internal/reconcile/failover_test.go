@@ -1,8 +1,11 @@
 package reconcile_test
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/moatdb/moat/internal/domain"
 	"github.com/moatdb/moat/internal/reconcile"
@@ -83,6 +86,9 @@ func TestFailoverSteps(t *testing.T) {
 	repl := get[domain.Node](f, op.Failover.Replacement)
 	if repl.State != domain.StateCreating || repl.AZ != p.AZ || get[domain.Node](f, p.ID).State != domain.StateDeleting {
 		t.Fatalf("replacement %+v, lost node %s", repl, get[domain.Node](f, p.ID).State)
+	}
+	if d := get[domain.Node](f, p.ID).Departure; d != nil {
+		t.Errorf("the failed-over old primary recorded a replica's departure %+v: the promoted node holds its commits", d)
 	}
 	pass()
 	step(domain.StepCatchUp)
@@ -171,8 +177,8 @@ func TestDrainMovesNodes(t *testing.T) {
 			Standbys: []domain.StandbyStatus{{Name: a.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}}
 	})
 	_ = f.rec.Once(t.Context()) // the fake cloud places no node: its error is expected
-	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting {
-		t.Fatalf("replica on the draining host: %s, want deleting (replaced)", got.State)
+	if got := get[domain.Node](f, a.ID); got.State != domain.StateDeleting || got.Departure == nil || !got.Departure.LeftAt.Equal(now) {
+		t.Fatalf("replica on the draining host: %s, departure %+v; want deleting (replaced), its departure recorded", got.State, got.Departure)
 	}
 	if got := get[domain.Node](f, p.ID); got.State != domain.StateRunning {
 		t.Fatalf("primary moved (%s) with its replica: want one node at a time", got.State)
@@ -227,5 +233,162 @@ func TestDrainMovesNodes(t *testing.T) {
 	}
 	if s := get[domain.Service](f, svc.ID); s.OperationID != op.ID || s.NodeCount != 3 {
 		t.Errorf("service under the replace: operation %q, %d nodes", s.OperationID, s.NodeCount)
+	}
+}
+
+// TestDepartedReplicaBoundsFailover: a replica lost and replaced, then the
+// primary (issue 11 audit, gap 1). The primary's reports after the
+// replacement bound what the departed replica may have acknowledged; the
+// primary then lost, the other replica, behind that bound, is not
+// promoted until it reports past it. A new reconciler for each pass (a
+// restarted control plane): the departure is the stored node's.
+func TestDepartedReplicaBoundsFailover(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	now := start
+	f := newFixture(t, 0)
+	pass := func() {
+		t.Helper()
+		rec, err := reconcile.New(reconcile.Config{Store: f.store, Provider: f.cloud, Keys: f.keys, InternalCA: f.ca,
+			Failover: domain.DefaultFailoverPolicy(), Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rec.Once(t.Context()) // the fake cloud places no node: its error is expected
+	}
+	hosts := map[string]*domain.Host{}
+	for _, az := range []string{"a", "b", "c"} {
+		hosts[az] = f.put(&domain.Host{Meta: domain.Meta{ID: domain.NewID(domain.PrefixHost), Name: "h" + az, State: domain.StateActive},
+			Region: "us-east-1", AZ: "us-east-1" + az, Capacity: 8, LastHeartbeatAt: now}).(*domain.Host)
+	}
+	down := func(az string) {
+		h := get[domain.Host](f, hosts[az].ID)
+		f.edit(h, func() {
+			if err := h.MarkDown(now); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	svc := f.put(&domain.Service{Meta: domain.Meta{ID: domain.NewID(domain.PrefixService), ProjectID: "proj-test", State: domain.StateRunning},
+		Region: "us-east-1", NodeCount: 3, BackupPublicKeyPEM: "PUB"}).(*domain.Service)
+	node := func(idx int, az string, r *domain.ReplicationReport) *domain.Node {
+		return f.put(&domain.Node{Meta: domain.Meta{ID: domain.NewID(domain.PrefixNode), ProjectID: "proj-test", State: domain.StateRunning},
+			ServiceID: svc.ID, Index: idx, AZ: "us-east-1" + az, Host: "h" + az, Namespace: "ns", Address: "198.18.0.1",
+			ReportedAt: now, Replication: r}).(*domain.Node)
+	}
+	p := node(0, "a", nil)
+	// node-a lags (its receiver stalled); node-b acknowledged up to 500.
+	a := node(1, "b", &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 300})
+	b := node(2, "c", &domain.ReplicationReport{At: now, Up: true, InRecovery: true, Upstream: p.ID, Streaming: true, ReceivedLSN: 500})
+	primaryReports := func(flush domain.LSN, standbys ...*domain.Node) {
+		t.Helper()
+		p = get[domain.Node](f, p.ID)
+		f.edit(p, func() {
+			p.Replication = &domain.ReplicationReport{At: now, Up: true, ReceivedLSN: flush}
+			for _, n := range standbys {
+				p.Replication.Standbys = append(p.Replication.Standbys, domain.StandbyStatus{Name: n.ID, SyncState: domain.SyncStateQuorum, FlushLSN: n.Replication.ReceivedLSN})
+			}
+			p.ReportedAt = now
+		})
+	}
+	primaryReports(500, a, b)
+	departure := func() domain.Departure {
+		t.Helper()
+		got := get[domain.Node](f, b.ID)
+		if got.Departure == nil {
+			t.Fatalf("node-b (%s) has no departure", got.State)
+		}
+		return *got.Departure
+	}
+	failovers := func() []*domain.Operation {
+		var out []*domain.Operation
+		for _, o := range f.ops(svc.ID) {
+			if o.Type == domain.OpServiceFailover {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+
+	// node-b's host is lost: node-b is replaced and leaves the standbys.
+	down("c")
+	pass()
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleting {
+		t.Fatalf("lost replica node-b: %s, want deleting (replaced)", got.State)
+	}
+	if diff := cmp.Diff(domain.Departure{LeftAt: start}, departure()); diff != "" {
+		t.Fatalf("node-b's departure (-want +got):\n%s", diff)
+	}
+	// The primary's next report no longer lists it: released. The one
+	// after bounds what it may have acknowledged.
+	now = start.Add(time.Second)
+	primaryReports(510, a)
+	pass()
+	if diff := cmp.Diff(domain.Departure{LeftAt: start, ReleasedAt: now}, departure()); diff != "" {
+		t.Fatalf("after the release (-want +got):\n%s", diff)
+	}
+	now = start.Add(2 * time.Second)
+	primaryReports(520, a)
+	pass()
+	if diff := cmp.Diff(domain.Departure{LeftAt: start, ReleasedAt: start.Add(time.Second), AckBound: 520}, departure()); diff != "" {
+		t.Fatalf("after the bound (-want +got):\n%s", diff)
+	}
+
+	// node-b's host comes back and its agent wipes it: it stays deleting
+	// (seen by the failover decision) while node-a is below its bound.
+	b = get[domain.Node](f, b.ID)
+	f.edit(b, func() {
+		if _, err := b.ApplyReport(domain.NodeReport{State: domain.NodeReportWiped}, now); err != nil {
+			t.Fatal(err)
+		}
+	})
+	pass()
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleting || !got.Wiped() {
+		t.Fatalf("wiped node-b: %s (wiped %v), want kept deleting while node-a is below its bound", got.State, got.Wiped())
+	}
+
+	// The primary's host is lost too, node-a still at 300: no failover.
+	now = start.Add(3 * time.Second)
+	down("a")
+	a = get[domain.Node](f, a.ID)
+	f.edit(a, func() { a.Replication.At, a.ReportedAt = now, now })
+	pass()
+	if ops := failovers(); len(ops) != 0 {
+		t.Fatalf("failover %+v started with node-a (300) below node-b's bound (520)", ops[0].Failover)
+	}
+	s := get[domain.Service](f, svc.ID)
+	if s.Health == nil || s.Health.Status != domain.HealthFailed || len(s.Health.Conditions) == 0 || s.Health.Conditions[0].Code != domain.CodeDoubleFailure {
+		t.Fatalf("service health = %+v, want failed with double_failure", s.Health)
+	}
+	for _, want := range []string{b.ID, "0/208", a.ID, "0/12C"} {
+		if msg := s.Health.Conditions[0].Message; !strings.Contains(msg, want) {
+			t.Errorf("reason %q does not name %s", msg, want)
+		}
+	}
+
+	// node-a reports past the bound (the old primary's WAL reached it):
+	// it is promoted.
+	now = start.Add(4 * time.Second)
+	f.edit(a, func() { a.Replication.At, a.Replication.ReceivedLSN, a.ReportedAt = now, 520, now })
+	pass()
+	ops := failovers()
+	if len(ops) != 1 || ops[0].Failover.Lost != p.ID || ops[0].Failover.Promote != a.ID {
+		t.Fatalf("failovers %v, want %s promoted in place of %s", ops, a.ID, p.ID)
+	}
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleting {
+		t.Fatalf("node-b %s while its replacement has not reported", got.State)
+	}
+	// Once every live node has received past the bound (the replacement
+	// too), node-b no longer matters and goes.
+	for _, n := range f.nodes(svc.ID) {
+		if n.State == domain.StateCreating {
+			f.edit(n, func() {
+				n.Replication = &domain.ReplicationReport{At: now, Up: true, InRecovery: true, ReceivedLSN: 520}
+			})
+		}
+	}
+	pass()
+	if got := get[domain.Node](f, b.ID); got.State != domain.StateDeleted {
+		t.Fatalf("node-b %s, want deleted once every node received past its bound", got.State)
 	}
 }

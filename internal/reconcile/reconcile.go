@@ -341,10 +341,29 @@ func (r *Reconciler) renew(ctx context.Context, n *domain.Node) error {
 }
 
 // remove destroys a deleting node's machine once its agent wiped it (or at
-// once if it was never placed).
+// once if it was never placed). A departed replica stays deleting until
+// its departure no longer bounds a failover (domain.DepartureSettled),
+// unless its service is being deleted.
 func (r *Reconciler) remove(ctx context.Context, n *domain.Node) error {
 	if n.Address != "" && !n.Wiped() {
 		return nil // the agent has not wiped it yet
+	}
+	if n.Departure != nil {
+		settled := true
+		if err := r.cfg.Store.View(ctx, func(tx store.Tx) error {
+			svc, err := store.Get[domain.Service](ctx, tx, n.ServiceID)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil || domain.Going(svc.State) {
+				return err
+			}
+			nodes, err := store.List[domain.Node](ctx, tx, store.Query{Parent: n.ServiceID})
+			settled = domain.DepartureSettled(n, nodes)
+			return err
+		}); err != nil || !settled {
+			return err
+		}
 	}
 	if n.Address != "" {
 		if err := r.cfg.Provider.RemoveNode(ctx, n.ID); err != nil {

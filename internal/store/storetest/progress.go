@@ -49,3 +49,25 @@ func testOperationProgress(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testNodeDeparture: a departed replica's bound (domain.Departure) reads
+// back as it was put, so a restarted control plane still refuses to
+// promote a replica below it.
+func testNodeDeparture(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	want := domain.NewNode(&domain.Service{Meta: domain.Meta{ID: "svc-a", ProjectID: "proj-a"}}, 2, "us-east-1c", now)
+	if _, err := want.BeginDelete(now); err != nil {
+		t.Fatal(err)
+	}
+	want.Host, want.Departure = "h3", &domain.Departure{LeftAt: now, ReleasedAt: now.Add(time.Second), AckBound: 0x3000060}
+	update(t, s, func(tx store.Tx) error { return store.Put(ctx, tx, want) })
+	var got *domain.Node
+	view(t, s, func(tx store.Tx) (err error) {
+		got, err = store.Get[domain.Node](ctx, tx, want.ID)
+		return err
+	})
+	if diff := cmp.Diff(want.Departure, got.Departure); diff != "" {
+		t.Errorf("node departure (-put +got):\n%s", diff)
+	}
+}

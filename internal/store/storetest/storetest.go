@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CanceledMidUpdate", testCanceledMidUpdate},
 		{"TypedHelpers", testTypedHelpers},
 		{"OperationProgress", testOperationProgress},
+		{"NodeDeparture", testNodeDeparture},
 	}
 	tests = append(tests, hostTests...)
 	for _, tt := range tests {
