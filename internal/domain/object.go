@@ -278,6 +278,13 @@ type Service struct {
 	// from its nodes' reports (ApplyReplication).
 	Replication *SyncSetting   `json:"replication,omitempty"`
 	Health      *ServiceHealth `json:"health,omitempty"`
+	// Settings are the tenant's PostgreSQL settings (the catalog's names,
+	// values written canonically; ChangeSettings). NodeSettings are the
+	// ones that need a restart as the service's nodes run them: a new
+	// node starts with them, but an upgrade's, which start with Settings
+	// (PendingRestart is the difference).
+	Settings     map[string]string `json:"settings,omitempty"`
+	NodeSettings map[string]string `json:"node_settings,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }
@@ -320,6 +327,9 @@ type Node struct {
 	// Replication is the agent's last replication report on the node
 	// (At: when the control plane received it).
 	Replication *ReplicationReport `json:"replication,omitempty"`
+	// Settings are the tenant settings that need a restart the node
+	// started with, fixed for its life (NodeSettings).
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // NodeVolume is a node's encrypted volume: its format and cipher, the
