@@ -285,6 +285,10 @@ type Service struct {
 	// (PendingRestart is the difference).
 	Settings     map[string]string `json:"settings,omitempty"`
 	NodeSettings map[string]string `json:"node_settings,omitempty"`
+	// SettingsRevision is the desired-state revision of the last
+	// settings change: a node that applied it runs the settings
+	// (SettingsApplying).
+	SettingsRevision int64 `json:"settings_revision,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }

@@ -443,3 +443,14 @@ func NodeSettings(svc *Service, n *Node) map[string]string {
 	}
 	return out
 }
+
+// SettingsApplying reports whether a running node of svc among nodes has
+// not yet applied the last settings change (SettingsRevision).
+func (s *Service) SettingsApplying(nodes []*Node) bool {
+	for _, n := range nodes {
+		if n.ServiceID == s.ID && n.State == StateRunning && n.AppliedRevision < s.SettingsRevision {
+			return true
+		}
+	}
+	return false
+}

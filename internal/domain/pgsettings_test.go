@@ -185,3 +185,25 @@ func TestSettingCatalogBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestSettingsApplying(t *testing.T) {
+	t.Parallel()
+	svc := settingsService()
+	svc.SettingsRevision = 10
+	node := func(state string, applied int64) *Node {
+		return &Node{Meta: Meta{State: state}, ServiceID: svc.ID, AppliedRevision: applied}
+	}
+	for _, tc := range []struct {
+		nodes []*Node
+		want  bool
+	}{
+		{[]*Node{node(StateRunning, 10), node(StateRunning, 11)}, false},
+		{[]*Node{node(StateRunning, 10), node(StateRunning, 9)}, true},
+		// A node being made or wiped does not hold it up.
+		{[]*Node{node(StateRunning, 10), node(StateCreating, 0), node(StateDeleting, 3)}, false},
+	} {
+		if got := svc.SettingsApplying(tc.nodes); got != tc.want {
+			t.Errorf("SettingsApplying(%d nodes) = %v, want %v", len(tc.nodes), got, tc.want)
+		}
+	}
+}
