@@ -110,10 +110,11 @@ func settingsDetail(r domain.SettingsResult) string {
 }
 
 // knownZone reports whether the time zone database knows zone (a node's
-// PostgreSQL would not start with a zone it does not know).
+// PostgreSQL would not start with a zone it does not know). "Local" is
+// Go's name for the machine's zone, not a zone.
 func knownZone(zone string) bool {
 	_, err := time.LoadLocation(zone)
-	return err == nil
+	return err == nil && zone != "Local"
 }
 
 // upgradeService moves a service to fresh nodes (domain.PlanUpgrade).

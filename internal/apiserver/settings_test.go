@@ -46,6 +46,7 @@ func TestSettingsRequests(t *testing.T) {
 		{`{"settings": {"max_connections": 10}}`, domain.CodeInvalidSetting, "settings.max_connections", "20 to 5000"},
 		{`{"settings": {"ssl_ciphers": "ALL"}}`, domain.CodeMoatSetting, "settings.ssl_ciphers", "Moat sets it"},
 		{`{"settings": {"timezone": "Nowhere/Atlantis"}}`, domain.CodeInvalidSetting, "settings.timezone", "IANA"},
+		{`{"settings": {"timezone": "Local"}}`, domain.CodeInvalidSetting, "settings.timezone", "IANA"},
 		{`{"settings": {"work_mem": true}}`, "invalid_json", "settings", "openapi"},
 		{`{"settings": {}}`, domain.CodeRequired, "settings", "null removes"},
 		{`{}`, domain.CodeRequired, "nodes", "settings"},
