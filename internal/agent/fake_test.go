@@ -60,6 +60,9 @@ type fakeHost struct {
 	// open counts the networks opened and not closed, instances the
 	// instances.
 	open, instances int
+	// written are the settings each data directory's configuration
+	// files were last written with (Init).
+	written map[string]map[string]string
 	// running is whether each data directory's server runs.
 	running map[string]bool
 	// recovering: the servers are in recovery (a restore replays).
@@ -102,7 +105,7 @@ func (h *fakeHost) platform() platform {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.instances++
-			return &fakeInstance{h: h, dir: cfg.DataDir}, nil
+			return &fakeInstance{h: h, dir: cfg.DataDir, settings: cfg.Settings}, nil
 		},
 		runTask: func(ctx context.Context, n *node, want apitype.NodeDesired, t apitype.NodeTask) (*apitype.Backup, error) {
 			h.record(opTaskStart, nil)
@@ -331,9 +334,12 @@ func (f fakeFirewall) Apply(p nft.Policy) error {
 // fakeInstance is a server; its state (running or not) is the host's,
 // by data directory, like a postmaster outliving an Instance.
 type fakeInstance struct {
-	h      *fakeHost
-	dir    string
-	closed bool // under h.mu
+	h   *fakeHost
+	dir string
+	// settings are the extra settings its configuration has; Init
+	// writes them (fakeHost.written).
+	settings map[string]string
+	closed   bool // under h.mu
 }
 
 // Close is not recorded: tests count the instances open.
@@ -347,7 +353,14 @@ func (in *fakeInstance) Close() error {
 	return nil
 }
 
-func (in *fakeInstance) Init(context.Context) error       { return in.h.record(opInit, nil) }
+func (in *fakeInstance) Init(context.Context) error {
+	return in.h.record(opInit, func() {
+		if in.h.written == nil {
+			in.h.written = map[string]map[string]string{}
+		}
+		in.h.written[in.dir] = in.settings
+	})
+}
 func (in *fakeInstance) WriteHBA(postgres.Policy) error   { return in.h.record(opHBA, nil) }
 func (in *fakeInstance) Reload(context.Context) error     { return in.h.record(opReload, nil) }
 func (in *fakeInstance) Checkpoint(context.Context) error { return in.h.record(opCheckpoint, nil) }

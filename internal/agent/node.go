@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -695,10 +696,13 @@ func (n *node) applyInstance(ctx context.Context, s *spec) error {
 	// under the same name needs PostgreSQL restarted inside it.
 	nsID := n.net.ID()
 	key := fingerprint(want.Namespace, nsID, s.addr, s.port, want.Role, want.PrimaryAddress, want.PrimaryName, want.ReplicationUser, want.TLS,
-		want.Archive, want.BackupPublicKeyPEM, s.restore, want.Upstream, want.SyncStandbyNames)
+		want.Archive, want.BackupPublicKeyPEM, s.restore, want.Upstream, want.SyncStandbyNames, want.Settings)
 	// The role and the upstream are not in it: primary_conninfo and
 	// synchronous_standby_names are reloaded, and a replica becoming
-	// primary is promoted in place (applyPromote).
+	// primary is promoted in place (applyPromote). Nor are the tenant's
+	// settings: a running node reloads them and never restarts for one
+	// (those that need a restart reach a node only when it is created:
+	// domain.NodeSettings).
 	restart := fingerprint(want.Namespace, nsID, s.port, want.ReplicationUser, want.Archive != nil)
 	_, err := n.marks.instance.run(key, func() error {
 		o, err := n.a.plat.users.Ensure(n.osUser())
@@ -924,13 +928,16 @@ func (n *node) pgConfig(want apitype.NodeDesired, addr netip.Addr, port int, pri
 		NoSync:          n.a.cfg.NoSync,
 		Logger:          n.a.log.With("node", n.id),
 	}
+	// The tenant's settings first: Moat's own below overwrite any
+	// (postgres refuses the names it writes itself).
+	cfg.Settings = maps.Clone(want.Settings)
+	if cfg.Settings == nil {
+		cfg.Settings = map[string]string{}
+	}
 	if n.a.cfg.NoSync {
-		cfg.Settings = map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+		maps.Copy(cfg.Settings, map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
 	}
 	if primary && want.SyncStandbyNames != "" {
-		if cfg.Settings == nil {
-			cfg.Settings = map[string]string{}
-		}
 		// A commit waits for the standbys' flush, even without fsync.
 		cfg.Settings["synchronous_standby_names"] = want.SyncStandbyNames
 		cfg.Settings["synchronous_commit"] = "on"

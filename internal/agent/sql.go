@@ -39,9 +39,9 @@ func connectSocket(ctx context.Context, socketDir string, port int) (*pgx.Conn, 
 	cfg.Database = "postgres"
 	cfg.TLSConfig = nil
 	cfg.Fallbacks = nil
-	// Its commits do not wait for synchronous standbys: see
-	// postgres.Instance's management connection.
-	cfg.RuntimeParams = map[string]string{"application_name": "moat-agent", "synchronous_commit": "local"}
+	// Its commits do not wait for synchronous standbys, and the tenant's
+	// timeouts do not apply to it: see postgres.ManagementParams.
+	cfg.RuntimeParams = postgres.ManagementParams()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("management connection: %w", err)

@@ -181,6 +181,41 @@ func TestApplyRestart(t *testing.T) {
 	}
 }
 
+// A tenant's settings change on a running node: the configuration is
+// written with the new value and the server reloads it, never restarts
+// (not even for one that needs a restart: the control plane sends those
+// only to new nodes). Moat's own settings win over a tenant's.
+func TestApplyTenantSettingsReload(t *testing.T) {
+	t.Parallel()
+	n, h := fakeNode(t)
+	want := fakeDesired()
+	want.Settings = map[string]string{"work_mem": "8MB"}
+	mustApply(t, n, h, want, opFirewall, opInit, opHBA, opStart, opTerminate, opBootstrap, opPassword)
+	want.State = stateRunning
+	want.Settings = map[string]string{"work_mem": "8MB", "statement_timeout": "30s", "max_connections": "300"}
+	mustApply(t, n, h, want, opInit, opHBA, opReload, opTerminate, opBootstrap)
+	h.mu.Lock()
+	got := h.written[n.dataDir()]
+	h.mu.Unlock()
+	for k, v := range want.Settings {
+		if got[k] != v {
+			t.Errorf("written %s = %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	// The agent's no-sync settings (Moat's) win over a tenant's value.
+	if got["fsync"] != "off" {
+		t.Errorf("written fsync = %q, want Moat's off", got["fsync"])
+	}
+	want.Settings = map[string]string{"fsync": "on", "statement_timeout": "30s"}
+	mustApply(t, n, h, want, opInit, opHBA, opReload, opTerminate, opBootstrap)
+	h.mu.Lock()
+	got = h.written[n.dataDir()]
+	h.mu.Unlock()
+	if got["fsync"] != "off" || got["work_mem"] != "" {
+		t.Errorf("written %v, want fsync off (Moat's) and work_mem removed", got)
+	}
+}
+
 // A namespace recreated under the same name: the firewall is written in
 // the new one before PostgreSQL restarts inside it.
 func TestApplyNamespaceRecreated(t *testing.T) {

@@ -59,6 +59,9 @@ type Route struct {
 	Response any
 	// Status is the success status (200 when zero).
 	Status int
+	// Accepted is the route's other success answer, 202 with this type,
+	// when a request may start an operation (PATCH a service: a resize).
+	Accepted any
 	// ContentType is the success response's media type when it is not
 	// JSON (the Prometheus text format of the tenants' metrics).
 	ContentType string

@@ -78,7 +78,8 @@ func (s *Server) serviceOut(c *call, svc *domain.Service, nodes []*domain.Node) 
 	out := apitype.Service{ID: svc.ID, ProjectID: svc.ProjectID, Name: svc.Name, Region: svc.Region,
 		Nodes: svc.NodeCount, VPCID: svc.VPCID, Public: svc.VPCID == "", AllowedIPs: allowOut(svc.AllowedIPs),
 		WideOpen: domain.IsWideOpen(svc.AllowedIPs), State: svc.State, StateInfo: c.infoFor(svc.StateInfo),
-		OperationID: svc.OperationID, CreatedAt: svc.CreatedAt}
+		OperationID: svc.OperationID, CreatedAt: svc.CreatedAt, Settings: svc.Settings, PendingRestart: svc.PendingRestart(),
+		SettingsApplying: svc.SettingsApplying(nodes)}
 	if !domain.Gone(svc.State) {
 		out.Connection = &apitype.Connection{Host: domain.ServiceName(svc, s.cfg.Domain), Port: domain.PostgresPort,
 			Database: domain.Database, User: domain.AdminUser, SSLMode: "verify-full"}

@@ -69,7 +69,12 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		problem := map[string]any{"description": "problem details", "content": map[string]any{
 			"application/problem+json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Problem"}}}}
-		op["responses"] = map[string]any{strconv.Itoa(status): ok, "default": problem}
+		responses := map[string]any{strconv.Itoa(status): ok, "default": problem}
+		if rt.Accepted != nil {
+			responses[strconv.Itoa(http.StatusAccepted)] = map[string]any{"description": http.StatusText(http.StatusAccepted),
+				"content": map[string]any{"application/json": map[string]any{"schema": g.ref(reflect.TypeOf(rt.Accepted))}}}
+		}
+		op["responses"] = responses
 		if paths[rt.Pattern] == nil {
 			paths[rt.Pattern] = map[string]any{}
 		}

@@ -457,6 +457,12 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	if inDoc != len(e.srv.Routes()) {
 		t.Errorf("OpenAPI has %d operations, the route table %d", inDoc, len(e.srv.Routes()))
 	}
+	// PATCH a service answers the service (settings) or the resize's
+	// operation (nodes): both documented.
+	patch, _ := doc.Paths["/v1/projects/{p}/services/{id}"]["patch"].(map[string]any)
+	if rs, _ := patch["responses"].(map[string]any); rs["200"] == nil || rs["202"] == nil {
+		t.Errorf("PATCH service responses = %v, want 200 and 202", rs)
+	}
 	// Every route answers at its path: nothing in the table is unreachable.
 	// (A service makes the desired-state revision positive, so the agents'
 	// long poll with after=0 answers at once.)

@@ -62,6 +62,11 @@ type NodeDesired struct {
 	// SyncStandbyNames, on a primary, is its synchronous_standby_names
 	// (the replicas' application_name is their node ID).
 	SyncStandbyNames string `json:"synchronous_standby_names,omitempty"`
+	// Settings are the tenant's PostgreSQL settings for the node
+	// (domain.NodeSettings: the catalog's names); Moat's own settings
+	// win over them. A change is written and reloaded, never restarted:
+	// those that need a restart reach a node only when it is created.
+	Settings map[string]string `json:"settings,omitempty"`
 	// LeaseMillis, on a primary of a replicated service, is how long the
 	// agent keeps it writable without reaching the control plane, in
 	// milliseconds, counted from the sending of the last report the

@@ -3,7 +3,11 @@
 // behaviour; validation lives in package domain.
 package apitype
 
-import "time"
+import (
+	"encoding/json"
+	"reflect"
+	"time"
+)
 
 // Problem is an RFC 9457 problem details body (application/problem+json).
 type Problem struct {
@@ -164,8 +168,16 @@ type Service struct {
 	Replication *Replication `json:"replication,omitempty"`
 	// Health: healthy, degraded or failed, with what happened and what
 	// Moat is doing about it (a lost node, a failover and its step).
-	Health    *ServiceHealth `json:"health,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
+	Health *ServiceHealth `json:"health,omitempty"`
+	// Settings are the tenant's PostgreSQL settings; PendingRestart names
+	// those that need a restart and are not yet in force on the nodes
+	// (`moat service upgrade` applies them).
+	Settings       map[string]string `json:"settings,omitempty"`
+	PendingRestart []string          `json:"pending_restart,omitempty"`
+	// SettingsApplying: a running node has not yet reloaded the last
+	// settings change.
+	SettingsApplying bool      `json:"settings_applying,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
 	// AdminPassword is set only in the response that creates the service.
 	AdminPassword string `json:"admin_password,omitempty"`
 	// SecretShownOnce replaces AdminPassword in a replayed create (same
@@ -248,9 +260,49 @@ type ArchiveStatus struct {
 // (open to the internet).
 // ServiceUpdate changes a service: Nodes resizes it (1 to 3) by rolling
 // forward (new nodes are added and catch up, leaving nodes are wiped; no
-// node is reused). The answer is the service.resize operation.
+// node is reused), and the answer is the service.resize operation (202).
+// Settings changes its PostgreSQL settings (a value sets one, null
+// removes it): those a reload applies are in force on its nodes at once;
+// those that need a restart are pending (Service.PendingRestart) until
+// `moat service upgrade` moves it to fresh nodes that start with them.
+// Settings alone answer the service (200).
 type ServiceUpdate struct {
-	Nodes *int `json:"nodes,omitempty"`
+	Nodes    *int                     `json:"nodes,omitempty"`
+	Settings map[string]*SettingValue `json:"settings,omitempty"`
+}
+
+// SettingValue is a PostgreSQL setting's value: a JSON string ("30s",
+// "256MB") or number (200).
+type SettingValue string
+
+// UnmarshalJSON takes a string or a number.
+func (v *SettingValue) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*v = SettingValue(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return &json.UnmarshalTypeError{Value: jsonValueKind(b), Type: reflect.TypeFor[string]()}
+	}
+	*v = SettingValue(n.String())
+	return nil
+}
+
+// jsonValueKind names the kind of the JSON value b.
+func jsonValueKind(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "nothing"
+	case b[0] == '{':
+		return "object"
+	case b[0] == '[':
+		return "array"
+	case b[0] == 't' || b[0] == 'f':
+		return "bool"
+	}
+	return "value"
 }
 
 type ServiceCreate struct {

@@ -92,7 +92,8 @@ var (
 		"peerings": []apitype.Peering{{ID: "pcx-aaaa", ProjectID: "proj-aaaa", VPCID: "vpc-aaaa", PeerAccountID: "123456789012", PeerVPCID: "vpc-0123abcd", PeerRegion: "us-west-2", PeerCIDRs: []string{"172.16.0.0/16", "172.17.0.0/24"}, State: "pending-acceptance", ExpiresAt: t0, CreatedAt: t0}},
 		"service": apitype.Service{ID: "svc-aaaa", ProjectID: "proj-aaaa", Name: "db", Region: "eu-west-1", Nodes: 3, Public: true,
 			AllowedIPs: []apitype.AllowEntry{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, WideOpen: true, State: "running", OperationID: "op-aaaa",
-			Connection: &apitype.Connection{Host: "svc-aaaa.proj-aaaa.moat.test", Port: 5432, Database: "defaultdb", User: "moat", SSLMode: "verify-full"}, CreatedAt: t0},
+			Connection: &apitype.Connection{Host: "svc-aaaa.proj-aaaa.moat.test", Port: 5432, Database: "defaultdb", User: "moat", SSLMode: "verify-full"}, CreatedAt: t0,
+			Settings: map[string]string{"statement_timeout": "30s", "max_connections": "200"}, PendingRestart: []string{"max_connections"}},
 		"service-archive-failing": apitype.Service{ID: "svc-bbbb", ProjectID: "proj-aaaa", Name: "db", Region: "eu-west-1", Nodes: 1, Public: true,
 			AllowedIPs: []apitype.AllowEntry{{CIDR: "192.0.2.0/24"}}, State: "running", CreatedAt: t0,
 			NodeList: []apitype.Node{{ID: "node-aaaa", Index: 0, AZ: "eu-west-1a", State: "running", Address: "198.18.1.1",
@@ -229,6 +230,12 @@ func TestErrors(t *testing.T) {
 			"moat: error: --lease-margin: --lease-margin 0s is not positive\nmoat: hint: give --lease-margin a positive duration such as 400ms\n"},
 		{"bad allow arg", conn, []string{"service", "allowlist", "add", "svc-x", "=x"}, 2,
 			"moat: error: allowlist entry \"=x\" has no CIDR; write CIDR or CIDR=description\nmoat: hint: see moat --help\n"},
+		{"nothing to update", conn, []string{"service", "update", "svc-x"}, 2,
+			"moat: error: nothing to change\nmoat: hint: give --nodes N, --set NAME=VALUE or --unset NAME\n"},
+		{"bad set arg", conn, []string{"service", "update", "svc-x", "--set", "work_mem"}, 2,
+			"moat: error: --set \"work_mem\" is not NAME=VALUE\nmoat: hint: write it like --set statement_timeout=30s\n"},
+		{"set and unset", conn, []string{"service", "update", "svc-x", "--set", "work_mem=1MB", "--unset", "work_mem"}, 2,
+			"moat: error: setting work_mem is given twice\nmoat: hint: see moat --help\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -337,6 +344,7 @@ func TestHelpGolden(t *testing.T) {
 	for _, args := range [][]string{
 		{"service", "--help"},
 		{"service", "create", "--help"},
+		{"service", "update", "--help"},
 		{"service", "allowlist", "set", "--help"},
 		{"peering", "create", "--help"},
 		{"audit", "list", "--help"},

@@ -52,13 +52,7 @@ func TestDNSServe(t *testing.T) {
 		return z.Records()[0].Name
 	}
 	name := write("198.18.1.10", 1)
-	// A free port for the server to bind.
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.LocalAddr().String()
-	l.Close()
+	addr := freeDNSPort(t)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	var out, errb lockedBuffer
@@ -114,4 +108,26 @@ func TestDNSServeUsage(t *testing.T) {
 			t.Errorf("moat %s = exit %d, %q; want a usage error (2)", strings.Join(args, " "), code, stderr)
 		}
 	}
+}
+
+// freeDNSPort returns a loopback address whose port is free for both UDP
+// and TCP, as moat dns serve binds both: a port free for UDP alone may be
+// another process's TCP port (an outgoing connection's, say).
+func freeDNSPort(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP after 20 tries")
+	return ""
 }

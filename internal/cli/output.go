@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -293,6 +295,19 @@ func serviceNotes(s apitype.Service) []string {
 	}
 	if s.OperationID != "" {
 		out = append(out, "operation: "+s.OperationID)
+	}
+	if len(s.Settings) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(s.Settings)) {
+			kv = append(kv, k+"="+s.Settings[k])
+		}
+		out = append(out, "settings: "+strings.Join(kv, " "))
+	}
+	if s.SettingsApplying {
+		out = append(out, "settings: being reloaded by the nodes")
+	}
+	if len(s.PendingRestart) > 0 {
+		out = append(out, "pending restart: "+strings.Join(s.PendingRestart, ", ")+" (moat service upgrade "+s.ID+" applies them on fresh nodes)")
 	}
 	out = append(out, nodeTable(s.NodeList)...)
 	for _, n := range s.NodeList {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/client"
+	"github.com/moatdb/moat/internal/domain"
 )
 
 // defaultWait bounds --wait.
@@ -109,36 +111,110 @@ func (a *app) serviceCmd() *cobra.Command {
 
 func (a *app) serviceUpdateCmd() *cobra.Command {
 	var (
-		w     waitFlags
-		nodes int
+		w          waitFlags
+		nodes      int
+		set, unset []string
 	)
 	cmd := &cobra.Command{
-		Use:   "update SVC --nodes N [--wait]",
-		Short: "Resize a service to 1, 2 or 3 nodes: new nodes catch up, leaving nodes are wiped (no node is reused)",
-		Args:  args(cobra.ExactArgs(1)),
+		Use:   "update SVC [--nodes N] [--set NAME=VALUE]... [--unset NAME]... [--wait]",
+		Short: "Resize a service (1 to 3 nodes, rolled forward: no node is reused) or change its PostgreSQL settings",
+		Long: `Resize a service to 1, 2 or 3 nodes (--nodes: new nodes catch up, leaving
+nodes are wiped, no node is reused), or change its PostgreSQL settings
+(--set NAME=VALUE, --unset NAME), or both.
+
+Settings PostgreSQL applies on a reload (work_mem, statement_timeout, ...) are
+in force on every node at once; those that need a restart (max_connections,
+shared_buffers, max_worker_processes) are pending until moat service upgrade
+moves the service to fresh nodes that start with them: a running node is
+never restarted. moat service get shows the settings and those pending.
+
+Settings a tenant may set: ` + settingNames() + `.`,
+		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			resize := cmd.Flags().Changed("nodes")
+			if !resize && len(set) == 0 && len(unset) == 0 {
+				return withHint(usageErrorf("nothing to change"), "give --nodes N, --set NAME=VALUE or --unset NAME")
+			}
+			settings, err := parseSettingArgs(set, unset)
+			if err != nil {
+				return err
+			}
 			cl, p, err := a.projectClient()
 			if err != nil {
 				return err
 			}
-			op, err := cl.UpdateService(cmd.Context(), p, args[0], apitype.ServiceUpdate{Nodes: &nodes})
+			if resize {
+				op, err := cl.UpdateService(cmd.Context(), p, args[0], apitype.ServiceUpdate{Nodes: &nodes, Settings: settings})
+				if err != nil {
+					return err
+				}
+				return a.followOperation(cmd.Context(), cl, p, op, w)
+			}
+			s, err := cl.UpdateServiceSettings(cmd.Context(), p, args[0], settings)
 			if err != nil {
 				return err
 			}
-			return a.followOperation(cmd.Context(), cl, p, op, w)
+			if w.wait {
+				err := w.run(cmd.Context(), "the nodes of service "+s.ID+" to reload its settings", "moat service get "+s.ID, func(ctx context.Context) error {
+					var werr error
+					s, werr = cl.WaitSettings(ctx, p, s.ID, a.poll())
+					return werr
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return a.print(s)
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 0, "the service's new node count, 1 to 3")
-	cmd.MarkFlagRequired("nodes")
-	w.add(cmd, "the resize is done and the old nodes are wiped")
+	cmd.Flags().StringArrayVar(&set, "set", nil, "set a PostgreSQL setting, NAME=VALUE (repeatable)")
+	cmd.Flags().StringArrayVar(&unset, "unset", nil, "remove a PostgreSQL setting: its default again (repeatable)")
+	w.add(cmd, "the resize is done and the old nodes are wiped, or every node reloaded the settings")
 	return cmd
+}
+
+// parseSettingArgs turns --set NAME=VALUE and --unset NAME into the
+// request's settings (nil for none).
+func parseSettingArgs(set, unset []string) (map[string]*apitype.SettingValue, error) {
+	if len(set) == 0 && len(unset) == 0 {
+		return nil, nil
+	}
+	out := map[string]*apitype.SettingValue{}
+	for _, kv := range set {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, withHint(usageErrorf("--set %q is not NAME=VALUE", kv), "write it like --set statement_timeout=30s")
+		}
+		if _, dup := out[k]; dup {
+			return nil, usageErrorf("setting %s is given twice", k)
+		}
+		sv := apitype.SettingValue(v)
+		out[k] = &sv
+	}
+	for _, k := range unset {
+		if _, dup := out[k]; dup {
+			return nil, usageErrorf("setting %s is given twice", k)
+		}
+		out[k] = nil
+	}
+	return out, nil
+}
+
+// settingNames lists the catalog's settings.
+func settingNames() string {
+	var names []string
+	for _, s := range domain.SettingCatalog() {
+		names = append(names, s.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 func (a *app) serviceUpgradeCmd() *cobra.Command {
 	var w waitFlags
 	cmd := &cobra.Command{
 		Use:   "upgrade SVC [--wait]",
-		Short: "Move a service to fresh nodes: they catch up, the primary switches over (writes pause at most a second), the old nodes are wiped",
+		Short: "Move a service to fresh nodes, which start with its settings pending a restart: they catch up, the primary switches over (writes pause at most a second), the old nodes are wiped",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, p, err := a.projectClient()

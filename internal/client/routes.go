@@ -182,9 +182,18 @@ func (c *Client) FailoverService(ctx context.Context, p, svc string, opts ...Cal
 }
 
 // UpdateService resizes service svc to in.Nodes nodes by rolling
-// forward; the result is the service.resize operation.
+// forward (with in.Settings, if any, changed in the same request); the
+// result is the service.resize operation. UpdateServiceSettings changes
+// the settings alone.
 func (c *Client) UpdateService(ctx context.Context, p, svc string, in apitype.ServiceUpdate, opts ...CallOption) (apitype.Operation, error) {
 	return send[apitype.Operation](ctx, c, http.MethodPatch, projObj(p, "services", svc), in, opts)
+}
+
+// UpdateServiceSettings changes service svc's PostgreSQL settings (a
+// value sets one, nil removes it); the result is the service, with the
+// settings pending a restart (applied by UpgradeService).
+func (c *Client) UpdateServiceSettings(ctx context.Context, p, svc string, settings map[string]*apitype.SettingValue, opts ...CallOption) (apitype.Service, error) {
+	return send[apitype.Service](ctx, c, http.MethodPatch, projObj(p, "services", svc), apitype.ServiceUpdate{Settings: settings}, opts)
 }
 
 // UpgradeService moves service svc to fresh nodes (a switchover to one of

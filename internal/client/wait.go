@@ -128,6 +128,15 @@ func (c *Client) WaitService(ctx context.Context, p, svc string, interval time.D
 	})
 }
 
+// WaitSettings polls service svc of project p until every running node
+// has reloaded its last settings change.
+func (c *Client) WaitSettings(ctx context.Context, p, svc string, interval time.Duration) (apitype.Service, error) {
+	return poll(ctx, interval, func() (apitype.Service, bool, error) {
+		s, err := c.GetService(ctx, p, svc)
+		return s, err == nil && !s.SettingsApplying, err
+	})
+}
+
 // WaitAllowlist polls service svc's allowlist until every node enforces
 // revision rev (applied_revision >= rev).
 func (c *Client) WaitAllowlist(ctx context.Context, p, svc string, rev int64, interval time.Duration) (apitype.Allowlist, error) {

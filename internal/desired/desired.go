@@ -115,6 +115,7 @@ func Compile(in Input) (apitype.HostDesired, error) {
 			AllowlistRevision:  svc.AllowlistRevision,
 			PeerNodes:          peerNodes,
 			BackupPublicKeyPEM: svc.BackupPublicKeyPEM,
+			Settings:           domain.NodeSettings(svc, n),
 		}
 		role := domain.ServiceRoles(svc, domain.Members(svc, bySvc[n.ServiceID], func(string) bool { return true }), in.Ops[svc.ID])[n.ID]
 		if _, rl := domain.LiveRoll(svc, in.Ops[svc.ID]); rl != nil {

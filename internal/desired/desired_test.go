@@ -28,7 +28,9 @@ func open(sealed, ad []byte) ([]byte, error) {
 func TestCompile(t *testing.T) {
 	proj := &domain.Project{Meta: domain.Meta{ID: "proj-a"}, CACertPEM: "PROJECT-CA"}
 	pub := &domain.Service{Meta: domain.Meta{ID: "svc-pub", ProjectID: "proj-a", State: domain.StateRunning},
-		AllowedIPs: []domain.AllowEntry{{CIDR: "198.19.0.5/32"}, {CIDR: "2001:db8::/32"}}, AllowlistRevision: 7, AdminVerifier: "SCRAM"}
+		AllowedIPs: []domain.AllowEntry{{CIDR: "198.19.0.5/32"}, {CIDR: "2001:db8::/32"}}, AllowlistRevision: 7, AdminVerifier: "SCRAM",
+		// max_connections 300 is pending a restart: node-p0 runs 200.
+		Settings: map[string]string{"statement_timeout": "5s", "max_connections": "300"}, NodeSettings: map[string]string{"max_connections": "200"}}
 	priv := &domain.Service{Meta: domain.Meta{ID: "svc-priv", ProjectID: "proj-a", State: domain.StateRunning}, VPCID: "vpc-a",
 		AllowedIPs: domain.DefaultAllowlist(), AllowlistRevision: 2}
 	vpc := &domain.VPC{Meta: domain.Meta{ID: "vpc-a", State: domain.StateActive}, CIDR: "10.0.0.0/17"}
@@ -44,10 +46,12 @@ func TestCompile(t *testing.T) {
 		n.State = domain.StateDeleted
 		return n
 	}
+	p0 := node("node-p0", "svc-pub", 0, "h1", "198.18.1.1")
+	p0.Settings = map[string]string{"max_connections": "200"}
 	in := Input{
 		Host: "h1", Revision: 42, Zone: "moat.test",
 		Nodes: []*domain.Node{
-			node("node-p0", "svc-pub", 0, "h1", "198.18.1.1"),
+			p0,
 			node("node-p1", "svc-pub", 1, "h2", "198.18.1.2"),
 			node("node-v0", "svc-priv", 0, "h1", "10.0.0.5"),
 			node("node-unplaced", "svc-pub", 2, "h1", ""),
@@ -72,7 +76,8 @@ func TestCompile(t *testing.T) {
 			TLS: apitype.NodeTLS{CertPEM: "CERT-node-p0", KeyPEM: "key-of:node-key:node-p0", ProjectCAPEM: "PROJECT-CA",
 				InternalCAPEM: "INTERNAL-CA", ReplCertPEM: "RCERT", ReplKeyPEM: "key-of:node-repl-key:node-p0"},
 			AllowV4: []string{"198.19.0.5/32"}, AllowV6: []string{"2001:db8::/32"}, Peers: []string{"198.18.1.2/32"}, AllowlistRevision: 7,
-			PeerNodes: []apitype.PeerNode{{NodeID: "node-p1", Address: "198.18.1.2"}}},
+			PeerNodes: []apitype.PeerNode{{NodeID: "node-p1", Address: "198.18.1.2"}},
+			Settings:  map[string]string{"statement_timeout": "5s", "max_connections": "200"}},
 		{NodeID: "node-v0", ServiceID: "svc-priv", ProjectID: "proj-a", Index: 0, Role: "primary", State: "running",
 			Namespace: "moat-h-node-v0", Address: "10.0.0.5", Port: 5432, Database: "defaultdb", AdminUser: "moatadmin",
 			ReplicationUser: "moat_replication",

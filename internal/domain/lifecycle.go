@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -48,10 +49,11 @@ func NewToken(projectID, name string, role Role, hash, host string, now time.Tim
 func (t *Token) Revoke(now time.Time) error { return t.transition(TokenMachine, StateDeleted, now) }
 
 // NewNode returns node index of svc, in availability zone az, waiting to
-// be placed.
+// be placed; it starts with the restart settings the service's nodes run
+// with (Service.NodeSettings).
 func NewNode(svc *Service, index int, az string, now time.Time) *Node {
 	return &Node{Meta: Meta{ID: NewID(PrefixNode), ProjectID: svc.ProjectID, State: NodeMachine.Initial, CreatedAt: now, UpdatedAt: now},
-		ServiceID: svc.ID, Index: index, AZ: az}
+		ServiceID: svc.ID, Index: index, AZ: az, Settings: maps.Clone(svc.NodeSettings)}
 }
 
 // NewOperation returns a pending operation of type typ on targetID. The

@@ -366,7 +366,8 @@ func TestPlanRestore(t *testing.T) {
 }
 
 func TestStartRestore(t *testing.T) {
-	src := &Service{Meta: Meta{ID: "svc-src", ProjectID: "proj-1", State: StateRunning}, BackupPublicKeyPEM: "PUB"}
+	src := &Service{Meta: Meta{ID: "svc-src", ProjectID: "proj-1", State: StateRunning}, BackupPublicKeyPEM: "PUB",
+		Settings: map[string]string{"max_connections": "300", "work_mem": "8MB"}, NodeSettings: map[string]string{"max_connections": "200"}}
 	plan := &RestorePlan{Source: src, Backup: BaseBackup{Label: "B1"}, ToTime: t0}
 	svc := &Service{Meta: Meta{ID: "svc-new", ProjectID: "proj-1", State: StateCreating}}
 	op, sw, err := StartRestore(svc, src, plan, t1)
@@ -378,6 +379,11 @@ func TestStartRestore(t *testing.T) {
 	}
 	if svc.RestoreFrom != "svc-src" || svc.RestoreBackup != "B1" || !svc.RestoreToTime.Equal(t0) || svc.OperationID != op.ID {
 		t.Errorf("restored service = %+v", svc)
+	}
+	// Its nodes replay the source's WAL: they start with the source's
+	// nodes' max_connections, the source's pending one still pending.
+	if n := NewNode(svc, 0, "a", t1); n.Settings["max_connections"] != "200" || !cmp.Equal(svc.PendingRestart(), []string{"max_connections"}) || svc.Settings["work_mem"] != "8MB" {
+		t.Errorf("restored service: settings %v, node starts with %v, pending %v", svc.Settings, n.Settings, svc.PendingRestart())
 	}
 	stopped := *src
 	stopped.State = StateFailed

@@ -278,6 +278,17 @@ type Service struct {
 	// from its nodes' reports (ApplyReplication).
 	Replication *SyncSetting   `json:"replication,omitempty"`
 	Health      *ServiceHealth `json:"health,omitempty"`
+	// Settings are the tenant's PostgreSQL settings (the catalog's names,
+	// values written canonically; ChangeSettings). NodeSettings are the
+	// ones that need a restart as the service's nodes run them: a new
+	// node starts with them, but an upgrade's, which start with Settings
+	// (PendingRestart is the difference).
+	Settings     map[string]string `json:"settings,omitempty"`
+	NodeSettings map[string]string `json:"node_settings,omitempty"`
+	// SettingsRevision is the desired-state revision of the last
+	// settings change: a node that applied it runs the settings
+	// (SettingsApplying).
+	SettingsRevision int64 `json:"settings_revision,omitempty"`
 }
 
 func (*Service) Kind() string     { return "service" }
@@ -324,6 +335,9 @@ type Node struct {
 	// a draining host) while it may have acknowledged commits; what
 	// bounds them (ReplaceReplica, RecordAckBounds, DecideFailover).
 	Departure *Departure `json:"departure,omitempty"`
+	// Settings are the tenant settings that need a restart the node
+	// started with, fixed for its life (NodeSettings).
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // NodeVolume is a node's encrypted volume: its format and cipher, the

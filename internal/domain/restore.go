@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"maps"
+	"time"
+)
 
 // Error codes of restore planning (stable: the API returns them).
 const (
@@ -89,7 +92,7 @@ func PlanRestore(src *Service, req RestoreRequest, backups []BaseBackup, now tim
 // of the source it waits for when the source runs (so everything it
 // committed so far is archived); both are for the caller to store. It
 // refuses when the source went away or changed its backup key since p was
-// planned.
+// planned. The new service takes the source's settings.
 func StartRestore(svc, src *Service, p *RestorePlan, now time.Time) (restore, walSwitch *Operation, err error) {
 	if Going(src.State) {
 		return nil, nil, Conflictf(CodeInvalidState, "restore_from.service_id", "restore from a live service", "service %s is %s", src.ID, src.State)
@@ -105,5 +108,9 @@ func StartRestore(svc, src *Service, p *RestorePlan, now time.Time) (restore, wa
 		restore.WaitID = walSwitch.ID
 	}
 	svc.RestoreFrom, svc.RestoreToTime, svc.RestoreBackup, svc.OperationID = src.ID, p.ToTime, p.Backup.Label, restore.ID
+	// The source's settings, and the restart ones as its nodes run them:
+	// replaying its WAL needs at least the max_connections (and the
+	// like) it was written with, and they never went down (0021).
+	svc.Settings, svc.NodeSettings = maps.Clone(src.Settings), maps.Clone(src.NodeSettings)
 	return restore, walSwitch, nil
 }

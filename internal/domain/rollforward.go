@@ -2,6 +2,7 @@ package domain
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ type RollPlan struct {
 	// Retire are the nodes wiped at the end.
 	Retire []string `json:"retire,omitempty"`
 	Steps  []string `json:"steps"`
+	// Settings, for an upgrade, are the tenant settings that need a
+	// restart its new nodes start with (the service's, pending ones
+	// included); they become the service's NodeSettings when it ends.
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // Next returns the step after step ("" for the first), or "" after the
@@ -173,7 +178,8 @@ func PlanResize(svc *Service, members []Member, target int, r Region, f Fleet) (
 
 // PlanUpgrade plans `moat service upgrade SVC`: as many new nodes as the
 // service has, on slots away from the old nodes' hosts where possible,
-// then a switchover to the first and the old nodes wiped.
+// then a switchover to the first and the old nodes wiped. The new nodes
+// start with the service's settings, those pending a restart included.
 func PlanUpgrade(svc *Service, members []Member, r Region, f Fleet) (*RollPlan, error) {
 	if err := checkPlanned(svc); err != nil {
 		return nil, err
@@ -186,7 +192,7 @@ func PlanUpgrade(svc *Service, members []Member, r Region, f Fleet) (*RollPlan, 
 	for _, m := range replicas {
 		old = append(old, m.Node)
 	}
-	p := &RollPlan{Type: OpServiceUpgrade, Target: svc.NodeCount, Switchover: true}
+	p := &RollPlan{Type: OpServiceUpgrade, Target: svc.NodeCount, Switchover: true, Settings: svc.restartSettings()}
 	if p.Add, err = Place(PlacementRequest{Region: r, Count: svc.NodeCount, Leaving: old, PreferAZ: primary.Node.AZ}, f); err != nil {
 		return nil, err
 	}
@@ -249,4 +255,29 @@ func SwitchoverReady(old, next Member) bool {
 func degraded(svc *Service, n *Node) error {
 	return Conflictf(CodeNodeLost, "", "wait for the lost node's replacement, then try again",
 		"service %s is degraded: node %s is lost", svc.ID, n.ID)
+}
+
+// NewRollNode returns a new node of roll r on svc (NewNode): an
+// upgrade's starts with the plan's settings, which may differ from the
+// old nodes' (pending a restart).
+func NewRollNode(svc *Service, r *Roll, index int, az string, now time.Time) *Node {
+	n := NewNode(svc, index, az, now)
+	if r.Plan.Type == OpServiceUpgrade {
+		n.Settings = maps.Clone(r.Plan.Settings)
+	}
+	return n
+}
+
+// FinishRoll ends svc's roll op successfully (Roll.Advance said Done):
+// after an upgrade, the settings its new nodes started with are the
+// service's nodes' (nothing is pending that the upgrade applied).
+func FinishRoll(svc *Service, op *Operation, now time.Time) error {
+	if err := op.Succeed(now); err != nil {
+		return err
+	}
+	if op.Roll != nil && op.Roll.Plan.Type == OpServiceUpgrade {
+		svc.NodeSettings = maps.Clone(op.Roll.Plan.Settings)
+	}
+	svc.EndOperation(op.ID, now)
+	return nil
 }

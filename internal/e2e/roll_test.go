@@ -104,13 +104,60 @@ func TestRollForward(t *testing.T) {
 	roll("resize 1 → 3", func() (apitype.Operation, error) {
 		return e.op.UpdateService(e.ctx(), e.project, svc.ID, apitype.ServiceUpdate{Nodes: &three})
 	}, 3)
-	roll("resize 3 → 1", func() (apitype.Operation, error) {
+	svc = roll("resize 3 → 1", func() (apitype.Operation, error) {
 		return e.op.UpdateService(e.ctx(), e.project, svc.ID, apitype.ServiceUpdate{Nodes: &one})
 	}, 1)
+
+	// Tenant settings (design 0021): a reload-only one is in force on
+	// the primary at once, no node changes; one that needs a restart is
+	// pending until the upgrade below, whose fresh nodes start with it.
+	show := func(s apitype.Service, name string) string {
+		t.Helper()
+		r := e.psql(up.LaptopHost, pw, e.conninfo(s, ""), "-c", "show "+name)
+		if r.code != 0 {
+			t.Fatalf("show %s: %v", name, r)
+		}
+		return r.stdout
+	}
+	setting := func(name, value string) apitype.Service {
+		t.Helper()
+		v := apitype.SettingValue(value)
+		s, err := e.op.UpdateServiceSettings(e.ctx(), e.project, svc.ID, map[string]*apitype.SettingValue{name: &v})
+		if err != nil {
+			t.Fatalf("set %s=%s: %v", name, value, err)
+		}
+		if s, err = e.op.WaitSettings(e.ctx(), e.project, svc.ID, 50*time.Millisecond); err != nil {
+			t.Fatalf("set %s=%s: wait for the nodes: %v", name, value, err)
+		}
+		return s
+	}
+	s := setting("statement_timeout", "1234ms")
+	if got := show(s, "statement_timeout"); got != "1234ms" {
+		t.Errorf("statement_timeout on the primary = %q, want 1234ms", got)
+	}
+	if p, q := primaryNode(t, svc), primaryNode(t, s); p.ID != q.ID || len(s.NodeList) != len(svc.NodeList) || s.OperationID != "" || len(s.PendingRestart) != 0 {
+		t.Errorf("reload-only setting: primary %s → %s, %d → %d nodes, operation %q, pending %v; want no node change", p.ID, q.ID, len(svc.NodeList), len(s.NodeList), s.OperationID, s.PendingRestart)
+	}
+	maxConn := show(s, "max_connections")
+	s = setting("max_connections", "150")
+	if len(s.PendingRestart) != 1 || s.PendingRestart[0] != "max_connections" {
+		t.Errorf("max_connections 150: pending %v, want [max_connections]", s.PendingRestart)
+	}
+	if got := show(s, "max_connections"); got != maxConn {
+		t.Errorf("max_connections on the running primary = %q, want %s until the upgrade (no restart)", got, maxConn)
+	}
+	phase("settings: statement_timeout reloaded, max_connections pending")
+
 	before := primaryNode(t, svc)
 	svc = roll("upgrade", func() (apitype.Operation, error) { return e.op.UpgradeService(e.ctx(), e.project, svc.ID) }, 1)
 	if p := primaryNode(t, svc); p.ID == before.ID {
 		t.Errorf("upgrade: primary still %s", p.ID)
+	}
+	if got := show(svc, "max_connections"); got != "150" || len(svc.PendingRestart) != 0 {
+		t.Errorf("after the upgrade: max_connections %q pending %v, want 150, none pending", got, svc.PendingRestart)
+	}
+	if got := show(svc, "statement_timeout"); got != "1234ms" {
+		t.Errorf("after the upgrade: statement_timeout %q, want 1234ms", got)
 	}
 	waitFor(t, time.Minute, func() bool { return w.count() >= 20 })
 	stopPoll()

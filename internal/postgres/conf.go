@@ -39,7 +39,7 @@ var owned = []string{
 	"hba_file", "ident_file", "data_directory", "config_file",
 	"logging_collector", "log_destination",
 	"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
-	"tcp_user_timeout", "idle_in_transaction_session_timeout",
+	"tcp_user_timeout",
 }
 
 // TLS and session settings (design 0018).
@@ -61,7 +61,8 @@ const (
 	UserTimeout       = "30s"
 	// IdleInTransactionTimeout ends a session idle in an open transaction
 	// that long: the most locks and snapshots a stalled client can hold.
-	// A tenant may change it for its own sessions.
+	// A tenant may change it for its own sessions, or for the service
+	// (Config.Settings: its value replaces this one).
 	IdleInTransactionTimeout = "10min"
 	// WALRetrieveRetry is how long a replica waits before it tries its
 	// upstream again (wal_retrieve_retry_interval).
@@ -185,7 +186,6 @@ func (in *Instance) renderConf() (string, error) {
 		{"tcp_keepalives_interval", strconv.Itoa(KeepaliveInterval)},
 		{"tcp_keepalives_count", strconv.Itoa(KeepaliveCount)},
 		{"tcp_user_timeout", UserTimeout},
-		{"idle_in_transaction_session_timeout", IdleInTransactionTimeout},
 		{"wal_level", "replica"},
 		{"max_wal_senders", "10"},
 		{"wal_keep_size", "256MB"},
@@ -197,6 +197,9 @@ func (in *Instance) renderConf() (string, error) {
 		{"wal_retrieve_retry_interval", WALRetrieveRetry},
 		{"logging_collector", "off"},
 		{"log_destination", "stderr"},
+	}
+	if _, ok := c.Settings["idle_in_transaction_session_timeout"]; !ok {
+		kv = append(kv, [2]string{"idle_in_transaction_session_timeout", IdleInTransactionTimeout})
 	}
 	keys := make([]string, 0, len(c.Settings))
 	for k := range c.Settings {

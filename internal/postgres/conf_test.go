@@ -158,3 +158,30 @@ func TestSCRAMVerifier(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderConfTenantSettings: a tenant's idle_in_transaction_session_timeout
+// replaces Moat's default (one line, the tenant's); without one, the default.
+func TestRenderConfTenantSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		settings map[string]string
+		want     string
+	}{
+		{nil, "idle_in_transaction_session_timeout = '" + IdleInTransactionTimeout + "'"},
+		{map[string]string{"idle_in_transaction_session_timeout": "1h", "statement_timeout": "30s"}, "idle_in_transaction_session_timeout = '1h'"},
+	} {
+		in := &Instance{cfg: Config{Name: "n", Port: 5432, TLSDir: "/tls", SocketDir: "/run", Settings: tc.settings}}
+		conf, err := in.renderConf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(conf, "idle_in_transaction_session_timeout ="); n != 1 || !strings.Contains(conf, tc.want+"\n") {
+			t.Errorf("renderConf(%v) has %d idle_in_transaction_session_timeout lines, want one %q:\n%s", tc.settings, n, tc.want, conf)
+		}
+		for k, v := range tc.settings {
+			if !strings.Contains(conf, k+" = '"+v+"'\n") {
+				t.Errorf("renderConf(%v) lacks %s:\n%s", tc.settings, k, conf)
+			}
+		}
+	}
+}

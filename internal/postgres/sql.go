@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -28,11 +29,26 @@ func MonitorDSN(socketDir string, port int) string {
 		"sslmode", "disable", "connect_timeout", "5", "application_name", "moat-monitor")
 }
 
+// ManagementParams are the session settings of Moat's own management
+// connections. Their commits do not wait for synchronous standbys
+// (synchronous_commit=local): the agent's own statements (roles,
+// passwords) must not hang on a lost replica, and it applies them again
+// on a promoted node. The tenant's statement_timeout and
+// idle_in_transaction_session_timeout (design 0021) do not apply to them
+// (a CHECKPOINT may take longer than a tenant's limit): the caller's
+// context bounds each statement.
+func ManagementParams() map[string]string {
+	return map[string]string{
+		"application_name":                    "moat-agent",
+		"synchronous_commit":                  "local",
+		"statement_timeout":                   "0",
+		"idle_in_transaction_session_timeout": "0",
+	}
+}
+
 // connect opens a management connection to db as Superuser over the Unix
-// socket (peer authentication through the map "moat"). Its commits do
-// not wait for synchronous standbys (synchronous_commit=local): the
-// agent's own statements (roles, passwords) must not hang on a lost
-// replica, and it applies them again on a promoted node.
+// socket (peer authentication through the map "moat"), with
+// ManagementParams.
 func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(conninfo(
 		"host", in.cfg.SocketDir,
@@ -41,10 +57,9 @@ func (in *Instance) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 		"dbname", db,
 		"sslmode", "disable",
 		"connect_timeout", "5",
-		"application_name", "moat-agent",
 	))
 	if err == nil {
-		cfg.RuntimeParams["synchronous_commit"] = "local"
+		maps.Copy(cfg.RuntimeParams, ManagementParams())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("management connection: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,5 +134,40 @@ func TestTLSSuites(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTenantTimeouts: a tenant's statement_timeout and
+// idle_in_transaction_session_timeout are in force on the tenant's
+// sessions (the latter replacing Moat's default), and not on Moat's own
+// management connection, whose statements the caller's context bounds.
+func TestTenantTimeouts(t *testing.T) {
+	requirePostgres(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	in, pw := primary(t, ctx, "tenant-timeouts", func(c *Config) {
+		c.Settings = map[string]string{"statement_timeout": "50ms", "idle_in_transaction_session_timeout": "1h"}
+	})
+	f := certs(t)
+	conn, err := pgx.Connect(ctx, clientDSN(t, in, "127.0.0.1", AdminUser, pw, f.project, "verify-full"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var idle string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('idle_in_transaction_session_timeout')").Scan(&idle); err != nil || idle != "1h" {
+		t.Errorf("tenant session: idle_in_transaction_session_timeout = %q, %v; want 1h", idle, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.3)"); err == nil || !strings.Contains(err.Error(), "statement timeout") {
+		t.Errorf("tenant session: pg_sleep(0.3) under statement_timeout 50ms = %v, want canceled", err)
+	}
+	mgmt, err := in.connect(ctx, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgmt.Close(context.Background())
+	if _, err := mgmt.Exec(ctx, "SELECT pg_sleep(0.3)"); err != nil {
+		t.Errorf("management connection: pg_sleep(0.3) = %v, want no tenant timeout", err)
 	}
 }

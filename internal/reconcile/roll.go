@@ -93,7 +93,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 	case act.AddNodes:
 		next := domain.NextNodeIndex(nodes)
 		for i, sl := range rl.Plan.Add[len(rl.Added):] {
-			n := domain.NewNode(svc, next+i, sl.AZ, now)
+			n := domain.NewRollNode(svc, rl, next+i, sl.AZ, now)
 			n.Host = sl.Host
 			if err := store.Put(ctx, tx, n); err != nil {
 				return nil, err
@@ -127,7 +127,7 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 				return nil, err
 			}
 		}
-		n := domain.NewNode(svc, domain.NextNodeIndex(nodes), sl.AZ, now)
+		n := domain.NewRollNode(svc, rl, domain.NextNodeIndex(nodes), sl.AZ, now)
 		n.Host = sl.Host
 		if err := store.Put(ctx, tx, n); err != nil {
 			return nil, err
@@ -164,10 +164,9 @@ func (r *Reconciler) roll(ctx context.Context, tx store.Tx, svc *domain.Service,
 		if !act.Done {
 			break
 		}
-		if err := op.Succeed(now); err != nil {
+		if err := domain.FinishRoll(svc, op, now); err != nil {
 			return nil, err
 		}
-		svc.EndOperation(op.ID, now)
 		detail := fmt.Sprintf("%d nodes, primary %s", svc.NodeCount, svc.PrimaryID)
 		if act.Why != nil {
 			// The primary was lost at the end: the failover takes over.

@@ -1032,8 +1032,15 @@ func testTypedHelpers(t *testing.T, s store.Store) {
 	vpc := &domain.VPC{Meta: domain.Meta{ID: "vpc-aaaaaaaaaaaaaaaa", ProjectID: "proj-1", Name: "main", State: domain.StateCreating, CreatedAt: created, UpdatedAt: created},
 		Region: "eu-west-1", CIDR: "10.0.0.0/16"}
 	svc := &domain.Service{Meta: domain.Meta{ID: "svc-aaaaaaaaaaaaaaaa", ProjectID: "proj-1", Name: "db", State: domain.StateRunning, CreatedAt: created},
-		Region: "eu-west-1", NodeCount: 2, VPCID: vpc.ID, AllowedIPs: domain.DefaultAllowlist(), AllowlistRevision: 1}
+		Region: "eu-west-1", NodeCount: 2, VPCID: vpc.ID, AllowedIPs: domain.DefaultAllowlist(), AllowlistRevision: 1,
+		// A tenant's settings, one pending a restart (design 0021).
+		Settings: map[string]string{"statement_timeout": "30s", "max_connections": "200"}, NodeSettings: map[string]string{"max_connections": "150"}, SettingsRevision: 7}
+	node := &domain.Node{Meta: domain.Meta{ID: "node-aaaaaaaaaaaaaaaa", ProjectID: "proj-1", State: domain.StateRunning, CreatedAt: created},
+		ServiceID: svc.ID, Settings: map[string]string{"max_connections": "150"}}
 	update(t, s, func(tx store.Tx) error {
+		if err := store.Put(ctx, tx, node); err != nil {
+			t.Fatal(err)
+		}
 		if err := store.Put(ctx, tx, vpc); err != nil {
 			t.Fatal(err)
 		}
@@ -1084,6 +1091,20 @@ func testTypedHelpers(t *testing.T, s store.Store) {
 		}
 		if len(svcs) != 1 || svcs[0].ID != svc.ID || svcs[0].Revision != 1 || svcs[0].NodeCount != 2 {
 			t.Errorf("store.List[Service] = %+v, want the one service", svcs)
+		}
+		if len(svcs) == 1 {
+			want := *svc
+			want.Seq = svcs[0].Seq
+			if diff := cmp.Diff(&want, svcs[0]); diff != "" {
+				t.Errorf("service read back (-want +got):\n%s", diff)
+			}
+		}
+		gotNode, err := store.Get[domain.Node](ctx, tx, node.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(node.Settings, gotNode.Settings); diff != "" {
+			t.Errorf("node settings read back (-want +got):\n%s", diff)
 		}
 		if vpcs, err := store.List[domain.VPC](ctx, tx, store.Query{ProjectID: "proj-2"}); err != nil || len(vpcs) != 0 {
 			t.Errorf("store.List[VPC] of another project = %v, %v; want none", vpcs, err)
