@@ -126,6 +126,9 @@ func TestRollForward(t *testing.T) {
 		if err != nil {
 			t.Fatalf("set %s=%s: %v", name, value, err)
 		}
+		if s.Settings[name] != value {
+			t.Errorf("set %s=%s: the answer's settings are %v", name, value, s.Settings)
+		}
 		if s, err = e.op.WaitSettings(e.ctx(), e.project, svc.ID, 50*time.Millisecond); err != nil {
 			t.Fatalf("set %s=%s: wait for the nodes: %v", name, value, err)
 		}
