@@ -651,9 +651,12 @@ type ServiceHealth struct {
 }
 
 // Health derives the service's health from the failover decision d of
-// this pass, its replication setting and its live failover (nil if none).
-// The service stays degraded until the failover's replacement streams.
-func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth {
+// this pass, its replication setting, its live failover (nil if none) and
+// its members. The service stays degraded until the failover's
+// replacement streams, and until a lost or moved replica's replacement
+// streams caught up (Replacements; during a failover, the failover's
+// own conditions say it).
+func Health(d FailoverDecision, sync SyncSetting, live *Failover, members []Member) ServiceHealth {
 	h := ServiceHealth{Status: HealthHealthy}
 	add := func(status string, why *Info) {
 		if why == nil {
@@ -672,6 +675,10 @@ func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth 
 	}
 	if live != nil {
 		add(HealthDegraded, &Info{Code: CodePrimaryLost, Message: "failing over from " + live.Lost + " to " + live.Promote + ": step " + live.Step})
+	} else {
+		for _, c := range Replacements(members) {
+			add(HealthDegraded, &c)
+		}
 	}
 	add(HealthDegraded, sync.Condition)
 	return h
