@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +71,8 @@ func TestHostFailures(t *testing.T) {
 	svc, _, _ = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) })
 	e.checkReplaced(svc, old, true)
 	phase("primary's host failed: failed over, replaced")
+	e.checkFailedOver(svc, old)
+	phase("names resolve to the new primary and the replicas; replicas quorum; failover audited")
 	// Back: the lost node is wiped by its own agent, never rejoined.
 	e.mustMoat("sim", "recover")
 	e.waitWiped(old)
@@ -126,7 +130,10 @@ func TestHostFailures(t *testing.T) {
 		}
 	}
 	var pause, normal time.Duration
-	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() { e.mustMoat("sim", "fail", "host", replica.Host) })
+	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() {
+		e.mustMoat("sim", "fail", "host", replica.Host)
+		e.seesReplacement(svc.ID, replica)
+	})
 	if p := primaryNode(t, svc); p.ID != primary.ID {
 		t.Errorf("primary moved from %s to %s when a replica's host failed", primary.ID, p.ID)
 	}
@@ -194,6 +201,142 @@ func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.No
 		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))
 	}
 	return after, unavailable, normal
+}
+
+// seesReplacement waits, while the service id is degraded by the loss of
+// the replica lost (its host failed), until moat explain and moat service
+// get have both said that lost, on its host, was lost and named its
+// replacement (the condition lasts until the replacement streams caught
+// up); it fails the test if the service is whole again before both did.
+func (e *env) seesReplacement(id string, lost apitype.Node) {
+	e.t.Helper()
+	said := "node " + lost.ID + " on host " + lost.Host + " was lost (its host stopped sending heartbeats); its replacement node-"
+	var explained, got string
+	whole := false
+	waitFor(e.t, 2*time.Minute, func() bool {
+		if explained == "" {
+			if _, _, errb := e.moat("explain", id, "--from", up.LaptopHost); strings.Contains(errb, "service "+id+" is degraded: ") && strings.Contains(errb, said) {
+				explained = errb
+			}
+		}
+		if got == "" {
+			if _, out, _ := e.moatAPI("service", "get", id); strings.Contains(out, "degraded: "+said) {
+				got = out
+			}
+		}
+		if explained != "" && got != "" {
+			return true
+		}
+		s, err := e.op.GetService(e.ctx(), e.project, id)
+		whole = err == nil && left(s, lost) && s.State == domain.StateRunning && streaming(s) == 2
+		return whole
+	})
+	if explained == "" || got == "" {
+		e.t.Errorf("while replica %s's replacement caught up (service whole again: %v): moat explain said %q, moat service get %q; want both to say %q…", lost.ID, whole, explained, got, said)
+		return
+	}
+	for _, l := range strings.Split(explained, "\n") {
+		if strings.Contains(l, said) {
+			e.t.Logf("moat explain while degraded: %s", l)
+		}
+	}
+}
+
+// checkFailedOver checks, after the failover of svc from old (its host
+// failed), what a client and an operator see: the service's name
+// resolves through the platform DNS to the new primary and ro.<name> to
+// the replicas; moat service get shows each replica streaming with sync
+// state quorum and its lag; the audit log holds the failover's entries in
+// order (service.failover naming the lost and the promoted node,
+// service.failover.promote, node.replace naming the replacement,
+// service.failover.done).
+func (e *env) checkFailedOver(svc apitype.Service, old apitype.Node) {
+	e.t.Helper()
+	primary := primaryNode(e.t, svc)
+	var replicas []string
+	var repl apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica && !domain.Going(n.State) {
+			replicas = append(replicas, n.Address)
+		}
+		if n.Index == old.Index && n.ID != old.ID && !domain.Going(n.State) {
+			repl = n
+		}
+	}
+	slices.Sort(replicas)
+	name, ro := svc.Connection.Host, svc.Connection.ReadOnlyHost
+	var gotName, gotRO []string
+	waitFor(e.t, 30*time.Second, func() bool {
+		gotName, _ = lookupA(e.stack.DNSAddr, name)
+		gotRO, _ = lookupA(e.stack.DNSAddr, ro)
+		slices.Sort(gotRO)
+		return slices.Equal(gotName, []string{primary.Address}) && slices.Equal(gotRO, replicas)
+	})
+	if !slices.Equal(gotName, []string{primary.Address}) || !slices.Equal(gotRO, replicas) {
+		e.t.Errorf("after the failover to %s: %s resolves to %v, %s to %v; want %s and the replicas %v", primary.ID, name, gotName, ro, gotRO, primary.Address, replicas)
+	}
+
+	// The replicas as moat service get shows them.
+	var shown apitype.Service
+	waitFor(e.t, 30*time.Second, func() bool {
+		code, out, errb := e.moatAPI("service", "get", svc.ID, "-o", "json")
+		if code != 0 {
+			e.t.Fatalf("moat service get: exit %d: %s", code, errb)
+		}
+		if err := json.Unmarshal([]byte(out), &shown); err != nil {
+			e.t.Fatalf("moat service get -o json: %v", err)
+		}
+		n := 0
+		for _, nd := range shown.NodeList {
+			if nd.Role == apitype.RoleReplica && nd.Streaming && nd.SyncState == domain.SyncStateQuorum && nd.LagBytes <= domain.CatchUpLag {
+				n++
+			}
+		}
+		return n == 2
+	})
+	_, table, _ := e.moatAPI("service", "get", svc.ID)
+	for _, nd := range shown.NodeList {
+		if nd.Role != apitype.RoleReplica {
+			continue
+		}
+		if !nd.Streaming || nd.SyncState != domain.SyncStateQuorum {
+			e.t.Errorf("replica %s after the failover: streaming %v, sync state %q, lag %d B; want streaming, quorum", nd.ID, nd.Streaming, nd.SyncState, nd.LagBytes)
+		}
+		row := regexp.MustCompile(`(?m)^` + nd.ID + `\s.*\strue\s+quorum\s+\d+ B$`)
+		if !row.MatchString(table) {
+			e.t.Errorf("moat service get: no row for replica %s streaming, quorum, with its lag:\n%s", nd.ID, table)
+		}
+		e.t.Logf("replica %s on %s: sync state %s, lag %d B", nd.ID, nd.Host, nd.SyncState, nd.LagBytes)
+	}
+
+	// The failover's audit entries, the control plane's own.
+	code, out, errb := e.moatAPI("audit", "list", "-o", "json")
+	if code != 0 {
+		e.t.Fatalf("moat audit list: exit %d: %s", code, errb)
+	}
+	var audited struct{ Items []apitype.AuditEntry }
+	if err := json.Unmarshal([]byte(out), &audited); err != nil {
+		e.t.Fatalf("moat audit list -o json: %v", err)
+	}
+	var got []string
+	for _, en := range audited.Items {
+		if en.Target == svc.ID && en.Actor == "system" && (strings.HasPrefix(en.Action, domain.OpServiceFailover) || en.Action == "node.replace") {
+			got = append(got, en.Action+": "+en.Detail)
+		}
+	}
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^service\.failover: the primary ` + old.ID + ` is lost \(.*\); promoting node-\S+$`),
+		regexp.MustCompile(`^service\.failover\.promote: primary ` + old.ID + ` → ` + primary.ID + `$`),
+		regexp.MustCompile(`^node\.replace: node ` + old.ID + ` replaced by ` + repl.ID + ` in ` + old.AZ + `$`),
+		regexp.MustCompile(`^service\.failover\.done: primary ` + primary.ID + `, replacement ` + repl.ID + ` streaming$`),
+	}
+	ok := len(got) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = want[i].MatchString(got[i])
+	}
+	if !ok {
+		e.t.Errorf("failover audit entries of %s:\n%s\nwant, in order: %v", svc.ID, strings.Join(got, "\n"), want)
+	}
 }
 
 // waitService waits until the service satisfies one of the conditions,
