@@ -46,7 +46,22 @@ import (
 // fastFailover.
 func startHostFleet(t testing.TB) *env {
 	t.Helper()
-	return startStack(t, "", "", func(c *up.Config) {
+	return startHostFleetOn(t, "", "")
+}
+
+// restartHostFleet starts e's stopped stack again on its data directory
+// and namespaces (a restarted moat up), for e's project.
+func (e *env) restartHostFleet() *env {
+	e.t.Helper()
+	e2 := startHostFleetOn(e.t, e.dir, e.prefix)
+	e2.project, e2.caFile = e.project, e.caFile
+	return e2
+}
+
+// startHostFleetOn is startHostFleet on dir and prefix (new ones when "").
+func startHostFleetOn(t testing.TB, dir, prefix string) *env {
+	t.Helper()
+	return startStack(t, dir, prefix, func(c *up.Config) {
 		c.ControlPlane.Failover = fastFailover
 		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
 		c.HostsPerAZ = 2
@@ -68,7 +83,7 @@ func TestHostFailures(t *testing.T) {
 	// The primary's host fails: its agent and PostgreSQL are killed and
 	// its links cut. The writer resumes on the promoted replica.
 	old := primaryNode(t, svc)
-	svc, _, _ = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) })
+	svc = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) }).svc
 	e.checkReplaced(svc, old, true)
 	phase("primary's host failed: failed over, replaced")
 	e.checkFailedOver(svc, old)
@@ -84,16 +99,33 @@ func TestHostFailures(t *testing.T) {
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
 	var azHosts []string
-	svc, _, _ = e.underWriter(svc, pw, "az_failed", old, func() {
+	azRun := e.underWriter(svc, pw, "az_failed", old, func() {
 		out := e.mustMoat("sim", "fail", "az", old.AZ, "-o", "value=hosts")
 		azHosts = strings.Split(strings.Trim(out, "[]"), " ")
 	})
+	svc = azRun.svc
 	if p := primaryNode(t, svc); p.AZ == old.AZ {
 		t.Errorf("primary %s in the failed AZ %s", p.ID, old.AZ)
 	}
 	phase("primary's AZ failed: failed over")
-	e.mustMoat("sim", "recover")
+	// The failover cannot finish without a third AZ: the control plane
+	// is stopped mid-way (step replace or catch-up, its replacement
+	// unplaced), the AZ recovers while it is down, and the restarted
+	// control plane finishes the same failover.
+	op := e.failoverMidway(svc.ID)
+	e.stop()
+	if _, err := up.Recover(context.Background(), e.dir); err != nil {
+		t.Fatal(err)
+	}
+	e = e.restartHostFleet()
+	phase(fmt.Sprintf("control plane restarted mid-failover (%s at step %s), AZ recovered meanwhile", op.ID, op.Step))
+	if done := e.waitOperation(op.ID, 3*time.Minute); done.State != domain.StateSucceeded {
+		t.Errorf("failover %s after the restart = %+v, want succeeded", op.ID, done)
+	}
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	if lost := e.lostRows(svc, pw, "az_failed", azRun.acked); lost > 0 {
+		t.Errorf("az_failed after the restart: %d of %d acknowledged rows lost", lost, len(azRun.acked))
+	}
 	e.checkReplaced(svc, old, false) // placed once the AZ is back
 	e.waitWiped(old)
 	phase(fmt.Sprintf("AZ %s (%v) recovered: replaced, old primary wiped", old.AZ, azHosts))
@@ -105,10 +137,10 @@ func TestHostFailures(t *testing.T) {
 	// its firewall once past its lease. After recovery it is wiped.
 	old = primaryNode(t, svc)
 	isolated := make(chan isolatedResult, 1)
-	svc, _, _ = e.underWriter(svc, pw, "partitioned", old, func() {
+	svc = e.underWriter(svc, pw, "partitioned", old, func() {
 		e.mustMoat("sim", "partition", "host", old.Host)
 		go func() { isolated <- e.commitsOnIsolated(old, 20*time.Second) }()
-	})
+	}).svc
 	if r := <-isolated; len(r.acked) > 0 || r.reads == 0 {
 		t.Errorf("the partitioned old primary %s: acknowledged commits %v, answered %d reads; want none, and reads (it is reachable)", old.ID, r.acked, r.reads)
 	}
@@ -129,11 +161,11 @@ func TestHostFailures(t *testing.T) {
 			replica = n
 		}
 	}
-	var pause, normal time.Duration
-	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() {
+	rw := e.underWriter(svc, pw, "replica_host_failed", replica, func() {
 		e.mustMoat("sim", "fail", "host", replica.Host)
 		e.seesReplacement(svc.ID, replica)
 	})
+	svc, pause, normal := rw.svc, rw.unavailable, rw.normal
 	if p := primaryNode(t, svc); p.ID != primary.ID {
 		t.Errorf("primary moved from %s to %s when a replica's host failed", primary.ID, p.ID)
 	}
@@ -150,11 +182,11 @@ func TestHostFailures(t *testing.T) {
 	// on another host and a switchover; the host ends empty.
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
-	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() {
+	svc = e.underWriter(svc, pw, "drained", old, func() {
 		if code, out, errb := e.moatAPI("host", "drain", old.Host); code != 0 {
 			t.Fatalf("moat host drain %s: exit %d: %s%s", old.Host, code, out, errb)
 		}
-	})
+	}).svc
 	e.checkReplaced(svc, old, true)
 	e.waitWiped(old)
 	waitFor(t, time.Minute, func() bool {
@@ -169,9 +201,8 @@ func TestHostFailures(t *testing.T) {
 // committed 20 more rows, the node gone (the one the fault takes) left
 // the service and the service runs again on three streaming nodes; it
 // fails the test if an acknowledged row is missing, and logs the writer's
-// unavailability. It returns the service after, the writer's
-// unavailability around the fault and its normal commit interval.
-func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) (after apitype.Service, unavailable, normal time.Duration) {
+// unavailability (written).
+func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) written {
 	e.t.Helper()
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table "+table+" (id int primary key)"); r.code != 0 {
 		e.t.Fatalf("create table %s: %v", table, r)
@@ -188,19 +219,28 @@ func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.No
 	fault()
 	waitFor(e.t, 2*time.Minute, func() bool { return w.count() >= before+20 })
 	// The writer goes on until the service is whole again.
-	after = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+	after := e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
 		return left(s, gone) && s.State == domain.StateRunning && s.Replication != nil && s.Replication.Mode == domain.ReplQuorum && streaming(s) == 2
 	}, func(s apitype.Service) bool {
 		// A failed AZ leaves two healthy AZs: the replacement waits.
 		return left(s, gone) && s.State == domain.StateDegraded && streaming(s) >= 1 && primaryOf(s) != ""
 	})
 	acked, gap, normal := w.halt()
-	unavailable = w.longestGapSince(at)
+	unavailable := w.longestGapSince(at)
 	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), unavailable, gap, normal)
 	if lost := e.lostRows(after, pw, table, acked); lost > 0 {
 		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))
 	}
-	return after, unavailable, normal
+	return written{svc: after, unavailable: unavailable, normal: normal, acked: acked}
+}
+
+// written is what underWriter saw: the service after the fault, the
+// writer's unavailability around it, its normal commit interval, and
+// the ids it saw acknowledged.
+type written struct {
+	svc                 apitype.Service
+	unavailable, normal time.Duration
+	acked               []int
 }
 
 // seesReplacement waits, while the service id is degraded by the loss of
@@ -337,6 +377,41 @@ func (e *env) checkFailedOver(svc apitype.Service, old apitype.Node) {
 	if !ok {
 		e.t.Errorf("failover audit entries of %s:\n%s\nwant, in order: %v", svc.ID, strings.Join(got, "\n"), want)
 	}
+}
+
+// failoverMidway waits until service id's live operation is a failover
+// at its replace or catch-up step, and returns it.
+func (e *env) failoverMidway(id string) apitype.Operation {
+	e.t.Helper()
+	var op apitype.Operation
+	waitFor(e.t, time.Minute, func() bool {
+		s, err := e.op.GetService(e.ctx(), e.project, id)
+		if err != nil || s.OperationID == "" {
+			return false
+		}
+		if op, err = e.op.GetOperation(e.ctx(), e.project, s.OperationID); err != nil {
+			e.t.Fatal(err)
+		}
+		return op.Type == domain.OpServiceFailover && op.State == domain.StateRunning && (op.Step == domain.StepReplace || op.Step == domain.StepCatchUp)
+	})
+	if op.Type != domain.OpServiceFailover || (op.Step != domain.StepReplace && op.Step != domain.StepCatchUp) {
+		e.t.Fatalf("service %s: no failover at its replace or catch-up step (operation %+v)", id, op)
+	}
+	return op
+}
+
+// waitOperation waits until operation id ended and returns it.
+func (e *env) waitOperation(id string, within time.Duration) apitype.Operation {
+	e.t.Helper()
+	var op apitype.Operation
+	waitFor(e.t, within, func() bool {
+		var err error
+		if op, err = e.op.GetOperation(e.ctx(), e.project, id); err != nil {
+			e.t.Fatal(err)
+		}
+		return op.State == domain.StateSucceeded || op.State == domain.StateFailed
+	})
+	return op
 }
 
 // waitService waits until the service satisfies one of the conditions,
