@@ -25,21 +25,26 @@ import (
 // us-east-1 with two hosts per AZ, a 3-node service under a writer that
 // commits one row per transaction through the multi-host string, and the
 // simulator's faults in turn — the primary's host failed, the primary's
-// whole AZ failed, the primary's host partitioned (its PostgreSQL still
-// running and reachable from inside), a replica's host failed, the
-// primary's host drained (moat host drain). Each time
-// the writer goes on, no acknowledged row is lost, the lost node is
-// replaced on another host and wiped on its own once that host is back.
+// whole AZ failed (the control plane stopped and restarted mid-failover),
+// the primary's host partitioned (its PostgreSQL still running and
+// reachable from inside), a replica's host failed, the primary's host
+// drained (moat host drain), and last the primary's and a replica's hosts
+// failed together. Each single fault: the writer goes on, no
+// acknowledged row is lost, no server but the new primary acknowledges a
+// commit once it did, the lost node is replaced on another host and
+// wiped on its own once that host is back; after the first, the names
+// resolve to the new nodes, the replicas show their sync state and lag,
+// and the failover is audited; while a replica's replacement catches up,
+// moat explain and moat service get say so. The double failure promotes
+// nothing and the service comes back whole once the hosts recover.
 // The writer's unavailability is logged, not asserted (it depends on the
-// machine's load): with the former timings (heartbeat 1 s, host timeout
-// 4 s, lease 3 s + 0.5 s) a failed host, AZ or partition cost 4.7-10.2 s
-// under -race on a loaded 2-core machine (14-17 s with the 15 s timeout
-// before), a drain 3-5 s; the defaults are now 0.5 s, 3 s and 2.5 s +
-// 0.4 s (design 0014 "Detection"); a failed
-// replica's host pauses no commit. Within a phase the writer keeps the
-// string it started with, so once the old primary is gone each commit
-// pays the client's 2 s connect timeout on it first: the phase's "normal
-// commit interval" is then ~2 s.
+// machine's load): with the default timings (heartbeat 0.5 s, host
+// timeout 3 s, lease 2.5 s + 0.4 s; design 0014 "Detection") a failed
+// host, AZ or partition cost 3.5-5.5 s without -race on a 2-core machine
+// shared with other work, a drain 1.2-1.5 s, a failed replica's host
+// 0.2-1.1 s (the writer's normal commit interval 0.07-0.2 s: it re-reads
+// the connection info, so it does not wait on a dead host's connect
+// timeout).
 
 // startHostFleet runs a stack of us-east-1 alone with two hosts per AZ
 // (a lost host's node has another host in its AZ to go to) and
@@ -194,13 +199,126 @@ func TestHostFailures(t *testing.T) {
 		return err == nil && h.State == domain.StateDraining && h.Load == 0
 	})
 	phase("primary's host drained: moved, wiped, the host empty")
+
+	// A double failure: the primary's host and a replica's fail together
+	// (while the control plane is down, so that it finds both lost in
+	// one pass: failed one after the other under a running control plane
+	// the replica's loss may be handled first, by replacing it). The
+	// surviving replica may lack commits only the lost replica
+	// acknowledged: nothing is promoted, the service is failed with the
+	// reason, no node takes a write; once the hosts recover, the service
+	// runs again with every acknowledged row.
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	e = e.doubleFailure(svc, pw)
+	phase("primary's and a replica's hosts failed together: nothing promoted, no node took a write; recovered with every row")
+}
+
+// doubleFailure runs the double-failure phase of TestHostFailures on svc
+// (three streaming nodes) and returns the restarted stack's env.
+func (e *env) doubleFailure(svc apitype.Service, pw string) *env {
+	t := e.t
+	t.Helper()
+	primary := primaryNode(t, svc)
+	var replicas []apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica && !domain.Going(n.State) {
+			replicas = append(replicas, n)
+		}
+	}
+	lostReplica, survivor := replicas[0], replicas[1]
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table double (id int primary key)"); r.code != 0 {
+		t.Fatalf("create table double: %v", r)
+	}
+	mh := e.multiHost(svc)
+	w := e.startHAWriterInto(pw, "double", func() string { return mh })
+	waitFor(t, 30*time.Second, func() bool { return w.count() >= 20 })
+	acked, _, _ := w.halt()
+	failovers := func(e *env) int {
+		ops, err := e.op.ListOperations(e.ctx(), e.project, svc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, o := range ops {
+			if o.Type == domain.OpServiceFailover {
+				n++
+			}
+		}
+		return n
+	}
+	before := failovers(e)
+
+	e.stop()
+	for _, h := range []string{primary.Host, lostReplica.Host} {
+		if _, err := up.FailHost(context.Background(), e.dir, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e = e.restartHostFleet()
+	after := e.waitService(svc.ID, time.Minute, func(s apitype.Service) bool {
+		return s.Health != nil && s.Health.Status == domain.HealthFailed && slices.ContainsFunc(s.Health.Conditions, func(c apitype.StateInfo) bool { return c.Code == domain.CodeDoubleFailure })
+	})
+	t.Logf("double failure: service %s, %+v, health %+v", after.State, after.StateInfo, after.Health)
+	if after.State != domain.StateDegraded || after.StateInfo == nil || after.StateInfo.Code != domain.CodeDoubleFailure {
+		t.Errorf("service after a double failure: %s %+v, want degraded with reason %s", after.State, after.StateInfo, domain.CodeDoubleFailure)
+	}
+	// No node takes a write: two are cut off and dead, the survivor is
+	// a replica still.
+	for _, n := range []apitype.Node{primary, lostReplica, survivor} {
+		r := e.psql(up.LaptopHost, pw, e.conninfo(svc, n.Address), "-c", "insert into double values (-1)")
+		if r.code == 0 {
+			t.Errorf("a write to %s (%s) after the double failure was acknowledged: %v", n.ID, n.Address, r)
+		}
+		if n.ID == survivor.ID && !strings.Contains(r.stderr, "read-only") {
+			t.Errorf("a write to the surviving replica %s: %v, want refused as read-only", n.ID, r)
+		}
+	}
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, survivor.Address), "-c", "select pg_is_in_recovery()"); r.code != 0 || r.stdout != "t" {
+		t.Errorf("the surviving replica %s: pg_is_in_recovery() = %v, want t (not promoted)", survivor.ID, r)
+	}
+	now, err := e.op.GetService(e.ctx(), e.project, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := failovers(e); n != before || primaryOf(now) == survivor.ID || now.Connection.Address != primary.Address {
+		t.Errorf("after the double failure: %d failovers (%d before), primary at %s; want none started and the primary still %s (%s)", n, before, now.Connection.Address, primary.ID, primary.Address)
+	}
+
+	// Both hosts back: the service runs again on its nodes, every
+	// acknowledged row there, and takes writes.
+	e.mustMoat("sim", "recover")
+	back := e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	t.Logf("after recovery: primary %s, nodes %v", primaryNode(t, back).ID, nodeIDs(back))
+	// Nothing was failed over: the same three nodes, the same primary.
+	if p := primaryNode(t, back); p.ID != primary.ID || !slices.Equal(nodeIDs(back), nodeIDs(svc)) {
+		t.Errorf("after recovery: primary %s, nodes %v; want %s and the nodes before %v", p.ID, nodeIDs(back), primary.ID, nodeIDs(svc))
+	}
+	if lost := e.lostRows(back, pw, "double", acked); lost > 0 {
+		t.Errorf("double failure: %d of %d acknowledged rows lost after recovery", lost, len(acked))
+	}
+	if r := e.psql(up.LaptopHost, pw, e.multiHost(back), "-c", "insert into double values (-2)"); r.code != 0 {
+		t.Errorf("a write after the recovery: %v", r)
+	}
+	return e
+}
+
+// nodeIDs lists the service's live nodes as id/role.
+func nodeIDs(s apitype.Service) []string {
+	var out []string
+	for _, n := range s.NodeList {
+		if !domain.Going(n.State) {
+			out = append(out, n.ID+"/"+n.Role)
+		}
+	}
+	return out
 }
 
 // underWriter runs fault under a writer committing to a new table named
 // table through svc's multi-host string, then waits until the writer
 // committed 20 more rows, the node gone (the one the fault takes) left
 // the service and the service runs again on three streaming nodes; it
-// fails the test if an acknowledged row is missing, and logs the writer's
+// fails the test if an acknowledged row is missing or a server other
+// than the new primary acknowledged a commit after it did, and logs the writer's
 // unavailability (written).
 func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) written {
 	e.t.Helper()
@@ -227,6 +345,11 @@ func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.No
 	})
 	acked, gap, normal := w.halt()
 	unavailable := w.longestGapSince(at)
+	// Never two writable primaries: once the new primary acknowledged a
+	// commit, no other server did (the old one before it may).
+	if addr, split := w.splitSince(at, primaryNode(e.t, svc).Address, primaryNode(e.t, after).Address); split {
+		e.t.Errorf("%s: a commit acknowledged by %s after the new primary %s acknowledged one (old primary %s)", table, addr, primaryNode(e.t, after).Address, primaryNode(e.t, svc).Address)
+	}
 	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), unavailable, gap, normal)
 	if lost := e.lostRows(after, pw, table, acked); lost > 0 {
 		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))

@@ -336,10 +336,16 @@ func stopProcess(pid int, exited <-chan error, timeout time.Duration) {
 }
 
 // waitFleet waits until every host of the fleet heartbeat after since
-// (its agent runs and reaches the control plane).
+// (its agent runs and reaches the control plane), but those the simulator
+// failed or partitioned (FaultsFile): a stack restarted with a failed host
+// is ready without it.
 func (s *Stack) waitFleet(ctx context.Context, op *client.Client, since time.Time) error {
 	for {
 		hosts, err := op.ListHosts(ctx)
+		var faults Faults
+		if err == nil {
+			faults, err = ReadFaults(s.cfg.ControlPlane.DataDir)
+		}
 		if err == nil {
 			beat := map[string]bool{}
 			for _, h := range hosts {
@@ -349,7 +355,7 @@ func (s *Stack) waitFleet(ctx context.Context, op *client.Client, since time.Tim
 			}
 			missing := 0
 			for _, h := range s.fleet {
-				if !beat[h.Name] {
+				if !beat[h.Name] && !faults.IsFailed(h.Name) && !faults.IsPartitioned(h.Name) {
 					missing++
 				}
 			}
