@@ -654,8 +654,8 @@ type ServiceHealth struct {
 // this pass, its replication setting, its live failover (nil if none) and
 // its members. The service stays degraded until the failover's
 // replacement streams, and until a lost or moved replica's replacement
-// streams caught up (Replacements; during a failover, the failover's
-// own conditions say it).
+// streams (Replacements; during a failover, the failover's own
+// conditions say it).
 func Health(d FailoverDecision, sync SyncSetting, live *Failover, members []Member) ServiceHealth {
 	h := ServiceHealth{Status: HealthHealthy}
 	add := func(status string, why *Info) {

@@ -8,15 +8,19 @@ import (
 
 // CodeNodeReplacing is the health condition of a service one of whose
 // nodes replaces a node that left it (lost, or moved off a draining host)
-// and does not stream caught up from the primary yet (Replacements).
+// and does not stream from the primary yet (Replacements).
 const CodeNodeReplacing = "node_replacing"
 
 // Replacements are the health conditions of the members that replace a
-// node which left the service and do not yet stream from the primary
-// within CatchUpLag: what happened (the node that left, its host, and
-// whether its host was lost) and what Moat is doing (the replacement, its
-// host, being created, starting, or catching up with its lag in bytes as
-// service get shows it). A replacement takes the index of the node it
+// node which left the service and do not stream from the primary yet:
+// what happened (the node that left, its host, and whether its host was
+// lost) and what Moat is doing (the replacement, its host, being created,
+// starting, or catching up before it streams, with its lag in bytes as
+// service get shows it). Streaming ends the condition, not a lag bound:
+// positions are reported every few seconds, so a primary's newer report
+// (a segment switch forced by another node's base backup) can put a
+// streaming replica's last one more than CatchUpLag behind, and the
+// service would turn degraded and back. A replacement takes the index of the node it
 // replaces (ReplaceNode), so the node it replaces is the member being
 // deleted with its index (the latest one if several); once that one is
 // wiped only a replacement still being created is said, without it. A
@@ -38,7 +42,7 @@ func Replacements(members []Member) []Info {
 		if m.Primary || m.Joining || m.Retiring || Going(m.Node.State) {
 			continue
 		}
-		if m.Node.State != StateCreating && streamsFrom(m, primary.Node.ID) && CaughtUp(m, *primary, CatchUpLag) {
+		if m.Node.State != StateCreating && streamsFrom(m, primary.Node.ID) {
 			continue
 		}
 		var left *Member
@@ -69,7 +73,7 @@ func Replacements(members []Member) []Info {
 }
 
 // replacementProgress says where replacement m stands toward streaming
-// caught up from primary.
+// from primary.
 func replacementProgress(m, primary Member) string {
 	r := m.Report
 	switch {
@@ -78,14 +82,10 @@ func replacementProgress(m, primary Member) string {
 	case r == nil || !r.Up:
 		return "is starting"
 	}
-	lag := ""
-	if primary.Report != nil {
-		lag = fmt.Sprintf(" (lag %d bytes)", Lag(primary.Report.ReceivedLSN, r.ReplayedLSN))
+	if primary.Report == nil {
+		return "is catching up, not streaming yet"
 	}
-	if !streamsFrom(m, primary.Node.ID) {
-		return "does not stream from the primary yet" + lag
-	}
-	return "is catching up" + lag
+	return fmt.Sprintf("is catching up (lag %d bytes), not streaming yet", Lag(primary.Report.ReceivedLSN, r.ReplayedLSN))
 }
 
 // onHost is " on host H" for a placed node, "" before its placement.

@@ -369,8 +369,8 @@ type written struct {
 // seesReplacement waits, while the service id is degraded by the loss of
 // the replica lost (its host failed), until moat explain and moat service
 // get have both said that lost, on its host, was lost and named its
-// replacement (the condition lasts until the replacement streams caught
-// up); it fails the test if the service is whole again before both did.
+// replacement (the condition lasts until the replacement streams); it
+// fails the test if the service is whole again before both did.
 func (e *env) seesReplacement(id string, lost apitype.Node) {
 	e.t.Helper()
 	said := "node " + lost.ID + " on host " + lost.Host + " was lost (its host stopped sending heartbeats); its replacement node-"
@@ -395,7 +395,7 @@ func (e *env) seesReplacement(id string, lost apitype.Node) {
 		return whole
 	})
 	if explained == "" || got == "" {
-		e.t.Errorf("while replica %s's replacement caught up (service whole again: %v): moat explain said %q, moat service get %q; want both to say %q…", lost.ID, whole, explained, got, said)
+		e.t.Errorf("while replica %s was replaced (service whole again: %v): moat explain said %q, moat service get %q; want both to say %q…", lost.ID, whole, explained, got, said)
 		return
 	}
 	for _, l := range strings.Split(explained, "\n") {
