@@ -667,18 +667,26 @@ func Health(d FailoverDecision, sync SyncSetting, live *Failover, members []Memb
 		}
 		h.Conditions = append(h.Conditions, *why)
 	}
+	var repl []replacement
+	if live == nil {
+		repl = replacing(members)
+	}
 	switch d.Verdict {
 	case VerdictCannot:
 		add(HealthFailed, d.Why)
-	case VerdictWait, VerdictPromote, VerdictReplace:
+	case VerdictReplace:
+		// Said by the replacement's condition once it is placed.
+		if !slices.ContainsFunc(repl, func(r replacement) bool { return r.left == d.Lost }) {
+			add(HealthDegraded, d.Why)
+		}
+	case VerdictWait, VerdictPromote:
 		add(HealthDegraded, d.Why)
 	}
 	if live != nil {
 		add(HealthDegraded, &Info{Code: CodePrimaryLost, Message: "failing over from " + live.Lost + " to " + live.Promote + ": step " + live.Step})
-	} else {
-		for _, c := range Replacements(members) {
-			add(HealthDegraded, &c)
-		}
+	}
+	for _, r := range repl {
+		add(HealthDegraded, &r.why)
 	}
 	add(HealthDegraded, sync.Condition)
 	return h

@@ -28,6 +28,22 @@ const CodeNodeReplacing = "node_replacing"
 // conditions and get none here, nor does anything while no primary is
 // assigned (a failover says what happens then).
 func Replacements(members []Member) []Info {
+	var out []Info
+	for _, r := range replacing(members) {
+		out = append(out, r.why)
+	}
+	return out
+}
+
+// replacement is a Replacements condition and the node that left ("" once
+// wiped).
+type replacement struct {
+	why  Info
+	left string
+}
+
+// replacing is Replacements with the node each replacement replaces.
+func replacing(members []Member) []replacement {
 	var primary *Member
 	for i, m := range members {
 		if m.Primary && !Going(m.Node.State) {
@@ -37,7 +53,7 @@ func Replacements(members []Member) []Info {
 	if primary == nil {
 		return nil
 	}
-	var out []Info
+	var out []replacement
 	for _, m := range members {
 		if m.Primary || m.Joining || m.Retiring || Going(m.Node.State) {
 			continue
@@ -58,17 +74,18 @@ func Replacements(members []Member) []Info {
 			continue
 		}
 		doing := replacementProgress(m, *primary)
-		msg := "node " + m.Node.ID + onHost(m.Node) + " replaces a node that left the service; it " + doing
+		r := replacement{why: Info{Code: CodeNodeReplacing, Message: "node " + m.Node.ID + onHost(m.Node) + " replaces a node that left the service; it " + doing}}
 		if left != nil {
 			what := "left the service"
 			if !left.HostHealthy {
 				what = "was lost (its host stopped sending heartbeats)"
 			}
-			msg = "node " + left.Node.ID + onHost(left.Node) + " " + what + "; its replacement " + m.Node.ID + onHost(m.Node) + " " + doing
+			r.left = left.Node.ID
+			r.why.Message = "node " + left.Node.ID + onHost(left.Node) + " " + what + "; its replacement " + m.Node.ID + onHost(m.Node) + " " + doing
 		}
-		out = append(out, Info{Code: CodeNodeReplacing, Message: msg})
+		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Message, b.Message) })
+	slices.SortFunc(out, func(a, b replacement) int { return strings.Compare(a.why.Message, b.why.Message) })
 	return out
 }
 

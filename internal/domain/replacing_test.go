@@ -89,6 +89,16 @@ func TestHealthOfAReplacement(t *testing.T) {
 		t.Errorf("Explain(...).Health = %q, want %q", v.Health, want)
 	}
 
+	// The pass that replaces the lost replica says it once, with the
+	// replacement.
+	replace := FailoverDecision{Verdict: VerdictReplace, Lost: "node-b", Why: &Info{Code: CodeNodeLost, Message: "replica node-b is lost: its host stopped sending heartbeats"}}
+	if got := Health(replace, quorum, nil, members); len(got.Conditions) != 1 || got.Conditions[0].Code != CodeNodeReplacing {
+		t.Errorf("Health on the pass that replaces node-b = %+v, want its replacement's condition alone", got)
+	}
+	if got := Health(replace, quorum, nil, []Member{p, a, lost}); len(got.Conditions) != 1 || got.Conditions[0].Code != CodeNodeLost {
+		t.Errorf("Health with node-b lost and no replacement = %+v, want the decision's condition", got)
+	}
+
 	f := &Failover{Step: StepCatchUp, Lost: "node-b", Promote: "node-p", Replacement: "node-c"}
 	if h := Health(none, quorum, f, members); len(h.Conditions) != 1 || h.Conditions[0].Code != CodePrimaryLost {
 		t.Errorf("Health during a failover = %+v, want the failover's condition alone", h)
