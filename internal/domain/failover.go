@@ -660,9 +660,12 @@ type ServiceHealth struct {
 }
 
 // Health derives the service's health from the failover decision d of
-// this pass, its replication setting and its live failover (nil if none).
-// The service stays degraded until the failover's replacement streams.
-func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth {
+// this pass, its replication setting, its live failover (nil if none) and
+// its members. The service stays degraded until the failover's
+// replacement streams, and until a lost or moved replica's replacement
+// streams (Replacements; during a failover, the failover's own
+// conditions say it).
+func Health(d FailoverDecision, sync SyncSetting, live *Failover, members []Member) ServiceHealth {
 	h := ServiceHealth{Status: HealthHealthy}
 	add := func(status string, why *Info) {
 		if why == nil {
@@ -673,14 +676,26 @@ func Health(d FailoverDecision, sync SyncSetting, live *Failover) ServiceHealth 
 		}
 		h.Conditions = append(h.Conditions, *why)
 	}
+	var repl []replacement
+	if live == nil {
+		repl = replacing(members)
+	}
 	switch d.Verdict {
 	case VerdictCannot:
 		add(HealthFailed, d.Why)
-	case VerdictWait, VerdictPromote, VerdictReplace:
+	case VerdictReplace:
+		// Said by the replacement's condition once it is placed.
+		if !slices.ContainsFunc(repl, func(r replacement) bool { return r.left == d.Lost }) {
+			add(HealthDegraded, d.Why)
+		}
+	case VerdictWait, VerdictPromote:
 		add(HealthDegraded, d.Why)
 	}
 	if live != nil {
 		add(HealthDegraded, &Info{Code: CodePrimaryLost, Message: "failing over from " + live.Lost + " to " + live.Promote + ": step " + live.Step})
+	}
+	for _, r := range repl {
+		add(HealthDegraded, &r.why)
 	}
 	add(HealthDegraded, sync.Condition)
 	return h

@@ -575,7 +575,7 @@ func TestHealth(t *testing.T) {
 		{"cannot fail over", FailoverDecision{Verdict: VerdictCannot, Why: cannot}, SyncSetting{Condition: lost}, nil,
 			ServiceHealth{Status: HealthFailed, Conditions: []Info{*cannot, *lost}}},
 	} {
-		if diff := cmp.Diff(tc.want, Health(tc.d, tc.sync, tc.live)); diff != "" {
+		if diff := cmp.Diff(tc.want, Health(tc.d, tc.sync, tc.live, nil)); diff != "" {
 			t.Errorf("%s: Health (-want +got):\n%s", tc.name, diff)
 		}
 	}

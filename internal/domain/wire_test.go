@@ -94,12 +94,12 @@ func TestApplyReplication(t *testing.T) {
 		t.Errorf("same ApplyReplication = %v, %v, want nothing", changed, bump)
 	}
 	catching := SyncSetting{Mode: ReplAsync, Condition: &Info{Code: CodeReplicaCatchingUp, Message: "catching up"}}
-	svc.ApplyReplication(catching, Health(FailoverDecision{Verdict: VerdictNone}, catching, nil), nodes, t1)
+	svc.ApplyReplication(catching, Health(FailoverDecision{Verdict: VerdictNone}, catching, nil, nil), nodes, t1)
 	if svc.State != StateRunning || svc.Replication.StandbyNames != "" {
 		t.Errorf("catching up: %s %+v, want running and asynchronous", svc.State, svc.Replication)
 	}
 	lost := SyncSetting{Mode: ReplAsync, Condition: &Info{Code: CodeReplicaLost, Message: "replication asynchronous: replica lost"}}
-	svc.ApplyReplication(lost, Health(FailoverDecision{Verdict: VerdictNone}, lost, nil), nodes, t1)
+	svc.ApplyReplication(lost, Health(FailoverDecision{Verdict: VerdictNone}, lost, nil, nil), nodes, t1)
 	if svc.State != StateDegraded || svc.StateInfo == nil || svc.StateInfo.Code != CodeReplicaLost {
 		t.Errorf("replica lost: %s %+v, want degraded saying so", svc.State, svc.StateInfo)
 	}

@@ -29,23 +29,8 @@ func TestDNSOutlivesControlPlane(t *testing.T) {
 	e.newProject("acme")
 	svc, pw := e.createService("named", 1)
 	dnsAddr := e.stack.DNSAddr
-	lookup := func(name string) ([]string, error) {
-		m := new(miekg.Msg)
-		m.SetQuestion(miekg.Fqdn(name), miekg.TypeA)
-		r, _, err := (&miekg.Client{Net: "udp", Timeout: 2 * time.Second}).Exchange(m, dnsAddr)
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, rr := range r.Answer {
-			if a, ok := rr.(*miekg.A); ok {
-				out = append(out, a.A.String())
-			}
-		}
-		return out, nil
-	}
 	resolves := func(name, addr string) bool {
-		got, err := lookup(name)
+		got, err := lookupA(dnsAddr, name)
 		return err == nil && len(got) == 1 && got[0] == addr
 	}
 	name, addr := svc.Connection.Host, svc.Connection.Address
@@ -132,4 +117,22 @@ func TestDNSOutlivesControlPlane(t *testing.T) {
 			t.Errorf("dns server %d runs after moat down", pid)
 		}
 	}
+}
+
+// lookupA asks the DNS server at server (host:port) for name's A records
+// over UDP, once, and returns their addresses in the answer's order.
+func lookupA(server, name string) ([]string, error) {
+	m := new(miekg.Msg)
+	m.SetQuestion(miekg.Fqdn(name), miekg.TypeA)
+	r, _, err := (&miekg.Client{Net: "udp", Timeout: 2 * time.Second}).Exchange(m, server)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*miekg.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out, nil
 }

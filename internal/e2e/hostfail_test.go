@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,28 +25,48 @@ import (
 // us-east-1 with two hosts per AZ, a 3-node service under a writer that
 // commits one row per transaction through the multi-host string, and the
 // simulator's faults in turn — the primary's host failed, the primary's
-// whole AZ failed, the primary's host partitioned (its PostgreSQL still
-// running and reachable from inside), a replica's host failed, the
-// primary's host drained (moat host drain). Each time
-// the writer goes on, no acknowledged row is lost, the lost node is
-// replaced on another host and wiped on its own once that host is back.
+// whole AZ failed (the control plane stopped and restarted mid-failover),
+// the primary's host partitioned (its PostgreSQL still running and
+// reachable from inside), a replica's host failed, the primary's host
+// drained (moat host drain), and last the primary's and a replica's hosts
+// failed together. Each single fault: the writer goes on, no
+// acknowledged row is lost, no server but the new primary acknowledges a
+// commit once it did, the lost node is replaced on another host and
+// wiped on its own once that host is back; after the first, the names
+// resolve to the new nodes, the replicas show their sync state and lag,
+// and the failover is audited; while a replica's replacement catches up,
+// moat explain and moat service get say so. The double failure promotes
+// nothing and the service comes back whole once the hosts recover.
 // The writer's unavailability is logged, not asserted (it depends on the
-// machine's load): with the former timings (heartbeat 1 s, host timeout
-// 4 s, lease 3 s + 0.5 s) a failed host, AZ or partition cost 4.7-10.2 s
-// under -race on a loaded 2-core machine (14-17 s with the 15 s timeout
-// before), a drain 3-5 s; the defaults are now 0.5 s, 3 s and 2.5 s +
-// 0.4 s (design 0014 "Detection"); a failed
-// replica's host pauses no commit. Within a phase the writer keeps the
-// string it started with, so once the old primary is gone each commit
-// pays the client's 2 s connect timeout on it first: the phase's "normal
-// commit interval" is then ~2 s.
+// machine's load): with the default timings (heartbeat 0.5 s, host
+// timeout 3 s, lease 2.5 s + 0.4 s; design 0014 "Detection") a failed
+// host, AZ or partition cost 3.5-5.5 s without -race on a 2-core machine
+// shared with other work, a drain 1.2-1.5 s, a failed replica's host
+// 0.2-1.1 s (the writer's normal commit interval 0.07-0.2 s: it re-reads
+// the connection info, so it does not wait on a dead host's connect
+// timeout).
 
 // startHostFleet runs a stack of us-east-1 alone with two hosts per AZ
 // (a lost host's node has another host in its AZ to go to) and
 // fastFailover.
 func startHostFleet(t testing.TB) *env {
 	t.Helper()
-	return startStack(t, "", "", func(c *up.Config) {
+	return startHostFleetOn(t, "", "")
+}
+
+// restartHostFleet starts e's stopped stack again on its data directory
+// and namespaces (a restarted moat up), for e's project.
+func (e *env) restartHostFleet() *env {
+	e.t.Helper()
+	e2 := startHostFleetOn(e.t, e.dir, e.prefix)
+	e2.project, e2.caFile = e.project, e.caFile
+	return e2
+}
+
+// startHostFleetOn is startHostFleet on dir and prefix (new ones when "").
+func startHostFleetOn(t testing.TB, dir, prefix string) *env {
+	t.Helper()
+	return startStack(t, dir, prefix, func(c *up.Config) {
 		c.ControlPlane.Failover = fastFailover
 		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
 		c.HostsPerAZ = 2
@@ -66,9 +88,11 @@ func TestHostFailures(t *testing.T) {
 	// The primary's host fails: its agent and PostgreSQL are killed and
 	// its links cut. The writer resumes on the promoted replica.
 	old := primaryNode(t, svc)
-	svc, _, _ = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) })
+	svc = e.underWriter(svc, pw, "host_failed", old, func() { e.mustMoat("sim", "fail", "host", old.Host) }).svc
 	e.checkReplaced(svc, old, true)
 	phase("primary's host failed: failed over, replaced")
+	e.checkFailedOver(svc, old)
+	phase("names resolve to the new primary and the replicas; replicas quorum; failover audited")
 	// Back: the lost node is wiped by its own agent, never rejoined.
 	e.mustMoat("sim", "recover")
 	e.waitWiped(old)
@@ -80,16 +104,33 @@ func TestHostFailures(t *testing.T) {
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
 	var azHosts []string
-	svc, _, _ = e.underWriter(svc, pw, "az_failed", old, func() {
+	azRun := e.underWriter(svc, pw, "az_failed", old, func() {
 		out := e.mustMoat("sim", "fail", "az", old.AZ, "-o", "value=hosts")
 		azHosts = strings.Split(strings.Trim(out, "[]"), " ")
 	})
+	svc = azRun.svc
 	if p := primaryNode(t, svc); p.AZ == old.AZ {
 		t.Errorf("primary %s in the failed AZ %s", p.ID, old.AZ)
 	}
 	phase("primary's AZ failed: failed over")
-	e.mustMoat("sim", "recover")
+	// The failover cannot finish without a third AZ: the control plane
+	// is stopped mid-way (step replace or catch-up, its replacement
+	// unplaced), the AZ recovers while it is down, and the restarted
+	// control plane finishes the same failover.
+	op := e.failoverMidway(svc.ID)
+	e.stop()
+	if _, err := up.Recover(context.Background(), e.dir); err != nil {
+		t.Fatal(err)
+	}
+	e = e.restartHostFleet()
+	phase(fmt.Sprintf("control plane restarted mid-failover (%s at step %s), AZ recovered meanwhile", op.ID, op.Step))
+	if done := e.waitOperation(op.ID, 3*time.Minute); done.State != domain.StateSucceeded {
+		t.Errorf("failover %s after the restart = %+v, want succeeded", op.ID, done)
+	}
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	if lost := e.lostRows(svc, pw, "az_failed", azRun.acked); lost > 0 {
+		t.Errorf("az_failed after the restart: %d of %d acknowledged rows lost", lost, len(azRun.acked))
+	}
 	e.checkReplaced(svc, old, false) // placed once the AZ is back
 	e.waitWiped(old)
 	phase(fmt.Sprintf("AZ %s (%v) recovered: replaced, old primary wiped", old.AZ, azHosts))
@@ -101,10 +142,10 @@ func TestHostFailures(t *testing.T) {
 	// its firewall once past its lease. After recovery it is wiped.
 	old = primaryNode(t, svc)
 	isolated := make(chan isolatedResult, 1)
-	svc, _, _ = e.underWriter(svc, pw, "partitioned", old, func() {
+	svc = e.underWriter(svc, pw, "partitioned", old, func() {
 		e.mustMoat("sim", "partition", "host", old.Host)
 		go func() { isolated <- e.commitsOnIsolated(old, 20*time.Second) }()
-	})
+	}).svc
 	if r := <-isolated; len(r.acked) > 0 || r.reads == 0 {
 		t.Errorf("the partitioned old primary %s: acknowledged commits %v, answered %d reads; want none, and reads (it is reachable)", old.ID, r.acked, r.reads)
 	}
@@ -125,8 +166,11 @@ func TestHostFailures(t *testing.T) {
 			replica = n
 		}
 	}
-	var pause, normal time.Duration
-	svc, pause, normal = e.underWriter(svc, pw, "replica_host_failed", replica, func() { e.mustMoat("sim", "fail", "host", replica.Host) })
+	rw := e.underWriter(svc, pw, "replica_host_failed", replica, func() {
+		e.mustMoat("sim", "fail", "host", replica.Host)
+		e.seesReplacement(svc.ID, replica)
+	})
+	svc, pause, normal := rw.svc, rw.unavailable, rw.normal
 	if p := primaryNode(t, svc); p.ID != primary.ID {
 		t.Errorf("primary moved from %s to %s when a replica's host failed", primary.ID, p.ID)
 	}
@@ -143,11 +187,11 @@ func TestHostFailures(t *testing.T) {
 	// on another host and a switchover; the host ends empty.
 	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
 	old = primaryNode(t, svc)
-	svc, _, _ = e.underWriter(svc, pw, "drained", old, func() {
+	svc = e.underWriter(svc, pw, "drained", old, func() {
 		if code, out, errb := e.moatAPI("host", "drain", old.Host); code != 0 {
 			t.Fatalf("moat host drain %s: exit %d: %s%s", old.Host, code, out, errb)
 		}
-	})
+	}).svc
 	e.checkReplaced(svc, old, true)
 	e.waitWiped(old)
 	waitFor(t, time.Minute, func() bool {
@@ -155,16 +199,128 @@ func TestHostFailures(t *testing.T) {
 		return err == nil && h.State == domain.StateDraining && h.Load == 0
 	})
 	phase("primary's host drained: moved, wiped, the host empty")
+
+	// A double failure: the primary's host and a replica's fail together
+	// (while the control plane is down, so that it finds both lost in
+	// one pass: failed one after the other under a running control plane
+	// the replica's loss may be handled first, by replacing it). The
+	// surviving replica may lack commits only the lost replica
+	// acknowledged: nothing is promoted, the service is failed with the
+	// reason, no node takes a write; once the hosts recover, the service
+	// runs again with every acknowledged row.
+	svc = e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	e = e.doubleFailure(svc, pw)
+	phase("primary's and a replica's hosts failed together: nothing promoted, no node took a write; recovered with every row")
+}
+
+// doubleFailure runs the double-failure phase of TestHostFailures on svc
+// (three streaming nodes) and returns the restarted stack's env.
+func (e *env) doubleFailure(svc apitype.Service, pw string) *env {
+	t := e.t
+	t.Helper()
+	primary := primaryNode(t, svc)
+	var replicas []apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica && !domain.Going(n.State) {
+			replicas = append(replicas, n)
+		}
+	}
+	lostReplica, survivor := replicas[0], replicas[1]
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table double (id int primary key)"); r.code != 0 {
+		t.Fatalf("create table double: %v", r)
+	}
+	mh := e.multiHost(svc)
+	w := e.startHAWriterInto(pw, "double", func() string { return mh })
+	waitFor(t, 30*time.Second, func() bool { return w.count() >= 20 })
+	acked, _, _ := w.halt()
+	failovers := func(e *env) int {
+		ops, err := e.op.ListOperations(e.ctx(), e.project, svc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, o := range ops {
+			if o.Type == domain.OpServiceFailover {
+				n++
+			}
+		}
+		return n
+	}
+	before := failovers(e)
+
+	e.stop()
+	for _, h := range []string{primary.Host, lostReplica.Host} {
+		if _, err := up.FailHost(context.Background(), e.dir, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e = e.restartHostFleet()
+	after := e.waitService(svc.ID, time.Minute, func(s apitype.Service) bool {
+		return s.Health != nil && s.Health.Status == domain.HealthFailed && slices.ContainsFunc(s.Health.Conditions, func(c apitype.StateInfo) bool { return c.Code == domain.CodeDoubleFailure })
+	})
+	t.Logf("double failure: service %s, %+v, health %+v", after.State, after.StateInfo, after.Health)
+	if after.State != domain.StateDegraded || after.StateInfo == nil || after.StateInfo.Code != domain.CodeDoubleFailure {
+		t.Errorf("service after a double failure: %s %+v, want degraded with reason %s", after.State, after.StateInfo, domain.CodeDoubleFailure)
+	}
+	// No node takes a write: two are cut off and dead, the survivor is
+	// a replica still.
+	for _, n := range []apitype.Node{primary, lostReplica, survivor} {
+		r := e.psql(up.LaptopHost, pw, e.conninfo(svc, n.Address), "-c", "insert into double values (-1)")
+		if r.code == 0 {
+			t.Errorf("a write to %s (%s) after the double failure was acknowledged: %v", n.ID, n.Address, r)
+		}
+		if n.ID == survivor.ID && !strings.Contains(r.stderr, "read-only") {
+			t.Errorf("a write to the surviving replica %s: %v, want refused as read-only", n.ID, r)
+		}
+	}
+	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, survivor.Address), "-c", "select pg_is_in_recovery()"); r.code != 0 || r.stdout != "t" {
+		t.Errorf("the surviving replica %s: pg_is_in_recovery() = %v, want t (not promoted)", survivor.ID, r)
+	}
+	now, err := e.op.GetService(e.ctx(), e.project, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := failovers(e); n != before || primaryOf(now) == survivor.ID || now.Connection.Address != primary.Address {
+		t.Errorf("after the double failure: %d failovers (%d before), primary at %s; want none started and the primary still %s (%s)", n, before, now.Connection.Address, primary.ID, primary.Address)
+	}
+
+	// Both hosts back: the service runs again on its nodes, every
+	// acknowledged row there, and takes writes.
+	e.mustMoat("sim", "recover")
+	back := e.waitReplicated(svc.ID, domain.ReplQuorum, 2)
+	t.Logf("after recovery: primary %s, nodes %v", primaryNode(t, back).ID, nodeIDs(back))
+	// Nothing was failed over: the same three nodes, the same primary.
+	if p := primaryNode(t, back); p.ID != primary.ID || !slices.Equal(nodeIDs(back), nodeIDs(svc)) {
+		t.Errorf("after recovery: primary %s, nodes %v; want %s and the nodes before %v", p.ID, nodeIDs(back), primary.ID, nodeIDs(svc))
+	}
+	if lost := e.lostRows(back, pw, "double", acked); lost > 0 {
+		t.Errorf("double failure: %d of %d acknowledged rows lost after recovery", lost, len(acked))
+	}
+	if r := e.psql(up.LaptopHost, pw, e.multiHost(back), "-c", "insert into double values (-2)"); r.code != 0 {
+		t.Errorf("a write after the recovery: %v", r)
+	}
+	return e
+}
+
+// nodeIDs lists the service's live nodes as id/role.
+func nodeIDs(s apitype.Service) []string {
+	var out []string
+	for _, n := range s.NodeList {
+		if !domain.Going(n.State) {
+			out = append(out, n.ID+"/"+n.Role)
+		}
+	}
+	return out
 }
 
 // underWriter runs fault under a writer committing to a new table named
 // table through svc's multi-host string, then waits until the writer
 // committed 20 more rows, the node gone (the one the fault takes) left
 // the service and the service runs again on three streaming nodes; it
-// fails the test if an acknowledged row is missing, and logs the writer's
-// unavailability. It returns the service after, the writer's
-// unavailability around the fault and its normal commit interval.
-func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) (after apitype.Service, unavailable, normal time.Duration) {
+// fails the test if an acknowledged row is missing or a server other
+// than the new primary acknowledged a commit after it did, and logs the writer's
+// unavailability (written).
+func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.Node, fault func()) written {
 	e.t.Helper()
 	if r := e.psql(up.LaptopHost, pw, e.conninfo(svc, ""), "-c", "create table "+table+" (id int primary key)"); r.code != 0 {
 		e.t.Fatalf("create table %s: %v", table, r)
@@ -181,19 +337,204 @@ func (e *env) underWriter(svc apitype.Service, pw, table string, gone apitype.No
 	fault()
 	waitFor(e.t, 2*time.Minute, func() bool { return w.count() >= before+20 })
 	// The writer goes on until the service is whole again.
-	after = e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
+	after := e.waitService(svc.ID, 3*time.Minute, func(s apitype.Service) bool {
 		return left(s, gone) && s.State == domain.StateRunning && s.Replication != nil && s.Replication.Mode == domain.ReplQuorum && streaming(s) == 2
 	}, func(s apitype.Service) bool {
 		// A failed AZ leaves two healthy AZs: the replacement waits.
 		return left(s, gone) && s.State == domain.StateDegraded && streaming(s) >= 1 && primaryOf(s) != ""
 	})
 	acked, gap, normal := w.halt()
-	unavailable = w.longestGapSince(at)
+	unavailable := w.longestGapSince(at)
+	// Never two writable primaries: once the new primary acknowledged a
+	// commit, no other server did (the old one before it may).
+	if addr, split := w.splitSince(at, primaryNode(e.t, svc).Address, primaryNode(e.t, after).Address); split {
+		e.t.Errorf("%s: a commit acknowledged by %s after the new primary %s acknowledged one (old primary %s)", table, addr, primaryNode(e.t, after).Address, primaryNode(e.t, svc).Address)
+	}
 	e.t.Logf("%s: %d rows acknowledged, unavailable %v (longest gap %v, normal commit interval %v)", table, len(acked), unavailable, gap, normal)
 	if lost := e.lostRows(after, pw, table, acked); lost > 0 {
 		e.t.Errorf("%s: %d of %d acknowledged rows lost", table, lost, len(acked))
 	}
-	return after, unavailable, normal
+	return written{svc: after, unavailable: unavailable, normal: normal, acked: acked}
+}
+
+// written is what underWriter saw: the service after the fault, the
+// writer's unavailability around it, its normal commit interval, and
+// the ids it saw acknowledged.
+type written struct {
+	svc                 apitype.Service
+	unavailable, normal time.Duration
+	acked               []int
+}
+
+// seesReplacement waits, while the service id is degraded by the loss of
+// the replica lost (its host failed), until moat explain and moat service
+// get have both said that lost, on its host, was lost and named its
+// replacement (the condition lasts until the replacement streams); it
+// fails the test if the service is whole again before both did.
+func (e *env) seesReplacement(id string, lost apitype.Node) {
+	e.t.Helper()
+	said := "node " + lost.ID + " on host " + lost.Host + " was lost (its host stopped sending heartbeats); its replacement node-"
+	var explained, got string
+	whole := false
+	waitFor(e.t, 2*time.Minute, func() bool {
+		if explained == "" {
+			if _, _, errb := e.moat("explain", id, "--from", up.LaptopHost); strings.Contains(errb, "service "+id+" is degraded: ") && strings.Contains(errb, said) {
+				explained = errb
+			}
+		}
+		if got == "" {
+			if _, out, _ := e.moatAPI("service", "get", id); strings.Contains(out, "degraded: "+said) {
+				got = out
+			}
+		}
+		if explained != "" && got != "" {
+			return true
+		}
+		s, err := e.op.GetService(e.ctx(), e.project, id)
+		whole = err == nil && left(s, lost) && s.State == domain.StateRunning && streaming(s) == 2
+		return whole
+	})
+	if explained == "" || got == "" {
+		e.t.Errorf("while replica %s was replaced (service whole again: %v): moat explain said %q, moat service get %q; want both to say %q…", lost.ID, whole, explained, got, said)
+		return
+	}
+	for _, l := range strings.Split(explained, "\n") {
+		if strings.Contains(l, said) {
+			e.t.Logf("moat explain while degraded: %s", l)
+		}
+	}
+}
+
+// checkFailedOver checks, after the failover of svc from old (its host
+// failed), what a client and an operator see: the service's name
+// resolves through the platform DNS to the new primary and ro.<name> to
+// the replicas; moat service get shows each replica streaming with sync
+// state quorum and its lag; the audit log holds the failover's entries in
+// order (service.failover naming the lost and the promoted node,
+// service.failover.promote, node.replace naming the replacement,
+// service.failover.done).
+func (e *env) checkFailedOver(svc apitype.Service, old apitype.Node) {
+	e.t.Helper()
+	primary := primaryNode(e.t, svc)
+	var replicas []string
+	var repl apitype.Node
+	for _, n := range svc.NodeList {
+		if n.Role == apitype.RoleReplica && !domain.Going(n.State) {
+			replicas = append(replicas, n.Address)
+		}
+		if n.Index == old.Index && n.ID != old.ID && !domain.Going(n.State) {
+			repl = n
+		}
+	}
+	slices.Sort(replicas)
+	name, ro := svc.Connection.Host, svc.Connection.ReadOnlyHost
+	var gotName, gotRO []string
+	waitFor(e.t, 30*time.Second, func() bool {
+		gotName, _ = lookupA(e.stack.DNSAddr, name)
+		gotRO, _ = lookupA(e.stack.DNSAddr, ro)
+		slices.Sort(gotRO)
+		return slices.Equal(gotName, []string{primary.Address}) && slices.Equal(gotRO, replicas)
+	})
+	if !slices.Equal(gotName, []string{primary.Address}) || !slices.Equal(gotRO, replicas) {
+		e.t.Errorf("after the failover to %s: %s resolves to %v, %s to %v; want %s and the replicas %v", primary.ID, name, gotName, ro, gotRO, primary.Address, replicas)
+	}
+
+	// The replicas as moat service get shows them.
+	var shown apitype.Service
+	waitFor(e.t, 30*time.Second, func() bool {
+		code, out, errb := e.moatAPI("service", "get", svc.ID, "-o", "json")
+		if code != 0 {
+			e.t.Fatalf("moat service get: exit %d: %s", code, errb)
+		}
+		if err := json.Unmarshal([]byte(out), &shown); err != nil {
+			e.t.Fatalf("moat service get -o json: %v", err)
+		}
+		n := 0
+		for _, nd := range shown.NodeList {
+			if nd.Role == apitype.RoleReplica && nd.Streaming && nd.SyncState == domain.SyncStateQuorum && nd.LagBytes <= domain.CatchUpLag {
+				n++
+			}
+		}
+		return n == 2
+	})
+	_, table, _ := e.moatAPI("service", "get", svc.ID)
+	for _, nd := range shown.NodeList {
+		if nd.Role != apitype.RoleReplica {
+			continue
+		}
+		if !nd.Streaming || nd.SyncState != domain.SyncStateQuorum {
+			e.t.Errorf("replica %s after the failover: streaming %v, sync state %q, lag %d B; want streaming, quorum", nd.ID, nd.Streaming, nd.SyncState, nd.LagBytes)
+		}
+		row := regexp.MustCompile(`(?m)^` + nd.ID + `\s.*\strue\s+quorum\s+\d+ B$`)
+		if !row.MatchString(table) {
+			e.t.Errorf("moat service get: no row for replica %s streaming, quorum, with its lag:\n%s", nd.ID, table)
+		}
+		e.t.Logf("replica %s on %s: sync state %s, lag %d B", nd.ID, nd.Host, nd.SyncState, nd.LagBytes)
+	}
+
+	// The failover's audit entries, the control plane's own.
+	code, out, errb := e.moatAPI("audit", "list", "-o", "json")
+	if code != 0 {
+		e.t.Fatalf("moat audit list: exit %d: %s", code, errb)
+	}
+	var audited struct{ Items []apitype.AuditEntry }
+	if err := json.Unmarshal([]byte(out), &audited); err != nil {
+		e.t.Fatalf("moat audit list -o json: %v", err)
+	}
+	var got []string
+	for _, en := range audited.Items {
+		if en.Target == svc.ID && en.Actor == "system" && (strings.HasPrefix(en.Action, domain.OpServiceFailover) || en.Action == "node.replace") {
+			got = append(got, en.Action+": "+en.Detail)
+		}
+	}
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^service\.failover: the primary ` + old.ID + ` is lost \(.*\); promoting node-\S+$`),
+		regexp.MustCompile(`^service\.failover\.promote: primary ` + old.ID + ` → ` + primary.ID + `$`),
+		regexp.MustCompile(`^node\.replace: node ` + old.ID + ` replaced by ` + repl.ID + ` in ` + old.AZ + `$`),
+		regexp.MustCompile(`^service\.failover\.done: primary ` + primary.ID + `, replacement ` + repl.ID + ` streaming$`),
+	}
+	ok := len(got) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = want[i].MatchString(got[i])
+	}
+	if !ok {
+		e.t.Errorf("failover audit entries of %s:\n%s\nwant, in order: %v", svc.ID, strings.Join(got, "\n"), want)
+	}
+}
+
+// failoverMidway waits until service id's live operation is a failover
+// at its replace or catch-up step, and returns it.
+func (e *env) failoverMidway(id string) apitype.Operation {
+	e.t.Helper()
+	var op apitype.Operation
+	waitFor(e.t, time.Minute, func() bool {
+		s, err := e.op.GetService(e.ctx(), e.project, id)
+		if err != nil || s.OperationID == "" {
+			return false
+		}
+		if op, err = e.op.GetOperation(e.ctx(), e.project, s.OperationID); err != nil {
+			e.t.Fatal(err)
+		}
+		return op.Type == domain.OpServiceFailover && op.State == domain.StateRunning && (op.Step == domain.StepReplace || op.Step == domain.StepCatchUp)
+	})
+	if op.Type != domain.OpServiceFailover || (op.Step != domain.StepReplace && op.Step != domain.StepCatchUp) {
+		e.t.Fatalf("service %s: no failover at its replace or catch-up step (operation %+v)", id, op)
+	}
+	return op
+}
+
+// waitOperation waits until operation id ended and returns it.
+func (e *env) waitOperation(id string, within time.Duration) apitype.Operation {
+	e.t.Helper()
+	var op apitype.Operation
+	waitFor(e.t, within, func() bool {
+		var err error
+		if op, err = e.op.GetOperation(e.ctx(), e.project, id); err != nil {
+			e.t.Fatal(err)
+		}
+		return op.State == domain.StateSucceeded || op.State == domain.StateFailed
+	})
+	return op
 }
 
 // waitService waits until the service satisfies one of the conditions,

@@ -307,7 +307,7 @@ func (r *Reconciler) failover(ctx context.Context, id string, hh hostHealth, now
 			rl.Mark(members)
 		}
 		sync := domain.SyncStandbyNames(svc, members)
-		changed, b := svc.ApplyReplication(sync, domain.Health(d, sync, f), nodes, now)
+		changed, b := svc.ApplyReplication(sync, domain.Health(d, sync, f, members), nodes, now)
 		if changed || bump {
 			if err := store.Put(ctx, tx, svc); err != nil {
 				return err

@@ -197,6 +197,12 @@ func TestDrainMovesNodes(t *testing.T) {
 	if repl == nil || repl.State != domain.StateCreating || repl.Host == "ha" || repl.Host == "hb" {
 		t.Fatalf("replacement of %s = %+v, want a new node off the draining hosts", a.ID, repl)
 	}
+	// One replica short until the replacement streams: degraded, saying so.
+	// (The fake cloud placed it nowhere: no host named.)
+	want := "node " + a.ID + " on host hb left the service; its replacement " + repl.ID + " is being created (cloned from the primary)"
+	if s := get[domain.Service](f, svc.ID); s.State != domain.StateDegraded || s.StateInfo == nil || s.StateInfo.Code != domain.CodeNodeReplacing || s.StateInfo.Message != want {
+		t.Errorf("service while %s replaces %s: %s %+v, want degraded: %s", repl.ID, a.ID, s.State, s.StateInfo, want)
+	}
 
 	// The replacement streams and the old replica is gone: the primary
 	// moves next, by a failover.
@@ -217,6 +223,12 @@ func TestDrainMovesNodes(t *testing.T) {
 	f.edit(p, func() {
 		p.Replication.Standbys = []domain.StandbyStatus{{Name: repl.ID, SyncState: domain.SyncStateQuorum}, {Name: b.ID, SyncState: domain.SyncStateQuorum}}
 	})
+	// A pass finds the service whole and running again, the next moves
+	// the primary (the first pass's change wakes the next at once).
+	_ = f.rec.Once(t.Context())
+	if s := get[domain.Service](f, svc.ID); s.State != domain.StateRunning {
+		t.Errorf("service with the replacement streaming: %s %+v, want running", s.State, s.StateInfo)
+	}
 	_ = f.rec.Once(t.Context())
 	var op *domain.Operation
 	for _, o := range f.ops(svc.ID) {

@@ -336,26 +336,18 @@ func stopProcess(pid int, exited <-chan error, timeout time.Duration) {
 }
 
 // waitFleet waits until every host of the fleet heartbeat after since
-// (its agent runs and reaches the control plane).
+// (its agent runs and reaches the control plane), but those the simulator
+// failed or partitioned (FaultsFile): a stack restarted with a failed host
+// is ready without it.
 func (s *Stack) waitFleet(ctx context.Context, op *client.Client, since time.Time) error {
 	for {
 		hosts, err := op.ListHosts(ctx)
+		var faults Faults
 		if err == nil {
-			beat := map[string]bool{}
-			for _, h := range hosts {
-				if !h.LastHeartbeatAt.Before(since) && h.State != domain.StateDown {
-					beat[h.Name] = true
-				}
-			}
-			missing := 0
-			for _, h := range s.fleet {
-				if !beat[h.Name] {
-					missing++
-				}
-			}
-			if missing == 0 {
-				return nil
-			}
+			faults, err = ReadFaults(s.cfg.ControlPlane.DataDir)
+		}
+		if err == nil && len(notReady(s.fleet, hosts, faults, since)) == 0 {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -363,6 +355,25 @@ func (s *Stack) waitFleet(ctx context.Context, op *client.Client, since time.Tim
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// notReady names the hosts of fleet that have not heartbeat since since
+// (or are down) among hosts as the API lists them, but those faults
+// fail or partition.
+func notReady(fleet []FleetHost, hosts []apitype.Host, faults Faults, since time.Time) []string {
+	beat := map[string]bool{}
+	for _, h := range hosts {
+		if !h.LastHeartbeatAt.Before(since) && h.State != domain.StateDown {
+			beat[h.Name] = true
+		}
+	}
+	var out []string
+	for _, h := range fleet {
+		if !beat[h.Name] && !faults.IsFailed(h.Name) && !faults.IsPartitioned(h.Name) {
+			out = append(out, h.Name)
+		}
+	}
+	return out
 }
 
 // WaitReady waits until the stack's control plane runs and every host of

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moatdb/moat/internal/apitype"
 	"github.com/moatdb/moat/internal/domain"
 )
 
@@ -44,6 +45,33 @@ func TestFleet(t *testing.T) {
 		"eu-west-1b-1@eu-west-1/eu-west-1b", "eu-west-1b-2@eu-west-1/eu-west-1b", "eu-west-1c-1@eu-west-1/eu-west-1c", "eu-west-1c-2@eu-west-1/eu-west-1c"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Fleet(default, 2) = %v, want %v", got, want)
+	}
+}
+
+// TestNotReady: a stack is ready once every host of its fleet heartbeat
+// since it started, but the hosts the simulator failed or partitioned
+// (their agents are kept down or cut off): a stack restarted with a
+// failed host does not wait for it.
+func TestNotReady(t *testing.T) {
+	since := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	fleet := Fleet(domain.Catalog{Regions: domain.DefaultCatalog().Regions[:1]}, 1)
+	hosts := []apitype.Host{
+		{Name: "us-east-1a-1", State: domain.StateActive, LastHeartbeatAt: since.Add(time.Second)},
+		{Name: "us-east-1b-1", State: domain.StateActive, LastHeartbeatAt: since.Add(-time.Second)},
+		{Name: "us-east-1c-1", State: domain.StateDown, LastHeartbeatAt: since.Add(time.Second)},
+	}
+	for _, tc := range []struct {
+		name   string
+		faults Faults
+		want   []string
+	}{
+		{"no fault", Faults{}, []string{"us-east-1b-1", "us-east-1c-1"}},
+		{"one failed", Faults{Failed: []string{"us-east-1b-1"}}, []string{"us-east-1c-1"}},
+		{"failed and partitioned", Faults{Failed: []string{"us-east-1b-1"}, Partitioned: []string{"us-east-1c-1"}}, nil},
+	} {
+		if got := notReady(fleet, hosts, tc.faults, since); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: notReady = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
