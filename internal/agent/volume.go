@@ -396,6 +396,12 @@ func DestroyVolumes(dataDir string) error {
 	var errs []error
 	for _, f := range files {
 		mnt := strings.TrimSuffix(f, volumeExt)
+		// Whatever still runs on the volume (a server the agent was
+		// starting when it was stopped has no postmaster.pid yet; an
+		// archiver's child) would keep it busy: the stack is going.
+		if _, err := volume.KillUsers(mnt); err != nil {
+			errs = append(errs, fmt.Errorf("destroy volume: %w", err))
+		}
 		if err := volume.Destroy(f, mnt); err != nil {
 			errs = append(errs, err)
 			continue

@@ -48,7 +48,7 @@ import (
 
 // startHostFleet runs a stack of us-east-1 alone with two hosts per AZ
 // (a lost host's node has another host in its AZ to go to) and
-// fastFailover.
+// failoverFor(t).
 func startHostFleet(t testing.TB) *env {
 	t.Helper()
 	return startHostFleetOn(t, "", "")
@@ -67,7 +67,7 @@ func (e *env) restartHostFleet() *env {
 func startHostFleetOn(t testing.TB, dir, prefix string) *env {
 	t.Helper()
 	return startStack(t, dir, prefix, func(c *up.Config) {
-		c.ControlPlane.Failover = fastFailover
+		c.ControlPlane.Failover = failoverFor(t)
 		c.ControlPlane.Catalog = domain.Catalog{Regions: []domain.Region{{Code: "us-east-1", AZs: []string{"us-east-1a", "us-east-1b", "us-east-1c"}}}}
 		c.HostsPerAZ = 2
 	})

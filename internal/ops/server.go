@@ -406,6 +406,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	lc.close(CloseClient)
 	cancel()
 	wg.Wait()
+	// Out of Sessions before the close event says it ended (the deferred
+	// delete covers the returns above).
+	s.mu.Lock()
+	delete(s.live, lc)
+	s.mu.Unlock()
 	ev := lc.event(ActionSessionClosed)
 	ev.Reason, _ = lc.reason.Load().(string)
 	ev.Duration = s.cfg.Now().Sub(lc.opened)
