@@ -130,9 +130,15 @@ func TestFleetFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, func() bool { return ok().code == 0 })
+	// The supervisor restarts each agent on its own poll: await each.
 	for _, h := range []string{host, "eu-west-1b-1"} {
-		if up.AgentPID(e.dir, h) == 0 {
-			t.Errorf("host %s: no agent after recover", h)
+		deadline := time.Now().Add(60 * time.Second)
+		for up.AgentPID(e.dir, h) == 0 {
+			if time.Now().After(deadline) {
+				t.Errorf("host %s: no agent 60 s after recover", h)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }
