@@ -170,29 +170,9 @@ func (s SettingSpec) parse(v string) (float64, string, string) {
 		}
 		return f, strconv.FormatFloat(f, 'g', -1, 64), ""
 	case SettingMemory:
-		m := memoryRE.FindStringSubmatch(v)
-		if m == nil {
-			return 0, "", "is not an amount of memory: write an integer and a unit, like 64MB (B, kB, MB, GB or TB)"
-		}
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil {
-			return 0, "", "is out of range"
-		}
-		if m[2] == "" {
-			return float64(n) * float64(s.Unit), m[1], ""
-		}
-		return float64(n) * memoryUnits[m[2]], m[1] + m[2], ""
+		return quantity(v, memoryRE, memoryUnits, float64(s.Unit), "is not an amount of memory: write an integer and a unit, like 64MB (B, kB, MB, GB or TB)")
 	case SettingDuration:
-		m := durationRE.FindStringSubmatch(v)
-		if m == nil {
-			return 0, "", "is not a time: write an integer and a unit, like 30s (us, ms, s, min, h or d)"
-		}
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil {
-			return 0, "", "is out of range"
-		}
-		u := cmp.Or(m[2], "ms")
-		return float64(n) * durationUnits[u], m[1] + m[2], ""
+		return quantity(v, durationRE, durationUnits, durationUnits["ms"], "is not a time: write an integer and a unit, like 30s (us, ms, s, min, h or d)")
 	case SettingZone:
 		if !zoneRE.MatchString(v) {
 			return 0, "", "is not a time zone name"
@@ -453,4 +433,22 @@ func (s *Service) SettingsApplying(nodes []*Node) bool {
 		}
 	}
 	return false
+}
+
+// quantity parses v, an integer and an optional unit as re captures them,
+// into its value in the base unit (units; bare when it has no unit) and
+// its normalised text; what is the complaint when v is no such thing.
+func quantity(v string, re *regexp.Regexp, units map[string]float64, bare float64, what string) (float64, string, string) {
+	m := re.FindStringSubmatch(v)
+	if m == nil {
+		return 0, "", what
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, "", "is out of range"
+	}
+	if m[2] == "" {
+		return float64(n) * bare, m[1], ""
+	}
+	return float64(n) * units[m[2]], m[1] + m[2], ""
 }
