@@ -298,20 +298,41 @@ func (in *Instance) pid() (int, bool) {
 	return pid, in.alive(pid)
 }
 
+// dyingWait bounds alive's wait for a process that is exiting.
+const dyingWait = 2 * time.Second
+
+// zombie reports whether pid is a zombie (exited, not yet reaped).
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	return ok && strings.HasPrefix(rest, "Z")
+}
+
 func (in *Instance) alive(pid int) bool {
 	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
 	if err != nil {
 		// Gone, or a zombie: reaped now if this process started it
 		// (PostgreSQL takes a zombie's postmaster.pid for a live one).
+		// A SIGKILLed process loses its working directory before it is
+		// a zombie: until it is gone (or a zombie not ours to reap) its
+		// pid still holds postmaster.pid, and a new postmaster would
+		// refuse to start.
 		in.childMu.Lock()
 		ch := in.child
 		in.childMu.Unlock()
-		if ch != nil && ch.pid == pid {
-			ch.reap()
-		} else {
-			reapOrphan(pid)
+		for deadline := time.Now().Add(dyingWait); ; time.Sleep(5 * time.Millisecond) {
+			if ch != nil && ch.pid == pid {
+				ch.reap()
+			} else {
+				reapOrphan(pid)
+			}
+			if syscall.Kill(pid, 0) != nil || zombie(pid) || time.Now().After(deadline) {
+				return false
+			}
 		}
-		return false
 	}
 	want, err := filepath.EvalSymlinks(in.cfg.DataDir)
 	if err != nil {
